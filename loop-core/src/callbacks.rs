@@ -1,0 +1,122 @@
+//! Scheduling callbacks: `call_soon`, `call_later`, `call_at`, `time`, and
+//! the thread-safe handle.
+
+use std::panic::Location;
+use std::time::{Duration, Instant};
+
+use crate::error::{ErrorKind, LoopError};
+use crate::event_loop::EventLoop;
+use crate::handle::{CallbackCell, Handle, TimerHandle};
+use crate::ready_queue::Ready;
+use crate::threadsafe::{Injected, LoopHandle};
+
+impl EventLoop {
+    /// Schedules `callback` to run in the next iteration. Callbacks run in
+    /// the order they were scheduled (FIFO); one scheduled from inside a
+    /// callback runs in the following iteration, never in the current one.
+    ///
+    /// Returns a [`Handle`] to cancel it. Errors with
+    /// [`ErrorKind::Closed`] on a closed loop.
+    ///
+    /// ```
+    /// use loop_core::EventLoop;
+    /// use std::{cell::RefCell, rc::Rc};
+    /// let lp = EventLoop::new().unwrap();
+    /// let log = Rc::new(RefCell::new(Vec::new()));
+    /// for i in 0..3 {
+    ///     let log = log.clone();
+    ///     lp.call_soon(move || log.borrow_mut().push(i)).unwrap();
+    /// }
+    /// let cancelled = lp.call_soon(|| unreachable!()).unwrap();
+    /// cancelled.cancel();
+    /// lp.stop();
+    /// lp.run_forever().unwrap(); // one iteration
+    /// assert_eq!(*log.borrow(), [0, 1, 2]);
+    /// ```
+    #[doc(alias = "loop.call_soon")]
+    #[track_caller]
+    #[inline]
+    pub fn call_soon(&self, callback: impl FnOnce() + 'static) -> Result<Handle, LoopError> {
+        self.check_open()?;
+        let cell = CallbackCell::new_rc(callback, Location::caller());
+        self.inner
+            .ready
+            .borrow_mut()
+            .push(Ready::Callback(cell.clone()));
+        Ok(Handle { cell })
+    }
+
+    /// Schedules `callback` to run `delay` from now (loop time). It never
+    /// runs early; timers due at the same time run in scheduling order.
+    ///
+    /// A delay so large that the deadline cannot be represented (such as
+    /// `Duration::MAX`) is an [`ErrorKind::InvalidArgument`] error.
+    #[doc(alias = "loop.call_later")]
+    #[track_caller]
+    pub fn call_later(
+        &self,
+        delay: Duration,
+        callback: impl FnOnce() + 'static,
+    ) -> Result<TimerHandle, LoopError> {
+        let when = self.time().checked_add(delay).ok_or_else(|| {
+            LoopError::new(
+                ErrorKind::InvalidArgument,
+                format!("call_later: delay {delay:?} puts the deadline beyond what the clock can represent"),
+            )
+        })?;
+        self.call_at(when, callback)
+    }
+
+    /// Schedules `callback` to run at `when`, a point of [`time`](Self::time).
+    /// A `when` in the past runs in the next iteration.
+    #[doc(alias = "loop.call_at")]
+    #[track_caller]
+    pub fn call_at(
+        &self,
+        when: Instant,
+        callback: impl FnOnce() + 'static,
+    ) -> Result<TimerHandle, LoopError> {
+        self.check_open()?;
+        let cell = CallbackCell::new_rc(callback, Location::caller());
+        self.inner.timers.borrow_mut().push(when, cell.clone());
+        Ok(TimerHandle {
+            handle: Handle { cell },
+            when,
+            stats: self.inner.timer_stats.clone(),
+        })
+    }
+
+    /// The loop's clock: monotonic, the time base of [`call_at`](Self::call_at).
+    /// It is [`Instant::now`] unless the loop was built with a
+    /// [`VirtualClock`](crate::VirtualClock).
+    #[doc(alias = "loop.time")]
+    pub fn time(&self) -> Instant {
+        self.inner.clock.now()
+    }
+
+    /// The `Send + Sync` handle for scheduling callbacks and stopping the
+    /// loop from other threads.
+    pub fn handle(&self) -> LoopHandle {
+        LoopHandle {
+            shared: self.inner.shared.clone(),
+        }
+    }
+
+    /// Schedules `callback` through the thread-safe queue and wakes the loop;
+    /// the same as `self.handle().call_soon_threadsafe(callback)`. From the
+    /// loop thread, prefer [`call_soon`](Self::call_soon).
+    #[doc(alias = "loop.call_soon_threadsafe")]
+    pub fn call_soon_threadsafe(
+        &self,
+        callback: impl FnOnce() + Send + 'static,
+    ) -> Result<(), LoopError> {
+        self.handle().call_soon_threadsafe(callback)
+    }
+
+    /// Queues a task runnable from a waker (the scheduler of `tasks.rs`).
+    pub(crate) fn inject_task(shared: &crate::threadsafe::Shared, runnable: async_task::Runnable) {
+        if let Err((_, Some(item))) = shared.inject(Injected::Task(runnable)) {
+            shared.discard(item);
+        }
+    }
+}

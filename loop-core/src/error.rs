@@ -1,0 +1,237 @@
+//! The loop's error type.
+//!
+//! Every fallible call of the loop returns [`LoopError`]. It is an opaque struct
+//! with a [`kind`](LoopError::kind), a message phrased like asyncio's own
+//! (`"Event loop is closed"`, `"This event loop is already running"`), and,
+//! where there is one, a [`source`](std::error::Error::source): the OS error of
+//! a failed syscall, or the [`PanicError`] of a callback or task that panicked.
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+
+/// What went wrong, in a form code can match on.
+///
+/// The list grows as the loop grows, so it is `#[non_exhaustive]`: match the
+/// kinds you handle and keep a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The loop was closed with [`close`](crate::EventLoop::close). A closed loop
+    /// cannot be run or given work; create a new one.
+    Closed,
+    /// The loop is already running (a nested `run_forever` or
+    /// `run_until_complete` from inside a callback), or another loop is running
+    /// on this thread. Schedule work with `call_soon` instead of running the
+    /// loop again.
+    AlreadyRunning,
+    /// The call needs the loop to be stopped: `close` while it runs.
+    /// Call [`stop`](crate::EventLoop::stop) and close after `run_*` returns.
+    Running,
+    /// The loop stopped (someone called `stop`) before the future given to
+    /// `run_until_complete` finished. The future was dropped.
+    Stopped,
+    /// The object is in the wrong state for the call (for example a
+    /// registration after `shutdown_asyncgens`, or the default executor after
+    /// `shutdown_default_executor`).
+    InvalidState,
+    /// An argument is out of range: a negative file descriptor, a delay so
+    /// long that its deadline cannot be represented, ...
+    InvalidArgument,
+    /// User code (a callback, a task, an executor job) panicked; the source is
+    /// a [`PanicError`] with the panic message.
+    Panicked,
+    /// A bounded wait ran out of time (`shutdown_default_executor` with jobs
+    /// still running).
+    Timeout,
+    /// A system call failed; the source is the [`io::Error`].
+    Io,
+}
+
+/// The error of every fallible loop call: a [`kind`](Self::kind), an
+/// asyncio-like message, and an optional source.
+///
+/// ```
+/// use loop_core::{EventLoop, ErrorKind};
+/// let lp = EventLoop::new().unwrap();
+/// lp.close().unwrap();
+/// let err = lp.call_soon(|| {}).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Closed);
+/// assert_eq!(err.to_string(), "Event loop is closed");
+/// ```
+pub struct LoopError {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl LoopError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        LoopError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// A failed system call, with what the loop was doing (`"add_reader(fd=7)"`).
+    pub fn io(context: impl fmt::Display, err: io::Error) -> Self {
+        LoopError::new(ErrorKind::Io, format!("{context}: {err}")).with_source(err)
+    }
+
+    /// The error for a panic payload caught from user code.
+    pub fn panicked(what: impl fmt::Display, payload: Box<dyn Any + Send>) -> Self {
+        let panic = PanicError::from_payload(payload);
+        LoopError::new(
+            ErrorKind::Panicked,
+            format!("{what} panicked: {}", panic.message),
+        )
+        .with_source(panic)
+    }
+
+    pub(crate) fn closed() -> Self {
+        LoopError::new(ErrorKind::Closed, "Event loop is closed")
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The human-readable message (the same text as `Display`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The panic behind a [`ErrorKind::Panicked`] error, if that is what this is.
+    pub fn panic(&self) -> Option<&PanicError> {
+        self.source.as_ref()?.downcast_ref::<PanicError>()
+    }
+
+    /// The OS error behind an [`ErrorKind::Io`] error, if that is what this is.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.source.as_ref()?.downcast_ref::<io::Error>()
+    }
+}
+
+impl fmt::Debug for LoopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("LoopError");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for LoopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LoopError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| &**s as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<LoopError> for io::Error {
+    fn from(err: LoopError) -> io::Error {
+        let kind = match err.kind {
+            ErrorKind::InvalidArgument => io::ErrorKind::InvalidInput,
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            _ => io::ErrorKind::Other,
+        };
+        match err
+            .source
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+        {
+            Some(os) if os.raw_os_error().is_some() => {
+                io::Error::from_raw_os_error(os.raw_os_error().unwrap_or(0))
+            }
+            _ => io::Error::new(kind, err),
+        }
+    }
+}
+
+/// A panic caught at a callback, task or executor-job boundary, kept as an
+/// error value with its message.
+///
+/// The loop never lets a panic in user code unwind through itself: it catches
+/// it, wraps the payload here, and reports it (through the exception handler
+/// for callbacks, as the result for futures and executor jobs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PanicError {
+    message: String,
+}
+
+impl PanicError {
+    /// Turns a payload from [`std::panic::catch_unwind`] into an error. String
+    /// payloads (what `panic!` makes) keep their text.
+    pub fn from_payload(payload: Box<dyn Any + Send>) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "<non-string panic payload>".to_string()
+        };
+        PanicError { message }
+    }
+
+    /// The panic message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for PanicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PanicError({:?})", self.message)
+    }
+}
+
+impl fmt::Display for PanicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "panic: {}", self.message)
+    }
+}
+
+impl std::error::Error for PanicError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn panic_payloads_keep_their_text() {
+        let caught = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+        let err = LoopError::panicked("callback", caught);
+        assert_eq!(err.kind(), ErrorKind::Panicked);
+        assert_eq!(err.panic().unwrap().message(), "boom 7");
+        assert!(err.to_string().contains("boom 7"));
+        assert!(err.source().is_some());
+    }
+
+    #[test]
+    fn io_errors_keep_the_os_code() {
+        let err = LoopError::io("add_reader(fd=-1)", io::Error::from_raw_os_error(9));
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert_eq!(err.io_error().unwrap().raw_os_error(), Some(9));
+        let back: io::Error = err.into();
+        assert_eq!(back.raw_os_error(), Some(9));
+    }
+}

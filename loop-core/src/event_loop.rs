@@ -1,0 +1,511 @@
+//! `EventLoop`: its state, its lifecycle, and one iteration.
+//!
+//! # One iteration (asyncio's order, kept)
+//! 1. Compute the poll timeout: zero if the ready queue is non-empty, a stop
+//!    was requested, or another thread queued work; else until the earliest
+//!    live timer; else infinite.
+//! 2. Poll for I/O (skipped when the timeout is zero and no fd is watched,
+//!    since nothing could be reported) and queue the ready watchers; then
+//!    queue what other threads sent.
+//! 3. Move every due timer to the ready queue, in deadline order.
+//! 4. Run exactly the callbacks that were ready when this step began.
+//!
+//! # Re-entrancy
+//! No `RefCell` of the loop is borrowed while user code runs: step 4 swaps
+//! the ready queue out before running it, watchers and handles are `Rc`s
+//! cloned out of their tables, and everything a call removes (cancelled
+//! callbacks, replaced watchers, the contents of a closed loop) is dropped
+//! after the borrow ends. So every callback may call any loop method: stop,
+//! close (refused while running, with an error), call_soon, cancel, add or
+//! remove watchers, run_in_executor... Running the loop again from inside is
+//! refused with [`ErrorKind::AlreadyRunning`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt as _;
+
+use crate::asyncgens::AsyncGenRegistry;
+use crate::clock::{Clock, VirtualClock};
+use crate::debug::DebugState;
+use crate::error::{ErrorKind, LoopError};
+use crate::exception::{ExceptionContext, ExceptionHandler};
+use crate::executor::ExecutorState;
+use crate::handle::{Handle, TimerStats};
+use crate::io::FdRegistry;
+use crate::reactor::{Backend, Reactor, Readiness};
+use crate::ready_queue::{Ready, ReadyQueue};
+use crate::running;
+use crate::threadsafe::{Injected, Shared};
+use crate::timers::TimerQueue;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RunState {
+    Idle,
+    Running,
+    Closed,
+}
+
+pub(crate) struct Inner {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) reactor: Reactor,
+    state: Cell<RunState>,
+    pub(crate) stopping: Cell<bool>,
+    pub(crate) ready: RefCell<ReadyQueue>,
+    pub(crate) timers: RefCell<TimerQueue>,
+    pub(crate) timer_stats: Rc<TimerStats>,
+    pub(crate) io: RefCell<FdRegistry>,
+    pub(crate) clock: Clock,
+    pub(crate) debug: DebugState,
+    pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
+    pub(crate) executor: ExecutorState,
+    pub(crate) asyncgens: RefCell<AsyncGenRegistry>,
+}
+
+/// An asyncio event loop: callbacks, timers, fd readiness and futures, run on
+/// the thread that owns it.
+///
+/// `EventLoop` is a cheap `Clone` handle (an `Rc`) and is `!Send`: one loop
+/// belongs to one thread, and callbacks and futures need not be `Send`. Reach
+/// it from other threads through [`handle`](Self::handle).
+///
+/// ```
+/// use loop_core::EventLoop;
+/// use std::time::Duration;
+///
+/// let lp = EventLoop::new()?;
+/// let stopper = lp.clone();
+/// lp.call_soon(|| println!("first"))?;
+/// lp.call_later(Duration::from_millis(5), move || stopper.stop())?;
+/// lp.run_forever()?;
+/// let answer = lp.run_until_complete(async { 6 * 7 })?;
+/// assert_eq!(answer, 42);
+/// lp.close()?;
+/// # Ok::<(), loop_core::LoopError>(())
+/// ```
+#[derive(Clone)]
+pub struct EventLoop {
+    pub(crate) inner: Rc<Inner>,
+}
+
+/// Builds an [`EventLoop`] with a chosen backend, debug mode or clock.
+///
+/// ```
+/// use loop_core::{Backend, EventLoop};
+/// let lp = EventLoop::builder().backend(Backend::Polling).debug(true).build().unwrap();
+/// assert_eq!(lp.backend(), Backend::Polling);
+/// assert!(lp.get_debug());
+/// ```
+#[derive(Debug, Default)]
+pub struct Builder {
+    backend: Option<Backend>,
+    debug: Option<bool>,
+    clock: Option<VirtualClock>,
+}
+
+impl Builder {
+    /// Uses `backend` instead of the platform default (or `AIOLOOP_BACKEND`).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Starts in debug mode (or not), instead of following `AIOLOOP_DEBUG`.
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.debug = Some(debug);
+        self
+    }
+
+    /// Reads time from `clock` instead of the system clock (for tests).
+    pub fn virtual_clock(mut self, clock: VirtualClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Creates the loop: an epoll (or `polling`) instance and an eventfd.
+    pub fn build(self) -> Result<EventLoop, LoopError> {
+        let backend = match self.backend {
+            Some(b) => b,
+            None => {
+                Backend::from_env().map_err(|m| LoopError::new(ErrorKind::InvalidArgument, m))?
+            }
+        };
+        let (reactor, notifier) = Reactor::new(backend)
+            .map_err(|e| LoopError::io(format!("creating the {backend:?} poller"), e))?;
+        let debug = self.debug.unwrap_or_else(crate::debug::debug_from_env);
+        let timer_stats = Rc::new(TimerStats::default());
+        Ok(EventLoop {
+            inner: Rc::new(Inner {
+                shared: Arc::new(Shared::new(notifier)),
+                reactor,
+                state: Cell::new(RunState::Idle),
+                stopping: Cell::new(false),
+                ready: RefCell::default(),
+                timers: RefCell::new(TimerQueue::new(timer_stats.clone())),
+                timer_stats,
+                io: RefCell::default(),
+                clock: self.clock.map(Clock::Virtual).unwrap_or_default(),
+                debug: DebugState::new(debug),
+                exception_handler: RefCell::new(None),
+                executor: ExecutorState::default(),
+                asyncgens: RefCell::default(),
+            }),
+        })
+    }
+}
+
+/// What `run_forever`'s iterations keep between them: buffers reused so
+/// that an iteration allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    events: Vec<Readiness>,
+    injected: Vec<Injected>,
+    batch: VecDeque<Ready>,
+}
+
+impl EventLoop {
+    /// A new loop with the platform's default backend (`AIOLOOP_BACKEND`
+    /// overrides it) and debug mode off (`AIOLOOP_DEBUG=1` turns it on).
+    #[doc(alias = "new_event_loop")]
+    pub fn new() -> Result<EventLoop, LoopError> {
+        Builder::default().build()
+    }
+
+    /// A [`Builder`] to choose the backend, debug mode or clock.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The poller this loop uses.
+    pub fn backend(&self) -> Backend {
+        self.inner.reactor.backend()
+    }
+
+    /// Whether two handles refer to the same loop.
+    pub fn ptr_eq(&self, other: &EventLoop) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Runs until [`stop`](Self::stop) is called.
+    ///
+    /// If `stop` was called before, runs exactly one iteration (the callbacks
+    /// already scheduled) and returns. Errors: the loop is closed, it is
+    /// already running (a call from inside a callback), or another loop runs
+    /// on this thread; or the poller failed (`ErrorKind::Io`).
+    #[doc(alias = "loop.run_forever")]
+    pub fn run_forever(&self) -> Result<(), LoopError> {
+        let _guard = self.enter()?;
+        let mut scratch = Scratch::default();
+        loop {
+            self.run_once(&mut scratch)?;
+            if self.inner.stopping.get() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs until `future` completes and returns its output.
+    ///
+    /// `future` is any Rust future (an `async` block, a task, an executor
+    /// result...); it is polled on this thread and need not be `Send`. If it
+    /// panics, the panic is caught and returned as an
+    /// [`ErrorKind::Panicked`] error; the loop stays usable. If the loop is
+    /// stopped before the future completes, the future is dropped and the
+    /// error is [`ErrorKind::Stopped`] ("Event loop stopped before Future
+    /// completed.").
+    #[doc(alias = "loop.run_until_complete")]
+    pub fn run_until_complete<F>(&self, future: F) -> Result<F::Output, LoopError>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.check_can_run()?;
+        let stopper = self.clone();
+        let task = self.spawn_local(async move {
+            let out = AssertUnwindSafe(future).catch_unwind().await;
+            stopper.stop();
+            out
+        });
+        if let Err(e) = self.run_forever() {
+            drop(task);
+            return Err(e);
+        }
+        let mut task = pin!(task);
+        match task.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(out)) => Ok(out),
+            Poll::Ready(Err(panic)) => Err(LoopError::panicked(
+                "the future given to run_until_complete",
+                panic,
+            )),
+            Poll::Pending => Err(LoopError::new(
+                ErrorKind::Stopped,
+                "Event loop stopped before Future completed.",
+            )),
+        }
+    }
+
+    /// Stops the loop after the current iteration: the callbacks already
+    /// ready in this iteration still run, and those scheduled from them wait
+    /// for the next `run_*`. Calling it before `run_forever` makes that run
+    /// do one iteration. From another thread, use [`LoopHandle::stop`](crate::LoopHandle::stop).
+    #[doc(alias = "loop.stop")]
+    pub fn stop(&self) {
+        self.inner.stopping.set(true);
+    }
+
+    /// Whether the loop is running (inside `run_forever` or
+    /// `run_until_complete`).
+    #[doc(alias = "loop.is_running")]
+    pub fn is_running(&self) -> bool {
+        self.inner.state.get() == RunState::Running
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    #[doc(alias = "loop.is_closed")]
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.get() == RunState::Closed
+    }
+
+    /// Closes the loop: drops every pending callback, timer and task, removes
+    /// every reader and writer (the fds themselves stay open: they are the
+    /// caller's), and shuts the default executor down without waiting (use
+    /// [`shutdown_default_executor`](Self::shutdown_default_executor) first
+    /// to wait). Idempotent. Errors with [`ErrorKind::Running`] while the
+    /// loop runs.
+    #[doc(alias = "loop.close")]
+    pub fn close(&self) -> Result<(), LoopError> {
+        match self.inner.state.get() {
+            RunState::Running => {
+                return Err(LoopError::new(
+                    ErrorKind::Running,
+                    "Cannot close a running event loop",
+                ))
+            }
+            RunState::Closed => return Ok(()),
+            RunState::Idle => {}
+        }
+        self.inner.state.set(RunState::Closed);
+        let inner = &*self.inner;
+        let injected = inner.shared.close();
+        let ready = inner.ready.borrow_mut().take_all();
+        let timers = inner.timers.borrow_mut().take_all();
+        self.clear_watchers();
+        self.executor_close();
+        // Dropping user closures and futures may run user `Drop` code; do it
+        // with no borrow held, and keep a panicking `Drop` from escaping.
+        let dropped = catch_unwind(AssertUnwindSafe(move || {
+            drop(injected);
+            drop(ready);
+            for t in timers {
+                t.cancel();
+            }
+        }));
+        if let Err(payload) = dropped {
+            self.call_exception_handler(
+                ExceptionContext::new("A callback or task panicked while being dropped by close()")
+                    .with_error(LoopError::panicked("drop", payload)),
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), LoopError> {
+        if self.is_closed() {
+            Err(LoopError::closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_can_run(&self) -> Result<(), LoopError> {
+        self.check_open()?;
+        if self.is_running() {
+            return Err(LoopError::new(
+                ErrorKind::AlreadyRunning,
+                "This event loop is already running",
+            ));
+        }
+        if running::running_loop().is_some() {
+            return Err(LoopError::new(
+                ErrorKind::AlreadyRunning,
+                "Cannot run the event loop while another loop is running",
+            ));
+        }
+        Ok(())
+    }
+
+    fn enter(&self) -> Result<RunGuard, LoopError> {
+        self.check_can_run()?;
+        self.inner.state.set(RunState::Running);
+        running::set_running(Some(self.clone()));
+        Ok(RunGuard { lp: self.clone() })
+    }
+
+    /// One iteration; see the module docs.
+    fn run_once(&self, s: &mut Scratch) -> Result<(), LoopError> {
+        let inner = &*self.inner;
+        let shared = &*inner.shared;
+
+        // 1. The timeout.
+        let busy = !inner.ready.borrow().is_empty() || inner.stopping.get() || shared.has_pending();
+        let mut timeout = if busy { Some(Duration::ZERO) } else { None };
+        let has_timers = !inner.timers.borrow().is_empty();
+        if has_timers {
+            let next = inner.timers.borrow_mut().next_deadline();
+            if let (Some(deadline), None) = (next, timeout) {
+                let wait = deadline.saturating_duration_since(inner.clock.now());
+                match inner.clock.as_virtual() {
+                    // Virtual time jumps to the deadline instead of sleeping.
+                    Some(v) if !wait.is_zero() => {
+                        v.advance_to(deadline);
+                        timeout = Some(Duration::ZERO);
+                    }
+                    _ => timeout = Some(wait),
+                }
+            }
+        }
+
+        // 2. Poll for I/O.
+        let watched = inner.io.borrow().len();
+        if timeout != Some(Duration::ZERO) || watched > 0 {
+            let blocking = timeout != Some(Duration::ZERO);
+            if blocking {
+                shared.notifier.set_parked(true);
+                if shared.has_pending() {
+                    timeout = Some(Duration::ZERO);
+                }
+            }
+            let res = inner.reactor.wait(&mut s.events, timeout, &shared.notifier);
+            if blocking {
+                shared.notifier.set_parked(false);
+            }
+            res.map_err(|e| LoopError::io("polling for I/O", e))?;
+            if !s.events.is_empty() {
+                let io = inner.io.borrow();
+                let mut ready = inner.ready.borrow_mut();
+                io.dispatch(&s.events, |r| ready.push(r));
+                s.events.clear();
+            }
+        }
+        shared.drain_into(&mut s.injected);
+        if !s.injected.is_empty() {
+            let mut ready = inner.ready.borrow_mut();
+            for item in s.injected.drain(..) {
+                match item {
+                    Injected::Callback(f) => ready.push(Ready::Boxed(f)),
+                    Injected::Task(r) => ready.push(Ready::Task(r)),
+                    Injected::Stop => inner.stopping.set(true),
+                }
+            }
+        }
+
+        // 3. Due timers.
+        if has_timers {
+            let now = inner.clock.now();
+            let mut ready = inner.ready.borrow_mut();
+            inner
+                .timers
+                .borrow_mut()
+                .pop_due(now, |cb| ready.push(Ready::Callback(cb)));
+        }
+
+        // 4. Run exactly what is ready now.
+        inner.ready.borrow_mut().swap_into(&mut s.batch);
+        if inner.debug.enabled() {
+            for item in s.batch.drain(..) {
+                self.run_item_timed(item);
+            }
+        } else {
+            for item in s.batch.drain(..) {
+                self.run_item(item);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one ready item, catching a panic at the callback boundary.
+    #[inline]
+    fn run_item(&self, item: Ready) {
+        let outcome = match item {
+            Ready::Callback(cb) => match catch_unwind(AssertUnwindSafe(|| cb.run())) {
+                Ok(()) => return,
+                Err(p) => (p, Some(Handle::describe(&*cb))),
+            },
+            Ready::Io(w) => match catch_unwind(AssertUnwindSafe(|| w.fire())) {
+                Ok(()) => return,
+                Err(p) => (p, Some("<reader/writer callback>".to_string())),
+            },
+            Ready::Task(r) => match catch_unwind(AssertUnwindSafe(|| r.run())) {
+                Ok(_) => return,
+                Err(p) => (p, Some("<task>".to_string())),
+            },
+            Ready::Boxed(f) => match catch_unwind(AssertUnwindSafe(f)) {
+                Ok(()) => return,
+                Err(p) => (p, Some("<call_soon_threadsafe callback>".to_string())),
+            },
+        };
+        let (payload, handle) = outcome;
+        let what = handle.clone().unwrap_or_default();
+        let mut ctx = ExceptionContext::new(format!("Exception in callback {what}"))
+            .with_error(LoopError::panicked("callback", payload));
+        ctx.handle = handle;
+        self.call_exception_handler(ctx);
+    }
+
+    /// `run_item` with the slow-callback check of debug mode.
+    fn run_item_timed(&self, item: Ready) {
+        if item.is_cancelled() {
+            return;
+        }
+        let what = item.describe();
+        let start = Instant::now();
+        self.run_item(item);
+        self.check_slow_callback(&what, start.elapsed());
+    }
+
+    /// Number of callbacks waiting for the next iteration (for tests and
+    /// diagnostics).
+    pub fn ready_len(&self) -> usize {
+        self.inner.ready.borrow().len()
+    }
+
+    /// Number of entries in the timer heap, cancelled ones not yet compacted
+    /// included (for tests and diagnostics).
+    pub fn timer_heap_len(&self) -> usize {
+        self.inner.timers.borrow().len()
+    }
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("id", &self.inner.shared.id)
+            .field("running", &self.is_running())
+            .field("closed", &self.is_closed())
+            .field("debug", &self.get_debug())
+            .finish()
+    }
+}
+
+/// Leaves the running state however `run_forever` exits.
+struct RunGuard {
+    lp: EventLoop,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let inner = &self.lp.inner;
+        if inner.state.get() == RunState::Running {
+            inner.state.set(RunState::Idle);
+        }
+        inner.stopping.set(false);
+        running::set_running(None);
+    }
+}

@@ -1,0 +1,248 @@
+//! Handles: the scheduled-callback objects that `call_soon`, `call_later` and
+//! `call_at` return.
+//!
+//! # Design
+//! A scheduled callback is one allocation: an `Rc<CallbackCell<F>>` holding the
+//! closure, its state flags and the source location that scheduled it. The
+//! ready queue and the timer heap hold it as `Rc<dyn Callback>`; the user's
+//! [`Handle`] holds another reference to the same cell. Cancelling is O(1): it
+//! sets a flag and drops the closure at once (so that what it captured is
+//! released, as asyncio clears `_callback`); the queue entry stays where it is
+//! and is skipped when reached. Cancelled timers are counted so that the timer
+//! heap can compact itself when they dominate (see `timers.rs`).
+
+use std::cell::Cell;
+use std::fmt;
+use std::panic::Location;
+use std::rc::Rc;
+use std::time::Instant;
+
+const CANCELLED: u8 = 1;
+/// Set while a timer's entry is in the heap: cancelling it then counts towards
+/// the heap's compaction threshold.
+const IN_HEAP: u8 = 2;
+/// Set once the callback started running.
+const RAN: u8 = 4;
+
+/// What the loop sees of a scheduled callback.
+pub(crate) trait Callback {
+    /// Runs the closure unless it was cancelled; runs it at most once.
+    fn run(&self);
+    /// Cancels; returns whether it was live and in the timer heap.
+    fn cancel(&self) -> bool;
+    fn is_cancelled(&self) -> bool;
+    fn mark_in_heap(&self, in_heap: bool);
+    fn location(&self) -> &'static Location<'static>;
+}
+
+pub(crate) struct CallbackCell<F> {
+    flags: Cell<u8>,
+    f: Cell<Option<F>>,
+    location: &'static Location<'static>,
+}
+
+impl<F: FnOnce() + 'static> CallbackCell<F> {
+    pub(crate) fn new_rc(f: F, location: &'static Location<'static>) -> Rc<dyn Callback> {
+        Rc::new(CallbackCell {
+            flags: Cell::new(0),
+            f: Cell::new(Some(f)),
+            location,
+        })
+    }
+}
+
+impl<F: FnOnce()> Callback for CallbackCell<F> {
+    #[inline]
+    fn run(&self) {
+        let flags = self.flags.get();
+        if flags & (CANCELLED | RAN) != 0 {
+            return;
+        }
+        self.flags.set(flags | RAN);
+        if let Some(f) = self.f.take() {
+            f();
+        }
+    }
+
+    fn cancel(&self) -> bool {
+        let flags = self.flags.get();
+        if flags & CANCELLED != 0 {
+            return false;
+        }
+        self.flags.set(flags | CANCELLED);
+        // Release what the closure captured now, not when the entry is reached.
+        drop(self.f.take());
+        flags & IN_HEAP != 0
+    }
+
+    #[inline]
+    fn is_cancelled(&self) -> bool {
+        self.flags.get() & CANCELLED != 0
+    }
+
+    #[inline]
+    fn mark_in_heap(&self, in_heap: bool) {
+        let flags = self.flags.get();
+        self.flags.set(if in_heap {
+            flags | IN_HEAP
+        } else {
+            flags & !IN_HEAP
+        });
+    }
+
+    fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+}
+
+/// A callback scheduled with [`call_soon`](crate::EventLoop::call_soon): keep
+/// it to [`cancel`](Handle::cancel) the call before it runs.
+///
+/// Dropping a `Handle` does not cancel the callback.
+#[doc(alias = "asyncio.Handle")]
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) cell: Rc<dyn Callback>,
+}
+
+impl Handle {
+    /// Cancels the callback: if it has not run yet, it never will, and what
+    /// it captured is dropped now. Cancelling twice, or after it ran, does
+    /// nothing.
+    #[doc(alias = "Handle.cancel")]
+    pub fn cancel(&self) {
+        self.cell.cancel();
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    #[doc(alias = "Handle.cancelled")]
+    pub fn cancelled(&self) -> bool {
+        self.cell.is_cancelled()
+    }
+
+    /// Where in the source this callback was scheduled (asyncio records this
+    /// only in debug mode; here it is free, so always).
+    pub fn location(&self) -> &'static Location<'static> {
+        self.cell.location()
+    }
+
+    pub(crate) fn describe(cell: &dyn Callback) -> String {
+        let loc = cell.location();
+        let state = if cell.is_cancelled() {
+            " cancelled"
+        } else {
+            ""
+        };
+        format!(
+            "<Handle{state} scheduled at {}:{}:{}>",
+            loc.file(),
+            loc.line(),
+            loc.column()
+        )
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&Handle::describe(&*self.cell))
+    }
+}
+
+/// Counts cancelled timers that are still in the heap; shared between the
+/// heap and every [`TimerHandle`].
+#[derive(Debug, Default)]
+pub(crate) struct TimerStats {
+    pub(crate) cancelled_in_heap: Cell<usize>,
+}
+
+/// A callback scheduled with [`call_later`](crate::EventLoop::call_later) or
+/// [`call_at`](crate::EventLoop::call_at).
+///
+/// Dropping a `TimerHandle` does not cancel the timer.
+#[doc(alias = "asyncio.TimerHandle")]
+#[derive(Clone)]
+pub struct TimerHandle {
+    pub(crate) handle: Handle,
+    pub(crate) when: Instant,
+    pub(crate) stats: Rc<TimerStats>,
+}
+
+impl TimerHandle {
+    /// Cancels the timer in O(1): its callback never runs and what it captured
+    /// is dropped now. The heap entry is skipped when reached, and the heap is
+    /// compacted when cancelled entries dominate it.
+    #[doc(alias = "TimerHandle.cancel")]
+    pub fn cancel(&self) {
+        if self.handle.cell.cancel() {
+            let stats = &self.stats.cancelled_in_heap;
+            stats.set(stats.get() + 1);
+        }
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    #[doc(alias = "TimerHandle.cancelled")]
+    pub fn cancelled(&self) -> bool {
+        self.handle.cancelled()
+    }
+
+    /// The loop time at which the callback is due.
+    #[doc(alias = "TimerHandle.when")]
+    pub fn when(&self) -> Instant {
+        self.when
+    }
+
+    /// Where in the source this timer was scheduled.
+    pub fn location(&self) -> &'static Location<'static> {
+        self.handle.location()
+    }
+}
+
+impl fmt::Debug for TimerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let loc = self.location();
+        let state = if self.cancelled() { " cancelled" } else { "" };
+        write!(
+            f,
+            "<TimerHandle{state} when={:?} scheduled at {}:{}:{}>",
+            self.when,
+            loc.file(),
+            loc.line(),
+            loc.column()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_once_and_not_after_cancel() {
+        let count = Rc::new(Cell::new(0));
+        let c = count.clone();
+        let cell = CallbackCell::new_rc(move || c.set(c.get() + 1), Location::caller());
+        cell.run();
+        cell.run();
+        assert_eq!(count.get(), 1);
+
+        let c = count.clone();
+        let cell = CallbackCell::new_rc(move || c.set(c.get() + 1), Location::caller());
+        assert!(!cell.cancel(), "not in a heap");
+        assert!(cell.is_cancelled());
+        cell.run();
+        assert_eq!(count.get(), 1);
+        assert_eq!(
+            Rc::strong_count(&count),
+            1,
+            "cancel drops the closure at once"
+        );
+    }
+
+    #[test]
+    fn cancel_reports_heap_membership_once() {
+        let cell = CallbackCell::new_rc(|| {}, Location::caller());
+        cell.mark_in_heap(true);
+        assert!(cell.cancel());
+        assert!(!cell.cancel(), "second cancel is a no-op");
+    }
+}

@@ -1,0 +1,103 @@
+//! The event loop of aioloop: asyncio's low-level loop API in Rust.
+//!
+//! # Should I be using this crate?
+//!
+//! Use it directly if you need only the loop itself: callbacks, timers,
+//! file-descriptor readiness, running futures, an executor for blocking work.
+//! For transports, subprocesses, signals and policies, depend on the `aioloop`
+//! facade, which re-exports this crate.
+//!
+//! # The API at a glance
+//!
+//! | asyncio | here |
+//! |---|---|
+//! | `loop.run_forever()` / `loop.run_until_complete(f)` | [`EventLoop::run_forever`], [`EventLoop::run_until_complete`] |
+//! | `loop.stop()` / `loop.close()` / `is_running()` / `is_closed()` | [`EventLoop::stop`], [`EventLoop::close`], [`EventLoop::is_running`], [`EventLoop::is_closed`] |
+//! | `loop.call_soon(cb)` / `call_later(d, cb)` / `call_at(t, cb)` / `time()` | [`EventLoop::call_soon`], [`EventLoop::call_later`], [`EventLoop::call_at`], [`EventLoop::time`] |
+//! | `loop.call_soon_threadsafe(cb)` | [`LoopHandle::call_soon_threadsafe`] (from [`EventLoop::handle`]) |
+//! | `Handle.cancel()` / `TimerHandle.when()` | [`Handle::cancel`], [`TimerHandle::when`] |
+//! | `loop.add_reader(fd, cb)` / `remove_reader` / `add_writer` / `remove_writer` | [`EventLoop::add_reader`], ... |
+//! | `await loop.run_in_executor(None, f)` | [`EventLoop::run_in_executor`] |
+//! | `loop.set_default_executor(e)` / `await loop.shutdown_default_executor()` | [`EventLoop::set_default_executor`], [`EventLoop::shutdown_default_executor`] |
+//! | `loop.set_exception_handler(h)` / `get_…` / `call_…` / `default_exception_handler` | [`EventLoop::set_exception_handler`], ... |
+//! | `loop.set_debug()` / `get_debug()` / `slow_callback_duration` | [`EventLoop::set_debug`], [`EventLoop::get_debug`], [`EventLoop::set_slow_callback_duration`] |
+//! | `await loop.shutdown_asyncgens()` | [`EventLoop::shutdown_asyncgens`] with [`EventLoop::track_async_gen`] |
+//! | `asyncio.sleep(d)` | [`EventLoop::sleep`] |
+//!
+//! ```
+//! use loop_core::EventLoop;
+//! use std::time::Duration;
+//!
+//! let lp = EventLoop::new()?;
+//! let lp2 = lp.clone();
+//! let value = lp.run_until_complete(async move {
+//!     lp2.sleep(Duration::from_millis(1)).await?;
+//!     let sum = lp2.run_in_executor(|| (1..=10u64).sum::<u64>())?.await?;
+//!     Ok::<_, loop_core::LoopError>(sum)
+//! })??;
+//! assert_eq!(value, 55);
+//! lp.close()?;
+//! # Ok::<(), loop_core::LoopError>(())
+//! ```
+//!
+//! # The model
+//!
+//! One loop per thread, single-threaded: [`EventLoop`] is a cheap `Clone`
+//! handle and `!Send`; callbacks and futures need not be `Send`. The only way
+//! in from another thread is the `Send + Sync` [`LoopHandle`]. A panic in a
+//! callback is caught where the loop called it and reported through the
+//! [exception handler](EventLoop::set_exception_handler); the loop keeps
+//! running. Every fallible call returns a [`LoopError`] whose
+//! [`kind`](LoopError::kind) says what went wrong.
+//!
+//! # Differences from asyncio
+//!
+//! - Errors are values: scheduling on a closed loop returns
+//!   [`ErrorKind::Closed`] instead of raising `RuntimeError`.
+//! - `time()` is an [`Instant`](std::time::Instant), delays are
+//!   [`Duration`](std::time::Duration)s.
+//! - `call_soon_threadsafe` from another thread returns `()`, not a cancellable
+//!   handle (a handle would have to be `Send`).
+//! - Calling a non-thread-safe method from another thread does not compile,
+//!   rather than failing in debug mode.
+//! - `set_exception_handler(None)` is [`EventLoop::clear_exception_handler`].
+//! - `run_until_complete` takes any Rust future; when the loop is stopped
+//!   first, the future is dropped.
+//!
+//! # Backends
+//!
+//! On Linux the loop polls with epoll directly; elsewhere, or when forced with
+//! [`Backend::Polling`] or `AIOLOOP_BACKEND=polling`, with the `polling`
+//! crate. See the `reactor` module's source for why.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![doc(test(attr(deny(warnings))))]
+
+mod asyncgens;
+mod callbacks;
+mod clock;
+pub mod debug;
+mod error;
+mod event_loop;
+mod exception;
+mod executor;
+mod handle;
+mod io;
+mod reactor;
+mod ready_queue;
+mod running;
+mod tasks;
+mod threadsafe;
+mod timers;
+
+pub use asyncgens::AsyncGen;
+pub use clock::VirtualClock;
+pub use error::{ErrorKind, LoopError, PanicError};
+pub use event_loop::{Builder, EventLoop};
+pub use exception::{ExceptionContext, ExceptionHandler};
+pub use executor::{BlockingPool, Executor, ExecutorFuture, Job};
+pub use handle::{Handle, TimerHandle};
+pub use reactor::Backend;
+pub use running::running_loop;
+pub use tasks::Sleep;
+pub use threadsafe::LoopHandle;

@@ -1,0 +1,246 @@
+//! The reactor: the poller behind the loop, as a small set of backends.
+//!
+//! # Why two backends
+//! The `polling` crate is portable, but on Linux its `wait` costs three or four
+//! syscalls more than needed: it re-arms its notify eventfd each time and, with
+//! a timeout, programs a timerfd; its default registration mode is oneshot (one
+//! more `epoll_ctl` per event). The loop calls `wait` once per iteration, so on
+//! Linux it uses [`epoll`] directly through rustix: one `epoll_wait` per
+//! iteration with the timeout in the call (rounded *up* to whole milliseconds,
+//! so timers never fire early), registrations level-triggered (asyncio's
+//! semantics: a reader runs every iteration while its fd stays readable) and
+//! never re-armed, and the wake-up eventfd read only when it fired.
+//! Elsewhere, and on Linux when forced (`Backend::Polling`, or
+//! `AIOLOOP_BACKEND=polling`), the [`portable`] backend uses `polling` in level
+//! mode. The whole test suite runs on both (`cargo xtask ci` does both runs).
+//!
+//! # Waking the loop from another thread
+//! [`Notifier`] is the `Send + Sync` half. The loop sets `parked` just before it
+//! may block and clears it after; a notifier writes the eventfd only when the
+//! loop is parked and no earlier notification is still pending (`notified`),
+//! so a burst of `call_soon_threadsafe` calls costs one write and the loop one
+//! read. An eventfd coalesces and cannot fill up, unlike a self-pipe.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[cfg(target_os = "linux")]
+pub(crate) mod epoll;
+pub(crate) mod portable;
+
+/// Which poller a loop uses.
+///
+/// The default is [`Backend::Epoll`] on Linux and [`Backend::Polling`]
+/// elsewhere; the environment variable `AIOLOOP_BACKEND` (`epoll` or
+/// `polling`) overrides the default for loops built without an explicit
+/// [`Builder::backend`](crate::Builder::backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// epoll through rustix, level-triggered, one `epoll_wait` per iteration
+    /// (Linux only).
+    Epoll,
+    /// The portable `polling` crate in level mode (every platform it supports).
+    Polling,
+}
+
+impl Backend {
+    /// The backend for this platform, unless `AIOLOOP_BACKEND` says otherwise.
+    pub(crate) fn from_env() -> Result<Backend, String> {
+        match std::env::var("AIOLOOP_BACKEND") {
+            Ok(v) if v.eq_ignore_ascii_case("epoll") => Ok(Backend::Epoll),
+            Ok(v) if v.eq_ignore_ascii_case("polling") => Ok(Backend::Polling),
+            Ok(v) if v.is_empty() => Ok(Backend::platform_default()),
+            Ok(v) => Err(format!(
+                "AIOLOOP_BACKEND={v:?} is not a backend: use \"epoll\" or \"polling\""
+            )),
+            Err(_) => Ok(Backend::platform_default()),
+        }
+    }
+
+    fn platform_default() -> Backend {
+        if cfg!(target_os = "linux") {
+            Backend::Epoll
+        } else {
+            Backend::Polling
+        }
+    }
+}
+
+/// What a registration waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Interest {
+    pub(crate) read: bool,
+    pub(crate) write: bool,
+}
+
+impl Interest {
+    pub(crate) fn is_empty(self) -> bool {
+        !self.read && !self.write
+    }
+}
+
+/// One readiness report: the registration's key and what it is ready for.
+/// Errors and hang-ups are reported as both readable and writable, as Python's
+/// `selectors` does, so that the callback that handles them runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Readiness {
+    pub(crate) key: usize,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+}
+
+/// The loop's poller.
+pub(crate) enum Reactor {
+    #[cfg(target_os = "linux")]
+    Epoll(epoll::EpollReactor),
+    Portable(portable::PortableReactor),
+}
+
+impl Reactor {
+    /// A reactor of `backend` and the notifier that wakes it.
+    pub(crate) fn new(backend: Backend) -> io::Result<(Reactor, Notifier)> {
+        match backend {
+            #[cfg(target_os = "linux")]
+            Backend::Epoll => {
+                let (r, n) = epoll::EpollReactor::new()?;
+                Ok((Reactor::Epoll(r), Notifier::new(NotifierKind::Epoll(n))))
+            }
+            #[cfg(not(target_os = "linux"))]
+            Backend::Epoll => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the epoll backend exists only on Linux",
+            )),
+            Backend::Polling => {
+                let (r, n) = portable::PortableReactor::new()?;
+                Ok((
+                    Reactor::Portable(r),
+                    Notifier::new(NotifierKind::Portable(n)),
+                ))
+            }
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            #[cfg(target_os = "linux")]
+            Reactor::Epoll(_) => Backend::Epoll,
+            Reactor::Portable(_) => Backend::Polling,
+        }
+    }
+
+    /// Starts watching `fd` under `key`. The caller guarantees `fd >= 0` and
+    /// deletes the registration before the fd is closed (see `io.rs`).
+    pub(crate) fn add(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Reactor::Epoll(r) => r.add(fd, key, interest),
+            Reactor::Portable(r) => r.add(fd, key, interest),
+        }
+    }
+
+    pub(crate) fn modify(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Reactor::Epoll(r) => r.modify(fd, key, interest),
+            Reactor::Portable(r) => r.modify(fd, key, interest),
+        }
+    }
+
+    pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Reactor::Epoll(r) => r.delete(fd),
+            Reactor::Portable(r) => r.delete(fd),
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: until something happens) and appends the
+    /// readiness reports to `out`. A notification ends the wait early and is
+    /// consumed here. `EINTR` returns with no events.
+    pub(crate) fn wait(
+        &self,
+        out: &mut Vec<Readiness>,
+        timeout: Option<Duration>,
+        notifier: &Notifier,
+    ) -> io::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Reactor::Epoll(r) => r.wait(out, timeout, notifier),
+            Reactor::Portable(r) => {
+                let res = r.wait(out, timeout);
+                // polling consumes its own notifications inside `wait`.
+                notifier.clear_notified();
+                res
+            }
+        }
+    }
+}
+
+/// The `Send + Sync` half of the reactor: wakes a loop blocked in `wait`.
+pub(crate) struct Notifier {
+    kind: NotifierKind,
+    /// The loop may be blocked in `wait` (set just before, cleared just after).
+    parked: AtomicBool,
+    /// A wake-up was sent and the loop has not consumed it yet.
+    notified: AtomicBool,
+}
+
+pub(crate) enum NotifierKind {
+    #[cfg(target_os = "linux")]
+    Epoll(std::os::fd::OwnedFd),
+    Portable(std::sync::Arc<polling::Poller>),
+}
+
+impl Notifier {
+    fn new(kind: NotifierKind) -> Self {
+        Notifier {
+            kind,
+            parked: AtomicBool::new(false),
+            notified: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes the loop if it may be sleeping. Cheap when it is not.
+    pub(crate) fn notify(&self) -> io::Result<()> {
+        if !self.parked.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if self.notified.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        match &self.kind {
+            #[cfg(target_os = "linux")]
+            NotifierKind::Epoll(fd) => epoll::write_eventfd(fd),
+            NotifierKind::Portable(p) => p.notify(),
+        }
+    }
+
+    /// Called by the loop around a blocking wait. The `SeqCst` pair with
+    /// `notify` (store parked, then check the injection flag; store the flag,
+    /// then check parked) guarantees one side sees the other.
+    pub(crate) fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::SeqCst);
+    }
+
+    /// The loop consumed the pending wake-up.
+    pub(crate) fn clear_notified(&self) {
+        self.notified.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A `BorrowedFd` for a raw fd number that the caller vouches for.
+///
+/// # Safety
+/// `fd` must be non-negative. It is used only for the one `epoll_ctl` (or
+/// `polling`) call that follows, where the kernel itself checks the number
+/// and answers `EBADF` for a closed one; the fd is never read, written or
+/// closed through it.
+#[inline]
+pub(crate) unsafe fn borrow_fd<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
+    debug_assert!(fd >= 0);
+    // SAFETY: see the function's contract: non-negative, used for one syscall.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}

@@ -1,0 +1,196 @@
+//! The loop's one door from other threads.
+//!
+//! [`LoopHandle`] is the `Send + Sync` part of a loop. Everything that enters
+//! the loop from another thread comes through the same queue, `Shared::queue`:
+//! `call_soon_threadsafe` callbacks, `stop` requests, and tasks woken by a
+//! waker that was sent to another thread (async-task requires a `Send + Sync`
+//! schedule function even for local tasks). After pushing, the caller sets the
+//! `pending` flag and asks the [`Notifier`](crate::reactor::Notifier) to wake
+//! the loop, which writes the eventfd only if the loop may be asleep.
+//!
+//! The loop drains the queue once per iteration, after the poll, and only when
+//! `pending` is set, so an idle queue costs one atomic load per iteration.
+
+use std::mem;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, ThreadId};
+
+use crate::error::LoopError;
+use crate::reactor::Notifier;
+
+/// Work that arrives from another thread (or from a waker).
+pub(crate) enum Injected {
+    Callback(Box<dyn FnOnce() + Send + 'static>),
+    Task(async_task::Runnable),
+    Stop,
+}
+
+pub(crate) struct Shared {
+    /// Unique among the loops of this process.
+    pub(crate) id: u64,
+    owner: ThreadId,
+    queue: Mutex<Queue>,
+    pending: AtomicBool,
+    pub(crate) notifier: Notifier,
+}
+
+struct Queue {
+    items: Vec<Injected>,
+    closed: bool,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Shared {
+    pub(crate) fn new(notifier: Notifier) -> Shared {
+        Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            owner: thread::current().id(),
+            queue: Mutex::new(Queue {
+                items: Vec::new(),
+                closed: false,
+            }),
+            pending: AtomicBool::new(false),
+            notifier,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // The queue's invariants hold even if a holder panicked (it only
+        // pushes or swaps), so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `item` and wakes the loop. Fails on a closed loop (the item is
+    /// handed back for disposal) or when the wake-up cannot be sent.
+    pub(crate) fn inject(&self, item: Injected) -> Result<(), (LoopError, Option<Injected>)> {
+        {
+            let mut q = self.lock();
+            if q.closed {
+                return Err((LoopError::closed(), Some(item)));
+            }
+            q.items.push(item);
+        }
+        self.pending.store(true, Ordering::SeqCst);
+        self.notifier
+            .notify()
+            .map_err(|e| (LoopError::io("waking the event loop", e), None))
+    }
+
+    /// Whether something waits in the queue.
+    #[inline]
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Moves the queued items into `out` (cheap when nothing is pending).
+    #[inline]
+    pub(crate) fn drain_into(&self, out: &mut Vec<Injected>) {
+        if self.pending.swap(false, Ordering::SeqCst) {
+            let mut q = self.lock();
+            mem::swap(&mut q.items, out);
+        }
+    }
+
+    /// Marks the loop closed and hands back what was still queued.
+    pub(crate) fn close(&self) -> Vec<Injected> {
+        let mut q = self.lock();
+        q.closed = true;
+        self.pending.store(false, Ordering::SeqCst);
+        mem::take(&mut q.items)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Disposes of an item that cannot run. A task's `Runnable` must not be
+    /// dropped off its owner thread (async-task's local tasks panic on that),
+    /// so there it is leaked: the task could never run again anyway.
+    pub(crate) fn discard(&self, item: Injected) {
+        match item {
+            Injected::Task(r) if thread::current().id() != self.owner => mem::forget(r),
+            other => drop(other),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let items = mem::take(&mut self.lock().items);
+        for item in items {
+            self.discard(item);
+        }
+    }
+}
+
+/// The `Send + Sync` handle of a loop: schedule callbacks on it and stop it
+/// from any thread.
+///
+/// Get one with [`EventLoop::handle`](crate::EventLoop::handle). This is the
+/// only way to reach a loop from another thread: `EventLoop` itself is
+/// `!Send`, so calling a non-thread-safe method such as `call_soon` from the
+/// wrong thread does not compile (asyncio can only catch that at run time, in
+/// debug mode).
+///
+/// ```
+/// use loop_core::EventLoop;
+/// let lp = EventLoop::new().unwrap();
+/// let handle = lp.handle();
+/// let t = std::thread::spawn(move || {
+///     handle.call_soon_threadsafe(|| println!("hello from the loop thread")).unwrap();
+///     handle.stop().unwrap();
+/// });
+/// lp.run_forever().unwrap(); // woken at once by the other thread
+/// t.join().unwrap();
+/// ```
+#[derive(Clone)]
+pub struct LoopHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LoopHandle {
+    /// Schedules `callback` to run on the loop thread in a coming iteration,
+    /// and wakes the loop if it is waiting. Callbacks from one thread run in
+    /// the order they were sent.
+    ///
+    /// Errors: [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the loop
+    /// is closed (the callback is dropped); [`ErrorKind::Io`](crate::ErrorKind::Io)
+    /// if the wake-up could not be sent (the callback stays queued and runs
+    /// when the loop next wakes).
+    #[doc(alias = "loop.call_soon_threadsafe")]
+    pub fn call_soon_threadsafe(
+        &self,
+        callback: impl FnOnce() + Send + 'static,
+    ) -> Result<(), LoopError> {
+        self.shared
+            .inject(Injected::Callback(Box::new(callback)))
+            .map_err(|(err, item)| {
+                if let Some(item) = item {
+                    self.shared.discard(item);
+                }
+                err
+            })
+    }
+
+    /// Asks the loop to stop after its current iteration, from any thread.
+    #[doc(alias = "loop.stop")]
+    pub fn stop(&self) -> Result<(), LoopError> {
+        self.shared.inject(Injected::Stop).map_err(|(err, _)| err)
+    }
+
+    /// Whether the loop was closed.
+    #[doc(alias = "loop.is_closed")]
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}
+
+impl std::fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopHandle")
+            .field("loop_id", &self.shared.id)
+            .finish()
+    }
+}

@@ -1,0 +1,50 @@
+//! aioloop: Python asyncio's low-level event loop API, in Rust.
+//!
+//! This facade re-exports the member crates so that one dependency gives the
+//! whole API under the names an asyncio programmer knows.
+//!
+//! # Quick start
+//!
+//! ```
+//! use aioloop::prelude::*;
+//! use std::time::Duration;
+//!
+//! let lp = EventLoop::new()?;
+//! let stopper = lp.clone();
+//! lp.call_soon(|| println!("hello from the loop"))?;
+//! lp.call_later(Duration::from_millis(10), move || stopper.stop())?;
+//! lp.run_forever()?;
+//! lp.close()?;
+//! # Ok::<(), aioloop::LoopError>(())
+//! ```
+//!
+//! # How the crates layer
+//!
+//! | crate | what it holds | status |
+//! |---|---|---|
+//! | `loop-core` | [`EventLoop`]: lifecycle, callbacks, timers, fd readiness, executor, exception handler, debug mode | available |
+//! | `loop-futures` | asyncio `Future` and `Task` | in progress: no public items yet |
+//! | `loop-net` | transports, protocols, servers, DNS, `sock_*` | in progress: no public items yet |
+//! | `loop-process` | subprocesses, signal handlers | in progress: no public items yet |
+//! | `loop-policy` | `get_event_loop`, `set_event_loop`, policies | in progress: no public items yet |
+//!
+//! # Crate features
+//!
+//! `net`, `tls`, `process` and `policy` are on by default and pull in the
+//! corresponding member crates; with `--no-default-features` only the core
+//! loop is built.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms)]
+
+pub use loop_core::*;
+
+/// The core loop crate, whole.
+pub use loop_core as core;
+
+/// Everything a program usually needs, for `use aioloop::prelude::*;`.
+pub mod prelude {
+    pub use loop_core::{
+        running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Handle, LoopError,
+        LoopHandle, TimerHandle,
+    };
+}
