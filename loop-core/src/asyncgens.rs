@@ -32,9 +32,9 @@ use std::task::{Context, Poll};
 
 use futures_lite::Stream;
 
-use crate::error::{ErrorKind, LoopError};
 use crate::event_loop::EventLoop;
 use crate::exception::ExceptionContext;
+use crate::{ErrorKind, LoopError};
 
 trait Finalize {
     /// Drops the stream now, unless it is being polled (then right after).

@@ -4,11 +4,11 @@
 use std::panic::Location;
 use std::time::{Duration, Instant};
 
-use crate::error::{ErrorKind, LoopError};
 use crate::event_loop::EventLoop;
 use crate::handle::{CallbackCell, Handle, TimerHandle};
 use crate::ready_queue::Ready;
 use crate::threadsafe::{Injected, LoopHandle};
+use crate::{ErrorKind, LoopError};
 
 impl EventLoop {
     /// Schedules `callback` to run in the next iteration. Callbacks run in

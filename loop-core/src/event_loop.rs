@@ -35,7 +35,6 @@ use futures_lite::FutureExt as _;
 use crate::asyncgens::AsyncGenRegistry;
 use crate::clock::{Clock, VirtualClock};
 use crate::debug::DebugState;
-use crate::error::{ErrorKind, LoopError};
 use crate::exception::{ExceptionContext, ExceptionHandler};
 use crate::executor::ExecutorState;
 use crate::handle::{Handle, TimerStats};
@@ -45,6 +44,7 @@ use crate::ready_queue::{Ready, ReadyQueue};
 use crate::running;
 use crate::threadsafe::{Injected, Shared};
 use crate::timers::TimerQueue;
+use crate::{ErrorKind, LoopError};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum RunState {

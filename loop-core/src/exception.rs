@@ -12,8 +12,8 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use crate::error::LoopError;
 use crate::event_loop::EventLoop;
+use crate::LoopError;
 
 /// An installed exception handler: called on the loop thread with the loop
 /// and the context.

@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::error::{ErrorKind, LoopError};
 use crate::event_loop::EventLoop;
+use crate::{ErrorKind, LoopError};
 
 /// A unit of blocking work handed to an [`Executor`].
 pub type Job = Box<dyn FnOnce() + Send + 'static>;

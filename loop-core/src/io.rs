@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use crate::error::{ErrorKind, LoopError};
 use crate::event_loop::EventLoop;
 use crate::reactor::{Interest, Readiness};
 use crate::ready_queue::Ready;
+use crate::{ErrorKind, LoopError};
 
 /// A registered reader or writer callback.
 pub(crate) trait Watcher {

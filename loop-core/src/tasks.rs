@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::error::LoopError;
 use crate::event_loop::EventLoop;
 use crate::handle::TimerHandle;
 use crate::running;
 use crate::threadsafe::Shared;
+use crate::LoopError;
 
 impl EventLoop {
     /// Spawns `future` as a local task scheduled on this loop.
@@ -38,7 +38,11 @@ impl EventLoop {
             }
         };
         let (runnable, task) = async_task::spawn_local(future, schedule);
-        runnable.schedule();
+        // We are on the loop's thread (`EventLoop` is `!Send`): queue it directly.
+        self.inner
+            .ready
+            .borrow_mut()
+            .push(crate::ready_queue::Ready::Task(runnable));
         task
     }
 

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, ThreadId};
 
-use crate::error::LoopError;
 use crate::reactor::Notifier;
+use crate::LoopError;
 
 /// Work that arrives from another thread (or from a waker).
 pub(crate) enum Injected {
@@ -87,7 +87,7 @@ impl Shared {
     /// Moves the queued items into `out` (cheap when nothing is pending).
     #[inline]
     pub(crate) fn drain_into(&self, out: &mut Vec<Injected>) {
-        if self.pending.swap(false, Ordering::SeqCst) {
+        if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::SeqCst) {
             let mut q = self.lock();
             mem::swap(&mut q.items, out);
         }

@@ -1,6 +1,8 @@
-//! The loop's error type.
+//! The error type shared by every aioloop crate.
 //!
-//! Every fallible call of the loop returns [`LoopError`]. It is an opaque struct
+//! Every fallible call of the loop, and every failed future, gives a
+//! [`LoopError`]. It lives in this lowest crate so that futures, tasks and the
+//! loop share one type; `loop-core` and the facade re-export it. It is an opaque struct
 //! with a [`kind`](LoopError::kind), a message phrased like asyncio's own
 //! (`"Event loop is closed"`, `"This event loop is already running"`), and,
 //! where there is one, a [`source`](std::error::Error::source): the OS error of
@@ -9,6 +11,7 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 /// What went wrong, in a form code can match on.
 ///
@@ -17,7 +20,7 @@ use std::io;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The loop was closed with [`close`](crate::EventLoop::close). A closed loop
+    /// The loop was closed with `close`. A closed loop
     /// cannot be run or given work; create a new one.
     Closed,
     /// The loop is already running (a nested `run_forever` or
@@ -26,7 +29,7 @@ pub enum ErrorKind {
     /// loop again.
     AlreadyRunning,
     /// The call needs the loop to be stopped: `close` while it runs.
-    /// Call [`stop`](crate::EventLoop::stop) and close after `run_*` returns.
+    /// Call `stop` and close after `run_*` returns.
     Running,
     /// The loop stopped (someone called `stop`) before the future given to
     /// `run_until_complete` finished. The future was dropped.
@@ -46,23 +49,31 @@ pub enum ErrorKind {
     Timeout,
     /// A system call failed; the source is the [`io::Error`].
     Io,
+    /// The future or task was cancelled; the message is the one given to
+    /// `cancel` (asyncio's `CancelledError`).
+    Cancelled,
+    /// The future was completed with `set_exception`, or the task's future
+    /// returned an error through it; the source is that error.
+    Exception,
 }
 
 /// The error of every fallible loop call: a [`kind`](Self::kind), an
 /// asyncio-like message, and an optional source.
 ///
+/// It is cheap to clone (the source is shared), so a failed future can hand
+/// the same error to every caller of `result()`.
+///
 /// ```
-/// use loop_core::{EventLoop, ErrorKind};
-/// let lp = EventLoop::new().unwrap();
-/// lp.close().unwrap();
-/// let err = lp.call_soon(|| {}).unwrap_err();
+/// use loop_futures::{ErrorKind, LoopError};
+/// let err = LoopError::closed();
 /// assert_eq!(err.kind(), ErrorKind::Closed);
 /// assert_eq!(err.to_string(), "Event loop is closed");
 /// ```
+#[derive(Clone)]
 pub struct LoopError {
     kind: ErrorKind,
     message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl LoopError {
@@ -77,8 +88,27 @@ impl LoopError {
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(Arc::new(source));
         self
+    }
+
+    /// Wraps any error as an [`ErrorKind::Exception`] (what `set_exception`
+    /// stores); a `LoopError` is kept as it is.
+    pub fn exception(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(error);
+        match boxed.downcast::<LoopError>() {
+            Ok(e) => *e,
+            Err(other) => LoopError {
+                kind: ErrorKind::Exception,
+                message: other.to_string(),
+                source: Some(Arc::from(other)),
+            },
+        }
+    }
+
+    /// A cancellation error with `message` (empty when none was given).
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        LoopError::new(ErrorKind::Cancelled, message)
     }
 
     /// A failed system call, with what the loop was doing (`"add_reader(fd=7)"`).
@@ -96,7 +126,8 @@ impl LoopError {
         .with_source(panic)
     }
 
-    pub(crate) fn closed() -> Self {
+    /// The error of any call on a closed loop: "Event loop is closed".
+    pub fn closed() -> Self {
         LoopError::new(ErrorKind::Closed, "Event loop is closed")
     }
 
