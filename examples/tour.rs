@@ -66,13 +66,20 @@ fn err(e: impl std::fmt::Display) -> String {
 fn callbacks_and_timers(lp: &EventLoop) -> Step {
     let log = Rc::new(RefCell::new(Vec::new()));
     let start = lp.time();
-    for (delay, name) in [(20u64, "timer 20ms"), (5, "timer 5ms"), (5, "timer 5ms (2nd)")] {
+    for (delay, name) in [
+        (20u64, "timer 20ms"),
+        (5, "timer 5ms"),
+        (5, "timer 5ms (2nd)"),
+    ] {
         let log = log.clone();
-        lp.call_later(Duration::from_millis(delay), move || log.borrow_mut().push(name))
-            .map_err(err)?;
+        lp.call_later(Duration::from_millis(delay), move || {
+            log.borrow_mut().push(name)
+        })
+        .map_err(err)?;
     }
     let l = log.clone();
-    lp.call_soon(move || l.borrow_mut().push("call_soon")).map_err(err)?;
+    lp.call_soon(move || l.borrow_mut().push("call_soon"))
+        .map_err(err)?;
     let cancelled = lp.call_soon(|| unreachable!("cancelled")).map_err(err)?;
     cancelled.cancel();
     let stopper = lp.clone();
@@ -100,7 +107,10 @@ fn threadsafe_wakeup(lp: &EventLoop) -> Step {
     lp.run_forever().map_err(err)?;
     t.join().map_err(|_| "sender thread panicked".to_string())?;
     let at = rx.try_recv().map_err(|_| "the callback did not run")?;
-    Ok(format!("callback from another thread ran after {:?}", at - sent))
+    Ok(format!(
+        "callback from another thread ran after {:?}",
+        at - sent
+    ))
 }
 
 fn executor_job(lp: &EventLoop) -> Step {

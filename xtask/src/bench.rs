@@ -1,0 +1,650 @@
+//! `cargo xtask bench [SUITE]`: side-by-side benchmarks of aioloop and tokio.
+//!
+//! Each benchmark case runs in its own process (one case, one system per
+//! invocation of the `aioloop-bench` binaries), rounds interleave the systems,
+//! and the report gives medians plus tokio/aioloop ratios. Results are written
+//! to `target/bench/<suite>.json`.
+
+mod proc;
+mod strace;
+
+use std::collections::BTreeMap;
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use crate::json::Json;
+
+/// Every suite, in the order `cargo xtask bench` runs them.
+const SUITES: &[&str] = &["core"];
+
+/// Kill a benchmark process that runs longer than this.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One case of the core suite and the systems it runs on.
+struct Case {
+    /// The `--case` argument of `bench-core`.
+    name: &'static str,
+    /// The `--system` arguments, in the order each round runs them.
+    systems: &'static [&'static str],
+    /// Run under `taskset` on one CPU, reporting the case as `<name>_1cpu`:
+    /// cross-CPU wake-ups on small VMs are bimodal (a 6x spread between
+    /// processes), which makes the unpinned medians noisy.
+    pinned: bool,
+}
+
+/// The core suite: callbacks, timers and cross-thread wake-ups.
+const CORE: &[Case] = &[
+    Case {
+        name: "call_soon",
+        systems: &["aioloop", "tokio", "tokio-spawn"],
+        pinned: false,
+    },
+    Case {
+        name: "chain",
+        systems: &["aioloop", "tokio", "tokio-spawn"],
+        pinned: false,
+    },
+    Case {
+        name: "timer_cancel",
+        systems: &["aioloop", "tokio"],
+        pinned: false,
+    },
+    Case {
+        name: "timers",
+        systems: &["aioloop", "tokio"],
+        pinned: false,
+    },
+    Case {
+        name: "wake",
+        systems: &["aioloop-epoll", "aioloop-polling", "tokio"],
+        pinned: false,
+    },
+    Case {
+        name: "wake",
+        systems: &["aioloop-epoll", "aioloop-polling", "tokio"],
+        pinned: true,
+    },
+];
+
+/// The suffix of the result case names of pinned cases.
+const PINNED_SUFFIX: &str = "_1cpu";
+
+/// The case whose processes are also run under `strace -f -c`.
+const STRACE_CASE: &str = "wake";
+
+/// Command-line options of `bench`.
+struct Options {
+    suites: Vec<&'static str>,
+    rounds: usize,
+    quick: bool,
+    strace: bool,
+}
+
+/// Entry point of `cargo xtask bench`.
+pub fn run(args: &[String]) -> ExitCode {
+    let opts = match parse_args(args) {
+        Ok(o) => o,
+        Err(msg) => return crate::usage_error(&msg),
+    };
+    let mut ok = true;
+    for suite in &opts.suites {
+        let result = match *suite {
+            "core" => run_core(&opts),
+            _ => unreachable!("suite names are validated by parse_args"),
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => ok = false,
+            Err(msg) => {
+                eprintln!("xtask bench {suite}: {msg}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut opts = Options {
+        suites: Vec::new(),
+        rounds: 5,
+        quick: false,
+        strace: true,
+    };
+    if let Ok(v) = env::var("AIOLOOP_BENCH_ROUNDS") {
+        opts.rounds = parse_rounds(&v)?;
+    }
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => opts.quick = true,
+            "--no-strace" => opts.strace = false,
+            "--rounds" => {
+                let v = it.next().ok_or("--rounds needs a value")?;
+                opts.rounds = parse_rounds(v)?;
+            }
+            s if s.starts_with("--rounds=") => opts.rounds = parse_rounds(&s[9..])?,
+            "all" => opts.suites.extend_from_slice(SUITES),
+            s if s.starts_with('-') => return Err(format!("unknown bench option `{s}`")),
+            s => match SUITES.iter().find(|name| **name == s) {
+                Some(name) => opts.suites.push(name),
+                None => return Err(format!("unknown bench suite `{s}` (suites: {SUITES:?})")),
+            },
+        }
+    }
+    if opts.suites.is_empty() {
+        opts.suites.extend_from_slice(SUITES);
+    }
+    opts.suites.dedup();
+    Ok(opts)
+}
+
+fn parse_rounds(v: &str) -> Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("bad round count `{v}` (want a positive integer)")),
+    }
+}
+
+/// All runs of one (result case, system) pair.
+struct Series {
+    case: String,
+    system: String,
+    unit: String,
+    runs: Vec<f64>,
+}
+
+/// Series in first-seen order.
+#[derive(Default)]
+struct Results {
+    series: Vec<Series>,
+}
+
+impl Results {
+    fn push(&mut self, case: &str, system: &str, unit: &str, value: f64) {
+        if let Some(s) = self
+            .series
+            .iter_mut()
+            .find(|s| s.case == case && s.system == system)
+        {
+            s.runs.push(value);
+            return;
+        }
+        self.series.push(Series {
+            case: case.to_string(),
+            system: system.to_string(),
+            unit: unit.to_string(),
+            runs: vec![value],
+        });
+    }
+}
+
+/// The target directory (`$CARGO_TARGET_DIR` or `<root>/target`).
+fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => crate::workspace_root().join(dir),
+        None => crate::workspace_root().join("target"),
+    }
+}
+
+/// Runs the core suite; `Ok(false)` if some runs failed (the report is still written).
+fn run_core(opts: &Options) -> Result<bool, String> {
+    println!("==> cargo build --release -p aioloop-bench");
+    let status = crate::cargo()
+        .args(["build", "--release", "-p", "aioloop-bench"])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("building aioloop-bench failed".into());
+    }
+    let bin = target_dir().join("release").join("bench-core");
+    if !bin.exists() {
+        return Err(format!("{} was not built", bin.display()));
+    }
+    let strace_bin = if opts.strace { strace::find() } else { None };
+    let strace_note = match (&strace_bin, opts.strace) {
+        (_, false) => Some("skipped (--no-strace)".to_string()),
+        (None, true) => Some("skipped: `strace` is not on PATH".to_string()),
+        (Some(_), true) => None,
+    };
+
+    let pin = pin_prefix();
+    let pin_note = match &pin {
+        Some(p) => format!("`{}` cases run under `{}`", PINNED_SUFFIX, p.join(" ")),
+        None => format!("`{PINNED_SUFFIX}` cases skipped: `taskset` is not on PATH"),
+    };
+    println!("note: {pin_note}");
+
+    let mut results = Results::default();
+    let mut failures = Vec::new();
+    let scratch = target_dir().join("bench");
+    fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    // Per system: syscall counts of a run with no wake-ups, subtracted from each
+    // strace run so that only the wake-ups themselves are counted.
+    let mut baselines: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+
+    for round in 1..=opts.rounds {
+        println!(
+            "==> round {round}/{}{}",
+            opts.rounds,
+            if opts.quick { " (quick)" } else { "" }
+        );
+        for case in CORE {
+            let suffix = if case.pinned { PINNED_SUFFIX } else { "" };
+            let cmd_for = |system: &str| -> Option<Command> {
+                let mut cmd = if case.pinned {
+                    let pin = pin.as_ref()?;
+                    let mut c = Command::new(&pin[0]);
+                    c.args(&pin[1..]).arg(&bin);
+                    c
+                } else {
+                    Command::new(&bin)
+                };
+                cmd.args(["--system", system, "--case", case.name]);
+                if opts.quick {
+                    cmd.arg("--quick");
+                }
+                Some(cmd)
+            };
+            for system in case.systems {
+                let Some(cmd) = cmd_for(system) else { continue };
+                let label = format!("{}{suffix} {system}", case.name);
+                match proc::run_bench(cmd, TIMEOUT) {
+                    Ok(mut lines) => {
+                        for r in &mut lines {
+                            r.case.push_str(suffix);
+                            println!(
+                                "    {:<28} {:>12} {}",
+                                format!("{} {}", r.case, r.system),
+                                fmt_num(r.value),
+                                r.unit
+                            );
+                            results.push(&r.case, &r.system, &r.unit, r.value);
+                        }
+                    }
+                    Err(e) => {
+                        println!("    {label:<28} FAILED: {e}");
+                        failures.push(format!("round {round}: {label}: {e}"));
+                    }
+                }
+            }
+        }
+        if let Some(strace_bin) = &strace_bin {
+            let case = CORE
+                .iter()
+                .find(|c| c.name == STRACE_CASE && !c.pinned)
+                .expect("strace case");
+            for system in case.systems {
+                let label = format!("{} {system} (strace)", case.name);
+                let run = |n: Option<u64>, tag: &str| {
+                    let out = scratch.join(format!("strace-{system}-{tag}.txt"));
+                    strace_run(strace_bin, &bin, system, case.name, opts.quick, n, &out)
+                };
+                if !baselines.contains_key(system) {
+                    match run(Some(0), "baseline") {
+                        Ok((counts, _)) => {
+                            baselines.insert(system, counts);
+                        }
+                        Err(e) => {
+                            println!("    {label:<28} baseline FAILED: {e}");
+                            failures.push(format!("round {round}: {label} baseline: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                match run(None, "full") {
+                    Ok((counts, n)) => {
+                        let base = &baselines[system];
+                        let per_wake = strace::net_per_op(&counts, base, n);
+                        let total = per_wake.get("total").copied().unwrap_or(0.0);
+                        println!("    {label:<28} {:>12} syscalls/wake", fmt_num(total));
+                        for (name, v) in per_wake {
+                            let case_name = if name == "total" {
+                                "wake_syscalls".to_string()
+                            } else {
+                                format!("wake_syscalls:{name}")
+                            };
+                            results.push(&case_name, system, "syscalls/wake", v);
+                        }
+                    }
+                    Err(e) => {
+                        println!("    {label:<28} FAILED: {e}");
+                        failures.push(format!("round {round}: {label}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    // Breakdown rows are only kept for syscalls that matter; a syscall that
+    // shows up in only some rounds gets zeros for the others.
+    fill_missing_syscalls(&mut results, opts.rounds);
+    print_report(&results, opts, strace_note.as_deref(), &pin_note);
+
+    let json_path = scratch.join("core.json");
+    let json = report_json(&results, opts, strace_note.as_deref(), &pin_note, &failures);
+    fs::write(&json_path, json.pretty()).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    println!("\nwrote {}", json_path.display());
+
+    if !failures.is_empty() {
+        println!("\n{} run(s) FAILED:", failures.len());
+        for f in &failures {
+            println!("  {f}");
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Runs one benchmark process under `strace -f -c`; returns the per-syscall
+/// call counts (plus `total`) and the operation count the process reported.
+fn strace_run(
+    strace_bin: &Path,
+    bin: &Path,
+    system: &str,
+    case: &str,
+    quick: bool,
+    n: Option<u64>,
+    out: &Path,
+) -> Result<(BTreeMap<String, u64>, u64), String> {
+    let _ = fs::remove_file(out);
+    let mut cmd = Command::new(strace_bin);
+    cmd.arg("-f")
+        .arg("-c")
+        .arg("-o")
+        .arg(out)
+        .arg("--")
+        .arg(bin);
+    cmd.args(["--system", system, "--case", case]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    if let Some(n) = n {
+        cmd.args(["--n", &n.to_string()]);
+    }
+    let lines = proc::run_bench(cmd, TIMEOUT)?;
+    let reported = lines
+        .iter()
+        .find(|r| r.case == case)
+        .map(|r| r.n)
+        .ok_or("no result line")?;
+    let text = fs::read_to_string(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let counts = strace::parse_summary(&text)?;
+    Ok((counts, reported))
+}
+
+/// Syscall breakdown rows: keep those whose largest median is >= 0.01/wake,
+/// and pad series that missed some rounds with zeros.
+fn fill_missing_syscalls(results: &mut Results, rounds: usize) {
+    let total_runs: BTreeMap<String, usize> = results
+        .series
+        .iter()
+        .filter(|s| s.case == "wake_syscalls")
+        .map(|s| (s.system.clone(), s.runs.len()))
+        .collect();
+    results
+        .series
+        .retain(|s| !s.case.starts_with("wake_syscalls:") || s.runs.iter().any(|v| *v >= 0.01));
+    for s in &mut results.series {
+        if s.case.starts_with("wake_syscalls:") {
+            let want = total_runs.get(&s.system).copied().unwrap_or(rounds);
+            while s.runs.len() < want {
+                s.runs.push(0.0);
+            }
+        }
+    }
+}
+
+/// `taskset -c <first allowed CPU>`, if `taskset` is on PATH.
+fn pin_prefix() -> Option<Vec<String>> {
+    let path = env::var_os("PATH")?;
+    let taskset = env::split_paths(&path)
+        .map(|dir| dir.join("taskset"))
+        .find(|p| p.is_file())?;
+    // The first CPU this process may run on, from e.g. "Cpus_allowed_list: 0-3,8".
+    let cpu = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))?;
+            let first = line.split(':').nth(1)?.trim().split([',', '-']).next()?;
+            first.parse::<u32>().ok()
+        })
+        .unwrap_or(0);
+    Some(vec![
+        taskset.display().to_string(),
+        "-c".to_string(),
+        cpu.to_string(),
+    ])
+}
+
+/// The median (mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+fn fmt_num(x: f64) -> String {
+    let a = x.abs();
+    if !x.is_finite() {
+        "n/a".into()
+    } else if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn fmt_ratio(r: f64) -> String {
+    if r >= 0.1 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.4}")
+    }
+}
+
+/// tokio/aioloop ratios for one result case: every tokio* system against every aioloop* system.
+fn ratios<'a>(results: &'a Results, case: &str) -> Vec<(&'a str, &'a str, f64)> {
+    let in_case: Vec<&Series> = results.series.iter().filter(|s| s.case == case).collect();
+    let mut out = Vec::new();
+    for t in in_case.iter().filter(|s| s.system.starts_with("tokio")) {
+        for a in in_case.iter().filter(|s| s.system.starts_with("aioloop")) {
+            let (mt, ma) = (median(&t.runs), median(&a.runs));
+            if ma > 0.0 && mt.is_finite() {
+                out.push((t.system.as_str(), a.system.as_str(), mt / ma));
+            }
+        }
+    }
+    out
+}
+
+fn print_report(results: &Results, opts: &Options, strace_note: Option<&str>, pin_note: &str) {
+    println!();
+    println!(
+        "core suite: medians of {} round(s){}; every unit is lower-is-better,",
+        opts.rounds,
+        if opts.quick {
+            ", QUICK (10x smaller workloads)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "so ratio tokio/aioloop > 1 means aioloop is faster (or less late, or fewer syscalls)."
+    );
+    println!();
+    println!(
+        "{:<24} | {:<16} | {:>10} | {:<14} | {:>4} | min..max",
+        "case", "system", "median", "unit", "runs"
+    );
+    println!("{}", "-".repeat(92));
+    let mut cases: Vec<&str> = Vec::new();
+    for s in &results.series {
+        if !cases.contains(&s.case.as_str()) && !s.case.starts_with("wake_syscalls:") {
+            cases.push(&s.case);
+        }
+    }
+    for case in &cases {
+        for s in results.series.iter().filter(|s| s.case == *case) {
+            let min = s.runs.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = s.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            println!(
+                "{:<24} | {:<16} | {:>10} | {:<14} | {:>4} | {}..{}",
+                s.case,
+                s.system,
+                fmt_num(median(&s.runs)),
+                s.unit,
+                s.runs.len(),
+                fmt_num(min),
+                fmt_num(max)
+            );
+        }
+        for (t, a, r) in ratios(results, case) {
+            println!("{:<24} |   ratio {t}/{a} = {}", "", fmt_ratio(r));
+        }
+    }
+    println!("{pin_note}");
+    println!();
+    match strace_note {
+        Some(note) => println!("syscalls per wake (strace -f -c): {note}"),
+        None => {
+            println!(
+                "syscalls per wake (strace -f -c, both threads, net of a 0-wake baseline run):"
+            );
+            let systems: Vec<&str> = {
+                let mut v: Vec<&str> = Vec::new();
+                for s in results.series.iter().filter(|s| s.case == "wake_syscalls") {
+                    v.push(&s.system);
+                }
+                v
+            };
+            for system in systems {
+                let mut parts: Vec<(String, f64)> = results
+                    .series
+                    .iter()
+                    .filter(|s| s.system == system && s.case.starts_with("wake_syscalls:"))
+                    .map(|s| {
+                        (
+                            s.case["wake_syscalls:".len()..].to_string(),
+                            median(&s.runs),
+                        )
+                    })
+                    .filter(|(_, m)| *m >= 0.01)
+                    .collect();
+                parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let total = results
+                    .series
+                    .iter()
+                    .find(|s| s.system == system && s.case == "wake_syscalls")
+                    .map(|s| median(&s.runs))
+                    .unwrap_or(f64::NAN);
+                let list: Vec<String> = parts
+                    .iter()
+                    .take(8)
+                    .map(|(n, m)| format!("{n} {}", fmt_num(*m)))
+                    .collect();
+                println!(
+                    "  {system:<16} {:>6} total: {}",
+                    fmt_num(total),
+                    list.join(", ")
+                );
+            }
+        }
+    }
+}
+
+fn report_json(
+    results: &Results,
+    opts: &Options,
+    strace_note: Option<&str>,
+    pin_note: &str,
+    failures: &[String],
+) -> Json {
+    let rows = results
+        .series
+        .iter()
+        .map(|s| {
+            Json::obj([
+                ("case", Json::str(&s.case)),
+                ("system", Json::str(&s.system)),
+                ("median", Json::Num(median(&s.runs))),
+                ("unit", Json::str(&s.unit)),
+                (
+                    "runs",
+                    Json::Arr(s.runs.iter().map(|v| Json::Num(*v)).collect()),
+                ),
+            ])
+        })
+        .collect();
+    let mut cases: Vec<&str> = Vec::new();
+    for s in &results.series {
+        if !cases.contains(&s.case.as_str()) && !s.case.starts_with("wake_syscalls:") {
+            cases.push(&s.case);
+        }
+    }
+    let ratio_rows = cases
+        .iter()
+        .flat_map(|case| {
+            ratios(results, case).into_iter().map(move |(t, a, r)| {
+                Json::obj([
+                    ("case", Json::str(*case)),
+                    ("numerator", Json::str(t)),
+                    ("denominator", Json::str(a)),
+                    ("ratio", Json::Num(r)),
+                ])
+            })
+        })
+        .collect();
+    Json::obj([
+        ("suite", Json::str("core")),
+        ("rounds", Json::Num(opts.rounds as f64)),
+        ("quick", Json::Bool(opts.quick)),
+        ("results", Json::Arr(rows)),
+        ("ratios", Json::Arr(ratio_rows)),
+        (
+            "strace",
+            match strace_note {
+                Some(n) => Json::str(n),
+                None => Json::str("strace -f -c, both threads, net of a 0-wake baseline run"),
+            },
+        ),
+        ("pinning", Json::str(pin_note)),
+        (
+            "failures",
+            Json::Arr(failures.iter().map(|f| Json::str(f.as_str())).collect()),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}

@@ -1,0 +1,71 @@
+//! `cargo xtask`: project automation for aioloop (std only).
+//!
+//! Commands: `ci` (the full check suite) and `bench [SUITE]` (side-by-side
+//! benchmarks against tokio). Run `cargo xtask help` for the usage text.
+
+mod bench;
+mod ci;
+mod json;
+
+use std::env;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  ci                      fmt --check, clippy -D warnings, test (default backend,
+                          AIOLOOP_BACKEND=polling, AIOLOOP_DEBUG=1), doc -D warnings
+  bench [SUITE] [OPTIONS] run benchmark suites side by side with tokio
+                          SUITE: core (default: all suites)
+      --rounds N          rounds per suite (default 5, env AIOLOOP_BENCH_ROUNDS)
+      --quick             10x smaller workloads (smoke test of the harness)
+      --no-strace         skip the strace syscall counts of the wake case
+  help                    print this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "ci" => ci::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("xtask: unknown command `{other}`\n");
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// A `cargo` command (honouring `$CARGO`) that runs in the workspace root.
+pub fn cargo() -> Command {
+    let bin = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Prints an error for a bad command-line argument and returns exit code 2.
+pub fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("xtask: {msg}\n");
+    eprint!("{USAGE}");
+    ExitCode::from(2)
+}
