@@ -24,7 +24,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
     pub(crate) executor: ExecutorState,
     pub(crate) asyncgens: RefCell<AsyncGenRegistry>,
+    pub(crate) tasks: loop_futures::TaskRegistry,
+    pub(crate) task_factory: RefCell<Option<Rc<dyn crate::tasks::TaskFactory>>>,
 }
 
 /// An asyncio event loop: callbacks, timers, fd readiness and futures, run on
@@ -156,6 +158,8 @@ impl Builder {
                 exception_handler: RefCell::new(None),
                 executor: ExecutorState::default(),
                 asyncgens: RefCell::default(),
+                tasks: loop_futures::TaskRegistry::default(),
+                task_factory: RefCell::new(None),
             }),
         })
     }
@@ -227,28 +231,63 @@ impl EventLoop {
         F::Output: 'static,
     {
         self.check_can_run()?;
+        // The future lives in a slot owned here as well as by the task, so
+        // that one still pending when the loop stops is dropped before this
+        // returns. Dropping the task only cancels it: its future would go
+        // when the cancelled runnable next runs (the next `run_*`, or
+        // `close`), keeping whatever it holds alive until then.
+        let slot: Rc<RefCell<Option<Pin<Box<F>>>>> = Rc::new(RefCell::new(Some(Box::pin(future))));
+        let polled = slot.clone();
         let stopper = self.clone();
         let task = self.spawn_local(async move {
+            let future = std::future::poll_fn(move |cx| {
+                let mut guard = polled.borrow_mut();
+                let Some(f) = guard.as_mut() else {
+                    return Poll::Pending;
+                };
+                let out = f.as_mut().poll(cx);
+                if out.is_ready() {
+                    let done = guard.take();
+                    drop(guard);
+                    drop(done);
+                }
+                out
+            });
             let out = AssertUnwindSafe(future).catch_unwind().await;
             stopper.stop();
             out
         });
-        if let Err(e) = self.run_forever() {
-            drop(task);
-            return Err(e);
+        let result = match self.run_forever() {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let mut task = pin!(task);
+                match task.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(Ok(out)) => return Ok(out),
+                    Poll::Ready(Err(panic)) => {
+                        return Err(LoopError::panicked(
+                            "the future given to run_until_complete",
+                            panic,
+                        ))
+                    }
+                    Poll::Pending => Err(LoopError::new(
+                        ErrorKind::Stopped,
+                        "Event loop stopped before Future completed.",
+                    )),
+                }
+            }
+        };
+        // Not finished: drop the future now, outside any borrow, and keep a
+        // panicking `Drop` from escaping.
+        let unfinished = slot.borrow_mut().take();
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(unfinished))) {
+            self.call_exception_handler(
+                ExceptionContext::new(
+                    "The future given to run_until_complete panicked while being dropped",
+                )
+                .with_error(LoopError::panicked("drop", payload)),
+            );
         }
-        let mut task = pin!(task);
-        match task.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(out)) => Ok(out),
-            Poll::Ready(Err(panic)) => Err(LoopError::panicked(
-                "the future given to run_until_complete",
-                panic,
-            )),
-            Poll::Pending => Err(LoopError::new(
-                ErrorKind::Stopped,
-                "Event loop stopped before Future completed.",
-            )),
-        }
+        result
     }
 
     /// Stops the loop after the current iteration: the callbacks already
@@ -296,18 +335,47 @@ impl EventLoop {
         let injected = inner.shared.close();
         let ready = inner.ready.borrow_mut().take_all();
         let timers = inner.timers.borrow_mut().take_all();
-        self.clear_watchers();
-        self.executor_close();
+        let watchers = self.clear_watchers();
         // Dropping user closures and futures may run user `Drop` code; do it
-        // with no borrow held, and keep a panicking `Drop` from escaping.
-        let dropped = catch_unwind(AssertUnwindSafe(move || {
-            drop(injected);
-            drop(ready);
-            for t in timers {
-                t.cancel();
+        // with no borrow held, one item at a time, and keep a panicking
+        // `Drop` from escaping (or, with a second one, from aborting).
+        // Cancelling (not just dropping our reference) releases what a
+        // callback captured even when the user still holds its `Handle`.
+        let mut panics = Vec::new();
+        let mut guarded = |f: &mut dyn FnMut()| {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+                panics.push(payload);
             }
-        }));
-        if let Err(payload) = dropped {
+        };
+        for item in injected {
+            let mut item = Some(item);
+            guarded(&mut || drop(item.take()));
+        }
+        for item in ready {
+            let mut item = Some(item);
+            guarded(&mut || {
+                if let Some(Ready::Callback(cb)) = &item {
+                    cb.cancel();
+                }
+                drop(item.take());
+            });
+        }
+        for t in timers {
+            guarded(&mut || {
+                t.cancel();
+            });
+        }
+        for w in watchers {
+            guarded(&mut || w.cancel());
+        }
+        guarded(&mut || self.executor_close());
+        // Tasks still waiting (on I/O, timers, other tasks): cancel them.
+        // Their runnables are dropped at once (the queue refuses them), and
+        // with them the futures.
+        guarded(&mut || self.close_tasks());
+        let mut factory = inner.task_factory.borrow_mut().take();
+        guarded(&mut || drop(factory.take()));
+        for payload in panics {
             self.call_exception_handler(
                 ExceptionContext::new("A callback or task panicked while being dropped by close()")
                     .with_error(LoopError::panicked("drop", payload)),

@@ -341,14 +341,15 @@ impl EventLoop {
         Ok(true)
     }
 
-    /// Deletes every fd from the poller and cancels every watcher (for close).
-    pub(crate) fn clear_watchers(&self) {
+    /// Deletes every fd from the poller and hands back every watcher, for
+    /// close to cancel outside the borrow.
+    pub(crate) fn clear_watchers(&self) -> Vec<Rc<dyn Watcher>> {
         let all = self.inner.io.borrow_mut().take_all();
+        let mut out = Vec::with_capacity(all.len());
         for (fd, watchers) in all {
             let _ = self.inner.reactor.delete(fd);
-            for w in watchers {
-                w.cancel();
-            }
+            out.extend(watchers);
         }
+        out
     }
 }

@@ -1,5 +1,6 @@
-//! Futures on the loop: the local task spawner behind `run_until_complete`,
-//! and [`Sleep`].
+//! Tasks and futures on the loop: `create_task`, `create_future`, the task
+//! factory, `all_tasks`, `current_task`, and the local task spawner beneath
+//! them and `run_until_complete`.
 //!
 //! Tasks are async-task's local tasks: the future need not be `Send` and is
 //! polled only on the loop thread. async-task requires the schedule function
@@ -9,25 +10,74 @@
 //! thread-local of `running.rs`); any other wake-up goes through the
 //! thread-safe queue and wakes the loop.
 
-use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
+use std::future::Future as StdFuture;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+
+use loop_futures::{LoopRef, TaskBody, TaskRef, TaskRegistry};
 
 use crate::event_loop::EventLoop;
-use crate::handle::TimerHandle;
+use crate::exception::ExceptionContext;
 use crate::running;
 use crate::threadsafe::Shared;
 use crate::LoopError;
+
+/// asyncio's `Future`, bound to an [`EventLoop`].
+#[doc(alias = "asyncio.Future")]
+pub type Future<T> = loop_futures::Future<T, EventLoop>;
+
+/// asyncio's `Task`, running on an [`EventLoop`].
+#[doc(alias = "asyncio.Task")]
+pub type Task<T> = loop_futures::Task<T, EventLoop>;
+
+/// Customises how [`EventLoop::create_task`] builds tasks (asyncio's task
+/// factory).
+///
+/// Rust cannot hand a factory a future of every output type, so the factory
+/// receives the task's *body*: a boxed future that runs the user's future and
+/// records its outcome in the task. It returns the body to schedule: the same
+/// one, or one that wraps it (to time it, log around it, run it in a context,
+/// rename the task through `task`...). A factory that drops the body without
+/// polling it completes the task as cancelled. Any `Fn(&EventLoop, TaskBody,
+/// &TaskRef) -> TaskBody` closure is a factory.
+///
+/// ```
+/// use loop_core::{EventLoop, TaskBody, TaskRef};
+/// use std::{cell::Cell, rc::Rc};
+/// let lp = EventLoop::new().unwrap();
+/// let polls = Rc::new(Cell::new(0));
+/// let p = polls.clone();
+/// lp.set_task_factory(move |_lp: &EventLoop, mut body: TaskBody, _task: &TaskRef| {
+///     let p = p.clone();
+///     Box::pin(std::future::poll_fn(move |cx| {
+///         p.set(p.get() + 1);
+///         body.as_mut().poll(cx)
+///     })) as TaskBody
+/// });
+/// let task = lp.create_task(async { 7 }).unwrap();
+/// assert_eq!(lp.run_until_complete(task).unwrap().unwrap(), 7);
+/// assert_eq!(polls.get(), 1);
+/// ```
+#[doc(alias = "task_factory")]
+pub trait TaskFactory {
+    /// Returns the body to schedule for `task`.
+    fn create_task(&self, lp: &EventLoop, body: TaskBody, task: &TaskRef) -> TaskBody;
+}
+
+impl<F> TaskFactory for F
+where
+    F: Fn(&EventLoop, TaskBody, &TaskRef) -> TaskBody,
+{
+    fn create_task(&self, lp: &EventLoop, body: TaskBody, task: &TaskRef) -> TaskBody {
+        self(lp, body, task)
+    }
+}
 
 impl EventLoop {
     /// Spawns `future` as a local task scheduled on this loop.
     pub(crate) fn spawn_local<F>(&self, future: F) -> async_task::Task<F::Output>
     where
-        F: Future + 'static,
+        F: StdFuture + 'static,
         F::Output: 'static,
     {
         let shared: Arc<Shared> = self.inner.shared.clone();
@@ -45,94 +95,147 @@ impl EventLoop {
             .push(crate::ready_queue::Ready::Task(runnable));
         task
     }
+}
 
-    /// A future that completes `delay` from now (loop time): asyncio's
-    /// `asyncio.sleep`, on this loop.
+impl EventLoop {
+    /// A new pending [`Future`] bound to this loop.
     ///
     /// ```
     /// use loop_core::EventLoop;
-    /// use std::time::Duration;
     /// let lp = EventLoop::new().unwrap();
-    /// let start = lp.time();
-    /// let lp2 = lp.clone();
-    /// lp.run_until_complete(async move { lp2.sleep(Duration::from_millis(10)).await }).unwrap().unwrap();
-    /// assert!(lp.time() - start >= Duration::from_millis(10));
+    /// let fut = lp.create_future::<u32>();
+    /// let setter = fut.clone();
+    /// lp.call_soon(move || setter.set_result(5).unwrap()).unwrap();
+    /// assert_eq!(lp.run_until_complete(fut).unwrap().unwrap(), 5);
     /// ```
-    #[doc(alias = "asyncio.sleep")]
-    pub fn sleep(&self, delay: Duration) -> Sleep {
-        Sleep {
-            lp: self.clone(),
-            deadline: self.time().checked_add(delay),
-            state: Rc::new(SleepState::default()),
-            timer: None,
-        }
+    #[doc(alias = "loop.create_future")]
+    pub fn create_future<T: 'static>(&self) -> Future<T> {
+        loop_futures::Future::new(self)
     }
-}
 
-#[derive(Default)]
-struct SleepState {
-    fired: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
+    /// Schedules `future` as a [`Task`] on this loop: its first poll happens
+    /// in the next iteration. The future need not be `Send`.
+    ///
+    /// Errors with [`ErrorKind::Closed`](crate::ErrorKind::Closed) on a
+    /// closed loop.
+    ///
+    /// ```
+    /// use loop_core::EventLoop;
+    /// let lp = EventLoop::new().unwrap();
+    /// let task = lp.create_task(async { "done" }).unwrap();
+    /// assert_eq!(lp.run_until_complete(task).unwrap().unwrap(), "done");
+    /// ```
+    #[doc(alias = "loop.create_task")]
+    pub fn create_task<F>(&self, future: F) -> Result<Task<F::Output>, LoopError>
+    where
+        F: StdFuture + 'static,
+        F::Output: 'static,
+    {
+        self.create_task_inner(future, None)
+    }
 
-/// The future of [`EventLoop::sleep`]. Dropping it cancels its timer.
-///
-/// Resolves to `Err` only when its timer cannot be scheduled: the loop is
-/// closed, or the delay puts the deadline beyond what the clock can hold.
-#[must_use = "futures do nothing unless awaited"]
-pub struct Sleep {
-    lp: EventLoop,
-    deadline: Option<Instant>,
-    state: Rc<SleepState>,
-    timer: Option<TimerHandle>,
-}
+    /// [`create_task`](Self::create_task) with a name (asyncio's `name=`).
+    #[doc(alias = "loop.create_task")]
+    pub fn create_task_named<F>(
+        &self,
+        future: F,
+        name: impl Into<String>,
+    ) -> Result<Task<F::Output>, LoopError>
+    where
+        F: StdFuture + 'static,
+        F::Output: 'static,
+    {
+        self.create_task_inner(future, Some(name.into()))
+    }
 
-impl Future for Sleep {
-    type Output = Result<(), LoopError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if this.state.fired.get() {
-            return Poll::Ready(Ok(()));
-        }
-        let Some(deadline) = this.deadline else {
-            return Poll::Ready(Err(LoopError::new(
-                crate::ErrorKind::InvalidArgument,
-                "sleep: the delay puts the deadline beyond what the clock can represent",
-            )));
-        };
-        *this.state.waker.borrow_mut() = Some(cx.waker().clone());
-        if this.timer.is_none() {
-            let state = this.state.clone();
-            let timer = this.lp.call_at(deadline, move || {
-                state.fired.set(true);
-                let waker = state.waker.borrow_mut().take();
-                if let Some(w) = waker {
-                    w.wake();
-                }
-            });
-            match timer {
-                Ok(t) => this.timer = Some(t),
-                Err(e) => return Poll::Ready(Err(e)),
+    fn create_task_inner<F>(
+        &self,
+        future: F,
+        name: Option<String>,
+    ) -> Result<Task<F::Output>, LoopError>
+    where
+        F: StdFuture + 'static,
+        F::Output: 'static,
+    {
+        let factory = self.inner.task_factory.borrow().clone();
+        match factory {
+            None => loop_futures::spawn(self, future, name),
+            Some(factory) => {
+                let (task, body) = loop_futures::prepare(self, future, name)?;
+                let body = factory.create_task(self, Box::pin(body), &task.as_task_ref());
+                loop_futures::launch(self, body);
+                Ok(task)
             }
         }
-        Poll::Pending
     }
-}
 
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        if let Some(t) = self.timer.take() {
-            t.cancel();
+    /// Installs a [`TaskFactory`] used by every later `create_task`.
+    #[doc(alias = "loop.set_task_factory")]
+    pub fn set_task_factory(&self, factory: impl TaskFactory + 'static) {
+        let old = self.inner.task_factory.replace(Some(Rc::new(factory)));
+        drop(old);
+    }
+
+    /// Removes the task factory: `create_task` builds plain tasks again
+    /// (asyncio's `set_task_factory(None)`).
+    #[doc(alias = "loop.set_task_factory")]
+    pub fn clear_task_factory(&self) {
+        let old = self.inner.task_factory.replace(None);
+        drop(old);
+    }
+
+    /// The installed task factory, if any.
+    #[doc(alias = "loop.get_task_factory")]
+    pub fn get_task_factory(&self) -> Option<Rc<dyn TaskFactory>> {
+        self.inner.task_factory.borrow().clone()
+    }
+
+    /// The tasks of this loop that are not done (asyncio's `all_tasks(loop)`).
+    #[doc(alias = "asyncio.all_tasks")]
+    pub fn all_tasks(&self) -> Vec<TaskRef> {
+        self.inner.tasks.all()
+    }
+
+    /// The task being polled right now, if this loop is running one
+    /// (asyncio's `current_task(loop)`).
+    #[doc(alias = "asyncio.current_task")]
+    pub fn current_task(&self) -> Option<TaskRef> {
+        match running::running_loop() {
+            Some(lp) if lp.ptr_eq(self) => loop_futures::current_task(),
+            _ => None,
         }
     }
+
+    /// `close()`'s part: cancel the tasks still pending. Called after the
+    /// thread-safe queue refused new work, so each woken task's runnable is
+    /// dropped at once, which drops its future.
+    pub(crate) fn close_tasks(&self) {
+        self.inner.tasks.cancel_all("Event loop is closed");
+    }
 }
 
-impl std::fmt::Debug for Sleep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sleep")
-            .field("deadline", &self.deadline)
-            .field("fired", &self.state.fired.get())
-            .finish()
+impl LoopRef for EventLoop {
+    fn call_soon_dyn(&self, callback: Box<dyn FnOnce()>) -> Result<(), LoopError> {
+        self.call_soon(callback).map(|_| ())
+    }
+
+    fn spawn_body<F: StdFuture<Output = ()> + 'static>(&self, body: F) {
+        self.spawn_local(body).detach();
+    }
+
+    fn report_error(&self, message: &str, error: &LoopError) {
+        self.call_exception_handler(ExceptionContext::new(message).with_error(error.clone()));
+    }
+
+    fn is_debug(&self) -> bool {
+        self.get_debug()
+    }
+
+    fn is_closed(&self) -> bool {
+        EventLoop::is_closed(self)
+    }
+
+    fn tasks(&self) -> &TaskRegistry {
+        &self.inner.tasks
     }
 }

@@ -3,12 +3,57 @@
 //!
 //! # Should I be using this crate?
 //!
-//! Through `loop-core` or the `aioloop` facade, which re-export what is here.
-//! This crate holds [`LoopError`]; asyncio's `Future<T>` and `Task<T>` land
-//! here with the "Futures, tasks and policies" work.
+//! Through `loop-core` or the `aioloop` facade, which re-export what is here
+//! bound to their `EventLoop` (`loop_core::Future<T>` is
+//! `loop_futures::Future<T, EventLoop>`). Depend on this crate directly only
+//! to bind these types to a loop of your own, by implementing [`LoopRef`].
+//!
+//! # What is here
+//!
+//! - [`Future`]: a result set later (`set_result`, `set_exception`, `cancel`),
+//!   with done callbacks scheduled on the loop, awaitable from tasks.
+//! - [`Task`]: a Rust future running on the loop, with a name, cancellation,
+//!   done callbacks, and its panic kept as its error.
+//! - [`LoopError`] and [`ErrorKind`], shared by every aioloop crate.
+//!
+//! The module docs of `future`, `task` and `completion` (in the source) state
+//! the invariants: done callbacks never run synchronously, an `.await` moves
+//! the value out, cancellation drops the future at its next poll.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod completion;
 mod error;
+mod future;
+mod task;
 
+pub use completion::CallbackId;
 pub use error::{ErrorKind, LoopError, PanicError};
+pub use future::Future;
+pub use task::{current_task, launch, prepare, spawn, Task, TaskBody, TaskRef, TaskRegistry};
+
+/// What futures and tasks need from the loop they belong to.
+///
+/// `loop_core::EventLoop` implements it; the methods are the loop's
+/// internals that this lower crate cannot name.
+pub trait LoopRef: Clone + 'static {
+    /// `call_soon` for a boxed callback; fails on a closed loop.
+    fn call_soon_dyn(&self, callback: Box<dyn FnOnce()>) -> Result<(), LoopError>;
+
+    /// Spawns `body` as a local task of this loop (async-task's local
+    /// spawning with the loop's scheduler) and queues its first poll. Called
+    /// on the loop's thread.
+    fn spawn_body<F: std::future::Future<Output = ()> + 'static>(&self, body: F);
+
+    /// Reports an error that has no caller to the exception handler.
+    fn report_error(&self, message: &str, error: &LoopError);
+
+    /// Whether the loop is in debug mode.
+    fn is_debug(&self) -> bool;
+
+    /// Whether the loop is closed.
+    fn is_closed(&self) -> bool;
+
+    /// The loop's registry of live tasks.
+    fn tasks(&self) -> &TaskRegistry;
+}
