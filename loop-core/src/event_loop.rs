@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) executor: ExecutorState,
     pub(crate) asyncgens: RefCell<AsyncGenRegistry>,
     pub(crate) tasks: loop_futures::TaskRegistry,
+    /// The receiving end of the thread-safe channel; `None` once closed.
+    injected_rx: RefCell<Option<std::sync::mpsc::Receiver<Injected>>>,
     pub(crate) task_factory: RefCell<Option<Rc<dyn crate::tasks::TaskFactory>>>,
 }
 
@@ -142,10 +144,12 @@ impl Builder {
         let (reactor, notifier) = Reactor::new(backend)
             .map_err(|e| LoopError::io(format!("creating the {backend:?} poller"), e))?;
         let debug = self.debug.unwrap_or_else(crate::debug::debug_from_env);
+        let (shared, injected_rx) = Shared::new(notifier);
         let timer_stats = Rc::new(TimerStats::default());
         Ok(EventLoop {
             inner: Rc::new(Inner {
-                shared: Arc::new(Shared::new(notifier)),
+                shared: Arc::new(shared),
+                injected_rx: RefCell::new(Some(injected_rx)),
                 reactor,
                 state: Cell::new(RunState::Idle),
                 stopping: Cell::new(false),
@@ -332,7 +336,13 @@ impl EventLoop {
         }
         self.inner.state.set(RunState::Closed);
         let inner = &*self.inner;
-        let injected = inner.shared.close();
+        inner.shared.close();
+        let rx = inner.injected_rx.borrow_mut().take();
+        let injected: Vec<Injected> = rx
+            .as_ref()
+            .map(|rx| rx.try_iter().collect())
+            .unwrap_or_default();
+        drop(rx);
         let ready = inner.ready.borrow_mut().take_all();
         let timers = inner.timers.borrow_mut().take_all();
         let watchers = self.clear_watchers();
@@ -462,7 +472,9 @@ impl EventLoop {
                 s.events.clear();
             }
         }
-        shared.drain_into(&mut s.injected);
+        if let Some(rx) = &*inner.injected_rx.borrow() {
+            shared.drain_into(rx, &mut s.injected);
+        }
         if !s.injected.is_empty() {
             let mut ready = inner.ready.borrow_mut();
             for item in s.injected.drain(..) {
@@ -559,6 +571,17 @@ impl std::fmt::Debug for EventLoop {
             .field("closed", &self.is_closed())
             .field("debug", &self.get_debug())
             .finish()
+    }
+}
+
+impl Drop for Inner {
+    /// A loop dropped without `close()`: its `LoopHandle`s may live on in
+    /// other threads. Mark the thread-safe queue closed so that they get
+    /// `ErrorKind::Closed` instead of queueing work that can never run.
+    fn drop(&mut self) {
+        // The receiver (and what is queued in it) is dropped with `self`,
+        // on this thread.
+        self.shared.close();
     }
 }
 

@@ -1,19 +1,24 @@
 //! The loop's one door from other threads.
 //!
 //! [`LoopHandle`] is the `Send + Sync` part of a loop. Everything that enters
-//! the loop from another thread comes through the same queue, `Shared::queue`:
+//! the loop from another thread comes through the same channel:
 //! `call_soon_threadsafe` callbacks, `stop` requests, and tasks woken by a
 //! waker that was sent to another thread (async-task requires a `Send + Sync`
-//! schedule function even for local tasks). After pushing, the caller sets the
-//! `pending` flag and asks the [`Notifier`](crate::reactor::Notifier) to wake
-//! the loop, which writes the eventfd only if the loop may be asleep.
+//! schedule function even for local tasks). The channel is `std::sync::mpsc`
+//! (lock-free on both sides); its receiver lives in the loop, its sender in
+//! [`Shared`]. After sending, the caller sets the `pending` flag and asks the
+//! [`Notifier`](crate::reactor::Notifier) to wake the loop, which writes the
+//! eventfd only if the loop may be asleep.
 //!
-//! The loop drains the queue once per iteration, after the poll, and only when
-//! `pending` is set, so an idle queue costs one atomic load per iteration.
+//! The loop drains the channel once per iteration, after the poll, and only
+//! when `pending` is set, so an idle channel costs one atomic load per
+//! iteration. Closing the loop drops the receiver: queued items are dropped
+//! with it, on the loop thread, and later sends fail and hand the item back.
 
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::{self, ThreadId};
 
 use crate::reactor::Notifier;
@@ -30,47 +35,34 @@ pub(crate) struct Shared {
     /// Unique among the loops of this process.
     pub(crate) id: u64,
     owner: ThreadId,
-    queue: Mutex<Queue>,
+    tx: Sender<Injected>,
     pending: AtomicBool,
+    closed: AtomicBool,
     pub(crate) notifier: Notifier,
-}
-
-struct Queue {
-    items: Vec<Injected>,
-    closed: bool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Shared {
-    pub(crate) fn new(notifier: Notifier) -> Shared {
-        Shared {
+    /// The shared half and the loop's receiving end.
+    pub(crate) fn new(notifier: Notifier) -> (Shared, Receiver<Injected>) {
+        let (tx, rx) = mpsc::channel();
+        let shared = Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             owner: thread::current().id(),
-            queue: Mutex::new(Queue {
-                items: Vec::new(),
-                closed: false,
-            }),
+            tx,
             pending: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             notifier,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // The queue's invariants hold even if a holder panicked (it only
-        // pushes or swaps), so a poisoned lock is still usable.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        };
+        (shared, rx)
     }
 
     /// Queues `item` and wakes the loop. Fails on a closed loop (the item is
     /// handed back for disposal) or when the wake-up cannot be sent.
     pub(crate) fn inject(&self, item: Injected) -> Result<(), (LoopError, Option<Injected>)> {
-        {
-            let mut q = self.lock();
-            if q.closed {
-                return Err((LoopError::closed(), Some(item)));
-            }
-            q.items.push(item);
+        if let Err(mpsc::SendError(item)) = self.tx.send(item) {
+            return Err((LoopError::closed(), Some(item)));
         }
         self.pending.store(true, Ordering::SeqCst);
         self.notifier
@@ -78,7 +70,7 @@ impl Shared {
             .map_err(|e| (LoopError::io("waking the event loop", e), None))
     }
 
-    /// Whether something waits in the queue.
+    /// Whether something waits in the channel.
     #[inline]
     pub(crate) fn has_pending(&self) -> bool {
         self.pending.load(Ordering::SeqCst)
@@ -86,23 +78,20 @@ impl Shared {
 
     /// Moves the queued items into `out` (cheap when nothing is pending).
     #[inline]
-    pub(crate) fn drain_into(&self, out: &mut Vec<Injected>) {
+    pub(crate) fn drain_into(&self, rx: &Receiver<Injected>, out: &mut Vec<Injected>) {
         if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::SeqCst) {
-            let mut q = self.lock();
-            mem::swap(&mut q.items, out);
+            out.extend(rx.try_iter());
         }
     }
 
-    /// Marks the loop closed and hands back what was still queued.
-    pub(crate) fn close(&self) -> Vec<Injected> {
-        let mut q = self.lock();
-        q.closed = true;
+    /// Marks the loop closed; the caller then drops the receiver.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         self.pending.store(false, Ordering::SeqCst);
-        mem::take(&mut q.items)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Disposes of an item that cannot run. A task's `Runnable` must not be
@@ -112,15 +101,6 @@ impl Shared {
         match item {
             Injected::Task(r) if thread::current().id() != self.owner => mem::forget(r),
             other => drop(other),
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let items = mem::take(&mut self.lock().items);
-        for item in items {
-            self.discard(item);
         }
     }
 }

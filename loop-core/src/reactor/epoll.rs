@@ -11,10 +11,11 @@ use super::{borrow_fd, Interest, Notifier, Readiness};
 /// The epoll key of the wake-up eventfd; fd keys are slab indices, far below.
 const WAKE_KEY: u64 = u64::MAX;
 
+/// The longest single wait: whole seconds whose milliseconds fit an `i32`.
+const MAX_WAIT: Duration = Duration::from_secs(i32::MAX as u64 / 1000);
+
 pub(crate) struct EpollReactor {
     epoll: OwnedFd,
-    /// A clone of the notifier's eventfd, read when it fires.
-    wake: OwnedFd,
     events: std::cell::RefCell<Vec<epoll::Event>>,
 }
 
@@ -26,16 +27,19 @@ impl EpollReactor {
             &ep,
             &wake,
             epoll::EventData::new_u64(WAKE_KEY),
-            epoll::EventFlags::IN,
+            // Edge-triggered: every write is one new edge, so the loop never
+            // has to read the counter back (one syscall less per wake-up).
+            // The counter only saturates after 2^64-2 writes; `write_eventfd`
+            // resets it if that ever happens.
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
         )?;
-        let notify = wake.try_clone()?;
         Ok((
             EpollReactor {
                 epoll: ep,
-                wake,
                 events: std::cell::RefCell::new(Vec::with_capacity(256)),
             },
-            notify,
+            // The notifier owns the eventfd; the epoll set watches it.
+            wake,
         ))
     }
 
@@ -87,10 +91,17 @@ impl EpollReactor {
         timeout: Option<Duration>,
         notifier: &Notifier,
     ) -> io::Result<()> {
-        let ts = timeout.map(|d| Timespec {
-            // Clamp absurd timeouts; a deadline beyond ~292 years is "forever".
-            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2),
-            tv_nsec: i64::from(d.subsec_nanos()),
+        let ts = timeout.map(|d| {
+            // rustix passes a timeout that fits epoll_wait's i32 milliseconds
+            // to epoll_pwait; a longer one needs epoll_pwait2 (Linux 5.11),
+            // which older kernels answer with ENOSYS, failing the loop. So
+            // wait at most ~24.8 days: waking early is harmless, since due
+            // timers are found by comparing deadlines with the clock.
+            let d = d.min(MAX_WAIT);
+            Timespec {
+                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2),
+                tv_nsec: i64::from(d.subsec_nanos()),
+            }
         });
         let mut events = self.events.borrow_mut();
         events.clear();
@@ -106,7 +117,6 @@ impl EpollReactor {
         for ev in events.iter() {
             let key = ev.data.u64();
             if key == WAKE_KEY {
-                drain_eventfd(&self.wake);
                 notifier.clear_notified();
                 continue;
             }
@@ -130,17 +140,18 @@ impl EpollReactor {
     }
 }
 
-fn drain_eventfd(fd: &OwnedFd) {
-    let mut buf = [0u8; 8];
-    // The counter resets on read; EAGAIN (nothing to read) is fine.
-    let _ = rustix::io::read(fd.as_fd(), &mut buf);
-}
-
 pub(crate) fn write_eventfd(fd: &OwnedFd) -> io::Result<()> {
-    match rustix::io::write(fd.as_fd(), &1u64.to_ne_bytes()) {
-        Ok(_) => Ok(()),
-        // The counter is saturated: the loop has a wake-up pending anyway.
-        Err(rustix::io::Errno::AGAIN) => Ok(()),
-        Err(e) => Err(e.into()),
+    loop {
+        match rustix::io::write(fd.as_fd(), &1u64.to_ne_bytes()) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => {
+                // The counter is saturated: reset it by reading, then write
+                // again so that the edge the loop waits for happens.
+                let mut buf = [0u8; 8];
+                let _ = rustix::io::read(fd.as_fd(), &mut buf);
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
