@@ -14,6 +14,7 @@ use aioloop::prelude::*;
 use futures_lite::StreamExt as _;
 
 type Step = Result<String, String>;
+type StepFn = fn(&EventLoop) -> Step;
 
 fn main() {
     let lp = match EventLoop::new() {
@@ -24,16 +25,24 @@ fn main() {
         }
     };
     println!("aioloop tour (backend: {:?})", lp.backend());
-    let steps: Vec<(&str, fn(&EventLoop) -> Step)> = vec![
+    let steps: [(&str, StepFn); 8] = [
         ("callbacks and timers in order", callbacks_and_timers),
         ("thread-safe wake-up", threadsafe_wakeup),
         ("executor job", executor_job),
         ("fd readiness (add_reader)", fd_readiness),
         ("panic caught by the exception handler", exception_handler),
         ("async streams finalised by shutdown_asyncgens", asyncgens),
+        ("tasks: one awaited, one cancelled", tasks),
+        ("the policy's loop", policy),
     ];
     let mut failed = 0;
-    for (name, step) in steps {
+    let only = std::env::var("TOUR_ONLY").ok();
+    for (i, (name, step)) in steps.into_iter().enumerate() {
+        if let Some(only) = &only {
+            if !only.split(',').any(|x| x == i.to_string()) {
+                continue;
+            }
+        }
         match step(&lp) {
             Ok(detail) => println!("  ok   {name}: {detail}"),
             Err(why) => {
@@ -51,7 +60,7 @@ fn main() {
         }
     }
     println!(
-        "not yet in aioloop (see README): tasks and futures, TCP/Unix/UDP/TLS transports, sendfile, subprocesses, signals, policies"
+        "not yet in aioloop (see README): TCP/Unix/UDP/TLS transports, sendfile, subprocesses, signals"
     );
     if failed > 0 {
         println!("{failed} step(s) failed");
@@ -129,13 +138,15 @@ fn fd_readiness(lp: &EventLoop) -> Step {
     b.set_nonblocking(true).map_err(err)?;
     a.write_all(b"ping").map_err(err)?;
     let got = Rc::new(RefCell::new(Vec::new()));
-    let (g, lp2, mut b2) = (got.clone(), lp.clone(), b.try_clone().map_err(err)?);
-    lp.add_reader(b.as_raw_fd(), move || {
+    let (g, lp2, fd) = (got.clone(), lp.clone(), b.as_raw_fd());
+    let mut reader = b.try_clone().map_err(err)?;
+    lp.add_reader(fd, move || {
         let mut buf = [0u8; 16];
-        if let Ok(n) = b2.read(&mut buf) {
+        if let Ok(n) = reader.read(&mut buf) {
             g.borrow_mut().extend_from_slice(&buf[..n]);
         }
-        let _ = lp2.remove_reader(b2.as_raw_fd());
+        // Remove by the fd that was registered (not the clone's number).
+        let _ = lp2.remove_reader(fd);
         lp2.stop();
     })
     .map_err(err)?;
@@ -198,4 +209,60 @@ fn asyncgens(lp: &EventLoop) -> Step {
             Ok("a half-consumed stream was dropped on the loop thread".to_string())
         }
     })
+}
+
+fn tasks(lp: &EventLoop) -> Step {
+    struct Dropped(Rc<RefCell<bool>>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            *self.0.borrow_mut() = true;
+        }
+    }
+    let never: Future<()> = lp.create_future();
+    let dropped = Rc::new(RefCell::new(false));
+    let guard = Dropped(dropped.clone());
+    let blocked = lp
+        .create_task_named(
+            async move {
+                let _guard = guard;
+                never.await
+            },
+            "blocked",
+        )
+        .map_err(err)?;
+    let worker = lp.create_task(async { 6 * 7 }).map_err(err)?;
+    let b = blocked.clone();
+    let outcome = lp
+        .run_until_complete(async move {
+            let answer = worker.await?;
+            b.cancel(Some("tour says stop"));
+            let cancelled = b.await.unwrap_err();
+            Ok::<_, LoopError>((answer, cancelled))
+        })
+        .map_err(err)?
+        .map_err(err)?;
+    let (answer, cancelled) = outcome;
+    if answer != 42 || cancelled.kind() != ErrorKind::Cancelled || !*dropped.borrow() {
+        return Err(format!("answer {answer}, cancel error {cancelled:?}"));
+    }
+    Ok(format!(
+        "awaited 42; task {:?} cancelled with {:?}, its future dropped",
+        blocked.get_name(),
+        cancelled.message()
+    ))
+}
+
+fn policy(lp: &EventLoop) -> Step {
+    set_event_loop(Some(lp.clone()));
+    let current = get_event_loop().map_err(err)?;
+    let inside = lp
+        .run_until_complete(async { get_running_loop() })
+        .map_err(err)?
+        .map_err(err)?;
+    set_event_loop(None);
+    let none = get_event_loop().is_err();
+    if !current.ptr_eq(lp) || !inside.ptr_eq(lp) || !none {
+        return Err("get_event_loop / get_running_loop disagree".into());
+    }
+    Ok("set_event_loop, get_event_loop and get_running_loop agree; cleared gives an error".into())
 }

@@ -22,11 +22,11 @@
 //!
 //! | crate | what it holds | status |
 //! |---|---|---|
-//! | `loop-core` | [`EventLoop`]: lifecycle, callbacks, timers, fd readiness, executor, exception handler, debug mode | available |
-//! | `loop-futures` | asyncio `Future` and `Task` | in progress: no public items yet |
+//! | `loop-core` | [`EventLoop`]: lifecycle, callbacks, timers, fd readiness, executor, exception handler, debug mode, `create_task` | available |
+//! | `loop-futures` | asyncio [`Future`] and [`Task`], the shared [`LoopError`] | available |
+//! | `loop-policy` | `get_event_loop`, `set_event_loop`, `new_event_loop`, `get_running_loop`, policies | available (feature `policy`) |
 //! | `loop-net` | transports, protocols, servers, DNS, `sock_*` | in progress: no public items yet |
 //! | `loop-process` | subprocesses, signal handlers | in progress: no public items yet |
-//! | `loop-policy` | `get_event_loop`, `set_event_loop`, policies | in progress: no public items yet |
 //!
 //! # Crate features
 //!
@@ -41,10 +41,20 @@ pub use loop_core::*;
 /// The core loop crate, whole.
 pub use loop_core as core;
 
+#[cfg(feature = "policy")]
+pub use loop_policy::{
+    get_event_loop, get_event_loop_policy, get_running_loop, new_event_loop, set_event_loop,
+    set_event_loop_policy, DefaultEventLoopPolicy, EventLoopPolicy, PerThreadLoop,
+};
+
 /// Everything a program usually needs, for `use aioloop::prelude::*;`.
 pub mod prelude {
     pub use loop_core::{
-        running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Handle, LoopError,
-        LoopHandle, TimerHandle,
+        running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Future, Handle, LoopError,
+        LoopHandle, Task, TimerHandle,
+    };
+    #[cfg(feature = "policy")]
+    pub use loop_policy::{
+        get_event_loop, get_running_loop, new_event_loop, set_event_loop, EventLoopPolicy,
     };
 }
