@@ -145,7 +145,7 @@ impl<T, H> Completion<T, H> {
     where
         T: Clone,
     {
-        self.retrieved.set(true);
+        self.mark_retrieved();
         match &*self.outcome.borrow() {
             Outcome::Pending => Err(LoopError::new(
                 ErrorKind::InvalidState,
@@ -159,7 +159,7 @@ impl<T, H> Completion<T, H> {
 
     /// Moves the value out (for results that are not `Clone`).
     pub(crate) fn take_result(&self) -> Result<T, LoopError> {
-        self.retrieved.set(true);
+        self.mark_retrieved();
         let mut outcome = self.outcome.borrow_mut();
         match std::mem::replace(&mut *outcome, Outcome::Taken(None)) {
             Outcome::Pending => {
@@ -181,7 +181,7 @@ impl<T, H> Completion<T, H> {
     /// asyncio's `exception()`: `Ok(None)` on success, `Ok(Some(e))` when it
     /// failed, `Err(Cancelled)` when cancelled, `Err(InvalidState)` when not done.
     pub(crate) fn exception(&self) -> Result<Option<LoopError>, LoopError> {
-        self.retrieved.set(true);
+        self.mark_retrieved();
         match &*self.outcome.borrow() {
             Outcome::Pending => Err(LoopError::new(
                 ErrorKind::InvalidState,
@@ -205,6 +205,17 @@ impl<T, H> Completion<T, H> {
             return Poll::Pending;
         }
         Poll::Ready(self.take_result())
+    }
+
+    /// Records that someone looked at the outcome. Only a look at a *done*
+    /// future counts: asking before completion (an `InvalidState` error) does
+    /// not retrieve an error set later, as in asyncio, where `set_exception`
+    /// arms the "never retrieved" report and only `result()`/`exception()`
+    /// on the finished future disarm it.
+    fn mark_retrieved(&self) {
+        if self.is_done() {
+            self.retrieved.set(true);
+        }
     }
 
     /// The error nobody retrieved, if any (for the "never retrieved" report).

@@ -15,7 +15,9 @@
 //! `Cancelled` error carrying `msg`. A Rust future cannot catch the
 //! cancellation the way a coroutine catches `CancelledError`; `uncancel()`
 //! before the next poll withdraws the request instead. A task cancelled
-//! before its first poll never runs its body.
+//! before its first poll never runs its body; one cancelled during the poll
+//! in which its future completes ends cancelled (its output is dropped), as
+//! in asyncio.
 //!
 //! **Panics.** The body polls the user's future inside `catch_unwind`; a
 //! panic completes the task with an `ErrorKind::Panicked` error. An error
@@ -117,8 +119,12 @@ where
     let weak: Weak<dyn AnyTask> = Rc::downgrade(&core) as Weak<dyn AnyTask>;
     core.registry_key.set(lp.tasks().insert(weak));
     let task = Task { core: core.clone() };
+    // The guard is made here and moved into the body, not made inside it: a
+    // body dropped before its first poll (the loop closed, the task factory
+    // dropped it) must complete the task too.
+    let guard = Unfinished(Some(core));
     let body = async move {
-        let guard = Unfinished(Some(core));
+        let guard = guard;
         let core = guard.0.as_ref().expect("set above").clone();
         let result = {
             let mut future = pin!(future);
@@ -204,7 +210,22 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         let prev = CURRENT.try_with(|c| c.replace(Some(me))).ok().flatten();
         let _restore = CurrentGuard(prev);
         match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Ready(v)) => {
+                // Cancelled during its last step (asyncio's `_must_cancel`
+                // when the coroutine returns): `cancel()` said yes, so the
+                // task ends cancelled and the value is dropped.
+                let request = self.cancel_request.borrow_mut().take();
+                match request {
+                    None => Poll::Ready(Ok(v)),
+                    Some(msg) => match catch_unwind(AssertUnwindSafe(move || drop(v))) {
+                        Ok(()) => Poll::Ready(Err(LoopError::cancelled(msg))),
+                        Err(payload) => Poll::Ready(Err(LoopError::panicked(
+                            format!("task {}", self.name()),
+                            payload,
+                        ))),
+                    },
+                }
+            }
             Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => Poll::Ready(Err(LoopError::panicked(
                 format!("task {}", self.name()),
@@ -363,6 +384,7 @@ impl<T: 'static, L: LoopRef> fmt::Debug for Task<T, L> {
 /// What the loop and [`TaskRef`] see of any task, whatever its output type.
 pub(crate) trait AnyTask {
     fn name(&self) -> String;
+    fn set_name(&self, name: String);
     fn id(&self) -> u64;
     fn done(&self) -> bool;
     fn cancelled(&self) -> bool;
@@ -373,6 +395,10 @@ pub(crate) trait AnyTask {
 impl<T: 'static, L: LoopRef> AnyTask for TaskCore<T, L> {
     fn name(&self) -> String {
         TaskCore::name(self)
+    }
+
+    fn set_name(&self, name: String) {
+        *self.name.borrow_mut() = Some(name);
     }
 
     fn id(&self) -> u64 {
@@ -415,6 +441,12 @@ impl TaskRef {
     #[doc(alias = "Task.get_name")]
     pub fn get_name(&self) -> String {
         self.0.name()
+    }
+
+    /// Renames the task.
+    #[doc(alias = "Task.set_name")]
+    pub fn set_name(&self, name: impl Into<String>) {
+        self.0.set_name(name.into());
     }
 
     /// The task's process-unique number.
