@@ -30,10 +30,32 @@ pub(crate) enum Outcome<T> {
 
 type DoneCallback<H> = Box<dyn FnOnce(&H)>;
 
+/// Who awaits the outcome: almost always one task, kept without a heap
+/// allocation; more go to `rest`.
+#[derive(Default)]
+struct Wakers {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakers {
+    fn register(&mut self, waker: &Waker) {
+        match &self.first {
+            None => self.first = Some(waker.clone()),
+            Some(w) if w.will_wake(waker) => {}
+            Some(_) => {
+                if !self.rest.iter().any(|w| w.will_wake(waker)) {
+                    self.rest.push(waker.clone());
+                }
+            }
+        }
+    }
+}
+
 pub(crate) struct Completion<T, H> {
     outcome: RefCell<Outcome<T>>,
     callbacks: RefCell<Vec<(CallbackId, DoneCallback<H>)>>,
-    wakers: RefCell<Vec<Waker>>,
+    wakers: RefCell<Wakers>,
     next_id: Cell<u64>,
     /// Someone looked at the error (result, exception, await).
     pub(crate) retrieved: Cell<bool>,
@@ -44,7 +66,7 @@ impl<T, H> Default for Completion<T, H> {
         Completion {
             outcome: RefCell::new(Outcome::Pending),
             callbacks: RefCell::new(Vec::new()),
-            wakers: RefCell::new(Vec::new()),
+            wakers: RefCell::new(Wakers::default()),
             next_id: Cell::new(0),
             retrieved: Cell::new(false),
         }
@@ -85,7 +107,7 @@ impl<T, H> Completion<T, H> {
             Self::schedule_callback(lp, this, cb);
         }
         let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for w in wakers {
+        for w in wakers.first.into_iter().chain(wakers.rest) {
             w.wake();
         }
         true
@@ -198,10 +220,7 @@ impl<T, H> Completion<T, H> {
     /// The `std::future::Future` side: move the outcome out when done.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T, LoopError>> {
         if !self.is_done() {
-            let mut wakers = self.wakers.borrow_mut();
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
-            }
+            self.wakers.borrow_mut().register(cx.waker());
             return Poll::Pending;
         }
         Poll::Ready(self.take_result())
