@@ -1,0 +1,155 @@
+//! Helpers shared by the integration tests: failure-guard watchdogs, an
+//! exception-handler recorder, drop counters and one-iteration runs.
+#![allow(dead_code)]
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use aioloop::{ErrorKind, EventLoop};
+
+/// How long a test may run before its watchdog stops the loop. Generous: it
+/// is a failure guard for a loaded 2-core machine, never a synchronisation.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// A new loop with the default backend (honours `AIOLOOP_BACKEND` and
+/// `AIOLOOP_DEBUG`).
+pub fn new_loop() -> EventLoop {
+    EventLoop::new().expect("creating an event loop")
+}
+
+/// A failure guard on another thread: if the test does not disarm it within
+/// [`LIMIT`], it records that it fired and stops the loop through its
+/// thread-safe handle (which wakes a loop blocked with no timers, and works
+/// with a virtual clock too).
+pub struct Watchdog {
+    done: Option<mpsc::Sender<()>>,
+    fired: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watchdog {
+    pub fn start(lp: &EventLoop) -> Watchdog {
+        Watchdog::with_limit(lp, LIMIT)
+    }
+
+    pub fn with_limit(lp: &EventLoop, limit: Duration) -> Watchdog {
+        let handle = lp.handle();
+        let (done, rx) = mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let f = fired.clone();
+        let thread = std::thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                f.store(true, Ordering::SeqCst);
+                let _ = handle.stop();
+            }
+        });
+        Watchdog {
+            done: Some(done),
+            fired,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the guard and asserts it never fired.
+    pub fn disarm(mut self) {
+        self.stop_thread();
+        assert!(
+            !self.fired.load(Ordering::SeqCst),
+            "the watchdog fired: the test hung and was stopped after {LIMIT:?}"
+        );
+    }
+
+    fn stop_thread(&mut self) {
+        drop(self.done.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// `run_forever` under a watchdog; panics if the loop errs or hangs.
+pub fn run_bounded(lp: &EventLoop) {
+    let dog = Watchdog::start(lp);
+    lp.run_forever().expect("run_forever");
+    dog.disarm();
+}
+
+/// Runs exactly one iteration (stop first, then `run_forever`).
+pub fn one_iteration(lp: &EventLoop) {
+    lp.stop();
+    lp.run_forever().expect("one iteration");
+}
+
+/// What the exception handler saw, reduced to owned values.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub message: String,
+    pub handle: Option<String>,
+    pub kind: Option<ErrorKind>,
+    pub panic: Option<String>,
+    pub error: Option<String>,
+    pub extra: Vec<(String, String)>,
+}
+
+/// Installs an exception handler that records every context.
+pub fn record_exceptions(lp: &EventLoop) -> Rc<RefCell<Vec<Seen>>> {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    lp.set_exception_handler(move |_lp, ctx| {
+        let err = ctx.loop_error();
+        s.borrow_mut().push(Seen {
+            message: ctx.message.clone(),
+            handle: ctx.handle.clone(),
+            kind: err.map(|e| e.kind()),
+            panic: err.and_then(|e| e.panic()).map(|p| p.message().to_string()),
+            error: ctx.error.as_ref().map(|e| e.to_string()),
+            extra: ctx.extra.clone(),
+        });
+    });
+    seen
+}
+
+/// A value that counts its drops (single-threaded).
+pub struct DropCount(pub Rc<Cell<usize>>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+/// A value that counts its drops (from any thread).
+pub struct SendDropCount(pub Arc<AtomicUsize>);
+
+impl Drop for SendDropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A shared, single-threaded event log.
+pub type Log<T> = Rc<RefCell<Vec<T>>>;
+
+pub fn log<T>() -> Log<T> {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+/// A counter shared by callbacks.
+pub fn counter() -> Rc<Cell<usize>> {
+    Rc::new(Cell::new(0))
+}
+
+pub fn bump(c: &Cell<usize>) {
+    c.set(c.get() + 1);
+}
