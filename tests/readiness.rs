@@ -462,3 +462,28 @@ fn an_always_readable_fd_does_not_starve_timers_or_callbacks() {
     lp.remove_reader(fd).unwrap();
     lp.close().unwrap();
 }
+
+#[test]
+fn sockets_are_passed_by_reference_or_borrowed_fd() {
+    let lp = new_loop();
+    let (mut a, b) = pair();
+    a.write_all(b"x").unwrap();
+    let fired = Rc::new(RefCell::new(0));
+    let f = fired.clone();
+    // A reference to the socket: the socket stays ours (and open).
+    lp.add_reader(&b, move || *f.borrow_mut() += 1).unwrap();
+    one_iteration(&lp);
+    assert_eq!(*fired.borrow(), 1);
+    assert!(lp.remove_reader(&b).unwrap());
+    // A BorrowedFd works the same way.
+    let f = fired.clone();
+    lp.add_reader(b.as_fd(), move || *f.borrow_mut() += 1)
+        .unwrap();
+    one_iteration(&lp);
+    assert_eq!(*fired.borrow(), 2);
+    assert!(lp.remove_reader(b.as_fd()).unwrap());
+    // The socket is still open and usable after all this.
+    let mut buf = [0u8; 1];
+    assert_eq!((&b).read(&mut buf).unwrap(), 1);
+    lp.close().unwrap();
+}

@@ -17,7 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 
 use crate::event_loop::EventLoop;
@@ -66,6 +66,35 @@ impl<F: FnMut()> Watcher for WatcherCell<F> {
 }
 
 type WatcherRc = Rc<dyn Watcher>;
+
+/// The file descriptor argument of `add_reader` and friends: a raw fd number
+/// (asyncio takes an int), a [`BorrowedFd`], or a *reference* to anything
+/// with an fd (`&TcpStream`, `&UnixStream`, `&OwnedFd`...).
+///
+/// Owned sockets are deliberately not accepted by value: moving one into
+/// `add_reader` would close it at the end of the call while still registered.
+pub trait FileDescriptor {
+    /// The fd number.
+    fn raw_fd(&self) -> RawFd;
+}
+
+impl FileDescriptor for RawFd {
+    fn raw_fd(&self) -> RawFd {
+        *self
+    }
+}
+
+impl FileDescriptor for BorrowedFd<'_> {
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+}
+
+impl<T: AsRawFd + ?Sized> FileDescriptor for &T {
+    fn raw_fd(&self) -> RawFd {
+        (**self).as_raw_fd()
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Direction {
@@ -157,7 +186,8 @@ impl EventLoop {
     ///
     /// Level-triggered, like asyncio: the callback runs once in every loop
     /// iteration while the fd stays readable, so it need not drain the fd.
-    /// Adding a reader for an fd that has one replaces the callback. The fd
+    /// Adding a reader for an fd that has one replaces the callback. `fd` is a
+    /// raw fd number or a reference to a socket ([`FileDescriptor`]). The fd
     /// stays owned by the caller, who must remove the reader before closing it
     /// (as in asyncio). An fd that is not open gives an [`ErrorKind::Io`]
     /// error (`EBADF`); one that cannot be polled (a regular file) gives
@@ -185,18 +215,18 @@ impl EventLoop {
     #[doc(alias = "loop.add_reader")]
     pub fn add_reader(
         &self,
-        fd: impl AsRawFd,
+        fd: impl FileDescriptor,
         callback: impl FnMut() + 'static,
     ) -> Result<(), LoopError> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Read, callback)
+        self.add_watcher(fd.raw_fd(), Direction::Read, callback)
     }
 
     /// Stops watching `fd` for readability; returns whether a reader was
     /// registered. Safe to call from inside the reader itself. On a closed
     /// loop it returns `Ok(false)`.
     #[doc(alias = "loop.remove_reader")]
-    pub fn remove_reader(&self, fd: impl AsRawFd) -> Result<bool, LoopError> {
-        self.remove_watcher(fd.as_raw_fd(), Direction::Read)
+    pub fn remove_reader(&self, fd: impl FileDescriptor) -> Result<bool, LoopError> {
+        self.remove_watcher(fd.raw_fd(), Direction::Read)
     }
 
     /// Runs `callback` on the loop whenever `fd` is writable, until
@@ -205,17 +235,17 @@ impl EventLoop {
     #[doc(alias = "loop.add_writer")]
     pub fn add_writer(
         &self,
-        fd: impl AsRawFd,
+        fd: impl FileDescriptor,
         callback: impl FnMut() + 'static,
     ) -> Result<(), LoopError> {
-        self.add_watcher(fd.as_raw_fd(), Direction::Write, callback)
+        self.add_watcher(fd.raw_fd(), Direction::Write, callback)
     }
 
     /// Stops watching `fd` for writability; returns whether a writer was
     /// registered.
     #[doc(alias = "loop.remove_writer")]
-    pub fn remove_writer(&self, fd: impl AsRawFd) -> Result<bool, LoopError> {
-        self.remove_watcher(fd.as_raw_fd(), Direction::Write)
+    pub fn remove_writer(&self, fd: impl FileDescriptor) -> Result<bool, LoopError> {
+        self.remove_watcher(fd.raw_fd(), Direction::Write)
     }
 
     fn add_watcher(

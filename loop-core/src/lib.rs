@@ -96,6 +96,7 @@ pub use event_loop::{Builder, EventLoop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use executor::{BlockingPool, Executor, ExecutorFuture, Job};
 pub use handle::{Handle, TimerHandle};
+pub use io::FileDescriptor;
 pub use loop_futures::{current_task, CallbackId, TaskBody, TaskRef};
 pub use loop_futures::{ErrorKind, LoopError, PanicError};
 pub use reactor::Backend;
