@@ -550,8 +550,17 @@ fn the_task_factory_is_called_once_per_create_task_and_can_wrap_the_body() {
     assert_eq!(run(&lp, named).unwrap(), 5);
     assert_eq!(run(&lp, plain.clone()).unwrap(), 6);
     let plain_name = plain.get_name();
+    // run_until_complete wraps its future in a task of its own, which goes
+    // through the factory too (asyncio: ensure_future -> create_task); keep
+    // only the events of the two tasks created above.
+    let relevant: Vec<String> = events
+        .borrow()
+        .iter()
+        .filter(|e| e.ends_with(" made") || e.ends_with(&plain_name) || *e == "body")
+        .cloned()
+        .collect();
     assert_eq!(
-        *events.borrow(),
+        relevant,
         [
             "before made".to_string(),
             "body".to_string(),
@@ -560,6 +569,11 @@ fn the_task_factory_is_called_once_per_create_task_and_can_wrap_the_body() {
             format!("after {plain_name}"),
         ]
     );
+    assert_eq!(
+        calls.borrow().len(),
+        4,
+        "two create_task, two run_until_complete"
+    );
 
     lp.clear_task_factory();
     assert!(lp.get_task_factory().is_none());
@@ -567,10 +581,10 @@ fn the_task_factory_is_called_once_per_create_task_and_can_wrap_the_body() {
     assert_eq!(run(&lp, t).unwrap(), 7);
     assert_eq!(
         calls.borrow().len(),
-        2,
+        4,
         "the factory was called after clear"
     );
-    assert_eq!(events.borrow().len(), 5);
+    assert_eq!(events.borrow().len(), 9);
     fut.cancel(None);
     lp.close().unwrap();
 }
@@ -1020,6 +1034,25 @@ fn ten_thousand_tasks_ping_pong_through_futures() {
     });
     assert_eq!(total, (N * (N - 1), N));
     assert!(players.iter().all(|t| t.done() && t.result().is_ok()));
+    assert!(lp.all_tasks().is_empty());
+    lp.close().unwrap();
+}
+
+#[test]
+fn run_until_complete_runs_its_future_as_a_task() {
+    // asyncio wraps the future with ensure_future: current_task() and
+    // all_tasks() see it.
+    let lp = new_loop();
+    let lp2 = lp.clone();
+    let (current, listed) = lp
+        .run_until_complete(async move {
+            let me = lp2.current_task().expect("a current task");
+            let listed = lp2.all_tasks().iter().any(|t| t.ptr_eq(&me));
+            (me, listed)
+        })
+        .unwrap();
+    assert!(listed);
+    assert!(current.done());
     assert!(lp.all_tasks().is_empty());
     lp.close().unwrap();
 }

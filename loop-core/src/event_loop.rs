@@ -24,13 +24,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-
-use futures_lite::FutureExt as _;
 
 use crate::asyncgens::AsyncGenRegistry;
 use crate::clock::{Clock, VirtualClock};
@@ -235,51 +233,44 @@ impl EventLoop {
         F::Output: 'static,
     {
         self.check_can_run()?;
-        // The future lives in a slot owned here as well as by the task, so
-        // that one still pending when the loop stops is dropped before this
-        // returns. Dropping the task only cancels it: its future would go
-        // when the cancelled runnable next runs (the next `run_*`, or
-        // `close`), keeping whatever it holds alive until then.
+        // asyncio wraps the future in a Task (so `current_task()` and
+        // `all_tasks()` see it, and a task factory applies) and stops the loop
+        // from the task's done callback.
+        //
+        // The future itself lives in a slot owned here as well as by the
+        // task, so that one still pending when the loop stops is dropped
+        // before this returns (a cancelled task would only drop it at its
+        // next poll, keeping whatever it holds alive until then).
         let slot: Rc<RefCell<Option<Pin<Box<F>>>>> = Rc::new(RefCell::new(Some(Box::pin(future))));
         let polled = slot.clone();
-        let stopper = self.clone();
-        let task = self.spawn_local(async move {
-            let future = std::future::poll_fn(move |cx| {
-                let mut guard = polled.borrow_mut();
-                let Some(f) = guard.as_mut() else {
-                    return Poll::Pending;
-                };
-                let out = f.as_mut().poll(cx);
-                if out.is_ready() {
-                    let done = guard.take();
-                    drop(guard);
-                    drop(done);
-                }
-                out
-            });
-            let out = AssertUnwindSafe(future).catch_unwind().await;
-            stopper.stop();
+        let body = std::future::poll_fn(move |cx| {
+            let mut guard = polled.borrow_mut();
+            let Some(f) = guard.as_mut() else {
+                return Poll::Pending;
+            };
+            let out = f.as_mut().poll(cx);
+            if out.is_ready() {
+                let done = guard.take();
+                drop(guard);
+                drop(done);
+            }
             out
         });
+        let task = self.create_task(body)?;
+        let stopper = self.clone();
+        let stop_cb = task.add_done_callback(move |_| stopper.stop());
         let result = match self.run_forever() {
             Err(e) => Err(e),
-            Ok(()) => {
-                let mut task = pin!(task);
-                match task.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                    Poll::Ready(Ok(out)) => return Ok(out),
-                    Poll::Ready(Err(panic)) => {
-                        return Err(LoopError::panicked(
-                            "the future given to run_until_complete",
-                            panic,
-                        ))
-                    }
-                    Poll::Pending => Err(LoopError::new(
-                        ErrorKind::Stopped,
-                        "Event loop stopped before Future completed.",
-                    )),
-                }
-            }
+            Ok(()) if task.done() => return task.take_result(),
+            Ok(()) => Err(LoopError::new(
+                ErrorKind::Stopped,
+                "Event loop stopped before Future completed.",
+            )),
         };
+        // Not finished: the done callback must not stop a later run, and
+        // the task ends (cancelled) at its next poll.
+        task.remove_done_callback(stop_cb);
+        task.cancel(Some("Event loop stopped before Future completed."));
         // Not finished: drop the future now, outside any borrow, and keep a
         // panicking `Drop` from escaping.
         let unfinished = slot.borrow_mut().take();
