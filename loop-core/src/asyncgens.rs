@@ -65,6 +65,17 @@ pub(crate) struct AsyncGenRegistry {
 /// An async stream tracked by its loop, finalised by
 /// [`EventLoop::shutdown_asyncgens`] if still alive then.
 ///
+/// # The mapping to asyncio
+/// asyncio tracks the async generators first iterated on a loop so that
+/// `shutdown_asyncgens()` can `aclose()` the abandoned ones, running their
+/// `finally:` blocks, before the loop closes. Rust's async generators are
+/// [`Stream`]s and their `finally:` blocks are `Drop` impls; a stream kept in
+/// a leaked task or a long-lived structure would be dropped late, on any
+/// thread, maybe after the loop is gone. Wrapping it with
+/// [`EventLoop::track_async_gen`] lets `shutdown_asyncgens` drop it on the
+/// loop thread, at a chosen moment; a panic in its `Drop` is reported to the
+/// exception handler and does not stop the other finalisations.
+///
 /// It yields what the wrapped stream yields, until the stream ends, or until
 /// it is closed ([`aclose`](Self::aclose) or `shutdown_asyncgens`), after
 /// which it yields `None`.
@@ -157,7 +168,7 @@ impl EventLoop {
     }
 
     /// Finalises every tracked stream still alive (drops it on this thread,
-    /// now) and refuses new ones; see the [module docs](crate::asyncgens).
+    /// now) and refuses new ones; see [`AsyncGen`] for how this maps to asyncio.
     ///
     /// Rust's finaliser, `Drop`, is synchronous, so the future completes on
     /// its first poll; it is a future to keep asyncio's shape

@@ -43,20 +43,20 @@ pub type Task<T> = loop_futures::Task<T, EventLoop>;
 ///
 /// ```
 /// use loop_core::{EventLoop, TaskBody, TaskRef};
-/// use std::{cell::Cell, rc::Rc};
+/// use std::{cell::RefCell, rc::Rc};
 /// let lp = EventLoop::new().unwrap();
-/// let polls = Rc::new(Cell::new(0));
-/// let p = polls.clone();
-/// lp.set_task_factory(move |_lp: &EventLoop, mut body: TaskBody, _task: &TaskRef| {
-///     let p = p.clone();
-///     Box::pin(std::future::poll_fn(move |cx| {
-///         p.set(p.get() + 1);
-///         body.as_mut().poll(cx)
-///     })) as TaskBody
+/// let log = Rc::new(RefCell::new(Vec::new()));
+/// let l = log.clone();
+/// lp.set_task_factory(move |_lp: &EventLoop, body: TaskBody, task: &TaskRef| {
+///     let (l, name) = (l.clone(), task.get_name());
+///     Box::pin(async move {
+///         body.await;
+///         l.borrow_mut().push(format!("{name} finished"));
+///     }) as TaskBody
 /// });
-/// let task = lp.create_task(async { 7 }).unwrap();
+/// let task = lp.create_task_named(async { 7 }, "worker").unwrap();
 /// assert_eq!(lp.run_until_complete(task).unwrap().unwrap(), 7);
-/// assert_eq!(polls.get(), 1);
+/// assert!(log.borrow().contains(&"worker finished".to_string()));
 /// ```
 #[doc(alias = "task_factory")]
 pub trait TaskFactory {
