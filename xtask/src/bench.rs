@@ -4,6 +4,9 @@
 //! invocation of the `aioloop-bench` binaries), rounds interleave the systems,
 //! and the report gives medians plus tokio/aioloop ratios. Results are written
 //! to `target/bench/<suite>.json`.
+//!
+//! Suites: `core` (callbacks, timers, cross-thread wake-ups; `bench-core`) and
+//! `futures` (tasks, futures and their continuations; `bench-futures`).
 
 mod proc;
 mod strace;
@@ -18,14 +21,14 @@ use std::time::Duration;
 use crate::json::Json;
 
 /// Every suite, in the order `cargo xtask bench` runs them.
-const SUITES: &[&str] = &["core"];
+const SUITES: &[&str] = &["core", "futures"];
 
 /// Kill a benchmark process that runs longer than this.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One case of the core suite and the systems it runs on.
+/// One case of a suite and the systems it runs on.
 struct Case {
-    /// The `--case` argument of `bench-core`.
+    /// The `--case` argument of the suite's binary.
     name: &'static str,
     /// The `--system` arguments, in the order each round runs them.
     systems: &'static [&'static str],
@@ -69,6 +72,50 @@ const CORE: &[Case] = &[
     },
 ];
 
+/// The futures suite: tasks, futures and their continuations.
+const FUTURES: &[Case] = &[
+    Case {
+        name: "task_spawn_await",
+        systems: &["aioloop", "tokio", "tokio-spawn"],
+        pinned: false,
+    },
+    Case {
+        name: "task_spawn_batch",
+        systems: &["aioloop", "tokio", "tokio-spawn"],
+        pinned: false,
+    },
+    Case {
+        name: "future_callbacks",
+        systems: &["aioloop", "tokio"],
+        pinned: false,
+    },
+    Case {
+        name: "pingpong",
+        systems: &["aioloop", "tokio", "tokio-spawn"],
+        pinned: false,
+    },
+];
+
+/// What the futures suite's tokio systems do in place of aioloop's API; the
+/// report prints these lines and the JSON keeps them as `notes`.
+const FUTURES_NOTES: &[&str] = &[
+    "tokio = current-thread runtime + LocalSet (spawn_local: tasks need not be Send, like aioloop's); \
+     tokio-spawn = the same runtime with plain tokio::spawn; each tokio body runs in a spawned \
+     task, as run_until_complete runs aioloop's in a task (tokio's block_on future would poll \
+     the I/O driver after each of its awaits)",
+    "task_spawn_await: create_task(async { i }) then .await it, N times | tokio: spawn_local(..).await \
+     on the JoinHandle",
+    "task_spawn_batch: create N tasks, then .await them in order | tokio: N spawn_local JoinHandles, \
+     awaited in order",
+    "future_callbacks: create_future + add_done_callback (reads the result, bumps a counter) + \
+     set_result, N times, run until the counter is N | tokio has no done callbacks: a \
+     tokio::sync::oneshot per item whose receiver a spawn_local'd task awaits and then does the \
+     callback's work (no tokio-spawn variant)",
+    "pingpong (ns per round trip): tasks A and B; each round A resolves a new Future that B awaits \
+     and B resolves a new Future that A awaits | tokio: a new tokio::sync::oneshot per hop (chosen \
+     over Notify as the closest to a one-shot Future), the sender travelling in the message",
+];
+
 /// The suffix of the result case names of pinned cases.
 const PINNED_SUFFIX: &str = "_1cpu";
 
@@ -89,10 +136,16 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(o) => o,
         Err(msg) => return crate::usage_error(&msg),
     };
+    // One build for every suite: the package holds all the suite binaries.
+    if let Err(msg) = build_bench() {
+        eprintln!("xtask bench: {msg}");
+        return ExitCode::FAILURE;
+    }
     let mut ok = true;
     for suite in &opts.suites {
         let result = match *suite {
             "core" => run_core(&opts),
+            "futures" => run_futures(&opts),
             _ => unreachable!("suite names are validated by parse_args"),
         };
         match result {
@@ -194,8 +247,8 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// Runs the core suite; `Ok(false)` if some runs failed (the report is still written).
-fn run_core(opts: &Options) -> Result<bool, String> {
+/// Builds the `aioloop-bench` binaries (release profile).
+fn build_bench() -> Result<(), String> {
     println!("==> cargo build --release -p aioloop-bench");
     let status = crate::cargo()
         .args(["build", "--release", "-p", "aioloop-bench"])
@@ -204,10 +257,129 @@ fn run_core(opts: &Options) -> Result<bool, String> {
     if !status.success() {
         return Err("building aioloop-bench failed".into());
     }
-    let bin = target_dir().join("release").join("bench-core");
+    Ok(())
+}
+
+/// The path of a built benchmark binary.
+fn bench_bin(name: &str) -> Result<PathBuf, String> {
+    let bin = target_dir().join("release").join(name);
     if !bin.exists() {
         return Err(format!("{} was not built", bin.display()));
     }
+    Ok(bin)
+}
+
+/// Runs every system of `case` once (one process each), printing and
+/// recording the result lines; a failed run is printed and added to `failures`.
+fn run_case(
+    bin: &Path,
+    case: &Case,
+    pin: Option<&[String]>,
+    opts: &Options,
+    round: usize,
+    results: &mut Results,
+    failures: &mut Vec<String>,
+) {
+    let suffix = if case.pinned { PINNED_SUFFIX } else { "" };
+    let cmd_for = |system: &str| -> Option<Command> {
+        let mut cmd = if case.pinned {
+            let pin = pin?;
+            let mut c = Command::new(&pin[0]);
+            c.args(&pin[1..]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        cmd.args(["--system", system, "--case", case.name]);
+        if opts.quick {
+            cmd.arg("--quick");
+        }
+        Some(cmd)
+    };
+    for system in case.systems {
+        let Some(cmd) = cmd_for(system) else { continue };
+        let label = format!("{}{suffix} {system}", case.name);
+        match proc::run_bench(cmd, TIMEOUT) {
+            Ok(mut lines) => {
+                for r in &mut lines {
+                    r.case.push_str(suffix);
+                    println!(
+                        "    {:<28} {:>12} {}",
+                        format!("{} {}", r.case, r.system),
+                        fmt_num(r.value),
+                        r.unit
+                    );
+                    results.push(&r.case, &r.system, &r.unit, r.value);
+                }
+            }
+            Err(e) => {
+                println!("    {label:<28} FAILED: {e}");
+                failures.push(format!("round {round}: {label}: {e}"));
+            }
+        }
+    }
+}
+
+/// Prints the `==> round` line.
+fn print_round(round: usize, opts: &Options) {
+    println!(
+        "==> round {round}/{}{}",
+        opts.rounds,
+        if opts.quick { " (quick)" } else { "" }
+    );
+}
+
+/// Writes `target/bench/<suite>.json` and prints the failures; `Ok(false)` if
+/// there were some.
+fn finish(suite: &str, json: Json, failures: &[String]) -> Result<bool, String> {
+    let scratch = target_dir().join("bench");
+    fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let json_path = scratch.join(format!("{suite}.json"));
+    fs::write(&json_path, json.pretty()).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    println!("\nwrote {}", json_path.display());
+    if !failures.is_empty() {
+        println!("\n{} run(s) FAILED:", failures.len());
+        for f in failures {
+            println!("  {f}");
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Runs the futures suite; `Ok(false)` if some runs failed (the report is still written).
+fn run_futures(opts: &Options) -> Result<bool, String> {
+    let bin = bench_bin("bench-futures")?;
+    println!("futures suite: aioloop's tasks and futures against their closest tokio equivalents:");
+    for note in FUTURES_NOTES {
+        println!("note: {note}");
+    }
+    let mut results = Results::default();
+    let mut failures = Vec::new();
+    for round in 1..=opts.rounds {
+        print_round(round, opts);
+        for case in FUTURES {
+            run_case(&bin, case, None, opts, round, &mut results, &mut failures);
+        }
+    }
+
+    println!();
+    print_header("futures", opts);
+    println!("so ratio tokio/aioloop > 1 means aioloop is faster.");
+    for note in FUTURES_NOTES {
+        println!("  {note}");
+    }
+    println!();
+    print_table(&results);
+
+    let notes = Json::Arr(FUTURES_NOTES.iter().map(|n| Json::str(*n)).collect());
+    let json = report_json("futures", &results, opts, vec![("notes", notes)], &failures);
+    finish("futures", json, &failures)
+}
+
+/// Runs the core suite; `Ok(false)` if some runs failed (the report is still written).
+fn run_core(opts: &Options) -> Result<bool, String> {
+    let bin = bench_bin("bench-core")?;
     let strace_bin = if opts.strace { strace::find() } else { None };
     let strace_note = match (&strace_bin, opts.strace) {
         (_, false) => Some("skipped (--no-strace)".to_string()),
@@ -231,50 +403,10 @@ fn run_core(opts: &Options) -> Result<bool, String> {
     let mut baselines: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
 
     for round in 1..=opts.rounds {
-        println!(
-            "==> round {round}/{}{}",
-            opts.rounds,
-            if opts.quick { " (quick)" } else { "" }
-        );
+        print_round(round, opts);
         for case in CORE {
-            let suffix = if case.pinned { PINNED_SUFFIX } else { "" };
-            let cmd_for = |system: &str| -> Option<Command> {
-                let mut cmd = if case.pinned {
-                    let pin = pin.as_ref()?;
-                    let mut c = Command::new(&pin[0]);
-                    c.args(&pin[1..]).arg(&bin);
-                    c
-                } else {
-                    Command::new(&bin)
-                };
-                cmd.args(["--system", system, "--case", case.name]);
-                if opts.quick {
-                    cmd.arg("--quick");
-                }
-                Some(cmd)
-            };
-            for system in case.systems {
-                let Some(cmd) = cmd_for(system) else { continue };
-                let label = format!("{}{suffix} {system}", case.name);
-                match proc::run_bench(cmd, TIMEOUT) {
-                    Ok(mut lines) => {
-                        for r in &mut lines {
-                            r.case.push_str(suffix);
-                            println!(
-                                "    {:<28} {:>12} {}",
-                                format!("{} {}", r.case, r.system),
-                                fmt_num(r.value),
-                                r.unit
-                            );
-                            results.push(&r.case, &r.system, &r.unit, r.value);
-                        }
-                    }
-                    Err(e) => {
-                        println!("    {label:<28} FAILED: {e}");
-                        failures.push(format!("round {round}: {label}: {e}"));
-                    }
-                }
-            }
+            let pin = pin.as_deref();
+            run_case(&bin, case, pin, opts, round, &mut results, &mut failures);
         }
         if let Some(strace_bin) = &strace_bin {
             let case = CORE
@@ -328,19 +460,16 @@ fn run_core(opts: &Options) -> Result<bool, String> {
     fill_missing_syscalls(&mut results, opts.rounds);
     print_report(&results, opts, strace_note.as_deref(), &pin_note);
 
-    let json_path = scratch.join("core.json");
-    let json = report_json(&results, opts, strace_note.as_deref(), &pin_note, &failures);
-    fs::write(&json_path, json.pretty()).map_err(|e| format!("{}: {e}", json_path.display()))?;
-    println!("\nwrote {}", json_path.display());
-
-    if !failures.is_empty() {
-        println!("\n{} run(s) FAILED:", failures.len());
-        for f in &failures {
-            println!("  {f}");
-        }
-        return Ok(false);
-    }
-    Ok(true)
+    let strace = match strace_note.as_deref() {
+        Some(n) => Json::str(n),
+        None => Json::str("strace -f -c, both threads, net of a 0-wake baseline run"),
+    };
+    let extra = vec![
+        ("strace", strace),
+        ("pinning", Json::str(pin_note.as_str())),
+    ];
+    let json = report_json("core", &results, opts, extra, &failures);
+    finish("core", json, &failures)
 }
 
 /// Runs one benchmark process under `strace -f -c`; returns the per-syscall
@@ -479,10 +608,10 @@ fn ratios<'a>(results: &'a Results, case: &str) -> Vec<(&'a str, &'a str, f64)> 
     out
 }
 
-fn print_report(results: &Results, opts: &Options, strace_note: Option<&str>, pin_note: &str) {
-    println!();
+/// The first line of a suite's report.
+fn print_header(suite: &str, opts: &Options) {
     println!(
-        "core suite: medians of {} round(s){}; every unit is lower-is-better,",
+        "{suite} suite: medians of {} round(s){}; every unit is lower-is-better,",
         opts.rounds,
         if opts.quick {
             ", QUICK (10x smaller workloads)"
@@ -490,10 +619,10 @@ fn print_report(results: &Results, opts: &Options, strace_note: Option<&str>, pi
             ""
         }
     );
-    println!(
-        "so ratio tokio/aioloop > 1 means aioloop is faster (or less late, or fewer syscalls)."
-    );
-    println!();
+}
+
+/// The table of medians (min..max) and tokio/aioloop ratios, case by case.
+fn print_table(results: &Results) {
     println!(
         "{:<24} | {:<16} | {:>10} | {:<14} | {:>4} | min..max",
         "case", "system", "median", "unit", "runs"
@@ -524,6 +653,16 @@ fn print_report(results: &Results, opts: &Options, strace_note: Option<&str>, pi
             println!("{:<24} |   ratio {t}/{a} = {}", "", fmt_ratio(r));
         }
     }
+}
+
+fn print_report(results: &Results, opts: &Options, strace_note: Option<&str>, pin_note: &str) {
+    println!();
+    print_header("core", opts);
+    println!(
+        "so ratio tokio/aioloop > 1 means aioloop is faster (or less late, or fewer syscalls)."
+    );
+    println!();
+    print_table(results);
     println!("{pin_note}");
     println!();
     match strace_note {
@@ -574,11 +713,13 @@ fn print_report(results: &Results, opts: &Options, strace_note: Option<&str>, pi
     }
 }
 
+/// A suite's JSON report: `suite`, `rounds`, `quick`, `results`, `ratios`,
+/// then the suite's `extra` fields, then `failures`.
 fn report_json(
+    suite: &str,
     results: &Results,
     opts: &Options,
-    strace_note: Option<&str>,
-    pin_note: &str,
+    extra: Vec<(&str, Json)>,
     failures: &[String],
 ) -> Json {
     let rows = results
@@ -616,25 +757,24 @@ fn report_json(
             })
         })
         .collect();
-    Json::obj([
-        ("suite", Json::str("core")),
+    let mut fields = vec![
+        ("suite", Json::str(suite)),
         ("rounds", Json::Num(opts.rounds as f64)),
         ("quick", Json::Bool(opts.quick)),
         ("results", Json::Arr(rows)),
         ("ratios", Json::Arr(ratio_rows)),
-        (
-            "strace",
-            match strace_note {
-                Some(n) => Json::str(n),
-                None => Json::str("strace -f -c, both threads, net of a 0-wake baseline run"),
-            },
-        ),
-        ("pinning", Json::str(pin_note)),
-        (
-            "failures",
-            Json::Arr(failures.iter().map(|f| Json::str(f.as_str())).collect()),
-        ),
-    ])
+    ];
+    fields.extend(extra);
+    fields.push((
+        "failures",
+        Json::Arr(failures.iter().map(|f| Json::str(f.as_str())).collect()),
+    ));
+    Json::Obj(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ commands:
   ci                      fmt --check, clippy -D warnings, test (default backend,
                           AIOLOOP_BACKEND=polling, AIOLOOP_DEBUG=1), doc -D warnings
   bench [SUITE] [OPTIONS] run benchmark suites side by side with tokio
-                          SUITE: core (default: all suites)
+                          SUITE: core, futures (default: all suites)
       --rounds N          rounds per suite (default 5, env AIOLOOP_BENCH_ROUNDS)
       --quick             10x smaller workloads (smoke test of the harness)
       --no-strace         skip the strace syscall counts of the wake case
