@@ -490,11 +490,11 @@ impl EventLoop {
         // 4. Run exactly what is ready now.
         inner.ready.borrow_mut().swap_into(&mut s.batch);
         if inner.debug.enabled() {
-            for item in s.batch.drain(..) {
+            while let Some(item) = s.batch.pop_front() {
                 self.run_item_timed(item);
             }
         } else {
-            for item in s.batch.drain(..) {
+            while let Some(item) = s.batch.pop_front() {
                 self.run_item(item);
             }
         }

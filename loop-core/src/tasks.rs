@@ -200,10 +200,7 @@ impl EventLoop {
     /// (asyncio's `current_task(loop)`).
     #[doc(alias = "asyncio.current_task")]
     pub fn current_task(&self) -> Option<TaskRef> {
-        match running::running_loop() {
-            Some(lp) if lp.ptr_eq(self) => loop_futures::current_task(),
-            _ => None,
-        }
+        self.inner.tasks.current()
     }
 
     /// `close()`'s part: cancel the tasks still pending. Called after the
@@ -238,4 +235,11 @@ impl LoopRef for EventLoop {
     fn tasks(&self) -> &TaskRegistry {
         &self.inner.tasks
     }
+}
+
+/// The task being polled on this thread's running loop, if any (asyncio's
+/// `asyncio.current_task()`).
+#[doc(alias = "asyncio.current_task")]
+pub fn current_task() -> Option<TaskRef> {
+    running::running_loop()?.current_task()
 }

@@ -19,7 +19,7 @@ use crate::{ErrorKind, LoopError, LoopRef};
 
 /// Identifies a done callback, for `remove_done_callback`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CallbackId(u64);
+pub struct CallbackId(u32);
 
 pub(crate) enum Outcome<T> {
     Pending,
@@ -30,33 +30,50 @@ pub(crate) enum Outcome<T> {
 
 type DoneCallback<H> = Box<dyn FnOnce(&H)>;
 
-/// Who awaits the outcome: almost always one task, kept without a heap
-/// allocation; more go to `rest`.
-#[derive(Default)]
-struct Wakers {
-    first: Option<Waker>,
-    rest: Vec<Waker>,
+/// One party waiting for the outcome: a task (its waker) or a done callback.
+enum Waiter<H> {
+    Waker(Waker),
+    Callback(CallbackId, DoneCallback<H>),
 }
 
-impl Wakers {
-    fn register(&mut self, waker: &Waker) {
-        match &self.first {
-            None => self.first = Some(waker.clone()),
-            Some(w) if w.will_wake(waker) => {}
-            Some(_) => {
-                if !self.rest.iter().any(|w| w.will_wake(waker)) {
-                    self.rest.push(waker.clone());
-                }
-            }
+/// The waiters, in registration order. The first is kept inline: almost
+/// every future has exactly one (the task awaiting it), and then no heap
+/// allocation is needed.
+struct Waiters<H> {
+    first: Option<Waiter<H>>,
+    rest: Vec<Waiter<H>>,
+}
+
+impl<H> Default for Waiters<H> {
+    fn default() -> Self {
+        Waiters {
+            first: None,
+            rest: Vec::new(),
         }
+    }
+}
+
+impl<H> Waiters<H> {
+    fn push(&mut self, w: Waiter<H>) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(w);
+        } else {
+            self.rest.push(w);
+        }
+    }
+
+    fn has_waker(&self, waker: &Waker) -> bool {
+        self.first
+            .iter()
+            .chain(self.rest.iter())
+            .any(|w| matches!(w, Waiter::Waker(x) if x.will_wake(waker)))
     }
 }
 
 pub(crate) struct Completion<T, H> {
     outcome: RefCell<Outcome<T>>,
-    callbacks: RefCell<Vec<(CallbackId, DoneCallback<H>)>>,
-    wakers: RefCell<Wakers>,
-    next_id: Cell<u64>,
+    waiters: RefCell<Waiters<H>>,
+    next_id: Cell<u32>,
     /// Someone looked at the error (result, exception, await).
     pub(crate) retrieved: Cell<bool>,
 }
@@ -65,8 +82,7 @@ impl<T, H> Default for Completion<T, H> {
     fn default() -> Self {
         Completion {
             outcome: RefCell::new(Outcome::Pending),
-            callbacks: RefCell::new(Vec::new()),
-            wakers: RefCell::new(Wakers::default()),
+            waiters: RefCell::new(Waiters::default()),
             next_id: Cell::new(0),
             retrieved: Cell::new(false),
         }
@@ -102,13 +118,18 @@ impl<T, H> Completion<T, H> {
             }
             *outcome = Outcome::Done(result);
         }
-        let callbacks = std::mem::take(&mut *self.callbacks.borrow_mut());
-        for (_, cb) in callbacks {
-            Self::schedule_callback(lp, this, cb);
+        // Wake tasks and schedule callbacks in the order they registered:
+        // waking a task queues it on the loop just as call_soon would.
+        let Waiters { first, rest } = std::mem::take(&mut *self.waiters.borrow_mut());
+        let fire = |w: Waiter<H>| match w {
+            Waiter::Waker(w) => w.wake(),
+            Waiter::Callback(_, cb) => Self::schedule_callback(lp, this, cb),
+        };
+        if let Some(w) = first {
+            fire(w);
         }
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for w in wakers.first.into_iter().chain(wakers.rest) {
-            w.wake();
+        if !rest.is_empty() {
+            rest.into_iter().for_each(fire);
         }
         true
     }
@@ -132,29 +153,31 @@ impl<T, H> Completion<T, H> {
         H: Clone + 'static,
     {
         let id = CallbackId(self.next_id.get());
-        self.next_id.set(id.0 + 1);
+        self.next_id.set(id.0.wrapping_add(1));
         if self.is_done() {
             Self::schedule_callback(lp, this, cb);
         } else {
-            self.callbacks.borrow_mut().push((id, cb));
+            self.waiters.borrow_mut().push(Waiter::Callback(id, cb));
         }
         id
     }
 
     pub(crate) fn remove_done_callback(&self, id: CallbackId) -> usize {
-        let removed = {
-            let mut cbs = self.callbacks.borrow_mut();
-            let before = cbs.len();
+        let is_it = |w: &Waiter<H>| matches!(w, Waiter::Callback(x, _) if *x == id);
+        let removed: Vec<Waiter<H>> = {
+            let mut waiters = self.waiters.borrow_mut();
             let mut removed = Vec::new();
+            if waiters.first.as_ref().is_some_and(is_it) {
+                removed.extend(waiters.first.take());
+            }
             let mut i = 0;
-            while i < cbs.len() {
-                if cbs[i].0 == id {
-                    removed.push(cbs.remove(i));
+            while i < waiters.rest.len() {
+                if is_it(&waiters.rest[i]) {
+                    removed.push(waiters.rest.remove(i));
                 } else {
                     i += 1;
                 }
             }
-            debug_assert_eq!(before - cbs.len(), removed.len());
             removed
         };
         let n = removed.len();
@@ -182,22 +205,7 @@ impl<T, H> Completion<T, H> {
     /// Moves the value out (for results that are not `Clone`).
     pub(crate) fn take_result(&self) -> Result<T, LoopError> {
         self.mark_retrieved();
-        let mut outcome = self.outcome.borrow_mut();
-        match std::mem::replace(&mut *outcome, Outcome::Taken(None)) {
-            Outcome::Pending => {
-                *outcome = Outcome::Pending;
-                Err(LoopError::new(
-                    ErrorKind::InvalidState,
-                    "Result is not set.",
-                ))
-            }
-            Outcome::Done(Ok(v)) => Ok(v),
-            Outcome::Done(Err(e)) | Outcome::Taken(Some(e)) => {
-                *outcome = Outcome::Taken(Some(e.clone()));
-                Err(e)
-            }
-            Outcome::Taken(None) => Err(taken()),
-        }
+        take_done(&mut self.outcome.borrow_mut())
     }
 
     /// asyncio's `exception()`: `Ok(None)` on success, `Ok(Some(e))` when it
@@ -219,11 +227,18 @@ impl<T, H> Completion<T, H> {
 
     /// The `std::future::Future` side: move the outcome out when done.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T, LoopError>> {
-        if !self.is_done() {
-            self.wakers.borrow_mut().register(cx.waker());
-            return Poll::Pending;
+        {
+            let mut outcome = self.outcome.borrow_mut();
+            if !matches!(*outcome, Outcome::Pending) {
+                self.retrieved.set(true);
+                return Poll::Ready(take_done(&mut outcome));
+            }
         }
-        Poll::Ready(self.take_result())
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.has_waker(cx.waker()) {
+            waiters.push(Waiter::Waker(cx.waker().clone()));
+        }
+        Poll::Pending
     }
 
     /// Records that someone looked at the outcome. Only a look at a *done*
@@ -254,6 +269,25 @@ impl<T, H> Completion<T, H> {
             _ if self.is_cancelled() => "cancelled",
             _ => "finished",
         }
+    }
+}
+
+/// Moves the value out of a done outcome (an error stays readable).
+fn take_done<T>(outcome: &mut Outcome<T>) -> Result<T, LoopError> {
+    match std::mem::replace(outcome, Outcome::Taken(None)) {
+        Outcome::Pending => {
+            *outcome = Outcome::Pending;
+            Err(LoopError::new(
+                ErrorKind::InvalidState,
+                "Result is not set.",
+            ))
+        }
+        Outcome::Done(Ok(v)) => Ok(v),
+        Outcome::Done(Err(e)) | Outcome::Taken(Some(e)) => {
+            *outcome = Outcome::Taken(Some(e.clone()));
+            Err(e)
+        }
+        Outcome::Taken(None) => Err(taken()),
     }
 }
 

@@ -69,8 +69,16 @@ pub enum ErrorKind {
 /// assert_eq!(err.kind(), ErrorKind::Closed);
 /// assert_eq!(err.to_string(), "Event loop is closed");
 /// ```
+///
+/// One pointer wide: the kind, message and source live behind an `Arc`, so a
+/// `Result<T, LoopError>` costs little more than `T` on the success path.
 #[derive(Clone)]
 pub struct LoopError {
+    inner: Arc<ErrorInner>,
+}
+
+#[derive(Clone)]
+struct ErrorInner {
     kind: ErrorKind,
     message: String,
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
@@ -80,15 +88,17 @@ impl LoopError {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         LoopError {
-            kind,
-            message: message.into(),
-            source: None,
+            inner: Arc::new(ErrorInner {
+                kind,
+                message: message.into(),
+                source: None,
+            }),
         }
     }
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Arc::new(source));
+        Arc::make_mut(&mut self.inner).source = Some(Arc::new(source));
         self
     }
 
@@ -99,9 +109,11 @@ impl LoopError {
         match boxed.downcast::<LoopError>() {
             Ok(e) => *e,
             Err(other) => LoopError {
-                kind: ErrorKind::Exception,
-                message: other.to_string(),
-                source: Some(Arc::from(other)),
+                inner: Arc::new(ErrorInner {
+                    kind: ErrorKind::Exception,
+                    message: other.to_string(),
+                    source: Some(Arc::from(other)),
+                }),
             },
         }
     }
@@ -133,30 +145,31 @@ impl LoopError {
 
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The human-readable message (the same text as `Display`).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// The panic behind a [`ErrorKind::Panicked`] error, if that is what this is.
     pub fn panic(&self) -> Option<&PanicError> {
-        self.source.as_ref()?.downcast_ref::<PanicError>()
+        self.inner.source.as_ref()?.downcast_ref::<PanicError>()
     }
 
     /// The OS error behind an [`ErrorKind::Io`] error, if that is what this is.
     pub fn io_error(&self) -> Option<&io::Error> {
-        self.source.as_ref()?.downcast_ref::<io::Error>()
+        self.inner.source.as_ref()?.downcast_ref::<io::Error>()
     }
 }
 
 impl fmt::Debug for LoopError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("LoopError");
-        d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(source) = &self.source {
+        d.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
+        if let Some(source) = &self.inner.source {
             d.field("source", source);
         }
         d.finish()
@@ -165,13 +178,14 @@ impl fmt::Debug for LoopError {
 
 impl fmt::Display for LoopError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.inner.message)
     }
 }
 
 impl std::error::Error for LoopError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.inner
+            .source
             .as_ref()
             .map(|s| &**s as &(dyn std::error::Error + 'static))
     }
@@ -179,12 +193,13 @@ impl std::error::Error for LoopError {
 
 impl From<LoopError> for io::Error {
     fn from(err: LoopError) -> io::Error {
-        let kind = match err.kind {
+        let kind = match err.inner.kind {
             ErrorKind::InvalidArgument => io::ErrorKind::InvalidInput,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             _ => io::ErrorKind::Other,
         };
         match err
+            .inner
             .source
             .as_ref()
             .and_then(|s| s.downcast_ref::<io::Error>())

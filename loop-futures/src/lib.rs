@@ -30,7 +30,7 @@ mod task;
 pub use completion::CallbackId;
 pub use error::{ErrorKind, LoopError, PanicError};
 pub use future::Future;
-pub use task::{current_task, launch, prepare, spawn, Task, TaskBody, TaskRef, TaskRegistry};
+pub use task::{launch, prepare, spawn, Task, TaskBody, TaskRef, TaskRegistry};
 
 /// What futures and tasks need from the loop they belong to.
 ///

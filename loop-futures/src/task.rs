@@ -167,29 +167,6 @@ impl<T: 'static, L: LoopRef> Drop for Unfinished<T, L> {
     }
 }
 
-thread_local! {
-    static CURRENT: RefCell<Option<Rc<dyn AnyTask>>> = const { RefCell::new(None) };
-}
-
-/// The task being polled on this thread, if any (asyncio's
-/// `current_task()`).
-#[doc(alias = "asyncio.current_task")]
-pub fn current_task() -> Option<TaskRef> {
-    CURRENT
-        .try_with(|c| c.borrow().clone().map(TaskRef))
-        .ok()
-        .flatten()
-}
-
-struct CurrentGuard(Option<Rc<dyn AnyTask>>);
-
-impl Drop for CurrentGuard {
-    fn drop(&mut self) {
-        let prev = self.0.take();
-        let _ = CURRENT.try_with(|c| c.replace(prev));
-    }
-}
-
 impl<T: 'static, L: LoopRef> TaskCore<T, L> {
     fn poll_body<F: StdFuture<Output = T>>(
         self: &Rc<Self>,
@@ -206,10 +183,11 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
                 _ => *waker = Some(cx.waker().clone()),
             }
         }
-        let me: Rc<dyn AnyTask> = self.clone();
-        let prev = CURRENT.try_with(|c| c.replace(Some(me))).ok().flatten();
-        let _restore = CurrentGuard(prev);
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+        let registry = self.lp.tasks();
+        let prev = registry.current.replace(self.registry_key.get());
+        let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
+        registry.current.set(prev);
+        match polled {
             Ok(Poll::Ready(v)) => {
                 // Cancelled during its last step (asyncio's `_must_cancel`
                 // when the coroutine returns): `cancel()` said yes, so the
@@ -431,7 +409,7 @@ impl<T: 'static, L: LoopRef> AnyTask for TaskCore<T, L> {
     }
 }
 
-/// A handle to a task of any output type: what [`current_task`] and
+/// A handle to a task of any output type: what `current_task` and
 /// `all_tasks` return.
 #[derive(Clone)]
 pub struct TaskRef(Rc<dyn AnyTask>);
@@ -499,10 +477,21 @@ impl fmt::Debug for TaskRef {
 /// The live (not yet done) tasks of one loop: what `all_tasks` lists and
 /// what `close` cancels. A slab of weak references; a task removes itself
 /// when it completes.
-#[derive(Default)]
 pub struct TaskRegistry {
     slots: RefCell<Vec<Option<Weak<dyn AnyTask>>>>,
     free: RefCell<Vec<usize>>,
+    /// The key of the task being polled (`usize::MAX`: none).
+    current: Cell<usize>,
+}
+
+impl Default for TaskRegistry {
+    fn default() -> Self {
+        TaskRegistry {
+            slots: RefCell::default(),
+            free: RefCell::default(),
+            current: Cell::new(usize::MAX),
+        }
+    }
 }
 
 impl TaskRegistry {
@@ -537,6 +526,14 @@ impl TaskRegistry {
     /// Whether no task is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The task being polled right now, if any (asyncio's `current_task`).
+    pub fn current(&self) -> Option<TaskRef> {
+        let key = self.current.get();
+        let slots = self.slots.borrow();
+        let task = slots.get(key)?.as_ref()?.upgrade()?;
+        Some(TaskRef(task))
     }
 
     /// Handles to every live task.
