@@ -25,7 +25,7 @@
 //! | `loop-core` | [`EventLoop`]: lifecycle, callbacks, timers, fd readiness, executor, exception handler, debug mode, `create_task` | available |
 //! | `loop-futures` | asyncio [`Future`] and [`Task`], the shared [`LoopError`] | available |
 //! | `loop-policy` | `get_event_loop`, `set_event_loop`, `new_event_loop`, `get_running_loop`, policies | available (feature `policy`) |
-//! | `loop-net` | transports, protocols, servers, DNS, `sock_*` | in progress: no public items yet |
+//! | `loop-net` | DNS, `sock_*`, TCP and Unix stream transports and protocols, servers (`create_connection`, `create_server`, ...) | available (feature `net`); datagrams, pipes, TLS in progress |
 //! | `loop-process` | subprocesses, signal handlers | in progress: no public items yet |
 //!
 //! # Crate features
@@ -41,6 +41,17 @@ pub use loop_core::*;
 /// The core loop crate, whole.
 pub use loop_core as core;
 
+/// The networking crate, whole (feature `net`).
+#[cfg(feature = "net")]
+pub use loop_net as net;
+#[cfg(feature = "net")]
+pub use loop_net::{
+    AddrInfo, AddrInfoFlags, AddrInfoHints, AddressFamily, AnyProtocol, BaseProtocol, Buffered,
+    BufferedProtocol, ConnectOptions, ExtraInfo, IntoProtocol, IpProtocol, NameInfoFlags,
+    NetLoopExt, Protocol, ProtocolHandle, ResolveError, SendfileNotAvailableError, Server,
+    ServerOptions, Service, SockAddr, SocketKind, StreamLoopExt, Transport, WriteBufferLimits,
+};
+
 #[cfg(feature = "policy")]
 pub use loop_policy::{
     get_event_loop, get_event_loop_policy, get_running_loop, new_event_loop, set_event_loop,
@@ -52,6 +63,12 @@ pub mod prelude {
     pub use loop_core::{
         running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Future, Handle, LoopError,
         LoopHandle, Task, TimerHandle,
+    };
+    #[cfg(feature = "net")]
+    pub use loop_net::{
+        AnyProtocol, BaseProtocol, Buffered, BufferedProtocol, ConnectOptions, ExtraInfo,
+        IntoProtocol, NetLoopExt, Protocol, ProtocolHandle, Server, ServerOptions, StreamLoopExt,
+        Transport, WriteBufferLimits,
     };
     #[cfg(feature = "policy")]
     pub use loop_policy::{

@@ -1,11 +1,105 @@
-//! Transports, protocols, sockets and DNS for aioloop.
+//! Sockets and DNS for aioloop: asyncio's `getaddrinfo`, `getnameinfo` and
+//! `sock_*` methods on the event loop.
 //!
 //! # Should I be using this crate?
 //!
-//! Not yet. This crate is where asyncio's networking lands: `create_connection`,
-//! `create_server`, the Unix socket variants, datagram endpoints, pipes,
-//! `sendfile`, `start_tls` and the `sock_*` methods, with the `Transport` and
-//! `Protocol` traits. Until then it has no public items. Raw file descriptors can
-//! already be watched with `loop-core`'s `EventLoop::add_reader` and
-//! `EventLoop::add_writer`.
+//! Use it directly if you depend on `loop-core` alone and want the loop's
+//! DNS and raw-socket methods; otherwise depend on the `aioloop` facade, whose
+//! prelude brings [`NetLoopExt`] into scope. This crate is also where the rest
+//! of asyncio's networking will land (transports and protocols,
+//! `create_connection`, `create_server`, datagram endpoints, `start_tls`);
+//! those are not here yet.
+//!
+//! # The API at a glance
+//!
+//! The methods are those of the [`NetLoopExt`] trait, implemented for
+//! [`loop_core::EventLoop`]:
+//!
+//! | asyncio | here |
+//! |---|---|
+//! | `await loop.getaddrinfo(host, port, family=, type=, proto=, flags=)` | [`NetLoopExt::getaddrinfo`] with [`AddrInfoHints`] → `Vec<`[`AddrInfo`]`>` |
+//! | `await loop.getnameinfo(sockaddr, flags)` | [`NetLoopExt::getnameinfo`] with [`NameInfoFlags`] |
+//! | `await loop.sock_recv(sock, n)` / `sock_recv_into(sock, buf)` | [`NetLoopExt::sock_recv`], [`NetLoopExt::sock_recv_into`] |
+//! | `await loop.sock_recvfrom(sock, n)` / `sock_recvfrom_into(sock, buf)` | [`NetLoopExt::sock_recvfrom`], [`NetLoopExt::sock_recvfrom_into`] |
+//! | `await loop.sock_sendall(sock, data)` / `sock_sendto(sock, data, addr)` | [`NetLoopExt::sock_sendall`], [`NetLoopExt::sock_sendto`] |
+//! | `await loop.sock_connect(sock, addr)` / `sock_accept(sock)` | [`NetLoopExt::sock_connect`], [`NetLoopExt::sock_accept`] |
+//! | `await loop.sock_sendfile(sock, file, offset, count, fallback=)` | [`NetLoopExt::sock_sendfile`] |
+//! | `socket.gaierror` / `SendfileNotAvailableError` | [`ResolveError`], [`SendfileNotAvailableError`] (inside an `io::Error`) |
+//!
+//! Addresses are [`SockAddr`]s (from `std::net::SocketAddr` or a Unix path).
+//! Every method returns `std::io::Result`, as asyncio raises `OSError`.
+//!
+//! ```
+//! use loop_core::EventLoop;
+//! use loop_net::NetLoopExt;
+//! use std::net::{TcpListener, TcpStream};
+//! use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
+//!
+//! let lp = EventLoop::new()?;
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! listener.set_nonblocking(true)?;
+//! let addr = listener.local_addr()?;
+//! // A fresh non-blocking socket to connect with.
+//! let client = socket_with(AddressFamily::INET, SocketType::STREAM, SocketFlags::NONBLOCK, None)?;
+//!
+//! let l = lp.clone();
+//! let echoed = lp.run_until_complete(async move {
+//!     l.sock_connect(&client, addr).await?;
+//!     let (server, _peer) = l.sock_accept(&listener).await?;
+//!     let server = TcpStream::from(server);
+//!     l.sock_sendall(&client, b"ping").await?;
+//!     let got = l.sock_recv(&server, 16).await?;
+//!     l.sock_sendall(&server, &got).await?;
+//!     l.sock_recv(&client, 16).await
+//! })??;
+//! assert_eq!(echoed, b"ping");
+//! lp.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How it works
+//!
+//! - **DNS** calls the C library's `getaddrinfo`/`getnameinfo` on a small
+//!   resolver thread pool of its own (at most four threads, process-wide,
+//!   started on demand and retired when idle), not on the default executor,
+//!   so a busy executor cannot delay name resolution. Numeric input needs no
+//!   lookup and is answered on the loop thread at once.
+//! - **`sock_*`** try the syscall first and wait through the loop's
+//!   level-triggered readers and writers only on `EAGAIN`; a dropped future
+//!   unregisters at once; a socket that is always ready still lets the loop
+//!   run timers and other tasks (a task yields after a bounded number of
+//!   syscalls that did not wait).
+//! - **`sock_sendfile`** uses `sendfile(2)` on Linux, with asyncio's read and
+//!   send fallback.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![doc(test(attr(deny(warnings))))]
+
+mod addr;
+mod connect;
+mod dns;
+mod ext;
+mod protocol;
+mod readiness;
+mod resolver;
+mod sendfile;
+mod server;
+mod sock;
+mod stream;
+mod stream_ext;
+mod transport;
+mod write_buffer;
+
+pub use addr::SockAddr;
+pub use connect::{Buffered, ConnectOptions, IntoProtocol, ServerOptions};
+pub use dns::{
+    AddrInfo, AddrInfoFlags, AddrInfoHints, AddressFamily, IpProtocol, NameInfoFlags, ResolveError,
+    Service, SocketKind,
+};
+pub use ext::NetLoopExt;
+pub use protocol::{AnyProtocol, BaseProtocol, BufferedProtocol, Protocol, ProtocolHandle};
+pub use sendfile::SendfileNotAvailableError;
+pub use server::Server;
+pub use stream_ext::StreamLoopExt;
+pub use transport::{ExtraInfo, Transport};
+pub use write_buffer::WriteBufferLimits;

@@ -1,0 +1,515 @@
+//! Opening stream connections: `create_connection` (with RFC 8305 Happy
+//! Eyeballs), `create_unix_connection`, `connect_accepted_socket`, and the
+//! listening sockets of `create_server` / `create_unix_server`.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use loop_core::EventLoop;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+use crate::addr::SockAddr;
+use crate::dns::{self, AddrInfoFlags, AddrInfoHints, SocketKind};
+use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol, ProtocolHandle};
+use crate::server::{Factory, Server};
+use crate::stream::Stream;
+use crate::transport::Transport;
+
+/// Something a protocol factory may return: a [`Protocol`], a
+/// [`Buffered`] protocol, or an existing [`ProtocolHandle`].
+pub trait IntoProtocol: 'static {
+    /// The user's handle on the protocol.
+    type Handle;
+    /// Splits into what the transport drives and what the caller keeps.
+    fn into_protocol(self) -> (AnyProtocol, Self::Handle);
+}
+
+impl<P: Protocol> IntoProtocol for P {
+    type Handle = ProtocolHandle<P>;
+    fn into_protocol(self) -> (AnyProtocol, ProtocolHandle<P>) {
+        let h = ProtocolHandle::new(self);
+        (AnyProtocol::Streaming(h.cell.clone()), h)
+    }
+}
+
+impl<P: Protocol> IntoProtocol for ProtocolHandle<P> {
+    type Handle = ProtocolHandle<P>;
+    fn into_protocol(self) -> (AnyProtocol, ProtocolHandle<P>) {
+        (AnyProtocol::Streaming(self.cell.clone()), self)
+    }
+}
+
+/// Marks a [`BufferedProtocol`] for a protocol factory:
+/// `create_server(|| Buffered(MyProtocol::new()), ...)`.
+#[derive(Debug)]
+pub struct Buffered<P>(pub P);
+
+impl<P: BufferedProtocol> IntoProtocol for Buffered<P> {
+    type Handle = ProtocolHandle<P>;
+    fn into_protocol(self) -> (AnyProtocol, ProtocolHandle<P>) {
+        let h = ProtocolHandle::new(self.0);
+        (AnyProtocol::Buffered(h.cell.clone()), h)
+    }
+}
+
+/// Options of `create_connection` (asyncio's keyword arguments).
+#[derive(Debug, Default)]
+pub struct ConnectOptions {
+    /// Restrict resolution to one family (`family=`); `None`: any.
+    pub family: Option<crate::dns::AddressFamily>,
+    /// Bind the socket to this address first (`local_addr=`).
+    pub local_addr: Option<SocketAddr>,
+    /// RFC 8305: start the next attempt this long after the previous one
+    /// began, racing them (`happy_eyeballs_delay=`; asyncio recommends
+    /// 250 ms). `None`: one attempt after another.
+    pub happy_eyeballs_delay: Option<Duration>,
+    /// Reorder the addresses to alternate families, taking this many of the
+    /// first family first (`interleave=`); defaults to 1 when a delay is set.
+    pub interleave: Option<usize>,
+    /// An already connected socket to use instead of host and port (`sock=`).
+    pub sock: Option<OwnedFd>,
+}
+
+/// Options of `create_server` (asyncio's keyword arguments).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Restrict to one family (`family=`).
+    pub family: Option<crate::dns::AddressFamily>,
+    /// `listen()` backlog, and the most connections accepted per readiness
+    /// (`backlog=`, default 100).
+    pub backlog: usize,
+    /// `SO_REUSEADDR` (`reuse_address=`, default true on Unix, as asyncio).
+    pub reuse_address: bool,
+    /// `SO_REUSEPORT` (`reuse_port=`): several sockets, in one process or
+    /// several, share the port and the kernel spreads connections over them.
+    pub reuse_port: bool,
+    /// Start accepting at once (`start_serving=`, default true).
+    pub start_serving: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            family: None,
+            backlog: 100,
+            reuse_address: true,
+            reuse_port: false,
+            start_serving: true,
+        }
+    }
+}
+
+fn inet_family(addr: &SocketAddr) -> AddressFamily {
+    match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    }
+}
+
+fn stream_socket(family: AddressFamily) -> io::Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// asyncio's `_interleave_addrinfos`: `first` addresses of the first family,
+/// then one of each family in turn.
+pub(crate) fn interleave(addrs: Vec<SocketAddr>, first: usize) -> Vec<SocketAddr> {
+    let Some(head) = addrs.first() else {
+        return addrs;
+    };
+    let head_v4 = head.is_ipv4();
+    let (mut a, mut b): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|x| x.is_ipv4() == head_v4);
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let take = first.max(1).saturating_sub(1).min(a.len());
+    out.extend(a.drain(..take));
+    let (mut ia, mut ib) = (a.into_iter(), b.drain(..));
+    loop {
+        match (ia.next(), ib.next()) {
+            (None, None) => break,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+    out
+}
+
+async fn connect_one(
+    lp: &EventLoop,
+    addr: SocketAddr,
+    local: Option<SocketAddr>,
+) -> io::Result<OwnedFd> {
+    let sock = stream_socket(inet_family(&addr))?;
+    if let Some(local) = local {
+        rustix::net::bind(&sock, &local).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!(
+                    "error while attempting to bind on address {local}: {}",
+                    io::Error::from(e)
+                ),
+            )
+        })?;
+    }
+    crate::sock::connect(lp, sock.as_fd(), SockAddr::Inet(addr)).await?;
+    let _ = rustix::net::sockopt::set_tcp_nodelay(&sock, true);
+    Ok(sock)
+}
+
+type Attempt<'a> = Pin<Box<dyn Future<Output = io::Result<OwnedFd>> + 'a>>;
+
+/// Tries `addrs` in order, starting the next attempt when the previous one
+/// fails or, with a `delay`, when the delay passes first (RFC 8305). The
+/// first connected socket wins; the other attempts are dropped (which
+/// unregisters them from the loop and closes their sockets).
+async fn connect_any(
+    lp: &EventLoop,
+    addrs: &[SocketAddr],
+    local: Option<SocketAddr>,
+    delay: Option<Duration>,
+) -> Result<OwnedFd, Vec<(SocketAddr, io::Error)>> {
+    let mut errors: Vec<(SocketAddr, io::Error)> = Vec::new();
+    let mut running: Vec<(SocketAddr, Attempt<'_>)> = Vec::new();
+    let mut next = 0;
+    let mut timer: Option<Pin<Box<loop_core::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        loop {
+            let mut start_next = running.is_empty() && next < addrs.len();
+            if let Some(t) = timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    timer = None;
+                    start_next = next < addrs.len();
+                }
+            }
+            if start_next {
+                let addr = addrs[next];
+                next += 1;
+                running.push((addr, Box::pin(connect_one(lp, addr, local))));
+                if let Some(d) = delay {
+                    timer = Some(Box::pin(lp.sleep(d)));
+                }
+            }
+            let mut progressed = start_next;
+            let mut i = 0;
+            while i < running.len() {
+                match running[i].1.as_mut().poll(cx) {
+                    Poll::Ready(Ok(sock)) => return Poll::Ready(Ok(sock)),
+                    Poll::Ready(Err(e)) => {
+                        let (addr, _) = running.remove(i);
+                        errors.push((addr, e));
+                        // A failure starts the next attempt at once.
+                        timer = None;
+                        progressed = true;
+                    }
+                    Poll::Pending => i += 1,
+                }
+            }
+            if running.is_empty() && next >= addrs.len() {
+                return Poll::Ready(Err(std::mem::take(&mut errors)));
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+/// One error for a failed `create_connection`: the error itself when every
+/// attempt failed the same way (asyncio), else "Multiple exceptions: ...".
+fn combine(errors: Vec<(SocketAddr, io::Error)>) -> io::Error {
+    if errors.is_empty() {
+        return io::Error::new(io::ErrorKind::NotFound, "getaddrinfo() returned empty list");
+    }
+    // asyncio compares the errors' text, which names the address: attempts
+    // on two addresses that failed alike are still "Multiple exceptions".
+    let kind = errors[0].1.kind();
+    let mut parts: Vec<String> = errors
+        .iter()
+        .map(|(a, e)| format!("Connect call failed {a}: {e}"))
+        .collect();
+    if parts.iter().all(|p| *p == parts[0]) {
+        return io::Error::new(kind, parts.swap_remove(0));
+    }
+    io::Error::new(kind, format!("Multiple exceptions: {}", parts.join(", ")))
+}
+
+pub(crate) async fn create_connection<F: IntoProtocol>(
+    lp: &EventLoop,
+    factory: impl FnOnce() -> F,
+    host: Option<&str>,
+    port: u16,
+    mut opts: ConnectOptions,
+) -> io::Result<(Transport, F::Handle)> {
+    ensure_open(lp)?;
+    let sock = match opts.sock.take() {
+        Some(sock) => {
+            if host.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "host/port and sock can not be specified at the same time",
+                ));
+            }
+            set_nonblocking(&sock)?;
+            sock
+        }
+        None => {
+            let hints = AddrInfoHints {
+                family: opts.family.unwrap_or_default(),
+                socktype: SocketKind::STREAM,
+                ..Default::default()
+            };
+            let infos = dns::getaddrinfo(lp, host, port.into(), hints).await?;
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            for i in infos {
+                if !addrs.contains(&i.addr) {
+                    addrs.push(i.addr);
+                }
+            }
+            let interleave_n = opts.interleave.or(opts.happy_eyeballs_delay.map(|_| 1));
+            if let Some(n) = interleave_n {
+                addrs = interleave(addrs, n);
+            }
+            connect_any(lp, &addrs, opts.local_addr, opts.happy_eyeballs_delay)
+                .await
+                .map_err(combine)?
+        }
+    };
+    start_and_wait(lp, sock, factory).await
+}
+
+/// Starts the transport and waits for `connection_made`, as asyncio's
+/// `create_connection` does before returning.
+async fn start_and_wait<F: IntoProtocol>(
+    lp: &EventLoop,
+    sock: OwnedFd,
+    factory: impl FnOnce() -> F,
+) -> io::Result<(Transport, F::Handle)> {
+    let (protocol, handle) = factory().into_protocol();
+    let (transport, stream) =
+        Stream::start_rc(lp, sock, protocol, None).map_err(io::Error::from)?;
+    stream.wait_made().await;
+    Ok((transport, handle))
+}
+
+fn ensure_open(lp: &EventLoop) -> io::Result<()> {
+    if lp.is_closed() {
+        return Err(loop_core::LoopError::closed().into());
+    }
+    Ok(())
+}
+
+pub(crate) async fn create_unix_connection<F: IntoProtocol>(
+    lp: &EventLoop,
+    factory: impl FnOnce() -> F,
+    path: &Path,
+) -> io::Result<(Transport, F::Handle)> {
+    ensure_open(lp)?;
+    let sock = stream_socket(AddressFamily::UNIX)?;
+    crate::sock::connect(lp, sock.as_fd(), SockAddr::Unix(path.to_path_buf())).await?;
+    start_and_wait(lp, sock, factory).await
+}
+
+pub(crate) async fn connect_accepted_socket<F: IntoProtocol>(
+    lp: &EventLoop,
+    factory: impl FnOnce() -> F,
+    sock: OwnedFd,
+) -> io::Result<(Transport, F::Handle)> {
+    ensure_open(lp)?;
+    let kind = rustix::net::sockopt::socket_type(&sock)?;
+    if kind != SocketType::STREAM {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("A Stream Socket was expected, got {kind:?}"),
+        ));
+    }
+    set_nonblocking(&sock)?;
+    start_and_wait(lp, sock, factory).await
+}
+
+fn set_nonblocking(sock: &OwnedFd) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(sock)?;
+    rustix::fs::fcntl_setfl(sock, flags | rustix::fs::OFlags::NONBLOCK)?;
+    Ok(())
+}
+
+fn factory_of<F: IntoProtocol>(factory: impl Fn() -> F + 'static) -> Factory {
+    Box::new(move || factory().into_protocol().0)
+}
+
+pub(crate) async fn create_server<F: IntoProtocol>(
+    lp: &EventLoop,
+    factory: impl Fn() -> F + 'static,
+    hosts: &[&str],
+    port: u16,
+    opts: ServerOptions,
+) -> io::Result<Server> {
+    ensure_open(lp)?;
+    let hints = AddrInfoHints {
+        family: opts.family.unwrap_or_default(),
+        socktype: SocketKind::STREAM,
+        flags: AddrInfoFlags::PASSIVE,
+        ..Default::default()
+    };
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    if hosts.is_empty() {
+        for i in dns::getaddrinfo(lp, None, port.into(), hints).await? {
+            if !addrs.contains(&i.addr) {
+                addrs.push(i.addr);
+            }
+        }
+    }
+    for host in hosts {
+        for i in dns::getaddrinfo(lp, Some(host), port.into(), hints).await? {
+            if !addrs.contains(&i.addr) {
+                addrs.push(i.addr);
+            }
+        }
+    }
+    let mut fds = Vec::with_capacity(addrs.len());
+    for addr in &addrs {
+        fds.push(listen_tcp(addr, &opts)?);
+    }
+    let server = Server::new(lp, fds, factory_of(factory), opts.backlog, true, None);
+    if opts.start_serving {
+        server.start_serving().map_err(io::Error::from)?;
+    }
+    Ok(server)
+}
+
+fn listen_tcp(addr: &SocketAddr, opts: &ServerOptions) -> io::Result<OwnedFd> {
+    let sock = stream_socket(inet_family(addr))?;
+    if opts.reuse_address {
+        rustix::net::sockopt::set_socket_reuseaddr(&sock, true)?;
+    }
+    if opts.reuse_port {
+        rustix::net::sockopt::set_socket_reuseport(&sock, true)?;
+    }
+    if addr.is_ipv6() {
+        // So that `::` and `0.0.0.0` can both be bound, as asyncio does.
+        rustix::net::sockopt::set_ipv6_v6only(&sock, true)?;
+    }
+    rustix::net::bind(&sock, addr).map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(
+            e.kind(),
+            format!("error while attempting to bind on address {addr}: {e}"),
+        )
+    })?;
+    rustix::net::listen(&sock, i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
+    Ok(sock)
+}
+
+pub(crate) fn create_unix_server<F: IntoProtocol>(
+    lp: &EventLoop,
+    factory: impl Fn() -> F + 'static,
+    path: &Path,
+    opts: ServerOptions,
+) -> io::Result<Server> {
+    ensure_open(lp)?;
+    let abstract_name = path.as_os_str().as_bytes().first() == Some(&0);
+    if !abstract_name {
+        remove_stale_socket(path)?;
+    }
+    let sock = stream_socket(AddressFamily::UNIX)?;
+    let addr = SockAddr::Unix(path.to_path_buf()).to_raw()?;
+    rustix::net::bind(&sock, &addr).map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(
+            e.kind(),
+            format!(
+                "error while attempting to bind on address {}: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    rustix::net::listen(&sock, i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
+    let owned: Option<PathBuf> = (!abstract_name).then(|| path.to_path_buf());
+    let server = Server::new(
+        lp,
+        vec![sock],
+        factory_of(factory),
+        opts.backlog,
+        false,
+        owned,
+    );
+    if opts.start_serving {
+        server.start_serving().map_err(io::Error::from)?;
+    }
+    Ok(server)
+}
+
+/// Removes `path` only if it is a Unix socket nobody listens on (a connect
+/// gets `ECONNREFUSED`); a live socket is `AddrInUse`; any other file is left
+/// alone (bind then fails with `EADDRINUSE`).
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Ok(());
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{}: a server is already listening on this socket",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }),
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleave;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn interleave_alternates_families() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let addrs = vec![
+            a("[::1]:1"),
+            a("[::2]:1"),
+            a("127.0.0.1:1"),
+            a("127.0.0.2:1"),
+        ];
+        assert_eq!(
+            interleave(addrs.clone(), 1),
+            vec![
+                a("[::1]:1"),
+                a("127.0.0.1:1"),
+                a("[::2]:1"),
+                a("127.0.0.2:1")
+            ]
+        );
+        assert_eq!(
+            interleave(addrs, 2),
+            vec![
+                a("[::1]:1"),
+                a("[::2]:1"),
+                a("127.0.0.1:1"),
+                a("127.0.0.2:1")
+            ]
+        );
+    }
+}

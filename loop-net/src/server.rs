@@ -1,0 +1,415 @@
+//! [`Server`]: listening sockets that accept connections into transports.
+//!
+//! Each listening socket is watched (level-triggered) while the server
+//! serves. A readiness accepts up to `backlog` connections in a row (asyncio
+//! does the same), each made non-blocking and close-on-exec by `accept4`,
+//! with `TCP_NODELAY` on TCP, and wrapped in a stream transport with a fresh
+//! protocol from the factory. When accepting fails for lack of resources
+//! (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`), the server reports it to the
+//! exception handler, stops watching that socket, and tries again one second
+//! later (asyncio's `ACCEPT_RETRY_DELAY`), so a full descriptor table neither
+//! spins the loop nor stops the server for good.
+//!
+//! As in asyncio 3.12+, `close()` stops listening but leaves the accepted
+//! connections alone; `close_clients()` / `abort_clients()` end them, and
+//! `wait_closed()` resolves once the server is closed and every connection
+//! it accepted is gone.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use loop_core::{EventLoop, ExceptionContext, LoopError};
+use rustix::io::Errno;
+use rustix::net::SocketFlags;
+
+use crate::addr::SockAddr;
+use crate::protocol::AnyProtocol;
+use crate::stream::Stream;
+use crate::transport::Transport;
+
+/// asyncio's `ACCEPT_RETRY_DELAY`.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+pub(crate) type Factory = Box<dyn Fn() -> AnyProtocol>;
+
+/// A listening server (asyncio's `Server`): returned by `create_server` and
+/// `create_unix_server`.
+#[doc(alias = "asyncio.Server")]
+#[derive(Clone)]
+pub struct Server {
+    inner: Rc<ServerInner>,
+}
+
+struct Listener {
+    fd: OwnedFd,
+    watched: Cell<bool>,
+}
+
+pub(crate) struct ServerInner {
+    lp: EventLoop,
+    listeners: RefCell<Vec<Rc<Listener>>>,
+    factory: Factory,
+    backlog: usize,
+    tcp: bool,
+    serving: Cell<bool>,
+    closed: Cell<bool>,
+    clients: RefCell<Vec<Option<Transport>>>,
+    free: RefCell<Vec<usize>>,
+    active: Cell<usize>,
+    waiters: RefCell<Vec<Waker>>,
+    /// A Unix socket path this server bound, removed on close.
+    unix_path: RefCell<Option<PathBuf>>,
+}
+
+impl Server {
+    pub(crate) fn new(
+        lp: &EventLoop,
+        fds: Vec<OwnedFd>,
+        factory: Factory,
+        backlog: usize,
+        tcp: bool,
+        unix_path: Option<PathBuf>,
+    ) -> Server {
+        Server {
+            inner: Rc::new(ServerInner {
+                lp: lp.clone(),
+                listeners: RefCell::new(
+                    fds.into_iter()
+                        .map(|fd| {
+                            Rc::new(Listener {
+                                fd,
+                                watched: Cell::new(false),
+                            })
+                        })
+                        .collect(),
+                ),
+                factory,
+                backlog: backlog.max(1),
+                tcp,
+                serving: Cell::new(false),
+                closed: Cell::new(false),
+                clients: RefCell::new(Vec::new()),
+                free: RefCell::new(Vec::new()),
+                active: Cell::new(0),
+                waiters: RefCell::new(Vec::new()),
+                unix_path: RefCell::new(unix_path),
+            }),
+        }
+    }
+
+    /// Starts accepting connections (idempotent); `create_server` does it
+    /// unless told not to (`start_serving: false`).
+    #[doc(alias = "Server.start_serving")]
+    pub fn start_serving(&self) -> Result<(), LoopError> {
+        let inner = &self.inner;
+        if inner.closed.get() {
+            return Err(LoopError::new(
+                loop_core::ErrorKind::InvalidState,
+                "the server is closed",
+            ));
+        }
+        inner.serving.set(true);
+        let listeners = inner.listeners.borrow().clone();
+        for l in listeners {
+            ServerInner::watch(&self.inner, &l)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the server is accepting connections.
+    #[doc(alias = "Server.is_serving")]
+    pub fn is_serving(&self) -> bool {
+        self.inner.serving.get() && !self.inner.closed.get()
+    }
+
+    /// Stops listening: the listening sockets are closed (and a Unix socket
+    /// file this server created is removed). Accepted connections stay open.
+    /// Idempotent.
+    #[doc(alias = "Server.close")]
+    pub fn close(&self) {
+        let inner = &self.inner;
+        if inner.closed.replace(true) {
+            return;
+        }
+        inner.serving.set(false);
+        let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
+        for l in &listeners {
+            if l.watched.replace(false) {
+                let _ = inner.lp.remove_reader(l.fd.as_raw_fd());
+            }
+        }
+        drop(listeners);
+        if let Some(path) = inner.unix_path.borrow_mut().take() {
+            let _ = std::fs::remove_file(path);
+        }
+        inner.wake_waiters();
+    }
+
+    /// Closes every connection this server accepted (each flushes first).
+    #[doc(alias = "Server.close_clients")]
+    pub fn close_clients(&self) {
+        for t in self.inner.client_list() {
+            t.close();
+        }
+    }
+
+    /// Aborts every connection this server accepted.
+    #[doc(alias = "Server.abort_clients")]
+    pub fn abort_clients(&self) {
+        for t in self.inner.client_list() {
+            t.abort();
+        }
+    }
+
+    /// Resolves once the server is closed and every accepted connection is
+    /// lost.
+    #[doc(alias = "Server.wait_closed")]
+    pub fn wait_closed(&self) -> impl Future<Output = ()> + 'static {
+        let inner = self.inner.clone();
+        std::future::poll_fn(move |cx| {
+            if inner.closed.get() && inner.active.get() == 0 {
+                return Poll::Ready(());
+            }
+            inner.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    /// Starts serving if needed and resolves when the server is closed
+    /// (asyncio's `serve_forever`, which runs until cancelled: here, drop the
+    /// future or call [`close`](Self::close)).
+    #[doc(alias = "Server.serve_forever")]
+    pub fn serve_forever(&self) -> impl Future<Output = Result<(), LoopError>> + 'static {
+        let server = self.clone();
+        async move {
+            server.start_serving()?;
+            let inner = server.inner.clone();
+            std::future::poll_fn(move |cx| {
+                if inner.closed.get() {
+                    return Poll::Ready(());
+                }
+                inner.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            Ok(())
+        }
+    }
+
+    /// The addresses of the listening sockets (asyncio's `sockets`, which
+    /// holds socket objects); empty once closed.
+    #[doc(alias = "Server.sockets")]
+    pub fn sockets(&self) -> Vec<SockAddr> {
+        self.inner
+            .listeners
+            .borrow()
+            .iter()
+            .filter_map(|l| rustix::net::getsockname(&l.fd).ok())
+            .map(SockAddr::from_raw)
+            .collect()
+    }
+
+    /// The listening sockets' file descriptors (owned by the server).
+    pub fn listener_fds(&self) -> Vec<RawFd> {
+        self.inner
+            .listeners
+            .borrow()
+            .iter()
+            .map(|l| l.fd.as_raw_fd())
+            .collect()
+    }
+
+    /// How many accepted connections are still open.
+    pub fn active_connections(&self) -> usize {
+        self.inner.active.get()
+    }
+
+    /// The loop the server runs on.
+    #[doc(alias = "Server.get_loop")]
+    pub fn get_loop(&self) -> EventLoop {
+        self.inner.lp.clone()
+    }
+}
+
+impl ServerInner {
+    fn watch(me: &Rc<ServerInner>, l: &Rc<Listener>) -> Result<(), LoopError> {
+        if l.watched.get() {
+            return Ok(());
+        }
+        let server = Rc::downgrade(me);
+        let listener = Rc::downgrade(l);
+        me.lp.add_reader(l.fd.as_raw_fd(), move || {
+            if let (Some(s), Some(l)) = (server.upgrade(), listener.upgrade()) {
+                ServerInner::accept_ready(&s, &l);
+            }
+        })?;
+        l.watched.set(true);
+        Ok(())
+    }
+
+    fn accept_ready(me: &Rc<ServerInner>, l: &Rc<Listener>) {
+        for _ in 0..me.backlog {
+            if me.closed.get() || !me.serving.get() {
+                return;
+            }
+            match rustix::net::accept_with(
+                l.fd.as_fd(),
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            ) {
+                Ok(conn) => {
+                    if me.tcp {
+                        let _ = rustix::net::sockopt::set_tcp_nodelay(&conn, true);
+                    }
+                    ServerInner::accepted(me, conn);
+                }
+                Err(Errno::AGAIN) => return,
+                Err(Errno::INTR | Errno::CONNABORTED | Errno::PROTO) => continue,
+                Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                    me.lp.call_exception_handler(
+                        ExceptionContext::new("socket.accept() out of system resource")
+                            .with_error(io::Error::from(e))
+                            .with("socket", format!("fd={}", l.fd.as_raw_fd())),
+                    );
+                    if l.watched.replace(false) {
+                        let _ = me.lp.remove_reader(l.fd.as_raw_fd());
+                    }
+                    let (server, listener) = (Rc::downgrade(me), Rc::downgrade(l));
+                    let _ = me.lp.call_later(ACCEPT_RETRY_DELAY, move || {
+                        if let (Some(s), Some(l)) = (server.upgrade(), listener.upgrade()) {
+                            if s.serving.get() && !s.closed.get() {
+                                let _ = ServerInner::watch(&s, &l);
+                            }
+                        }
+                    });
+                    return;
+                }
+                Err(e) => {
+                    me.lp.call_exception_handler(
+                        ExceptionContext::new(
+                            "Error on transport creation for incoming connection",
+                        )
+                        .with_error(io::Error::from(e)),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accepted(me: &Rc<ServerInner>, conn: OwnedFd) {
+        let protocol = (me.factory)();
+        let key = {
+            let mut clients = me.clients.borrow_mut();
+            match me.free.borrow_mut().pop() {
+                Some(k) => k,
+                None => {
+                    clients.push(None);
+                    clients.len() - 1
+                }
+            }
+        };
+        me.active.set(me.active.get() + 1);
+        let server: Weak<ServerInner> = Rc::downgrade(me);
+        let on_lost = Box::new(move || {
+            if let Some(s) = server.upgrade() {
+                s.detach(key);
+            }
+        });
+        match Stream::start(&me.lp, conn, protocol, Some(on_lost)) {
+            Ok(t) => me.clients.borrow_mut()[key] = Some(t),
+            Err(_) => me.detach(key),
+        }
+    }
+
+    fn detach(&self, key: usize) {
+        let old = self
+            .clients
+            .borrow_mut()
+            .get_mut(key)
+            .and_then(|c| c.take());
+        drop(old);
+        self.free.borrow_mut().push(key);
+        self.active.set(self.active.get().saturating_sub(1));
+        if self.active.get() == 0 {
+            self.wake_waiters();
+        }
+    }
+
+    fn client_list(&self) -> Vec<Transport> {
+        self.clients.borrow().iter().flatten().cloned().collect()
+    }
+
+    fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+/// A server dropped without [`Server::close`] stops listening as `close`
+/// does. Its listening sockets close with it, so their readers must leave the
+/// loop first: a registration left behind for a closed fd would capture the
+/// next socket that reuses the fd number (with epoll, its reader would never
+/// fire).
+impl Drop for ServerInner {
+    fn drop(&mut self) {
+        for l in self.listeners.get_mut().drain(..) {
+            if l.watched.replace(false) {
+                let _ = self.lp.remove_reader(l.fd.as_raw_fd());
+            }
+        }
+        if let Some(path) = self.unix_path.get_mut().take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("sockets", &self.sockets())
+            .field("serving", &self.is_serving())
+            .field("active", &self.active_connections())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{BaseProtocol, Protocol, ServerOptions, StreamLoopExt};
+    use loop_core::EventLoop;
+
+    struct Quiet;
+    impl BaseProtocol for Quiet {}
+    impl Protocol for Quiet {
+        fn data_received(&mut self, _: &[u8]) {}
+    }
+
+    #[test]
+    fn a_server_dropped_without_close_unregisters_its_listeners() {
+        let lp = EventLoop::new().unwrap();
+        let lp2 = lp.clone();
+        let fd = lp
+            .run_until_complete(async move {
+                let server = lp2
+                    .create_server(|| Quiet, &["127.0.0.1"], 0, ServerOptions::default())
+                    .await
+                    .unwrap();
+                let fd = server.listener_fds()[0];
+                drop(server);
+                fd
+            })
+            .unwrap();
+        // No reader is left registered for the closed (and reusable) fd.
+        assert!(matches!(lp.remove_reader(fd), Ok(false)));
+        lp.close().unwrap();
+    }
+}

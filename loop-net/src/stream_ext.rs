@@ -1,0 +1,192 @@
+//! [`StreamLoopExt`]: asyncio's stream connection and server methods, as an
+//! extension trait of [`EventLoop`].
+
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use loop_core::EventLoop;
+
+use crate::connect::{self, ConnectOptions, IntoProtocol, ServerOptions};
+use crate::server::Server;
+use crate::transport::Transport;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for loop_core::EventLoop {}
+}
+
+/// asyncio's TCP and Unix stream methods on [`EventLoop`]: `create_connection`,
+/// `create_server`, `create_unix_connection`, `create_unix_server`,
+/// `connect_accepted_socket`.
+///
+/// Bring it into scope (`use loop_net::StreamLoopExt;`, or
+/// `use aioloop::prelude::*;`). The protocol factory returns a
+/// [`Protocol`](crate::Protocol) (or [`Buffered`](crate::Buffered) around a
+/// [`BufferedProtocol`](crate::BufferedProtocol)); the methods that open one
+/// connection return `(Transport, ProtocolHandle<P>)`, asyncio's
+/// `(transport, protocol)`. Errors are [`io::Error`]s, as asyncio raises
+/// `OSError`.
+///
+/// ```
+/// use loop_core::EventLoop;
+/// use loop_net::{BaseProtocol, Protocol, ServerOptions, StreamLoopExt, Transport};
+///
+/// struct Echo(Option<Transport>);
+/// impl BaseProtocol for Echo {
+///     fn connection_made(&mut self, t: Transport) { self.0 = Some(t); }
+/// }
+/// impl Protocol for Echo {
+///     fn data_received(&mut self, data: &[u8]) { let _ = self.0.as_ref().unwrap().write(data); }
+/// }
+///
+/// #[derive(Default)]
+/// struct Client { got: Vec<u8>, transport: Option<Transport> }
+/// impl BaseProtocol for Client {
+///     fn connection_made(&mut self, t: Transport) {
+///         t.write(b"hello").unwrap();
+///         self.transport = Some(t);
+///     }
+/// }
+/// impl Protocol for Client {
+///     fn data_received(&mut self, data: &[u8]) {
+///         self.got.extend_from_slice(data);
+///         if self.got.len() == 5 { self.transport.as_ref().unwrap().close(); }
+///     }
+/// }
+///
+/// let lp = EventLoop::new()?;
+/// let lp2 = lp.clone();
+/// let got = lp.run_until_complete(async move {
+///     let server = lp2.create_server(|| Echo(None), &["127.0.0.1"], 0, ServerOptions::default()).await?;
+///     let port = server.sockets()[0].as_inet().unwrap().port();
+///     let (_t, client) = lp2
+///         .create_connection(Client::default, Some("127.0.0.1"), port, Default::default())
+///         .await?;
+///     while client.borrow().got.len() < 5 {
+///         lp2.sleep(std::time::Duration::from_millis(1)).await.unwrap();
+///     }
+///     server.close();
+///     let got = client.borrow().got.clone();
+///     Ok::<_, std::io::Error>(got)
+/// })??;
+/// assert_eq!(got, b"hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait StreamLoopExt: sealed::Sealed {
+    /// Opens a TCP connection to `host:port` (asyncio's
+    /// `loop.create_connection(protocol_factory, host, port, ...)`).
+    ///
+    /// The host is resolved (numeric hosts without a lookup); each address is
+    /// tried in order until one connects, or, with
+    /// [`happy_eyeballs_delay`](ConnectOptions::happy_eyeballs_delay), raced
+    /// as RFC 8305 describes (families interleaved). When every attempt fails,
+    /// the error is that attempt's error if there was one address, else one
+    /// error whose message lists each address's failure ("Multiple
+    /// exceptions: ...", as asyncio, whose messages name the address).
+    /// `host: None` with [`ConnectOptions::sock`] wraps an already connected
+    /// socket. Cancel (drop) the future to give up, for example under a
+    /// timeout.
+    #[doc(alias = "loop.create_connection")]
+    fn create_connection<'a, F: IntoProtocol>(
+        &'a self,
+        factory: impl FnOnce() -> F + 'a,
+        host: Option<&'a str>,
+        port: u16,
+        options: ConnectOptions,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a;
+
+    /// Listens on `hosts` (every interface, IPv4 and IPv6, when empty) at
+    /// `port` (0: an ephemeral port) and accepts connections, each with a new
+    /// protocol from `factory` (asyncio's `loop.create_server`).
+    #[doc(alias = "loop.create_server")]
+    fn create_server<'a, F: IntoProtocol>(
+        &'a self,
+        factory: impl Fn() -> F + 'static,
+        hosts: &'a [&'a str],
+        port: u16,
+        options: ServerOptions,
+    ) -> impl Future<Output = io::Result<Server>> + 'a;
+
+    /// Opens a Unix stream connection to `path` (a leading NUL byte names a
+    /// Linux abstract socket); asyncio's `loop.create_unix_connection`.
+    #[doc(alias = "loop.create_unix_connection")]
+    fn create_unix_connection<'a, F: IntoProtocol>(
+        &'a self,
+        factory: impl FnOnce() -> F + 'a,
+        path: &'a Path,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a;
+
+    /// Listens on the Unix socket `path` (asyncio's
+    /// `loop.create_unix_server`). A stale socket file (nobody listening: a
+    /// connect is refused) is replaced; a live one is an `AddrInUse` error,
+    /// never stolen. The file is removed when the server closes. A leading
+    /// NUL byte names a Linux abstract socket (no file).
+    #[doc(alias = "loop.create_unix_server")]
+    fn create_unix_server<F: IntoProtocol>(
+        &self,
+        factory: impl Fn() -> F + 'static,
+        path: &Path,
+        options: ServerOptions,
+    ) -> impl Future<Output = io::Result<Server>> + 'static;
+
+    /// Wraps an already accepted (or connected) stream socket in a transport
+    /// and protocol (asyncio's `loop.connect_accepted_socket`). The socket is
+    /// made non-blocking; a socket that is not a stream socket is refused.
+    #[doc(alias = "loop.connect_accepted_socket")]
+    fn connect_accepted_socket<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        sock: OwnedFd,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static;
+}
+
+impl StreamLoopExt for EventLoop {
+    fn create_connection<'a, F: IntoProtocol>(
+        &'a self,
+        factory: impl FnOnce() -> F + 'a,
+        host: Option<&'a str>,
+        port: u16,
+        options: ConnectOptions,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a {
+        connect::create_connection(self, factory, host, port, options)
+    }
+
+    fn create_server<'a, F: IntoProtocol>(
+        &'a self,
+        factory: impl Fn() -> F + 'static,
+        hosts: &'a [&'a str],
+        port: u16,
+        options: ServerOptions,
+    ) -> impl Future<Output = io::Result<Server>> + 'a {
+        connect::create_server(self, factory, hosts, port, options)
+    }
+
+    fn create_unix_connection<'a, F: IntoProtocol>(
+        &'a self,
+        factory: impl FnOnce() -> F + 'a,
+        path: &'a Path,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a {
+        connect::create_unix_connection(self, factory, path)
+    }
+
+    fn create_unix_server<F: IntoProtocol>(
+        &self,
+        factory: impl Fn() -> F + 'static,
+        path: &Path,
+        options: ServerOptions,
+    ) -> impl Future<Output = io::Result<Server>> + 'static {
+        let result = connect::create_unix_server(self, factory, path, options);
+        std::future::ready(result)
+    }
+
+    fn connect_accepted_socket<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        sock: OwnedFd,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static {
+        let lp = self.clone();
+        async move { connect::connect_accepted_socket(&lp, factory, sock).await }
+    }
+}

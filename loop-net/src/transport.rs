@@ -1,0 +1,231 @@
+//! [`Transport`]: the handle a protocol writes to, as in asyncio.
+//!
+//! One handle type serves every stream-like transport (TCP, Unix sockets;
+//! TLS and pipes later), each kind behind the internal `TransportImpl`
+//! trait. The handle is a cheap `Clone` (an `Rc`); it stays valid after the
+//! connection is lost, when writes are ignored and counted as asyncio does.
+
+use std::fmt;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+use loop_core::{ErrorKind, EventLoop, LoopError};
+
+use crate::addr::SockAddr;
+use crate::protocol::AnyProtocol;
+use crate::write_buffer::WriteBufferLimits;
+
+/// What a kind of transport implements; [`Transport`] forwards to it.
+pub(crate) trait TransportImpl {
+    fn write(&self, data: &[u8]) -> Result<(), LoopError>;
+    fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError>;
+    fn write_eof(&self) -> Result<(), LoopError>;
+    fn can_write_eof(&self) -> bool;
+    fn close(&self);
+    fn abort(&self);
+    fn is_closing(&self) -> bool;
+    fn set_protocol(&self, protocol: AnyProtocol);
+    fn get_protocol(&self) -> AnyProtocol;
+    fn pause_reading(&self);
+    fn resume_reading(&self);
+    fn is_reading(&self) -> bool;
+    fn write_buffer_size(&self) -> usize;
+    fn write_buffer_limits(&self) -> WriteBufferLimits;
+    fn set_write_buffer_limits(&self, limits: WriteBufferLimits);
+    fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
+    fn get_loop(&self) -> EventLoop;
+    fn writes_after_lost(&self) -> u64;
+}
+
+/// A value of [`Transport::get_extra_info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExtraInfo {
+    /// `"peername"` / `"sockname"`: a socket address.
+    Addr(SockAddr),
+    /// `"socket"`: the transport's file descriptor (owned by the transport;
+    /// do not close it, and do not `add_reader` on it).
+    Fd(RawFd),
+}
+
+/// A connection's transport: write to it, close it, pause it (asyncio's
+/// `Transport`, the union of `ReadTransport` and `WriteTransport`).
+#[doc(alias = "asyncio.Transport")]
+#[derive(Clone)]
+pub struct Transport {
+    pub(crate) inner: Rc<dyn TransportImpl>,
+}
+
+impl Transport {
+    /// Writes `data`: sent at once as far as the socket takes it, the rest
+    /// buffered and sent when the socket is writable. Never blocks. Above the
+    /// high-water mark the protocol gets `pause_writing`.
+    ///
+    /// Errors with `InvalidState` after [`write_eof`](Self::write_eof). After
+    /// the connection is lost (closed, aborted, failed) the data is dropped
+    /// and counted ([`writes_after_lost`](Self::writes_after_lost)), as in
+    /// asyncio: never an error, never a panic.
+    #[doc(alias = "WriteTransport.write")]
+    pub fn write(&self, data: &[u8]) -> Result<(), LoopError> {
+        self.inner.write(data)
+    }
+
+    /// Writes several buffers, with one vectored system call when the socket
+    /// takes them.
+    #[doc(alias = "WriteTransport.writelines")]
+    pub fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError> {
+        self.inner.writelines(chunks)
+    }
+
+    /// Closes the writing side after the buffered data is sent (a TCP
+    /// half-close); reading goes on.
+    #[doc(alias = "WriteTransport.write_eof")]
+    pub fn write_eof(&self) -> Result<(), LoopError> {
+        self.inner.write_eof()
+    }
+
+    /// Whether [`write_eof`](Self::write_eof) is supported (true for TCP and
+    /// Unix sockets).
+    #[doc(alias = "WriteTransport.can_write_eof")]
+    pub fn can_write_eof(&self) -> bool {
+        self.inner.can_write_eof()
+    }
+
+    /// Closes the transport: reading stops now; the buffered data is sent;
+    /// then the protocol's `connection_lost(None)` is called (through the
+    /// loop, never from inside `close`). Idempotent.
+    #[doc(alias = "BaseTransport.close")]
+    pub fn close(&self) {
+        self.inner.close()
+    }
+
+    /// Closes at once, dropping the buffered data; `connection_lost(None)`
+    /// follows through the loop.
+    #[doc(alias = "WriteTransport.abort")]
+    pub fn abort(&self) {
+        self.inner.abort()
+    }
+
+    /// Whether the transport is closing or closed.
+    #[doc(alias = "BaseTransport.is_closing")]
+    pub fn is_closing(&self) -> bool {
+        self.inner.is_closing()
+    }
+
+    /// Replaces the protocol. If writing is paused, the new protocol gets
+    /// `pause_writing` at once, so that the `resume_writing` it later gets is
+    /// paired.
+    #[doc(alias = "BaseTransport.set_protocol")]
+    pub fn set_protocol(&self, protocol: impl Into<AnyProtocol>) {
+        self.inner.set_protocol(protocol.into())
+    }
+
+    /// The current protocol.
+    #[doc(alias = "BaseTransport.get_protocol")]
+    pub fn get_protocol(&self) -> AnyProtocol {
+        self.inner.get_protocol()
+    }
+
+    /// Stops calling the protocol's `data_received` until
+    /// [`resume_reading`](Self::resume_reading). Idempotent.
+    #[doc(alias = "ReadTransport.pause_reading")]
+    pub fn pause_reading(&self) {
+        self.inner.pause_reading()
+    }
+
+    /// Resumes reading. Idempotent.
+    #[doc(alias = "ReadTransport.resume_reading")]
+    pub fn resume_reading(&self) {
+        self.inner.resume_reading()
+    }
+
+    /// Whether the transport is reading.
+    #[doc(alias = "ReadTransport.is_reading")]
+    pub fn is_reading(&self) -> bool {
+        self.inner.is_reading()
+    }
+
+    /// Bytes buffered in user space and not yet accepted by the kernel (the
+    /// kernel's own socket buffer is not counted).
+    #[doc(alias = "WriteTransport.get_write_buffer_size")]
+    pub fn get_write_buffer_size(&self) -> usize {
+        self.inner.write_buffer_size()
+    }
+
+    /// The `(low, high)` water marks, in asyncio's order.
+    #[doc(alias = "WriteTransport.get_write_buffer_limits")]
+    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        let l = self.inner.write_buffer_limits();
+        (l.low, l.high)
+    }
+
+    /// Sets the water marks with asyncio's defaults (see
+    /// [`WriteBufferLimits::new`]); `high < low` is `InvalidArgument`.
+    #[doc(alias = "WriteTransport.set_write_buffer_limits")]
+    pub fn set_write_buffer_limits(
+        &self,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<(), LoopError> {
+        let limits = WriteBufferLimits::new(high, low)
+            .map_err(|m| LoopError::new(ErrorKind::InvalidArgument, m))?;
+        self.inner.set_write_buffer_limits(limits);
+        Ok(())
+    }
+
+    /// asyncio's `get_extra_info(name)`: `"peername"`, `"sockname"`,
+    /// `"socket"`. Unknown names give `None`.
+    #[doc(alias = "BaseTransport.get_extra_info")]
+    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        self.inner.extra_info(name)
+    }
+
+    /// The peer's address (`get_extra_info("peername")`).
+    pub fn peername(&self) -> Option<SockAddr> {
+        match self.inner.extra_info("peername")? {
+            ExtraInfo::Addr(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The local address (`get_extra_info("sockname")`).
+    pub fn sockname(&self) -> Option<SockAddr> {
+        match self.inner.extra_info("sockname")? {
+            ExtraInfo::Addr(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The socket's fd while the transport owns one (`get_extra_info("socket")`).
+    pub fn fd(&self) -> Option<RawFd> {
+        match self.inner.extra_info("socket")? {
+            ExtraInfo::Fd(fd) => Some(fd),
+            _ => None,
+        }
+    }
+
+    /// How many writes were dropped because the connection was already lost.
+    pub fn writes_after_lost(&self) -> u64 {
+        self.inner.writes_after_lost()
+    }
+
+    /// The loop the transport runs on.
+    pub fn get_loop(&self) -> EventLoop {
+        self.inner.get_loop()
+    }
+
+    /// Whether two handles are the same transport.
+    pub fn ptr_eq(&self, other: &Transport) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("fd", &self.fd())
+            .field("closing", &self.is_closing())
+            .field("write_buffer", &self.get_write_buffer_size())
+            .finish()
+    }
+}

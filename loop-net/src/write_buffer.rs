@@ -1,0 +1,147 @@
+//! The write buffer of a stream transport, and its water marks.
+//!
+//! # Invariants
+//! - Bytes leave in the order they were written; `len()` is the number of
+//!   bytes written by the user and not yet accepted by the kernel (asyncio's
+//!   `get_write_buffer_size()`: user-space bytes only, not the kernel's
+//!   socket buffer).
+//! - The buffer is one `Vec<u8>` with a consumed prefix: appending copies
+//!   (cheap for the small writes that end up here, since the transport
+//!   writes to the socket first and buffers only the remainder), sending
+//!   advances `start`, and the prefix is compacted when it is over half the
+//!   allocation. No allocation per write once the buffer has grown.
+
+/// asyncio's default high-water mark: 64 KiB.
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
+#[derive(Debug, Default)]
+pub(crate) struct WriteBuffer {
+    data: Vec<u8>,
+    start: usize,
+}
+
+impl WriteBuffer {
+    pub(crate) fn len(&self) -> usize {
+        self.data.len() - self.start
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// The bytes waiting to be sent.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    /// `n` bytes were sent.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start += n.min(self.len());
+        if self.start == self.data.len() {
+            self.data.clear();
+            self.start = 0;
+            // Keep a modest allocation; give back a large one.
+            if self.data.capacity() > 4 * DEFAULT_HIGH_WATER {
+                self.data = Vec::new();
+            }
+        } else if self.start > self.data.len() / 2 {
+            self.data.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.data = Vec::new();
+        self.start = 0;
+    }
+}
+
+/// High- and low-water marks of a write buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteBufferLimits {
+    /// Above this many buffered bytes the protocol gets `pause_writing`.
+    pub high: usize,
+    /// At or below this many the protocol gets `resume_writing`.
+    pub low: usize,
+}
+
+impl Default for WriteBufferLimits {
+    fn default() -> Self {
+        WriteBufferLimits {
+            high: DEFAULT_HIGH_WATER,
+            low: DEFAULT_HIGH_WATER / 4,
+        }
+    }
+}
+
+impl WriteBufferLimits {
+    /// asyncio's rules for `set_write_buffer_limits(high, low)`: a missing
+    /// `high` is 64 KiB, or 4 × `low` when `low` is given; a missing `low` is
+    /// `high / 4`. `high` must not be below `low`.
+    pub fn new(high: Option<usize>, low: Option<usize>) -> Result<Self, String> {
+        let high = match (high, low) {
+            (Some(h), _) => h,
+            (None, Some(l)) => l.saturating_mul(4),
+            (None, None) => DEFAULT_HIGH_WATER,
+        };
+        let low = low.unwrap_or(high / 4);
+        if high < low {
+            return Err(format!("high ({high}) must be >= low ({low}) must be >= 0"));
+        }
+        Ok(WriteBufferLimits { high, low })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_leave_in_order_and_the_prefix_compacts() {
+        let mut b = WriteBuffer::default();
+        b.extend(b"hello ");
+        b.extend(b"world");
+        assert_eq!(b.len(), 11);
+        b.consume(3);
+        assert_eq!(b.as_slice(), b"lo world");
+        b.consume(5);
+        assert_eq!(b.as_slice(), b"rld");
+        assert_eq!(b.start, 0, "compacted once over half consumed");
+        b.consume(10);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn limits_follow_asyncio() {
+        assert_eq!(
+            WriteBufferLimits::new(None, None).unwrap(),
+            WriteBufferLimits {
+                high: 65536,
+                low: 16384
+            }
+        );
+        assert_eq!(
+            WriteBufferLimits::new(None, Some(100)).unwrap(),
+            WriteBufferLimits {
+                high: 400,
+                low: 100
+            }
+        );
+        assert_eq!(
+            WriteBufferLimits::new(Some(1000), None).unwrap(),
+            WriteBufferLimits {
+                high: 1000,
+                low: 250
+            }
+        );
+        assert_eq!(
+            WriteBufferLimits::new(Some(0), None).unwrap(),
+            WriteBufferLimits { high: 0, low: 0 }
+        );
+        assert!(WriteBufferLimits::new(Some(10), Some(20)).is_err());
+    }
+}
