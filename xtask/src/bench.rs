@@ -5,9 +5,12 @@
 //! and the report gives medians plus tokio/aioloop ratios. Results are written
 //! to `target/bench/<suite>.json`.
 //!
-//! Suites: `core` (callbacks, timers, cross-thread wake-ups; `bench-core`) and
-//! `futures` (tasks, futures and their continuations; `bench-futures`).
+//! Suites: `core` (callbacks, timers, cross-thread wake-ups; `bench-core`),
+//! `futures` (tasks, futures and their continuations; `bench-futures`) and
+//! `net` (echo servers of aioloop, tokio, asyncio and uvloop under one load
+//! generator; `bench-net`, see `bench/net.rs`).
 
+mod net;
 mod proc;
 mod strace;
 
@@ -21,7 +24,7 @@ use std::time::Duration;
 use crate::json::Json;
 
 /// Every suite, in the order `cargo xtask bench` runs them.
-const SUITES: &[&str] = &["core", "futures"];
+const SUITES: &[&str] = &["core", "futures", "net"];
 
 /// Kill a benchmark process that runs longer than this.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -125,9 +128,16 @@ const STRACE_CASE: &str = "wake";
 /// Command-line options of `bench`.
 struct Options {
     suites: Vec<&'static str>,
+    /// Rounds of the core and futures suites.
     rounds: usize,
+    /// `--rounds` or `AIOLOOP_BENCH_ROUNDS`, if given (the net suite has its own default).
+    rounds_given: Option<usize>,
     quick: bool,
     strace: bool,
+    /// `--duration SECS`: seconds per load run of the net suite.
+    duration: Option<f64>,
+    /// `--no-python` turns off the asyncio and uvloop rows of the net suite.
+    python: bool,
 }
 
 /// Entry point of `cargo xtask bench`.
@@ -146,6 +156,7 @@ pub fn run(args: &[String]) -> ExitCode {
         let result = match *suite {
             "core" => run_core(&opts),
             "futures" => run_futures(&opts),
+            "net" => net::run(&opts),
             _ => unreachable!("suite names are validated by parse_args"),
         };
         match result {
@@ -168,22 +179,31 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut opts = Options {
         suites: Vec::new(),
         rounds: 5,
+        rounds_given: None,
         quick: false,
         strace: true,
+        duration: None,
+        python: true,
     };
     if let Ok(v) = env::var("AIOLOOP_BENCH_ROUNDS") {
-        opts.rounds = parse_rounds(&v)?;
+        opts.rounds_given = Some(parse_rounds(&v)?);
     }
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => opts.quick = true,
             "--no-strace" => opts.strace = false,
+            "--no-python" => opts.python = false,
             "--rounds" => {
                 let v = it.next().ok_or("--rounds needs a value")?;
-                opts.rounds = parse_rounds(v)?;
+                opts.rounds_given = Some(parse_rounds(v)?);
             }
-            s if s.starts_with("--rounds=") => opts.rounds = parse_rounds(&s[9..])?,
+            s if s.starts_with("--rounds=") => opts.rounds_given = Some(parse_rounds(&s[9..])?),
+            "--duration" => {
+                let v = it.next().ok_or("--duration needs a value")?;
+                opts.duration = Some(parse_duration(v)?);
+            }
+            s if s.starts_with("--duration=") => opts.duration = Some(parse_duration(&s[11..])?),
             "all" => opts.suites.extend_from_slice(SUITES),
             s if s.starts_with('-') => return Err(format!("unknown bench option `{s}`")),
             s => match SUITES.iter().find(|name| **name == s) {
@@ -196,7 +216,17 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         opts.suites.extend_from_slice(SUITES);
     }
     opts.suites.dedup();
+    if let Some(n) = opts.rounds_given {
+        opts.rounds = n;
+    }
     Ok(opts)
+}
+
+fn parse_duration(v: &str) -> Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
+        _ => Err(format!("bad duration `{v}` (want positive seconds)")),
+    }
 }
 
 fn parse_rounds(v: &str) -> Result<usize, String> {
@@ -321,11 +351,10 @@ fn run_case(
 }
 
 /// Prints the `==> round` line.
-fn print_round(round: usize, opts: &Options) {
+fn print_round(round: usize, rounds: usize, quick: bool) {
     println!(
-        "==> round {round}/{}{}",
-        opts.rounds,
-        if opts.quick { " (quick)" } else { "" }
+        "==> round {round}/{rounds}{}",
+        if quick { " (quick)" } else { "" }
     );
 }
 
@@ -357,7 +386,7 @@ fn run_futures(opts: &Options) -> Result<bool, String> {
     let mut results = Results::default();
     let mut failures = Vec::new();
     for round in 1..=opts.rounds {
-        print_round(round, opts);
+        print_round(round, opts.rounds, opts.quick);
         for case in FUTURES {
             run_case(&bin, case, None, opts, round, &mut results, &mut failures);
         }
@@ -403,7 +432,7 @@ fn run_core(opts: &Options) -> Result<bool, String> {
     let mut baselines: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
 
     for round in 1..=opts.rounds {
-        print_round(round, opts);
+        print_round(round, opts.rounds, opts.quick);
         for case in CORE {
             let pin = pin.as_deref();
             run_case(&bin, case, pin, opts, round, &mut results, &mut failures);

@@ -1,7 +1,7 @@
 //! `cargo xtask`: project automation for aioloop (std only).
 //!
 //! Commands: `ci` (the full check suite) and `bench [SUITE]` (side-by-side
-//! benchmarks against tokio). Run `cargo xtask help` for the usage text.
+//! benchmarks against tokio, and asyncio/uvloop for `net`). Run `cargo xtask help` for the usage text.
 
 mod bench;
 mod ci;
@@ -18,10 +18,12 @@ commands:
   ci                      fmt --check, clippy -D warnings, test (default backend,
                           AIOLOOP_BACKEND=polling, AIOLOOP_DEBUG=1), doc -D warnings
   bench [SUITE] [OPTIONS] run benchmark suites side by side with tokio
-                          SUITE: core, futures (default: all suites)
-      --rounds N          rounds per suite (default 5, env AIOLOOP_BENCH_ROUNDS)
+                          SUITE: core, futures, net (default: all suites)
+      --rounds N          rounds per suite (default 5, net 3; env AIOLOOP_BENCH_ROUNDS)
       --quick             10x smaller workloads (smoke test of the harness)
-      --no-strace         skip the strace syscall counts of the wake case
+      --no-strace         skip the strace syscall counts (core: wake; net: 1k_x50)
+      --duration SECS     net: seconds measured per load run (default 3, quick 0.5)
+      --no-python         net: no asyncio/uvloop rows (no venv, no pip)
   help                    print this text
 ";
 

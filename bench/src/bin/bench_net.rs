@@ -1,0 +1,435 @@
+//! `bench-net`: the echo servers and the load generator of `cargo xtask bench net`.
+//!
+//! ```text
+//! bench-net server --system aioloop|tokio [--addr 127.0.0.1:0]
+//! bench-net client --addr HOST:PORT --conns N --size BYTES --duration SECS
+//!                  [--warmup SECS] [--server-pid PID] [--case NAME] [--system NAME]
+//! bench-net idle   --addr HOST:PORT --conns N
+//! ```
+//!
+//! - `server` prints `listening on PORT` (flushed) and echoes every byte back
+//!   until its stdin closes. `aioloop`: a [`Protocol`] whose `data_received`
+//!   calls `transport.write(data)`, default [`ServerOptions`]. `tokio`: a
+//!   current-thread runtime whose accept loop spawns a task per connection
+//!   that reads into a 64 KiB buffer and `write_all`s it back. Both set
+//!   `TCP_NODELAY` (aioloop does so on every accepted TCP socket).
+//! - `client` is the one load generator every server gets (a tokio
+//!   current-thread runtime, `TCP_NODELAY`): N connections, each sending
+//!   SIZE bytes, waiting until SIZE bytes came back, and repeating. After
+//!   `--warmup` (default 0.5 s) it counts the messages echoed over
+//!   `--duration` seconds and prints `result` lines: messages/s, MB/s
+//!   (payload echoed, one direction, 10^6 bytes) and, with `--server-pid`,
+//!   the server process's user+sys CPU time per message from
+//!   `/proc/<pid>/stat` over the same window (and its user part alone). It prints `connected N` once
+//!   every connection is open; on stdin, the line `mark` makes it print
+//!   `mark <messages so far>` and the line `stop` ends it at once (the strace
+//!   window of `cargo xtask bench net`).
+//! - `idle` opens N connections (64 connects in flight at a time), echoes one
+//!   byte on each so the server has surely accepted and set it up, prints
+//!   `ready N` and holds them until its stdin closes.
+//!
+//! Every subcommand raises its soft `RLIMIT_NOFILE` to the hard limit.
+
+use std::error::Error;
+use std::io::{self, BufRead, Read, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use aioloop_bench::report;
+use loop_core::EventLoop;
+use loop_net::{BaseProtocol, Protocol, ServerOptions, StreamLoopExt, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+/// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
+const USER_HZ: f64 = 100.0;
+
+/// Connects in flight at once while `idle` opens its connections (below
+/// every server's accept backlog).
+const IDLE_CONNECTS_IN_FLIGHT: usize = 64;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(cmd) = args.next() else {
+        eprintln!("usage: bench-net server|client|idle [options] (see the source's header)");
+        return ExitCode::from(2);
+    };
+    let opts = match Opts::parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench-net: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_nofile_limit();
+    let result = match cmd.as_str() {
+        "server" => server(&opts),
+        "client" => client(&opts),
+        "idle" => idle(&opts),
+        other => Err(format!("unknown subcommand `{other}`").into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-net {cmd}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The options of every subcommand (each uses some of them).
+#[derive(Debug)]
+struct Opts {
+    system: Option<String>,
+    addr: String,
+    conns: usize,
+    size: usize,
+    duration: f64,
+    warmup: f64,
+    server_pid: Option<u32>,
+    case: String,
+}
+
+impl Opts {
+    fn parse(args: impl Iterator<Item = String>) -> Res<Opts> {
+        let mut o = Opts {
+            system: None,
+            addr: "127.0.0.1:0".into(),
+            conns: 1,
+            size: 1024,
+            duration: 3.0,
+            warmup: 0.5,
+            server_pid: None,
+            case: "net".into(),
+        };
+        let mut it = args;
+        while let Some(arg) = it.next() {
+            let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--system" => o.system = Some(value()?),
+                "--addr" => o.addr = value()?,
+                "--conns" => o.conns = value()?.parse()?,
+                "--size" => o.size = value()?.parse()?,
+                "--duration" => o.duration = value()?.parse()?,
+                "--warmup" => o.warmup = value()?.parse()?,
+                "--server-pid" => o.server_pid = Some(value()?.parse()?),
+                "--case" => o.case = value()?,
+                other => return Err(format!("unknown argument `{other}`").into()),
+            }
+        }
+        if o.size == 0 || o.conns == 0 {
+            return Err("--size and --conns must be positive".into());
+        }
+        Ok(o)
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (5,000 idle
+/// connections need more than the usual 1,024).
+fn raise_nofile_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            },
+        );
+    }
+}
+
+/// Prints `line` on stdout and flushes (stdout is a pipe to xtask).
+fn say(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Exits the process once stdin reaches end-of-file (or fails), from a
+/// thread that stays blocked in `read` until then.
+fn exit_on_stdin_eof() {
+    thread::spawn(|| {
+        let mut sink = [0u8; 256];
+        let mut stdin = io::stdin().lock();
+        while let Ok(n) = stdin.read(&mut sink) {
+            if n == 0 {
+                break;
+            }
+        }
+        std::process::exit(0);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+
+fn server(o: &Opts) -> Res<()> {
+    let addr: SocketAddr = o.addr.parse()?;
+    exit_on_stdin_eof();
+    match o.system.as_deref() {
+        Some("aioloop") => server_aioloop(addr),
+        Some("tokio") => server_tokio(addr),
+        Some(other) => Err(format!("unknown system `{other}` (aioloop, tokio)").into()),
+        None => Err("--system is required".into()),
+    }
+}
+
+/// asyncio's canonical echo protocol.
+struct Echo(Option<Transport>);
+
+impl BaseProtocol for Echo {
+    fn connection_made(&mut self, transport: Transport) {
+        self.0 = Some(transport);
+    }
+}
+
+impl Protocol for Echo {
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(t) = &self.0 {
+            let _ = t.write(data);
+        }
+    }
+}
+
+fn server_aioloop(addr: SocketAddr) -> Res<()> {
+    let lp = EventLoop::new()?;
+    let lp2 = lp.clone();
+    let host = addr.ip().to_string();
+    lp.run_until_complete(async move {
+        let hosts = [host.as_str()];
+        let server = lp2
+            .create_server(|| Echo(None), &hosts, addr.port(), ServerOptions::default())
+            .await?;
+        let port = server
+            .sockets()
+            .first()
+            .and_then(|s| s.as_inet())
+            .map(|a| a.port())
+            .ok_or("the server has no inet socket")?;
+        say(&format!("listening on {port}"));
+        server.serve_forever().await?;
+        Ok::<(), Box<dyn Error>>(())
+    })??;
+    Ok(())
+}
+
+fn server_tokio(addr: SocketAddr) -> Res<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(addr).await?;
+        say(&format!("listening on {}", listener.local_addr()?.port()));
+        let accept_loop = tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // EMFILE and the like: back off, as a real server would.
+                        eprintln!("bench-net server tokio: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if sock.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        accept_loop.await?;
+        Ok::<(), Box<dyn Error>>(())
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Load generator
+
+/// (user, sys) CPU time of process `pid` in seconds, from `/proc/<pid>/stat`.
+fn process_cpu_secs(pid: u32) -> io::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: count from its closing ')'.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| io::Error::other("malformed /proc/<pid>/stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After ')': state is field 3, so utime (14) and stime (15) are at 11, 12.
+    let tick = |i: usize| -> io::Result<f64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .map(|t| t as f64 / USER_HZ)
+            .ok_or_else(|| io::Error::other("malformed /proc/<pid>/stat"))
+    };
+    Ok((tick(11)?, tick(12)?))
+}
+
+async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let sock = TcpStream::connect(addr).await?;
+    sock.set_nodelay(true)?;
+    Ok(sock)
+}
+
+/// One connection's ping-pong until `stop`.
+async fn ping_pong(
+    mut sock: TcpStream,
+    size: usize,
+    count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<()> {
+    let msg = vec![0x5au8; size];
+    let mut buf = vec![0u8; size];
+    while !stop.load(Ordering::Relaxed) {
+        sock.write_all(&msg).await?;
+        let mut got = 0;
+        while got < size {
+            let n = sock.read(&mut buf[got..]).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ));
+            }
+            got += n;
+        }
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Answers `mark` and `stop` lines on stdin (see the header).
+fn serve_marks(count: Arc<AtomicU64>) {
+    thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            match line.trim() {
+                "mark" => say(&format!("mark {}", count.load(Ordering::Relaxed))),
+                "stop" => std::process::exit(0),
+                _ => {}
+            }
+        }
+    });
+}
+
+fn client(o: &Opts) -> Res<()> {
+    let addr: SocketAddr = o.addr.parse()?;
+    let system = o.system.as_deref().unwrap_or("client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    serve_marks(count.clone());
+    let (msgs, secs, cpu) = rt.block_on(async {
+        let mut socks = Vec::with_capacity(o.conns);
+        for _ in 0..o.conns {
+            socks.push(connect(addr).await?);
+        }
+        say(&format!("connected {}", o.conns));
+        let mut tasks = Vec::with_capacity(o.conns);
+        for sock in socks {
+            let (count, stop) = (count.clone(), stop.clone());
+            tasks.push(tokio::spawn(ping_pong(sock, o.size, count, stop)));
+        }
+        tokio::time::sleep(Duration::from_secs_f64(o.warmup)).await;
+        let cpu0 = o.server_pid.map(process_cpu_secs).transpose()?;
+        let (n0, t0) = (count.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(Duration::from_secs_f64(o.duration)).await;
+        let cpu1 = o.server_pid.map(process_cpu_secs).transpose()?;
+        let (n1, secs) = (count.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+        stop.store(true, Ordering::Relaxed);
+        // A connection that failed before the window closed invalidates the run.
+        for t in tasks {
+            if t.is_finished() {
+                t.await??;
+            }
+        }
+        let cpu = cpu0.zip(cpu1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+        Ok::<_, Box<dyn Error>>((n1 - n0, secs, cpu))
+    })?;
+    if msgs == 0 {
+        return Err("no message was echoed in the window".into());
+    }
+    let case = &o.case;
+    let per_s = msgs as f64 / secs;
+    report(&format!("{case}_msgs_per_s"), system, per_s, "msg/s", msgs);
+    let mb = per_s * o.size as f64 / 1e6;
+    report(&format!("{case}_mb_per_s"), system, mb, "MB/s", msgs);
+    if let Some((user, sys)) = cpu {
+        let us = (user + sys) * 1e6 / msgs as f64;
+        report(
+            &format!("{case}_cpu_us_per_msg"),
+            system,
+            us,
+            "us/msg",
+            msgs,
+        );
+        let us = user * 1e6 / msgs as f64;
+        report(
+            &format!("{case}_cpu_user_us_per_msg"),
+            system,
+            us,
+            "us/msg",
+            msgs,
+        );
+    }
+    // Do not wait for the connections to wind down: the process exit closes them.
+    let _ = io::stdout().flush();
+    std::process::exit(0);
+}
+
+// ---------------------------------------------------------------------------
+// Idle connections
+
+fn idle(o: &Opts) -> Res<()> {
+    let addr: SocketAddr = o.addr.parse()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let n = o.conns;
+    let socks = rt.block_on(async move {
+        let gate = Arc::new(tokio::sync::Semaphore::new(IDLE_CONNECTS_IN_FLIGHT));
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let permit = gate.clone().acquire_owned().await?;
+            tasks.push(tokio::spawn(async move {
+                let mut sock = connect(addr).await?;
+                sock.write_all(b"!").await?;
+                let mut b = [0u8; 1];
+                sock.read_exact(&mut b).await?;
+                drop(permit);
+                Ok::<_, io::Error>(sock)
+            }));
+        }
+        let mut socks = Vec::with_capacity(n);
+        for t in tasks {
+            socks.push(t.await??);
+        }
+        Ok::<_, Box<dyn Error>>(socks)
+    })?;
+    say(&format!("ready {}", socks.len()));
+    // Hold the connections until stdin closes.
+    let mut sink = Vec::new();
+    let _ = io::stdin().lock().read_to_end(&mut sink);
+    drop(socks);
+    drop(rt);
+    Ok(())
+}
