@@ -7,7 +7,10 @@
 //! once. Whichever comes first schedules `connection_lost` (through
 //! `call_soon`, never synchronously) and nothing schedules it twice
 //! (`lost_scheduled`); when it runs, the socket is closed and the state is
-//! `Lost`. Writes after that are dropped and counted.
+//! `Lost`. Writes after that are dropped and counted. The transport then lets
+//! go of its protocol (asyncio sets `_protocol = None`): a protocol that
+//! keeps its `Transport` would otherwise keep both alive forever, a cycle of
+//! `Rc`s leaked with every connection.
 //!
 //! # Read path
 //! The loop watches the socket level-triggered while the transport reads.
@@ -38,7 +41,7 @@ use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown};
 
 use crate::addr::SockAddr;
-use crate::protocol::AnyProtocol;
+use crate::protocol::{AnyProtocol, BaseProtocol, Protocol};
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
@@ -625,10 +628,25 @@ impl Stream {
         self.stop_writing();
         let fd = self.fd.borrow_mut().take();
         drop(fd);
+        // Break the protocol -> transport -> protocol cycle; the protocol's
+        // own Drop runs outside any borrow of ours.
+        let released = self
+            .protocol
+            .replace(AnyProtocol::Streaming(Rc::new(RefCell::new(Released))));
         if let Some(hook) = self.on_lost.borrow_mut().take() {
             hook();
         }
+        drop(released);
     }
+}
+
+/// What a lost transport holds instead of its protocol: nothing to call.
+struct Released;
+
+impl BaseProtocol for Released {}
+
+impl Protocol for Released {
+    fn data_received(&mut self, _: &[u8]) {}
 }
 
 fn io_error(e: LoopError) -> io::Error {

@@ -120,7 +120,10 @@ impl Transport {
         self.inner.set_protocol(protocol.into())
     }
 
-    /// The current protocol.
+    /// The current protocol. Once `connection_lost` has run, the transport
+    /// has let go of it (as asyncio sets it to `None`, so that a protocol
+    /// keeping its transport is not leaked with it) and this is an inert
+    /// placeholder.
     #[doc(alias = "BaseTransport.get_protocol")]
     pub fn get_protocol(&self) -> AnyProtocol {
         self.inner.get_protocol()
