@@ -5,6 +5,7 @@
 //!
 //! Its own test binary: it lowers RLIMIT_NOFILE and fills the descriptor
 //! table of the whole process, which would break tests running beside it.
+#![cfg(feature = "net")]
 
 mod net_util;
 mod util;

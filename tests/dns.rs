@@ -4,6 +4,7 @@
 //! errors that keep their EAI code, and cancellation without thread leaks.
 //! Only loopback names and addresses; the machine has no network, so the one
 //! unresolvable name may fail with either EAI_NONAME or EAI_AGAIN.
+#![cfg(feature = "net")]
 
 mod util;
 

@@ -11,6 +11,7 @@
 //! - write / close / abort / pause_reading / set_protocol called from inside
 //!   data_received, pause_writing, resume_writing, eof_received and
 //!   connection_lost: no panic, `connection_lost` exactly once (DESIGN).
+#![cfg(feature = "net")]
 
 mod net_util;
 mod util;

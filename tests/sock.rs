@@ -3,6 +3,7 @@
 //! sendfile (native, offset/count, forced fallback), the refusal of blocking
 //! sockets, ECONNREFUSED, cancellation that unregisters at once (lesson 23),
 //! and fairness on always-ready sockets (lesson 25).
+#![cfg(feature = "net")]
 
 mod util;
 

@@ -4,6 +4,7 @@
 //! writes after close / abort / write_eof, protocol code that panics, a
 //! closed loop, a server dropped without close, and 1,000 concurrent
 //! connections on one loop.
+#![cfg(feature = "net")]
 
 mod net_util;
 mod util;

@@ -7,6 +7,7 @@
 //! Eyeballs and the aggregation of connect errors, and the transport API
 //! (write at once, writelines, write_eof, eof_received, close, abort,
 //! extra info, set_protocol, pause_reading).
+#![cfg(feature = "net")]
 
 mod net_util;
 mod util;

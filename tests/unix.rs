@@ -3,6 +3,7 @@
 //! file's life (a stale file is replaced, a live server is never stolen from:
 //! LESSONS G12, the file is removed on close, other files are left alone),
 //! and Linux abstract names (no file at all).
+#![cfg(feature = "net")]
 
 mod net_util;
 mod util;

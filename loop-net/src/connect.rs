@@ -459,22 +459,27 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     if !meta.file_type().is_socket() {
         return Ok(());
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!(
-                "{}: a server is already listening on this socket",
-                path.display()
-            ),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
-            .or_else(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }),
+    // A non-blocking connect, so that a live server with a full backlog
+    // (EAGAIN) cannot block the loop: it counts as live.
+    let probe = stream_socket(AddressFamily::UNIX)?;
+    let addr = SockAddr::Unix(path.to_path_buf()).to_raw()?;
+    match rustix::net::connect(&probe, &addr) {
+        Ok(()) | Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INPROGRESS) => {
+            Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{}: a server is already listening on this socket",
+                    path.display()
+                ),
+            ))
+        }
+        Err(rustix::io::Errno::CONNREFUSED) => std::fs::remove_file(path).or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }),
         Err(_) => Ok(()),
     }
 }

@@ -49,6 +49,9 @@ use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 /// keeps the shared buffer in L2 and is what uvloop reads).
 pub(crate) const READ_SIZE: usize = 64 * 1024;
 
+/// How soon a delivery to a protocol that was busy is tried again.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
 thread_local! {
     /// The read buffer shared by every transport of this thread's loop.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -91,6 +94,7 @@ pub(crate) struct Stream {
     /// `connection_made` was delivered.
     made: Cell<bool>,
     made_waiters: RefCell<Vec<std::task::Waker>>,
+    retry_pending: Cell<bool>,
     writes_after_lost: Cell<u64>,
     deferred: RefCell<Vec<Notice>>,
     peername: Option<SockAddr>,
@@ -143,6 +147,7 @@ impl Stream {
             lost_scheduled: Cell::new(false),
             made: Cell::new(false),
             made_waiters: RefCell::new(Vec::new()),
+            retry_pending: Cell::new(false),
             writes_after_lost: Cell::new(0),
             deferred: RefCell::new(Vec::new()),
             peername,
@@ -183,7 +188,11 @@ impl Stream {
                 // The protocol is borrowed by someone else right now: retry.
                 let me = self.clone();
                 let t = arg.take().expect("not consumed");
-                if self.lp.call_soon(move || me.deliver_made(t)).is_err() {
+                if self
+                    .lp
+                    .call_later(RETRY_DELAY, move || me.deliver_made(t))
+                    .is_err()
+                {
                     self.finish_lost();
                 }
             }
@@ -497,17 +506,8 @@ impl Stream {
     /// Delivers a flow-control notice now, or right after the protocol's
     /// running callback returns if it is busy.
     fn notify(&self, notice: Notice) {
-        if !self.deferred.borrow().is_empty() {
-            self.deferred.borrow_mut().push(notice);
-            return;
-        }
-        if !self.deliver(notice) {
-            self.deferred.borrow_mut().push(notice);
-            // If the protocol is busy outside our own dispatch (a task holding
-            // a borrow), make sure the notice still arrives.
-            let me = self.rc();
-            let _ = self.lp.call_soon(move || me.drain_deferred());
-        }
+        self.deferred.borrow_mut().push(notice);
+        self.drain_deferred();
     }
 
     fn deliver(&self, notice: Notice) -> bool {
@@ -534,16 +534,34 @@ impl Stream {
         }
     }
 
+    /// Delivers the queued notices in order. If the protocol is busy, the
+    /// dispatcher running its callback drains them when it returns; in case
+    /// the protocol is busy for another reason (a task holding its borrow
+    /// across an await), a retry is also scheduled, so no notice is stranded.
     fn drain_deferred(&self) {
         loop {
             let Some(notice) = self.deferred.borrow().first().copied() else {
                 return;
             };
             if !self.deliver(notice) {
+                self.retry_later(|me| me.drain_deferred());
                 return;
             }
             self.deferred.borrow_mut().remove(0);
         }
+    }
+
+    /// Runs `f` again shortly (1 ms: not `call_soon`, which would spin the
+    /// loop for as long as a task keeps the protocol borrowed).
+    fn retry_later(&self, f: impl FnOnce(&Rc<Stream>) + 'static) {
+        if self.retry_pending.replace(true) {
+            return; // one pending retry drains everything
+        }
+        let me = self.rc();
+        let _ = self.lp.call_later(RETRY_DELAY, move || {
+            me.retry_pending.set(false);
+            f(&me);
+        });
     }
 
     fn close_impl(self: &Rc<Self>) {
@@ -595,18 +613,31 @@ impl Stream {
     }
 
     fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        if !self.made.get() && self.state.get() != State::Lost {
+            // connection_made is still being retried; lost comes after it.
+            let me = self.clone();
+            if self
+                .lp
+                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
+                .is_ok()
+            {
+                return;
+            }
+            self.finish_lost();
+            return;
+        }
         let protocol = self.protocol.borrow().clone();
         let mut error = Some(error);
         let called = catch_unwind(AssertUnwindSafe(|| {
             protocol.try_with_base(|p| p.connection_lost(error.take().flatten()))
         }));
         if let Ok(false) = called {
-            // Borrowed by a task right now: try again next iteration.
+            // Borrowed by a task right now: try again shortly.
             let me = self.clone();
             let error = error.take().flatten();
             if self
                 .lp
-                .call_soon(move || me.call_connection_lost(error))
+                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
                 .is_ok()
             {
                 return;

@@ -34,6 +34,19 @@ const STEPS: &[Step] = &[
         env: &[],
     },
     Step {
+        name: "check (no default features: the core loop alone)",
+        args: &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--no-default-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        env: &[],
+    },
+    Step {
         name: "test (default backend)",
         args: &["test", "--workspace"],
         env: &[],
