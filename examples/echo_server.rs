@@ -1,15 +1,21 @@
 //! An echo server on aioloop: every byte a client sends comes back.
 //!
 //! ```text
-//! cargo run --example echo_server -- [--tcp HOST:PORT]... [--unix PATH]...
+//! cargo run --example echo_server -- [--tcp HOST:PORT]... [--unix PATH]... [--udp HOST:PORT]...
 //! ```
 //!
-//! With neither flag it listens on `127.0.0.1:0` (an ephemeral port). It
+//! With no flag it listens on `127.0.0.1:0` (an ephemeral port). It
 //! prints one line per listening socket, `listening on tcp://IP:PORT` (IPv6
-//! as `tcp://[::1]:PORT`) or `listening on unix://PATH`, then serves until its
+//! as `tcp://[::1]:PORT`), `listening on unix://PATH` or
+//! `listening on udp://IP:PORT` (a datagram endpoint that sends every
+//! datagram back to its sender), then serves until its
 //! standard input closes (Ctrl-D, or the parent closing the pipe): it stops
 //! listening, closes every client (each flushes first), and exits 0. Bad
 //! arguments print the usage on stderr and exit 2.
+//!
+//! `--tls CERT KEY` (PEM files: the certificate chain and its private key;
+//! needs the `tls` feature) serves TLS on the TCP listeners, which are then
+//! printed as `listening on tls://IP:PORT`.
 //!
 //! SIGINT and SIGTERM are not handled yet: signal handlers land with the
 //! subprocess and signals work (loop-process); until then they end the
@@ -20,16 +26,23 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aioloop::net::{BaseProtocol, Protocol, ServerOptions, StreamLoopExt, Transport};
+use aioloop::net::{
+    BaseProtocol, DatagramLoopExt, DatagramOptions, DatagramProtocol, DatagramTransport, Protocol,
+    ServerOptions, SockAddr, StreamLoopExt, Transport,
+};
 use aioloop::prelude::*;
 
 const USAGE: &str = "\
-usage: echo_server [--tcp HOST:PORT]... [--unix PATH]...
+usage: echo_server [--tcp HOST:PORT]... [--unix PATH]... [--udp HOST:PORT]...
   --tcp HOST:PORT  listen on a TCP address (port 0: an ephemeral port;
                    IPv6 as [::1]:PORT); the default is 127.0.0.1:0
   --unix PATH      listen on a Unix socket
-Prints `listening on tcp://IP:PORT` or `listening on unix://PATH` per socket,
-echoes every byte, and exits 0 when its standard input closes.";
+  --tls CERT KEY   serve TLS on the TCP listeners (PEM certificate chain
+                   and private key); they print as tls://IP:PORT
+  --udp HOST:PORT  echo datagrams on a UDP address (port 0: ephemeral)
+Prints `listening on tcp://IP:PORT`, `listening on unix://PATH` or
+`listening on udp://IP:PORT` per socket, echoes every byte (every datagram),
+and exits 0 when its standard input closes.";
 
 /// How long the clients get to flush their echoes at shutdown before they
 /// are aborted (a peer that never reads could otherwise hold the exit).
@@ -38,27 +51,39 @@ const FLUSH_GRACE: Duration = Duration::from_secs(5);
 enum Endpoint {
     Tcp { host: String, port: u16 },
     Unix(PathBuf),
+    Udp { host: String, port: u16 },
 }
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
-            Endpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Endpoint::Tcp { host, port } | Endpoint::Udp { host, port } if host.contains(':') => {
+                write!(f, "[{host}]:{port}")
+            }
+            Endpoint::Tcp { host, port } | Endpoint::Udp { host, port } => {
+                write!(f, "{host}:{port}")
+            }
             Endpoint::Unix(p) => write!(f, "{}", p.display()),
         }
     }
 }
 
 fn main() {
-    let endpoints = match parse_args(std::env::args().skip(1)) {
+    let (args, tls) = match split_tls(std::env::args().skip(1).collect()) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("echo_server: {msg}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let endpoints = match parse_args(args.into_iter()) {
         Ok(e) => e,
         Err(msg) => {
             eprintln!("echo_server: {msg}\n{USAGE}");
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(endpoints) {
+    if let Err(e) = run(endpoints, tls) {
         eprintln!("echo_server: {e}");
         std::process::exit(1);
     }
@@ -74,6 +99,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Vec<Endpoint>, S
                 endpoints.push(Endpoint::Tcp { host, port });
             }
             "--unix" => endpoints.push(Endpoint::Unix(PathBuf::from(value()?))),
+            "--udp" => {
+                let (host, port) = parse_host_port(&value()?)?;
+                endpoints.push(Endpoint::Udp { host, port });
+            }
             "-h" | "--help" => return Err("help requested".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -142,6 +171,48 @@ impl Protocol for Echo {
     // echoes are flushed.
 }
 
+/// The datagram protocol: sends every datagram back to its sender.
+struct UdpEcho {
+    transport: Option<DatagramTransport>,
+    /// Set while the endpoint's send queue is above its high-water mark.
+    paused: bool,
+    /// Completed by `connection_lost`.
+    lost: Future<()>,
+}
+
+impl DatagramProtocol for UdpEcho {
+    fn connection_made(&mut self, transport: DatagramTransport) {
+        self.transport = Some(transport);
+    }
+
+    fn datagram_received(&mut self, data: &[u8], addr: SockAddr) {
+        // While the kernel does not take our echoes, drop the new ones
+        // instead of queueing them: datagrams may be lost anyway, and the
+        // memory stays bounded.
+        if let (Some(t), false) = (&self.transport, self.paused) {
+            // Only errs for an address it cannot send to, which the
+            // sender's own address is not.
+            let _ = t.sendto(data, Some(addr));
+        }
+    }
+
+    // Send errors (an ICMP error from a client that went away, ...) leave
+    // the endpoint working: the default error_received ignores them.
+
+    fn pause_writing(&mut self) {
+        self.paused = true;
+    }
+
+    fn resume_writing(&mut self) {
+        self.paused = false;
+    }
+
+    fn connection_lost(&mut self, _error: Option<io::Error>) {
+        self.transport = None;
+        let _ = self.lost.set_result(());
+    }
+}
+
 thread_local! {
     /// Completed on the loop thread when stdin closes. The stdin thread
     /// cannot hold the loop's `Future` (it is `!Send`); its thread-safe
@@ -149,33 +220,59 @@ thread_local! {
     static STDIN_CLOSED: RefCell<Option<Future<()>>> = const { RefCell::new(None) };
 }
 
-fn run(endpoints: Vec<Endpoint>) -> Result<(), Box<dyn std::error::Error>> {
+fn run(endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -> Result<(), Box<dyn std::error::Error>> {
     let lp = EventLoop::new()?;
     let lp2 = lp.clone();
-    lp.run_until_complete(serve(lp2, endpoints))??;
+    lp.run_until_complete(serve(lp2, endpoints, tls))??;
     lp.close()?;
     Ok(())
 }
 
-async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>) -> io::Result<()> {
+async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -> io::Result<()> {
+    let tcp_options = tcp_server_options(tls.as_ref())?;
+    let scheme = if tls.is_some() { "tls" } else { "tcp" };
     let mut servers = Vec::new();
+    let mut datagram_endpoints: Vec<(DatagramTransport, Future<()>)> = Vec::new();
     for endpoint in &endpoints {
         let server = match endpoint {
             Endpoint::Tcp { host, port } => {
                 let hosts = [host.as_str()];
-                lp.create_server(Echo::default, &hosts, *port, ServerOptions::default())
+                lp.create_server(Echo::default, &hosts, *port, tcp_options.clone())
                     .await
             }
             Endpoint::Unix(path) => {
                 lp.create_unix_server(Echo::default, path, ServerOptions::default())
                     .await
             }
+            Endpoint::Udp { host, port } => {
+                let lost = lp.create_future::<()>();
+                let l = lost.clone();
+                let factory = move || UdpEcho {
+                    transport: None,
+                    paused: false,
+                    lost: l,
+                };
+                let options = DatagramOptions::default().with_local_addr((host.as_str(), *port));
+                let (t, _) = lp
+                    .create_datagram_endpoint(factory, options)
+                    .await
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot listen on {endpoint}: {e}"))
+                    })?;
+                if let Some(a) = t.sockname().and_then(|a| a.as_inet()) {
+                    let mut out = io::stdout().lock();
+                    writeln!(out, "listening on udp://{a}")?;
+                    out.flush()?;
+                }
+                datagram_endpoints.push((t, lost));
+                continue;
+            }
         }
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {endpoint}: {e}")))?;
         let mut out = io::stdout().lock();
         for addr in server.sockets() {
             if let Some(a) = addr.as_inet() {
-                writeln!(out, "listening on tcp://{a}")?; // SocketAddr prints [::1]:PORT
+                writeln!(out, "listening on {scheme}://{a}")?; // SocketAddr prints [::1]:PORT
             } else if let Some(p) = addr.as_unix() {
                 writeln!(out, "listening on unix://{}", p.display())?;
             }
@@ -205,17 +302,98 @@ async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>) -> io::Result<()> {
         s.close();
         s.close_clients();
     }
+    for (t, _) in &datagram_endpoints {
+        t.close();
+    }
     let stragglers = servers.clone();
+    let datagram_stragglers: Vec<DatagramTransport> =
+        datagram_endpoints.iter().map(|(t, _)| t.clone()).collect();
     let abort = lp
         .call_later(FLUSH_GRACE, move || {
             for s in &stragglers {
                 s.abort_clients();
+            }
+            for t in &datagram_stragglers {
+                t.abort();
             }
         })
         .map_err(io::Error::from)?;
     for s in &servers {
         s.wait_closed().await;
     }
+    for (_, lost) in datagram_endpoints {
+        let _ = lost.await;
+    }
     abort.cancel();
     Ok(())
+}
+
+/// `--tls CERT KEY`: the PEM files of the certificate chain and its key.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Takes `--tls CERT KEY` out of the arguments.
+fn split_tls(args: Vec<String>) -> Result<(Vec<String>, Option<TlsFiles>), String> {
+    let mut rest = Vec::new();
+    let mut tls = None;
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        if arg == "--tls" {
+            let (Some(cert), Some(key)) = (it.next(), it.next()) else {
+                return Err("--tls needs CERT and KEY".into());
+            };
+            tls = Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            });
+        } else {
+            rest.push(arg);
+        }
+    }
+    Ok((rest, tls))
+}
+
+/// The options of the TCP listeners: TLS with the given files, if any.
+#[cfg(feature = "tls")]
+fn tcp_server_options(tls: Option<&TlsFiles>) -> io::Result<ServerOptions> {
+    use aioloop::rustls;
+    use aioloop::rustls::pki_types::pem::PemObject;
+    use aioloop::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let Some(files) = tls else {
+        return Ok(ServerOptions::default());
+    };
+    let bad = |what: &str, path: &PathBuf, e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} {}: {e}", path.display()),
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad("cannot read certificates from", &files.cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| bad("cannot read a private key from", &files.key, &e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| bad("cannot use the certificate", &files.cert, &e))?;
+    Ok(ServerOptions {
+        tls: Some(aioloop::TlsServerOptions::new(std::sync::Arc::new(config))),
+        ..ServerOptions::default()
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+fn tcp_server_options(tls: Option<&TlsFiles>) -> io::Result<ServerOptions> {
+    match tls {
+        None => Ok(ServerOptions::default()),
+        Some(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--tls needs echo_server built with the `tls` feature",
+        )),
+    }
 }

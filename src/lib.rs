@@ -45,11 +45,24 @@ pub use loop_core as core;
 #[cfg(feature = "net")]
 pub use loop_net as net;
 #[cfg(feature = "net")]
+pub use loop_net::PipeLoopExt;
+#[cfg(feature = "net")]
 pub use loop_net::{
     AddrInfo, AddrInfoFlags, AddrInfoHints, AddressFamily, AnyProtocol, BaseProtocol, Buffered,
     BufferedProtocol, ConnectOptions, ExtraInfo, IntoProtocol, IpProtocol, NameInfoFlags,
     NetLoopExt, Protocol, ProtocolHandle, ResolveError, SendfileNotAvailableError, Server,
     ServerOptions, Service, SockAddr, SocketKind, StreamLoopExt, Transport, WriteBufferLimits,
+};
+#[cfg(feature = "net")]
+pub use loop_net::{
+    DatagramAddr, DatagramLoopExt, DatagramOptions, DatagramProtocol, DatagramTransport,
+};
+#[cfg(feature = "net")]
+pub use loop_net::{SendfileFallback, SendfileLoopExt};
+
+#[cfg(feature = "tls")]
+pub use loop_net::{
+    rustls, CipherInfo, TlsClientOptions, TlsConfig, TlsLoopExt, TlsOptions, TlsServerOptions,
 };
 
 #[cfg(feature = "policy")]
@@ -65,11 +78,21 @@ pub mod prelude {
         LoopHandle, Task, TimerHandle,
     };
     #[cfg(feature = "net")]
+    pub use loop_net::PipeLoopExt;
+    #[cfg(feature = "net")]
+    pub use loop_net::SendfileLoopExt;
+    #[cfg(feature = "net")]
     pub use loop_net::{
         AnyProtocol, BaseProtocol, Buffered, BufferedProtocol, ConnectOptions, ExtraInfo,
         IntoProtocol, NetLoopExt, Protocol, ProtocolHandle, Server, ServerOptions, StreamLoopExt,
         Transport, WriteBufferLimits,
     };
+    #[cfg(feature = "net")]
+    pub use loop_net::{
+        DatagramAddr, DatagramLoopExt, DatagramOptions, DatagramProtocol, DatagramTransport,
+    };
+    #[cfg(feature = "tls")]
+    pub use loop_net::{TlsClientOptions, TlsLoopExt, TlsServerOptions};
     #[cfg(feature = "policy")]
     pub use loop_policy::{
         get_event_loop, get_running_loop, new_event_loop, set_event_loop, EventLoopPolicy,

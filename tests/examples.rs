@@ -11,7 +11,7 @@
 #![cfg(feature = "net")]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
@@ -325,6 +325,40 @@ fn echo_server_prints_ipv6_in_brackets() {
 }
 
 #[test]
+fn echo_server_echoes_datagrams_over_udp() {
+    let test = "echo_server_echoes_datagrams_over_udp";
+    let Some(bin) = example(test, "echo_server") else {
+        return;
+    };
+    let mut server = EchoServer::spawn(&bin, &["--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0"]);
+    let line = server.line();
+    let port: u16 = line
+        .strip_prefix("listening on udp://127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("expected listening on udp://127.0.0.1:PORT, got {line:?}"));
+    assert_ne!(port, 0);
+    let tcp = tcp_port(&server.line(), "127.0.0.1");
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    // One datagram at a time (loopback does not drop them), each echoed
+    // whole, empty and near the UDP maximum included.
+    let mut buf = vec![0u8; 65_536];
+    for size in [0usize, 1, 1000, 60_000] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        s.send(&data).unwrap();
+        let n = s.recv(&mut buf).expect("the echoed datagram");
+        assert!(buf[..n] == data[..], "the echo of {size} bytes differs");
+    }
+    // The TCP side serves alongside.
+    drop(tcp_echo_check(tcp, "127.0.0.1", 1000));
+    let (status, more, stderr) = server.shut_down();
+    assert!(status.success(), "{status:?}\nstderr: {stderr}");
+    assert!(more.is_empty(), "unexpected output {more:?}");
+    assert!(stderr.is_empty(), "stderr: {stderr}");
+}
+
+#[test]
 fn echo_server_rejects_bad_arguments_with_status_2() {
     let test = "echo_server_rejects_bad_arguments_with_status_2";
     let Some(bin) = example(test, "echo_server") else {
@@ -335,6 +369,7 @@ fn echo_server_rejects_bad_arguments_with_status_2() {
         &["--tcp", "127.0.0.1"],
         &["--tcp", "127.0.0.1:99999"],
         &["--tcp", ":80"],
+        &["--udp", "127.0.0.1"],
         &["--bogus"],
     ] {
         let out = run_to_end(&bin, args);
@@ -451,4 +486,67 @@ fn echo_client_reports_refused_connections_and_bad_arguments() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(text(&out.stderr).contains("usage: echo_client"), "{args:?}");
     }
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn echo_server_with_tls_serves_a_rustls_client() {
+    use aioloop::rustls;
+    use std::sync::Arc;
+    let test = "echo_server_with_tls_serves_a_rustls_client";
+    let Some(bin) = example(test, "echo_server") else {
+        return;
+    };
+    // A self-signed certificate for localhost, as PEM files.
+    let dir = TempDir::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let mut server = EchoServer::spawn(
+        &bin,
+        &[
+            "--tls",
+            cert_path.to_str().unwrap(),
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let line = server.line();
+    let port: u16 = line
+        .strip_prefix("listening on tls://127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let data: Vec<u8> = (0..100_000).map(|i| (i % 251) as u8).collect();
+    tls.write_all(&data).unwrap();
+    let mut echo = vec![0u8; data.len()];
+    tls.read_exact(&mut echo).unwrap();
+    assert!(echo == data, "the echo differs");
+    // Our close_notify: the server closes its side cleanly (its own
+    // close_notify, then EOF).
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    let (status, more, stderr) = server.shut_down();
+    assert!(status.success(), "{status:?}\nstderr: {stderr}");
+    assert!(more.is_empty(), "unexpected output {more:?}");
 }

@@ -1556,3 +1556,76 @@ fn a_lost_connection_lets_go_of_a_protocol_that_keeps_its_transport() {
     );
     finish(&lp, &seen);
 }
+
+/// A protocol that pauses reading in connection_made.
+struct PausesAtStart {
+    transport: Option<aioloop::Transport>,
+    got: Vec<u8>,
+}
+
+impl aioloop::BaseProtocol for PausesAtStart {
+    fn connection_made(&mut self, t: aioloop::Transport) {
+        t.pause_reading();
+        self.transport = Some(t);
+    }
+}
+
+impl aioloop::Protocol for PausesAtStart {
+    fn data_received(&mut self, data: &[u8]) {
+        self.got.extend_from_slice(data);
+    }
+}
+
+#[test]
+fn pause_reading_inside_connection_made_holds() {
+    use std::io::Write as _;
+    let lp = aioloop::EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let lp2 = lp.clone();
+    let (t, proto, mut peer) = lp
+        .run_until_complete(async move {
+            let (t, proto) = aioloop::StreamLoopExt::create_connection(
+                &lp2,
+                || PausesAtStart {
+                    transport: None,
+                    got: Vec::new(),
+                },
+                Some("127.0.0.1"),
+                port,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+            let (peer, _) = listener.accept().unwrap();
+            (t, proto, peer)
+        })
+        .unwrap();
+    assert!(!t.is_reading());
+    peer.write_all(b"held back").unwrap();
+    // Several iterations: nothing may be delivered while paused.
+    for _ in 0..5 {
+        let lp2 = lp.clone();
+        lp.run_until_complete(async move { lp2.sleep(std::time::Duration::from_millis(2)).await })
+            .unwrap()
+            .unwrap();
+    }
+    assert!(proto.borrow().got.is_empty(), "data_received while paused");
+    t.resume_reading();
+    let lp2 = lp.clone();
+    let p2 = proto.clone();
+    lp.run_until_complete(async move {
+        for _ in 0..2000 {
+            if p2.borrow().got.len() == 9 {
+                break;
+            }
+            lp2.sleep(std::time::Duration::from_millis(1))
+                .await
+                .unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(proto.borrow().got, b"held back");
+    t.abort();
+    lp.close().unwrap();
+}

@@ -75,6 +75,12 @@ pub struct ConnectOptions {
     pub interleave: Option<usize>,
     /// An already connected socket to use instead of host and port (`sock=`).
     pub sock: Option<OwnedFd>,
+    /// Speak TLS over the connection (`ssl=`, `server_hostname=`,
+    /// `ssl_handshake_timeout=`, `ssl_shutdown_timeout=`; feature `tls`):
+    /// `create_connection` returns once the handshake is done and
+    /// `connection_made` ran, or the handshake's error.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsClientOptions>,
 }
 
 /// Options of `create_server` (asyncio's keyword arguments).
@@ -92,6 +98,11 @@ pub struct ServerOptions {
     pub reuse_port: bool,
     /// Start accepting at once (`start_serving=`, default true).
     pub start_serving: bool,
+    /// Speak TLS with every client (`ssl=`, `ssl_handshake_timeout=`,
+    /// `ssl_shutdown_timeout=`; feature `tls`): each protocol's
+    /// `connection_made` comes after its handshake.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsServerOptions>,
 }
 
 impl Default for ServerOptions {
@@ -102,6 +113,8 @@ impl Default for ServerOptions {
             reuse_address: true,
             reuse_port: false,
             start_serving: true,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -251,6 +264,10 @@ pub(crate) async fn create_connection<F: IntoProtocol>(
     mut opts: ConnectOptions,
 ) -> io::Result<(Transport, F::Handle)> {
     ensure_open(lp)?;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &opts.tls {
+        crate::tls::check_client(tls, host)?;
+    }
     let sock = match opts.sock.take() {
         Some(sock) => {
             if host.is_some() {
@@ -284,6 +301,10 @@ pub(crate) async fn create_connection<F: IntoProtocol>(
                 .map_err(combine)?
         }
     };
+    #[cfg(feature = "tls")]
+    if let Some(tls) = opts.tls.take() {
+        return crate::tls::connect_tls(lp, sock, factory, tls, host).await;
+    }
     start_and_wait(lp, sock, factory).await
 }
 
@@ -380,6 +401,10 @@ pub(crate) async fn create_server<F: IntoProtocol>(
         fds.push(listen_tcp(addr, &opts)?);
     }
     let server = Server::new(lp, fds, factory_of(factory), opts.backlog, true, None);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = opts.tls.clone() {
+        server.set_starter(crate::tls::server_starter(tls));
+    }
     if opts.start_serving {
         server.start_serving().map_err(io::Error::from)?;
     }
@@ -442,6 +467,10 @@ pub(crate) fn create_unix_server<F: IntoProtocol>(
         false,
         owned,
     );
+    #[cfg(feature = "tls")]
+    if let Some(tls) = opts.tls.clone() {
+        server.set_starter(crate::tls::server_starter(tls));
+    }
     if opts.start_serving {
         server.start_serving().map_err(io::Error::from)?;
     }

@@ -24,6 +24,8 @@
 //! | `await loop.sock_sendall(sock, data)` / `sock_sendto(sock, data, addr)` | [`NetLoopExt::sock_sendall`], [`NetLoopExt::sock_sendto`] |
 //! | `await loop.sock_connect(sock, addr)` / `sock_accept(sock)` | [`NetLoopExt::sock_connect`], [`NetLoopExt::sock_accept`] |
 //! | `await loop.sock_sendfile(sock, file, offset, count, fallback=)` | [`NetLoopExt::sock_sendfile`] |
+//! | `await loop.sendfile(transport, file, offset, count, fallback=)` | [`SendfileLoopExt::sendfile`] with [`SendfileFallback`] (or a `bool`) |
+//! | `await loop.connect_read_pipe(factory, pipe)` / `connect_write_pipe(factory, pipe)` | [`PipeLoopExt::connect_read_pipe`], [`PipeLoopExt::connect_write_pipe`] (pipes, FIFOs, character devices, sockets) |
 //! | `socket.gaierror` / `SendfileNotAvailableError` | [`ResolveError`], [`SendfileNotAvailableError`] (inside an `io::Error`) |
 //!
 //! Addresses are [`SockAddr`]s (from `std::net::SocketAddr` or a Unix path).
@@ -77,8 +79,12 @@
 
 mod addr;
 mod connect;
+mod datagram;
+mod datagram_ext;
 mod dns;
 mod ext;
+mod pipe;
+mod pipe_ext;
 mod protocol;
 mod readiness;
 mod resolver;
@@ -87,19 +93,36 @@ mod server;
 mod sock;
 mod stream;
 mod stream_ext;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(feature = "tls")]
+mod tls_stream;
 mod transport;
+mod transport_sendfile;
 mod write_buffer;
 
 pub use addr::SockAddr;
 pub use connect::{Buffered, ConnectOptions, IntoProtocol, ServerOptions};
+pub use datagram::{DatagramProtocol, DatagramTransport};
+pub use datagram_ext::{DatagramAddr, DatagramLoopExt, DatagramOptions};
 pub use dns::{
     AddrInfo, AddrInfoFlags, AddrInfoHints, AddressFamily, IpProtocol, NameInfoFlags, ResolveError,
     Service, SocketKind,
 };
 pub use ext::NetLoopExt;
+pub use pipe_ext::PipeLoopExt;
 pub use protocol::{AnyProtocol, BaseProtocol, BufferedProtocol, Protocol, ProtocolHandle};
+/// rustls, whose configurations TLS connections take (feature `tls`).
+#[cfg(feature = "tls")]
+pub use rustls;
 pub use sendfile::SendfileNotAvailableError;
 pub use server::Server;
 pub use stream_ext::StreamLoopExt;
+#[cfg(feature = "tls")]
+pub use tls::{
+    CipherInfo, TlsClientOptions, TlsConfig, TlsLoopExt, TlsOptions, TlsServerOptions,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
+};
 pub use transport::{ExtraInfo, Transport};
+pub use transport_sendfile::{SendfileFallback, SendfileLoopExt};
 pub use write_buffer::WriteBufferLimits;

@@ -30,7 +30,7 @@ use crate::readiness::{check_call, Direction, FdIo};
 use crate::sock::send_all;
 
 /// Bytes read per block by the fallback (asyncio's 256 KiB cap).
-const FALLBACK_BLOCK: usize = 256 * 1024;
+pub(crate) const FALLBACK_BLOCK: usize = 256 * 1024;
 
 /// The most Linux sends in one `sendfile` call.
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -48,7 +48,7 @@ pub struct SendfileNotAvailableError {
 }
 
 impl SendfileNotAvailableError {
-    fn new(reason: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
         SendfileNotAvailableError {
             reason: reason.into(),
         }
@@ -74,7 +74,7 @@ impl fmt::Display for SendfileNotAvailableError {
 impl std::error::Error for SendfileNotAvailableError {}
 
 /// How the native path ended, short of success.
-enum NativeError {
+pub(crate) enum NativeError {
     Unavailable(String),
     Io(io::Error),
 }
@@ -144,7 +144,7 @@ pub(crate) async fn sock_sendfile(
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-async fn native(
+pub(crate) async fn native(
     lp: &EventLoop,
     sock: BorrowedFd<'_>,
     file: BorrowedFd<'_>,
@@ -189,7 +189,7 @@ async fn native(
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-async fn native(
+pub(crate) async fn native(
     _lp: &EventLoop,
     _sock: BorrowedFd<'_>,
     _file: BorrowedFd<'_>,

@@ -39,6 +39,17 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 pub(crate) type Factory = Box<dyn Fn() -> AnyProtocol>;
 
+/// Wraps an accepted socket in a transport, instead of the plain stream
+/// transport (a TLS server's, tls.rs). On error the lost hook was not called.
+pub(crate) type Starter = Rc<
+    dyn Fn(
+        &EventLoop,
+        OwnedFd,
+        AnyProtocol,
+        Option<crate::stream::LostHook>,
+    ) -> Result<Transport, LoopError>,
+>;
+
 /// A listening server (asyncio's `Server`): returned by `create_server` and
 /// `create_unix_server`.
 #[doc(alias = "asyncio.Server")]
@@ -66,6 +77,8 @@ pub(crate) struct ServerInner {
     waiters: RefCell<Vec<Waker>>,
     /// A Unix socket path this server bound, removed on close.
     unix_path: RefCell<Option<PathBuf>>,
+    /// How accepted sockets become transports; `None`: plain streams.
+    starter: RefCell<Option<Starter>>,
 }
 
 impl Server {
@@ -100,8 +113,15 @@ impl Server {
                 active: Cell::new(0),
                 waiters: RefCell::new(Vec::new()),
                 unix_path: RefCell::new(unix_path),
+                starter: RefCell::new(None),
             }),
         }
+    }
+
+    /// Makes accepted sockets into transports with `starter` (TLS).
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_starter(&self, starter: Starter) {
+        *self.inner.starter.borrow_mut() = Some(starter);
     }
 
     /// Starts accepting connections (idempotent); `create_server` does it
@@ -322,7 +342,12 @@ impl ServerInner {
                 s.detach(key);
             }
         });
-        match Stream::start(&me.lp, conn, protocol, Some(on_lost)) {
+        let starter = me.starter.borrow().clone();
+        let started = match starter {
+            Some(start) => start(&me.lp, conn, protocol, Some(on_lost)),
+            None => Stream::start(&me.lp, conn, protocol, Some(on_lost)),
+        };
+        match started {
             Ok(t) => me.clients.borrow_mut()[key] = Some(t),
             Err(_) => me.detach(key),
         }

@@ -45,6 +45,14 @@ use crate::protocol::{AnyProtocol, BaseProtocol, Protocol};
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
+#[path = "stream_sendfile.rs"]
+mod sendfile_hooks;
+use sendfile_hooks::SendfileState;
+
+#[path = "stream_upgrade.rs"]
+mod upgrade;
+use upgrade::UpgradeState;
+
 /// How much one `recv` asks for (asyncio's `max_size` is 256 KiB; 64 KiB
 /// keeps the shared buffer in L2 and is what uvloop reads).
 pub(crate) const READ_SIZE: usize = 64 * 1024;
@@ -95,11 +103,18 @@ pub(crate) struct Stream {
     made: Cell<bool>,
     made_waiters: RefCell<Vec<std::task::Waker>>,
     retry_pending: Cell<bool>,
+    draining: Cell<bool>,
+    /// `pause_reading()` was called (and not undone by `resume_reading()`).
+    user_paused: Cell<bool>,
     writes_after_lost: Cell<u64>,
     deferred: RefCell<Vec<Notice>>,
     peername: Option<SockAddr>,
     sockname: Option<SockAddr>,
     on_lost: RefCell<Option<LostHook>>,
+    /// `loop.sendfile` in progress (stream_sendfile.rs).
+    sendfile: SendfileState,
+    /// `start_tls` waiting, or done (stream_upgrade.rs).
+    upgrade: UpgradeState,
 }
 
 impl Stream {
@@ -148,11 +163,15 @@ impl Stream {
             made: Cell::new(false),
             made_waiters: RefCell::new(Vec::new()),
             retry_pending: Cell::new(false),
+            draining: Cell::new(false),
+            user_paused: Cell::new(false),
             writes_after_lost: Cell::new(0),
             deferred: RefCell::new(Vec::new()),
             peername,
             sockname,
             on_lost: RefCell::new(on_lost),
+            sendfile: SendfileState::default(),
+            upgrade: UpgradeState::default(),
         });
         let transport = Transport {
             inner: stream.clone(),
@@ -180,7 +199,7 @@ impl Stream {
                 self.made.set(true);
                 self.wake_made();
                 self.drain_deferred();
-                if self.state.get() == State::Open {
+                if self.state.get() == State::Open && !self.user_paused.get() {
                     self.start_reading();
                 }
             }
@@ -385,6 +404,8 @@ impl Stream {
     /// After bytes left the buffer: resume the protocol, and when the buffer
     /// is empty stop watching writability and finish a close or write_eof.
     fn after_drain(self: &Rc<Self>) {
+        self.sendfile.wake();
+        self.upgrade.wake();
         self.maybe_resume_protocol();
         if !self.buffer.borrow().is_empty() {
             return;
@@ -506,6 +527,9 @@ impl Stream {
     /// Delivers a flow-control notice now, or right after the protocol's
     /// running callback returns if it is busy.
     fn notify(&self, notice: Notice) {
+        if self.sendfile.holds_notices() {
+            return; // told when the sendfile ends
+        }
         self.deferred.borrow_mut().push(notice);
         self.drain_deferred();
     }
@@ -539,16 +563,23 @@ impl Stream {
     /// the protocol is busy for another reason (a task holding its borrow
     /// across an await), a retry is also scheduled, so no notice is stranded.
     fn drain_deferred(&self) {
+        // A notice's callback may queue more notices (a `write` inside
+        // `resume_writing`): the outer drain delivers them in order after
+        // it; a nested drain does nothing.
+        if self.draining.replace(true) {
+            return;
+        }
         loop {
             let Some(notice) = self.deferred.borrow().first().copied() else {
-                return;
+                break;
             };
             if !self.deliver(notice) {
                 self.retry_later(|me| me.drain_deferred());
-                return;
+                break;
             }
             self.deferred.borrow_mut().remove(0);
         }
+        self.draining.set(false);
     }
 
     /// Runs `f` again shortly (1 ms: not `call_soon`, which would spin the
@@ -569,6 +600,7 @@ impl Stream {
             return;
         }
         self.state.set(State::Closing);
+        self.sendfile.wake();
         self.stop_reading();
         if self.buffer.borrow().is_empty() {
             self.schedule_lost(None);
@@ -583,6 +615,7 @@ impl Stream {
         self.stop_writing();
         self.stop_reading();
         self.state.set(State::Closing);
+        self.sendfile.wake();
         self.schedule_lost(error);
     }
 
@@ -604,6 +637,7 @@ impl Stream {
         if self.lost_scheduled.replace(true) {
             return;
         }
+        self.upgrade.wake();
         let me = self.clone();
         let scheduled = self.lp.call_soon(move || me.call_connection_lost(error));
         if scheduled.is_err() {
@@ -654,6 +688,7 @@ impl Stream {
 
     fn finish_lost(&self) {
         self.state.set(State::Lost);
+        self.sendfile.wake();
         self.wake_made();
         self.stop_reading();
         self.stop_writing();
@@ -686,10 +721,12 @@ fn io_error(e: LoopError) -> io::Error {
 
 impl TransportImpl for Stream {
     fn write(&self, data: &[u8]) -> Result<(), LoopError> {
+        self.sendfile.check_write()?;
         self.rc().write_impl(&[data])
     }
 
     fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError> {
+        self.sendfile.check_write()?;
         self.rc().write_impl(chunks)
     }
 
@@ -709,11 +746,15 @@ impl TransportImpl for Stream {
     }
 
     fn close(&self) {
-        self.rc().close_impl()
+        if !self.upgrade.forward(|t| t.close()) {
+            self.rc().close_impl()
+        }
     }
 
     fn abort(&self) {
-        self.rc().force_close(None)
+        if !self.upgrade.forward(|t| t.abort()) {
+            self.rc().force_close(None)
+        }
     }
 
     fn is_closing(&self) -> bool {
@@ -723,6 +764,7 @@ impl TransportImpl for Stream {
     fn set_protocol(&self, protocol: AnyProtocol) {
         let old = self.protocol.replace(protocol);
         drop(old);
+        self.sendfile.protocol_replaced();
         if self.protocol_paused.get() {
             self.notify(Notice::Pause);
         }
@@ -734,12 +776,16 @@ impl TransportImpl for Stream {
 
     fn pause_reading(&self) {
         if self.state.get() == State::Open {
+            // Remembered, so that a pause from inside connection_made holds
+            // when the transport would start reading after it.
+            self.user_paused.set(true);
             self.stop_reading();
         }
     }
 
     fn resume_reading(&self) {
         if self.state.get() == State::Open {
+            self.user_paused.set(false);
             self.rc().start_reading();
         }
     }
@@ -780,5 +826,14 @@ impl TransportImpl for Stream {
 
     fn writes_after_lost(&self) -> u64 {
         self.writes_after_lost.get()
+    }
+
+    fn sendfile_support(&self) -> Option<&dyn crate::transport_sendfile::SendfileSupport> {
+        Some(self)
+    }
+
+    #[cfg(feature = "tls")]
+    fn upgrade_hook(&self) -> Option<Rc<Stream>> {
+        Some(self.rc())
     }
 }

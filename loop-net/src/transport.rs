@@ -35,6 +35,17 @@ pub(crate) trait TransportImpl {
     fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
     fn get_loop(&self) -> EventLoop;
     fn writes_after_lost(&self) -> u64;
+    /// What `loop.sendfile` may use of this transport
+    /// (transport_sendfile.rs); `None`: sendfile is not supported.
+    fn sendfile_support(&self) -> Option<&dyn crate::transport_sendfile::SendfileSupport> {
+        None
+    }
+    /// `start_tls`: the socket stream transport behind this handle, whose
+    /// socket an upgrade may take over (tls.rs); `None` for other kinds.
+    #[cfg(feature = "tls")]
+    fn upgrade_hook(&self) -> Option<Rc<crate::stream::Stream>> {
+        None
+    }
 }
 
 /// A value of [`Transport::get_extra_info`].
@@ -46,6 +57,20 @@ pub enum ExtraInfo {
     /// `"socket"`: the transport's file descriptor (owned by the transport;
     /// do not close it, and do not `add_reader` on it).
     Fd(RawFd),
+    /// Bytes: TLS's `"peercert"` (the peer's certificate, DER) and
+    /// `"alpn_protocol"`.
+    Bytes(Vec<u8>),
+    /// Text: TLS's `"version"` / `"protocol"` (`"TLSv1.3"`) and
+    /// `"server_hostname"`.
+    Text(String),
+    /// TLS's `"peercert_chain"`: the peer's certificates, leaf first, DER.
+    Certificates(Vec<Vec<u8>>),
+    /// TLS's `"cipher"`.
+    #[cfg(feature = "tls")]
+    Cipher(crate::tls::CipherInfo),
+    /// TLS's `"sslcontext"`: the configuration the connection was made with.
+    #[cfg(feature = "tls")]
+    TlsConfig(crate::tls::TlsConfig),
 }
 
 /// A connection's transport: write to it, close it, pause it (asyncio's

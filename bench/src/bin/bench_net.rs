@@ -5,6 +5,10 @@
 //! bench-net client --addr HOST:PORT --conns N --size BYTES --duration SECS
 //!                  [--warmup SECS] [--server-pid PID] [--case NAME] [--system NAME]
 //! bench-net idle   --addr HOST:PORT --conns N
+//! bench-net server --system aioloop-tls|tokio-rustls --tls-dir DIR [--addr ...]
+//! bench-net client --tls-dir DIR ...   (TLS clients, tokio-rustls)
+//! bench-net sendfile --system aioloop-sendfile|aioloop-copy|tokio --file PATH --size BYTES
+//!                    [--reps N] [--case NAME]
 //! ```
 //!
 //! - `server` prints `listening on PORT` (flushed) and echoes every byte back
@@ -28,6 +32,9 @@
 //!   byte on each so the server has surely accepted and set it up, prints
 //!   `ready N` and holds them until its stdin closes.
 //!
+//! - `sendfile`: a file over loopback to a receiver that counts bytes (see
+//!   `bench_net/sendfile.rs`).
+//!
 //! Every subcommand raises its soft `RLIMIT_NOFILE` to the hard limit.
 
 use std::error::Error;
@@ -45,6 +52,12 @@ use loop_net::{BaseProtocol, Protocol, ServerOptions, StreamLoopExt, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "bench_net/sendfile.rs"]
+mod sendfile;
+
+#[path = "bench_net/tls.rs"]
+mod tls;
+
 type Res<T> = Result<T, Box<dyn Error>>;
 
 /// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
@@ -57,7 +70,9 @@ const IDLE_CONNECTS_IN_FLIGHT: usize = 64;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
-        eprintln!("usage: bench-net server|client|idle [options] (see the source's header)");
+        eprintln!(
+            "usage: bench-net server|client|idle|sendfile [options] (see the source's header)"
+        );
         return ExitCode::from(2);
     };
     let opts = match Opts::parse(args) {
@@ -72,6 +87,7 @@ fn main() -> ExitCode {
         "server" => server(&opts),
         "client" => client(&opts),
         "idle" => idle(&opts),
+        "sendfile" => sendfile::run(&opts),
         other => Err(format!("unknown subcommand `{other}`").into()),
     };
     match result {
@@ -94,6 +110,11 @@ struct Opts {
     warmup: f64,
     server_pid: Option<u32>,
     case: String,
+    /// `sendfile`: the file to send, and how many measured sends.
+    file: Option<String>,
+    reps: usize,
+    /// TLS servers and clients: where the server's certificate goes.
+    tls_dir: Option<String>,
 }
 
 impl Opts {
@@ -107,6 +128,9 @@ impl Opts {
             warmup: 0.5,
             server_pid: None,
             case: "net".into(),
+            file: None,
+            reps: 3,
+            tls_dir: None,
         };
         let mut it = args;
         while let Some(arg) = it.next() {
@@ -120,6 +144,9 @@ impl Opts {
                 "--warmup" => o.warmup = value()?.parse()?,
                 "--server-pid" => o.server_pid = Some(value()?.parse()?),
                 "--case" => o.case = value()?,
+                "--file" => o.file = Some(value()?),
+                "--reps" => o.reps = value()?.parse()?,
+                "--tls-dir" => o.tls_dir = Some(value()?),
                 other => return Err(format!("unknown argument `{other}`").into()),
             }
         }
@@ -177,7 +204,12 @@ fn server(o: &Opts) -> Res<()> {
     match o.system.as_deref() {
         Some("aioloop") => server_aioloop(addr),
         Some("tokio") => server_tokio(addr),
-        Some(other) => Err(format!("unknown system `{other}` (aioloop, tokio)").into()),
+        Some("aioloop-tls") => tls::server_aioloop(addr, o),
+        Some("tokio-rustls") => tls::server_tokio(addr, o),
+        Some(other) => Err(format!(
+            "unknown system `{other}` (aioloop, tokio, aioloop-tls, tokio-rustls)"
+        )
+        .into()),
         None => Err("--system is required".into()),
     }
 }
@@ -289,8 +321,8 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// One connection's ping-pong until `stop`.
-async fn ping_pong(
-    mut sock: TcpStream,
+async fn ping_pong<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut sock: S,
     size: usize,
     count: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -343,9 +375,23 @@ fn client(o: &Opts) -> Res<()> {
         for _ in 0..o.conns {
             socks.push(connect(addr).await?);
         }
+        // --tls-dir: every connection speaks TLS (tokio-rustls), handshake
+        // done before the `connected` line.
+        let connector = o.tls_dir.as_deref().map(tls::connector).transpose()?;
+        let mut tls_socks = Vec::new();
+        if let Some(c) = &connector {
+            for sock in socks.drain(..) {
+                let name = "localhost".try_into()?;
+                tls_socks.push(c.connect(name, sock).await?);
+            }
+        }
         say(&format!("connected {}", o.conns));
         let mut tasks = Vec::with_capacity(o.conns);
         for sock in socks {
+            let (count, stop) = (count.clone(), stop.clone());
+            tasks.push(tokio::spawn(ping_pong(sock, o.size, count, stop)));
+        }
+        for sock in tls_socks {
             let (count, stop) = (count.clone(), stop.clone());
             tasks.push(tokio::spawn(ping_pong(sock, o.size, count, stop)));
         }

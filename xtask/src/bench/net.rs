@@ -13,7 +13,10 @@
 //! over the client's measurement window); bytes of server RSS per idle
 //! connection; syscalls per echoed message (`strace -c -f -p` attached for
 //! a bounded window of the 1 KiB x 50 load, divided by the messages the
-//! client counted in that window).
+//! client counted in that window). The `sendfile_256m` case (net_sendfile.rs)
+//! sends a 256 MiB file with `loop.sendfile`, with its forced copy loop, and
+//! with tokio's best equivalent. The `tls_1k_x10` case (net_tls.rs) is TLS
+//! echo: aioloop's TLS transport against tokio + tokio-rustls.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,6 +30,12 @@ use std::time::{Duration, Instant};
 use super::{fmt_num, fmt_ratio, median, pin_prefix, print_round, proc, strace};
 use super::{Options, Results};
 use crate::json::Json;
+
+#[path = "net_sendfile.rs"]
+mod sendfile;
+
+#[path = "net_tls.rs"]
+mod tls;
 
 /// Rounds when `--rounds` is not given (each round runs every case on every
 /// system: about two minutes on a 2-core machine).
@@ -250,6 +259,51 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
                 }
             }
         }
+        let mut sendfile_order = sendfile::SYSTEMS.to_vec();
+        let n = sendfile_order.len();
+        sendfile_order.rotate_left((round - 1) % n);
+        for sys in sendfile_order {
+            let label = format!("{} {sys}", sendfile::CASE);
+            match sendfile::run(&plan.bin, &scratch, sys, opts.quick) {
+                Ok(lines) => {
+                    for r in lines {
+                        println!(
+                            "    {:<28} {:>12} {}",
+                            format!("{} {}", r.case, r.system),
+                            fmt_num(r.value),
+                            r.unit
+                        );
+                        results.push(&r.case, &r.system, &r.unit, r.value);
+                    }
+                }
+                Err(e) => {
+                    println!("    {label:<28} FAILED: {e}");
+                    failures.push(format!("round {round}: {label}: {e}"));
+                }
+            }
+        }
+        let mut tls_order = tls::SYSTEMS.to_vec();
+        tls_order.rotate_left((round - 1) % tls::SYSTEMS.len());
+        for sys in tls_order {
+            let label = format!("{} {sys}", tls::CASE);
+            match tls::run(&plan, &scratch, sys) {
+                Ok(lines) => {
+                    for r in lines {
+                        println!(
+                            "    {:<28} {:>12} {}",
+                            format!("{} {}", r.case, r.system),
+                            fmt_num(r.value),
+                            r.unit
+                        );
+                        results.push(&r.case, &r.system, &r.unit, r.value);
+                    }
+                }
+                Err(e) => {
+                    println!("    {label:<28} FAILED: {e}");
+                    failures.push(format!("round {round}: {label}: {e}"));
+                }
+            }
+        }
         let idle_case = format!("idle_{}", plan.idle_conns);
         for sys in &order {
             let label = format!("{idle_case} {}", sys.name);
@@ -298,6 +352,8 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
     fill_missing_syscalls(&mut results);
     println!();
     print_report(&results, &plan, opts.quick, &names);
+    sendfile::print_report(&results);
+    tls::print_report(&results);
     println!("{pin_note}");
     if !strace_note.is_empty() {
         println!("syscalls per message: {strace_note}");
@@ -326,6 +382,8 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         ("strace", strace),
         ("python", Json::str(py.note)),
         ("notes", notes),
+        ("sendfile", sendfile::json(&results)),
+        ("tls", tls::json(&results)),
     ];
     let json = report_json(&results, &plan, opts.quick, extra, &failures, &names);
     super::finish("net", json, &failures)

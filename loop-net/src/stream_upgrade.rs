@@ -1,0 +1,166 @@
+//! The socket stream transport's side of `start_tls` (tls.rs): handing its
+//! socket over to a TLS transport. A child module of `stream`, so that it
+//! reaches the transport's state without widening it.
+//!
+//! # The sequence (`detach_for_upgrade`)
+//! 1. Stop reading at once: bytes that arrive from now on belong to the
+//!    TLS layer and stay in the kernel's buffer for it (asyncio pauses
+//!    reading first too). If the future is dropped before step 3, reading
+//!    resumes as it was.
+//! 2. Wait until the write buffer is empty and every flow-control notice
+//!    was delivered: a protocol paused by this transport gets its paired
+//!    `resume_writing` from this transport, so the TLS transport starts
+//!    unpaused and its protocol never sees an unpaired `resume_writing`
+//!    (LESSONS C.6).
+//! 3. Take the socket: unregister it, mark the transport lost without
+//!    `connection_lost` (its connection goes on as TLS), release its
+//!    protocol, and hand over the socket, the water marks and the lost hook
+//!    (a server's connection count). The stream hands every byte it reads
+//!    to its protocol at once, so it holds no unconsumed input: what the
+//!    protocol received but did not consume is given to `start_tls` by its
+//!    caller (`start_tls_with_data`).
+//!
+//! Afterwards `close`/`abort` on the old handle act on the successor
+//! (`Server::close_clients` keeps reaching the connection).
+
+use std::cell::RefCell;
+use std::task::Waker;
+
+use crate::transport::Transport;
+
+/// A stream transport's upgrade state.
+#[derive(Default)]
+pub(super) struct UpgradeState {
+    waiters: RefCell<Vec<Waker>>,
+    successor: RefCell<Option<Transport>>,
+}
+
+impl UpgradeState {
+    /// Wakes an upgrade waiting for the buffer to drain.
+    pub(super) fn wake(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Runs `f` on the transport that took this one's socket over; false
+    /// when there is none.
+    pub(super) fn forward(&self, f: impl FnOnce(&Transport)) -> bool {
+        let successor = self.successor.borrow().clone();
+        match successor {
+            Some(t) => {
+                f(&t);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+mod detach {
+    use std::io;
+    use std::os::fd::OwnedFd;
+    use std::rc::Rc;
+    use std::task::Poll;
+
+    use super::super::{LostHook, Released, State, Stream, RETRY_DELAY};
+    use crate::protocol::AnyProtocol;
+    use crate::transport::Transport;
+    use crate::write_buffer::WriteBufferLimits;
+
+    /// What `start_tls` takes over from a stream transport.
+    pub(crate) struct Detached {
+        pub(crate) fd: OwnedFd,
+        pub(crate) limits: WriteBufferLimits,
+        pub(crate) on_lost: Option<LostHook>,
+    }
+
+    /// Resumes reading if the upgrade is abandoned before the hand-over.
+    struct ResumeOnDrop {
+        stream: Rc<Stream>,
+        was_reading: bool,
+        armed: bool,
+    }
+
+    impl Drop for ResumeOnDrop {
+        fn drop(&mut self) {
+            if self.armed && self.was_reading && self.stream.state.get() == State::Open {
+                self.stream.start_reading();
+            }
+        }
+    }
+
+    impl Stream {
+        /// See the module docs.
+        pub(crate) async fn detach_for_upgrade(self: &Rc<Self>) -> io::Result<Detached> {
+            if self.state.get() != State::Open
+                || self.lost_scheduled.get()
+                || self.eof.get()
+                || self.read_eof.get()
+                || self.upgrade.successor.borrow().is_some()
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "start_tls(): the transport is closing or half-closed",
+                ));
+            }
+            let mut guard = ResumeOnDrop {
+                stream: self.clone(),
+                was_reading: self.reading.get(),
+                armed: true,
+            };
+            self.stop_reading();
+            let me = self.clone();
+            std::future::poll_fn(move |cx| {
+                if me.state.get() != State::Open || me.lost_scheduled.get() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "start_tls(): the connection was lost while its buffer drained",
+                    )));
+                }
+                let drained = me.made.get() && me.buffer.borrow().is_empty();
+                if drained && me.deferred.borrow().is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                if drained {
+                    // A notice waits for a busy protocol; the transport
+                    // retries it every RETRY_DELAY: look again then.
+                    let waker = cx.waker().clone();
+                    let _ = me.lp.call_later(RETRY_DELAY, move || waker.wake());
+                } else {
+                    me.upgrade.waiters.borrow_mut().push(cx.waker().clone());
+                }
+                Poll::Pending
+            })
+            .await?;
+            guard.armed = false;
+            self.stop_writing();
+            let fd = self
+                .fd
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+            self.state.set(State::Lost);
+            self.lost_scheduled.set(true);
+            let on_lost = self.on_lost.borrow_mut().take();
+            let released =
+                self.protocol
+                    .replace(AnyProtocol::Streaming(Rc::new(std::cell::RefCell::new(
+                        Released,
+                    ))));
+            drop(released);
+            Ok(Detached {
+                fd,
+                limits: self.limits.get(),
+                on_lost,
+            })
+        }
+
+        /// The TLS transport now owns this one's socket.
+        pub(crate) fn set_successor(&self, successor: Transport) {
+            *self.upgrade.successor.borrow_mut() = Some(successor);
+        }
+    }
+}

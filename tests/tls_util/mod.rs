@@ -1,0 +1,404 @@
+//! Helpers shared by the TLS tests (tls.rs, tls_peers.rs): a test PKI made
+//! with rcgen (a CA, a server certificate for `localhost` and 127.0.0.1,
+//! PEM files for the external peers), rustls configurations with the ring
+//! provider, and recording protocols.
+//!
+//! Every test file that uses this module also declares `mod util;`.
+#![allow(dead_code)]
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use aioloop::prelude::*;
+use aioloop::rustls;
+use aioloop::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::util::{Seen, Watchdog};
+
+/// A certificate authority and a server certificate it signed.
+pub struct Pki {
+    pub ca_der: CertificateDer<'static>,
+    pub server_der: CertificateDer<'static>,
+    pub server_key: Vec<u8>,
+    /// PEM files for openssl and Python: `ca.pem`, `server.pem` (the
+    /// chain), `server.key`.
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// A fresh PKI whose server certificate names `names` (DNS names or IP
+    /// addresses).
+    pub fn new(names: &[&str]) -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!(
+                "aioloop test CA {}",
+                NEXT_DIR.load(std::sync::atomic::Ordering::Relaxed)
+            ),
+        );
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+
+        let dir = std::env::temp_dir().join(format!(
+            "aioloop-tls-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), cert.pem() + &ca.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+        Pki {
+            ca_der: ca.der().clone(),
+            server_der: cert.der().clone(),
+            server_key: key.serialize_der(),
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()))
+    }
+
+    /// A server configuration presenting this PKI's certificate.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config_with(&[], None)
+    }
+
+    /// With ALPN protocols and, optionally, one protocol version only.
+    pub fn server_config_with(
+        &self,
+        alpn: &[&[u8]],
+        version: Option<&'static rustls::SupportedProtocolVersion>,
+    ) -> Arc<rustls::ServerConfig> {
+        let versions = versions(version);
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.server_der.clone(), self.ca_der.clone()],
+                self.key(),
+            )
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    /// A client configuration trusting this PKI's CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.client_config_with(&[], None)
+    }
+
+    pub fn client_config_with(
+        &self,
+        alpn: &[&[u8]],
+        version: Option<&'static rustls::SupportedProtocolVersion>,
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let versions = versions(version);
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn versions(
+    version: Option<&'static rustls::SupportedProtocolVersion>,
+) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    match version {
+        Some(v) => vec![v],
+        None => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+    }
+}
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Runs `f` to completion on `lp` under a watchdog.
+pub fn run<F>(lp: &EventLoop, f: F) -> F::Output
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let dog = Watchdog::start(lp);
+    let out = lp.run_until_complete(f).expect("run_until_complete");
+    dog.disarm();
+    out
+}
+
+/// Asserts the exception handler saw nothing, then closes the loop.
+pub fn finish(lp: &EventLoop, seen: &Rc<RefCell<Vec<Seen>>>) {
+    assert!(
+        seen.borrow().is_empty(),
+        "the exception handler was called: {:#?}",
+        seen.borrow()
+    );
+    lp.close().unwrap();
+}
+
+/// [`finish`], after dropping the reports of failed server-side
+/// handshakes (made in debug mode only, as asyncio: `AIOLOOP_DEBUG=1`).
+pub fn finish_allowing_handshake_reports(lp: &EventLoop, seen: &Rc<RefCell<Vec<Seen>>>) {
+    seen.borrow_mut()
+        .retain(|s| s.message != "SSL handshake failed");
+    finish(lp, seen);
+}
+
+/// `len` bytes of a pattern that is unlikely to line up by chance.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Wakers of everything waiting for a protocol event.
+#[derive(Default)]
+pub struct Notify(RefCell<Vec<Waker>>);
+
+impl Notify {
+    pub fn wake(&self) {
+        let wakers = std::mem::take(&mut *self.0.borrow_mut());
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Resolves once `cond` holds; re-checked after every notification.
+    pub fn until<'a>(
+        &'a self,
+        mut cond: impl FnMut() -> bool + 'a,
+    ) -> impl Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            if cond() {
+                return Poll::Ready(());
+            }
+            self.0.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+}
+
+/// One protocol callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ev {
+    Made,
+    Data(usize),
+    Eof,
+    Lost(Option<io::ErrorKind>),
+    Pause,
+    Resume,
+}
+
+/// What a [`Rec`] protocol saw; shared with the test.
+#[derive(Default)]
+pub struct Log {
+    pub notify: Notify,
+    pub events: RefCell<Vec<Ev>>,
+    pub data: RefCell<Vec<u8>>,
+    pub transport: RefCell<Option<Transport>>,
+    pub lost_error: RefCell<Option<String>>,
+    /// Echo what arrives (a server).
+    pub echo: Cell<bool>,
+    /// `eof_received`'s answer.
+    pub keep_open: Cell<bool>,
+}
+
+impl Log {
+    pub fn new() -> Rc<Log> {
+        Rc::new(Log::default())
+    }
+
+    pub fn echoing() -> Rc<Log> {
+        let log = Log::new();
+        log.echo.set(true);
+        log
+    }
+
+    pub fn push(&self, e: Ev) {
+        self.events.borrow_mut().push(e);
+        self.notify.wake();
+    }
+
+    pub fn events(&self) -> Vec<Ev> {
+        self.events.borrow().clone()
+    }
+
+    pub fn lost(&self) -> bool {
+        self.events
+            .borrow()
+            .iter()
+            .any(|e| matches!(e, Ev::Lost(_)))
+    }
+
+    pub fn lost_kind(&self) -> Option<Option<io::ErrorKind>> {
+        self.events.borrow().iter().find_map(|e| match e {
+            Ev::Lost(k) => Some(*k),
+            _ => None,
+        })
+    }
+
+    pub fn count(&self, e: &Ev) -> usize {
+        self.events.borrow().iter().filter(|x| *x == e).count()
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
+            .borrow()
+            .clone()
+            .expect("connection_made ran")
+    }
+
+    pub async fn until(&self, cond: impl Fn(&Log) -> bool) {
+        self.notify.until(|| cond(self)).await
+    }
+
+    pub async fn until_lost(&self) {
+        self.until(|l| l.lost()).await
+    }
+
+    pub async fn until_data(&self, n: usize) {
+        self.until(|l| l.data.borrow().len() >= n || l.lost()).await
+    }
+}
+
+/// A protocol that records everything into its [`Log`] (and echoes, with
+/// flow control, when the log says so).
+pub struct Rec(pub Rc<Log>);
+
+impl BaseProtocol for Rec {
+    fn connection_made(&mut self, t: Transport) {
+        *self.0.transport.borrow_mut() = Some(t);
+        self.0.push(Ev::Made);
+    }
+
+    fn connection_lost(&mut self, error: Option<io::Error>) {
+        *self.0.lost_error.borrow_mut() = error.as_ref().map(|e| e.to_string());
+        self.0.push(Ev::Lost(error.map(|e| e.kind())));
+    }
+
+    fn pause_writing(&mut self) {
+        if self.0.echo.get() {
+            if let Some(t) = &*self.0.transport.borrow() {
+                t.pause_reading();
+            }
+        }
+        self.0.push(Ev::Pause);
+    }
+
+    fn resume_writing(&mut self) {
+        if self.0.echo.get() {
+            if let Some(t) = &*self.0.transport.borrow() {
+                t.resume_reading();
+            }
+        }
+        self.0.push(Ev::Resume);
+    }
+}
+
+impl Protocol for Rec {
+    fn data_received(&mut self, data: &[u8]) {
+        if self.0.echo.get() {
+            if let Some(t) = &*self.0.transport.borrow() {
+                t.write(data).unwrap();
+            }
+        }
+        self.0.data.borrow_mut().extend_from_slice(data);
+        self.0.push(Ev::Data(data.len()));
+    }
+
+    fn eof_received(&mut self) -> bool {
+        self.0.push(Ev::Eof);
+        self.0.keep_open.get()
+    }
+}
+
+/// A server factory whose protocols record into logs the test can reach.
+#[derive(Clone, Default)]
+pub struct Accepted {
+    pub logs: Rc<RefCell<Vec<Rc<Log>>>>,
+    pub notify: Rc<Notify>,
+}
+
+impl Accepted {
+    pub fn new() -> Accepted {
+        Accepted::default()
+    }
+
+    /// A factory of echoing [`Rec`]s.
+    pub fn echo_factory(&self) -> impl Fn() -> Rec + 'static {
+        let me = self.clone();
+        move || {
+            let log = Log::echoing();
+            me.logs.borrow_mut().push(log.clone());
+            me.notify.wake();
+            Rec(log)
+        }
+    }
+
+    pub fn log(&self, i: usize) -> Rc<Log> {
+        self.logs.borrow()[i].clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.logs.borrow().len()
+    }
+}
+
+/// TLS client options trusting `pki` for `localhost`.
+pub fn client_opts(pki: &Pki) -> TlsClientOptions {
+    TlsClientOptions::new(pki.client_config()).server_hostname("localhost")
+}
+
+/// Connect options speaking TLS with `tls`.
+pub fn connect_tls(tls: TlsClientOptions) -> ConnectOptions {
+    ConnectOptions {
+        tls: Some(tls),
+        ..ConnectOptions::default()
+    }
+}
+
+/// Server options speaking TLS with `tls`.
+pub fn serve_tls(tls: TlsServerOptions) -> ServerOptions {
+    ServerOptions {
+        tls: Some(tls),
+        ..ServerOptions::default()
+    }
+}
+
+/// The rustls error inside an `io::Error` from a handshake, if any.
+pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
