@@ -173,10 +173,14 @@ fn a_producer_task_that_respects_pause_writing_keeps_the_buffer_bounded() {
     run(&lp, async move {
         let (t, rec, theirs) = connect_quiet(&l, Hooks::none()).await;
         let (_, high) = t.get_write_buffer_limits();
-        // The peer reads in small bites, as a slow consumer.
+        // The peer reads in small bites, as a slow consumer, and only once
+        // the producer was first paused (a fast reader on an idle machine
+        // could otherwise keep the buffer empty and nothing would be tested).
         let total = 8 << 20;
+        let (go, wait) = mpsc::channel::<()>();
         let reader = peer(theirs, move |mut s| {
             use std::io::Read;
+            let _ = wait.recv_timeout(LIMIT);
             let mut got = Vec::with_capacity(total);
             let mut buf = [0u8; 4096];
             loop {
@@ -189,7 +193,12 @@ fn a_producer_task_that_respects_pause_writing_keeps_the_buffer_bounded() {
         let mut max = 0;
         let mut sent = 0;
         let mut i = 0;
+        let mut started = false;
         while sent < total {
+            if rec.paused.get() && !started {
+                started = true;
+                let _ = go.send(());
+            }
             rec.until(|r| !r.paused.get()).await;
             let c = pattern(CHUNK, i);
             i += 1;
@@ -259,10 +268,14 @@ fn a_protocol_producing_from_resume_writing_and_closing_there_loses_once() {
     let (p1, p2) = (prod.clone(), prod.clone());
     let (l4, addr) = std_listener("127.0.0.1:0");
     let total = prod.total;
-    // The peer reads everything, on a thread, as fast as it can.
+    // The peer reads everything, on a thread, as fast as it can -- but only
+    // once the producer was paused, so that the rest of the data (and the
+    // close) is written from resume_writing however fast the reader is.
+    let (go, wait) = mpsc::channel::<()>();
     let acceptor = std::thread::spawn(move || {
         let (s, _) = l4.accept().unwrap();
         bounded(&s);
+        let _ = wait.recv_timeout(LIMIT);
         read_to_end_or_reset(&mut { s })
     });
     let rec = run(&lp, async move {
@@ -272,6 +285,9 @@ fn a_protocol_producing_from_resume_writing_and_closing_there_loses_once() {
             .on_made(move |t, r| {
                 small_send_buffer(t);
                 p1.produce(t, r, false)
+            })
+            .on_pause(move |_t, _r| {
+                let _ = go.send(());
             })
             .on_resume(move |t, r| p2.produce(t, r, true));
         let (_t, _h) = l

@@ -1027,3 +1027,163 @@ fn start_tls_while_writing_is_paused_hands_over_paired_flow_control() {
     });
     finish(&lp, &seen);
 }
+
+/// Pauses reading inside every `data_received` and resumes from a
+/// callback of the next iteration: the undelivered rest of each read waits
+/// in the transport, in order.
+struct Stutter {
+    log: Rc<Log>,
+    lp: EventLoop,
+}
+
+impl BaseProtocol for Stutter {
+    fn connection_made(&mut self, t: Transport) {
+        *self.log.transport.borrow_mut() = Some(t);
+        self.log.push(Ev::Made);
+    }
+    fn connection_lost(&mut self, e: Option<io::Error>) {
+        self.log.push(Ev::Lost(e.map(|e| e.kind())));
+    }
+}
+
+impl Protocol for Stutter {
+    fn data_received(&mut self, data: &[u8]) {
+        self.log.data.borrow_mut().extend_from_slice(data);
+        self.log.push(Ev::Data(data.len()));
+        let t = self.log.transport();
+        t.pause_reading();
+        assert!(!t.is_reading());
+        self.lp.call_soon(move || t.resume_reading()).unwrap();
+    }
+}
+
+#[test]
+fn pausing_inside_data_received_keeps_every_byte_in_order() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let pki = Pki::new(&["localhost"]);
+        let acc = Accepted::new();
+        let server = echo_server(&l, &acc, TlsServerOptions::new(pki.server_config())).await;
+        let log = Log::new();
+        let (lg, lp2) = (log.clone(), l.clone());
+        let (t, _h) = l
+            .create_connection(
+                move || Stutter { log: lg, lp: lp2 },
+                Some("127.0.0.1"),
+                port_of(&server),
+                connect_tls(client_opts(&pki)),
+            )
+            .await
+            .unwrap();
+        let data = pattern(MIB);
+        t.write(&data).unwrap();
+        log.until_data(MIB).await;
+        assert!(*log.data.borrow() == data, "bytes lost or reordered");
+        // Each delivery is at most one decrypted record.
+        assert!(log.events().len() > MIB / (16 * 1024));
+        t.close();
+        log.until_lost().await;
+        assert_eq!(log.lost_kind(), Some(None));
+        server.close();
+        server.wait_closed().await;
+    });
+    finish(&lp, &seen);
+}
+
+/// A server protocol that answers the first bytes and then closes (or
+/// aborts) from inside `data_received`.
+struct AnswerThenEnd {
+    log: Rc<Log>,
+    abort: bool,
+}
+
+impl BaseProtocol for AnswerThenEnd {
+    fn connection_made(&mut self, t: Transport) {
+        *self.log.transport.borrow_mut() = Some(t);
+        self.log.push(Ev::Made);
+    }
+    fn connection_lost(&mut self, e: Option<io::Error>) {
+        self.log.push(Ev::Lost(e.map(|e| e.kind())));
+    }
+}
+
+impl Protocol for AnswerThenEnd {
+    fn data_received(&mut self, data: &[u8]) {
+        self.log.push(Ev::Data(data.len()));
+        let t = self.log.transport();
+        t.write(b"bye").unwrap();
+        if self.abort {
+            t.abort();
+        } else {
+            t.close();
+        }
+        // Everything after is ignored, never an error or a panic.
+        t.write(b"late").unwrap();
+        t.close();
+        t.abort();
+        assert!(t.is_closing());
+    }
+}
+
+#[test]
+fn close_and_abort_from_inside_data_received_end_the_connection_once() {
+    for abort in [false, true] {
+        let lp = new_loop();
+        let seen = record_exceptions(&lp);
+        let l = lp.clone();
+        run(&lp, async move {
+            let pki = Pki::new(&["localhost"]);
+            let srv = Log::new();
+            let s = srv.clone();
+            let server = l
+                .create_server(
+                    move || AnswerThenEnd {
+                        log: s.clone(),
+                        abort,
+                    },
+                    &["127.0.0.1"],
+                    0,
+                    serve_tls(TlsServerOptions::new(pki.server_config())),
+                )
+                .await
+                .unwrap();
+            let log = Log::new();
+            let lg = log.clone();
+            let (t, _h) = l
+                .create_connection(
+                    move || Rec(lg),
+                    Some("127.0.0.1"),
+                    port_of(&server),
+                    connect_tls(client_opts(&pki)),
+                )
+                .await
+                .unwrap();
+            t.write(b"hello").unwrap();
+            log.until_lost().await;
+            srv.until_lost().await;
+            assert_eq!(srv.count(&Ev::Made), 1);
+            assert_eq!(
+                srv.events()
+                    .iter()
+                    .filter(|e| matches!(e, Ev::Lost(_)))
+                    .count(),
+                1
+            );
+            assert_eq!(srv.lost_kind(), Some(None));
+            if abort {
+                // No close_notify: the client sees a truncation.
+                assert!(log.data.borrow().is_empty() || &*log.data.borrow() == b"bye");
+                assert!(matches!(log.lost_kind(), Some(Some(_))));
+            } else {
+                assert_eq!(&*log.data.borrow(), b"bye");
+                assert!(log.events().contains(&Ev::Eof));
+                assert_eq!(log.lost_kind(), Some(None));
+            }
+            server.close();
+            server.wait_closed().await;
+        });
+        finish(&lp, &seen);
+    }
+}

@@ -9,6 +9,7 @@
 //! bench-net client --tls-dir DIR ...   (TLS clients, tokio-rustls)
 //! bench-net sendfile --system aioloop-sendfile|aioloop-copy|tokio --file PATH --size BYTES
 //!                    [--reps N] [--case NAME]
+//! bench-net udp-server|udp-client ...   (UDP echo: see `bench_net/udp.rs`)
 //! ```
 //!
 //! - `server` prints `listening on PORT` (flushed) and echoes every byte back
@@ -58,6 +59,9 @@ mod sendfile;
 #[path = "bench_net/tls.rs"]
 mod tls;
 
+#[path = "bench_net/udp.rs"]
+mod udp;
+
 type Res<T> = Result<T, Box<dyn Error>>;
 
 /// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
@@ -88,6 +92,8 @@ fn main() -> ExitCode {
         "client" => client(&opts),
         "idle" => idle(&opts),
         "sendfile" => sendfile::run(&opts),
+        "udp-server" => udp::server(&opts),
+        "udp-client" => udp::client(&opts),
         other => Err(format!("unknown subcommand `{other}`").into()),
     };
     match result {

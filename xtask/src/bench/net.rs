@@ -16,7 +16,8 @@
 //! client counted in that window). The `sendfile_256m` case (net_sendfile.rs)
 //! sends a 256 MiB file with `loop.sendfile`, with its forced copy loop, and
 //! with tokio's best equivalent. The `tls_1k_x10` case (net_tls.rs) is TLS
-//! echo: aioloop's TLS transport against tokio + tokio-rustls.
+//! echo: aioloop's TLS transport against tokio + tokio-rustls. The
+//! `udp_1k_x10` case (net_udp.rs) is UDP echo on every system.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,6 +37,9 @@ mod sendfile;
 
 #[path = "net_tls.rs"]
 mod tls;
+
+#[path = "net_udp.rs"]
+mod udp;
 
 /// Rounds when `--rounds` is not given (each round runs every case on every
 /// system: about two minutes on a 2-core machine).
@@ -304,6 +308,26 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
                 }
             }
         }
+        for sys in &order {
+            let label = format!("{} {}", udp::CASE, sys.name);
+            match udp::run(&plan, sys) {
+                Ok(lines) => {
+                    for r in lines {
+                        println!(
+                            "    {:<28} {:>12} {}",
+                            format!("{} {}", r.case, r.system),
+                            fmt_num(r.value),
+                            r.unit
+                        );
+                        results.push(&r.case, &r.system, &r.unit, r.value);
+                    }
+                }
+                Err(e) => {
+                    println!("    {label:<28} FAILED: {e}");
+                    failures.push(format!("round {round}: {label}: {e}"));
+                }
+            }
+        }
         let idle_case = format!("idle_{}", plan.idle_conns);
         for sys in &order {
             let label = format!("{idle_case} {}", sys.name);
@@ -354,6 +378,7 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
     print_report(&results, &plan, opts.quick, &names);
     sendfile::print_report(&results);
     tls::print_report(&results);
+    udp::print_report(&results, &names);
     println!("{pin_note}");
     if !strace_note.is_empty() {
         println!("syscalls per message: {strace_note}");
@@ -384,6 +409,7 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         ("notes", notes),
         ("sendfile", sendfile::json(&results)),
         ("tls", tls::json(&results)),
+        ("udp", udp::json(&results, &names)),
     ];
     let json = report_json(&results, &plan, opts.quick, extra, &failures, &names);
     super::finish("net", json, &failures)
