@@ -25,7 +25,7 @@
 //! | `loop-core` | [`EventLoop`]: lifecycle, callbacks, timers, fd readiness, executor, exception handler, debug mode, `create_task` | available |
 //! | `loop-futures` | asyncio [`Future`] and [`Task`], the shared [`LoopError`] | available |
 //! | `loop-policy` | `get_event_loop`, `set_event_loop`, `new_event_loop`, `get_running_loop`, policies | available (feature `policy`) |
-//! | `loop-net` | DNS, `sock_*`, TCP and Unix stream transports and protocols, servers (`create_connection`, `create_server`, ...) | available (feature `net`); datagrams, pipes, TLS in progress |
+//! | `loop-net` | DNS, `sock_*`, TCP and Unix stream transports and protocols, servers, datagram endpoints, pipes, `loop.sendfile`, TLS (`start_tls`) | available (features `net`, `tls`) |
 //! | `loop-process` | subprocesses, signal handlers | in progress: no public items yet |
 //!
 //! # Crate features

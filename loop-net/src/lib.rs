@@ -1,14 +1,15 @@
-//! Sockets and DNS for aioloop: asyncio's `getaddrinfo`, `getnameinfo` and
-//! `sock_*` methods on the event loop.
+//! asyncio's networking for aioloop: DNS, the `sock_*` methods, transports
+//! and protocols (TCP, Unix, datagrams, pipes, TLS), servers and `sendfile`.
 //!
 //! # Should I be using this crate?
 //!
-//! Use it directly if you depend on `loop-core` alone and want the loop's
-//! DNS and raw-socket methods; otherwise depend on the `aioloop` facade, whose
-//! prelude brings [`NetLoopExt`] into scope. This crate is also where the rest
-//! of asyncio's networking will land (transports and protocols,
-//! `create_connection`, `create_server`, datagram endpoints, `start_tls`);
-//! those are not here yet.
+//! Use it directly if you depend on `loop-core` alone and want networking;
+//! otherwise depend on the `aioloop` facade, whose prelude brings the
+//! extension traits into scope: [`NetLoopExt`] (DNS, `sock_*`),
+//! [`StreamLoopExt`] (`create_connection`, `create_server`, Unix variants,
+//! `connect_accepted_socket`), [`DatagramLoopExt`], [`PipeLoopExt`],
+//! [`SendfileLoopExt`] and, with the `tls` feature, `TlsLoopExt`
+//! (`start_tls`).
 //!
 //! # The API at a glance
 //!
