@@ -5,12 +5,16 @@
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aioloop::prelude::*;
+use aioloop::{rustls, SockAddr};
 use futures_lite::StreamExt as _;
 
 type Step = Result<String, String>;
@@ -25,7 +29,7 @@ fn main() {
         }
     };
     println!("aioloop tour (backend: {:?})", lp.backend());
-    let steps: [(&str, StepFn); 11] = [
+    let steps: [(&str, StepFn); 14] = [
         ("callbacks and timers in order", callbacks_and_timers),
         ("thread-safe wake-up", threadsafe_wakeup),
         ("executor job", executor_job),
@@ -36,7 +40,10 @@ fn main() {
         ("the policy's loop", policy),
         ("TCP echo round trip", tcp_echo),
         ("Unix socket echo round trip", unix_echo),
+        ("UDP datagram round trip", udp_echo),
+        ("TLS handshake with a generated certificate", tls_echo),
         ("file sent with sendfile", sendfile),
+        ("subprocess output through a read pipe", subprocess_pipe),
     ];
     let mut failed = 0;
     let only = std::env::var("TOUR_ONLY").ok();
@@ -62,7 +69,9 @@ fn main() {
             println!("  FAIL loop close: {other:?}");
         }
     }
-    println!("not yet in aioloop (see README): UDP, pipes, TLS, subprocesses, signals");
+    println!(
+        "not yet in aioloop (see README): subprocess transports (subprocess_exec/shell), signal handlers"
+    );
     if failed > 0 {
         println!("{failed} step(s) failed");
         std::process::exit(1);
@@ -397,6 +406,201 @@ fn unix_echo(lp: &EventLoop) -> Step {
     ))
 }
 
+/// Sends every datagram back to where it came from; resolves `lost` when
+/// the endpoint is gone.
+struct DatagramEcho {
+    transport: Option<DatagramTransport>,
+    lost: Future<()>,
+}
+
+impl DatagramProtocol for DatagramEcho {
+    fn connection_made(&mut self, transport: DatagramTransport) {
+        self.transport = Some(transport);
+    }
+
+    fn datagram_received(&mut self, data: &[u8], addr: SockAddr) {
+        if let Some(t) = &self.transport {
+            let _ = t.sendto(data, Some(addr));
+        }
+    }
+
+    fn connection_lost(&mut self, _error: Option<std::io::Error>) {
+        let _ = self.lost.set_result(());
+    }
+}
+
+/// Sends one datagram to its connected peer; resolves `echo` with the first
+/// datagram back (or the first error), `lost` when the endpoint is gone.
+struct DatagramClient {
+    message: Vec<u8>,
+    echo: Future<Vec<u8>>,
+    lost: Future<()>,
+}
+
+impl DatagramProtocol for DatagramClient {
+    fn connection_made(&mut self, transport: DatagramTransport) {
+        if let Err(e) = transport.sendto(&self.message, None) {
+            let _ = self.echo.set_exception(e);
+        }
+    }
+
+    fn datagram_received(&mut self, data: &[u8], _addr: SockAddr) {
+        let _ = self.echo.set_result(data.to_vec());
+    }
+
+    fn error_received(&mut self, error: std::io::Error) {
+        let _ = self.echo.set_exception(error);
+    }
+
+    fn connection_lost(&mut self, _error: Option<std::io::Error>) {
+        let _ = self.lost.set_result(());
+    }
+}
+
+fn udp_echo(lp: &EventLoop) -> Step {
+    let message = b"hello over UDP".to_vec();
+    let echo: Future<Vec<u8>> = lp.create_future();
+    let server_lost: Future<()> = lp.create_future();
+    let client_lost: Future<()> = lp.create_future();
+    // A failure guard for a datagram lost on the way, never a synchronisation.
+    let e = echo.clone();
+    let guard = lp
+        .call_later(Duration::from_secs(2), move || {
+            e.cancel(Some("no echo within 2 s"));
+        })
+        .map_err(err)?;
+    let (lp2, m) = (lp.clone(), message.clone());
+    let result = lp.run_until_complete(async move {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let sl = server_lost.clone();
+        let (server, _) = lp2
+            .create_datagram_endpoint(
+                move || DatagramEcho {
+                    transport: None,
+                    lost: sl,
+                },
+                DatagramOptions::default().with_local_addr(any),
+            )
+            .await?;
+        let to = server.sockname().and_then(|a| a.as_inet());
+        let client = match to {
+            Some(to) => {
+                let (e, cl) = (echo.clone(), client_lost.clone());
+                lp2.create_datagram_endpoint(
+                    move || DatagramClient {
+                        message: m,
+                        echo: e,
+                        lost: cl,
+                    },
+                    DatagramOptions::default().with_remote_addr(to),
+                )
+                .await
+            }
+            None => Err(std::io::Error::other("the server endpoint has no address")),
+        };
+        let got = match &client {
+            Ok(_) => echo.await.map_err(std::io::Error::from),
+            Err(_) => Ok(Vec::new()),
+        };
+        server.close();
+        let _ = server_lost.await;
+        let (client, _) = client?;
+        client.close();
+        let _ = client_lost.await;
+        Ok::<_, std::io::Error>((got?, to.unwrap_or(any)))
+    });
+    guard.cancel();
+    let (got, to) = result.map_err(err)?.map_err(err)?;
+    if got != message {
+        return Err(format!("echo {got:?}, sent {message:?}"));
+    }
+    Ok(format!(
+        "a {}-byte datagram sent to {to} came back intact; both endpoints closed",
+        got.len()
+    ))
+}
+
+fn tls_echo(lp: &EventLoop) -> Step {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).map_err(err)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(err)?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .map_err(err)?;
+    // The client trusts exactly this self-signed certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).map_err(err)?;
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Bounds on a handshake or a shutdown that would not finish.
+    let limit = Duration::from_secs(5);
+    let server_opts = ServerOptions {
+        tls: Some(
+            TlsServerOptions::new(Arc::new(server_config))
+                .handshake_timeout(limit)
+                .shutdown_timeout(limit),
+        ),
+        ..ServerOptions::default()
+    };
+    let connect_opts = ConnectOptions {
+        tls: Some(
+            TlsClientOptions::new(Arc::new(client_config))
+                .server_hostname("localhost")
+                .handshake_timeout(limit)
+                .shutdown_timeout(limit),
+        ),
+        ..ConnectOptions::default()
+    };
+    let message = b"hello over TLS".to_vec();
+    let (factory, done) = client(lp, &message);
+    let lp2 = lp.clone();
+    let (got, version, cipher) = lp
+        .run_until_complete(async move {
+            let server = lp2
+                .create_server(|| Echo(None), &["127.0.0.1"], 0, server_opts)
+                .await?;
+            let port = server.sockets()[0].as_inet().map(|a| a.port()).unwrap_or(0);
+            let connected = lp2
+                .create_connection(factory, Some("127.0.0.1"), port, connect_opts)
+                .await;
+            let outcome = match connected {
+                Ok((t, client)) => {
+                    let (version, cipher) = (t.tls_version(), t.cipher());
+                    let _ = done.await;
+                    let got = client.borrow().got.clone();
+                    Ok((got, version, cipher))
+                }
+                Err(e) => Err(e),
+            };
+            server.close();
+            server.close_clients();
+            server.wait_closed().await;
+            outcome
+        })
+        .map_err(err)?
+        .map_err(err)?;
+    if got != message {
+        return Err(format!("echo {got:?}, sent {message:?}"));
+    }
+    let (Some(version), Some(cipher)) = (version, cipher) else {
+        return Err("the transport reports no TLS version or cipher".into());
+    };
+    Ok(format!(
+        "self-signed cert for localhost from rcgen; {version}, {} ({}-bit key); {} bytes echoed",
+        cipher.name,
+        cipher.secret_bits,
+        got.len()
+    ))
+}
+
 /// Collects what it receives; resolves `done` with it at end of stream.
 struct Sink {
     got: Vec<u8>,
@@ -456,5 +660,68 @@ fn sendfile(lp: &EventLoop) -> Step {
     }
     Ok(format!(
         "{sent} bytes of a file from offset 1000, zero-copy with sendfile(2), arrived intact"
+    ))
+}
+
+/// Collects what a read pipe carries; resolves `done` with it (or the
+/// error) at `connection_lost`.
+struct Collect {
+    got: Vec<u8>,
+    done: Future<Vec<u8>>,
+}
+
+impl BaseProtocol for Collect {
+    fn connection_lost(&mut self, error: Option<std::io::Error>) {
+        let _ = match error {
+            None => self.done.set_result(std::mem::take(&mut self.got)),
+            Some(e) => self.done.set_exception(e),
+        };
+    }
+}
+
+impl Protocol for Collect {
+    fn data_received(&mut self, data: &[u8]) {
+        self.got.extend_from_slice(data);
+    }
+}
+
+fn subprocess_pipe(lp: &EventLoop) -> Step {
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "echo hello from a child"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(err)?;
+    let pid = child.id();
+    let stdout = child.stdout.take();
+    let done: Future<Vec<u8>> = lp.create_future();
+    let lp2 = lp.clone();
+    let result = lp.run_until_complete(async move {
+        let stdout = stdout.ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+        let d = done.clone();
+        let (_t, _) = lp2
+            .connect_read_pipe(
+                move || Collect {
+                    got: Vec::new(),
+                    done: d,
+                },
+                stdout,
+            )
+            .await?;
+        Ok::<_, std::io::Error>(done.await?)
+    });
+    // The pipe is closed (or was never connected): the child has ended or
+    // ends on its own.
+    let status = child.wait().map_err(err)?;
+    let got = result.map_err(err)?.map_err(err)?;
+    if got != b"hello from a child\n" || !status.success() {
+        return Err(format!(
+            "read {:?}, the child exited with {status}",
+            String::from_utf8_lossy(&got)
+        ));
+    }
+    Ok(format!(
+        "read {:?} from pid {pid}'s stdout until connection_lost; the child's {status}",
+        String::from_utf8_lossy(&got)
     ))
 }
