@@ -70,7 +70,7 @@ fn main() {
         }
     }
     println!(
-        "not yet in aioloop (see README): subprocess transports (subprocess_exec/shell), signal handlers"
+        "not yet in aioloop (see README): subprocess transports (subprocess_exec/shell)"
     );
     if failed > 0 {
         println!("{failed} step(s) failed");

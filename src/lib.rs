@@ -26,7 +26,7 @@
 //! | `loop-futures` | asyncio [`Future`] and [`Task`], the shared [`LoopError`] | available |
 //! | `loop-policy` | `get_event_loop`, `set_event_loop`, `new_event_loop`, `get_running_loop`, policies | available (feature `policy`) |
 //! | `loop-net` | DNS, `sock_*`, TCP and Unix stream transports and protocols, servers, datagram endpoints, pipes, `loop.sendfile`, TLS (`start_tls`) | available (features `net`, `tls`) |
-//! | `loop-process` | subprocesses, signal handlers | in progress: no public items yet |
+//! | `loop-process` | signal handlers (`add_signal_handler`, `remove_signal_handler`: `SignalLoopExt`); subprocesses later | signals available (feature `process`) |
 //!
 //! # Crate features
 //!
@@ -65,6 +65,9 @@ pub use loop_net::{
     rustls, CipherInfo, TlsClientOptions, TlsConfig, TlsLoopExt, TlsOptions, TlsServerOptions,
 };
 
+#[cfg(feature = "process")]
+pub use loop_process::SignalLoopExt;
+
 #[cfg(feature = "policy")]
 pub use loop_policy::{
     get_event_loop, get_event_loop_policy, get_running_loop, new_event_loop, set_event_loop,
@@ -97,4 +100,6 @@ pub mod prelude {
     pub use loop_policy::{
         get_event_loop, get_running_loop, new_event_loop, set_event_loop, EventLoopPolicy,
     };
+    #[cfg(feature = "process")]
+    pub use loop_process::SignalLoopExt;
 }

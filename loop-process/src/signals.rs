@@ -1,0 +1,459 @@
+//! [`SignalLoopExt`]: asyncio's `add_signal_handler` / `remove_signal_handler`
+//! as an extension trait of [`EventLoop`].
+//!
+//! # Design
+//! asyncio uses one `signal.set_wakeup_fd` per process, which only works on
+//! the main thread and gives a signal to one loop (bpo-34679). Here every
+//! (loop, signal) pair has its own registration in signal-hook's process-wide
+//! registry: a socketpair whose write end belongs to the signal-hook action
+//! (the action, run inside the signal handler, only `send`s one byte with
+//! `MSG_DONTWAIT`; a full buffer just coalesces) and whose read end is an
+//! `add_reader` fd of the loop. So a signal wakes a sleeping loop at once,
+//! the callback runs on the loop thread, every loop that registered the
+//! signal gets it (fan-out), and any thread may register. Creating a loop
+//! touches no signal state; only `add_signal_handler` does.
+//!
+//! The reader drains its socket (a bounded number of reads per iteration:
+//! the fd is level-triggered, so a storm cannot starve the loop) and calls
+//! the callback once per batch.
+//!
+//! Ownership: the reader closure owns the signal-hook registration (a guard
+//! that unregisters on drop). So whatever drops the reader (its removal,
+//! `close()` clearing every watcher, the loop being dropped) also removes the
+//! process-wide action. A thread-local table maps (loop, signal) to the entry
+//! holding the callback and the read end, for replacing and removing; it
+//! holds a loop handle, so entries of closed loops are pruned on every call.
+//!
+//! The callback lives in a `RefCell<Option<Box<dyn FnMut()>>>` and is taken
+//! out while it runs (put back by a drop guard, panics included), so a
+//! callback may replace or remove its own handler. Nothing of this module is
+//! borrowed while user code (callbacks, their `Drop`) runs.
+//!
+//! SIGINT: signal-hook never reinstalls the default disposition when its last
+//! action goes (and a raw `sigaction(SIG_DFL)` behind its back would break
+//! later registrations). So, if SIGINT's disposition was the default when
+//! aioloop first registered it, aioloop also registers one
+//! `register_conditional_default` action, enabled whenever no aioloop SIGINT
+//! handler remains: SIGINT then terminates the process again, as asyncio
+//! restores `default_int_handler`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use loop_core::{ErrorKind, EventLoop, LoopError};
+use signal_hook::SigId;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for loop_core::EventLoop {}
+}
+
+/// The largest signal number accepted (Linux has 64 signals, real-time ones
+/// included).
+const MAX_SIGNAL: i32 = 64;
+
+/// Reads of the self-pipe per loop iteration, at most (the reader is
+/// level-triggered: what is left is read in the next iteration).
+const MAX_READS_PER_BATCH: usize = 16;
+
+type Callback = Box<dyn FnMut()>;
+
+/// asyncio's Unix signal handlers on [`EventLoop`]: `add_signal_handler`,
+/// `remove_signal_handler`.
+///
+/// Bring it into scope (`use loop_process::SignalLoopExt;`, or
+/// `use aioloop::prelude::*;`).
+///
+/// # Semantics
+///
+/// - **The callback runs on the loop**, in an ordinary iteration, never
+///   inside the signal handler, so it may do anything a callback may do. A
+///   sleeping loop is woken at once.
+/// - **Coalescing.** Signals that arrive before the loop gets to them run the
+///   callback once (as with asyncio's wakeup fd and, at the OS level, with
+///   any non-real-time signal): at least once after each delivery, never more
+///   often than the signal was delivered.
+/// - **Any thread, any number of loops.** Unlike asyncio, a loop on any
+///   thread may add handlers, and every loop that registered a signal gets
+///   it (fan-out). Removing one loop's handler never disturbs another loop's,
+///   nor signal-hook actions of other code, which keep running alongside.
+/// - **Creating a loop touches no signal state**; the first
+///   `add_signal_handler` for a signal installs signal-hook's process-wide
+///   handler for it (chaining to whatever handler was there before).
+/// - **Cleanup.** asyncio's `close()` removes the loop's signal handlers;
+///   here call [`remove_signal_handler`](Self::remove_signal_handler) or
+///   [`remove_all_signal_handlers`](Self::remove_all_signal_handlers) before
+///   closing. Closing the loop also releases the process-wide registrations
+///   (its readers go, and with them the signal-hook actions); a loop dropped
+///   without `close()` while handlers are installed is kept alive by them
+///   until its thread exits.
+/// - **Default disposition.** When the last aioloop handler for `SIGINT` in
+///   the process is removed, `SIGINT` terminates the process again (the
+///   default action; asyncio restores Python's `default_int_handler`), if
+///   it did so before aioloop first handled it. For other signals, once
+///   signal-hook's handler is installed it stays: with no action left, a
+///   signal whose previous disposition was the default is ignored (see
+///   `signal_hook::low_level::unregister`).
+///
+/// ```
+/// use loop_core::EventLoop;
+/// use loop_process::SignalLoopExt;
+/// use rustix::process::{getpid, kill_process, Signal};
+///
+/// let lp = EventLoop::new()?;
+/// let stopper = lp.clone();
+/// lp.add_signal_handler(Signal::USR1.as_raw(), move || stopper.stop())?;
+/// std::thread::spawn(|| kill_process(getpid(), Signal::USR1));
+/// lp.run_forever()?;
+/// assert!(lp.remove_signal_handler(Signal::USR1.as_raw())?);
+/// assert!(!lp.remove_signal_handler(Signal::USR1.as_raw())?);
+/// # Ok::<(), loop_core::LoopError>(())
+/// ```
+pub trait SignalLoopExt: sealed::Sealed {
+    /// Runs `callback` on the loop whenever `signal` is delivered to the
+    /// process (asyncio's `loop.add_signal_handler(sig, callback)`).
+    ///
+    /// Adding a handler for a signal this loop already handles replaces the
+    /// callback (also from inside the running callback).
+    ///
+    /// Errors: [`ErrorKind::InvalidArgument`] for a number outside `1..=64`,
+    /// for a signal that cannot be handled (`SIGKILL`, `SIGSTOP`, and the
+    /// ones signal-hook refuses: `signal_hook::consts::FORBIDDEN`) or that
+    /// the system rejects (`EINVAL`); [`ErrorKind::Closed`] on a closed loop;
+    /// [`ErrorKind::Io`] if the socketpair cannot be made.
+    #[doc(alias = "loop.add_signal_handler")]
+    fn add_signal_handler(
+        &self,
+        signal: i32,
+        callback: impl FnMut() + 'static,
+    ) -> Result<(), LoopError>;
+
+    /// Removes this loop's handler for `signal`; returns whether one was
+    /// installed (asyncio's `loop.remove_signal_handler(sig)`).
+    ///
+    /// Only this loop's signal-hook action is unregistered; other loops'
+    /// handlers for the same signal keep working. Safe to call from inside
+    /// the handler itself. On a closed loop it returns `Ok(false)`. A number
+    /// outside `1..=64` is an [`ErrorKind::InvalidArgument`] error.
+    #[doc(alias = "loop.remove_signal_handler")]
+    fn remove_signal_handler(&self, signal: i32) -> Result<bool, LoopError>;
+
+    /// Removes every signal handler of this loop and returns how many there
+    /// were (what asyncio's `loop.close()` does for a Unix loop). Call it
+    /// before [`close`](EventLoop::close).
+    fn remove_all_signal_handlers(&self) -> usize;
+}
+
+impl SignalLoopExt for EventLoop {
+    fn add_signal_handler(
+        &self,
+        signal: i32,
+        callback: impl FnMut() + 'static,
+    ) -> Result<(), LoopError> {
+        check_signal(signal, "add_signal_handler")?;
+        if signal_hook::consts::FORBIDDEN.contains(&signal) {
+            return Err(LoopError::new(
+                ErrorKind::InvalidArgument,
+                format!("add_signal_handler: signal {signal} cannot be caught"),
+            ));
+        }
+        if self.is_closed() {
+            return Err(LoopError::closed());
+        }
+        drop(prune_closed());
+        let callback: Callback = Box::new(callback);
+        if let Some(entry) = find(self, signal) {
+            // Replace. The old callback (None if it is the one running: the
+            // running one is dropped by its guard, which sees the new one)
+            // is dropped with no borrow held.
+            let old = entry.callback.replace(Some(callback));
+            drop(old);
+            return Ok(());
+        }
+        let entry = install(self, signal, callback)?;
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            match t.iter_mut().find(|l| l.lp.ptr_eq(self)) {
+                Some(l) => {
+                    l.signals.insert(signal, entry);
+                }
+                None => t.push(LoopSignals {
+                    lp: self.clone(),
+                    signals: HashMap::from([(signal, entry)]),
+                }),
+            }
+        });
+        Ok(())
+    }
+
+    fn remove_signal_handler(&self, signal: i32) -> Result<bool, LoopError> {
+        check_signal(signal, "remove_signal_handler")?;
+        drop(prune_closed());
+        let entry = TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            let pos = t.iter().position(|l| l.lp.ptr_eq(self))?;
+            let entry = t[pos].signals.remove(&signal);
+            let emptied = t[pos].signals.is_empty().then(|| t.swap_remove(pos));
+            Some((entry?, emptied))
+        });
+        // Dropped here, after the table's borrow: the loop handle, the
+        // callback and the reader (with the registration) may run user code.
+        let Some((entry, _emptied)) = entry else {
+            return Ok(false);
+        };
+        entry.release(self);
+        Ok(true)
+    }
+
+    fn remove_all_signal_handlers(&self) -> usize {
+        drop(prune_closed());
+        let removed = TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            let pos = t.iter().position(|l| l.lp.ptr_eq(self));
+            pos.map(|pos| t.swap_remove(pos))
+        });
+        let Some(removed) = removed else { return 0 };
+        let n = removed.signals.len();
+        for entry in removed.signals.into_values() {
+            entry.release(self);
+        }
+        n
+    }
+}
+
+fn check_signal(signal: i32, what: &str) -> Result<(), LoopError> {
+    if (1..=MAX_SIGNAL).contains(&signal) {
+        Ok(())
+    } else {
+        Err(LoopError::new(
+            ErrorKind::InvalidArgument,
+            format!("{what}: invalid signal number {signal} (expected 1..={MAX_SIGNAL})"),
+        ))
+    }
+}
+
+/// One loop's handler for one signal: the callback and the read end of its
+/// self-pipe. Shared by the table and the reader closure.
+struct SignalEntry {
+    callback: RefCell<Option<Callback>>,
+    /// False once removed: a callback running at that moment is dropped
+    /// afterwards, not put back.
+    active: Cell<bool>,
+    read: UnixStream,
+}
+
+impl SignalEntry {
+    fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Removes the handler: stops the reader (dropping the closure, and with
+    /// it the signal-hook registration, unless it is running) and drops the
+    /// callback. Called with no borrow of the table held.
+    fn release(self: Rc<Self>, lp: &EventLoop) {
+        self.active.set(false);
+        let old = self.callback.borrow_mut().take();
+        let _ = lp.remove_reader(self.fd());
+        drop(old);
+    }
+
+    /// Drains the pipe (bounded) and runs the callback once if anything
+    /// arrived.
+    fn on_readable(&self) {
+        let mut buf = [0u8; 1024];
+        let mut got = false;
+        for _ in 0..MAX_READS_PER_BATCH {
+            match (&self.read).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got = true;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if !got || !self.active.get() {
+            return;
+        }
+        let taken = self.callback.borrow_mut().take();
+        if let Some(cb) = taken {
+            let mut guard = PutBack {
+                entry: self,
+                cb: Some(cb),
+            };
+            if let Some(cb) = guard.cb.as_mut() {
+                cb();
+            }
+        }
+    }
+}
+
+/// Puts the running callback back in its slot when it returns or panics,
+/// unless it was replaced or removed meanwhile (then it is dropped).
+struct PutBack<'a> {
+    entry: &'a SignalEntry,
+    cb: Option<Callback>,
+}
+
+impl Drop for PutBack<'_> {
+    fn drop(&mut self) {
+        let leftover = {
+            let mut slot = self.entry.callback.borrow_mut();
+            if slot.is_none() && self.entry.active.get() {
+                *slot = self.cb.take();
+            }
+            self.cb.take()
+        };
+        drop(leftover);
+    }
+}
+
+/// A signal-hook registration of one (loop, signal); unregisters on drop.
+/// Owned by the reader closure.
+struct Registration {
+    signal: i32,
+    id: SigId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.id);
+        release_signal(self.signal);
+    }
+}
+
+fn install(lp: &EventLoop, signal: i32, callback: Callback) -> Result<Rc<SignalEntry>, LoopError> {
+    let (read, write) =
+        UnixStream::pair().map_err(|e| LoopError::io("add_signal_handler: socketpair", e))?;
+    read.set_nonblocking(true)
+        .map_err(|e| LoopError::io("add_signal_handler: O_NONBLOCK", e))?;
+    // Counted before the action exists, so the SIGINT default switch is off
+    // before our action can see a signal.
+    acquire_signal(signal);
+    let id = match signal_hook::low_level::pipe::register(signal, write) {
+        Ok(id) => id,
+        Err(e) => {
+            release_signal(signal);
+            let kind = if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) {
+                ErrorKind::InvalidArgument
+            } else {
+                ErrorKind::Io
+            };
+            return Err(LoopError::new(
+                kind,
+                format!("add_signal_handler: cannot handle signal {signal}: {e}"),
+            )
+            .with_source(e));
+        }
+    };
+    // Owned by the reader from here on: if `add_reader` fails, dropping the
+    // closure unregisters it.
+    let registration = Registration { signal, id };
+    let entry = Rc::new(SignalEntry {
+        callback: RefCell::new(Some(callback)),
+        active: Cell::new(true),
+        read,
+    });
+    let for_reader = Rc::clone(&entry);
+    lp.add_reader(entry.fd(), move || {
+        let _registration = &registration;
+        for_reader.on_readable();
+    })?;
+    Ok(entry)
+}
+
+/// This thread's loops with signal handlers.
+struct LoopSignals {
+    lp: EventLoop,
+    signals: HashMap<i32, Rc<SignalEntry>>,
+}
+
+thread_local! {
+    static TABLE: RefCell<Vec<LoopSignals>> = const { RefCell::new(Vec::new()) };
+}
+
+fn find(lp: &EventLoop, signal: i32) -> Option<Rc<SignalEntry>> {
+    TABLE.with(|t| {
+        t.borrow()
+            .iter()
+            .find(|l| l.lp.ptr_eq(lp))
+            .and_then(|l| l.signals.get(&signal).cloned())
+    })
+}
+
+/// Takes the entries of closed loops out of the table (their readers, and so
+/// their registrations, went with `close()`). The caller drops them with no
+/// borrow held.
+fn prune_closed() -> Vec<LoopSignals> {
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        let mut pruned = Vec::new();
+        let mut i = 0;
+        while i < t.len() {
+            if t[i].lp.is_closed() {
+                pruned.push(t.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        pruned
+    })
+}
+
+/// The number of live aioloop registrations per signal, in the process.
+static COUNTS: Mutex<[usize; MAX_SIGNAL as usize + 1]> = Mutex::new([0; MAX_SIGNAL as usize + 1]);
+
+/// SIGINT's "behave as the default" switch, if SIGINT had the default
+/// disposition when aioloop first registered it (`None` otherwise).
+static SIGINT_DEFAULT: OnceLock<Option<Arc<AtomicBool>>> = OnceLock::new();
+
+fn acquire_signal(signal: i32) {
+    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    if signal == signal_hook::consts::SIGINT {
+        let flag = SIGINT_DEFAULT.get_or_init(|| {
+            if !disposition_is_default(signal) {
+                return None;
+            }
+            let flag = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register_conditional_default(signal, Arc::clone(&flag))
+                .ok()
+                .map(|_| flag)
+        });
+        if let Some(flag) = flag {
+            flag.store(false, Ordering::SeqCst);
+        }
+    }
+    counts[signal as usize] += 1;
+}
+
+fn release_signal(signal: i32) {
+    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let count = &mut counts[signal as usize];
+    *count = count.saturating_sub(1);
+    if *count == 0 && signal == signal_hook::consts::SIGINT {
+        if let Some(Some(flag)) = SIGINT_DEFAULT.get() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Whether `signal`'s current disposition is `SIG_DFL` (a query only).
+fn disposition_is_default(signal: i32) -> bool {
+    // SAFETY: a zeroed `sigaction` is a valid value of the plain C struct;
+    // with a null `act`, `sigaction` only writes the current disposition
+    // into `old` and changes nothing.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_DFL
+    }
+}
