@@ -29,7 +29,7 @@ fn main() {
         }
     };
     println!("aioloop tour (backend: {:?})", lp.backend());
-    let steps: [(&str, StepFn); 14] = [
+    let steps: [(&str, StepFn); 15] = [
         ("callbacks and timers in order", callbacks_and_timers),
         ("thread-safe wake-up", threadsafe_wakeup),
         ("executor job", executor_job),
@@ -44,6 +44,10 @@ fn main() {
         ("TLS handshake with a generated certificate", tls_echo),
         ("file sent with sendfile", sendfile),
         ("subprocess output through a read pipe", subprocess_pipe),
+        (
+            "a signal sent to ourselves, handled on the loop",
+            signal_step,
+        ),
     ];
     let mut failed = 0;
     let only = std::env::var("TOUR_ONLY").ok();
@@ -69,9 +73,7 @@ fn main() {
             println!("  FAIL loop close: {other:?}");
         }
     }
-    println!(
-        "not yet in aioloop (see README): subprocess transports (subprocess_exec/shell)"
-    );
+    println!("not yet in aioloop (see README): subprocess transports (subprocess_exec/shell)");
     if failed > 0 {
         println!("{failed} step(s) failed");
         std::process::exit(1);
@@ -724,4 +726,39 @@ fn subprocess_pipe(lp: &EventLoop) -> Step {
         "read {:?} from pid {pid}'s stdout until connection_lost; the child's {status}",
         String::from_utf8_lossy(&got)
     ))
+}
+
+fn signal_step(lp: &EventLoop) -> Step {
+    use rustix::process::{getpid, kill_process, Signal};
+    let usr1 = Signal::USR1.as_raw();
+    let ran_on = Rc::new(RefCell::new(None));
+    let (r, lp2) = (ran_on.clone(), lp.clone());
+    lp.add_signal_handler(usr1, move || {
+        *r.borrow_mut() = Some(std::thread::current().id());
+        lp2.stop();
+    })
+    .map_err(err)?;
+    // Sent from another thread while the loop sleeps with nothing else to do.
+    let sender = std::thread::spawn(|| kill_process(getpid(), Signal::USR1));
+    let guard = lp.call_later(Duration::from_secs(5), {
+        let lp = lp.clone();
+        move || lp.stop()
+    });
+    let run = lp.run_forever();
+    if let Ok(g) = guard {
+        g.cancel();
+    }
+    let removed = lp.remove_signal_handler(usr1).map_err(err)?;
+    sender
+        .join()
+        .map_err(|_| "sender thread panicked".to_string())?
+        .map_err(err)?;
+    run.map_err(err)?;
+    let ran = *ran_on.borrow();
+    match ran {
+        Some(id) if id == std::thread::current().id() && removed => Ok(
+            "SIGUSR1 from another thread woke the loop; the handler ran on the loop thread and was removed".into(),
+        ),
+        other => Err(format!("handler ran on {other:?}, removed: {removed}")),
+    }
 }
