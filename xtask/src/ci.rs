@@ -66,6 +66,12 @@ const STEPS: &[Step] = &[
         args: &["doc", "--workspace", "--no-deps"],
         env: &[("RUSTDOCFLAGS", "-D warnings")],
     },
+    Step {
+        // Reads target/doc's search index, so it runs after `doc`.
+        name: "api-check",
+        args: &["xtask", "api-check"],
+        env: &[],
+    },
 ];
 
 /// Runs every step; exit code 1 at the first failure.

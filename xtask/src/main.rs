@@ -1,8 +1,9 @@
 //! `cargo xtask`: project automation for aioloop (std only).
 //!
-//! Commands: `ci` (the full check suite) and `bench [SUITE]` (side-by-side
+//! Commands: `ci` (the full check suite), `api-check` (docs/API.md coverage) and `bench [SUITE]` (side-by-side
 //! benchmarks against tokio, and asyncio/uvloop for `net`). Run `cargo xtask help` for the usage text.
 
+mod api_check;
 mod bench;
 mod ci;
 mod json;
@@ -16,7 +17,10 @@ usage: cargo xtask <command> [options]
 
 commands:
   ci                      fmt --check, clippy -D warnings, test (default backend,
-                          AIOLOOP_BACKEND=polling, AIOLOOP_DEBUG=1), doc -D warnings
+                          AIOLOOP_BACKEND=polling, AIOLOOP_DEBUG=1), doc -D warnings,
+                          api-check
+  api-check               docs/api-entries.txt vs docs/API.md rows, doc aliases
+                          (target/doc search index, else sources) and named tests
   bench [SUITE] [OPTIONS] run benchmark suites side by side with tokio
                           SUITE: core, futures, net (default: all suites)
       --rounds N          rounds per suite (default 5, net 3; env AIOLOOP_BENCH_ROUNDS)
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
     let rest = &args[1..];
     match cmd.as_str() {
         "ci" => ci::run(rest),
+        "api-check" => api_check::run(rest),
         "bench" => bench::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
