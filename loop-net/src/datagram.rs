@@ -29,8 +29,9 @@
 //!
 //! # Read path
 //! The socket is watched level-triggered while the endpoint is open. Each
-//! readiness does exactly one `recvmsg` (bounded work per loop iteration, so
-//! a flooding peer cannot starve timers and other callbacks) into a 64 KiB
+//! readiness does at most 16 `recvmsg` calls, stopping at `EAGAIN` (bounded
+//! work per loop iteration, so a flooding peer cannot starve timers and
+//! other callbacks, without one poll per datagram under load) into a 64 KiB
 //! buffer shared by every datagram endpoint of the thread (taken out of its
 //! slot for the call and put back after): no allocation per datagram. The
 //! protocol gets `datagram_received(&buf[..n], addr)`. A datagram longer than
@@ -85,6 +86,9 @@ use crate::write_buffer::WriteBufferLimits;
 /// The largest datagram delivered whole; longer ones are dropped and
 /// reported as `EMSGSIZE`.
 pub(crate) const DATAGRAM_READ_SIZE: usize = 64 * 1024;
+
+/// The most datagrams delivered per readiness (then the loop moves on).
+const DATAGRAMS_PER_READINESS: usize = 16;
 
 /// What each queued datagram adds to the write buffer size on top of its
 /// bytes (asyncio's `_header_size`).
@@ -572,17 +576,34 @@ impl Endpoint {
         if buf.len() < DATAGRAM_READ_SIZE {
             buf.resize(DATAGRAM_READ_SIZE, 0);
         }
-        let got = self.recv_one(&mut buf);
-        let what = match got {
-            Ok(Some(_)) => "datagram_received",
-            Ok(None) => "",
-            Err(_) => "error_received",
-        };
-        let outcome = catch_unwind(AssertUnwindSafe(|| match got {
-            Ok(Some((n, addr))) => p.datagram_received(&buf[..n], addr),
-            Ok(None) => {}
-            Err(e) => p.error_received(e),
-        }));
+        // Up to DATAGRAMS_PER_READINESS datagrams per readiness: bounded
+        // work per iteration (a flood cannot starve timers), without one
+        // poll per datagram under load.
+        let mut outcome = Ok(());
+        let mut what = "";
+        for _ in 0..DATAGRAMS_PER_READINESS {
+            if self.state.get() != State::Open || !self.reading.get() {
+                break;
+            }
+            let got = self.recv_one(&mut buf);
+            let more = matches!(got, Ok(Some(_)));
+            if matches!(got, Ok(None)) {
+                break;
+            }
+            what = if more {
+                "datagram_received"
+            } else {
+                "error_received"
+            };
+            outcome = catch_unwind(AssertUnwindSafe(|| match got {
+                Ok(Some((n, addr))) => p.datagram_received(&buf[..n], addr),
+                Ok(None) => {}
+                Err(e) => p.error_received(e),
+            }));
+            if outcome.is_err() || !more {
+                break;
+            }
+        }
         drop(p);
         drop(protocol);
         DATAGRAM_BUF.with(|b| {
