@@ -457,31 +457,18 @@ fn call_connection_lost<T: PipeEnd>(me: &Rc<T>, error: Option<io::Error>) {
         return;
     }
     let protocol = life.protocol();
-    let mut error = Some(error);
-    let called = catch_unwind(AssertUnwindSafe(|| {
-        protocol.try_with_base(|p| p.connection_lost(error.take().flatten()))
-    }));
+    let context = format!("{} fd={}", T::NAME, life.raw);
+    let delivered = protocol.deliver_connection_lost(&life.lp, error, &context);
     drop(protocol);
-    match called {
-        Ok(true) => {}
-        Ok(false) => {
-            // Borrowed by a task right now: try again shortly.
-            let m = me.clone();
-            let error = error.take().flatten();
-            if life
-                .lp
-                .call_later(RETRY_DELAY, move || call_connection_lost(&m, error))
-                .is_ok()
-            {
-                return;
-            }
-        }
-        Err(payload) => {
-            life.lp.call_exception_handler(
-                ExceptionContext::new("protocol.connection_lost() failed")
-                    .with_error(LoopError::panicked("connection_lost", payload))
-                    .with("transport", format!("{} fd={}", T::NAME, life.raw)),
-            );
+    if let Err(error) = delivered {
+        // Borrowed by a task right now: try again shortly.
+        let m = me.clone();
+        if life
+            .lp
+            .call_later(RETRY_DELAY, move || call_connection_lost(&m, error))
+            .is_ok()
+        {
+            return;
         }
     }
     finish_lost(me);

@@ -22,6 +22,8 @@ use std::fmt;
 use std::io;
 use std::rc::Rc;
 
+use loop_core::{EventLoop, ExceptionContext, LoopError};
+
 use crate::transport::Transport;
 
 /// What every protocol receives: the connection's start and end, and the
@@ -215,6 +217,36 @@ impl AnyProtocol {
                 }
                 Err(_) => false,
             },
+        }
+    }
+}
+
+impl AnyProtocol {
+    /// Calls `connection_lost(error)`, catching a panic and reporting it to
+    /// the exception handler (with `transport` as context). When the protocol
+    /// is borrowed elsewhere (a task holding its handle across an await), the
+    /// error is handed back for the caller to retry later.
+    pub(crate) fn deliver_connection_lost(
+        &self,
+        lp: &EventLoop,
+        error: Option<io::Error>,
+        transport: &str,
+    ) -> Result<(), Option<io::Error>> {
+        let mut error = Some(error);
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.try_with_base(|p| p.connection_lost(error.take().flatten()))
+        }));
+        match called {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(error.take().flatten()),
+            Err(payload) => {
+                lp.call_exception_handler(
+                    ExceptionContext::new("protocol.connection_lost() failed")
+                        .with_error(LoopError::panicked("connection_lost", payload))
+                        .with("transport", transport),
+                );
+                Ok(())
+            }
         }
     }
 }

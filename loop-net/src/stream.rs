@@ -661,14 +661,10 @@ impl Stream {
             return;
         }
         let protocol = self.protocol.borrow().clone();
-        let mut error = Some(error);
-        let called = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_with_base(|p| p.connection_lost(error.take().flatten()))
-        }));
-        if let Ok(false) = called {
+        let context = format!("fd={}", self.raw);
+        if let Err(error) = protocol.deliver_connection_lost(&self.lp, error, &context) {
             // Borrowed by a task right now: try again shortly.
             let me = self.clone();
-            let error = error.take().flatten();
             if self
                 .lp
                 .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
@@ -676,12 +672,6 @@ impl Stream {
             {
                 return;
             }
-        }
-        if let Err(payload) = called {
-            self.lp.call_exception_handler(
-                ExceptionContext::new("protocol.connection_lost() failed")
-                    .with_error(LoopError::panicked("connection_lost", payload)),
-            );
         }
         self.finish_lost();
     }
