@@ -26,7 +26,7 @@
 //! | `loop-futures` | asyncio [`Future`] and [`Task`], the shared [`LoopError`] | available |
 //! | `loop-policy` | `get_event_loop`, `set_event_loop`, `new_event_loop`, `get_running_loop`, policies | available (feature `policy`) |
 //! | `loop-net` | DNS, `sock_*`, TCP and Unix stream transports and protocols, servers, datagram endpoints, pipes, `loop.sendfile`, TLS (`start_tls`) | available (features `net`, `tls`) |
-//! | `loop-process` | signal handlers (`add_signal_handler`, `remove_signal_handler`: `SignalLoopExt`); subprocesses later | signals available (feature `process`) |
+//! | `loop-process` | signal handlers (`SignalLoopExt`), subprocesses (`SubprocessLoopExt`: `subprocess_exec`, `subprocess_shell`, `SubprocessTransport`, `SubprocessProtocol`) | feature `process` |
 //!
 //! # Crate features
 //!
@@ -66,7 +66,10 @@ pub use loop_net::{
 };
 
 #[cfg(feature = "process")]
-pub use loop_process::SignalLoopExt;
+pub use loop_process::{
+    SignalLoopExt, Stdio, SubprocessInfo, SubprocessLoopExt, SubprocessOptions, SubprocessProtocol,
+    SubprocessTransport,
+};
 
 #[cfg(feature = "policy")]
 pub use loop_policy::{
@@ -101,5 +104,8 @@ pub mod prelude {
         get_event_loop, get_running_loop, new_event_loop, set_event_loop, EventLoopPolicy,
     };
     #[cfg(feature = "process")]
-    pub use loop_process::SignalLoopExt;
+    pub use loop_process::{
+        SignalLoopExt, SubprocessLoopExt, SubprocessOptions, SubprocessProtocol,
+        SubprocessTransport,
+    };
 }

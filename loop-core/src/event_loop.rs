@@ -97,6 +97,25 @@ pub struct EventLoop {
     pub(crate) inner: Rc<Inner>,
 }
 
+/// A loop handle that does not keep the loop alive
+/// ([`EventLoop::downgrade`]); same thread only, as [`EventLoop`].
+#[derive(Clone, Debug)]
+pub struct WeakEventLoop {
+    inner: std::rc::Weak<Inner>,
+}
+
+impl WeakEventLoop {
+    /// The loop, if some handle on it still exists.
+    pub fn upgrade(&self) -> Option<EventLoop> {
+        self.inner.upgrade().map(|inner| EventLoop { inner })
+    }
+
+    /// Whether this is a handle on `lp`.
+    pub fn is(&self, lp: &EventLoop) -> bool {
+        std::ptr::eq(self.inner.as_ptr(), Rc::as_ptr(&lp.inner))
+    }
+}
+
 /// Builds an [`EventLoop`] with a chosen backend, debug mode or clock.
 ///
 /// ```
@@ -197,6 +216,15 @@ impl EventLoop {
     /// Whether two handles refer to the same loop.
     pub fn ptr_eq(&self, other: &EventLoop) -> bool {
         Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// A handle that does not keep the loop alive: for tables that map
+    /// loops to state of their own (the extension crates' per-loop state)
+    /// without holding the loop after its last user dropped it.
+    pub fn downgrade(&self) -> WeakEventLoop {
+        WeakEventLoop {
+            inner: Rc::downgrade(&self.inner),
+        }
     }
 
     /// Runs until [`stop`](Self::stop) is called.

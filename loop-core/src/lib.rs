@@ -92,7 +92,7 @@ mod timers;
 
 pub use asyncgens::AsyncGen;
 pub use clock::VirtualClock;
-pub use event_loop::{Builder, EventLoop};
+pub use event_loop::{Builder, EventLoop, WeakEventLoop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use executor::{BlockingPool, Executor, ExecutorFuture, Job};
 pub use handle::{Handle, TimerHandle};

@@ -135,6 +135,17 @@ impl<P> ProtocolHandle<P> {
 }
 
 impl<P: ?Sized> ProtocolHandle<P> {
+    /// Wraps a cell that is already shared: for crates that drive protocols
+    /// of kinds of their own (loop-process's subprocess protocols).
+    pub fn from_cell(cell: Rc<RefCell<P>>) -> Self {
+        ProtocolHandle { cell }
+    }
+
+    /// The shared cell the transport drives (see [`from_cell`](Self::from_cell)).
+    pub fn cell(&self) -> &Rc<RefCell<P>> {
+        &self.cell
+    }
+
     /// Borrows the protocol. Panics if it is mutably borrowed, which happens
     /// only inside one of its own callbacks.
     pub fn borrow(&self) -> Ref<'_, P> {

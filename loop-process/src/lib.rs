@@ -35,6 +35,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![doc(test(attr(deny(warnings))))]
 
+mod child_watcher;
 mod signals;
+mod subprocess_ext;
+mod subprocess_options;
+mod subprocess_protocol;
+mod subprocess_transport;
 
 pub use signals::SignalLoopExt;
+pub use subprocess_ext::SubprocessLoopExt;
+pub use subprocess_options::{Stdio, SubprocessOptions};
+pub use subprocess_protocol::SubprocessProtocol;
+pub use subprocess_transport::{SubprocessInfo, SubprocessTransport};

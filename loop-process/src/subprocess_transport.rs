@@ -1,0 +1,583 @@
+//! [`SubprocessTransport`]: asyncio's `BaseSubprocessTransport` over a child
+//! process, its pipes and its watcher.
+//!
+//! # Shape
+//! The transport is an `Rc` handle on the child's state ([`Inner`]). The
+//! state holds the pid (and pidfd), the return code once known, the pipe
+//! transports (loop-net's read and write pipes, each driving a small
+//! [`PipeAdapter`] protocol that forwards to the subprocess protocol with its
+//! fd number), and the user's protocol.
+//!
+//! # Delivery
+//! Every call to the protocol goes through one FIFO ([`Call`]), so the order
+//! is the order of events, as asyncio's `_call` (always `call_soon`) gives.
+//! A call is made at once when the queue is empty, `connection_made` has run
+//! and the protocol is not inside one of its own methods; otherwise it is
+//! queued and a flush is scheduled with `call_soon` (a busy protocol is
+//! retried a millisecond later). `connection_made` and `connection_lost`
+//! always go through the loop. Calls made before `connection_made` (output
+//! that arrives while the pipes are still being connected) wait for it, as
+//! asyncio's `_pending_calls`. Panics in the protocol are caught and given
+//! to the loop's exception handler.
+//!
+//! # The end
+//! `connection_lost` is queued once the return code is known and every
+//! pipe transport has called its `connection_lost` (asyncio's
+//! `_try_finish`). After it ran, the protocol and the pipes are released (a
+//! protocol that keeps its transport is no `Rc` cycle).
+//!
+//! # Who keeps the child
+//! Until the child exits, the watcher (the loop's reader on the pidfd, or
+//! the loop's SIGCHLD watch) owns a strong reference to the state, so a
+//! dropped transport still has its child reaped. If the loop closes first,
+//! the state is dropped with the reader, and a child that still runs goes to
+//! the orphan reaper (child_watcher.rs).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use loop_core::{EventLoop, ExceptionContext, LoopError};
+use loop_net::{BaseProtocol, Protocol, Transport};
+use rustix::process::{Pid, Signal};
+
+use crate::child_watcher::{self, Orphan};
+use crate::subprocess_protocol::SubprocessProtocol;
+
+/// How soon a delivery to a busy protocol is tried again.
+const RETRY_DELAY: Duration = Duration::from_millis(1);
+
+/// A running (or finished) child process, as its protocol and its owner see
+/// it (asyncio's `SubprocessTransport`). Cheap to clone: all clones are the
+/// same transport.
+///
+/// Returned by [`SubprocessLoopExt::subprocess_exec`](crate::SubprocessLoopExt::subprocess_exec)
+/// and `subprocess_shell`, and given to the protocol's `connection_made`.
+#[doc(alias = "asyncio.SubprocessTransport")]
+#[derive(Clone)]
+pub struct SubprocessTransport {
+    pub(crate) inner: Rc<Inner>,
+}
+
+/// What [`SubprocessTransport::get_extra_info`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubprocessInfo {
+    /// `"subprocess"` and `"pid"`: the child's process id (asyncio gives the
+    /// `Popen` object under `"subprocess"`; its pid is the part that
+    /// applies).
+    Pid(u32),
+    /// `"args"`: the program and its arguments, as started (`Popen.args`).
+    Args(Vec<OsString>),
+    /// `"pidfd"`: the pidfd the loop watches the child through (Linux),
+    /// owned by the transport: do not close it. Absent once the child was
+    /// reaped, and with the SIGCHLD watcher.
+    Pidfd(RawFd),
+}
+
+/// One call to the protocol, queued.
+enum Call {
+    Made,
+    Data(i32, Vec<u8>),
+    PipeLost(i32, Option<io::Error>),
+    Exited,
+    PauseWriting,
+    ResumeWriting,
+    Lost,
+}
+
+impl Call {
+    fn name(&self) -> &'static str {
+        match self {
+            Call::Made => "connection_made",
+            Call::Data(..) => "pipe_data_received",
+            Call::PipeLost(..) => "pipe_connection_lost",
+            Call::Exited => "process_exited",
+            Call::PauseWriting => "pause_writing",
+            Call::ResumeWriting => "resume_writing",
+            Call::Lost => "connection_lost",
+        }
+    }
+}
+
+/// One of the child's pipes.
+struct PipeSlot {
+    fd: i32,
+    transport: Transport,
+    disconnected: bool,
+}
+
+/// The state of one child (see the module docs).
+pub(crate) struct Inner {
+    lp: EventLoop,
+    pid: Pid,
+    args: Vec<OsString>,
+    /// The pidfd, while the child is not reaped (pidfd watcher only).
+    pidfd: RefCell<Option<OwnedFd>>,
+    returncode: Cell<Option<i32>>,
+    closed: Cell<bool>,
+    /// Whether `connection_lost` was queued.
+    finished: Cell<bool>,
+    /// Whether the pipes are connected and `connection_made` queued.
+    started: Cell<bool>,
+    /// Whether `connection_made` ran.
+    made: Cell<bool>,
+    pipes: RefCell<Vec<PipeSlot>>,
+    protocol: RefCell<Option<Rc<RefCell<dyn SubprocessProtocol>>>>,
+    calls: RefCell<VecDeque<Call>>,
+    flush_scheduled: Cell<bool>,
+    exit_waiters: RefCell<Vec<loop_core::Future<i32>>>,
+    /// Completed once `connection_made` ran (what `subprocess_exec` awaits).
+    made_signal: loop_core::Future<()>,
+}
+
+impl Inner {
+    pub(crate) fn new(
+        lp: &EventLoop,
+        pid: Pid,
+        args: Vec<OsString>,
+        pidfd: Option<OwnedFd>,
+        protocol: Rc<RefCell<dyn SubprocessProtocol>>,
+    ) -> Rc<Inner> {
+        Rc::new(Inner {
+            lp: lp.clone(),
+            pid,
+            args,
+            pidfd: RefCell::new(pidfd),
+            returncode: Cell::new(None),
+            closed: Cell::new(false),
+            finished: Cell::new(false),
+            started: Cell::new(false),
+            made: Cell::new(false),
+            pipes: RefCell::new(Vec::new()),
+            protocol: RefCell::new(Some(protocol)),
+            calls: RefCell::new(VecDeque::new()),
+            flush_scheduled: Cell::new(false),
+            exit_waiters: RefCell::new(Vec::new()),
+            made_signal: lp.create_future(),
+        })
+    }
+
+    /// Resolves once `connection_made` ran.
+    pub(crate) fn made(&self) -> loop_core::Future<()> {
+        self.made_signal.clone()
+    }
+
+    pub(crate) fn pidfd_raw(&self) -> Option<RawFd> {
+        self.pidfd.borrow().as_ref().map(|fd| fd.as_raw_fd())
+    }
+
+    pub(crate) fn add_pipe(&self, fd: i32, transport: Transport) {
+        self.pipes.borrow_mut().push(PipeSlot {
+            fd,
+            transport,
+            disconnected: false,
+        });
+    }
+
+    /// The pipes are connected: `connection_made` goes first, then what
+    /// arrived meanwhile.
+    pub(crate) fn start(self: &Rc<Self>) {
+        self.started.set(true);
+        self.calls.borrow_mut().push_front(Call::Made);
+        self.schedule_flush(Duration::ZERO);
+        // The child may have exited, and its pipes closed, while they were
+        // being connected.
+        self.try_finish();
+    }
+
+    /// The watcher reaped the child.
+    pub(crate) fn process_exited(self: &Rc<Self>, code: i32) {
+        if self.returncode.get().is_some() {
+            return;
+        }
+        self.returncode.set(Some(code));
+        // The pidfd has served: free the fd (thousands of children may be
+        // in flight).
+        self.pidfd.borrow_mut().take();
+        let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
+        for w in waiters {
+            let _ = w.set_result(code);
+        }
+        self.deliver(Call::Exited);
+        self.try_finish();
+    }
+
+    fn pipe_lost(self: &Rc<Self>, fd: i32, error: Option<io::Error>) {
+        {
+            let mut pipes = self.pipes.borrow_mut();
+            match pipes.iter_mut().find(|p| p.fd == fd && !p.disconnected) {
+                Some(p) => p.disconnected = true,
+                None => return,
+            }
+        }
+        self.deliver(Call::PipeLost(fd, error));
+        self.try_finish();
+    }
+
+    /// asyncio's `_try_finish`: queue `connection_lost` once the child
+    /// exited and every pipe closed.
+    fn try_finish(self: &Rc<Self>) {
+        if self.finished.get() || self.returncode.get().is_none() || !self.started.get() {
+            return;
+        }
+        if self.pipes.borrow().iter().all(|p| p.disconnected) {
+            self.finished.set(true);
+            self.calls.borrow_mut().push_back(Call::Lost);
+            self.schedule_flush(Duration::ZERO);
+        }
+    }
+
+    /// Delivers `data` from pipe `fd` at once if possible (no copy), queued
+    /// otherwise.
+    fn data_received(self: &Rc<Self>, fd: i32, data: &[u8]) {
+        if self.can_call_now() {
+            let protocol = self.protocol.borrow().clone();
+            if let Some(p) = protocol {
+                if let Ok(mut p) = p.try_borrow_mut() {
+                    self.guarded("pipe_data_received", || p.pipe_data_received(fd, data));
+                    return;
+                }
+            }
+        }
+        self.deliver(Call::Data(fd, data.to_vec()));
+    }
+
+    fn can_call_now(&self) -> bool {
+        self.made.get() && !self.flush_scheduled.get() && self.calls.borrow().is_empty()
+    }
+
+    /// Makes `call` at once if nothing is queued and the protocol is free;
+    /// queues it otherwise.
+    fn deliver(self: &Rc<Self>, call: Call) {
+        if self.can_call_now() {
+            let protocol = self.protocol.borrow().clone();
+            match protocol {
+                None => return,
+                Some(p) => {
+                    if let Ok(mut p) = p.try_borrow_mut() {
+                        self.make(&mut *p, call);
+                        return;
+                    }
+                }
+            }
+        }
+        self.calls.borrow_mut().push_back(call);
+        if self.made.get() || self.started.get() {
+            self.schedule_flush(Duration::ZERO);
+        }
+    }
+
+    fn schedule_flush(self: &Rc<Self>, delay: Duration) {
+        if self.flush_scheduled.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        let scheduled = if delay.is_zero() {
+            self.lp.call_soon(move || me.flush()).map(drop)
+        } else {
+            self.lp.call_later(delay, move || me.flush()).map(drop)
+        };
+        if scheduled.is_err() {
+            // A closed loop: nothing will run again.
+            self.flush_scheduled.set(false);
+        }
+    }
+
+    fn flush(self: &Rc<Self>) {
+        self.flush_scheduled.set(false);
+        loop {
+            let Some(protocol) = self.protocol.borrow().clone() else {
+                self.calls.borrow_mut().clear();
+                return;
+            };
+            let Ok(mut p) = protocol.try_borrow_mut() else {
+                self.schedule_flush(RETRY_DELAY);
+                return;
+            };
+            let Some(call) = self.calls.borrow_mut().pop_front() else {
+                return;
+            };
+            let lost = matches!(call, Call::Lost);
+            self.make(&mut *p, call);
+            drop(p);
+            if lost {
+                self.release();
+                return;
+            }
+        }
+    }
+
+    fn make(self: &Rc<Self>, p: &mut dyn SubprocessProtocol, call: Call) {
+        let name = call.name();
+        match call {
+            Call::Made => {
+                self.made.set(true);
+                let t = SubprocessTransport {
+                    inner: self.clone(),
+                };
+                self.guarded(name, || p.connection_made(t));
+                let _ = self.made_signal.set_result(());
+            }
+            Call::Data(fd, data) => self.guarded(name, || p.pipe_data_received(fd, &data)),
+            Call::PipeLost(fd, err) => self.guarded(name, || p.pipe_connection_lost(fd, err)),
+            Call::Exited => self.guarded(name, || p.process_exited()),
+            Call::PauseWriting => self.guarded(name, || p.pause_writing()),
+            Call::ResumeWriting => self.guarded(name, || p.resume_writing()),
+            Call::Lost => self.guarded(name, || p.connection_lost(None)),
+        }
+    }
+
+    /// Runs one protocol method; a panic goes to the exception handler.
+    fn guarded(&self, name: &'static str, f: impl FnOnce()) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+            self.lp.call_exception_handler(
+                ExceptionContext::new(format!("subprocess protocol.{name}() failed"))
+                    .with_error(LoopError::panicked(name, payload))
+                    .with("pid", self.pid.as_raw_nonzero().get().to_string()),
+            );
+        }
+    }
+
+    /// After `connection_lost`: let go of the protocol and the pipes.
+    fn release(&self) {
+        let protocol = self.protocol.borrow_mut().take();
+        let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
+        drop(protocol);
+        drop(pipes);
+    }
+
+    fn send_signal(&self, signal: i32) -> io::Result<()> {
+        let sig = to_signal(signal)?;
+        if self.returncode.get().is_some() {
+            return Err(no_such_process());
+        }
+        let sent = match &*self.pidfd.borrow() {
+            Some(fd) => rustix::process::pidfd_send_signal(fd, sig),
+            // SIGCHLD watcher: the child is reaped on this thread, in the
+            // step that records its return code, so while that is `None`
+            // the pid is still ours.
+            None => rustix::process::kill_process(self.pid, sig),
+        };
+        sent.map_err(|e| {
+            if e == rustix::io::Errno::SRCH {
+                no_such_process()
+            } else {
+                io::Error::from(e)
+            }
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.returncode.get().is_none() {
+            child_watcher::adopt(Orphan {
+                pid: self.pid,
+                pidfd: self.pidfd.get_mut().take(),
+            });
+        }
+    }
+}
+
+/// asyncio's `ProcessLookupError`: an `io::Error` with `ESRCH`.
+fn no_such_process() -> io::Error {
+    io::Error::from_raw_os_error(rustix::io::Errno::SRCH.raw_os_error())
+}
+
+/// Checks a signal number: 1 to 64 (real-time signals included).
+fn to_signal(signal: i32) -> io::Result<Signal> {
+    if let Some(sig) = Signal::from_named_raw(signal) {
+        return Ok(sig);
+    }
+    // SAFETY: `libc::SIGRTMIN()`/`SIGRTMAX()` bound the real-time signals
+    // the C library leaves to applications; a number in that range is a
+    // valid signal that the C library does not reserve, which is what
+    // `from_raw_unchecked` requires.
+    if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal) {
+        return Ok(unsafe { Signal::from_raw_unchecked(signal) });
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        LoopError::new(
+            loop_core::ErrorKind::InvalidArgument,
+            format!("invalid signal number {signal}"),
+        ),
+    ))
+}
+
+impl SubprocessTransport {
+    /// The child's process id (asyncio's `get_pid()`).
+    #[doc(alias = "SubprocessTransport.get_pid")]
+    pub fn get_pid(&self) -> u32 {
+        self.inner.pid.as_raw_nonzero().get() as u32
+    }
+
+    /// The transport of one of the child's pipes: 0 is the write pipe to its
+    /// stdin, 1 and 2 the read pipes from its stdout and stderr (asyncio's
+    /// `get_pipe_transport(fd)`). `None` if that stream is not a pipe, or
+    /// after `connection_lost`.
+    #[doc(alias = "SubprocessTransport.get_pipe_transport")]
+    pub fn get_pipe_transport(&self, fd: i32) -> Option<Transport> {
+        self.inner
+            .pipes
+            .borrow()
+            .iter()
+            .find(|p| p.fd == fd)
+            .map(|p| p.transport.clone())
+    }
+
+    /// The child's return code: `None` while it runs, its exit status once
+    /// it exited, minus the signal number if a signal killed it (`-9` after
+    /// [`kill`](Self::kill)), as asyncio. 255 if the status could not be
+    /// known (another part of the process reaped the child).
+    #[doc(alias = "SubprocessTransport.get_returncode")]
+    pub fn get_returncode(&self) -> Option<i32> {
+        self.inner.returncode.get()
+    }
+
+    /// Sends `signal` to the child (asyncio's `send_signal`). Through the
+    /// pidfd on Linux, so a signal never reaches another process that
+    /// reused the pid. Once the child has exited (its return code is
+    /// known): an error with `ESRCH`, asyncio's `ProcessLookupError`. An
+    /// invalid number: [`InvalidInput`](io::ErrorKind::InvalidInput).
+    #[doc(alias = "SubprocessTransport.send_signal")]
+    pub fn send_signal(&self, signal: i32) -> io::Result<()> {
+        self.inner.send_signal(signal)
+    }
+
+    /// Sends `SIGTERM` (asyncio's `terminate()`); see
+    /// [`send_signal`](Self::send_signal).
+    #[doc(alias = "SubprocessTransport.terminate")]
+    pub fn terminate(&self) -> io::Result<()> {
+        self.inner.send_signal(Signal::TERM.as_raw())
+    }
+
+    /// Sends `SIGKILL` (asyncio's `kill()`); see
+    /// [`send_signal`](Self::send_signal).
+    #[doc(alias = "SubprocessTransport.kill")]
+    pub fn kill(&self) -> io::Result<()> {
+        self.inner.send_signal(Signal::KILL.as_raw())
+    }
+
+    /// Closes the pipes and kills the child if it still runs (asyncio's
+    /// `close()`); the loop reaps it, then the protocol gets
+    /// `process_exited` and `connection_lost`. Idempotent.
+    #[doc(alias = "SubprocessTransport.close")]
+    pub fn close(&self) {
+        if self.inner.closed.replace(true) {
+            return;
+        }
+        let pipes: Vec<Transport> = self
+            .inner
+            .pipes
+            .borrow()
+            .iter()
+            .filter(|p| !p.disconnected)
+            .map(|p| p.transport.clone())
+            .collect();
+        for t in pipes {
+            t.close();
+        }
+        if self.inner.returncode.get().is_none() {
+            // It may have exited already, unreaped: the signal then does
+            // nothing, and the watcher reaps it as usual.
+            let _ = self.inner.send_signal(Signal::KILL.as_raw());
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called (asyncio's `is_closing()`).
+    #[doc(alias = "SubprocessTransport.is_closing")]
+    pub fn is_closing(&self) -> bool {
+        self.inner.closed.get()
+    }
+
+    /// Information about the child (asyncio's `get_extra_info(name)`):
+    /// `"subprocess"` or `"pid"`, `"args"`, `"pidfd"`; see
+    /// [`SubprocessInfo`]. `None` for other names.
+    #[doc(alias = "BaseTransport.get_extra_info")]
+    pub fn get_extra_info(&self, name: &str) -> Option<SubprocessInfo> {
+        match name {
+            "subprocess" | "pid" => Some(SubprocessInfo::Pid(self.get_pid())),
+            "args" => Some(SubprocessInfo::Args(self.inner.args.clone())),
+            "pidfd" => self.inner.pidfd_raw().map(SubprocessInfo::Pidfd),
+            _ => None,
+        }
+    }
+
+    /// Waits for the child to exit and returns its return code (what
+    /// asyncio's `Process.wait()` awaits). Does not close anything.
+    pub fn wait(&self) -> impl std::future::Future<Output = io::Result<i32>> + 'static {
+        let inner = self.inner.clone();
+        async move {
+            if let Some(code) = inner.returncode.get() {
+                return Ok(code);
+            }
+            let fut = inner.lp.create_future::<i32>();
+            inner.exit_waiters.borrow_mut().push(fut.clone());
+            drop(inner);
+            fut.await.map_err(io::Error::from)
+        }
+    }
+
+    /// The loop the child is watched by.
+    pub fn get_loop(&self) -> EventLoop {
+        self.inner.lp.clone()
+    }
+
+    /// Whether two handles are the same transport.
+    pub fn ptr_eq(&self, other: &SubprocessTransport) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for SubprocessTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubprocessTransport")
+            .field("pid", &self.get_pid())
+            .field("returncode", &self.get_returncode())
+            .field("closing", &self.is_closing())
+            .finish()
+    }
+}
+
+/// The protocol of one pipe transport: forwards to the subprocess protocol
+/// with the pipe's fd number.
+pub(crate) struct PipeAdapter {
+    pub(crate) fd: i32,
+    pub(crate) inner: Weak<Inner>,
+}
+
+impl BaseProtocol for PipeAdapter {
+    fn connection_lost(&mut self, error: Option<io::Error>) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.pipe_lost(self.fd, error);
+        }
+    }
+
+    fn pause_writing(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.deliver(Call::PauseWriting);
+        }
+    }
+
+    fn resume_writing(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.deliver(Call::ResumeWriting);
+        }
+    }
+}
+
+impl Protocol for PipeAdapter {
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.data_received(self.fd, data);
+        }
+    }
+}

@@ -1,0 +1,555 @@
+#![cfg(feature = "process")]
+//! Subprocesses through the facade (`subprocess_exec`, `subprocess_shell`,
+//! `SubprocessTransport`, `SubprocessProtocol`), with real children: `sh`,
+//! `echo`, `cat`, `head`, `sleep`, `env`, Python, and the `kill` command.
+//!
+//! - the protocol's order: `connection_made` first, output per fd,
+//!   `pipe_connection_lost` per pipe, `process_exited`, and `connection_lost`
+//!   exactly once, last, after the exit and every pipe;
+//! - options: PIPE / DEVNULL / inherit / an fd / stderr merged into stdout,
+//!   env (set, clear), cwd, process group, new session, no inherited fds;
+//! - return codes: exit status, minus the signal (kill, terminate,
+//!   send_signal, the `kill` command from another process); signals after
+//!   the exit are `ESRCH` (ProcessLookupError), never sent;
+//! - faults: a program that does not exist (typed error, no fd leaked), a
+//!   child that closes stdout early, a child that exits while we write to
+//!   its stdin (BrokenPipe on pipe 0, no panic), a grandchild holding the
+//!   pipes, a panicking protocol;
+//! - reaping: no zombie after close, after dropping the transport, after
+//!   closing the loop (the orphan reaper); 500 children in flight.
+//!
+//! No sleeps as synchronisation: the loop is awaited on protocol events,
+//! children are released through pipes and FIFOs, and every wait is bounded
+//! by the watchdog.
+
+mod util;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use aioloop::prelude::*;
+use aioloop::{Stdio, SubprocessInfo};
+use util::*;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Ev {
+    Made,
+    Data(i32, Vec<u8>),
+    PipeLost(i32, Option<io::ErrorKind>),
+    Exited(Option<i32>),
+    Pause,
+    Resume,
+    Lost,
+}
+
+/// Records every call; completes `done` at `connection_lost`.
+struct Rec {
+    evs: Log<Ev>,
+    done: Option<Future<()>>,
+    transport: Option<SubprocessTransport>,
+}
+
+impl SubprocessProtocol for Rec {
+    fn connection_made(&mut self, t: SubprocessTransport) {
+        self.evs.borrow_mut().push(Ev::Made);
+        self.transport = Some(t);
+    }
+    fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
+        self.evs.borrow_mut().push(Ev::Data(fd, data.to_vec()));
+    }
+    fn pipe_connection_lost(&mut self, fd: i32, error: Option<io::Error>) {
+        self.evs
+            .borrow_mut()
+            .push(Ev::PipeLost(fd, error.map(|e| e.kind())));
+    }
+    fn process_exited(&mut self) {
+        let code = self.transport.as_ref().and_then(|t| t.get_returncode());
+        self.evs.borrow_mut().push(Ev::Exited(code));
+    }
+    fn pause_writing(&mut self) {
+        self.evs.borrow_mut().push(Ev::Pause);
+    }
+    fn resume_writing(&mut self) {
+        self.evs.borrow_mut().push(Ev::Resume);
+    }
+    fn connection_lost(&mut self, error: Option<io::Error>) {
+        assert!(error.is_none());
+        self.evs.borrow_mut().push(Ev::Lost);
+        if let Some(d) = &self.done {
+            let _ = d.set_result(());
+        }
+    }
+}
+
+struct Run {
+    evs: Log<Ev>,
+    done: Future<()>,
+}
+
+impl Run {
+    fn new(lp: &EventLoop) -> Run {
+        Run {
+            evs: log(),
+            done: lp.create_future(),
+        }
+    }
+    fn factory(&self) -> impl FnOnce() -> Rec + 'static {
+        let (evs, done) = (self.evs.clone(), self.done.clone());
+        move || Rec {
+            evs,
+            done: Some(done),
+            transport: None,
+        }
+    }
+}
+
+/// Everything fd `fd` carried, in order.
+fn output(evs: &[Ev], fd: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in evs {
+        if let Ev::Data(f, d) = e {
+            if *f == fd {
+                out.extend_from_slice(d);
+            }
+        }
+    }
+    out
+}
+
+/// The events without the data, for order checks.
+fn shape(evs: &[Ev]) -> Vec<Ev> {
+    evs.iter()
+        .filter(|e| !matches!(e, Ev::Data(..)))
+        .cloned()
+        .collect()
+}
+
+/// Runs `fut` to completion under the watchdog.
+fn run<T: 'static>(lp: &EventLoop, fut: impl std::future::Future<Output = T> + 'static) -> T {
+    let dog = Watchdog::start(lp);
+    let out = lp.run_until_complete(fut).expect("run_until_complete");
+    dog.disarm();
+    out
+}
+
+/// Tests that count the process's fds run alone; the others share.
+static FDS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    FDS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    FDS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Whether `pid` is gone (reaped) or not our child any more.
+fn reaped(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A recycled pid would not be our child; a zombie has state Z.
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            let ppid_is_us = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .map(|p| p == std::process::id().to_string())
+                .unwrap_or(false);
+            !ppid_is_us && !state.starts_with('Z')
+        }
+    }
+}
+
+/// Waits (bounded) until `pid` is reaped; panics otherwise.
+fn assert_reaped_soon(pid: u32) {
+    let deadline = Instant::now() + LIMIT;
+    while !reaped(pid) {
+        assert!(Instant::now() < deadline, "child {pid} was not reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_delivers_output_then_exit_then_connection_lost_once() {
+    let _guard = shared();
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let t = run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_exec(f, "echo", ["hello", "child"], SubprocessOptions::new())
+            .await
+            .unwrap();
+        done.await.unwrap();
+        t
+    });
+    let evs = r.evs.borrow().clone();
+    assert_eq!(output(&evs, 1), b"hello child\n");
+    assert_eq!(output(&evs, 2), b"");
+    let shape = shape(&evs);
+    assert_eq!(shape.first(), Some(&Ev::Made));
+    assert_eq!(shape.last(), Some(&Ev::Lost));
+    assert_eq!(shape.iter().filter(|e| **e == Ev::Lost).count(), 1);
+    for fd in [0, 1, 2] {
+        assert_eq!(
+            shape
+                .iter()
+                .filter(|e| matches!(e, Ev::PipeLost(f, None) if *f == fd))
+                .count(),
+            1,
+            "pipe {fd} lost once: {shape:?}"
+        );
+    }
+    assert!(shape.contains(&Ev::Exited(Some(0))), "{shape:?}");
+    assert_eq!(t.get_returncode(), Some(0));
+    // After connection_lost the pipes are released.
+    assert!(t.get_pipe_transport(1).is_none());
+    assert_reaped_soon(t.get_pid());
+}
+
+#[test]
+fn shell_gives_exit_status_and_separate_stderr() {
+    let _guard = shared();
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let t = run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_shell(
+                f,
+                "echo out; echo err >&2; exit 3",
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap();
+        done.await.unwrap();
+        t
+    });
+    let evs = r.evs.borrow().clone();
+    assert_eq!(output(&evs, 1), b"out\n");
+    assert_eq!(output(&evs, 2), b"err\n");
+    assert_eq!(t.get_returncode(), Some(3));
+    match t.get_extra_info("args") {
+        Some(SubprocessInfo::Args(a)) => assert_eq!(a[0], "/bin/sh"),
+        other => panic!("args: {other:?}"),
+    }
+}
+
+#[test]
+fn stderr_merged_into_stdout_arrives_as_fd_1() {
+    let _guard = shared();
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let t = run(&lp, async move {
+        let opts = SubprocessOptions::new()
+            .stdin(Stdio::DevNull)
+            .stderr(Stdio::Stdout);
+        let (t, _p) = l
+            .subprocess_shell(f, "echo one; echo two >&2; echo three", opts)
+            .await
+            .unwrap();
+        assert!(t.get_pipe_transport(0).is_none());
+        assert!(t.get_pipe_transport(2).is_none());
+        assert!(t.get_pipe_transport(1).is_some());
+        done.await.unwrap();
+        t
+    });
+    let evs = r.evs.borrow().clone();
+    assert_eq!(output(&evs, 1), b"one\ntwo\nthree\n");
+    assert!(!evs
+        .iter()
+        .any(|e| matches!(e, Ev::Data(2, _) | Ev::PipeLost(2, _))));
+    assert_eq!(t.get_returncode(), Some(0));
+}
+
+#[test]
+fn devnull_stdin_and_an_fd_for_stdout() {
+    let _guard = shared();
+    let lp = new_loop();
+    let dir = std::env::temp_dir().join(format!("aioloop-sub-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out.txt");
+    let file = std::fs::File::create(&path).unwrap();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let t = run(&lp, async move {
+        let opts = SubprocessOptions::new()
+            .stdin(Stdio::DevNull)
+            .stdout(file)
+            .stderr(Stdio::DevNull);
+        // cat with /dev/null as stdin ends at once, writing nothing; then
+        // echo writes to the file.
+        let (t, _p) = l
+            .subprocess_shell(f, "cat; echo into-the-file", opts)
+            .await
+            .unwrap();
+        for fd in 0..3 {
+            assert!(t.get_pipe_transport(fd).is_none());
+        }
+        done.await.unwrap();
+        t
+    });
+    assert_eq!(t.get_returncode(), Some(0));
+    assert_eq!(std::fs::read(&path).unwrap(), b"into-the-file\n");
+    // No pipe: connection_made, process_exited, connection_lost.
+    assert_eq!(
+        shape(&r.evs.borrow()),
+        vec![Ev::Made, Ev::Exited(Some(0)), Ev::Lost]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cat_echoes_four_mebibytes_through_stdin_and_stdout() {
+    let _guard = shared();
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let t = run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_exec(f, "cat", Vec::<&str>::new(), SubprocessOptions::new())
+            .await
+            .unwrap();
+        let stdin = t.get_pipe_transport(0).unwrap();
+        stdin.write(&sent).unwrap();
+        stdin.write_eof().unwrap();
+        done.await.unwrap();
+        t
+    });
+    let evs = r.evs.borrow().clone();
+    assert!(
+        output(&evs, 1) == data,
+        "cat's output differs from its input"
+    );
+    assert_eq!(t.get_returncode(), Some(0));
+    // 4 MiB into a 64 KiB pipe crossed the high-water mark: paused, then
+    // resumed, in that order.
+    let s = shape(&evs);
+    let pause = s.iter().position(|e| *e == Ev::Pause);
+    let resume = s.iter().position(|e| *e == Ev::Resume);
+    assert!(
+        pause.is_some() && resume.is_some() && pause < resume,
+        "{s:?}"
+    );
+}
+
+#[test]
+fn env_and_cwd() {
+    let _guard = shared();
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    run(&lp, async move {
+        let opts = SubprocessOptions::new()
+            .env("AIOLOOP_TEST_VAR", "forty two")
+            .env_remove("HOME")
+            .cwd("/");
+        let (_t, _p) = l
+            .subprocess_shell(
+                f,
+                "echo \"$AIOLOOP_TEST_VAR\"; echo \"${HOME-unset}\"; pwd",
+                opts,
+            )
+            .await
+            .unwrap();
+        done.await.unwrap();
+    });
+    assert_eq!(output(&r.evs.borrow(), 1), b"forty two\nunset\n/\n");
+
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    run(&lp, async move {
+        let opts = SubprocessOptions::new().env_clear().env("ONLY", "this");
+        let (_t, _p) = l
+            .subprocess_exec(f, "/usr/bin/env", Vec::<&str>::new(), opts)
+            .await
+            .unwrap();
+        done.await.unwrap();
+    });
+    assert_eq!(output(&r.evs.borrow(), 1), b"ONLY=this\n");
+}
+
+/// `python3 -c code` under a recording protocol; returns stdout and the
+/// return code.
+fn python(lp: &EventLoop, code: &str, opts: SubprocessOptions) -> (String, Option<i32>) {
+    let r = Run::new(lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let code = code.to_string();
+    let t = run(lp, async move {
+        let (t, _p) = l
+            .subprocess_exec(f, "python3", ["-c", code.as_str()], opts)
+            .await
+            .unwrap();
+        done.await.unwrap();
+        t
+    });
+    let out = String::from_utf8(output(&r.evs.borrow(), 1)).unwrap();
+    (out, t.get_returncode())
+}
+
+#[test]
+fn new_session_and_process_group() {
+    let _guard = shared();
+    let lp = new_loop();
+    let probe = "import os; print(os.getpid(), os.getpgid(0), os.getsid(0))";
+    let ids = |s: &str| -> Vec<i64> { s.split_whitespace().map(|x| x.parse().unwrap()).collect() };
+
+    let (out, code) = python(&lp, probe, SubprocessOptions::new().start_new_session(true));
+    assert_eq!(code, Some(0));
+    let v = ids(&out);
+    assert_eq!(
+        (v[1], v[2]),
+        (v[0], v[0]),
+        "session and group led by the child"
+    );
+
+    let (out, _) = python(&lp, probe, SubprocessOptions::new().process_group(0));
+    let v = ids(&out);
+    assert_eq!(v[1], v[0], "own process group");
+    assert_ne!(v[2], v[0], "same session as the parent");
+
+    let (out, _) = python(&lp, probe, SubprocessOptions::new());
+    let v = ids(&out);
+    assert_ne!(v[1], v[0], "the parent's process group by default");
+}
+
+#[test]
+fn the_child_inherits_no_fd_of_the_loop() {
+    let _guard = shared();
+    let lp = new_loop();
+    // The parent has the loop's epoll and eventfd, and a few sockets.
+    let _keep: Vec<_> = (0..4)
+        .map(|_| std::os::unix::net::UnixStream::pair().unwrap())
+        .collect();
+    let (out, code) = python(
+        &lp,
+        "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd')))",
+        SubprocessOptions::new(),
+    );
+    assert_eq!(code, Some(0));
+    let child: Vec<i32> = out
+        .trim()
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(&child[..4], &[0, 1, 2, 3], "0, 1, 2 and listdir's own fd");
+    // Anything beyond is an fd this test process itself inherited without
+    // O_CLOEXEC from whoever started it (a CI runner's, a shell's): never
+    // one of aioloop's, which are all close-on-exec.
+    for fd in &child[4..] {
+        // SAFETY: only the flags of `fd` are read, while it is open in this
+        // process (it is one the harness inherited and never closes).
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+        let flags = rustix::io::fcntl_getfd(borrowed).expect("the parent has that fd too");
+        assert!(
+            !flags.contains(rustix::io::FdFlags::CLOEXEC),
+            "fd {fd} is close-on-exec in the parent, yet the child has it"
+        );
+    }
+}
+
+#[test]
+fn bad_options_are_typed_errors() {
+    let _guard = exclusive();
+    let fds = open_fds();
+    let lp = new_loop();
+    let l = lp.clone();
+    run(&lp, async move {
+        for opts in [
+            SubprocessOptions::new().stdin(Stdio::Stdout),
+            SubprocessOptions::new().stdout(Stdio::Stdout),
+            SubprocessOptions::new()
+                .process_group(0)
+                .start_new_session(true),
+            SubprocessOptions::new().process_group(-5),
+        ] {
+            let err = l
+                .subprocess_exec(Rec::dummy, "true", Vec::<&str>::new(), opts)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        }
+    });
+    lp.close().unwrap();
+    drop(lp);
+    assert_eq!(open_fds(), fds, "no fd leaked");
+}
+
+impl Rec {
+    fn dummy() -> Rec {
+        Rec {
+            evs: log(),
+            done: None,
+            transport: None,
+        }
+    }
+}
+
+#[test]
+fn a_program_that_does_not_exist_is_not_found_and_leaks_nothing() {
+    let _guard = exclusive();
+    let before = open_fds();
+    let lp = new_loop();
+    let l = lp.clone();
+    run(&lp, async move {
+        let err = l
+            .subprocess_exec(
+                Rec::dummy,
+                "/nonexistent/aioloop-no-such-program",
+                ["x"],
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        let err = l
+            .subprocess_exec(
+                Rec::dummy,
+                "aioloop-no-such-program-in-path",
+                Vec::<&str>::new(),
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        // A directory is not a program.
+        let err = l
+            .subprocess_exec(
+                Rec::dummy,
+                "/",
+                Vec::<&str>::new(),
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+    });
+    lp.close().unwrap();
+    drop(lp);
+    assert_eq!(open_fds(), before, "no fd leaked");
+}
+
+#[test]
+fn closed_loop_is_refused() {
+    let _guard = shared();
+    let lp = new_loop();
+    lp.close().unwrap();
+    let fut = lp.subprocess_exec(
+        Rec::dummy,
+        "true",
+        Vec::<&str>::new(),
+        SubprocessOptions::new(),
+    );
+    let err = futures_lite::future::block_on(fut).unwrap_err();
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<LoopError>());
+    assert_eq!(inner.map(|e| e.kind()), Some(ErrorKind::Closed), "{err}");
+}
