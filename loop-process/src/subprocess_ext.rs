@@ -13,7 +13,7 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 use crate::child_watcher::{self, Watcher, UNKNOWN_STATUS};
 use crate::subprocess_options::SubprocessOptions;
 use crate::subprocess_protocol::SubprocessProtocol;
-use crate::subprocess_transport::{Inner, PipeAdapter, SubprocessTransport};
+use crate::subprocess_transport::{Inner, PipeAdapter, SubprocessTransport, WatchGuard};
 
 mod sealed {
     pub trait Sealed {}
@@ -204,8 +204,8 @@ async fn spawn<P: SubprocessProtocol>(
     if let Some(code) = exited_early {
         inner.process_exited(code);
     } else {
-        let i = inner.clone();
-        let on_exit = Box::new(move |code| i.process_exited(code));
+        let watch = WatchGuard::new(inner.clone());
+        let on_exit = Box::new(move |code| watch.exited(code));
         match watcher {
             Watcher::Pidfd => {
                 let raw = inner.pidfd_raw().ok_or_else(|| {

@@ -122,6 +122,9 @@ pub(crate) struct Inner {
     pidfd: RefCell<Option<OwnedFd>>,
     returncode: Cell<Option<i32>>,
     closed: Cell<bool>,
+    /// Whether the child was handed to the orphan reaper (its loop closed
+    /// before it exited): no signal may be sent any more.
+    orphaned: Cell<bool>,
     /// Whether `connection_lost` was queued.
     finished: Cell<bool>,
     /// Whether the pipes are connected and `connection_made` queued.
@@ -152,6 +155,7 @@ impl Inner {
             pidfd: RefCell::new(pidfd),
             returncode: Cell::new(None),
             closed: Cell::new(false),
+            orphaned: Cell::new(false),
             finished: Cell::new(false),
             started: Cell::new(false),
             made: Cell::new(false),
@@ -207,6 +211,39 @@ impl Inner {
         }
         self.deliver(Call::Exited);
         self.try_finish();
+    }
+
+    /// The watcher was dropped before the child exited (its loop closed):
+    /// hand the child to the orphan reaper, and let go of the protocol and
+    /// the pipes (a protocol that keeps its transport would otherwise keep
+    /// this state alive forever).
+    fn abandon(&self) {
+        if self.returncode.get().is_some() || self.orphaned.replace(true) {
+            return;
+        }
+        let pidfd = self.pidfd.try_borrow_mut().ok().and_then(|mut p| p.take());
+        child_watcher::adopt(Orphan {
+            pid: self.pid,
+            pidfd,
+        });
+        let protocol = self
+            .protocol
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut p| p.take());
+        let pipes = self
+            .pipes
+            .try_borrow_mut()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        let calls = self
+            .calls
+            .try_borrow_mut()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        drop(calls);
+        drop(pipes);
+        drop(protocol);
     }
 
     fn pipe_lost(self: &Rc<Self>, fd: i32, error: Option<io::Error>) {
@@ -358,6 +395,11 @@ impl Inner {
         if self.returncode.get().is_some() {
             return Err(no_such_process());
         }
+        if self.orphaned.get() {
+            // The orphan reaper may reap it at any moment: a signal by pid
+            // could reach a recycled pid.
+            return Err(LoopError::closed().into());
+        }
         let sent = match &*self.pidfd.borrow() {
             Some(fd) => rustix::process::pidfd_send_signal(fd, sig),
             // SIGCHLD watcher: the child is reaped on this thread, in the
@@ -377,7 +419,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.returncode.get().is_none() {
+        if self.returncode.get().is_none() && !self.orphaned.get() {
             child_watcher::adopt(Orphan {
                 pid: self.pid,
                 pidfd: self.pidfd.get_mut().take(),
@@ -544,6 +586,31 @@ impl fmt::Debug for SubprocessTransport {
             .field("returncode", &self.get_returncode())
             .field("closing", &self.is_closing())
             .finish()
+    }
+}
+
+/// Owned by the watcher until the child exits: reports the exit, or, if
+/// dropped first (the loop closed), abandons the child to the orphan reaper.
+pub(crate) struct WatchGuard(Option<Rc<Inner>>);
+
+impl WatchGuard {
+    pub(crate) fn new(inner: Rc<Inner>) -> WatchGuard {
+        WatchGuard(Some(inner))
+    }
+
+    /// The child was reaped with return code `code`.
+    pub(crate) fn exited(mut self, code: i32) {
+        if let Some(inner) = self.0.take() {
+            inner.process_exited(code);
+        }
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.abandon();
+        }
     }
 }
 

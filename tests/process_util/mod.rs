@@ -1,0 +1,181 @@
+//! Helpers shared by the subprocess tests: a protocol that records every
+//! call, output and order extraction, bounded runs, reaping checks.
+#![allow(dead_code)]
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use aioloop::prelude::*;
+
+use crate::util::*;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ev {
+    Made,
+    Data(i32, Vec<u8>),
+    PipeLost(i32, Option<io::ErrorKind>),
+    Exited(Option<i32>),
+    Pause,
+    Resume,
+    Lost,
+}
+
+/// Records every call; completes `done` at `connection_lost`.
+pub struct Rec {
+    pub evs: Log<Ev>,
+    pub done: Option<Future<()>>,
+    pub transport: Option<SubprocessTransport>,
+}
+
+impl SubprocessProtocol for Rec {
+    fn connection_made(&mut self, t: SubprocessTransport) {
+        self.evs.borrow_mut().push(Ev::Made);
+        self.transport = Some(t);
+    }
+    fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
+        self.evs.borrow_mut().push(Ev::Data(fd, data.to_vec()));
+    }
+    fn pipe_connection_lost(&mut self, fd: i32, error: Option<io::Error>) {
+        self.evs
+            .borrow_mut()
+            .push(Ev::PipeLost(fd, error.map(|e| e.kind())));
+    }
+    fn process_exited(&mut self) {
+        let code = self.transport.as_ref().and_then(|t| t.get_returncode());
+        self.evs.borrow_mut().push(Ev::Exited(code));
+    }
+    fn pause_writing(&mut self) {
+        self.evs.borrow_mut().push(Ev::Pause);
+    }
+    fn resume_writing(&mut self) {
+        self.evs.borrow_mut().push(Ev::Resume);
+    }
+    fn connection_lost(&mut self, error: Option<io::Error>) {
+        assert!(error.is_none());
+        self.evs.borrow_mut().push(Ev::Lost);
+        if let Some(d) = &self.done {
+            let _ = d.set_result(());
+        }
+    }
+}
+
+pub struct Run {
+    pub evs: Log<Ev>,
+    pub done: Future<()>,
+}
+
+impl Run {
+    pub fn new(lp: &EventLoop) -> Run {
+        Run {
+            evs: log(),
+            done: lp.create_future(),
+        }
+    }
+    pub fn factory(&self) -> impl FnOnce() -> Rec + 'static {
+        let (evs, done) = (self.evs.clone(), self.done.clone());
+        move || Rec {
+            evs,
+            done: Some(done),
+            transport: None,
+        }
+    }
+}
+
+/// Everything fd `fd` carried, in order.
+pub fn output(evs: &[Ev], fd: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in evs {
+        if let Ev::Data(f, d) = e {
+            if *f == fd {
+                out.extend_from_slice(d);
+            }
+        }
+    }
+    out
+}
+
+/// The events without the data, for order checks.
+pub fn shape(evs: &[Ev]) -> Vec<Ev> {
+    evs.iter()
+        .filter(|e| !matches!(e, Ev::Data(..)))
+        .cloned()
+        .collect()
+}
+
+/// Runs `fut` to completion under the watchdog.
+pub fn run<T: 'static>(lp: &EventLoop, fut: impl std::future::Future<Output = T> + 'static) -> T {
+    let dog = Watchdog::start(lp);
+    let out = lp.run_until_complete(fut).expect("run_until_complete");
+    dog.disarm();
+    out
+}
+
+/// Tests that count the process's fds run alone; the others share.
+pub static FDS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    FDS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    FDS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Whether `pid` is gone (reaped) or not our child any more.
+pub fn reaped(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A recycled pid would not be our child; a zombie has state Z.
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            let ppid_is_us = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .map(|p| p == std::process::id().to_string())
+                .unwrap_or(false);
+            !ppid_is_us && !state.starts_with('Z')
+        }
+    }
+}
+
+/// Waits (bounded) until `pid` is reaped; panics otherwise.
+pub fn assert_reaped_soon(pid: u32) {
+    let deadline = Instant::now() + LIMIT;
+    while !reaped(pid) {
+        assert!(Instant::now() < deadline, "child {pid} was not reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `python3 -c code` under a recording protocol; returns stdout and the
+/// return code.
+pub fn python(lp: &EventLoop, code: &str, opts: SubprocessOptions) -> (String, Option<i32>) {
+    let r = Run::new(lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let code = code.to_string();
+    let t = run(lp, async move {
+        let (t, _p) = l
+            .subprocess_exec(f, "python3", ["-c", code.as_str()], opts)
+            .await
+            .unwrap();
+        done.await.unwrap();
+        t
+    });
+    let out = String::from_utf8(output(&r.evs.borrow(), 1)).unwrap();
+    (out, t.get_returncode())
+}
+
+impl Rec {
+    pub fn dummy() -> Rec {
+        Rec {
+            evs: log(),
+            done: None,
+            transport: None,
+        }
+    }
+}

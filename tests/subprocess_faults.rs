@@ -1,0 +1,388 @@
+#![cfg(feature = "process")]
+//! Children that misbehave, and protocols that do unusual things from
+//! inside their callbacks:
+//! - a child that closes its stdout long before it exits;
+//! - a child that exits while we still write to its stdin (BrokenPipe as
+//!   `pipe_connection_lost(0, ..)`, never a panic or a hang);
+//! - a grandchild that keeps the pipes open after the child exited
+//!   (`process_exited` first, `connection_lost` only when the pipes close);
+//! - a ping-pong with a Python child and with `cat`, written from inside
+//!   `pipe_data_received`;
+//! - `close` and `kill` from inside the protocol's own callbacks;
+//! - a panicking protocol (reported; the rest is still delivered).
+
+mod process_util;
+mod util;
+
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::rc::Rc;
+
+use aioloop::prelude::*;
+use process_util::*;
+use util::*;
+
+#[test]
+fn a_child_that_closes_stdout_early() {
+    /// Once stdout is lost (the child still runs), lets the child go.
+    struct P(Rec);
+    impl SubprocessProtocol for P {
+        fn connection_made(&mut self, t: SubprocessTransport) {
+            self.0.connection_made(t)
+        }
+        fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
+            self.0.pipe_data_received(fd, data)
+        }
+        fn pipe_connection_lost(&mut self, fd: i32, error: Option<io::Error>) {
+            if fd == 1 {
+                let t = self.0.transport.as_ref().unwrap();
+                assert_eq!(t.get_returncode(), None, "still running");
+                t.get_pipe_transport(0).unwrap().write(b"go\n").unwrap();
+            }
+            self.0.pipe_connection_lost(fd, error)
+        }
+        fn process_exited(&mut self) {
+            self.0.process_exited()
+        }
+        fn connection_lost(&mut self, error: Option<io::Error>) {
+            self.0.connection_lost(error)
+        }
+    }
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    run(&lp, async move {
+        let (_t, _p) = l
+            .subprocess_shell(
+                move || P(f()),
+                "echo before; exec 1>&-; read x; exit 4",
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap();
+        done.await.unwrap();
+    });
+    let evs = r.evs.borrow().clone();
+    assert_eq!(output(&evs, 1), b"before\n");
+    let s = shape(&evs);
+    let lost1 = s.iter().position(|e| *e == Ev::PipeLost(1, None)).unwrap();
+    let exited = s.iter().position(|e| *e == Ev::Exited(Some(4))).unwrap();
+    assert!(lost1 < exited, "{s:?}");
+    assert_eq!(s.last(), Some(&Ev::Lost));
+}
+
+#[test]
+fn a_child_that_exits_while_we_write_its_stdin() {
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let seen = record_exceptions(&lp);
+    let t = run(&lp, async move {
+        // head reads a little and exits; 4 MiB cannot fit in the pipe.
+        let (t, _p) = l
+            .subprocess_exec(f, "head", ["-c", "10"], SubprocessOptions::new())
+            .await
+            .unwrap();
+        let stdin = t.get_pipe_transport(0).unwrap();
+        stdin.write(&vec![b'x'; 4 << 20]).unwrap();
+        done.await.unwrap();
+        t
+    });
+    let evs = r.evs.borrow().clone();
+    assert_eq!(output(&evs, 1), b"xxxxxxxxxx");
+    assert_eq!(t.get_returncode(), Some(0));
+    let s = shape(&evs);
+    assert!(
+        s.contains(&Ev::PipeLost(0, Some(io::ErrorKind::BrokenPipe))),
+        "stdin lost with BrokenPipe: {s:?}"
+    );
+    assert_eq!(s.iter().filter(|e| **e == Ev::Lost).count(), 1);
+    assert!(
+        seen.borrow().is_empty(),
+        "nothing reported: {:?}",
+        seen.borrow()
+    );
+}
+
+#[test]
+fn a_grandchild_holding_the_pipes() {
+    let lp = new_loop();
+    let dir = std::env::temp_dir().join(format!("aioloop-grandchild-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("release");
+    let _ = std::fs::remove_file(&fifo);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let evs = r.evs.clone();
+    let fifo2 = fifo.clone();
+    // The shell starts a grandchild that inherits stdout and waits on the
+    // FIFO, then exits at once.
+    let cmd = format!("(read x < {}; echo late) & echo early", fifo.display());
+    let t = run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_shell(
+                f,
+                cmd,
+                SubprocessOptions::new().stdin(aioloop::Stdio::DevNull),
+            )
+            .await
+            .unwrap();
+        let code = t.wait().await.unwrap();
+        assert_eq!(code, 0);
+        // The child exited; stdout is still open in the grandchild.
+        let s = shape(&evs.borrow());
+        assert!(!s.contains(&Ev::PipeLost(1, None)), "{s:?}");
+        assert!(!s.contains(&Ev::Lost));
+        // Release the grandchild (opening the FIFO blocks until it reads).
+        let releaser = std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo2)
+                .unwrap();
+            w.write_all(b"go\n").unwrap();
+        });
+        done.await.unwrap();
+        releaser.join().unwrap();
+        t
+    });
+    let evs = r.evs.borrow().clone();
+    assert_eq!(output(&evs, 1), b"early\nlate\n");
+    let s = shape(&evs);
+    let exited = s.iter().position(|e| *e == Ev::Exited(Some(0))).unwrap();
+    let lost1 = s.iter().position(|e| *e == Ev::PipeLost(1, None)).unwrap();
+    assert!(exited < lost1, "{s:?}");
+    assert_eq!(s.last(), Some(&Ev::Lost));
+    assert_eq!(t.get_returncode(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends `rounds` lines one at a time, each after the previous answer came
+/// back; then closes stdin.
+struct PingPong {
+    rounds: usize,
+    sent: usize,
+    got: Vec<u8>,
+    answers: Rc<RefCell<Vec<String>>>,
+    transport: Option<SubprocessTransport>,
+}
+
+impl PingPong {
+    fn send_next(&mut self) {
+        let stdin = self
+            .transport
+            .as_ref()
+            .unwrap()
+            .get_pipe_transport(0)
+            .unwrap();
+        if self.sent == self.rounds {
+            stdin.write_eof().unwrap();
+        } else {
+            stdin
+                .write(format!("line {}\n", self.sent).as_bytes())
+                .unwrap();
+            self.sent += 1;
+        }
+    }
+}
+
+impl SubprocessProtocol for PingPong {
+    fn connection_made(&mut self, t: SubprocessTransport) {
+        self.transport = Some(t);
+        self.send_next();
+    }
+    fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
+        assert_eq!(fd, 1);
+        self.got.extend_from_slice(data);
+        while let Some(end) = self.got.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.got.drain(..=end).collect();
+            self.answers
+                .borrow_mut()
+                .push(String::from_utf8(line).unwrap().trim_end().to_string());
+            self.send_next();
+        }
+    }
+}
+
+fn ping_pong(program: &str, args: &[&str]) -> (Vec<String>, Option<i32>) {
+    let lp = new_loop();
+    let answers = Rc::new(RefCell::new(Vec::new()));
+    let a = answers.clone();
+    let l = lp.clone();
+    let (program, args): (String, Vec<String>) =
+        (program.into(), args.iter().map(|s| s.to_string()).collect());
+    let code = run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_exec(
+                move || PingPong {
+                    rounds: 100,
+                    sent: 0,
+                    got: Vec::new(),
+                    answers: a,
+                    transport: None,
+                },
+                program,
+                args,
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap();
+        t.wait().await.unwrap()
+    });
+    let out = answers.borrow().clone();
+    (out, Some(code))
+}
+
+#[test]
+fn ping_pong_with_a_python_child() {
+    let (answers, code) = ping_pong(
+        "python3",
+        &[
+            "-u",
+            "-c",
+            "import sys\nfor l in sys.stdin: sys.stdout.write(l.upper())",
+        ],
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(answers.len(), 100);
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a, &format!("LINE {i}"));
+    }
+}
+
+#[test]
+fn ping_pong_with_cat() {
+    // cat writes each line as it reads it (its output is a pipe: unbuffered
+    // reads and writes).
+    let (answers, code) = ping_pong("cat", &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        answers,
+        (0..100).map(|i| format!("line {i}")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn close_from_inside_pipe_data_received() {
+    struct CloseOnData(Rec, usize);
+    impl SubprocessProtocol for CloseOnData {
+        fn connection_made(&mut self, t: SubprocessTransport) {
+            self.0.connection_made(t)
+        }
+        fn pipe_data_received(&mut self, _fd: i32, _data: &[u8]) {
+            self.1 += 1;
+            self.0.transport.as_ref().unwrap().close();
+        }
+        fn process_exited(&mut self) {
+            self.0.process_exited()
+        }
+        fn connection_lost(&mut self, error: Option<io::Error>) {
+            self.0.connection_lost(error)
+        }
+    }
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let t = run(&lp, async move {
+        // `yes` writes forever: only the close stops it.
+        let (t, p) = l
+            .subprocess_exec(
+                move || CloseOnData(f(), 0),
+                "yes",
+                Vec::<&str>::new(),
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap();
+        done.await.unwrap();
+        assert!(p.borrow().1 >= 1);
+        t
+    });
+    assert_eq!(t.get_returncode(), Some(-9));
+    assert_eq!(
+        shape(&r.evs.borrow()),
+        vec![Ev::Made, Ev::Exited(Some(-9)), Ev::Lost]
+    );
+}
+
+#[test]
+fn kill_from_inside_connection_made() {
+    struct KillAtOnce(Rec);
+    impl SubprocessProtocol for KillAtOnce {
+        fn connection_made(&mut self, t: SubprocessTransport) {
+            t.kill().unwrap();
+            self.0.connection_made(t)
+        }
+        fn process_exited(&mut self) {
+            self.0.process_exited()
+        }
+        fn connection_lost(&mut self, error: Option<io::Error>) {
+            self.0.connection_lost(error)
+        }
+    }
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    run(&lp, async move {
+        let (_t, _p) = l
+            .subprocess_exec(
+                move || KillAtOnce(f()),
+                "sleep",
+                ["30"],
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap();
+        done.await.unwrap();
+    });
+    assert_eq!(
+        shape(&r.evs.borrow()),
+        vec![Ev::Made, Ev::Exited(Some(-9)), Ev::Lost]
+    );
+}
+
+#[test]
+fn a_panicking_protocol_is_reported_and_the_rest_delivered() {
+    struct Panicky(Rec);
+    impl SubprocessProtocol for Panicky {
+        fn connection_made(&mut self, t: SubprocessTransport) {
+            self.0.connection_made(t)
+        }
+        fn pipe_data_received(&mut self, _fd: i32, _data: &[u8]) {
+            panic!("boom in pipe_data_received");
+        }
+        fn pipe_connection_lost(&mut self, fd: i32, error: Option<io::Error>) {
+            self.0.pipe_connection_lost(fd, error)
+        }
+        fn process_exited(&mut self) {
+            self.0.process_exited()
+        }
+        fn connection_lost(&mut self, error: Option<io::Error>) {
+            self.0.connection_lost(error)
+        }
+    }
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    run(&lp, async move {
+        let (_t, _p) = l
+            .subprocess_shell(move || Panicky(f()), "echo hi", SubprocessOptions::new())
+            .await
+            .unwrap();
+        done.await.unwrap();
+    });
+    let s = shape(&r.evs.borrow());
+    assert!(s.contains(&Ev::Exited(Some(0))));
+    assert_eq!(s.last(), Some(&Ev::Lost));
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].message.contains("pipe_data_received"), "{seen:?}");
+    assert_eq!(seen[0].panic.as_deref(), Some("boom in pipe_data_received"));
+}
