@@ -2,18 +2,39 @@
 //!
 //! # Should I be using this crate?
 //!
-//! For signals, yes: [`SignalLoopExt`] adds asyncio's
-//! `loop.add_signal_handler` and `loop.remove_signal_handler` to
-//! [`EventLoop`](loop_core::EventLoop) (the `aioloop` facade re-exports it,
-//! prelude included, with feature `process`). The subprocess half of the
-//! crate (`subprocess_exec`, `subprocess_shell`, the subprocess transport and
-//! protocol) comes later; until then it has no public items.
+//! Use it directly if you build on `loop-core` and `loop-net` alone;
+//! otherwise the `aioloop` facade re-exports it (feature `process`, prelude
+//! included). It adds two extension traits to
+//! [`EventLoop`](loop_core::EventLoop):
 //!
 //! | asyncio | here |
 //! |---|---|
+//! | `await loop.subprocess_exec(factory, program, *args, stdin=, stdout=, stderr=, env=, cwd=, ...)` | [`SubprocessLoopExt::subprocess_exec`] with [`SubprocessOptions`] and [`Stdio`] |
+//! | `await loop.subprocess_shell(factory, cmd, ...)` | [`SubprocessLoopExt::subprocess_shell`] (`/bin/sh -c cmd`) |
+//! | `SubprocessTransport` (`get_pid`, `get_pipe_transport`, `get_returncode`, `kill`, `send_signal`, `terminate`, `close`, `is_closing`, `get_extra_info`) | [`SubprocessTransport`] |
+//! | `SubprocessProtocol` (`pipe_data_received`, `pipe_connection_lost`, `process_exited`, ...) | [`SubprocessProtocol`] |
+//! | `ProcessLookupError` | an `io::Error` with `ESRCH` |
 //! | `loop.add_signal_handler(sig, cb)` | [`SignalLoopExt::add_signal_handler`] |
 //! | `loop.remove_signal_handler(sig)` | [`SignalLoopExt::remove_signal_handler`] |
 //! | (`loop.close()` removing them) | [`SignalLoopExt::remove_all_signal_handlers`], or closing the loop |
+//!
+//! [`SubprocessLoopExt`] has a runnable example of a child's output
+//! collected through a protocol.
+//!
+//! # How children are watched
+//!
+//! On Linux (5.3 and later) with the epoll backend, each child gets a pidfd,
+//! watched by the loop like any fd: no SIGCHLD handler is installed, so a
+//! user may register one, and a signal sent through the transport can never
+//! reach another process that reused the pid. Elsewhere (and with the
+//! `polling` backend) one SIGCHLD registration per loop, through
+//! signal-hook, wakes the loop, which then waits for each of its own
+//! children by pid. `waitpid(-1)` is never called: children that other code
+//! started are never reaped. A child whose transport is dropped is still
+//! reaped when it exits; one still running when its loop closes goes to a
+//! process-wide reaper thread. No zombie is left behind.
+//!
+//! # Signals
 //!
 //! ```
 //! use loop_core::EventLoop;

@@ -41,7 +41,7 @@ mod sealed {
 ///
 /// ```
 /// use loop_core::EventLoop;
-/// use loop_process::{SubprocessLoopExt, SubprocessOptions, SubprocessProtocol, SubprocessTransport};
+/// use loop_process::{SubprocessLoopExt, SubprocessOptions, SubprocessProtocol};
 ///
 /// /// Collects stdout; completes `done` with it at the end.
 /// struct Collect {

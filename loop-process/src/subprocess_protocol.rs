@@ -21,16 +21,28 @@ use crate::subprocess_transport::SubprocessTransport;
 ///
 /// ```
 /// use loop_process::{SubprocessProtocol, SubprocessTransport};
-/// /// Collects what the child prints.
+/// /// Collects what the child prints; answers a prompt on stdin.
 /// #[derive(Default)]
-/// struct Collect(Vec<u8>);
+/// struct Collect {
+///     out: Vec<u8>,
+///     transport: Option<SubprocessTransport>,
+/// }
 /// impl SubprocessProtocol for Collect {
+///     fn connection_made(&mut self, t: SubprocessTransport) {
+///         self.transport = Some(t);
+///     }
 ///     fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
 ///         if fd == 1 {
-///             self.0.extend_from_slice(data);
+///             self.out.extend_from_slice(data);
+///             if self.out.ends_with(b"? ") {
+///                 if let Some(stdin) = self.transport.as_ref().and_then(|t| t.get_pipe_transport(0)) {
+///                     let _ = stdin.write(b"yes\n");
+///                 }
+///             }
 ///         }
 ///     }
 /// }
+/// let _factory = Collect::default;
 /// ```
 #[doc(alias = "asyncio.SubprocessProtocol")]
 pub trait SubprocessProtocol: 'static {
