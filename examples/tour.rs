@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +42,7 @@ fn main() {
         ("UDP datagram round trip", udp_echo),
         ("TLS handshake with a generated certificate", tls_echo),
         ("file sent with sendfile", sendfile),
-        ("subprocess output through a read pipe", subprocess_pipe),
+        ("a subprocess through its pipes", subprocess),
         (
             "a signal sent to ourselves, handled on the loop",
             signal_step,
@@ -73,7 +72,6 @@ fn main() {
             println!("  FAIL loop close: {other:?}");
         }
     }
-    println!("not yet in aioloop (see README): subprocess transports (subprocess_exec/shell)");
     if failed > 0 {
         println!("{failed} step(s) failed");
         std::process::exit(1);
@@ -665,66 +663,58 @@ fn sendfile(lp: &EventLoop) -> Step {
     ))
 }
 
-/// Collects what a read pipe carries; resolves `done` with it (or the
-/// error) at `connection_lost`.
+/// Collects a child's stdout; resolves `done` with it at `connection_lost`
+/// (after the exit and the end of every pipe).
 struct Collect {
     got: Vec<u8>,
     done: Future<Vec<u8>>,
 }
 
-impl BaseProtocol for Collect {
-    fn connection_lost(&mut self, error: Option<std::io::Error>) {
-        let _ = match error {
-            None => self.done.set_result(std::mem::take(&mut self.got)),
-            Some(e) => self.done.set_exception(e),
-        };
+impl SubprocessProtocol for Collect {
+    fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
+        if fd == 1 {
+            self.got.extend_from_slice(data);
+        }
+    }
+    fn connection_lost(&mut self, _error: Option<std::io::Error>) {
+        let _ = self.done.set_result(std::mem::take(&mut self.got));
     }
 }
 
-impl Protocol for Collect {
-    fn data_received(&mut self, data: &[u8]) {
-        self.got.extend_from_slice(data);
-    }
-}
-
-fn subprocess_pipe(lp: &EventLoop) -> Step {
-    let mut child = Command::new("/bin/sh")
-        .args(["-c", "echo hello from a child"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(err)?;
-    let pid = child.id();
-    let stdout = child.stdout.take();
+fn subprocess(lp: &EventLoop) -> Step {
     let done: Future<Vec<u8>> = lp.create_future();
     let lp2 = lp.clone();
+    let d = done.clone();
     let result = lp.run_until_complete(async move {
-        let stdout = stdout.ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
-        let d = done.clone();
-        let (_t, _) = lp2
-            .connect_read_pipe(
+        let (t, _p) = lp2
+            .subprocess_exec(
                 move || Collect {
                     got: Vec::new(),
                     done: d,
                 },
-                stdout,
+                "tr",
+                ["a-z", "A-Z"],
+                SubprocessOptions::new().stderr(aioloop::Stdio::DevNull),
             )
             .await?;
-        Ok::<_, std::io::Error>(done.await?)
+        let stdin = t
+            .get_pipe_transport(0)
+            .ok_or_else(|| std::io::Error::other("no stdin pipe"))?;
+        stdin.write(b"hello through a child's pipes\n")?;
+        stdin.write_eof()?;
+        let got = done.await?;
+        Ok::<_, std::io::Error>((got, t.get_pid(), t.get_returncode()))
     });
-    // The pipe is closed (or was never connected): the child has ended or
-    // ends on its own.
-    let status = child.wait().map_err(err)?;
-    let got = result.map_err(err)?.map_err(err)?;
-    if got != b"hello from a child\n" || !status.success() {
+    let (got, pid, code) = result.map_err(err)?.map_err(err)?;
+    if got != b"HELLO THROUGH A CHILD'S PIPES\n" || code != Some(0) {
         return Err(format!(
-            "read {:?}, the child exited with {status}",
+            "read {:?}, return code {code:?}",
             String::from_utf8_lossy(&got)
         ));
     }
     Ok(format!(
-        "read {:?} from pid {pid}'s stdout until connection_lost; the child's {status}",
-        String::from_utf8_lossy(&got)
+        "subprocess_exec(\"tr a-z A-Z\") pid {pid}: wrote to its stdin pipe, read {:?} back, return code 0, reaped by the loop",
+        String::from_utf8_lossy(&got).trim_end()
     ))
 }
 
