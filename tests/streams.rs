@@ -15,6 +15,8 @@
 #![cfg(feature = "net")]
 
 mod net_util;
+#[cfg(feature = "tls")]
+mod tls_util;
 mod util;
 
 use std::io::{self, Read, Write};
@@ -459,6 +461,43 @@ fn a_second_waiting_reader_is_already_waiting_until_the_first_is_done_or_dropped
         assert!(poll_once(&mut next).await.is_none());
         r.feed_data(b"x").unwrap();
         assert_eq!(next.await.unwrap(), b"x");
+    });
+}
+
+#[test]
+fn a_dropped_async_read_of_a_handle_does_not_block_that_handle() {
+    let r = StreamReader::new();
+    let mut h = r.clone();
+    block_on(async {
+        let mut buf = [0u8; 8];
+        // futures-io read, pending, then dropped: its registration stays
+        // behind (poll-based reads have no drop hook).
+        assert!(poll_once(AsyncReadExt::read(&mut h, &mut buf))
+            .await
+            .is_none());
+        // Another handle is refused while it is there...
+        assert!(matches!(
+            r.read(1).await,
+            Err(StreamError::AlreadyWaiting { .. })
+        ));
+        // ...but the same handle takes over.
+        {
+            let next = h.read(8);
+            futures_lite::pin!(next);
+            assert!(poll_once(&mut next).await.is_none());
+            r.feed_data(b"abc").unwrap();
+            assert_eq!(next.await.unwrap(), b"abc");
+        }
+        // Dropping the handle releases a registration it left.
+        assert!(poll_once(AsyncReadExt::read(&mut h, &mut buf))
+            .await
+            .is_none());
+        drop(h);
+        let read = r.read(8);
+        futures_lite::pin!(read);
+        assert!(poll_once(&mut read).await.is_none());
+        r.feed_data(b"d").unwrap();
+        assert_eq!(read.await.unwrap(), b"d");
     });
 }
 
@@ -1178,5 +1217,75 @@ fn a_python_asyncio_client_talks_to_start_server() {
         server.wait_closed().await;
     });
     assert_eq!(served.get(), 500);
+    finish(&lp, &seen);
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn streams_over_tls_and_eof_closes_as_asyncio_does_over_tls() {
+    use aioloop::{TlsClientOptions, TlsServerOptions};
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    let pki = tls_util::Pki::new(&["localhost"]);
+    let closing_after_eof = Rc::new(std::cell::Cell::new(None));
+    let c = closing_after_eof.clone();
+    run(&lp, async move {
+        let server = l
+            .start_server(
+                move |r: StreamReader, w: StreamWriter| {
+                    let c = c.clone();
+                    async move {
+                        assert!(matches!(
+                            w.get_extra_info("sslcontext"),
+                            Some(ExtraInfo::TlsConfig(_))
+                        ));
+                        loop {
+                            let line = r.readline().await?;
+                            if line.is_empty() {
+                                break;
+                            }
+                            w.write(&line.to_ascii_uppercase())?;
+                            w.drain().await?;
+                        }
+                        // Over TLS, eof_received returns false: the
+                        // transport closes itself after the peer's EOF.
+                        c.set(Some(w.is_closing()));
+                        w.wait_closed().await
+                    }
+                },
+                &["127.0.0.1"],
+                0,
+                ServerOptions {
+                    tls: Some(TlsServerOptions::new(pki.server_config())),
+                    ..ServerOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        let (r, w) = l
+            .open_connection_with(
+                Some("127.0.0.1"),
+                port_of(&server),
+                ConnectOptions {
+                    tls: Some(
+                        TlsClientOptions::new(pki.client_config()).server_hostname("localhost"),
+                    ),
+                    ..ConnectOptions::default()
+                },
+                DEFAULT_LIMIT,
+            )
+            .await
+            .unwrap();
+        w.write(b"secret line\n").unwrap();
+        assert_eq!(r.readline().await.unwrap(), b"SECRET LINE\n");
+        w.write_eof().unwrap(); // close_notify (TLS 1.3)
+        assert_eq!(r.read_to_end().await.unwrap(), b"");
+        w.close();
+        w.wait_closed().await.unwrap();
+        server.close();
+        server.wait_closed().await;
+    });
+    assert_eq!(closing_after_eof.get(), Some(true));
     finish(&lp, &seen);
 }

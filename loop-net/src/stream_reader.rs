@@ -839,7 +839,10 @@ impl std::future::Future for WaitForData<'_> {
             }
             return Poll::Pending;
         }
-        if inner.waiter.is_some() {
+        // A registration of this same handle's `AsyncRead` side is stale:
+        // that side needs `&mut` on the handle, which this read's `&`
+        // excludes, so nothing polls it any more.
+        if matches!(inner.waiter, Some((w, _)) if w != self.reader.id) {
             return Poll::Ready(Err(StreamError::AlreadyWaiting {
                 method: self.method,
             }));
