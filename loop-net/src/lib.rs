@@ -107,6 +107,7 @@ mod sendfile;
 mod server;
 mod sock;
 mod stream;
+mod stream_error;
 mod stream_ext;
 mod stream_reader;
 mod stream_writer;
@@ -135,10 +136,9 @@ pub use protocol::{AnyProtocol, BaseProtocol, BufferedProtocol, Protocol, Protoc
 pub use rustls;
 pub use sendfile::SendfileNotAvailableError;
 pub use server::Server;
+pub use stream_error::{IncompleteReadError, LimitOverrunError, StreamError};
 pub use stream_ext::StreamLoopExt;
-pub use stream_reader::{
-    IncompleteReadError, LimitOverrunError, StreamError, StreamReader, DEFAULT_LIMIT,
-};
+pub use stream_reader::{StreamReader, DEFAULT_LIMIT};
 pub use stream_writer::{FlowControl, StreamWriter};
 pub use streams::{ClientTaskOutput, StreamPair, StreamReaderProtocol, StreamsLoopExt};
 #[cfg(feature = "tls")]

@@ -27,7 +27,8 @@ use std::task::{Context, Poll, Waker};
 
 use loop_core::LoopError;
 
-use crate::stream_reader::{clone_io_error, next_id, StreamReader};
+use crate::stream_error::clone_io_error;
+use crate::stream_reader::{next_id, StreamReader};
 use crate::transport::{ExtraInfo, Transport};
 
 /// One `drain` waiting for `resume_writing` or `connection_lost`.

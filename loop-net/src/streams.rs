@@ -21,8 +21,9 @@ use loop_core::{EventLoop, ExceptionContext, LoopError};
 use crate::connect::{ConnectOptions, ServerOptions};
 use crate::protocol::{BaseProtocol, Protocol};
 use crate::server::Server;
+use crate::stream_error::clone_io_error;
 use crate::stream_ext::StreamLoopExt;
-use crate::stream_reader::{clone_io_error, StreamReader, DEFAULT_LIMIT};
+use crate::stream_reader::{StreamReader, DEFAULT_LIMIT};
 use crate::stream_writer::{FlowControl, StreamWriter};
 use crate::transport::Transport;
 
