@@ -25,8 +25,8 @@
 //! | `loop-core` | [`EventLoop`]: lifecycle, callbacks, timers, fd readiness, executor, exception handler, debug mode, `create_task` | available |
 //! | `loop-futures` | asyncio [`Future`] and [`Task`], the shared [`LoopError`] | available |
 //! | `loop-policy` | `get_event_loop`, `set_event_loop`, `new_event_loop`, `get_running_loop`, policies | available (feature `policy`) |
-//! | `loop-net` | DNS, `sock_*`, TCP and Unix stream transports and protocols, servers, datagram endpoints, pipes, `loop.sendfile`, TLS (`start_tls`) | available (features `net`, `tls`) |
-//! | `loop-process` | signal handlers (`SignalLoopExt`), subprocesses (`SubprocessLoopExt`: `subprocess_exec`, `subprocess_shell`, `SubprocessTransport`, `SubprocessProtocol`) | feature `process` |
+//! | `loop-net` | DNS, `sock_*`, TCP and Unix stream transports and protocols, servers, datagram endpoints, pipes, `loop.sendfile`, TLS (`start_tls`); asyncio's high-level streams (`open_connection`, `start_server`, `StreamReader`, `StreamWriter`) with `futures-io` interop | available (features `net`, `tls`) |
+//! | `loop-process` | signal handlers (`SignalLoopExt`), subprocesses (`SubprocessLoopExt`: `subprocess_exec`, `subprocess_shell`, `SubprocessTransport`, `SubprocessProtocol`; `create_subprocess_exec`/`_shell` → `Process`) | feature `process` |
 //!
 //! # Crate features
 //!
@@ -52,6 +52,11 @@ pub use loop_net::{
     BufferedProtocol, ConnectOptions, ExtraInfo, IntoProtocol, IpProtocol, NameInfoFlags,
     NetLoopExt, Protocol, ProtocolHandle, ResolveError, SendfileNotAvailableError, Server,
     ServerOptions, Service, SockAddr, SocketKind, StreamLoopExt, Transport, WriteBufferLimits,
+};
+#[cfg(feature = "net")]
+pub use loop_net::{
+    ClientTaskOutput, FlowControl, IncompleteReadError, LimitOverrunError, StreamError, StreamPair,
+    StreamReader, StreamReaderProtocol, StreamWriter, StreamsLoopExt,
 };
 #[cfg(feature = "net")]
 pub use loop_net::{
@@ -97,6 +102,10 @@ pub mod prelude {
     pub use loop_net::{
         DatagramAddr, DatagramLoopExt, DatagramOptions, DatagramProtocol, DatagramTransport,
     };
+    #[cfg(feature = "net")]
+    pub use loop_net::{
+        FlowControl, StreamError, StreamPair, StreamReader, StreamWriter, StreamsLoopExt,
+    };
     #[cfg(feature = "tls")]
     pub use loop_net::{TlsClientOptions, TlsLoopExt, TlsServerOptions};
     #[cfg(feature = "policy")]
@@ -105,7 +114,7 @@ pub mod prelude {
     };
     #[cfg(feature = "process")]
     pub use loop_process::{
-        SignalLoopExt, SubprocessLoopExt, SubprocessOptions, SubprocessProtocol,
+        Process, SignalLoopExt, SubprocessLoopExt, SubprocessOptions, SubprocessProtocol,
         SubprocessTransport,
     };
 }

@@ -8,8 +8,9 @@
 //! extension traits into scope: [`NetLoopExt`] (DNS, `sock_*`),
 //! [`StreamLoopExt`] (`create_connection`, `create_server`, Unix variants,
 //! `connect_accepted_socket`), [`DatagramLoopExt`], [`PipeLoopExt`],
-//! [`SendfileLoopExt`] and, with the `tls` feature, `TlsLoopExt`
-//! (`start_tls`).
+//! [`SendfileLoopExt`], [`StreamsLoopExt`] (asyncio's high-level streams:
+//! `open_connection`, `start_server`) and, with the `tls` feature,
+//! `TlsLoopExt` (`start_tls`).
 //!
 //! # The API at a glance
 //!
@@ -28,6 +29,19 @@
 //! | `await loop.sendfile(transport, file, offset, count, fallback=)` | [`SendfileLoopExt::sendfile`] with [`SendfileFallback`] (or a `bool`) |
 //! | `await loop.connect_read_pipe(factory, pipe)` / `connect_write_pipe(factory, pipe)` | [`PipeLoopExt::connect_read_pipe`], [`PipeLoopExt::connect_write_pipe`] (pipes, FIFOs, character devices, sockets) |
 //! | `socket.gaierror` / `SendfileNotAvailableError` | [`ResolveError`], [`SendfileNotAvailableError`] (inside an `io::Error`) |
+//!
+//! asyncio's high-level streams (beyond the low-level API), on
+//! [`StreamsLoopExt`]:
+//!
+//! | asyncio | here |
+//! |---|---|
+//! | `await asyncio.open_connection(host, port, limit=, **kw)` | [`StreamsLoopExt::open_connection`], [`StreamsLoopExt::open_connection_with`] (with [`ConnectOptions`] and the limit) → ([`StreamReader`], [`StreamWriter`]) |
+//! | `await asyncio.start_server(cb, host, port, limit=, **kw)` | [`StreamsLoopExt::start_server`], [`StreamsLoopExt::start_server_with_limit`] (the callback's future runs as a task; [`ClientTaskOutput`]) → [`Server`] |
+//! | `await asyncio.open_unix_connection(path)` / `start_unix_server(cb, path)` | [`StreamsLoopExt::open_unix_connection`], [`StreamsLoopExt::start_unix_server`] |
+//! | `StreamReader`: `read(n)`, `read()`, `readline()`, `readuntil(sep)`, `readexactly(n)`, `at_eof()`, `feed_data`, `feed_eof`, `set_exception`, `exception`, `set_transport` | [`StreamReader`] (`read`, `read_to_end`, `readline`, `readuntil`, `readexactly`, ...); errors: [`StreamError`], [`IncompleteReadError`], [`LimitOverrunError`] |
+//! | `StreamWriter`: `write`, `writelines`, `write_eof`, `can_write_eof`, `close`, `is_closing`, `wait_closed()`, `drain()`, `get_extra_info`, `transport` | [`StreamWriter`] (built from a [`Transport`], a [`FlowControl`] and an optional reader) |
+//! | `StreamReaderProtocol`, `FlowControlMixin` | [`StreamReaderProtocol`], [`FlowControl`] |
+//! | (none: `futures-io`) | `AsyncRead` for [`StreamReader`], `AsyncWrite` for [`StreamWriter`], both for [`StreamPair`] |
 //!
 //! Addresses are [`SockAddr`]s (from `std::net::SocketAddr` or a Unix path).
 //! Every method returns `std::io::Result`, as asyncio raises `OSError`.
@@ -93,7 +107,11 @@ mod sendfile;
 mod server;
 mod sock;
 mod stream;
+mod stream_error;
 mod stream_ext;
+mod stream_reader;
+mod stream_writer;
+mod streams;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tls")]
@@ -118,7 +136,11 @@ pub use protocol::{AnyProtocol, BaseProtocol, BufferedProtocol, Protocol, Protoc
 pub use rustls;
 pub use sendfile::SendfileNotAvailableError;
 pub use server::Server;
+pub use stream_error::{IncompleteReadError, LimitOverrunError, StreamError};
 pub use stream_ext::StreamLoopExt;
+pub use stream_reader::{StreamReader, DEFAULT_LIMIT};
+pub use stream_writer::{FlowControl, StreamWriter};
+pub use streams::{ClientTaskOutput, StreamPair, StreamReaderProtocol, StreamsLoopExt};
 #[cfg(feature = "tls")]
 pub use tls::{
     CipherInfo, TlsClientOptions, TlsConfig, TlsLoopExt, TlsOptions, TlsServerOptions,
