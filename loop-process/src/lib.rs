@@ -13,6 +13,7 @@
 //! | `await loop.subprocess_shell(factory, cmd, ...)` | [`SubprocessLoopExt::subprocess_shell`] (`/bin/sh -c cmd`) |
 //! | `SubprocessTransport` (`get_pid`, `get_pipe_transport`, `get_returncode`, `kill`, `send_signal`, `terminate`, `close`, `is_closing`, `get_extra_info`) | [`SubprocessTransport`] |
 //! | `SubprocessProtocol` (`pipe_data_received`, `pipe_connection_lost`, `process_exited`, ...) | [`SubprocessProtocol`] |
+//! | `await asyncio.create_subprocess_exec(program, *args, ...)` / `create_subprocess_shell(cmd, ...)` | [`SubprocessLoopExt::create_subprocess_exec`] / [`SubprocessLoopExt::create_subprocess_shell`] → [`Process`] (`stdin`, `stdout`, `stderr` as loop-net's `StreamWriter` / `StreamReader`, `wait`, `communicate`, `pid`, `returncode`, `kill`, `terminate`, `send_signal`) |
 //! | `ProcessLookupError` | an `io::Error` with `ESRCH` |
 //! | `loop.add_signal_handler(sig, cb)` | [`SignalLoopExt::add_signal_handler`] |
 //! | `loop.remove_signal_handler(sig)` | [`SignalLoopExt::remove_signal_handler`] |
@@ -57,12 +58,14 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod child_watcher;
+mod process;
 mod signals;
 mod subprocess_ext;
 mod subprocess_options;
 mod subprocess_protocol;
 mod subprocess_transport;
 
+pub use process::{Process, DEFAULT_LIMIT};
 pub use signals::SignalLoopExt;
 pub use subprocess_ext::SubprocessLoopExt;
 pub use subprocess_options::{Stdio, SubprocessOptions};

@@ -11,6 +11,7 @@ use loop_net::{PipeLoopExt, ProtocolHandle};
 use rustix::process::{Pid, PidfdFlags, Signal};
 
 use crate::child_watcher::{self, Watcher, UNKNOWN_STATUS};
+use crate::process::{self, Process};
 use crate::subprocess_options::SubprocessOptions;
 use crate::subprocess_protocol::SubprocessProtocol;
 use crate::subprocess_transport::{Inner, PipeAdapter, SubprocessTransport, WatchGuard};
@@ -100,9 +101,52 @@ pub trait SubprocessLoopExt: sealed::Sealed {
         cmd: impl AsRef<OsStr>,
         options: SubprocessOptions,
     ) -> impl Future<Output = io::Result<(SubprocessTransport, ProtocolHandle<P>)>> + 'static;
+
+    /// Starts `program` with `args` and returns a [`Process`] whose piped
+    /// streams are a [`StreamWriter`](loop_net::StreamWriter) (stdin) and
+    /// [`StreamReader`](loop_net::StreamReader)s (stdout, stderr)
+    /// (asyncio's `asyncio.create_subprocess_exec(program, *args, ...)`).
+    /// The same options and errors as [`subprocess_exec`](Self::subprocess_exec),
+    /// plus [`SubprocessOptions::limit`].
+    #[doc(alias = "asyncio.create_subprocess_exec")]
+    fn create_subprocess_exec(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        options: SubprocessOptions,
+    ) -> impl Future<Output = io::Result<Process>> + 'static;
+
+    /// Runs `cmd` with `/bin/sh -c` as a [`Process`] (asyncio's
+    /// `asyncio.create_subprocess_shell(cmd, ...)`).
+    #[doc(alias = "asyncio.create_subprocess_shell")]
+    fn create_subprocess_shell(
+        &self,
+        cmd: impl AsRef<OsStr>,
+        options: SubprocessOptions,
+    ) -> impl Future<Output = io::Result<Process>> + 'static;
 }
 
 impl SubprocessLoopExt for EventLoop {
+    fn create_subprocess_exec(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        options: SubprocessOptions,
+    ) -> impl Future<Output = io::Result<Process>> + 'static {
+        let program = program.as_ref().to_owned();
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        process::create(self.clone(), program, args, options)
+    }
+
+    fn create_subprocess_shell(
+        &self,
+        cmd: impl AsRef<OsStr>,
+        options: SubprocessOptions,
+    ) -> impl Future<Output = io::Result<Process>> + 'static {
+        let (program, args) = process::shell(cmd.as_ref());
+        process::create(self.clone(), program, args, options)
+    }
+
     fn subprocess_exec<P: SubprocessProtocol>(
         &self,
         factory: impl FnOnce() -> P + 'static,

@@ -102,6 +102,7 @@ pub struct SubprocessOptions {
     cwd: Option<PathBuf>,
     process_group: Option<i32>,
     new_session: bool,
+    limit: Option<usize>,
 }
 
 impl SubprocessOptions {
@@ -183,6 +184,29 @@ impl SubprocessOptions {
     pub fn start_new_session(mut self, yes: bool) -> Self {
         self.new_session = yes;
         self
+    }
+
+    /// The buffer limit of the stdout and stderr [`StreamReader`]s of a
+    /// [`Process`](crate::Process) (asyncio's `limit=` of
+    /// `create_subprocess_exec`; 64 KiB by default). Ignored by
+    /// `subprocess_exec`, whose protocol gets the bytes as they come.
+    ///
+    /// [`StreamReader`]: loop_net::StreamReader
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    pub(crate) fn stream_limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    pub(crate) fn stdout_is_pipe(&self) -> bool {
+        matches!(self.stdout, Stdio::Pipe)
+    }
+
+    pub(crate) fn stderr_is_pipe(&self) -> bool {
+        matches!(self.stderr, Stdio::Pipe)
     }
 
     /// Builds the command for `program` with `args`, and takes the standard
