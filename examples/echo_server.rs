@@ -9,17 +9,22 @@
 //! as `tcp://[::1]:PORT`), `listening on unix://PATH` or
 //! `listening on udp://IP:PORT` (a datagram endpoint that sends every
 //! datagram back to its sender), then serves until its
-//! standard input closes (Ctrl-D, or the parent closing the pipe): it stops
-//! listening, closes every client (each flushes first), and exits 0. Bad
+//! standard input closes (Ctrl-D, or the parent closing the pipe) or it gets
+//! SIGINT (Ctrl-C) or SIGTERM: it stops listening, closes every client (each
+//! flushes first; a client that does not take its echoes within 5 s is
+//! aborted), and exits 0. On a signal it first prints `shutting down`. Bad
 //! arguments print the usage on stderr and exit 2.
 //!
 //! `--tls CERT KEY` (PEM files: the certificate chain and its private key;
 //! needs the `tls` feature) serves TLS on the TCP listeners, which are then
 //! printed as `listening on tls://IP:PORT`.
 //!
-//! SIGINT and SIGTERM are not handled yet: signal handlers land with the
-//! subprocess and signals work (loop-process); until then they end the
-//! process the default way, and closing stdin is the clean shutdown.
+//! The signals go through aioloop's own handlers
+//! (`aioloop::SignalLoopExt::add_signal_handler`, feature `process`): the
+//! callback runs on the loop thread, as an ordinary callback, and completes
+//! the same shutdown future as the end of stdin. They are installed before
+//! the first `listening on` line, so a signal sent as soon as that line is
+//! read is handled, and removed before the loop closes.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -31,6 +36,7 @@ use aioloop::net::{
     ServerOptions, SockAddr, StreamLoopExt, Transport,
 };
 use aioloop::prelude::*;
+use rustix::process::Signal;
 
 const USAGE: &str = "\
 usage: echo_server [--tcp HOST:PORT]... [--unix PATH]... [--udp HOST:PORT]...
@@ -42,7 +48,8 @@ usage: echo_server [--tcp HOST:PORT]... [--unix PATH]... [--udp HOST:PORT]...
   --udp HOST:PORT  echo datagrams on a UDP address (port 0: ephemeral)
 Prints `listening on tcp://IP:PORT`, `listening on unix://PATH` or
 `listening on udp://IP:PORT` per socket, echoes every byte (every datagram),
-and exits 0 when its standard input closes.";
+and exits 0 when its standard input closes, or, after printing
+`shutting down`, on SIGINT or SIGTERM.";
 
 /// How long the clients get to flush their echoes at shutdown before they
 /// are aborted (a peer that never reads could otherwise hold the exit).
@@ -213,22 +220,46 @@ impl DatagramProtocol for UdpEcho {
     }
 }
 
+/// What asked for the shutdown.
+enum Shutdown {
+    StdinClosed,
+    Signal,
+}
+
 thread_local! {
-    /// Completed on the loop thread when stdin closes. The stdin thread
-    /// cannot hold the loop's `Future` (it is `!Send`); its thread-safe
-    /// callback runs on the loop thread and finds it here.
-    static STDIN_CLOSED: RefCell<Option<Future<()>>> = const { RefCell::new(None) };
+    /// The shutdown future, for the stdin thread: it cannot hold the loop's
+    /// `Future` (it is `!Send`); its thread-safe callback runs on the loop
+    /// thread and finds it here.
+    static SHUTDOWN: RefCell<Option<Future<Shutdown>>> = const { RefCell::new(None) };
 }
 
 fn run(endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -> Result<(), Box<dyn std::error::Error>> {
     let lp = EventLoop::new()?;
     let lp2 = lp.clone();
-    lp.run_until_complete(serve(lp2, endpoints, tls))??;
+    let served = lp.run_until_complete(serve(lp2, endpoints, tls));
+    // Also after a failed start: the handlers hold the shutdown future, and
+    // with them gone SIGINT has its default action again.
+    lp.remove_all_signal_handlers();
+    SHUTDOWN.with(|s| s.borrow_mut().take());
+    served??;
     lp.close()?;
     Ok(())
 }
 
 async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -> io::Result<()> {
+    // Serve until stdin closes or SIGINT/SIGTERM arrives, whichever comes
+    // first (a later one finds the future done and changes nothing). The
+    // handlers go in before any `listening on` line is printed: whoever
+    // reads that line may signal at once.
+    let shutdown = lp.create_future::<Shutdown>();
+    for (signal, name) in [(Signal::INT, "SIGINT"), (Signal::TERM, "SIGTERM")] {
+        let s = shutdown.clone();
+        lp.add_signal_handler(signal.as_raw(), move || {
+            let _ = s.set_result(Shutdown::Signal);
+        })
+        .map_err(|e| io::Error::other(format!("cannot handle {name}: {e}")))?;
+    }
+
     let tcp_options = tcp_server_options(tls.as_ref())?;
     let scheme = if tls.is_some() { "tls" } else { "tcp" };
     let mut servers = Vec::new();
@@ -281,20 +312,26 @@ async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -
         servers.push(server);
     }
 
-    // Serve until stdin closes: a helper thread reads it to EOF, then wakes
-    // the loop through its thread-safe handle.
-    let stdin_closed = lp.create_future::<()>();
-    STDIN_CLOSED.with(|s| *s.borrow_mut() = Some(stdin_closed.clone()));
+    // The end of stdin: a helper thread reads it to EOF, then wakes the loop
+    // through its thread-safe handle. (After a signal the process exits
+    // with this thread still blocked in its read.)
+    SHUTDOWN.with(|s| *s.borrow_mut() = Some(shutdown.clone()));
     let handle = lp.handle();
     std::thread::spawn(move || {
         let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
         let _ = handle.call_soon_threadsafe(|| {
-            if let Some(f) = STDIN_CLOSED.with(|s| s.borrow_mut().take()) {
-                let _ = f.set_result(());
+            if let Some(f) = SHUTDOWN.with(|s| s.borrow_mut().take()) {
+                let _ = f.set_result(Shutdown::StdinClosed);
             }
         });
     });
-    let _ = stdin_closed.await;
+    let cause = shutdown.await.map_err(io::Error::from)?;
+    SHUTDOWN.with(|s| s.borrow_mut().take());
+    if let Shutdown::Signal = cause {
+        // Best effort: a closed stdout must not keep the clients open.
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "shutting down").and_then(|()| out.flush());
+    }
 
     // Shut down: stop listening, close the clients (each flushes its
     // echoes, then its connection_lost runs), and wait until they are gone.

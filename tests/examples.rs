@@ -1,7 +1,9 @@
 //! The `echo_server` and `echo_client` examples, run as the processes a user
 //! would start: the exact `listening on ...` lines, echoes checked with std
-//! sockets, shutdown on stdin EOF with exit status 0, the client's `ok:` line
-//! and its failures (exit 1), and bad arguments (exit 2).
+//! sockets, shutdown on stdin EOF with exit status 0, shutdown on SIGINT and
+//! SIGTERM (sent with the `kill` command) with `shutting down` and exit
+//! status 0, the client's `ok:` line and its failures (exit 1), and bad
+//! arguments (exit 2).
 //!
 //! Examples have no `CARGO_BIN_EXE_*`; the binaries are found next to this
 //! test's own executable (`target/<profile>/examples/`). A plain
@@ -16,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -105,6 +107,37 @@ impl EchoServer {
         let status = wait_bounded(&mut self.child, "echo_server");
         let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
         let rest: Vec<String> = self.lines.try_iter().collect();
+        (status, rest, stderr)
+    }
+
+    /// Sends `signal` (`INT`, `TERM`) to the server from another process:
+    /// the `kill` command, as a user would.
+    fn kill(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal}: {status:?}");
+    }
+
+    /// Waits for the exit after a signal, bounded, with stdin still open (so
+    /// that its end plays no part). Returns the status, every stdout line not
+    /// read yet (up to EOF), and stderr.
+    fn wait_exit(mut self) -> (ExitStatus, Vec<String>, String) {
+        let status = wait_bounded(&mut self.child, "echo_server");
+        let mut rest = Vec::new();
+        loop {
+            match self.lines.recv_timeout(LIMIT) {
+                Ok(line) => rest.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("echo_server's stdout not closed {LIMIT:?} after its exit")
+                }
+            }
+        }
+        drop(self.stdin.take());
+        let stderr = self.stderr.take().unwrap().join().unwrap_or_default();
         (status, rest, stderr)
     }
 }
@@ -211,6 +244,54 @@ fn unix_echo_check(path: &PathBuf, size: usize) -> UnixStream {
     s.set_read_timeout(Some(LIMIT)).unwrap();
     echo_check(s.try_clone().unwrap(), s.try_clone().unwrap(), size);
     s
+}
+
+/// Checks that the next read from a client of the server is EOF (0 bytes);
+/// data, a reset, or no answer within its [`LIMIT`] read timeout fail.
+fn assert_eof(mut client: impl Read, what: &str) {
+    let mut buf = [0u8; 1024];
+    match client.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: {n} unexpected bytes instead of EOF"),
+        Err(e) => panic!("{what}: no EOF: {e}"),
+    }
+}
+
+/// The exit of a server shut down by a signal: status 0 (not killed by the
+/// signal), `shutting down` as the only line after the `listening on` ones,
+/// nothing on stderr.
+fn assert_signal_exit((status, rest, stderr): (ExitStatus, Vec<String>, String)) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status:?} (signal {:?})\nstderr: {stderr}",
+        status.signal()
+    );
+    assert_eq!(rest, ["shutting down"], "stderr: {stderr}");
+    assert!(stderr.is_empty(), "stderr: {stderr}");
+}
+
+/// `echo_server --tcp 127.0.0.1:0` with a client connected, shut down by
+/// `kill -SIGNAL`: the client gets EOF, new connections are refused, and the
+/// server exits 0 after `shutting down`.
+fn tcp_signal_shutdown(test: &str, signal: &str) {
+    let Some(bin) = example(test, "echo_server") else {
+        return;
+    };
+    let mut server = EchoServer::spawn(&bin, &["--tcp", "127.0.0.1:0"]);
+    let port = tcp_port(&server.line(), "127.0.0.1");
+    let client = tcp_echo_check(port, "127.0.0.1", 100_000);
+    server.kill(signal);
+    // The server closes the client (EOF, not a reset) after it stopped
+    // listening.
+    assert_eof(&client, "the TCP client");
+    let refused = TcpStream::connect(("127.0.0.1", port));
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == io::ErrorKind::ConnectionRefused),
+        "a new connection after SIG{signal}: {refused:?}"
+    );
+    assert_signal_exit(server.wait_exit());
 }
 
 /// A fresh directory for a Unix socket, removed on drop.
@@ -356,6 +437,56 @@ fn echo_server_echoes_datagrams_over_udp() {
     assert!(status.success(), "{status:?}\nstderr: {stderr}");
     assert!(more.is_empty(), "unexpected output {more:?}");
     assert!(stderr.is_empty(), "stderr: {stderr}");
+}
+
+#[test]
+fn echo_server_shuts_down_gracefully_on_sigint() {
+    tcp_signal_shutdown("echo_server_shuts_down_gracefully_on_sigint", "INT");
+}
+
+#[test]
+fn echo_server_shuts_down_gracefully_on_sigterm() {
+    tcp_signal_shutdown("echo_server_shuts_down_gracefully_on_sigterm", "TERM");
+}
+
+#[test]
+fn echo_server_on_unix_and_udp_shuts_down_on_sigint_and_removes_its_socket() {
+    let test = "echo_server_on_unix_and_udp_shuts_down_on_sigint_and_removes_its_socket";
+    let Some(bin) = example(test, "echo_server") else {
+        return;
+    };
+    let dir = TempDir::new();
+    let path = dir.0.join("echo.sock");
+    let mut server = EchoServer::spawn(
+        &bin,
+        &["--unix", path.to_str().unwrap(), "--udp", "127.0.0.1:0"],
+    );
+    assert_eq!(
+        server.line(),
+        format!("listening on unix://{}", path.display())
+    );
+    let line = server.line();
+    let udp_port: u16 = line
+        .strip_prefix("listening on udp://127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("expected listening on udp://127.0.0.1:PORT, got {line:?}"));
+    let client = unix_echo_check(&path, 100_000);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(("127.0.0.1", udp_port)).unwrap();
+    udp.set_read_timeout(Some(LIMIT)).unwrap();
+    udp.send(b"ping").unwrap();
+    let mut buf = [0u8; 16];
+    let n = udp.recv(&mut buf).expect("the echoed datagram");
+    assert_eq!(&buf[..n], b"ping");
+
+    server.kill("INT");
+    assert_eof(&client, "the Unix client");
+    assert!(
+        UnixStream::connect(&path).is_err(),
+        "a new connection after SIGINT succeeded"
+    );
+    assert_signal_exit(server.wait_exit());
+    assert!(!path.exists(), "the socket file outlived the server");
 }
 
 #[test]
