@@ -39,7 +39,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::rc::{Rc, Weak};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -75,33 +75,21 @@ pub(crate) fn choose(lp: &EventLoop) -> Watcher {
     }
 }
 
-/// A return code from a wait status: the exit status, or minus the signal
-/// that killed the child, as asyncio reports it.
+/// A return code from what `waitid` reported: the exit status, or minus
+/// the signal that killed the child, as asyncio reports it.
 fn code_from_waitid(status: &rustix::process::WaitIdStatus) -> i32 {
-    if let Some(code) = status.exit_status() {
-        code
-    } else if let Some(sig) = status.terminating_signal() {
-        -sig
-    } else {
-        UNKNOWN_STATUS
-    }
-}
-
-fn code_from_wait(status: rustix::process::WaitStatus) -> i32 {
-    if let Some(code) = status.exit_status() {
-        code
-    } else if let Some(sig) = status.terminating_signal() {
-        -sig
-    } else {
-        UNKNOWN_STATUS
+    match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => -sig,
+        (None, None) => UNKNOWN_STATUS,
     }
 }
 
 /// Reaps the child behind `pidfd` if it exited: `Some(code)`, or `None`
 /// while it runs.
-pub(crate) fn try_reap_pidfd(pidfd: &OwnedFd) -> Option<i32> {
+pub(crate) fn try_reap_pidfd(pidfd: BorrowedFd<'_>) -> Option<i32> {
     match rustix::process::waitid(
-        WaitId::PidFd(pidfd.as_fd()),
+        WaitId::PidFd(pidfd),
         WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
     ) {
         Ok(Some(status)) if status.exited() || status.killed() || status.dumped() => {
@@ -119,7 +107,11 @@ pub(crate) fn try_reap_pidfd(pidfd: &OwnedFd) -> Option<i32> {
 pub(crate) fn try_reap_pid(pid: Pid) -> Option<i32> {
     match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
         Ok(Some((_, status))) if status.exited() || status.signaled() => {
-            Some(code_from_wait(status))
+            Some(match (status.exit_status(), status.terminating_signal()) {
+                (Some(code), _) => code,
+                (None, Some(sig)) => -sig,
+                (None, None) => UNKNOWN_STATUS,
+            })
         }
         Ok(_) => None,
         Err(Errno::INTR) => None,
@@ -143,16 +135,9 @@ pub(crate) fn watch_pidfd(lp: &EventLoop, raw: RawFd, on_exit: OnExit) -> io::Re
         // SAFETY: `raw` is the pidfd held by the subprocess state, which
         // `on_exit` keeps alive until this reader is removed below (and the
         // loop drops the reader before the state when it closes).
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-        let code = match rustix::process::waitid(
-            WaitId::PidFd(fd),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-        ) {
-            Ok(Some(status)) if status.exited() || status.killed() || status.dumped() => {
-                code_from_waitid(&status)
-            }
-            Ok(_) | Err(Errno::INTR) => return,
-            Err(_) => UNKNOWN_STATUS,
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let Some(code) = try_reap_pidfd(fd) else {
+            return;
         };
         let _ = l.remove_reader(raw);
         if let Some(f) = on_exit.take() {
@@ -302,7 +287,7 @@ fn reap_orphans(rx: Receiver<Orphan>) {
         }
         orphans.retain(|o| {
             let reaped = match &o.pidfd {
-                Some(fd) => try_reap_pidfd(fd),
+                Some(fd) => try_reap_pidfd(fd.as_fd()),
                 None => try_reap_pid(o.pid),
             };
             reaped.is_none()

@@ -262,26 +262,19 @@ async fn spawn<P: SubprocessProtocol>(
     }
 
     // asyncio's order: stdin, stdout, stderr.
-    if let Some(fd) = ends.stdin {
-        let weak = Rc::downgrade(&inner);
-        let (t, _) = lp
-            .connect_write_pipe(move || PipeAdapter { fd: 0, inner: weak }, fd)
-            .await?;
-        inner.add_pipe(0, t);
-    }
-    if let Some(fd) = ends.stdout {
-        let weak = Rc::downgrade(&inner);
-        let (t, _) = lp
-            .connect_read_pipe(move || PipeAdapter { fd: 1, inner: weak }, fd)
-            .await?;
-        inner.add_pipe(1, t);
-    }
-    if let Some(fd) = ends.stderr {
-        let weak = Rc::downgrade(&inner);
-        let (t, _) = lp
-            .connect_read_pipe(move || PipeAdapter { fd: 2, inner: weak }, fd)
-            .await?;
-        inner.add_pipe(2, t);
+    for (fd, end) in [(0, ends.stdin), (1, ends.stdout), (2, ends.stderr)] {
+        if let Some(end) = end {
+            let adapter = PipeAdapter {
+                fd,
+                inner: Rc::downgrade(&inner),
+            };
+            let (t, _) = if fd == 0 {
+                lp.connect_write_pipe(move || adapter, end).await?
+            } else {
+                lp.connect_read_pipe(move || adapter, end).await?
+            };
+            inner.add_pipe(fd, t);
+        }
     }
     inner.start();
     inner.made().await.map_err(io::Error::from)?;
