@@ -28,6 +28,22 @@
 //! | `loop-net` | DNS, `sock_*`, TCP and Unix stream transports and protocols, servers, datagram endpoints, pipes, `loop.sendfile`, TLS (`start_tls`); asyncio's high-level streams (`open_connection`, `start_server`, `StreamReader`, `StreamWriter`) with `futures-io` interop | available (features `net`, `tls`) |
 //! | `loop-process` | signal handlers (`SignalLoopExt`), subprocesses (`SubprocessLoopExt`: `subprocess_exec`, `subprocess_shell`, `SubprocessTransport`, `SubprocessProtocol`; `create_subprocess_exec`/`_shell` → `Process`) | feature `process` |
 //!
+//! # asyncio concepts and their Rust counterparts
+//!
+//! | asyncio | aioloop |
+//! |---|---|
+//! | `loop = asyncio.new_event_loop()` | `let lp = EventLoop::new()?;` (one loop per thread; `EventLoop` is a cheap `Rc` handle, `!Send`) |
+//! | `loop.call_soon(cb, *args)` | `lp.call_soon(move \|\| cb(args))?` (a closure carries the arguments) |
+//! | `await loop.create_connection(...)` | `lp.create_connection(...).await` (methods come from extension traits: `use aioloop::prelude::*;`) |
+//! | a coroutine, `async def` | a Rust `Future` (`async` block or fn), run with `run_until_complete` or `create_task`; it need not be `Send` |
+//! | `asyncio.Future` / `asyncio.Task` | [`Future`] / [`Task`], awaited with `.await` |
+//! | an exception (`OSError`, `CancelledError`, `InvalidStateError`, ...) | a typed error: `std::io::Error` for I/O (same errno), [`LoopError`] with an [`ErrorKind`] for the loop's own (`Cancelled`, `InvalidState`, `Closed`, ...) |
+//! | catching `CancelledError` / `finally:` in a cancelled task | the future's `Drop` (a cancelled task's future is dropped) |
+//! | protocol classes (`Protocol`, `DatagramProtocol`, `SubprocessProtocol`) | traits with `&mut self` methods, all called on the loop thread |
+//! | `transport.get_extra_info("peername")` | `transport.get_extra_info("peername")` → a typed enum, plus typed accessors (`peername()`) |
+//! | `asyncio.get_event_loop()` | `aioloop::get_event_loop()` (feature `policy`) |
+//! | `loop.set_exception_handler(h)` | `lp.set_exception_handler(\|lp, ctx\| ...)`; panics in callbacks are reported there |
+//!
 //! # Crate features
 //!
 //! `net`, `tls`, `process` and `policy` are on by default and pull in the
@@ -40,6 +56,10 @@ pub use loop_core::*;
 
 /// The core loop crate, whole.
 pub use loop_core as core;
+
+/// The subprocess and signal crate, whole (feature `process`).
+#[cfg(feature = "process")]
+pub use loop_process as process;
 
 /// The networking crate, whole (feature `net`).
 #[cfg(feature = "net")]
