@@ -397,3 +397,35 @@ fn sigchld_ignored_child() {
     // The SIGCHLD watcher installs a handler, so the status is kept.
     assert!(code == 3 || code == 255, "{code}");
 }
+
+/// LESSONS 17: the subprocess machinery does not monopolise SIGCHLD. A
+/// user's SIGCHLD handler on the same loop runs, and children are still
+/// reaped with their status (pidfds need no SIGCHLD; the SIGCHLD watcher
+/// chains with the user's action through signal-hook).
+#[test]
+fn a_user_sigchld_handler_coexists_with_child_watching() {
+    let lp = new_loop();
+    let seen = Rc::new(std::cell::Cell::new(0u32));
+    let s = seen.clone();
+    lp.add_signal_handler(rustix::process::Signal::CHILD.as_raw(), move || {
+        s.set(s.get() + 1)
+    })
+    .unwrap();
+    let l = lp.clone();
+    let code = run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_shell(Rec::dummy, "exit 6", quiet())
+            .await
+            .unwrap();
+        let code = t.wait().await.unwrap();
+        // The handler runs once the loop reads the signal's wake-up.
+        while seen.get() == 0 {
+            l.sleep(Duration::from_millis(5)).await.unwrap();
+        }
+        code
+    });
+    assert_eq!(code, 6);
+    assert!(lp
+        .remove_signal_handler(rustix::process::Signal::CHILD.as_raw())
+        .unwrap());
+}
