@@ -6,12 +6,15 @@
 //! to `target/bench/<suite>.json`.
 //!
 //! Suites: `core` (callbacks, timers, cross-thread wake-ups; `bench-core`),
-//! `futures` (tasks, futures and their continuations; `bench-futures`) and
+//! `futures` (tasks, futures and their continuations; `bench-futures`),
 //! `net` (echo servers of aioloop, tokio, asyncio and uvloop under one load
-//! generator; `bench-net`, see `bench/net.rs`).
+//! generator; `bench-net`, see `bench/net.rs`) and `process` (spawning and
+//! reaping children, a pipe through `cat`: aioloop, tokio, asyncio and
+//! uvloop; `bench-process`, see `bench/process.rs`).
 
 mod net;
 mod proc;
+mod process;
 mod strace;
 
 use std::collections::BTreeMap;
@@ -24,7 +27,7 @@ use std::time::Duration;
 use crate::json::Json;
 
 /// Every suite, in the order `cargo xtask bench` runs them.
-const SUITES: &[&str] = &["core", "futures", "net"];
+const SUITES: &[&str] = &["core", "futures", "net", "process"];
 
 /// Kill a benchmark process that runs longer than this.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -136,7 +139,7 @@ struct Options {
     strace: bool,
     /// `--duration SECS`: seconds per load run of the net suite.
     duration: Option<f64>,
-    /// `--no-python` turns off the asyncio and uvloop rows of the net suite.
+    /// `--no-python` turns off the asyncio and uvloop rows of the net and process suites.
     python: bool,
 }
 
@@ -157,6 +160,7 @@ pub fn run(args: &[String]) -> ExitCode {
             "core" => run_core(&opts),
             "futures" => run_futures(&opts),
             "net" => net::run(&opts),
+            "process" => process::run(&opts),
             _ => unreachable!("suite names are validated by parse_args"),
         };
         match result {

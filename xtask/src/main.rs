@@ -1,7 +1,7 @@
 //! `cargo xtask`: project automation for aioloop (std only).
 //!
 //! Commands: `ci` (the full check suite), `api-check` (docs/API.md coverage) and `bench [SUITE]` (side-by-side
-//! benchmarks against tokio, and asyncio/uvloop for `net`). Run `cargo xtask help` for the usage text.
+//! benchmarks against tokio, and asyncio/uvloop for `net` and `process`). Run `cargo xtask help` for the usage text.
 
 mod api_check;
 mod bench;
@@ -22,12 +22,13 @@ commands:
   api-check               docs/api-entries.txt vs docs/API.md rows, doc aliases
                           (target/doc search index, else sources) and named tests
   bench [SUITE] [OPTIONS] run benchmark suites side by side with tokio
-                          SUITE: core, futures, net (default: all suites)
+                          SUITE: core, futures, net, process (default: all suites)
       --rounds N          rounds per suite (default 5, net 3; env AIOLOOP_BENCH_ROUNDS)
       --quick             10x smaller workloads (smoke test of the harness)
-      --no-strace         skip the strace syscall counts (core: wake; net: 1k_x50)
+      --no-strace         skip the strace syscall counts (core: wake; net: 1k_x50;
+                          process: spawn_seq, pipe_256m)
       --duration SECS     net: seconds measured per load run (default 3, quick 0.5)
-      --no-python         net: no asyncio/uvloop rows (no venv, no pip)
+      --no-python         net, process: no asyncio/uvloop rows (no venv, no pip)
   help                    print this text
 ";
 

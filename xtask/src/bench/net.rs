@@ -435,15 +435,16 @@ const NOTES: &[&str] = &[
 // ---------------------------------------------------------------------------
 // Python
 
-struct Python {
+pub(super) struct Python {
     /// The interpreter for asyncio (and uvloop when `uvloop`).
-    python: Option<PathBuf>,
-    uvloop: bool,
-    note: String,
+    pub(super) python: Option<PathBuf>,
+    pub(super) uvloop: bool,
+    pub(super) note: String,
 }
 
-/// Finds python3 and makes (or reuses) `target/bench-venv` with uvloop.
-fn python_setup(enabled: bool) -> Python {
+/// Finds python3 and makes (or reuses) `target/bench-venv` with uvloop
+/// (also used by the process suite).
+pub(super) fn python_setup(enabled: bool) -> Python {
     if !enabled {
         return Python {
             python: None,
