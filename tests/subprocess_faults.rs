@@ -386,3 +386,88 @@ fn a_panicking_protocol_is_reported_and_the_rest_delivered() {
     assert!(seen[0].message.contains("pipe_data_received"), "{seen:?}");
     assert_eq!(seen[0].panic.as_deref(), Some("boom in pipe_data_received"));
 }
+
+/// A write to stdin from inside the protocol's own method that crosses the
+/// high-water mark: `pause_writing` cannot re-enter the protocol (`&mut
+/// self`), so it comes right after that method returns, before anything
+/// else the loop runs (here: a callback scheduled first, inside the
+/// method), as loop-net's protocols get theirs. Both ways a method is
+/// called: through the queue (`connection_made`) and at once
+/// (`pipe_data_received`).
+#[test]
+fn pause_writing_caused_inside_a_callback_comes_right_after_it() {
+    struct Writer {
+        log: Log<&'static str>,
+        done: Future<()>,
+        transport: Option<SubprocessTransport>,
+    }
+    impl Writer {
+        /// Schedules a callback, then writes 1 MiB to stdin.
+        fn flood(&mut self, what: &'static str) {
+            let t = self.transport.as_ref().unwrap();
+            let log = self.log.clone();
+            t.get_loop()
+                .call_soon(move || log.borrow_mut().push("next callback"))
+                .unwrap();
+            let stdin = t.get_pipe_transport(0).unwrap();
+            stdin.write(&vec![b'w'; 1 << 20]).unwrap();
+            self.log.borrow_mut().push(what);
+        }
+    }
+    impl SubprocessProtocol for Writer {
+        fn connection_made(&mut self, t: SubprocessTransport) {
+            self.transport = Some(t);
+            self.flood("made returns");
+        }
+        fn pipe_data_received(&mut self, _fd: i32, data: &[u8]) {
+            if data.starts_with(b"half") {
+                self.flood("data returns");
+                let t = self.transport.as_ref().unwrap();
+                t.get_pipe_transport(0).unwrap().write_eof().unwrap();
+            }
+        }
+        fn pause_writing(&mut self) {
+            self.log.borrow_mut().push("pause_writing");
+        }
+        fn resume_writing(&mut self) {
+            self.log.borrow_mut().push("resume_writing");
+        }
+        fn connection_lost(&mut self, _error: Option<io::Error>) {
+            let _ = self.done.set_result(());
+        }
+    }
+    let lp = new_loop();
+    let log: Log<&'static str> = util::log();
+    let done = lp.create_future::<()>();
+    let (l, lg, d) = (lp.clone(), log.clone(), done.clone());
+    let out = run(&lp, async move {
+        // Reads the first MiB, says "half", then counts the rest.
+        let (t, _p) = l
+            .subprocess_shell(
+                move || Writer {
+                    log: lg,
+                    done: d,
+                    transport: None,
+                },
+                "head -c 1048576 >/dev/null; echo half; wc -c",
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap();
+        done.await.unwrap();
+        t.get_returncode()
+    });
+    assert_eq!(out, Some(0));
+    let log = log.borrow().clone();
+    let expected = [
+        "made returns",
+        "pause_writing",
+        "next callback",
+        "resume_writing",
+        "data returns",
+        "pause_writing",
+        "next callback",
+        "resume_writing",
+    ];
+    assert_eq!(log, expected, "{log:?}");
+}

@@ -279,6 +279,8 @@ impl Inner {
             if let Some(p) = protocol {
                 if let Ok(mut p) = p.try_borrow_mut() {
                     self.guarded("pipe_data_received", || p.pipe_data_received(fd, data));
+                    drop(p);
+                    self.drain();
                     return;
                 }
             }
@@ -287,7 +289,7 @@ impl Inner {
     }
 
     fn can_call_now(&self) -> bool {
-        self.made.get() && !self.flush_scheduled.get() && self.calls.borrow().is_empty()
+        self.made.get() && self.calls.borrow().is_empty()
     }
 
     /// Makes `call` at once if nothing is queued and the protocol is free;
@@ -299,7 +301,14 @@ impl Inner {
                 None => return,
                 Some(p) => {
                     if let Ok(mut p) = p.try_borrow_mut() {
+                        let lost = matches!(call, Call::Lost);
                         self.make(&mut *p, call);
+                        drop(p);
+                        if lost {
+                            self.release();
+                        } else {
+                            self.drain();
+                        }
                         return;
                     }
                 }
@@ -329,7 +338,20 @@ impl Inner {
 
     fn flush(self: &Rc<Self>) {
         self.flush_scheduled.set(false);
+        self.drain();
+    }
+
+    /// Makes the queued calls, in order, while the protocol is free: called
+    /// by the scheduled flush and right after each call to the protocol, so
+    /// that what the protocol caused during a call (a `pause_writing` from
+    /// its own write to stdin) reaches it right after that call returns,
+    /// before anything else runs. A protocol borrowed elsewhere is retried
+    /// a little later.
+    fn drain(self: &Rc<Self>) {
         loop {
+            if self.calls.borrow().is_empty() {
+                return;
+            }
             let Some(protocol) = self.protocol.borrow().clone() else {
                 self.calls.borrow_mut().clear();
                 return;
