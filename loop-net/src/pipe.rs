@@ -1010,7 +1010,10 @@ impl WritePipe {
             if buffer.is_empty() {
                 Ok(0)
             } else {
-                self.write_now(&[buffer.as_slice()])
+                self.write_now(&{
+                    let (a, b) = buffer.as_slices();
+                    [a, b]
+                })
             }
         };
         match sent {

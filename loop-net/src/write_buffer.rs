@@ -5,58 +5,62 @@
 //!   bytes written by the user and not yet accepted by the kernel (asyncio's
 //!   `get_write_buffer_size()`: user-space bytes only, not the kernel's
 //!   socket buffer).
-//! - The buffer is one `Vec<u8>` with a consumed prefix: appending copies
-//!   (cheap for the small writes that end up here, since the transport
-//!   writes to the socket first and buffers only the remainder), sending
-//!   advances `start`, and the prefix is compacted when it is over half the
-//!   allocation. No allocation per write once the buffer has grown.
+//! - The buffer is a ring (`VecDeque<u8>`): appending copies the bytes in
+//!   once (the transport writes to the socket first and buffers only the
+//!   remainder), sending advances the head, and nothing is ever moved
+//!   inside the buffer. [`as_slices`](WriteBuffer::as_slices) gives the
+//!   two contiguous parts for a vectored write. No allocation per write
+//!   once the buffer has grown; a large allocation is given back when the
+//!   buffer empties.
 
 /// asyncio's default high-water mark: 64 KiB.
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct WriteBuffer {
-    data: Vec<u8>,
-    start: usize,
+    data: std::collections::VecDeque<u8>,
 }
 
 impl WriteBuffer {
+    /// The buffered bytes.
     pub(crate) fn len(&self) -> usize {
-        self.data.len() - self.start
+        self.data.len()
     }
 
+    /// Whether nothing is buffered.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.data.is_empty()
     }
 
+    /// Appends `bytes` (one copy).
     pub(crate) fn extend(&mut self, bytes: &[u8]) {
-        self.data.extend_from_slice(bytes);
+        self.data.extend(bytes);
     }
 
-    /// The bytes waiting to be sent.
+    /// The first contiguous part of the buffered bytes (all of them unless
+    /// the ring wraps): what a single `send` takes.
     pub(crate) fn as_slice(&self) -> &[u8] {
-        &self.data[self.start..]
+        self.data.as_slices().0
     }
 
-    /// `n` bytes were sent.
+    /// Both contiguous parts, in order, for a vectored write.
+    pub(crate) fn as_slices(&self) -> (&[u8], &[u8]) {
+        self.data.as_slices()
+    }
+
+    /// Drops the first `n` bytes (those the kernel accepted).
     pub(crate) fn consume(&mut self, n: usize) {
-        self.start += n.min(self.len());
-        if self.start == self.data.len() {
-            self.data.clear();
-            self.start = 0;
+        let n = n.min(self.len());
+        self.data.drain(..n);
+        if self.data.is_empty() && self.data.capacity() > 4 * DEFAULT_HIGH_WATER {
             // Keep a modest allocation; give back a large one.
-            if self.data.capacity() > 4 * DEFAULT_HIGH_WATER {
-                self.data = Vec::new();
-            }
-        } else if self.start > self.data.len() / 2 {
-            self.data.drain(..self.start);
-            self.start = 0;
+            self.data = std::collections::VecDeque::new();
         }
     }
 
+    /// Drops everything and the allocation.
     pub(crate) fn clear(&mut self) {
-        self.data = Vec::new();
-        self.start = 0;
+        self.data = std::collections::VecDeque::new();
     }
 }
 
@@ -100,19 +104,40 @@ impl WriteBufferLimits {
 mod tests {
     use super::*;
 
+    fn contents(b: &WriteBuffer) -> Vec<u8> {
+        let (x, y) = b.as_slices();
+        [x, y].concat()
+    }
+
     #[test]
-    fn bytes_leave_in_order_and_the_prefix_compacts() {
+    fn bytes_leave_in_order() {
         let mut b = WriteBuffer::default();
         b.extend(b"hello ");
         b.extend(b"world");
         assert_eq!(b.len(), 11);
         b.consume(3);
-        assert_eq!(b.as_slice(), b"lo world");
+        assert_eq!(contents(&b), b"lo world");
         b.consume(5);
-        assert_eq!(b.as_slice(), b"rld");
-        assert_eq!(b.start, 0, "compacted once over half consumed");
+        assert_eq!(contents(&b), b"rld");
         b.consume(10);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn the_ring_wraps_without_losing_order() {
+        let mut b = WriteBuffer::default();
+        let mut expected = std::collections::VecDeque::new();
+        for round in 0..200u32 {
+            let chunk: Vec<u8> = (0..(round % 37 + 1)).map(|i| (round + i) as u8).collect();
+            b.extend(&chunk);
+            expected.extend(chunk.iter().copied());
+            let n = (round as usize * 7) % (b.len() + 1);
+            b.consume(n);
+            expected.drain(..n);
+            assert_eq!(contents(&b), expected.iter().copied().collect::<Vec<_>>());
+            assert!(b.as_slice().len() <= b.len());
+            assert_eq!(b.as_slice().is_empty(), b.is_empty());
+        }
     }
 
     #[test]
