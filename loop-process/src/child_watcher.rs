@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use loop_core::{Backend, EventLoop, WeakEventLoop};
 use rustix::io::Errno;
-use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitOptions};
+use rustix::process::{Pid, WaitOptions};
 
 /// The return code of a child that exited with an unknown status.
 pub(crate) const UNKNOWN_STATUS: i32 = 255;
@@ -65,8 +65,7 @@ pub(crate) enum Watcher {
 pub(crate) fn choose(lp: &EventLoop) -> Watcher {
     static PIDFD_WORKS: OnceLock<bool> = OnceLock::new();
     let works = *PIDFD_WORKS.get_or_init(|| {
-        cfg!(target_os = "linux")
-            && rustix::process::pidfd_open(rustix::process::getpid(), PidfdFlags::empty()).is_ok()
+        cfg!(target_os = "linux") && crate::pidfd::open(rustix::process::getpid()).is_ok()
     });
     if works && lp.backend() == Backend::Epoll {
         Watcher::Pidfd
@@ -75,32 +74,10 @@ pub(crate) fn choose(lp: &EventLoop) -> Watcher {
     }
 }
 
-/// A return code from what `waitid` reported: the exit status, or minus
-/// the signal that killed the child, as asyncio reports it.
-fn code_from_waitid(status: &rustix::process::WaitIdStatus) -> i32 {
-    match (status.exit_status(), status.terminating_signal()) {
-        (Some(code), _) => code,
-        (None, Some(sig)) => -sig,
-        (None, None) => UNKNOWN_STATUS,
-    }
-}
-
 /// Reaps the child behind `pidfd` if it exited: `Some(code)`, or `None`
 /// while it runs.
 pub(crate) fn try_reap_pidfd(pidfd: BorrowedFd<'_>) -> Option<i32> {
-    match rustix::process::waitid(
-        WaitId::PidFd(pidfd),
-        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-    ) {
-        Ok(Some(status)) if status.exited() || status.killed() || status.dumped() => {
-            Some(code_from_waitid(&status))
-        }
-        Ok(_) => None,
-        Err(Errno::INTR) => None,
-        // ECHILD: reaped by someone else; anything else: the pidfd is of no
-        // use any more. Either way the child is gone to us.
-        Err(_) => Some(UNKNOWN_STATUS),
-    }
+    crate::pidfd::try_reap(pidfd, UNKNOWN_STATUS)
 }
 
 /// Reaps child `pid` if it exited: `Some(code)`, or `None` while it runs.

@@ -58,6 +58,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod child_watcher;
+mod pidfd;
 mod process;
 mod signals;
 mod subprocess_ext;

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use loop_core::{ErrorKind, EventLoop, LoopError};
 use loop_net::{PipeLoopExt, ProtocolHandle};
-use rustix::process::{Pid, PidfdFlags, Signal};
+use rustix::process::{Pid, Signal};
 
 use crate::child_watcher::{self, Watcher, UNKNOWN_STATUS};
 use crate::process::{self, Process};
@@ -218,11 +218,11 @@ async fn spawn<P: SubprocessProtocol>(
 
     let mut exited_early = None;
     let pidfd = if watcher == Watcher::Pidfd {
-        match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        match crate::pidfd::open(pid) {
             Ok(fd) => Some(fd),
             // Reaped already, by someone else (SIGCHLD ignored: the kernel
             // reaps at once): exited, status unknown.
-            Err(rustix::io::Errno::SRCH) => {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {
                 exited_early = Some(UNKNOWN_STATUS);
                 None
             }
@@ -230,7 +230,7 @@ async fn spawn<P: SubprocessProtocol>(
                 // No way to watch it (out of fds, say): do not leave it.
                 let _ = rustix::process::kill_process(pid, Signal::KILL);
                 let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-                return Err(e.into());
+                return Err(e);
             }
         }
     } else {

@@ -38,7 +38,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -423,7 +423,7 @@ impl Inner {
             return Err(LoopError::closed().into());
         }
         let sent = match &*self.pidfd.borrow() {
-            Some(fd) => rustix::process::pidfd_send_signal(fd, sig),
+            Some(fd) => crate::pidfd::send_signal(fd.as_fd(), sig),
             // SIGCHLD watcher: the child is reaped on this thread, in the
             // step that records its return code, so while that is `None`
             // the pid is still ours.
