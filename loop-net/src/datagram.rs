@@ -39,12 +39,12 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::task::Waker;
-use std::time::Duration;
 
 use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::net::SocketAddrAny;
 
 use crate::addr::SockAddr;
+use crate::flow::{WriteFlow, RETRY_DELAY};
 use crate::protocol::ProtocolHandle;
 use crate::transport::ExtraInfo;
 use crate::write_buffer::WriteBufferLimits;
@@ -57,9 +57,6 @@ mod recv;
 mod send;
 
 pub(crate) use endpoint::{OwnedPath, Prepared};
-
-/// How soon a delivery to a protocol that was busy is tried again.
-const RETRY_DELAY: Duration = Duration::from_millis(1);
 
 /// What a datagram endpoint calls: asyncio's `DatagramProtocol`.
 ///
@@ -176,17 +173,15 @@ pub(crate) struct Endpoint {
     queue: RefCell<VecDeque<Queued>>,
     /// Bytes queued, plus [`DATAGRAM_OVERHEAD`] per datagram.
     buffer_size: Cell<usize>,
-    limits: Cell<WriteBufferLimits>,
-    protocol_paused: Cell<bool>,
+    /// Water marks and the notices owed (flow.rs).
+    flow: WriteFlow<Notice>,
     reading: Cell<bool>,
     writing: Cell<bool>,
     lost_scheduled: Cell<bool>,
     /// `connection_made` was delivered.
     made: Cell<bool>,
     made_waiters: RefCell<Vec<Waker>>,
-    retry_pending: Cell<bool>,
     sends_after_close: Cell<u64>,
-    deferred: RefCell<VecDeque<Notice>>,
     connected: bool,
     remote: Option<SockAddr>,
     /// The kernel form of `remote` when the socket is not connected.
@@ -260,7 +255,7 @@ impl DatagramTransport {
         let new = protocol.into().cell;
         let old = self.inner.protocol.replace(new);
         drop(old);
-        if self.inner.protocol_paused.get() {
+        if self.inner.flow.is_paused() {
             self.inner.notify(Notice::Pause);
         }
     }
@@ -286,7 +281,7 @@ impl DatagramTransport {
     /// The `(low, high)` water marks of the send queue, in asyncio's order.
     #[doc(alias = "DatagramTransport.get_write_buffer_limits")]
     pub fn get_write_buffer_limits(&self) -> (usize, usize) {
-        let l = self.inner.limits.get();
+        let l = self.inner.flow.limits();
         (l.low, l.high)
     }
 
@@ -301,7 +296,7 @@ impl DatagramTransport {
     ) -> Result<(), LoopError> {
         let limits = WriteBufferLimits::new(high, low)
             .map_err(|m| LoopError::new(ErrorKind::InvalidArgument, m))?;
-        self.inner.limits.set(limits);
+        self.inner.flow.set_limits(limits);
         self.inner.maybe_pause_protocol();
         Ok(())
     }

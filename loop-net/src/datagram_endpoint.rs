@@ -15,6 +15,7 @@ use std::task::Poll;
 use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 
 use crate::addr::SockAddr;
+use crate::flow::WriteFlow;
 use crate::write_buffer::WriteBufferLimits;
 
 use super::{DatagramProtocol, DatagramTransport, DynProtocol, Endpoint, State, RETRY_DELAY};
@@ -114,16 +115,13 @@ impl Endpoint {
             protocol: RefCell::new(protocol),
             queue: RefCell::new(VecDeque::new()),
             buffer_size: Cell::new(0),
-            limits: Cell::new(WriteBufferLimits::default()),
-            protocol_paused: Cell::new(false),
+            flow: WriteFlow::new(WriteBufferLimits::default()),
             reading: Cell::new(false),
             writing: Cell::new(false),
             lost_scheduled: Cell::new(false),
             made: Cell::new(false),
             made_waiters: RefCell::new(Vec::new()),
-            retry_pending: Cell::new(false),
             sends_after_close: Cell::new(0),
-            deferred: RefCell::new(VecDeque::new()),
             connected,
             remote,
             remote_raw,
@@ -283,8 +281,7 @@ impl Endpoint {
         let queue = std::mem::take(&mut *self.queue.borrow_mut());
         drop(queue);
         self.buffer_size.set(0);
-        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
-        drop(deferred);
+        self.flow.clear();
         // Break the protocol -> transport -> protocol cycle; the protocol's
         // own Drop runs outside any borrow of ours.
         let released = self

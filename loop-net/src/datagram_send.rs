@@ -32,7 +32,7 @@ use rustix::net::{SendFlags, SocketAddrAny};
 
 use crate::addr::SockAddr;
 
-use super::{Endpoint, Notice, Queued, State, RETRY_DELAY};
+use super::{Endpoint, Notice, Queued, State};
 
 /// What each queued datagram adds to the write buffer size on top of its
 /// bytes (asyncio's `_header_size`).
@@ -128,7 +128,7 @@ impl Endpoint {
                 Err(e) => {
                     // Reported, dropped, and the flush goes on.
                     self.sent(&q);
-                    self.deferred.borrow_mut().push_back(Notice::Error(e));
+                    self.flow.push(Notice::Error(e));
                 }
             }
         }
@@ -151,16 +151,15 @@ impl Endpoint {
     }
 
     pub(super) fn maybe_pause_protocol(&self) {
-        if !self.protocol_paused.get() && self.buffer_size.get() > self.limits.get().high {
-            self.protocol_paused.set(true);
+        if self.flow.pause_if_above(self.buffer_size.get()) {
             self.notify(Notice::Pause);
         }
     }
 
+    /// Queues `resume_writing` if owed; the caller drains.
     fn maybe_resume_protocol(&self) {
-        if self.protocol_paused.get() && self.buffer_size.get() <= self.limits.get().low {
-            self.protocol_paused.set(false);
-            self.deferred.borrow_mut().push_back(Notice::Resume);
+        if self.flow.resume_if_at_or_below(self.buffer_size.get()) {
+            self.flow.push(Notice::Resume);
         }
     }
 
@@ -170,27 +169,20 @@ impl Endpoint {
         if self.state.get() == State::Lost {
             return;
         }
-        self.deferred.borrow_mut().push_back(notice);
+        self.flow.push(notice);
         self.drain_deferred();
     }
 
-    /// Delivers the queued notices in order. If the protocol is busy, the
-    /// dispatcher running its callback drains them when it returns; in case
-    /// it is busy for another reason (a task holding its borrow across an
-    /// await), a retry is also scheduled, so no notice is stranded.
+    /// Delivers the queued notices in order (flow.rs); a busy protocol is
+    /// retried shortly, so no notice is stranded.
     pub(super) fn drain_deferred(&self) {
-        loop {
+        let delivered = self.flow.drain(|notice| {
             if self.state.get() == State::Lost {
-                return;
+                return None; // the protocol is released: nothing is owed
             }
-            let Some(notice) = self.deferred.borrow_mut().pop_front() else {
-                return;
-            };
             let protocol = self.protocol.borrow().clone();
             let Ok(mut p) = protocol.try_borrow_mut() else {
-                self.deferred.borrow_mut().push_front(notice);
-                self.retry_later();
-                return;
+                return Some(notice);
             };
             let what = notice.name();
             let outcome = catch_unwind(AssertUnwindSafe(|| match notice {
@@ -203,22 +195,11 @@ impl Endpoint {
             if let Err(payload) = outcome {
                 self.report_panic(what, payload);
             }
-        }
-    }
-
-    /// Drains the notices again shortly (1 ms: not `call_soon`, which would
-    /// spin the loop for as long as a task keeps the protocol borrowed).
-    fn retry_later(&self) {
-        if self.retry_pending.replace(true) {
-            return;
-        }
-        let me = self.rc();
-        let scheduled = self.lp.call_later(RETRY_DELAY, move || {
-            me.retry_pending.set(false);
-            me.drain_deferred();
+            None
         });
-        if scheduled.is_err() {
-            self.retry_pending.set(false);
+        if !delivered {
+            let me = self.rc();
+            self.flow.retry_later(&self.lp, move || me.drain_deferred());
         }
     }
 }

@@ -45,12 +45,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
 
 use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 
+use crate::flow::RETRY_DELAY;
 use crate::protocol::{AnyProtocol, BaseProtocol, Protocol};
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 
@@ -63,9 +63,6 @@ mod write_pipe;
 
 pub(crate) use read_pipe::ReadPipe;
 pub(crate) use write_pipe::WritePipe;
-
-/// How soon a delivery to a protocol that was busy is tried again.
-const RETRY_DELAY: Duration = Duration::from_millis(1);
 
 /// The message asyncio gives when the fd is of the wrong type.
 pub(crate) const NOT_A_PIPE: &str = "Pipe transport is for pipes/sockets only.";

@@ -121,7 +121,7 @@ mod detach {
                     )));
                 }
                 let drained = me.made.get() && me.buffer.borrow().is_empty();
-                if drained && me.deferred.borrow().is_empty() {
+                if drained && me.flow.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
                 if drained {
@@ -153,7 +153,7 @@ mod detach {
             drop(released);
             Ok(Detached {
                 fd,
-                limits: self.limits.get(),
+                limits: self.flow.limits(),
                 on_lost,
             })
         }

@@ -12,13 +12,13 @@
 //! shrinks it `maybe_resume_protocol`. Handshake replies, alerts and key
 
 use std::io::{self, IoSlice, Write};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use loop_core::{ErrorKind, ExceptionContext, LoopError};
+use loop_core::{ErrorKind, LoopError};
 use rustix::net::{SendAncillaryBuffer, SendFlags, Shutdown};
 
-use super::{Notice, State, TlsStream, RETRY_DELAY};
+use super::{State, TlsStream};
+use crate::flow::Notice;
 
 impl TlsStream {
     /// Moves everything rustls has to send into the socket (or, for what it
@@ -153,73 +153,38 @@ impl TlsStream {
     }
 
     pub(super) fn maybe_pause_protocol(&self) {
-        if !self.made.get() {
-            return;
-        }
-        if !self.protocol_paused.get() && self.write_buffer_len() > self.limits.get().high {
-            self.protocol_paused.set(true);
+        if self.made.get() && self.flow.pause_if_above(self.write_buffer_len()) {
             self.notify(Notice::Pause);
         }
     }
 
     fn maybe_resume_protocol(&self) {
-        if self.protocol_paused.get() && self.write_buffer_len() <= self.limits.get().low {
-            self.protocol_paused.set(false);
+        if self.flow.resume_if_at_or_below(self.write_buffer_len()) {
             self.notify(Notice::Resume);
         }
     }
 
     pub(super) fn notify(&self, notice: Notice) {
-        self.deferred.borrow_mut().push(notice);
+        self.flow.push(notice);
         self.drain_deferred();
     }
 
-    fn deliver(&self, notice: Notice) -> bool {
-        let protocol = self.protocol.borrow().clone();
-        let delivered = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_with_base(|p| match notice {
-                Notice::Pause => p.pause_writing(),
-                Notice::Resume => p.resume_writing(),
-            })
-        }));
-        match delivered {
-            Ok(d) => d,
-            Err(payload) => {
-                let what = match notice {
-                    Notice::Pause => "pause_writing",
-                    Notice::Resume => "resume_writing",
-                };
-                self.lp.call_exception_handler(
-                    ExceptionContext::new(format!("protocol.{what}() failed"))
-                        .with_error(LoopError::panicked(what, payload)),
-                );
-                true
-            }
-        }
-    }
-
-    /// Delivers the queued flow-control notices in order (see stream.rs).
+    /// Delivers the queued flow-control notices in order (flow.rs).
     pub(super) fn drain_deferred(&self) {
-        loop {
-            let Some(notice) = self.deferred.borrow().first().copied() else {
-                return;
-            };
-            if !self.deliver(notice) {
-                self.retry_later(|me| me.drain_deferred());
-                return;
-            }
-            self.deferred.borrow_mut().remove(0);
+        let delivered = self.flow.drain(|notice| {
+            let protocol = self.protocol.borrow().clone();
+            notice.deliver(&self.lp, &protocol, || None)
+        });
+        if !delivered {
+            self.retry_later(|me| me.drain_deferred());
         }
     }
 
+    /// Runs `f` shortly, then kicks; one pending retry (shared with the
+    /// notices, flow.rs) drains and kicks everything.
     pub(super) fn retry_later(&self, f: impl FnOnce(&Rc<TlsStream>) + 'static) {
-        if self.retry_pending.replace(true) {
-            // One pending retry: it kicks and drains everything.
-            return;
-        }
         let me = self.rc();
-        let _ = self.lp.call_later(RETRY_DELAY, move || {
-            me.retry_pending.set(false);
+        self.flow.retry_later(&self.lp, move || {
             f(&me);
             me.kick();
         });

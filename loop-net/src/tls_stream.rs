@@ -48,6 +48,7 @@ use loop_core::{EventLoop, LoopError, TimerHandle};
 use rustls::Connection;
 
 use crate::addr::SockAddr;
+use crate::flow::{WriteFlow, RETRY_DELAY};
 use crate::protocol::AnyProtocol;
 use crate::stream::LostHook;
 use crate::tls::{TlsClientOptions, TlsConfig, TlsServerOptions};
@@ -65,9 +66,6 @@ mod shutdown;
 #[path = "tls_transport.rs"]
 mod transport;
 
-/// How soon a delivery to a protocol that was busy is tried again.
-const RETRY_DELAY: Duration = Duration::from_millis(1);
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Handshaking,
@@ -75,12 +73,6 @@ enum State {
     Closing,
     ShuttingDown,
     Lost,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Notice {
-    Pause,
-    Resume,
 }
 
 /// A [`TlsStream::start`] that failed: the error, and the lost hook it was
@@ -150,8 +142,8 @@ pub(crate) struct TlsStream {
     state: Cell<State>,
     protocol: RefCell<AnyProtocol>,
     buffer: RefCell<WriteBuffer>,
-    limits: Cell<WriteBufferLimits>,
-    protocol_paused: Cell<bool>,
+    /// Water marks and the pause/resume notices owed (flow.rs).
+    flow: WriteFlow,
     /// The socket is watched for reading.
     reading: Cell<bool>,
     /// The user called `pause_reading`.
@@ -184,9 +176,7 @@ pub(crate) struct TlsStream {
     handshake_timer: RefCell<Option<TimerHandle>>,
     shutdown_timer: RefCell<Option<TimerHandle>>,
     kick_scheduled: Cell<bool>,
-    retry_pending: Cell<bool>,
     writes_after_lost: Cell<u64>,
-    deferred: RefCell<Vec<Notice>>,
     write_error: RefCell<Option<io::Error>>,
     peername: Option<SockAddr>,
     sockname: Option<SockAddr>,
@@ -233,8 +223,7 @@ impl TlsStream {
             state: Cell::new(State::Handshaking),
             protocol: RefCell::new(protocol),
             buffer: RefCell::new(WriteBuffer::default()),
-            limits: Cell::new(settings.limits.unwrap_or_default()),
-            protocol_paused: Cell::new(false),
+            flow: WriteFlow::new(settings.limits.unwrap_or_default()),
             reading: Cell::new(false),
             app_paused: Cell::new(false),
             writing: Cell::new(false),
@@ -254,9 +243,7 @@ impl TlsStream {
             handshake_timer: RefCell::new(None),
             shutdown_timer: RefCell::new(None),
             kick_scheduled: Cell::new(false),
-            retry_pending: Cell::new(false),
             writes_after_lost: Cell::new(0),
-            deferred: RefCell::new(Vec::new()),
             write_error: RefCell::new(None),
             peername,
             sockname,

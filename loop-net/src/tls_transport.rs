@@ -11,7 +11,8 @@ use crate::tls::CipherInfo;
 use crate::transport::{ExtraInfo, TransportImpl};
 use crate::write_buffer::WriteBufferLimits;
 
-use super::{Notice, State, TlsStream};
+use super::{State, TlsStream};
+use crate::flow::Notice;
 
 impl TlsStream {
     fn version(&self) -> Option<ProtocolVersion> {
@@ -85,7 +86,7 @@ impl TransportImpl for TlsStream {
     fn set_protocol(&self, protocol: AnyProtocol) {
         let old = self.protocol.replace(protocol);
         drop(old);
-        if self.protocol_paused.get() {
+        if self.flow.is_paused() {
             self.notify(Notice::Pause);
         }
     }
@@ -122,11 +123,11 @@ impl TransportImpl for TlsStream {
     }
 
     fn write_buffer_limits(&self) -> WriteBufferLimits {
-        self.limits.get()
+        self.flow.limits()
     }
 
     fn set_write_buffer_limits(&self, limits: WriteBufferLimits) {
-        self.limits.set(limits);
+        self.flow.set_limits(limits);
         self.maybe_pause_protocol();
     }
 

@@ -30,20 +30,19 @@
 //! (sigpipe.rs); sockets are written with `MSG_NOSIGNAL`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
-use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
+use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 
 use super::{
     ensure_open, launch, prepare_pipe_fd, schedule_lost, sigpipe, start_watch, stop_watch,
-    wait_made, Dir, FdKind, Life, PipeDirection, PipeEnd, State, Watch, RETRY_DELAY,
+    wait_made, Dir, FdKind, Life, PipeDirection, PipeEnd, State, Watch,
 };
+use crate::flow::{Notice, WriteFlow};
 use crate::protocol::AnyProtocol;
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
@@ -52,19 +51,13 @@ use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 /// a longer `writelines` is buffered.
 const MAX_IOV: usize = 1024;
 
-#[derive(Clone, Copy, Debug)]
-enum Notice {
-    Pause,
-    Resume,
-}
-
 /// The write end: asyncio's `_UnixWritePipeTransport`.
 pub(crate) struct WritePipe {
     me: Weak<WritePipe>,
     life: Life,
     buffer: RefCell<WriteBuffer>,
-    limits: Cell<WriteBufferLimits>,
-    protocol_paused: Cell<bool>,
+    /// Water marks and the pause/resume notices owed (flow.rs).
+    flow: WriteFlow,
     /// `write_eof` was called: `write` is an error from now on.
     eof: Cell<bool>,
     /// Watches the reader going away (FIFOs opened write-only, sockets).
@@ -72,10 +65,6 @@ pub(crate) struct WritePipe {
     writer: Watch,
     /// Writes run with SIGPIPE blocked (it was not ignored at creation).
     sigpipe_guard: bool,
-    deferred: RefCell<VecDeque<Notice>>,
-    /// `drain_deferred` is running (a protocol method it called re-entered).
-    draining: Cell<bool>,
-    retry_pending: Cell<bool>,
     writes_after_lost: Cell<u64>,
 }
 
@@ -96,15 +85,11 @@ impl WritePipe {
             me: me.clone(),
             life: Life::new(lp, fd, info, protocol),
             buffer: RefCell::new(WriteBuffer::default()),
-            limits: Cell::new(WriteBufferLimits::default()),
-            protocol_paused: Cell::new(false),
+            flow: WriteFlow::new(WriteBufferLimits::default()),
             eof: Cell::new(false),
             hangup: Watch::default(),
             writer: Watch::default(),
             sigpipe_guard,
-            deferred: RefCell::new(VecDeque::new()),
-            draining: Cell::new(false),
-            retry_pending: Cell::new(false),
             writes_after_lost: Cell::new(0),
         });
         launch(pipe)
@@ -298,17 +283,13 @@ impl WritePipe {
     }
 
     fn maybe_pause_protocol(&self) {
-        let size = self.buffer.borrow().len();
-        if !self.protocol_paused.get() && size > self.limits.get().high {
-            self.protocol_paused.set(true);
+        if self.flow.pause_if_above(self.buffer.borrow().len()) {
             self.notify(Notice::Pause);
         }
     }
 
     fn maybe_resume_protocol(&self) {
-        let size = self.buffer.borrow().len();
-        if self.protocol_paused.get() && size <= self.limits.get().low {
-            self.protocol_paused.set(false);
+        if self.flow.resume_if_at_or_below(self.buffer.borrow().len()) {
             self.notify(Notice::Resume);
         }
     }
@@ -316,71 +297,26 @@ impl WritePipe {
     /// Delivers a flow-control notice now, or right after the protocol's
     /// running callback returns if it is busy.
     fn notify(&self, notice: Notice) {
-        self.deferred.borrow_mut().push_back(notice);
+        self.flow.push(notice);
         self.drain_deferred();
     }
 
-    fn deliver(&self, notice: Notice) -> bool {
-        let protocol = self.life.protocol();
-        let delivered = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_with_base(|p| match notice {
-                Notice::Pause => p.pause_writing(),
-                Notice::Resume => p.resume_writing(),
-            })
-        }));
-        drop(protocol);
-        match delivered {
-            Ok(d) => d,
-            Err(payload) => {
-                let what = match notice {
-                    Notice::Pause => "pause_writing",
-                    Notice::Resume => "resume_writing",
-                };
-                self.life.lp.call_exception_handler(
-                    ExceptionContext::new(format!("protocol.{what}() failed"))
-                        .with_error(LoopError::panicked(what, payload))
-                        .with("transport", format!("write pipe fd={}", self.life.raw)),
-                );
-                true
-            }
-        }
-    }
-
-    /// Delivers the queued notices in order, once `connection_made` was. If
-    /// the protocol is busy, the dispatcher running its callback drains them
-    /// when it returns; in case it is busy for another reason (a task holding
-    /// its borrow across an await), a retry is also scheduled.
+    /// Delivers the queued notices in order (flow.rs), once
+    /// `connection_made` was; a busy protocol is retried shortly.
     fn drain_deferred(&self) {
         if !self.life.made.get() {
             return; // delivered right after connection_made
         }
-        if self.draining.replace(true) {
-            return; // a notice is being delivered: its loop delivers this one
-        }
-        loop {
-            let Some(notice) = self.deferred.borrow_mut().pop_front() else {
-                break;
-            };
-            if !self.deliver(notice) {
-                self.deferred.borrow_mut().push_front(notice);
-                self.retry_later();
-                break;
-            }
-        }
-        self.draining.set(false);
-    }
-
-    /// Drains again shortly (1 ms: not `call_soon`, which would spin the
-    /// loop for as long as a task keeps the protocol borrowed).
-    fn retry_later(&self) {
-        if self.retry_pending.replace(true) {
-            return;
-        }
-        let me = self.rc();
-        let _ = self.life.lp.call_later(RETRY_DELAY, move || {
-            me.retry_pending.set(false);
-            me.drain_deferred();
+        let delivered = self.flow.drain(|notice| {
+            let protocol = self.life.protocol();
+            let transport = || Some(format!("write pipe fd={}", self.life.raw));
+            notice.deliver(&self.life.lp, &protocol, transport)
         });
+        if !delivered {
+            let me = self.rc();
+            self.flow
+                .retry_later(&self.life.lp, move || me.drain_deferred());
+        }
     }
 }
 
@@ -423,7 +359,7 @@ impl PipeEnd for WritePipe {
 
     fn on_finished(&self) {
         self.buffer.borrow_mut().clear();
-        self.deferred.borrow_mut().clear();
+        self.flow.clear();
     }
 }
 
@@ -469,7 +405,7 @@ impl TransportImpl for WritePipe {
         }
         let old = self.life.protocol.replace(protocol);
         drop(old);
-        if self.protocol_paused.get() {
+        if self.flow.is_paused() {
             // The new protocol inherits the pause, so that the
             // resume_writing it gets later is paired.
             self.notify(Notice::Pause);
@@ -493,11 +429,11 @@ impl TransportImpl for WritePipe {
     }
 
     fn write_buffer_limits(&self) -> WriteBufferLimits {
-        self.limits.get()
+        self.flow.limits()
     }
 
     fn set_write_buffer_limits(&self, limits: WriteBufferLimits) {
-        self.limits.set(limits);
+        self.flow.set_limits(limits);
         self.maybe_pause_protocol();
     }
 
