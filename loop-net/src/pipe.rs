@@ -51,7 +51,7 @@ use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 
 use crate::flow::RETRY_DELAY;
-use crate::protocol::{AnyProtocol, BaseProtocol, Protocol};
+use crate::protocol::AnyProtocol;
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 
 #[path = "read_pipe.rs"]
@@ -434,9 +434,7 @@ fn finish_lost<T: PipeEnd>(me: &Rc<T>) {
     drop(fd);
     // Break the protocol -> transport -> protocol cycle; the protocol's own
     // Drop runs outside any borrow of ours.
-    let released = life
-        .protocol
-        .replace(AnyProtocol::Streaming(Rc::new(RefCell::new(Released))));
+    let released = life.protocol.replace(AnyProtocol::released());
     drop(released);
 }
 
@@ -449,13 +447,4 @@ fn protocol_failed<T: PipeEnd>(me: &Rc<T>, what: &str, payload: Box<dyn std::any
             .with("transport", format!("{} fd={}", T::NAME, life.raw)),
     );
     me.force_close(Some(io::Error::other(err.to_string())));
-}
-
-/// What a lost transport holds instead of its protocol: nothing to call.
-struct Released;
-
-impl BaseProtocol for Released {}
-
-impl Protocol for Released {
-    fn data_received(&mut self, _: &[u8]) {}
 }

@@ -42,7 +42,7 @@ use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown};
 
 use crate::addr::SockAddr;
 use crate::flow::{Notice, WriteFlow, RETRY_DELAY};
-use crate::protocol::{AnyProtocol, BaseProtocol, Protocol};
+use crate::protocol::AnyProtocol;
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
@@ -477,17 +477,7 @@ impl Stream {
                 }
             }
         }
-        {
-            let mut buffer = self.buffer.borrow_mut();
-            for c in chunks {
-                if skip >= c.len() {
-                    skip -= c.len();
-                    continue;
-                }
-                buffer.extend(&c[skip..]);
-                skip = 0;
-            }
-        }
+        self.buffer.borrow_mut().extend_unsent(chunks, skip);
         self.start_writing();
         self.maybe_pause_protocol();
         Ok(())
@@ -619,23 +609,12 @@ impl Stream {
         drop(fd);
         // Break the protocol -> transport -> protocol cycle; the protocol's
         // own Drop runs outside any borrow of ours.
-        let released = self
-            .protocol
-            .replace(AnyProtocol::Streaming(Rc::new(RefCell::new(Released))));
+        let released = self.protocol.replace(AnyProtocol::released());
         if let Some(hook) = self.on_lost.borrow_mut().take() {
             hook();
         }
         drop(released);
     }
-}
-
-/// What a lost transport holds instead of its protocol: nothing to call.
-struct Released;
-
-impl BaseProtocol for Released {}
-
-impl Protocol for Released {
-    fn data_received(&mut self, _: &[u8]) {}
 }
 
 fn io_error(e: LoopError) -> io::Error {

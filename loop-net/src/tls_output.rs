@@ -220,15 +220,7 @@ impl Write for Sink<'_> {
             }
         }
         if skip < total {
-            let mut buffer = s.buffer.borrow_mut();
-            for b in bufs {
-                if skip >= b.len() {
-                    skip -= b.len();
-                    continue;
-                }
-                buffer.extend(&b[skip..]);
-                skip = 0;
-            }
+            s.buffer.borrow_mut().extend_unsent(bufs, skip);
         }
         Ok(total)
     }

@@ -3,13 +3,12 @@
 //! `abort()` and fatal errors, and the one `connection_lost` (the
 //! `Closing`, `ShuttingDown` and `Lost` states of tls_stream.rs).
 
-use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 
 use loop_core::{ExceptionContext, LoopError};
 
-use crate::protocol::{AnyProtocol, BaseProtocol, Protocol};
+use crate::protocol::AnyProtocol;
 
 use super::{State, TlsStream, RETRY_DELAY};
 
@@ -181,21 +180,10 @@ impl TlsStream {
         let fd = self.fd.borrow_mut().take();
         drop(fd);
         self.wake_waiters();
-        let released = self
-            .protocol
-            .replace(AnyProtocol::Streaming(Rc::new(RefCell::new(Released))));
+        let released = self.protocol.replace(AnyProtocol::released());
         if let Some(hook) = self.on_lost.borrow_mut().take() {
             hook();
         }
         drop(released);
     }
-}
-
-/// What a lost transport holds instead of its protocol.
-struct Released;
-
-impl BaseProtocol for Released {}
-
-impl Protocol for Released {
-    fn data_received(&mut self, _: &[u8]) {}
 }

@@ -216,17 +216,7 @@ impl WritePipe {
                 }
             }
         }
-        {
-            let mut buffer = self.buffer.borrow_mut();
-            for c in chunks {
-                if skip >= c.len() {
-                    skip -= c.len();
-                    continue;
-                }
-                buffer.extend(&c[skip..]);
-                skip = 0;
-            }
-        }
+        self.buffer.borrow_mut().extend_unsent(chunks, skip);
         if let Err(e) = start_watch(self, Dir::Write, true) {
             self.force_close(Some(e.into()));
             return Ok(());
