@@ -98,6 +98,7 @@ mod datagram;
 mod datagram_ext;
 mod dns;
 mod ext;
+mod flow;
 mod pipe;
 mod pipe_ext;
 mod protocol;

@@ -262,6 +262,24 @@ impl AnyProtocol {
     }
 }
 
+impl AnyProtocol {
+    /// What a lost transport holds instead of its protocol (asyncio sets
+    /// `_protocol = None`): one with nothing to call, so that a protocol
+    /// that keeps its `Transport` is no `Rc` cycle.
+    pub(crate) fn released() -> AnyProtocol {
+        AnyProtocol::Streaming(Rc::new(RefCell::new(Released)))
+    }
+}
+
+/// What a lost transport holds instead of its protocol: nothing to call.
+struct Released;
+
+impl BaseProtocol for Released {}
+
+impl Protocol for Released {
+    fn data_received(&mut self, _: &[u8]) {}
+}
+
 fn upcast_streaming(p: &mut dyn Protocol) -> &mut dyn BaseProtocol {
     p
 }

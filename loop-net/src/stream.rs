@@ -41,7 +41,8 @@ use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown};
 
 use crate::addr::SockAddr;
-use crate::protocol::{AnyProtocol, BaseProtocol, Protocol};
+use crate::flow::{Notice, WriteFlow, RETRY_DELAY};
+use crate::protocol::AnyProtocol;
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
@@ -57,9 +58,6 @@ use upgrade::UpgradeState;
 /// keeps the shared buffer in L2 and is what uvloop reads).
 pub(crate) const READ_SIZE: usize = 64 * 1024;
 
-/// How soon a delivery to a protocol that was busy is tried again.
-const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
-
 thread_local! {
     /// The read buffer shared by every transport of this thread's loop.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -70,12 +68,6 @@ enum State {
     Open,
     Closing,
     Lost,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Notice {
-    Pause,
-    Resume,
 }
 
 /// Called when a transport's connection is lost (servers count their
@@ -90,8 +82,8 @@ pub(crate) struct Stream {
     state: Cell<State>,
     protocol: RefCell<AnyProtocol>,
     buffer: RefCell<WriteBuffer>,
-    limits: Cell<WriteBufferLimits>,
-    protocol_paused: Cell<bool>,
+    /// Water marks and the pause/resume notices owed (flow.rs).
+    flow: WriteFlow,
     reading: Cell<bool>,
     writing: Cell<bool>,
     eof: Cell<bool>,
@@ -102,12 +94,9 @@ pub(crate) struct Stream {
     /// `connection_made` was delivered.
     made: Cell<bool>,
     made_waiters: RefCell<Vec<std::task::Waker>>,
-    retry_pending: Cell<bool>,
-    draining: Cell<bool>,
     /// `pause_reading()` was called (and not undone by `resume_reading()`).
     user_paused: Cell<bool>,
     writes_after_lost: Cell<u64>,
-    deferred: RefCell<Vec<Notice>>,
     peername: Option<SockAddr>,
     sockname: Option<SockAddr>,
     on_lost: RefCell<Option<LostHook>>,
@@ -153,8 +142,7 @@ impl Stream {
             state: Cell::new(State::Open),
             protocol: RefCell::new(protocol),
             buffer: RefCell::new(WriteBuffer::default()),
-            limits: Cell::new(WriteBufferLimits::default()),
-            protocol_paused: Cell::new(false),
+            flow: WriteFlow::new(WriteBufferLimits::default()),
             reading: Cell::new(false),
             writing: Cell::new(false),
             eof: Cell::new(false),
@@ -162,11 +150,8 @@ impl Stream {
             lost_scheduled: Cell::new(false),
             made: Cell::new(false),
             made_waiters: RefCell::new(Vec::new()),
-            retry_pending: Cell::new(false),
-            draining: Cell::new(false),
             user_paused: Cell::new(false),
             writes_after_lost: Cell::new(0),
-            deferred: RefCell::new(Vec::new()),
             peername,
             sockname,
             on_lost: RefCell::new(on_lost),
@@ -492,34 +477,20 @@ impl Stream {
                 }
             }
         }
-        {
-            let mut buffer = self.buffer.borrow_mut();
-            for c in chunks {
-                if skip >= c.len() {
-                    skip -= c.len();
-                    continue;
-                }
-                buffer.extend(&c[skip..]);
-                skip = 0;
-            }
-        }
+        self.buffer.borrow_mut().extend_unsent(chunks, skip);
         self.start_writing();
         self.maybe_pause_protocol();
         Ok(())
     }
 
     fn maybe_pause_protocol(&self) {
-        let size = self.buffer.borrow().len();
-        if !self.protocol_paused.get() && size > self.limits.get().high {
-            self.protocol_paused.set(true);
+        if self.flow.pause_if_above(self.buffer.borrow().len()) {
             self.notify(Notice::Pause);
         }
     }
 
     fn maybe_resume_protocol(&self) {
-        let size = self.buffer.borrow().len();
-        if self.protocol_paused.get() && size <= self.limits.get().low {
-            self.protocol_paused.set(false);
+        if self.flow.resume_if_at_or_below(self.buffer.borrow().len()) {
             self.notify(Notice::Resume);
         }
     }
@@ -530,69 +501,21 @@ impl Stream {
         if self.sendfile.holds_notices() {
             return; // told when the sendfile ends
         }
-        self.deferred.borrow_mut().push(notice);
+        self.flow.push(notice);
         self.drain_deferred();
     }
 
-    fn deliver(&self, notice: Notice) -> bool {
-        let protocol = self.protocol.borrow().clone();
-        let delivered = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_with_base(|p| match notice {
-                Notice::Pause => p.pause_writing(),
-                Notice::Resume => p.resume_writing(),
-            })
-        }));
-        match delivered {
-            Ok(d) => d,
-            Err(payload) => {
-                let what = match notice {
-                    Notice::Pause => "pause_writing",
-                    Notice::Resume => "resume_writing",
-                };
-                self.lp.call_exception_handler(
-                    ExceptionContext::new(format!("protocol.{what}() failed"))
-                        .with_error(LoopError::panicked(what, payload)),
-                );
-                true
-            }
-        }
-    }
-
-    /// Delivers the queued notices in order. If the protocol is busy, the
-    /// dispatcher running its callback drains them when it returns; in case
-    /// the protocol is busy for another reason (a task holding its borrow
-    /// across an await), a retry is also scheduled, so no notice is stranded.
+    /// Delivers the queued notices in order (flow.rs); a busy protocol is
+    /// retried shortly, so no notice is stranded.
     fn drain_deferred(&self) {
-        // A notice's callback may queue more notices (a `write` inside
-        // `resume_writing`): the outer drain delivers them in order after
-        // it; a nested drain does nothing.
-        if self.draining.replace(true) {
-            return;
-        }
-        loop {
-            let Some(notice) = self.deferred.borrow().first().copied() else {
-                break;
-            };
-            if !self.deliver(notice) {
-                self.retry_later(|me| me.drain_deferred());
-                break;
-            }
-            self.deferred.borrow_mut().remove(0);
-        }
-        self.draining.set(false);
-    }
-
-    /// Runs `f` again shortly (1 ms: not `call_soon`, which would spin the
-    /// loop for as long as a task keeps the protocol borrowed).
-    fn retry_later(&self, f: impl FnOnce(&Rc<Stream>) + 'static) {
-        if self.retry_pending.replace(true) {
-            return; // one pending retry drains everything
-        }
-        let me = self.rc();
-        let _ = self.lp.call_later(RETRY_DELAY, move || {
-            me.retry_pending.set(false);
-            f(&me);
+        let delivered = self.flow.drain(|notice| {
+            let protocol = self.protocol.borrow().clone();
+            notice.deliver(&self.lp, &protocol, || None)
         });
+        if !delivered {
+            let me = self.rc();
+            self.flow.retry_later(&self.lp, move || me.drain_deferred());
+        }
     }
 
     fn close_impl(self: &Rc<Self>) {
@@ -686,23 +609,12 @@ impl Stream {
         drop(fd);
         // Break the protocol -> transport -> protocol cycle; the protocol's
         // own Drop runs outside any borrow of ours.
-        let released = self
-            .protocol
-            .replace(AnyProtocol::Streaming(Rc::new(RefCell::new(Released))));
+        let released = self.protocol.replace(AnyProtocol::released());
         if let Some(hook) = self.on_lost.borrow_mut().take() {
             hook();
         }
         drop(released);
     }
-}
-
-/// What a lost transport holds instead of its protocol: nothing to call.
-struct Released;
-
-impl BaseProtocol for Released {}
-
-impl Protocol for Released {
-    fn data_received(&mut self, _: &[u8]) {}
 }
 
 fn io_error(e: LoopError) -> io::Error {
@@ -755,7 +667,7 @@ impl TransportImpl for Stream {
         let old = self.protocol.replace(protocol);
         drop(old);
         self.sendfile.protocol_replaced();
-        if self.protocol_paused.get() {
+        if self.flow.is_paused() {
             self.notify(Notice::Pause);
         }
     }
@@ -789,11 +701,11 @@ impl TransportImpl for Stream {
     }
 
     fn write_buffer_limits(&self) -> WriteBufferLimits {
-        self.limits.get()
+        self.flow.limits()
     }
 
     fn set_write_buffer_limits(&self, limits: WriteBufferLimits) {
-        self.limits.set(limits);
+        self.flow.set_limits(limits);
         self.maybe_pause_protocol();
     }
 

@@ -82,7 +82,7 @@ impl SendfileSupport for Stream {
             ));
         }
         s.active.set(true);
-        s.told_paused.set(self.protocol_paused.get());
+        s.told_paused.set(self.flow.is_paused());
         Ok(())
     }
 
@@ -95,7 +95,7 @@ impl SendfileSupport for Stream {
         if self.lost_scheduled.get() || self.state.get() == State::Lost {
             return;
         }
-        let paused = self.protocol_paused.get();
+        let paused = self.flow.is_paused();
         if paused != s.told_paused.get() {
             self.notify(if paused {
                 Notice::Pause

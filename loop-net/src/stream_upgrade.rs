@@ -65,7 +65,7 @@ mod detach {
     use std::rc::Rc;
     use std::task::Poll;
 
-    use super::super::{LostHook, Released, State, Stream, RETRY_DELAY};
+    use super::super::{LostHook, State, Stream, RETRY_DELAY};
     use crate::protocol::AnyProtocol;
     use crate::transport::Transport;
     use crate::write_buffer::WriteBufferLimits;
@@ -121,7 +121,7 @@ mod detach {
                     )));
                 }
                 let drained = me.made.get() && me.buffer.borrow().is_empty();
-                if drained && me.deferred.borrow().is_empty() {
+                if drained && me.flow.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
                 if drained {
@@ -145,15 +145,11 @@ mod detach {
             self.state.set(State::Lost);
             self.lost_scheduled.set(true);
             let on_lost = self.on_lost.borrow_mut().take();
-            let released =
-                self.protocol
-                    .replace(AnyProtocol::Streaming(Rc::new(std::cell::RefCell::new(
-                        Released,
-                    ))));
+            let released = self.protocol.replace(AnyProtocol::released());
             drop(released);
             Ok(Detached {
                 fd,
-                limits: self.limits.get(),
+                limits: self.flow.limits(),
                 on_lost,
             })
         }

@@ -37,6 +37,23 @@ impl WriteBuffer {
         self.data.extend(bytes);
     }
 
+    /// Appends what is left of `chunks` once their first `sent` bytes went
+    /// out (write first, buffer only the rest).
+    pub(crate) fn extend_unsent<B: std::ops::Deref<Target = [u8]>>(
+        &mut self,
+        chunks: &[B],
+        mut sent: usize,
+    ) {
+        for c in chunks {
+            if sent >= c.len() {
+                sent -= c.len();
+                continue;
+            }
+            self.extend(&c[sent..]);
+            sent = 0;
+        }
+    }
+
     /// The first contiguous part of the buffered bytes (all of them unless
     /// the ring wraps): what a single `send` takes.
     pub(crate) fn as_slice(&self) -> &[u8] {
@@ -138,6 +155,17 @@ mod tests {
             assert!(b.as_slice().len() <= b.len());
             assert_eq!(b.as_slice().is_empty(), b.is_empty());
         }
+    }
+
+    #[test]
+    fn only_what_was_not_sent_is_buffered() {
+        let mut b = WriteBuffer::default();
+        b.extend_unsent(&[&b"abc"[..], b"", b"defg"], 4);
+        assert_eq!(b.as_slice(), b"efg");
+        b.extend_unsent(&[&b"xy"[..]], 2);
+        assert_eq!(b.as_slice(), b"efg", "all sent: nothing buffered");
+        b.extend_unsent(&[std::io::IoSlice::new(b"hi")], 0);
+        assert_eq!(b.as_slice(), b"efghi");
     }
 
     #[test]

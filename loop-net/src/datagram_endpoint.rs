@@ -1,0 +1,347 @@
+//! A datagram endpoint's lifecycle (a child module of `datagram`): making
+//! it from a prepared socket, `connection_made`, closing, `connection_lost`
+//! and the release of the socket, its Unix socket file and its protocol;
+//! the registration of its socket with the loop.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::task::Poll;
+
+use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
+
+use crate::addr::SockAddr;
+use crate::flow::WriteFlow;
+use crate::write_buffer::WriteBufferLimits;
+
+use super::{DatagramProtocol, DatagramTransport, DynProtocol, Endpoint, State, RETRY_DELAY};
+
+/// A Unix socket file an endpoint bound: removed when the endpoint goes
+/// away, if the path still names that same socket (never a file someone
+/// else put there since).
+#[derive(Debug)]
+pub(crate) struct OwnedPath {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl OwnedPath {
+    /// Records the socket file just bound at `path`.
+    pub(crate) fn bound(path: PathBuf) -> Option<OwnedPath> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        Some(OwnedPath {
+            path,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+impl Drop for OwnedPath {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if meta.dev() == self.dev && meta.ino() == self.ino {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// A socket ready to become an endpoint, as `create_datagram_endpoint`
+/// prepared it.
+pub(crate) struct Prepared {
+    pub(crate) fd: OwnedFd,
+    /// The socket is connected: send with `send`, and `remote` is its peer.
+    pub(crate) connected: bool,
+    /// The fixed destination (`remote_addr`): the peer of a connected
+    /// socket, or the address every datagram goes to when the socket was
+    /// not connected (`allow_broadcast`).
+    pub(crate) remote: Option<SockAddr>,
+    pub(crate) owned_path: Option<OwnedPath>,
+}
+impl Endpoint {
+    /// Wraps a prepared non-blocking datagram socket: schedules
+    /// `connection_made`, after which reading starts.
+    pub(crate) fn start(
+        lp: &EventLoop,
+        prepared: Prepared,
+        protocol: DynProtocol,
+    ) -> Result<(DatagramTransport, Rc<Endpoint>), LoopError> {
+        if lp.is_closed() {
+            return Err(LoopError::closed());
+        }
+        let Prepared {
+            fd,
+            connected,
+            remote,
+            owned_path,
+        } = prepared;
+        let remote_raw = match (&remote, connected) {
+            (Some(r), false) => Some(r.to_raw().map_err(|e| {
+                LoopError::new(ErrorKind::InvalidArgument, format!("remote address: {e}"))
+            })?),
+            _ => None,
+        };
+        let peername = rustix::net::getpeername(&fd)
+            .ok()
+            .flatten()
+            .map(SockAddr::from_raw);
+        let sockname = rustix::net::getsockname(&fd).ok().map(SockAddr::from_raw);
+        let unnamed = match &sockname {
+            Some(SockAddr::Inet(a)) => SockAddr::Inet(std::net::SocketAddr::new(
+                if a.is_ipv4() {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                },
+                0,
+            )),
+            Some(SockAddr::Other(f)) => SockAddr::Other(*f),
+            _ => SockAddr::Unix(PathBuf::new()),
+        };
+        let ep = Rc::new_cyclic(|me| Endpoint {
+            me: me.clone(),
+            lp: lp.clone(),
+            raw: fd.as_raw_fd(),
+            fd: RefCell::new(Some(fd)),
+            state: Cell::new(State::Open),
+            protocol: RefCell::new(protocol),
+            queue: RefCell::new(VecDeque::new()),
+            buffer_size: Cell::new(0),
+            flow: WriteFlow::new(WriteBufferLimits::default()),
+            reading: Cell::new(false),
+            writing: Cell::new(false),
+            lost_scheduled: Cell::new(false),
+            made: Cell::new(false),
+            made_waiters: RefCell::new(Vec::new()),
+            sends_after_close: Cell::new(0),
+            connected,
+            remote,
+            remote_raw,
+            peername,
+            sockname,
+            unnamed,
+            owned_path: RefCell::new(owned_path),
+        });
+        let transport = DatagramTransport { inner: ep.clone() };
+        let t = transport.clone();
+        let me = ep.clone();
+        lp.call_soon(move || me.deliver_made(t))?;
+        Ok((transport, ep))
+    }
+
+    /// Resolves once `connection_made` was called (or the endpoint is
+    /// lost), as asyncio's `create_datagram_endpoint` waits for it.
+    pub(crate) fn wait_made(self: &Rc<Self>) -> impl std::future::Future<Output = ()> + 'static {
+        let me = self.clone();
+        std::future::poll_fn(move |cx| {
+            if me.made.get() || me.state.get() == State::Lost {
+                return Poll::Ready(());
+            }
+            me.made_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    pub(super) fn rc(&self) -> Rc<Endpoint> {
+        self.me
+            .upgrade()
+            .expect("a live Endpoint is owned by an Rc")
+    }
+
+    pub(super) fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
+        let guard = self.fd.borrow();
+        guard.as_ref().map(|fd| f(fd.as_fd()))
+    }
+
+    fn wake_made(&self) {
+        let waiters = std::mem::take(&mut *self.made_waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    fn deliver_made(self: &Rc<Self>, transport: DatagramTransport) {
+        let protocol = self.protocol.borrow().clone();
+        let Ok(mut p) = protocol.try_borrow_mut() else {
+            // Borrowed by someone else right now: retry shortly.
+            let me = self.clone();
+            if self
+                .lp
+                .call_later(RETRY_DELAY, move || me.deliver_made(transport))
+                .is_err()
+            {
+                self.finish_lost();
+            }
+            return;
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| p.connection_made(transport)));
+        drop(p);
+        drop(protocol);
+        self.made.set(true);
+        self.wake_made();
+        match outcome {
+            Ok(()) => {
+                self.drain_deferred();
+                if self.state.get() == State::Open {
+                    self.start_reading();
+                }
+            }
+            Err(payload) => {
+                let err = self.report_panic("connection_made", payload);
+                self.force_close(Some(io::Error::other(err.to_string())));
+            }
+        }
+    }
+
+    pub(super) fn close_impl(self: &Rc<Self>) {
+        if self.state.get() != State::Open {
+            return;
+        }
+        self.state.set(State::Closing);
+        self.stop_reading();
+        if self.queue.borrow().is_empty() {
+            self.schedule_lost(None);
+        }
+    }
+
+    pub(super) fn force_close(self: &Rc<Self>, error: Option<io::Error>) {
+        if self.lost_scheduled.get() {
+            return;
+        }
+        let dropped = std::mem::take(&mut *self.queue.borrow_mut());
+        drop(dropped);
+        self.buffer_size.set(0);
+        self.stop_writing();
+        self.stop_reading();
+        self.state.set(State::Closing);
+        self.schedule_lost(error);
+    }
+
+    pub(super) fn schedule_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        if self.lost_scheduled.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        if self
+            .lp
+            .call_soon(move || me.call_connection_lost(error))
+            .is_err()
+        {
+            // The loop is closed: nothing can be delivered; release the socket.
+            self.finish_lost();
+        }
+    }
+
+    fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        let protocol = self.protocol.borrow().clone();
+        let busy = !self.made.get() || protocol.try_borrow_mut().is_err();
+        if busy {
+            // connection_made is still being retried, or a task holds the
+            // protocol: try again shortly.
+            let me = self.clone();
+            if self
+                .lp
+                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
+                .is_err()
+            {
+                self.finish_lost();
+            }
+            return;
+        }
+        // Whatever is still owed to the protocol comes first.
+        self.drain_deferred();
+        let outcome = match protocol.try_borrow_mut() {
+            Ok(mut p) => catch_unwind(AssertUnwindSafe(|| p.connection_lost(error))),
+            Err(_) => Ok(()), // borrowed by one of its own notices' callbacks: cannot happen
+        };
+        drop(protocol);
+        if let Err(payload) = outcome {
+            self.report_panic("connection_lost", payload);
+        }
+        self.finish_lost();
+    }
+
+    fn finish_lost(&self) {
+        self.state.set(State::Lost);
+        self.wake_made();
+        self.stop_reading();
+        self.stop_writing();
+        let fd = self.fd.borrow_mut().take();
+        drop(fd);
+        let path = self.owned_path.borrow_mut().take();
+        drop(path);
+        let queue = std::mem::take(&mut *self.queue.borrow_mut());
+        drop(queue);
+        self.buffer_size.set(0);
+        self.flow.clear();
+        // Break the protocol -> transport -> protocol cycle; the protocol's
+        // own Drop runs outside any borrow of ours.
+        let released = self
+            .protocol
+            .replace(Rc::new(RefCell::new(Released)) as DynProtocol);
+        drop(released);
+    }
+
+    pub(super) fn report_panic(
+        &self,
+        what: &str,
+        payload: Box<dyn std::any::Any + Send>,
+    ) -> LoopError {
+        let err = LoopError::panicked(format!("protocol.{what}()"), payload);
+        self.lp.call_exception_handler(
+            ExceptionContext::new(format!("protocol.{what}() call failed."))
+                .with_error(err.clone())
+                .with("transport", format!("datagram fd={}", self.raw)),
+        );
+        err
+    }
+
+    fn start_reading(self: &Rc<Self>) {
+        if self.reading.get() || self.state.get() != State::Open {
+            return;
+        }
+        let me = self.clone();
+        match self.lp.add_reader(self.raw, move || me.on_readable()) {
+            Ok(()) => self.reading.set(true),
+            Err(e) => self.force_close(Some(e.into())),
+        }
+    }
+
+    fn stop_reading(&self) {
+        if self.reading.replace(false) {
+            let _ = self.lp.remove_reader(self.raw);
+        }
+    }
+
+    pub(super) fn start_writing(self: &Rc<Self>) {
+        if self.writing.get() {
+            return;
+        }
+        let me = self.clone();
+        match self.lp.add_writer(self.raw, move || me.on_writable()) {
+            Ok(()) => self.writing.set(true),
+            Err(e) => self.force_close(Some(e.into())),
+        }
+    }
+
+    pub(super) fn stop_writing(&self) {
+        if self.writing.replace(false) {
+            let _ = self.lp.remove_writer(self.raw);
+        }
+    }
+}
+
+/// What a lost endpoint holds instead of its protocol: nothing to call.
+struct Released;
+
+impl DatagramProtocol for Released {
+    fn datagram_received(&mut self, _: &[u8], _: SockAddr) {}
+}

@@ -1,0 +1,128 @@
+//! A datagram endpoint's read path (a child module of `datagram`).
+//!
+//! The socket is watched level-triggered while the endpoint is open. Each
+//! readiness does at most 16 `recvmsg` calls, stopping at `EAGAIN` (bounded
+//! work per loop iteration, so a flooding peer cannot starve timers and
+//! other callbacks, without one poll per datagram under load) into a 64 KiB
+//! buffer shared by every datagram endpoint of the thread (taken out of its
+//! slot for the call and put back after): no allocation per datagram. The
+//! protocol gets `datagram_received(&buf[..n], addr)`. A datagram longer than
+//! the buffer (possible on Unix sockets only: a UDP payload is at most 65,527
+//! bytes) is dropped and reported to `error_received` as `EMSGSIZE` rather
+//! than delivered truncated. A receive error goes to `error_received`. If the
+//! protocol is busy (a task holds a borrow of it across an await), nothing is
+//! read that iteration; level-triggering brings the socket back.
+//!
+
+use std::cell::RefCell;
+use std::io::{self, IoSliceMut};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use rustix::io::Errno;
+use rustix::net::{RecvAncillaryBuffer, RecvFlags, ReturnFlags};
+
+use crate::addr::SockAddr;
+
+use super::{Endpoint, State};
+
+/// The largest datagram delivered whole; longer ones are dropped and
+/// reported as `EMSGSIZE`.
+pub(crate) const DATAGRAM_READ_SIZE: usize = 64 * 1024;
+
+/// The most datagrams delivered per readiness (then the loop moves on).
+const DATAGRAMS_PER_READINESS: usize = 16;
+
+thread_local! {
+    /// The receive buffer shared by every datagram endpoint of this thread.
+    static DATAGRAM_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Endpoint {
+    pub(super) fn on_readable(self: &Rc<Self>) {
+        if self.state.get() != State::Open || !self.reading.get() {
+            return;
+        }
+        let protocol = self.protocol.borrow().clone();
+        let Ok(mut p) = protocol.try_borrow_mut() else {
+            return; // busy: level-triggering brings us back
+        };
+        let mut buf = DATAGRAM_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if buf.len() < DATAGRAM_READ_SIZE {
+            buf.resize(DATAGRAM_READ_SIZE, 0);
+        }
+        // Up to DATAGRAMS_PER_READINESS datagrams per readiness: bounded
+        // work per iteration (a flood cannot starve timers), without one
+        // poll per datagram under load.
+        let mut outcome = Ok(());
+        let mut what = "";
+        for _ in 0..DATAGRAMS_PER_READINESS {
+            if self.state.get() != State::Open || !self.reading.get() {
+                break;
+            }
+            let got = self.recv_one(&mut buf);
+            let more = matches!(got, Ok(Some(_)));
+            if matches!(got, Ok(None)) {
+                break;
+            }
+            what = if more {
+                "datagram_received"
+            } else {
+                "error_received"
+            };
+            outcome = catch_unwind(AssertUnwindSafe(|| match got {
+                Ok(Some((n, addr))) => p.datagram_received(&buf[..n], addr),
+                Ok(None) => {}
+                Err(e) => p.error_received(e),
+            }));
+            if outcome.is_err() || !more {
+                break;
+            }
+        }
+        drop(p);
+        drop(protocol);
+        DATAGRAM_BUF.with(|b| {
+            let mut slot = b.borrow_mut();
+            if slot.is_empty() {
+                *slot = buf;
+            }
+        });
+        if let Err(payload) = outcome {
+            self.report_panic(what, payload);
+        }
+        self.drain_deferred();
+    }
+
+    /// One `recvmsg`: the datagram's length and sender, `None` when there
+    /// is nothing to read.
+    fn recv_one(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SockAddr)>> {
+        loop {
+            let got = self.with_fd(|fd| {
+                let mut iov = [IoSliceMut::new(&mut *buf)];
+                rustix::net::recvmsg(
+                    fd,
+                    &mut iov,
+                    &mut RecvAncillaryBuffer::default(),
+                    RecvFlags::empty(),
+                )
+            });
+            return match got {
+                // The socket is gone (closed while we were called).
+                None => Ok(None),
+                Some(Ok(msg)) => {
+                    if msg.flags.contains(ReturnFlags::TRUNC) {
+                        // Longer than the buffer: dropped, not delivered cut.
+                        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+                    }
+                    let addr = msg
+                        .address
+                        .map_or_else(|| self.unnamed.clone(), SockAddr::from_raw);
+                    Ok(Some((msg.bytes, addr)))
+                }
+                Some(Err(Errno::INTR)) => continue,
+                Some(Err(Errno::AGAIN)) => Ok(None),
+                Some(Err(e)) => Err(e.into()),
+            };
+        }
+    }
+}

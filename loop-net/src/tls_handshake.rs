@@ -1,0 +1,142 @@
+//! The TLS transport's handshake (a child module of `tls_stream`): its
+//! completion, its timeout and failure, and `connection_made` after it.
+//! The `Handshaking` state is described in tls_stream.rs.
+
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use loop_core::ExceptionContext;
+
+use crate::transport::Transport;
+
+use super::{State, TlsStream, RETRY_DELAY};
+
+impl TlsStream {
+    pub(super) fn handshake_complete(self: &Rc<Self>) {
+        if let Some(t) = self.handshake_timer.borrow_mut().take() {
+            t.cancel();
+        }
+        self.state.set(State::Open);
+        self.pre_handshake.set(0);
+        // Nothing is read until the protocol may be given data.
+        self.stop_reading();
+        let me = self.clone();
+        let scheduled = if self.announce {
+            let t = Transport {
+                inner: self.clone(),
+            };
+            self.lp.call_soon(move || me.deliver_made(t))
+        } else {
+            // start_tls: its caller resumes first (its wake-up is queued
+            // now), then delivery starts.
+            self.set_ready();
+            self.lp.call_soon(move || {
+                me.made.set(true);
+                me.maybe_pause_protocol();
+                me.kick();
+            })
+        };
+        if scheduled.is_err() {
+            self.finish_lost();
+        }
+    }
+
+    pub(super) fn on_handshake_timeout(self: &Rc<Self>) {
+        self.handshake_timer.borrow_mut().take();
+        if self.state.get() == State::Handshaking {
+            self.handshake_failed(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "SSL handshake is taking longer than {} seconds: aborting the connection",
+                    self.handshake_timeout.as_secs_f64()
+                ),
+            ));
+        }
+    }
+
+    /// The handshake failed: close everything, tell the waiter (or, for a
+    /// server's connection, the exception handler in debug mode).
+    pub(super) fn handshake_failed(self: &Rc<Self>, error: io::Error) {
+        self.end_handshake(error, true);
+    }
+
+    /// [`handshake_failed`](Self::handshake_failed); `report: false` when
+    /// the user ended it (`close`, `abort`, `Server::close_clients`).
+    pub(super) fn end_handshake(self: &Rc<Self>, error: io::Error, report: bool) {
+        if self.state.get() != State::Handshaking {
+            return;
+        }
+        self.state.set(State::Lost);
+        self.lost_scheduled.set(true);
+        if self.report_failure {
+            if report && self.lp.get_debug() {
+                let peer = self
+                    .peername
+                    .as_ref()
+                    .map(|a| format!("{a:?}"))
+                    .unwrap_or_default();
+                self.lp.call_exception_handler(
+                    ExceptionContext::new("SSL handshake failed")
+                        .with_error(error)
+                        .with("peername", peer)
+                        .with("transport", format!("fd={}", self.raw)),
+                );
+            }
+        } else {
+            *self.failure.borrow_mut() = Some(error);
+        }
+        self.finish_lost();
+    }
+
+    /// A failure: of the handshake, or of the open connection.
+    pub(super) fn fail(self: &Rc<Self>, error: io::Error) {
+        if self.state.get() == State::Handshaking {
+            self.handshake_failed(error);
+        } else {
+            self.fatal(error);
+        }
+    }
+
+    fn deliver_made(self: &Rc<Self>, transport: Transport) {
+        if self.state.get() == State::Lost {
+            return;
+        }
+        let protocol = self.protocol.borrow().clone();
+        let mut arg = Some(transport);
+        let made = catch_unwind(AssertUnwindSafe(|| {
+            protocol.try_with_base(|p| {
+                if let Some(t) = arg.take() {
+                    p.connection_made(t)
+                }
+            })
+        }));
+        match made {
+            Ok(true) => {
+                self.made.set(true);
+                self.set_ready();
+                self.drain_deferred();
+                self.maybe_pause_protocol();
+                if self.state.get() == State::Open {
+                    self.kick();
+                }
+            }
+            Ok(false) => {
+                let me = self.clone();
+                let t = arg.take().expect("not consumed");
+                if self
+                    .lp
+                    .call_later(RETRY_DELAY, move || me.deliver_made(t))
+                    .is_err()
+                {
+                    self.finish_lost();
+                }
+            }
+            Err(payload) => {
+                self.made.set(true);
+                self.set_ready();
+                self.protocol_failed("connection_made", payload);
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The TLS transport's write path (a child module of `tls_stream`):
+//! plaintext in, records out through the sink, and the flow control of
+//! the write buffer.
+//!
+//! `write()` encrypts at once (rustls' own buffer limit is off) and moves
+//! every record rustls has to send into the socket through a sink that
+//! sends first and buffers only what the socket did not take; so
+//! the transport's write buffer holds all pending ciphertext and the water
+//! marks see it (plus, before the handshake completes, the plaintext
+//! rustls holds for it). One `sendmsg` per flush. Every path that grows
+//! the buffer calls `maybe_pause_protocol` (`flush_tls`); every path that
+//! shrinks it `maybe_resume_protocol`. Handshake replies, alerts and key
+
+use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
+
+use loop_core::{ErrorKind, LoopError};
+use rustix::net::{SendAncillaryBuffer, SendFlags, Shutdown};
+
+use super::{State, TlsStream};
+use crate::flow::Notice;
+
+impl TlsStream {
+    /// Moves everything rustls has to send into the socket (or, for what it
+    /// does not take, the write buffer). False when a send failed and the
+    /// connection was failed.
+    pub(super) fn flush_tls(self: &Rc<Self>) -> bool {
+        loop {
+            let mut conn = self.conn.borrow_mut();
+            if !conn.wants_write() {
+                break;
+            }
+            let mut sink = Sink { stream: self };
+            if conn.write_tls(&mut sink).is_err() {
+                break;
+            }
+        }
+        let error = self.write_error.borrow_mut().take();
+        if let Some(e) = error {
+            self.fail(e);
+            return false;
+        }
+        if !self.buffer.borrow().is_empty() && !self.dead() {
+            self.start_writing();
+            self.maybe_pause_protocol();
+        }
+        true
+    }
+
+    fn sendmsg(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            let r = self
+                .with_fd(|fd| {
+                    if bufs.len() == 1 {
+                        rustix::net::send(fd, &bufs[0], SendFlags::NOSIGNAL)
+                    } else {
+                        rustix::net::sendmsg(
+                            fd,
+                            bufs,
+                            &mut SendAncillaryBuffer::default(),
+                            SendFlags::NOSIGNAL,
+                        )
+                    }
+                })
+                .unwrap_or(Ok(0));
+            match r {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub(super) fn write_impl(self: &Rc<Self>, chunks: &[&[u8]]) -> Result<(), LoopError> {
+        if self.eof.get() {
+            return Err(LoopError::new(
+                ErrorKind::InvalidState,
+                "Cannot call write() after write_eof()",
+            ));
+        }
+        if self.dead() || !matches!(self.state.get(), State::Handshaking | State::Open) {
+            // Closing sent (or is sending) close_notify: nothing may follow.
+            self.writes_after_lost.set(self.writes_after_lost.get() + 1);
+            return Ok(());
+        }
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let written = {
+            let mut conn = self.conn.borrow_mut();
+            let mut writer = conn.writer();
+            chunks.iter().try_for_each(|c| writer.write_all(c))
+        };
+        if let Err(e) = written {
+            self.fatal(e);
+            return Ok(());
+        }
+        if self.state.get() == State::Handshaking {
+            // rustls sends it when the handshake completes.
+            self.pre_handshake.set(self.pre_handshake.get() + total);
+            self.maybe_pause_protocol();
+            return Ok(());
+        }
+        self.flush_tls();
+        Ok(())
+    }
+
+    pub(super) fn on_writable(self: &Rc<Self>) {
+        if !self.writing.get() {
+            return;
+        }
+        let sent = {
+            let buffer = self.buffer.borrow();
+            if buffer.is_empty() {
+                Ok(0)
+            } else {
+                self.sendmsg(&{
+                    let (a, b) = buffer.as_slices();
+                    [IoSlice::new(a), IoSlice::new(b)]
+                })
+            }
+        };
+        match sent {
+            Ok(n) => {
+                self.buffer.borrow_mut().consume(n);
+                self.after_drain();
+            }
+            Err(e) => self.fail(e),
+        }
+        self.drain_deferred();
+    }
+
+    fn after_drain(self: &Rc<Self>) {
+        self.maybe_resume_protocol();
+        if !self.buffer.borrow().is_empty() {
+            return;
+        }
+        self.stop_writing();
+        match self.state.get() {
+            State::Closing if !self.lost_scheduled.get() => self.flushed_on_close(),
+            State::Open if self.eof.get() => self.shutdown_write(),
+            _ => {}
+        }
+    }
+
+    pub(super) fn shutdown_write(&self) {
+        if !self.shut_wr.replace(true) {
+            let _ = self.with_fd(|fd| rustix::net::shutdown(fd, Shutdown::Write));
+        }
+    }
+
+    pub(super) fn write_buffer_len(&self) -> usize {
+        self.buffer.borrow().len() + self.pre_handshake.get()
+    }
+
+    pub(super) fn maybe_pause_protocol(&self) {
+        if self.made.get() && self.flow.pause_if_above(self.write_buffer_len()) {
+            self.notify(Notice::Pause);
+        }
+    }
+
+    fn maybe_resume_protocol(&self) {
+        if self.flow.resume_if_at_or_below(self.write_buffer_len()) {
+            self.notify(Notice::Resume);
+        }
+    }
+
+    pub(super) fn notify(&self, notice: Notice) {
+        self.flow.push(notice);
+        self.drain_deferred();
+    }
+
+    /// Delivers the queued flow-control notices in order (flow.rs).
+    pub(super) fn drain_deferred(&self) {
+        let delivered = self.flow.drain(|notice| {
+            let protocol = self.protocol.borrow().clone();
+            notice.deliver(&self.lp, &protocol, || None)
+        });
+        if !delivered {
+            self.retry_later(|me| me.drain_deferred());
+        }
+    }
+
+    /// Runs `f` shortly, then kicks; one pending retry (shared with the
+    /// notices, flow.rs) drains and kicks everything.
+    pub(super) fn retry_later(&self, f: impl FnOnce(&Rc<TlsStream>) + 'static) {
+        let me = self.rc();
+        self.flow.retry_later(&self.lp, move || {
+            f(&me);
+            me.kick();
+        });
+    }
+}
+
+/// rustls' `write_tls` target: sends at once, buffers only what the socket
+/// did not take; it always accepts everything, so rustls' own queue is empty
+/// after each flush. A send error is kept for `flush_tls` to act on.
+struct Sink<'a> {
+    stream: &'a TlsStream,
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(data)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let s = self.stream;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if s.dead() || s.write_error.borrow().is_some() {
+            return Ok(total);
+        }
+        let mut skip = 0;
+        if s.buffer.borrow().is_empty() {
+            match s.sendmsg(bufs) {
+                Ok(n) => skip = n,
+                Err(e) => {
+                    *s.write_error.borrow_mut() = Some(e);
+                    return Ok(total);
+                }
+            }
+        }
+        if skip < total {
+            s.buffer.borrow_mut().extend_unsent(bufs, skip);
+        }
+        Ok(total)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! Closing the TLS transport (a child module of `tls_stream`): `close()`
+//! with its flush, `close_notify` and half-close under the shutdown timer,
+//! `abort()` and fatal errors, and the one `connection_lost` (the
+//! `Closing`, `ShuttingDown` and `Lost` states of tls_stream.rs).
+
+use std::io;
+use std::rc::Rc;
+
+use loop_core::{ExceptionContext, LoopError};
+
+use crate::protocol::AnyProtocol;
+
+use super::{State, TlsStream, RETRY_DELAY};
+
+impl TlsStream {
+    pub(super) fn close_impl(self: &Rc<Self>) {
+        match self.state.get() {
+            State::Handshaking => self.end_handshake(
+                io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the transport was closed during the TLS handshake",
+                ),
+                false,
+            ),
+            State::Open => {
+                self.state.set(State::Closing);
+                self.stop_reading();
+                self.pending_in.borrow_mut().clear();
+                self.conn.borrow_mut().send_close_notify();
+                let me = self.clone();
+                if let Ok(t) = self
+                    .lp
+                    .call_later(self.shutdown_timeout, move || me.on_shutdown_timeout())
+                {
+                    *self.shutdown_timer.borrow_mut() = Some(t);
+                }
+                if !self.flush_tls() {
+                    return;
+                }
+                if self.buffer.borrow().is_empty() && !self.lost_scheduled.get() {
+                    self.flushed_on_close();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Everything, our `close_notify` last, is in the kernel's hands.
+    pub(super) fn flushed_on_close(self: &Rc<Self>) {
+        self.shutdown_write();
+        if self.peer_closed.get() || self.tcp_eof.get() {
+            self.schedule_lost(None);
+            return;
+        }
+        self.state.set(State::ShuttingDown);
+        // The peer's close_notify may already sit in rustls.
+        self.discard_plaintext();
+        if !self.lost_scheduled.get() {
+            self.start_reading();
+        }
+    }
+
+    fn on_shutdown_timeout(self: &Rc<Self>) {
+        self.shutdown_timer.borrow_mut().take();
+        match self.state.get() {
+            State::Closing => self.force_close(Some(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "SSL shutdown timed out: the data was not flushed within {} seconds",
+                    self.shutdown_timeout.as_secs_f64()
+                ),
+            ))),
+            // Our side is done; the peer did not answer our close_notify.
+            State::ShuttingDown => self.force_close(None),
+            _ => {}
+        }
+    }
+
+    pub(super) fn force_close(self: &Rc<Self>, error: Option<io::Error>) {
+        if self.state.get() == State::Handshaking {
+            // An error reaches here only from user code (a panicking
+            // callback cannot run before the handshake): do not report it.
+            let report = error.is_some();
+            let error = error.unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the transport was aborted during the TLS handshake",
+                )
+            });
+            self.end_handshake(error, report);
+            return;
+        }
+        if self.lost_scheduled.get() {
+            return;
+        }
+        self.buffer.borrow_mut().clear();
+        self.pending_in.borrow_mut().clear();
+        self.stop_writing();
+        self.stop_reading();
+        self.cancel_timers();
+        if self.state.get() != State::Lost {
+            self.state.set(State::Closing);
+        }
+        self.schedule_lost(error);
+    }
+
+    pub(super) fn fatal(self: &Rc<Self>, error: io::Error) {
+        self.force_close(Some(error));
+    }
+
+    pub(super) fn protocol_failed(
+        self: &Rc<Self>,
+        what: &str,
+        payload: Box<dyn std::any::Any + Send>,
+    ) {
+        let err = LoopError::panicked(format!("protocol.{what}()"), payload);
+        self.lp.call_exception_handler(
+            ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
+                .with_error(err.clone())
+                .with("transport", format!("fd={} (TLS)", self.raw)),
+        );
+        self.force_close(Some(io::Error::other(err.to_string())));
+    }
+
+    pub(super) fn schedule_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        if self.lost_scheduled.replace(true) {
+            return;
+        }
+        self.stop_reading();
+        let me = self.clone();
+        if self
+            .lp
+            .call_soon(move || me.call_connection_lost(error))
+            .is_err()
+        {
+            self.finish_lost();
+        }
+    }
+
+    fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        if self.state.get() == State::Lost {
+            return;
+        }
+        if self.announce && !self.made.get() {
+            // connection_made is still due (its protocol was busy): after it.
+            let me = self.clone();
+            if self
+                .lp
+                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
+                .is_ok()
+            {
+                return;
+            }
+            self.finish_lost();
+            return;
+        }
+        let protocol = self.protocol.borrow().clone();
+        if let Err(error) = protocol.deliver_connection_lost(&self.lp, error, "TLS transport") {
+            // Borrowed by a task right now: try again shortly.
+            let me = self.clone();
+            if self
+                .lp
+                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
+                .is_ok()
+            {
+                return;
+            }
+        }
+        self.finish_lost();
+    }
+
+    /// Closes the socket and lets go of everything (see stream.rs).
+    pub(super) fn finish_lost(&self) {
+        self.state.set(State::Lost);
+        self.cancel_timers();
+        self.stop_reading();
+        self.stop_writing();
+        self.buffer.borrow_mut().clear();
+        self.pending_in.borrow_mut().clear();
+        let fd = self.fd.borrow_mut().take();
+        drop(fd);
+        self.wake_waiters();
+        let released = self.protocol.replace(AnyProtocol::released());
+        if let Some(hook) = self.on_lost.borrow_mut().take() {
+            hook();
+        }
+        drop(released);
+    }
+}

@@ -1,0 +1,444 @@
+//! The write end of a pipe: asyncio's `_UnixWritePipeTransport`. A child
+//! module of `pipe`, whose shared lifecycle it plugs into ([`PipeEnd`]).
+//!
+//! Write first, buffer only the rest: `write()` writes at once when nothing
+//! is buffered, and the fd is watched for writability only while the buffer
+//! is non-empty. Every path that grows the buffer ends in
+//! `maybe_pause_protocol`, every path that shrinks it in
+//! `maybe_resume_protocol`; the notices are delivered synchronously, or right
+//! after the protocol's running callback when it is the caller (as in
+//! stream.rs). Every error branch ends in exactly one of: still watched for
+//! writability, or closed. `close()` and `write_eof()` are the same for a
+//! pipe (asyncio's): flush, close the fd, `connection_lost(None)`; after
+//! `write_eof`, `write` is an `InvalidState` error, after `close` writes are
+//! dropped and counted (`writes_after_lost`). `abort()` drops the buffer.
+//!
+//! **The reader going away.** For a FIFO opened write-only and for a socket,
+//! the fd is also watched for *reading*, as asyncio does: the write end of a
+//! pipe reports an error condition once the last reader closed (epoll's
+//! `EPOLLERR`, which the loop delivers as readable), and a socket becomes
+//! readable at the peer's close. Then the transport closes at once:
+//! `connection_lost(Some(BrokenPipe))` if bytes were still buffered, `None`
+//! otherwise. A write that fails first (`EPIPE`) gives
+//! `connection_lost(Some(EPIPE))`. As in asyncio, a socket's peer is not
+//! expected to send on a write pipe: any readability counts as its closing.
+//! A FIFO opened `O_RDWR` is its own reader and is not watched this way.
+//! `pause_reading`/`resume_reading` are no-ops on a write pipe and
+//! `is_reading` is false.
+//!
+//! Writes to a pipe or character device go through the SIGPIPE guard
+//! (sigpipe.rs); sockets are written with `MSG_NOSIGNAL`.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSlice};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::rc::{Rc, Weak};
+
+use loop_core::{ErrorKind, EventLoop, LoopError};
+use rustix::io::Errno;
+use rustix::net::{SendAncillaryBuffer, SendFlags};
+
+use super::{
+    ensure_open, launch, prepare_pipe_fd, schedule_lost, sigpipe, start_watch, stop_watch,
+    wait_made, Dir, FdKind, Life, PipeDirection, PipeEnd, State, Watch,
+};
+use crate::flow::{Notice, WriteFlow};
+use crate::protocol::AnyProtocol;
+use crate::transport::{ExtraInfo, Transport, TransportImpl};
+use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
+
+/// Linux's `IOV_MAX`: `writev` refuses more buffers than this; the rest of
+/// a longer `writelines` is buffered.
+const MAX_IOV: usize = 1024;
+
+/// The write end: asyncio's `_UnixWritePipeTransport`.
+pub(crate) struct WritePipe {
+    me: Weak<WritePipe>,
+    life: Life,
+    buffer: RefCell<WriteBuffer>,
+    /// Water marks and the pause/resume notices owed (flow.rs).
+    flow: WriteFlow,
+    /// `write_eof` was called: `write` is an error from now on.
+    eof: Cell<bool>,
+    /// Watches the reader going away (FIFOs opened write-only, sockets).
+    hangup: Watch,
+    writer: Watch,
+    /// Writes run with SIGPIPE blocked (it was not ignored at creation).
+    sigpipe_guard: bool,
+    writes_after_lost: Cell<u64>,
+}
+
+impl WritePipe {
+    /// Wraps the write end `fd` (a FIFO, socket or character device open for
+    /// writing; anything else is refused) and `protocol`: sets `O_NONBLOCK`
+    /// and schedules `connection_made`. The transport can be written to at
+    /// once. Does not wait: see [`wait_made`](Self::wait_made).
+    pub(crate) fn start(
+        lp: &EventLoop,
+        fd: OwnedFd,
+        protocol: AnyProtocol,
+    ) -> io::Result<(Transport, Rc<WritePipe>)> {
+        ensure_open(lp)?;
+        let info = prepare_pipe_fd(&fd, PipeDirection::Write)?;
+        let sigpipe_guard = info.kind != FdKind::Socket && !sigpipe::ignored();
+        let pipe = Rc::new_cyclic(|me| WritePipe {
+            me: me.clone(),
+            life: Life::new(lp, fd, info, protocol),
+            buffer: RefCell::new(WriteBuffer::default()),
+            flow: WriteFlow::new(WriteBufferLimits::default()),
+            eof: Cell::new(false),
+            hangup: Watch::default(),
+            writer: Watch::default(),
+            sigpipe_guard,
+            writes_after_lost: Cell::new(0),
+        });
+        launch(pipe)
+    }
+
+    /// Resolves once `connection_made` was called (or the pipe is lost), as
+    /// asyncio's `connect_write_pipe` waits for it.
+    pub(crate) fn wait_made(self: &Rc<Self>) -> impl std::future::Future<Output = ()> + 'static {
+        wait_made(self)
+    }
+
+    fn rc(&self) -> Rc<WritePipe> {
+        self.me
+            .upgrade()
+            .expect("a live WritePipe is owned by an Rc")
+    }
+
+    /// Whether the reader's going away can be seen by watching for reading.
+    fn watches_hangup(&self) -> bool {
+        match self.life.info.kind {
+            FdKind::Socket => true,
+            FdKind::Fifo => !self.life.info.read_write,
+            FdKind::CharDevice => false,
+        }
+    }
+
+    fn start_hangup_watch(self: &Rc<Self>) {
+        if !self.watches_hangup() || self.life.lost_scheduled.get() {
+            return;
+        }
+        // A FIFO or socket can always be polled; if the registration fails
+        // anyway, write errors still report the reader's going away.
+        let _ = start_watch(self, Dir::Read, false);
+    }
+
+    /// The reader closed (or a socket peer sent something): close now.
+    fn on_hangup(self: &Rc<Self>) {
+        if self.life.lost_scheduled.get() || !self.hangup.on.get() {
+            return;
+        }
+        let error = if self.buffer.borrow().is_empty() {
+            None
+        } else {
+            Some(io::Error::from(Errno::PIPE))
+        };
+        self.force_close(error);
+    }
+
+    /// One write of `chunks` (vectored when several); `Ok(0)` when the pipe
+    /// is full.
+    fn write_now(&self, chunks: &[&[u8]]) -> io::Result<usize> {
+        loop {
+            let r = self
+                .life
+                .with_fd(|fd| self.write_once(fd, chunks))
+                .unwrap_or(Ok(0));
+            match r {
+                Ok(n) => return Ok(n),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn write_once(&self, fd: BorrowedFd<'_>, chunks: &[&[u8]]) -> rustix::io::Result<usize> {
+        let socket = self.life.info.kind == FdKind::Socket;
+        if let [one] = chunks {
+            return if socket {
+                rustix::net::send(fd, one, SendFlags::NOSIGNAL)
+            } else {
+                sigpipe::write_guarded(self.sigpipe_guard, || rustix::io::write(fd, one))
+            };
+        }
+        let slices: Vec<IoSlice<'_>> = chunks
+            .iter()
+            .filter(|c| !c.is_empty())
+            .take(MAX_IOV)
+            .map(|c| IoSlice::new(c))
+            .collect();
+        if socket {
+            rustix::net::sendmsg(
+                fd,
+                &slices,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
+        } else {
+            sigpipe::write_guarded(self.sigpipe_guard, || rustix::io::writev(fd, &slices))
+        }
+    }
+
+    fn check_writable(&self) -> Result<bool, LoopError> {
+        if self.eof.get() {
+            return Err(LoopError::new(
+                ErrorKind::InvalidState,
+                "Cannot call write() after write_eof()",
+            ));
+        }
+        if self.life.state.get() != State::Open || self.life.lost_scheduled.get() {
+            // asyncio's pipe drops writes once it is closing, and counts them.
+            self.writes_after_lost.set(self.writes_after_lost.get() + 1);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn write_impl(self: &Rc<Self>, chunks: &[&[u8]]) -> Result<(), LoopError> {
+        if !self.check_writable()? {
+            return Ok(());
+        }
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let mut skip = 0;
+        if self.buffer.borrow().is_empty() {
+            match self.write_now(chunks) {
+                Ok(n) if n == total => return Ok(()),
+                Ok(n) => skip = n,
+                Err(e) => {
+                    self.force_close(Some(e));
+                    return Ok(());
+                }
+            }
+        }
+        self.buffer.borrow_mut().extend_unsent(chunks, skip);
+        if let Err(e) = start_watch(self, Dir::Write, true) {
+            self.force_close(Some(e.into()));
+            return Ok(());
+        }
+        self.maybe_pause_protocol();
+        Ok(())
+    }
+
+    fn on_writable(self: &Rc<Self>) {
+        if !self.writer.on.get() || self.life.lost_scheduled.get() {
+            return;
+        }
+        let sent = {
+            let buffer = self.buffer.borrow();
+            if buffer.is_empty() {
+                Ok(0)
+            } else {
+                self.write_now(&{
+                    let (a, b) = buffer.as_slices();
+                    [a, b]
+                })
+            }
+        };
+        match sent {
+            Ok(n) => {
+                self.buffer.borrow_mut().consume(n);
+                self.after_drain();
+            }
+            Err(e) => self.force_close(Some(e)),
+        }
+        self.drain_deferred();
+    }
+
+    /// After bytes left the buffer: resume the protocol, and when the buffer
+    /// is empty stop watching writability and finish a close.
+    fn after_drain(self: &Rc<Self>) {
+        self.maybe_resume_protocol();
+        if !self.buffer.borrow().is_empty() || self.life.lost_scheduled.get() {
+            return;
+        }
+        stop_watch(&**self, Dir::Write);
+        if self.life.state.get() == State::Closing {
+            stop_watch(&**self, Dir::Read);
+            schedule_lost(self, None);
+        }
+    }
+
+    fn close_impl(self: &Rc<Self>) {
+        if self.life.state.get() != State::Open {
+            return;
+        }
+        self.life.state.set(State::Closing);
+        if self.buffer.borrow().is_empty() {
+            stop_watch(&**self, Dir::Read);
+            schedule_lost(self, None);
+        }
+    }
+
+    fn maybe_pause_protocol(&self) {
+        if self.flow.pause_if_above(self.buffer.borrow().len()) {
+            self.notify(Notice::Pause);
+        }
+    }
+
+    fn maybe_resume_protocol(&self) {
+        if self.flow.resume_if_at_or_below(self.buffer.borrow().len()) {
+            self.notify(Notice::Resume);
+        }
+    }
+
+    /// Delivers a flow-control notice now, or right after the protocol's
+    /// running callback returns if it is busy.
+    fn notify(&self, notice: Notice) {
+        self.flow.push(notice);
+        self.drain_deferred();
+    }
+
+    /// Delivers the queued notices in order (flow.rs), once
+    /// `connection_made` was; a busy protocol is retried shortly.
+    fn drain_deferred(&self) {
+        if !self.life.made.get() {
+            return; // delivered right after connection_made
+        }
+        let delivered = self.flow.drain(|notice| {
+            let protocol = self.life.protocol();
+            let transport = || Some(format!("write pipe fd={}", self.life.raw));
+            notice.deliver(&self.life.lp, &protocol, transport)
+        });
+        if !delivered {
+            let me = self.rc();
+            self.flow
+                .retry_later(&self.life.lp, move || me.drain_deferred());
+        }
+    }
+}
+
+impl PipeEnd for WritePipe {
+    const NAME: &'static str = "write pipe";
+
+    fn life(&self) -> &Life {
+        &self.life
+    }
+
+    fn watch(&self, dir: Dir) -> &Watch {
+        match dir {
+            Dir::Read => &self.hangup,
+            Dir::Write => &self.writer,
+        }
+    }
+
+    fn on_ready(self: &Rc<Self>, dir: Dir) {
+        match dir {
+            Dir::Read => self.on_hangup(),
+            Dir::Write => self.on_writable(),
+        }
+    }
+
+    fn after_made(self: &Rc<Self>) {
+        self.drain_deferred();
+        self.start_hangup_watch();
+    }
+
+    fn force_close(self: &Rc<Self>, error: Option<io::Error>) {
+        if self.life.lost_scheduled.get() {
+            return;
+        }
+        self.buffer.borrow_mut().clear();
+        stop_watch(&**self, Dir::Write);
+        stop_watch(&**self, Dir::Read);
+        self.life.state.set(State::Closing);
+        schedule_lost(self, error);
+    }
+
+    fn on_finished(&self) {
+        self.buffer.borrow_mut().clear();
+        self.flow.clear();
+    }
+}
+
+impl TransportImpl for WritePipe {
+    fn write(&self, data: &[u8]) -> Result<(), LoopError> {
+        self.rc().write_impl(&[data])
+    }
+
+    fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError> {
+        self.rc().write_impl(chunks)
+    }
+
+    /// asyncio's: the same as `close` for a pipe (flush, close the fd,
+    /// `connection_lost(None)`), except that a later `write` is an error.
+    fn write_eof(&self) -> Result<(), LoopError> {
+        if self.life.state.get() != State::Open {
+            return Ok(());
+        }
+        self.eof.set(true);
+        self.rc().close_impl();
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn close(&self) {
+        self.rc().close_impl()
+    }
+
+    fn abort(&self) {
+        self.rc().force_close(None)
+    }
+
+    fn is_closing(&self) -> bool {
+        self.life.state.get() != State::Open
+    }
+
+    fn set_protocol(&self, protocol: AnyProtocol) {
+        if self.life.state.get() == State::Lost {
+            return;
+        }
+        let old = self.life.protocol.replace(protocol);
+        drop(old);
+        if self.flow.is_paused() {
+            // The new protocol inherits the pause, so that the
+            // resume_writing it gets later is paired.
+            self.notify(Notice::Pause);
+        }
+    }
+
+    fn get_protocol(&self) -> AnyProtocol {
+        self.life.protocol()
+    }
+
+    fn pause_reading(&self) {}
+
+    fn resume_reading(&self) {}
+
+    fn is_reading(&self) -> bool {
+        false
+    }
+
+    fn write_buffer_size(&self) -> usize {
+        self.buffer.borrow().len()
+    }
+
+    fn write_buffer_limits(&self) -> WriteBufferLimits {
+        self.flow.limits()
+    }
+
+    fn set_write_buffer_limits(&self, limits: WriteBufferLimits) {
+        self.flow.set_limits(limits);
+        self.maybe_pause_protocol();
+    }
+
+    fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        self.life.extra_info(name)
+    }
+
+    fn get_loop(&self) -> EventLoop {
+        self.life.lp.clone()
+    }
+
+    fn writes_after_lost(&self) -> u64 {
+        self.writes_after_lost.get()
+    }
+}
