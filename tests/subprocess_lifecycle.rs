@@ -272,20 +272,7 @@ fn a_child_outliving_its_loop_goes_to_the_orphan_reaper() {
 #[test]
 fn five_hundred_children_in_flight() {
     // Each child holds one pipe and one pidfd in the parent.
-    let (soft, hard) = {
-        let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        (l.current.unwrap_or(u64::MAX), l.maximum.unwrap_or(u64::MAX))
-    };
-    if soft < 4096 && hard >= 4096 {
-        rustix::process::setrlimit(
-            rustix::process::Resource::Nofile,
-            rustix::process::Rlimit {
-                current: Some(4096),
-                maximum: Some(hard),
-            },
-        )
-        .unwrap();
-    }
+    raise_nofile(4096);
     let lp = new_loop();
     let l = lp.clone();
     let results = run(&lp, async move {
@@ -428,4 +415,54 @@ fn a_user_sigchld_handler_coexists_with_child_watching() {
     assert!(lp
         .remove_signal_handler(rustix::process::Signal::CHILD.as_raw())
         .unwrap());
+}
+
+/// Thousands of children alive at once on one loop: 2,000 `cat`s, each
+/// blocked on its stdin pipe, all released together, all reaped with
+/// their status (each holds a pipe and a pidfd in the parent).
+#[test]
+fn two_thousand_children_alive_at_once() {
+    raise_nofile(8192);
+    let lp = new_loop();
+    let l = lp.clone();
+    let codes = run(&lp, async move {
+        let mut children = Vec::new();
+        for _ in 0..2000 {
+            let opts = SubprocessOptions::new()
+                .stdout(Stdio::DevNull)
+                .stderr(Stdio::DevNull);
+            let (t, _p) = l
+                .subprocess_exec(Rec::dummy, "cat", Vec::<&str>::new(), opts)
+                .await
+                .unwrap();
+            children.push(t);
+        }
+        assert!(children.iter().all(|t| t.get_returncode().is_none()));
+        for t in &children {
+            t.get_pipe_transport(0).unwrap().close();
+        }
+        let mut codes = Vec::new();
+        for t in &children {
+            codes.push(t.wait().await.unwrap());
+        }
+        codes
+    });
+    assert_eq!(codes.len(), 2000);
+    assert!(codes.iter().all(|&c| c == 0), "{codes:?}");
+}
+
+/// Raises the soft fd limit to `want` (or the hard limit) if it is lower.
+fn raise_nofile(want: u64) {
+    let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let (soft, hard) = (l.current.unwrap_or(u64::MAX), l.maximum.unwrap_or(u64::MAX));
+    if soft < want {
+        rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(want.min(hard)),
+                maximum: l.maximum,
+            },
+        )
+        .unwrap();
+    }
 }
