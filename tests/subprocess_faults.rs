@@ -24,37 +24,20 @@ use util::*;
 
 #[test]
 fn a_child_that_closes_stdout_early() {
-    /// Once stdout is lost (the child still runs), lets the child go.
-    struct P(Rec);
-    impl SubprocessProtocol for P {
-        fn connection_made(&mut self, t: SubprocessTransport) {
-            self.0.connection_made(t)
-        }
-        fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
-            self.0.pipe_data_received(fd, data)
-        }
-        fn pipe_connection_lost(&mut self, fd: i32, error: Option<io::Error>) {
-            if fd == 1 {
-                let t = self.0.transport.as_ref().unwrap();
-                assert_eq!(t.get_returncode(), None, "still running");
-                t.get_pipe_transport(0).unwrap().write(b"go\n").unwrap();
-            }
-            self.0.pipe_connection_lost(fd, error)
-        }
-        fn process_exited(&mut self) {
-            self.0.process_exited()
-        }
-        fn connection_lost(&mut self, error: Option<io::Error>) {
-            self.0.connection_lost(error)
-        }
-    }
     let lp = new_loop();
     let r = Run::new(&lp);
-    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    // Once stdout is lost (the child still runs), let the child go.
+    let f = r.factory_with(|ev, t| {
+        if *ev == Ev::PipeLost(1, None) {
+            assert_eq!(t.get_returncode(), None, "still running");
+            t.get_pipe_transport(0).unwrap().write(b"go\n").unwrap();
+        }
+    });
+    let (l, done) = (lp.clone(), r.done.clone());
     run(&lp, async move {
         let (_t, _p) = l
             .subprocess_shell(
-                move || P(f()),
+                f,
                 "echo before; exec 1>&-; read x; exit 4",
                 SubprocessOptions::new(),
             )
@@ -270,75 +253,51 @@ fn ping_pong_with_cat() {
 
 #[test]
 fn close_from_inside_pipe_data_received() {
-    struct CloseOnData(Rec, usize);
-    impl SubprocessProtocol for CloseOnData {
-        fn connection_made(&mut self, t: SubprocessTransport) {
-            self.0.connection_made(t)
-        }
-        fn pipe_data_received(&mut self, _fd: i32, _data: &[u8]) {
-            self.1 += 1;
-            self.0.transport.as_ref().unwrap().close();
-        }
-        fn process_exited(&mut self) {
-            self.0.process_exited()
-        }
-        fn connection_lost(&mut self, error: Option<io::Error>) {
-            self.0.connection_lost(error)
-        }
-    }
     let lp = new_loop();
     let r = Run::new(&lp);
-    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let f = r.factory_with(|ev, t| {
+        if matches!(ev, Ev::Data(..)) {
+            t.close();
+        }
+    });
+    let (l, done) = (lp.clone(), r.done.clone());
     let t = run(&lp, async move {
         // `yes` writes forever: only the close stops it.
-        let (t, p) = l
-            .subprocess_exec(
-                move || CloseOnData(f(), 0),
-                "yes",
-                Vec::<&str>::new(),
-                SubprocessOptions::new(),
-            )
+        let (t, _p) = l
+            .subprocess_exec(f, "yes", Vec::<&str>::new(), SubprocessOptions::new())
             .await
             .unwrap();
         done.await.unwrap();
-        assert!(p.borrow().1 >= 1);
         t
     });
     assert_eq!(t.get_returncode(), Some(-9));
+    let s = shape(&r.evs.borrow());
+    assert_eq!(s.first(), Some(&Ev::Made));
+    assert!(s.contains(&Ev::Exited(Some(-9))), "{s:?}");
     assert_eq!(
-        shape(&r.evs.borrow()),
-        vec![Ev::Made, Ev::Exited(Some(-9)), Ev::Lost]
+        s.iter().filter(|e| matches!(e, Ev::PipeLost(..))).count(),
+        3
     );
+    assert_eq!(s.last(), Some(&Ev::Lost));
+    assert!(!output(&r.evs.borrow(), 1).is_empty());
 }
 
 #[test]
 fn kill_from_inside_connection_made() {
-    struct KillAtOnce(Rec);
-    impl SubprocessProtocol for KillAtOnce {
-        fn connection_made(&mut self, t: SubprocessTransport) {
-            t.kill().unwrap();
-            self.0.connection_made(t)
-        }
-        fn process_exited(&mut self) {
-            self.0.process_exited()
-        }
-        fn connection_lost(&mut self, error: Option<io::Error>) {
-            self.0.connection_lost(error)
-        }
-    }
     let lp = new_loop();
     let r = Run::new(&lp);
-    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let f = r.factory_with(|ev, t| {
+        if *ev == Ev::Made {
+            t.kill().unwrap();
+        }
+    });
+    let (l, done) = (lp.clone(), r.done.clone());
     run(&lp, async move {
-        let (_t, _p) = l
-            .subprocess_exec(
-                move || KillAtOnce(f()),
-                "sleep",
-                ["30"],
-                SubprocessOptions::new(),
-            )
-            .await
-            .unwrap();
+        let opts = SubprocessOptions::new()
+            .stdin(aioloop::Stdio::DevNull)
+            .stdout(aioloop::Stdio::DevNull)
+            .stderr(aioloop::Stdio::DevNull);
+        let (_t, _p) = l.subprocess_exec(f, "sleep", ["30"], opts).await.unwrap();
         done.await.unwrap();
     });
     assert_eq!(
@@ -349,31 +308,18 @@ fn kill_from_inside_connection_made() {
 
 #[test]
 fn a_panicking_protocol_is_reported_and_the_rest_delivered() {
-    struct Panicky(Rec);
-    impl SubprocessProtocol for Panicky {
-        fn connection_made(&mut self, t: SubprocessTransport) {
-            self.0.connection_made(t)
-        }
-        fn pipe_data_received(&mut self, _fd: i32, _data: &[u8]) {
-            panic!("boom in pipe_data_received");
-        }
-        fn pipe_connection_lost(&mut self, fd: i32, error: Option<io::Error>) {
-            self.0.pipe_connection_lost(fd, error)
-        }
-        fn process_exited(&mut self) {
-            self.0.process_exited()
-        }
-        fn connection_lost(&mut self, error: Option<io::Error>) {
-            self.0.connection_lost(error)
-        }
-    }
     let lp = new_loop();
     let seen = record_exceptions(&lp);
     let r = Run::new(&lp);
-    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    let f = r.factory_with(|ev, _t| {
+        if matches!(ev, Ev::Data(..)) {
+            panic!("boom in pipe_data_received");
+        }
+    });
+    let (l, done) = (lp.clone(), r.done.clone());
     run(&lp, async move {
         let (_t, _p) = l
-            .subprocess_shell(move || Panicky(f()), "echo hi", SubprocessOptions::new())
+            .subprocess_shell(f, "echo hi", SubprocessOptions::new())
             .await
             .unwrap();
         done.await.unwrap();

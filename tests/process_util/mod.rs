@@ -20,39 +20,52 @@ pub enum Ev {
     Lost,
 }
 
-/// Records every call; completes `done` at `connection_lost`.
+/// What a test does on top of recording: called after each event is
+/// recorded, with the event and the transport.
+pub type Hook = Box<dyn FnMut(&Ev, &SubprocessTransport)>;
+
+/// Records every call (then runs its hook, if any); completes `done` at
+/// `connection_lost`.
 pub struct Rec {
     pub evs: Log<Ev>,
     pub done: Option<Future<()>>,
     pub transport: Option<SubprocessTransport>,
+    pub hook: Option<Hook>,
+}
+
+impl Rec {
+    fn record(&mut self, ev: Ev) {
+        self.evs.borrow_mut().push(ev.clone());
+        if let (Some(hook), Some(t)) = (&mut self.hook, &self.transport) {
+            hook(&ev, t);
+        }
+    }
 }
 
 impl SubprocessProtocol for Rec {
     fn connection_made(&mut self, t: SubprocessTransport) {
-        self.evs.borrow_mut().push(Ev::Made);
         self.transport = Some(t);
+        self.record(Ev::Made);
     }
     fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
-        self.evs.borrow_mut().push(Ev::Data(fd, data.to_vec()));
+        self.record(Ev::Data(fd, data.to_vec()));
     }
     fn pipe_connection_lost(&mut self, fd: i32, error: Option<io::Error>) {
-        self.evs
-            .borrow_mut()
-            .push(Ev::PipeLost(fd, error.map(|e| e.kind())));
+        self.record(Ev::PipeLost(fd, error.map(|e| e.kind())));
     }
     fn process_exited(&mut self) {
         let code = self.transport.as_ref().and_then(|t| t.get_returncode());
-        self.evs.borrow_mut().push(Ev::Exited(code));
+        self.record(Ev::Exited(code));
     }
     fn pause_writing(&mut self) {
-        self.evs.borrow_mut().push(Ev::Pause);
+        self.record(Ev::Pause);
     }
     fn resume_writing(&mut self) {
-        self.evs.borrow_mut().push(Ev::Resume);
+        self.record(Ev::Resume);
     }
     fn connection_lost(&mut self, error: Option<io::Error>) {
         assert!(error.is_none());
-        self.evs.borrow_mut().push(Ev::Lost);
+        self.record(Ev::Lost);
         if let Some(d) = &self.done {
             let _ = d.set_result(());
         }
@@ -77,6 +90,21 @@ impl Run {
             evs,
             done: Some(done),
             transport: None,
+            hook: None,
+        }
+    }
+
+    /// A factory whose protocol also runs `hook` after recording each event.
+    pub fn factory_with(
+        &self,
+        hook: impl FnMut(&Ev, &SubprocessTransport) + 'static,
+    ) -> impl FnOnce() -> Rec + 'static {
+        let (evs, done) = (self.evs.clone(), self.done.clone());
+        move || Rec {
+            evs,
+            done: Some(done),
+            transport: None,
+            hook: Some(Box::new(hook)),
         }
     }
 }
@@ -176,6 +204,7 @@ impl Rec {
             evs: log(),
             done: None,
             transport: None,
+            hook: None,
         }
     }
 }
