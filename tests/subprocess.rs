@@ -331,37 +331,21 @@ fn a_program_that_does_not_exist_is_not_found_and_leaks_nothing() {
     let lp = new_loop();
     let l = lp.clone();
     run(&lp, async move {
-        let err = l
-            .subprocess_exec(
-                Rec::dummy,
+        // A directory is not a program: PermissionDenied, as Popen's EACCES.
+        for (program, kind) in [
+            (
                 "/nonexistent/aioloop-no-such-program",
-                ["x"],
-                SubprocessOptions::new(),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-        let err = l
-            .subprocess_exec(
-                Rec::dummy,
-                "aioloop-no-such-program-in-path",
-                Vec::<&str>::new(),
-                SubprocessOptions::new(),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-        // A directory is not a program.
-        let err = l
-            .subprocess_exec(
-                Rec::dummy,
-                "/",
-                Vec::<&str>::new(),
-                SubprocessOptions::new(),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+                io::ErrorKind::NotFound,
+            ),
+            ("aioloop-no-such-program-in-path", io::ErrorKind::NotFound),
+            ("/", io::ErrorKind::PermissionDenied),
+        ] {
+            let err = l
+                .subprocess_exec(Rec::dummy, program, ["x"], SubprocessOptions::new())
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), kind, "{program}: {err}");
+        }
     });
     lp.close().unwrap();
     drop(lp);
