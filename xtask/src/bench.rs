@@ -12,6 +12,7 @@
 //! reaping children, a pipe through `cat`: aioloop, tokio, asyncio and
 //! uvloop; `bench-process`, see `bench/process.rs`).
 
+mod compare;
 mod net;
 mod proc;
 mod process;

@@ -28,7 +28,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{fmt_num, fmt_ratio, median, pin_prefix, print_round, proc, strace};
+use super::compare::{self, cell_ratio, fill_missing_syscalls, series_median};
+use super::{fmt_num, median, pin_prefix, print_round, proc, strace};
 use super::{Options, Results};
 use crate::json::Json;
 
@@ -373,7 +374,7 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         }
     }
 
-    fill_missing_syscalls(&mut results);
+    fill_missing_syscalls(&mut results, "_syscalls_per_msg");
     println!();
     print_report(&results, &plan, opts.quick, &names);
     sendfile::print_report(&results);
@@ -411,7 +412,15 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         ("tls", tls::json(&results)),
         ("udp", udp::json(&results, &names)),
     ];
-    let json = report_json(&results, &plan, opts.quick, extra, &failures, &names);
+    let report = compare::Report {
+        suite: "net",
+        rounds: plan.rounds,
+        quick: opts.quick,
+        refs: REFS,
+        systems: &names,
+        higher: higher_is_better,
+    };
+    let json = compare::report_json(&report, &results, extra, &failures);
     super::finish("net", json, &failures)
 }
 
@@ -861,66 +870,15 @@ fn run_strace(
 // ---------------------------------------------------------------------------
 // Report
 
-/// Keeps the per-syscall rows whose largest run is >= 0.01/msg and pads
-/// those that missed some rounds with zeros.
-fn fill_missing_syscalls(results: &mut Results) {
-    let totals: Vec<(String, String, usize)> = results
-        .series
-        .iter()
-        .filter(|s| s.case.ends_with("_syscalls_per_msg"))
-        .map(|s| (s.case.clone(), s.system.clone(), s.runs.len()))
-        .collect();
-    results
-        .series
-        .retain(|s| !s.case.contains("_syscalls_per_msg:") || s.runs.iter().any(|v| *v >= 0.01));
-    for s in &mut results.series {
-        if let Some((total_case, _)) = s.case.split_once(':') {
-            let want = totals
-                .iter()
-                .find(|(c, sys, _)| c == total_case && *sys == s.system)
-                .map(|t| t.2)
-                .unwrap_or(0);
-            while s.runs.len() < want {
-                s.runs.push(0.0);
-            }
-        }
-    }
-}
-
-fn series_median(results: &Results, case: &str, system: &str) -> f64 {
-    results
-        .series
-        .iter()
-        .find(|s| s.case == case && s.system == system)
-        .map(|s| median(&s.runs))
-        .unwrap_or(f64::NAN)
-}
-
 /// Whether a larger value of the metric is better.
 fn higher_is_better(case: &str) -> bool {
     case.ends_with("_msgs_per_s") || case.ends_with("_mb_per_s")
 }
 
-/// `system` against `reference`, > 1 when `system` is better; NaN if either is missing.
+/// `system` against `reference` for this suite's metrics, > 1 when `system`
+/// is better.
 fn better_ratio(results: &Results, case: &str, system: &str, reference: &str) -> f64 {
-    let (s, r) = (
-        series_median(results, case, system),
-        series_median(results, case, reference),
-    );
-    let ratio = if higher_is_better(case) { s / r } else { r / s };
-    if ratio.is_finite() && ratio > 0.0 {
-        ratio
-    } else {
-        f64::NAN
-    }
-}
-
-fn cell_ratio(r: f64) -> String {
-    if r.is_finite() {
-        fmt_ratio(r)
-    } else {
-        "-".into()
-    }
+    compare::better_ratio(results, case, system, reference, higher_is_better)
 }
 
 fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
@@ -1068,84 +1026,6 @@ fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
     println!();
 }
 
-/// The JSON report: the common schema (`suite`, `rounds`, `quick`, `results`,
-/// `ratios`, extra fields, `failures`). Each ratio row is `numerator` /
-/// `denominator` of the medians, ordered so that > 1 means `system` beats
-/// `reference`.
-fn report_json(
-    results: &Results,
-    plan: &Plan,
-    quick: bool,
-    extra: Vec<(&str, Json)>,
-    failures: &[String],
-    systems: &[&str],
-) -> Json {
-    let rows = results
-        .series
-        .iter()
-        .map(|s| {
-            Json::obj([
-                ("case", Json::str(&s.case)),
-                ("system", Json::str(&s.system)),
-                ("median", Json::Num(median(&s.runs))),
-                ("unit", Json::str(&s.unit)),
-                (
-                    "runs",
-                    Json::Arr(s.runs.iter().map(|v| Json::Num(*v)).collect()),
-                ),
-            ])
-        })
-        .collect();
-    let mut cases: Vec<&str> = Vec::new();
-    for s in &results.series {
-        if !cases.contains(&s.case.as_str()) && !s.case.contains(':') {
-            cases.push(&s.case);
-        }
-    }
-    let mut ratio_rows = Vec::new();
-    for case in cases {
-        for reference in REFS {
-            for sys in systems.iter().filter(|s| *s != reference) {
-                let r = better_ratio(results, case, sys, reference);
-                if !r.is_finite() {
-                    continue;
-                }
-                let (num, den) = if higher_is_better(case) {
-                    (*sys, *reference)
-                } else {
-                    (*reference, *sys)
-                };
-                ratio_rows.push(Json::obj([
-                    ("case", Json::str(case)),
-                    ("system", Json::str(*sys)),
-                    ("reference", Json::str(*reference)),
-                    ("numerator", Json::str(num)),
-                    ("denominator", Json::str(den)),
-                    ("ratio", Json::Num(r)),
-                ]));
-            }
-        }
-    }
-    let mut fields = vec![
-        ("suite", Json::str("net")),
-        ("rounds", Json::Num(plan.rounds as f64)),
-        ("quick", Json::Bool(quick)),
-        ("results", Json::Arr(rows)),
-        ("ratios", Json::Arr(ratio_rows)),
-    ];
-    fields.extend(extra);
-    fields.push((
-        "failures",
-        Json::Arr(failures.iter().map(|f| Json::str(f.as_str())).collect()),
-    ));
-    Json::Obj(
-        fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1185,7 +1065,7 @@ mod tests {
             "syscalls/msg",
             0.001,
         );
-        fill_missing_syscalls(&mut r);
+        fill_missing_syscalls(&mut r, "_syscalls_per_msg");
         let recv = r
             .series
             .iter()

@@ -24,7 +24,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{fmt_num, fmt_ratio, median, print_round, proc, strace, Options, Results, TIMEOUT};
+use super::compare::{self, cell_ratio, fill_missing_syscalls, series_median};
+use super::{fmt_num, median, print_round, proc, strace, Options, Results, TIMEOUT};
 use crate::json::Json;
 
 /// The cases, in the order each round runs them.
@@ -295,7 +296,7 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         }
     }
 
-    fill_missing_syscalls(&mut results);
+    fill_missing_syscalls(&mut results, "_syscalls");
     println!();
     print_report(&results, opts, &names);
     println!("{pin_note}");
@@ -325,7 +326,15 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
             Json::Arr(NOTES.iter().map(|n| Json::str(*n)).collect()),
         ),
     ];
-    let json = report_json(&results, opts, extra, &failures, &names);
+    let report = compare::Report {
+        suite: "process",
+        rounds: opts.rounds,
+        quick: opts.quick,
+        refs: REFS,
+        systems: &names,
+        higher: higher_is_better,
+    };
+    let json = compare::report_json(&report, &results, extra, &failures);
     super::finish("process", json, &failures)
 }
 
@@ -364,58 +373,15 @@ fn strace_run(
     Ok((strace::parse_summary(&text)?, n))
 }
 
-/// Keeps the per-syscall rows whose largest run is >= 0.01 per op and pads
-/// those that missed some rounds with zeros.
-fn fill_missing_syscalls(results: &mut Results) {
-    let totals: Vec<(String, String, usize)> = results
-        .series
-        .iter()
-        .filter(|s| s.case.ends_with("_syscalls"))
-        .map(|s| (s.case.clone(), s.system.clone(), s.runs.len()))
-        .collect();
-    results
-        .series
-        .retain(|s| !s.case.contains("_syscalls:") || s.runs.iter().any(|v| *v >= 0.01));
-    for s in &mut results.series {
-        if let Some((total_case, _)) = s.case.split_once(':') {
-            let want = totals
-                .iter()
-                .find(|(c, sys, _)| c == total_case && *sys == s.system)
-                .map(|t| t.2)
-                .unwrap_or(0);
-            while s.runs.len() < want {
-                s.runs.push(0.0);
-            }
-        }
-    }
-}
-
-fn series_median(results: &Results, case: &str, system: &str) -> f64 {
-    results
-        .series
-        .iter()
-        .find(|s| s.case == case && s.system == system)
-        .map(|s| median(&s.runs))
-        .unwrap_or(f64::NAN)
-}
-
 /// Whether a larger value of the metric is better (spawn/s, MB/s).
 fn higher_is_better(case: &str) -> bool {
     case.ends_with("_per_s")
 }
 
-/// `system` against `reference`, > 1 when `system` is better; NaN if either is missing.
+/// `system` against `reference` for this suite's metrics, > 1 when `system`
+/// is better.
 fn better_ratio(results: &Results, case: &str, system: &str, reference: &str) -> f64 {
-    let (s, r) = (
-        series_median(results, case, system),
-        series_median(results, case, reference),
-    );
-    let ratio = if higher_is_better(case) { s / r } else { r / s };
-    if ratio.is_finite() && ratio > 0.0 {
-        ratio
-    } else {
-        f64::NAN
-    }
+    compare::better_ratio(results, case, system, reference, higher_is_better)
 }
 
 fn cell(x: f64) -> String {
@@ -423,14 +389,6 @@ fn cell(x: f64) -> String {
         fmt_num(x)
     } else {
         "".into()
-    }
-}
-
-fn cell_ratio(r: f64) -> String {
-    if r.is_finite() {
-        fmt_ratio(r)
-    } else {
-        "-".into()
     }
 }
 
@@ -592,83 +550,6 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
     println!();
 }
 
-/// The JSON report: the common schema (`suite`, `rounds`, `quick`, `results`,
-/// `ratios`, extra fields, `failures`). Each ratio row is `numerator` /
-/// `denominator` of the medians, ordered so that > 1 means `system` beats
-/// `reference` (as the net suite's).
-fn report_json(
-    results: &Results,
-    opts: &Options,
-    extra: Vec<(&str, Json)>,
-    failures: &[String],
-    systems: &[&str],
-) -> Json {
-    let rows = results
-        .series
-        .iter()
-        .map(|s| {
-            Json::obj([
-                ("case", Json::str(&s.case)),
-                ("system", Json::str(&s.system)),
-                ("median", Json::Num(median(&s.runs))),
-                ("unit", Json::str(&s.unit)),
-                (
-                    "runs",
-                    Json::Arr(s.runs.iter().map(|v| Json::Num(*v)).collect()),
-                ),
-            ])
-        })
-        .collect();
-    let mut cases: Vec<&str> = Vec::new();
-    for s in &results.series {
-        if !cases.contains(&s.case.as_str()) && !s.case.contains(':') {
-            cases.push(&s.case);
-        }
-    }
-    let mut ratio_rows = Vec::new();
-    for case in cases {
-        for reference in REFS {
-            for sys in systems.iter().filter(|s| *s != reference) {
-                let r = better_ratio(results, case, sys, reference);
-                if !r.is_finite() {
-                    continue;
-                }
-                let (num, den) = if higher_is_better(case) {
-                    (*sys, *reference)
-                } else {
-                    (*reference, *sys)
-                };
-                ratio_rows.push(Json::obj([
-                    ("case", Json::str(case)),
-                    ("system", Json::str(*sys)),
-                    ("reference", Json::str(*reference)),
-                    ("numerator", Json::str(num)),
-                    ("denominator", Json::str(den)),
-                    ("ratio", Json::Num(r)),
-                ]));
-            }
-        }
-    }
-    let mut fields = vec![
-        ("suite", Json::str("process")),
-        ("rounds", Json::Num(opts.rounds as f64)),
-        ("quick", Json::Bool(opts.quick)),
-        ("results", Json::Arr(rows)),
-        ("ratios", Json::Arr(ratio_rows)),
-    ];
-    fields.extend(extra);
-    fields.push((
-        "failures",
-        Json::Arr(failures.iter().map(|f| Json::str(f.as_str())).collect()),
-    ));
-    Json::Obj(
-        fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,7 +576,7 @@ mod tests {
         r.push("spawn_seq_syscalls", "tokio", "syscalls/spawn", 31.0);
         r.push("spawn_seq_syscalls:wait4", "tokio", "syscalls/spawn", 1.0);
         r.push("spawn_seq_syscalls:mmap", "tokio", "syscalls/spawn", 0.001);
-        fill_missing_syscalls(&mut r);
+        fill_missing_syscalls(&mut r, "_syscalls");
         let wait = r
             .series
             .iter()
