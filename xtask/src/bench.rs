@@ -747,16 +747,9 @@ fn print_report(results: &Results, opts: &Options, strace_note: Option<&str>, pi
     }
 }
 
-/// A suite's JSON report: `suite`, `rounds`, `quick`, `results`, `ratios`,
-/// then the suite's `extra` fields, then `failures`.
-fn report_json(
-    suite: &str,
-    results: &Results,
-    opts: &Options,
-    extra: Vec<(&str, Json)>,
-    failures: &[String],
-) -> Json {
-    let rows = results
+/// Every series of `results` as JSON: case, system, median, unit, runs.
+fn series_json(results: &Results) -> Vec<Json> {
+    results
         .series
         .iter()
         .map(|s| {
@@ -771,7 +764,35 @@ fn report_json(
                 ),
             ])
         })
+        .collect()
+}
+
+/// `system min..max; ...` over the rounds of every series of case `name`,
+/// or `None` if it has none.
+fn spread(results: &Results, name: &str) -> Option<String> {
+    let cells: Vec<String> = results
+        .series
+        .iter()
+        .filter(|s| s.case == name)
+        .map(|s| {
+            let min = s.runs.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = s.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{} {}..{}", s.system, fmt_num(min), fmt_num(max))
+        })
         .collect();
+    (!cells.is_empty()).then(|| cells.join("; "))
+}
+
+/// A suite's JSON report: `suite`, `rounds`, `quick`, `results`, `ratios`,
+/// then the suite's `extra` fields, then `failures`.
+fn report_json(
+    suite: &str,
+    results: &Results,
+    opts: &Options,
+    extra: Vec<(&str, Json)>,
+    failures: &[String],
+) -> Json {
+    let rows = series_json(results);
     let mut cases: Vec<&str> = Vec::new();
     for s in &results.series {
         if !cases.contains(&s.case.as_str()) && !s.case.starts_with("wake_syscalls:") {

@@ -5,7 +5,7 @@
 //! A suite supplies `higher`: whether a larger value of a case's metric is
 //! better (msgs/s, MB/s, spawns/s) or worse (CPU, syscalls, µs).
 
-use super::{fmt_ratio, median, Results};
+use super::{fmt_ratio, median, series_json, Results};
 use crate::json::Json;
 
 /// The median of one (case, system) series; NaN if there is none.
@@ -96,22 +96,7 @@ pub(super) fn report_json(
     extra: Vec<(&str, Json)>,
     failures: &[String],
 ) -> Json {
-    let rows = results
-        .series
-        .iter()
-        .map(|s| {
-            Json::obj([
-                ("case", Json::str(&s.case)),
-                ("system", Json::str(&s.system)),
-                ("median", Json::Num(median(&s.runs))),
-                ("unit", Json::str(&s.unit)),
-                (
-                    "runs",
-                    Json::Arr(s.runs.iter().map(|v| Json::Num(*v)).collect()),
-                ),
-            ])
-        })
-        .collect();
+    let rows = series_json(results);
     let mut cases: Vec<&str> = Vec::new();
     for s in &results.series {
         if !cases.contains(&s.case.as_str()) && !s.case.contains(':') {

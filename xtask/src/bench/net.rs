@@ -29,7 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::compare::{self, cell_ratio, fill_missing_syscalls, series_median};
-use super::{fmt_num, median, pin_prefix, print_round, proc, strace};
+use super::{fmt_num, median, pin_prefix, print_round, proc, spread, strace};
 use super::{Options, Results};
 use crate::json::Json;
 
@@ -1008,18 +1008,8 @@ fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
     for case in &loads {
         for metric in ["msgs_per_s", "cpu_us_per_msg"] {
             let name = format!("{case}_{metric}");
-            let cells: Vec<String> = results
-                .series
-                .iter()
-                .filter(|s| s.case == name)
-                .map(|s| {
-                    let min = s.runs.iter().copied().fold(f64::INFINITY, f64::min);
-                    let max = s.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    format!("{} {}..{}", s.system, fmt_num(min), fmt_num(max))
-                })
-                .collect();
-            if !cells.is_empty() {
-                println!("  {name:<26} {}", cells.join("; "));
+            if let Some(cells) = spread(results, &name) {
+                println!("  {name:<26} {cells}");
             }
         }
     }

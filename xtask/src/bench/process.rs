@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::compare::{self, cell_ratio, fill_missing_syscalls, series_median};
-use super::{fmt_num, median, print_round, proc, strace, Options, Results, TIMEOUT};
+use super::{fmt_num, median, print_round, proc, spread, strace, Options, Results, TIMEOUT};
 use crate::json::Json;
 
 /// The cases, in the order each round runs them.
@@ -533,18 +533,8 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
         "pipe_256m_1cpu_mb_per_s",
         "pipe_256m_1cpu_cpu_ms_per_gb",
     ] {
-        let cells: Vec<String> = results
-            .series
-            .iter()
-            .filter(|s| s.case == name)
-            .map(|s| {
-                let min = s.runs.iter().copied().fold(f64::INFINITY, f64::min);
-                let max = s.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                format!("{} {}..{}", s.system, fmt_num(min), fmt_num(max))
-            })
-            .collect();
-        if !cells.is_empty() {
-            println!("  {name:<30} {}", cells.join("; "));
+        if let Some(cells) = spread(results, name) {
+            println!("  {name:<30} {cells}");
         }
     }
     println!();
