@@ -63,12 +63,13 @@
 //! - A socket error ends the call but does not close the transport (as in
 //!   asyncio); the caller decides.
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::io::Errno;
@@ -137,6 +138,91 @@ pub(crate) trait SendfileSupport {
 
     /// The fallback's write: `write`, allowed in sendfile mode.
     fn sendfile_write(&self, data: &[u8]) -> Result<(), LoopError>;
+}
+
+/// A transport's sendfile-mode state, shared by the kinds that take part
+/// (the socket stream, stream_sendfile.rs; TLS, tls_sendfile.rs).
+///
+/// - While `active`, the protocol's `write`/`writelines` are refused and the
+///   transport drops its `pause_writing`/`resume_writing` notices (its flow
+///   control still tracks the buffer).
+/// - `told_paused` is what the current protocol was last told: the state at
+///   [`begin`](Self::begin), or "not paused" for a protocol installed
+///   meanwhile ([`protocol_replaced`](Self::protocol_replaced)). When the
+///   call ends the transport delivers the one notice that brings the
+///   protocol to its state, so every notice stays paired.
+/// - The sendfile task's waker is woken ([`wake`](Self::wake)) whenever what
+///   it waits for may have changed: bytes left the buffer, the transport
+///   started closing, or it was lost.
+#[derive(Default)]
+pub(crate) struct SendfileState {
+    active: Cell<bool>,
+    told_paused: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl SendfileState {
+    /// Refuses the protocol's writes while a sendfile runs.
+    pub(crate) fn check_write(&self) -> Result<(), LoopError> {
+        if self.active.get() {
+            Err(write_refused())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether flow-control notices are held back now.
+    pub(crate) fn holds_notices(&self) -> bool {
+        self.active.get()
+    }
+
+    /// `set_protocol` ran: the new protocol has been told nothing.
+    pub(crate) fn protocol_replaced(&self) {
+        self.told_paused.set(false);
+    }
+
+    /// Wakes the sendfile task, if one waits.
+    pub(crate) fn wake(&self) {
+        let waker = self.waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Enters sendfile mode; `paused`: the protocol is paused now (told, or
+    /// about to be told). Refused if a sendfile is in progress.
+    pub(crate) fn begin(&self, paused: bool) -> Result<(), LoopError> {
+        if self.active.get() {
+            return Err(LoopError::new(
+                ErrorKind::InvalidState,
+                "sendfile is already in progress on this transport",
+            ));
+        }
+        self.active.set(true);
+        self.told_paused.set(paused);
+        Ok(())
+    }
+
+    /// Leaves sendfile mode: `None` if it was not in it, else whether the
+    /// protocol was last told it is paused (the transport then delivers the
+    /// notice that brings it to its state, if that differs).
+    pub(crate) fn end(&self) -> Option<bool> {
+        if !self.active.replace(false) {
+            return None;
+        }
+        drop(self.waker.borrow_mut().take());
+        Some(self.told_paused.get())
+    }
+
+    /// Keeps `cx`'s waker for [`wake`](Self::wake); always `Pending`.
+    pub(crate) fn wait<T>(&self, cx: &mut Context<'_>) -> Poll<T> {
+        let mut slot = self.waker.borrow_mut();
+        match &*slot {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
 }
 
 /// The error of a sendfile whose transport closed under it.
