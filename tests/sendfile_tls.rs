@@ -12,7 +12,8 @@
 //! - a peer that stops reading: the call waits with the transport's buffer
 //!   bounded (low-water mark + one block), and completes once it reads;
 //! - `close()`, `abort()` and the peer's abort during the call end it with
-//!   an error, no hang; a dropped call restores the transport.
+//!   an error, no hang; a dropped call restores the transport;
+//!   `set_protocol` during the call hands the flow-control state over.
 //!
 //! Nothing sleeps to synchronise: the stalled-peer test watches the call
 //! for a while to see that it does not finish, and every test runs under a
@@ -734,6 +735,59 @@ fn a_dropped_tls_sendfile_restores_the_transport() {
         let clog = pair.clog.clone();
         pair.close().await;
         assert_notices_paired(&clog, "client");
+    });
+    finish(&lp, &seen);
+}
+
+/// A protocol paused before the call, replaced with `set_protocol` during
+/// it: the old one hears nothing more (its `resume_writing` is not owed to
+/// the new one); the new one hears nothing during the call, and after it at
+/// most a `pause_writing` (the last block may leave the buffer above the
+/// high-water mark) paired with its `resume_writing`.
+#[test]
+fn set_protocol_during_a_tls_sendfile_hands_over_the_flow_control_state() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let data = pattern(2 * MIB + 9);
+    let tmp = Rc::new(TempFile::with("set-protocol", &data));
+    let l = lp.clone();
+    let tmp2 = tmp.clone();
+    let data2 = data.clone();
+    run(&lp, async move {
+        let pki = Pki::new(&["localhost"]);
+        let pair = Pair::connect(&l, &pki, None).await;
+        pair.throttle();
+        let before = vec![b'C'; 512 * KIB];
+        pair.client.write(&before).unwrap();
+        assert_eq!(pair.clog.events(), vec![Ev::Made, Ev::Pause]);
+        let mut call = pin!(l.sendfile(&pair.client, &tmp2.file, 0, None, true));
+        assert!(poll_once(&mut call).await.is_none());
+        let new = Log::new();
+        *new.transport.borrow_mut() = Some(pair.client.clone());
+        pair.client
+            .set_protocol(ProtocolHandle::new(Rec(new.clone())));
+        pair.unthrottle();
+        assert_eq!(call.await.unwrap(), data2.len() as u64);
+        let told = new.events();
+        assert!(told.is_empty() || told == [Ev::Pause], "{told:?}");
+        assert_eq!(
+            pair.clog.events(),
+            vec![Ev::Made, Ev::Pause],
+            "the old protocol is out"
+        );
+        let mut want = before;
+        want.extend_from_slice(&data2);
+        pair.slog.until_data(want.len()).await;
+        assert!(*pair.slog.data.borrow() == want);
+        new.until(|l| l.count(&Ev::Pause) == l.count(&Ev::Resume))
+            .await;
+        pair.client.close();
+        new.until_lost().await;
+        assert_eq!(new.lost_kind(), Some(None));
+        assert_notices_paired(&new, "the new protocol");
+        pair.slog.until_lost().await;
+        pair.server.close();
+        pair.server.wait_closed().await;
     });
     finish(&lp, &seen);
 }
