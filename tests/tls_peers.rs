@@ -8,7 +8,7 @@
 //! The loop keeps running while a peer process works: a blocking driver of
 //! the process (feeding its stdin, reading its stdout) runs on the loop's
 //! default executor and the loop task awaits it; a server process's first
-//! lines are read before the loop starts. Every wait is bounded ([`LIMIT`],
+//! lines are read before the loop starts. Every wait is bounded ([`PEER_LIMIT`],
 //! then the process is killed and the test fails). When `openssl` or
 //! `python3` is missing, each test says why and returns.
 #![cfg(feature = "tls")]
@@ -16,103 +16,14 @@
 mod tls_util;
 mod util;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use aioloop::prelude::*;
 use tls_util::*;
 use util::{new_loop, record_exceptions};
-
-/// A failure guard for a loaded machine, never a synchronisation.
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// `false` (after saying so) when `program` cannot be run.
-fn have(program: &str, arg: &str, test: &str) -> bool {
-    match Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(_) => true,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            eprintln!("{test}: skipped: {program} is not on the PATH");
-            false
-        }
-        Err(e) => panic!("cannot run {program}: {e}"),
-    }
-}
-
-/// Kills the process if it is still running when dropped (a failed test).
-struct Reaper(Option<Child>);
-
-impl Reaper {
-    fn take(mut self) -> Child {
-        self.0.take().expect("taken once")
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-/// Waits (bounded) for a process to exit: a helper thread blocks in
-/// `wait`; past [`LIMIT`] the process is killed and the test fails.
-fn wait_bounded(child: Child, what: &str) -> (ExitStatus, String) {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(LIMIT) {
-        Ok(out) => {
-            let out = out.unwrap();
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            (out.status, text)
-        }
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("{what} did not exit within {LIMIT:?}");
-        }
-    }
-}
-
-/// Reads a process's stdout on a helper thread; the first line that
-/// `pick` accepts comes back (bounded), the rest is drained.
-fn first_line_matching(
-    child: &mut Child,
-    what: &str,
-    pick: impl Fn(&str) -> Option<u16> + Send + 'static,
-) -> u16 {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if !sent {
-                if let Some(port) = pick(&line) {
-                    let _ = tx.send(port);
-                    sent = true;
-                }
-            }
-        }
-    });
-    rx.recv_timeout(LIMIT)
-        .unwrap_or_else(|_| panic!("{what} printed no port within {LIMIT:?}"))
-}
 
 /// `n` lines of text whose reversals are all different.
 fn text_lines(n: usize) -> Vec<String> {
@@ -271,13 +182,6 @@ fn openssl_s_client_against_an_aioloop_server() {
         server.wait_closed().await;
     });
     finish(&lp, &seen);
-}
-
-fn tls_peer_script() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python/tls_peer.py")
-        .to_string_lossy()
-        .into_owned()
 }
 
 #[test]

@@ -48,7 +48,7 @@ use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
 #[path = "stream_sendfile.rs"]
 mod sendfile_hooks;
-use sendfile_hooks::SendfileState;
+use crate::transport_sendfile::SendfileState;
 
 #[path = "stream_upgrade.rs"]
 mod upgrade;

@@ -3,66 +3,26 @@
 //! the transport's state without widening it.
 //!
 //! # Invariants
-//! - While a sendfile runs (`active`), the protocol's `write`/`writelines`
-//!   are refused (asyncio's "unable to write; sendfile is in progress"); the
-//!   fallback writes through [`SendfileSupport::sendfile_write`], which is
-//!   not.
+//! - While a sendfile runs, the protocol's `write`/`writelines` are refused
+//!   (asyncio's "unable to write; sendfile is in progress"); the fallback
+//!   writes through [`SendfileSupport::sendfile_write`], which is not.
 //! - While it runs, `pause_writing`/`resume_writing` are not delivered
-//!   (`Stream::notify` drops them; `protocol_paused` still tracks the
-//!   buffer). `told_paused` is what the current protocol was last told:
-//!   the state at `sendfile_begin`, or "not paused" for a protocol installed
-//!   meanwhile. `sendfile_end` delivers the one notice that brings the
-//!   protocol to the transport's state, so every notice stays paired.
+//!   (`Stream::notify` drops them; the flow control still tracks the
+//!   buffer); `sendfile_end` delivers the one notice that brings the
+//!   protocol to the transport's state (the shared `SendfileState`,
+//!   transport_sendfile.rs), so every notice stays paired.
 //! - The sendfile task's waker is woken whenever what it waits for may have
 //!   changed: bytes left the buffer (`after_drain`), the transport started
 //!   closing (`close_impl`, `force_close`) or was lost (`finish_lost`).
 
-use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use loop_core::LoopError;
 
 use super::{Notice, State, Stream};
-use crate::transport_sendfile::{closed_during_sendfile, write_refused, SendfileSupport};
-
-/// A stream transport's sendfile state.
-#[derive(Default)]
-pub(super) struct SendfileState {
-    active: Cell<bool>,
-    told_paused: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl SendfileState {
-    /// Refuses the protocol's writes while a sendfile runs.
-    pub(super) fn check_write(&self) -> Result<(), LoopError> {
-        if self.active.get() {
-            Err(write_refused())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Whether flow-control notices are held back now.
-    pub(super) fn holds_notices(&self) -> bool {
-        self.active.get()
-    }
-
-    /// `set_protocol` ran: the new protocol has been told nothing.
-    pub(super) fn protocol_replaced(&self) {
-        self.told_paused.set(false);
-    }
-
-    /// Wakes the sendfile task, if one waits.
-    pub(super) fn wake(&self) {
-        let waker = self.waker.borrow_mut().take();
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
+use crate::transport_sendfile::{closed_during_sendfile, SendfileSupport};
 
 impl SendfileSupport for Stream {
     fn native_socket(&self) -> Option<io::Result<OwnedFd>> {
@@ -74,29 +34,18 @@ impl SendfileSupport for Stream {
     }
 
     fn sendfile_begin(&self) -> Result<(), LoopError> {
-        let s = &self.sendfile;
-        if s.active.get() {
-            return Err(LoopError::new(
-                loop_core::ErrorKind::InvalidState,
-                "sendfile is already in progress on this transport",
-            ));
-        }
-        s.active.set(true);
-        s.told_paused.set(self.flow.is_paused());
-        Ok(())
+        self.sendfile.begin(self.flow.is_paused())
     }
 
     fn sendfile_end(&self) {
-        let s = &self.sendfile;
-        if !s.active.replace(false) {
+        let Some(told_paused) = self.sendfile.end() else {
             return;
-        }
-        drop(s.waker.borrow_mut().take());
+        };
         if self.lost_scheduled.get() || self.state.get() == State::Lost {
             return;
         }
         let paused = self.flow.is_paused();
-        if paused != s.told_paused.get() {
+        if paused != told_paused {
             self.notify(if paused {
                 Notice::Pause
             } else {
@@ -118,12 +67,7 @@ impl SendfileSupport for Stream {
                 return Poll::Ready(Ok(()));
             }
         }
-        let mut slot = self.sendfile.waker.borrow_mut();
-        match &*slot {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *slot = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        self.sendfile.wait(cx)
     }
 
     fn sendfile_write(&self, data: &[u8]) -> Result<(), LoopError> {

@@ -133,6 +133,7 @@ impl TlsStream {
     }
 
     fn after_drain(self: &Rc<Self>) {
+        self.sendfile.wake();
         self.maybe_resume_protocol();
         if !self.buffer.borrow().is_empty() {
             return;
@@ -168,6 +169,9 @@ impl TlsStream {
     }
 
     pub(super) fn notify(&self, notice: Notice) {
+        if self.sendfile.holds_notices() {
+            return; // told when the sendfile ends (tls_sendfile.rs)
+        }
         self.flow.push(notice);
         self.drain_deferred();
     }

@@ -24,6 +24,7 @@ impl TlsStream {
             ),
             State::Open => {
                 self.state.set(State::Closing);
+                self.sendfile.wake();
                 self.stop_reading();
                 self.pending_in.borrow_mut().clear();
                 self.conn.borrow_mut().send_close_notify();
@@ -101,6 +102,7 @@ impl TlsStream {
         if self.state.get() != State::Lost {
             self.state.set(State::Closing);
         }
+        self.sendfile.wake();
         self.schedule_lost(error);
     }
 
@@ -126,6 +128,7 @@ impl TlsStream {
         if self.lost_scheduled.replace(true) {
             return;
         }
+        self.sendfile.wake();
         self.stop_reading();
         let me = self.clone();
         if self
@@ -172,6 +175,7 @@ impl TlsStream {
     /// Closes the socket and lets go of everything (see stream.rs).
     pub(super) fn finish_lost(&self) {
         self.state.set(State::Lost);
+        self.sendfile.wake();
         self.cancel_timers();
         self.stop_reading();
         self.stop_writing();

@@ -5,8 +5,9 @@
 //! This module holds the transport's state and its registration with the
 //! loop; its child modules hold the rest: the handshake (tls_handshake.rs),
 //! the read path (tls_input.rs), the write path and flow control
-//! (tls_output.rs), closing and `connection_lost` (tls_shutdown.rs), and the
-//! `Transport` methods (tls_transport.rs).
+//! (tls_output.rs), closing and `connection_lost` (tls_shutdown.rs), the
+//! `Transport` methods (tls_transport.rs) and `loop.sendfile`'s hooks
+//! (tls_sendfile.rs).
 //!
 //! # State machine
 //! `Handshaking -> Open -> Closing -> ShuttingDown -> Lost`, one way only
@@ -53,6 +54,7 @@ use crate::protocol::AnyProtocol;
 use crate::stream::LostHook;
 use crate::tls::{TlsClientOptions, TlsConfig, TlsServerOptions};
 use crate::transport::Transport;
+use crate::transport_sendfile::SendfileState;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
 #[path = "tls_handshake.rs"]
@@ -61,6 +63,8 @@ mod handshake;
 mod input;
 #[path = "tls_output.rs"]
 mod output;
+#[path = "tls_sendfile.rs"]
+mod sendfile;
 #[path = "tls_shutdown.rs"]
 mod shutdown;
 #[path = "tls_transport.rs"]
@@ -181,6 +185,8 @@ pub(crate) struct TlsStream {
     peername: Option<SockAddr>,
     sockname: Option<SockAddr>,
     on_lost: RefCell<Option<LostHook>>,
+    /// `loop.sendfile` in progress (tls_sendfile.rs).
+    sendfile: SendfileState,
 }
 
 impl TlsStream {
@@ -248,6 +254,7 @@ impl TlsStream {
             peername,
             sockname,
             on_lost: RefCell::new(on_lost),
+            sendfile: SendfileState::default(),
         });
         let transport = Transport {
             inner: stream.clone(),

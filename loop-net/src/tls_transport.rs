@@ -30,10 +30,12 @@ fn version_name(v: ProtocolVersion) -> String {
 
 impl TransportImpl for TlsStream {
     fn write(&self, data: &[u8]) -> Result<(), LoopError> {
+        self.sendfile.check_write()?;
         self.rc().write_impl(&[data])
     }
 
     fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError> {
+        self.sendfile.check_write()?;
         self.rc().write_impl(chunks)
     }
 
@@ -86,6 +88,7 @@ impl TransportImpl for TlsStream {
     fn set_protocol(&self, protocol: AnyProtocol) {
         let old = self.protocol.replace(protocol);
         drop(old);
+        self.sendfile.protocol_replaced();
         if self.flow.is_paused() {
             self.notify(Notice::Pause);
         }
@@ -184,5 +187,9 @@ impl TransportImpl for TlsStream {
 
     fn writes_after_lost(&self) -> u64 {
         self.writes_after_lost.get()
+    }
+
+    fn sendfile_support(&self) -> Option<&dyn crate::transport_sendfile::SendfileSupport> {
+        Some(self)
     }
 }

@@ -23,12 +23,14 @@
 //!    path is unavailable: step 4 if fallback is allowed, else a
 //!    [`SendfileNotAvailableError`](crate::SendfileNotAvailableError) with
 //!    nothing sent.
-//! 4. **Fallback** (native unavailable, a transport without a socket such as
-//!    TLS, or [`SendfileFallback::Forced`]): read blocks of 256 KiB with
+//! 4. **Fallback** (native unavailable, a transport without a native path
+//!    such as TLS, whose bytes must be encrypted, or
+//!    [`SendfileFallback::Forced`]): read blocks of 256 KiB with
 //!    `pread` on the default executor (a disk read may block; the loop must
 //!    not), the next block being read while the current one drains; before
 //!    each write wait until the transport's buffer is at or below its
-//!    low-water mark; then write the block through the transport.
+//!    low-water mark; then write the block through the transport (on TLS:
+//!    encrypted at once by its write path, the ciphertext sent or buffered).
 //! 5. **However it ends** (done, failed, or the future dropped): leave
 //!    sendfile mode (the protocol is then told the flow-control state it
 //!    missed, if it changed), resume reading if the transport was reading,
@@ -40,7 +42,8 @@
 //!   in between (writes are refused while it runs, and the native path
 //!   starts only on an empty buffer).
 //! - Bounded memory: the native path copies nothing; the fallback holds two
-//!   blocks plus a transport buffer of at most low-water + one block.
+//!   blocks plus a transport buffer of at most low-water + one block (of
+//!   ciphertext on TLS: the block plus its records' overhead).
 //! - The socket is never closed under a registration: the native path sends
 //!   on its own duplicate, unregistered and closed when the path ends.
 //! - The protocol's flow-control notices stay paired: held ones are
@@ -60,15 +63,19 @@
 //!   [`SendfileNotAvailableError`](crate::SendfileNotAvailableError) as for a
 //!   refused `sendfile(2)` (a `RuntimeError` subclass in asyncio too).
 //! - [`SendfileFallback::Forced`] is an addition.
+//! - `write_eof` on a TLS transport (TLS 1.3's half-close) is itself an
+//!   addition (asyncio's SSL transport has none); a sendfile after it is
+//!   refused up front, as every later write would be.
 //! - A socket error ends the call but does not close the transport (as in
 //!   asyncio); the caller decides.
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::io::Errno;
@@ -139,6 +146,91 @@ pub(crate) trait SendfileSupport {
     fn sendfile_write(&self, data: &[u8]) -> Result<(), LoopError>;
 }
 
+/// A transport's sendfile-mode state, shared by the kinds that take part
+/// (the socket stream, stream_sendfile.rs; TLS, tls_sendfile.rs).
+///
+/// - While `active`, the protocol's `write`/`writelines` are refused and the
+///   transport drops its `pause_writing`/`resume_writing` notices (its flow
+///   control still tracks the buffer).
+/// - `told_paused` is what the current protocol was last told: the state at
+///   [`begin`](Self::begin), or "not paused" for a protocol installed
+///   meanwhile ([`protocol_replaced`](Self::protocol_replaced)). When the
+///   call ends the transport delivers the one notice that brings the
+///   protocol to its state, so every notice stays paired.
+/// - The sendfile task's waker is woken ([`wake`](Self::wake)) whenever what
+///   it waits for may have changed: bytes left the buffer, the transport
+///   started closing, or it was lost.
+#[derive(Default)]
+pub(crate) struct SendfileState {
+    active: Cell<bool>,
+    told_paused: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl SendfileState {
+    /// Refuses the protocol's writes while a sendfile runs.
+    pub(crate) fn check_write(&self) -> Result<(), LoopError> {
+        if self.active.get() {
+            Err(write_refused())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether flow-control notices are held back now.
+    pub(crate) fn holds_notices(&self) -> bool {
+        self.active.get()
+    }
+
+    /// `set_protocol` ran: the new protocol has been told nothing.
+    pub(crate) fn protocol_replaced(&self) {
+        self.told_paused.set(false);
+    }
+
+    /// Wakes the sendfile task, if one waits.
+    pub(crate) fn wake(&self) {
+        let waker = self.waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Enters sendfile mode; `paused`: the protocol is paused now (told, or
+    /// about to be told). Refused if a sendfile is in progress.
+    pub(crate) fn begin(&self, paused: bool) -> Result<(), LoopError> {
+        if self.active.get() {
+            return Err(LoopError::new(
+                ErrorKind::InvalidState,
+                "sendfile is already in progress on this transport",
+            ));
+        }
+        self.active.set(true);
+        self.told_paused.set(paused);
+        Ok(())
+    }
+
+    /// Leaves sendfile mode: `None` if it was not in it, else whether the
+    /// protocol was last told it is paused (the transport then delivers the
+    /// notice that brings it to its state, if that differs).
+    pub(crate) fn end(&self) -> Option<bool> {
+        if !self.active.replace(false) {
+            return None;
+        }
+        drop(self.waker.borrow_mut().take());
+        Some(self.told_paused.get())
+    }
+
+    /// Keeps `cx`'s waker for [`wake`](Self::wake); always `Pending`.
+    pub(crate) fn wait<T>(&self, cx: &mut Context<'_>) -> Poll<T> {
+        let mut slot = self.waker.borrow_mut();
+        match &*slot {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
 /// The error of a sendfile whose transport closed under it.
 pub(crate) fn closed_during_sendfile() -> io::Error {
     io::Error::new(
@@ -173,16 +265,19 @@ pub trait SendfileLoopExt: sealed::Sealed {
     ///
     /// On TCP and Unix stream transports the file goes with `sendfile(2)`,
     /// zero-copy: bytes the transport had buffered are sent first, then the
-    /// file straight from the page cache to the socket. Where that is not
-    /// possible (a transport without a socket, or the kernel refuses the
-    /// pair), `fallback` decides: [`Allowed`](SendfileFallback::Allowed)
+    /// file straight from the page cache to the socket. On a TLS transport
+    /// that is never possible (the kernel cannot encrypt; asyncio's SSL
+    /// transport is fallback-only too), nor where the kernel refuses the
+    /// pair; then `fallback` decides: [`Allowed`](SendfileFallback::Allowed)
     /// (`true`) reads the file in 256 KiB blocks on the default executor and
     /// writes them through the transport, keeping its buffer near its
     /// low-water mark; [`Disabled`](SendfileFallback::Disabled) (`false`)
     /// fails with an [`Unsupported`](io::ErrorKind::Unsupported) error holding
     /// a [`SendfileNotAvailableError`](crate::SendfileNotAvailableError),
     /// having sent nothing; [`Forced`](SendfileFallback::Forced) always
-    /// copies.
+    /// copies. On TLS each block is encrypted by the transport's own write
+    /// path, so its buffer holds at most the low-water mark plus one block
+    /// of ciphertext.
     ///
     /// While it runs:
     /// - the protocol's [`write`](Transport::write) and
@@ -209,7 +304,10 @@ pub trait SendfileLoopExt: sealed::Sealed {
     /// one already in a sendfile: an error holding a
     /// [`LoopError`] of kind
     /// [`InvalidState`](loop_core::ErrorKind::InvalidState) ("Transport is
-    /// closing"). A transport kind without sendfile support:
+    /// closing"); a TLS transport after its
+    /// [`write_eof`](Transport::write_eof): the same kind ("Cannot call
+    /// write() after write_eof()"), before anything is read. A transport
+    /// kind without sendfile support (a write pipe):
     /// [`Unsupported`](io::ErrorKind::Unsupported). Socket errors are
     /// returned as they come (the transport itself is left as it is, as in
     /// asyncio).

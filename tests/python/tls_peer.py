@@ -10,6 +10,12 @@ Usage (run by tests/tls_peers.rs; exit status 0 means every check passed):
         (its close_notify), and exits after the connection is lost, printing
         "ok: echoed N bytes".
 
+    tls_peer.py sink CHAIN KEY OUT
+        Listens as `server` does, prints "port N", and writes every byte of
+        ONE connection to the file OUT (sending nothing); closes when the
+        peer closes (its close_notify) and exits after the connection is
+        lost, printing "ok: received N bytes over TLSv1.x".
+
     tls_peer.py client PORT CAFILE SIZE CHUNK
         Connects to 127.0.0.1:PORT with TLS, trusting CAFILE and checking the
         name "localhost"; sends SIZE patterned bytes in CHUNK-byte writes
@@ -98,10 +104,55 @@ async def server(chain, key):
     return 0
 
 
+class Sink(asyncio.Protocol):
+    def __init__(self, done, out):
+        self.done = done
+        self.out = out
+        self.transport = None
+        self.count = 0
+        self.version = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.version = transport.get_extra_info("ssl_object").version()
+
+    def data_received(self, data):
+        self.count += len(data)
+        self.out.write(data)
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_result((self.count, self.version, exc))
+
+
+async def sink(chain, key, path):
+    loop = asyncio.get_running_loop()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(chain, key)
+    done = loop.create_future()
+    with open(path, "wb") as out:
+        srv = await loop.create_server(
+            lambda: Sink(done, out), "127.0.0.1", 0, ssl=ctx)
+        print(f"port {srv.sockets[0].getsockname()[1]}", flush=True)
+        count, version, exc = await done
+        srv.close()
+        await srv.wait_closed()
+    if exc is not None:
+        print(f"tls_peer.py sink: connection lost with {exc!r}", file=sys.stderr)
+        return 1
+    print(f"ok: received {count} bytes over {version}", flush=True)
+    return 0
+
+
 def main(argv):
     try:
         if argv[1] == "server":
             coro = server(argv[2], argv[3])
+        elif argv[1] == "sink":
+            coro = sink(argv[2], argv[3], argv[4])
         elif argv[1] == "client":
             coro = client(int(argv[2]), argv[3], int(argv[4]), int(argv[5]))
         else:

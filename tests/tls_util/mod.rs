@@ -1,18 +1,23 @@
 //! Helpers shared by the TLS tests (tls.rs, tls_peers.rs): a test PKI made
 //! with rcgen (a CA, a server certificate for `localhost` and 127.0.0.1,
 //! PEM files for the external peers), rustls configurations with the ring
-//! provider, and recording protocols.
+//! provider, recording protocols, and the means to run external peers
+//! (`openssl`, `python3`) under bounds.
 //!
 //! Every test file that uses this module also declares `mod util;`.
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::io;
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::rc::Rc;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::thread;
+use std::time::Duration;
 
 use aioloop::prelude::*;
 use aioloop::rustls;
@@ -401,4 +406,102 @@ pub fn serve_tls(tls: TlsServerOptions) -> ServerOptions {
 /// The rustls error inside an `io::Error` from a handshake, if any.
 pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+// ---------------------------------------------------------------------------
+// External peers (openssl, python3)
+
+/// A failure guard for a loaded machine, never a synchronisation.
+pub const PEER_LIMIT: Duration = Duration::from_secs(60);
+
+/// `false` (after saying so) when `program` cannot be run.
+pub fn have(program: &str, arg: &str, test: &str) -> bool {
+    match Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            eprintln!("{test}: skipped: {program} is not on the PATH");
+            false
+        }
+        Err(e) => panic!("cannot run {program}: {e}"),
+    }
+}
+
+/// Kills the process if it is still running when dropped (a failed test).
+pub struct Reaper(pub Option<Child>);
+
+impl Reaper {
+    pub fn take(mut self) -> Child {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Waits (bounded) for a process to exit: a helper thread blocks in
+/// `wait`; past [`PEER_LIMIT`] the process is killed and the test fails.
+pub fn wait_bounded(child: Child, what: &str) -> (ExitStatus, String) {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(PEER_LIMIT) {
+        Ok(out) => {
+            let out = out.unwrap();
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            (out.status, text)
+        }
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("{what} did not exit within {PEER_LIMIT:?}");
+        }
+    }
+}
+
+/// Reads a process's stdout on a helper thread; the first line that
+/// `pick` accepts comes back (bounded), the rest is drained.
+pub fn first_line_matching(
+    child: &mut Child,
+    what: &str,
+    pick: impl Fn(&str) -> Option<u16> + Send + 'static,
+) -> u16 {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !sent {
+                if let Some(port) = pick(&line) {
+                    let _ = tx.send(port);
+                    sent = true;
+                }
+            }
+        }
+    });
+    rx.recv_timeout(PEER_LIMIT)
+        .unwrap_or_else(|_| panic!("{what} printed no port within {PEER_LIMIT:?}"))
+}
+
+/// The Python peer, tests/python/tls_peer.py.
+pub fn tls_peer_script() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/tls_peer.py")
+        .to_string_lossy()
+        .into_owned()
 }
