@@ -302,3 +302,42 @@ fn dropping_the_future_does_not_stop_or_break_the_job() {
     assert_eq!(lp.executor_jobs_in_flight(), 0);
     lp.close().unwrap();
 }
+
+/// LESSONS 22, the Ctrl-C half (CPython: shutdown hung joining threads
+/// blocked in user code): `close()` with a job blocked in user code returns
+/// at once, without joining it; the job runs on and ends when released. (A
+/// guard thread releases the job after `LIMIT` if `close` hangs, so the
+/// test then fails instead of hanging.)
+#[test]
+fn close_does_not_wait_for_a_job_blocked_in_user_code() {
+    let lp = new_loop();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let job = lp
+        .run_in_executor(move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            done_tx.send(()).unwrap();
+        })
+        .unwrap();
+    started_rx.recv_timeout(LIMIT).expect("the job started");
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    let guard = std::thread::spawn(move || {
+        let hung = closed_rx.recv_timeout(LIMIT).is_err();
+        release_tx.send(()).unwrap();
+        hung
+    });
+    lp.close().unwrap();
+    let stuck_job_still_running = done_rx.try_recv().is_err();
+    closed_tx.send(()).unwrap();
+    assert!(!guard.join().unwrap(), "close waited for the stuck job");
+    assert!(
+        stuck_job_still_running,
+        "close returned after the job ended"
+    );
+    drop(job);
+    done_rx
+        .recv_timeout(LIMIT)
+        .expect("the released job finished");
+}

@@ -348,3 +348,116 @@ fn sigint_default_is_restored_after_the_last_handler() {
         .expect("running the child");
     assert_eq!(status.signal(), Some(sigint), "child ended with {status:?}");
 }
+
+// ---------------------------------------------------------------------------
+// LESSONS 18 (docs/LESSONS.md): other code's signal handlers, and loops on
+// worker threads
+
+/// The signal masks of the process (`/proc/self/status`): caught, ignored.
+fn process_dispositions() -> (String, String) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (field("SigCgt:"), field("SigIgn:"))
+}
+
+/// LESSONS 18: creating, running and closing a loop on a worker thread
+/// (callbacks, timers, a wake-up from another thread, an executor job)
+/// leaves the process-wide signal dispositions exactly as they were; only
+/// `add_signal_handler` touches them.
+#[test]
+fn a_loop_on_a_worker_thread_never_touches_process_signal_state() {
+    let _g = serial();
+    let before = process_dispositions();
+    thread::spawn(|| {
+        let lp = new_loop();
+        let l = lp.clone();
+        let h = lp.handle();
+        let out = lp
+            .run_until_complete(async move {
+                l.sleep(Duration::from_millis(1)).await.unwrap();
+                let (tx, rx) = mpsc::channel();
+                thread::spawn(move || {
+                    h.call_soon_threadsafe(move || tx.send(()).unwrap())
+                        .unwrap()
+                });
+                let v = l.run_in_executor(|| 6 * 7).unwrap().await.unwrap();
+                while rx.try_recv().is_err() {
+                    l.sleep(Duration::from_millis(1)).await.unwrap();
+                }
+                v
+            })
+            .unwrap();
+        assert_eq!(out, 42);
+        lp.close().unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(process_dispositions(), before);
+}
+
+static FOREIGN_WINCH: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn foreign_winch(_sig: i32) {
+    FOREIGN_WINCH.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" {
+    /// The C library's `signal(2)` (BSD semantics in glibc and musl: the
+    /// handler stays installed).
+    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+}
+
+/// Waits (bounded) until the non-aioloop handler has run `n` times.
+fn until_foreign(n: usize) {
+    let deadline = Instant::now() + LIMIT;
+    while FOREIGN_WINCH.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the non-aioloop handler never ran"
+        );
+        thread::yield_now();
+    }
+}
+
+/// LESSONS 18: a handler installed by other code (not aioloop) keeps
+/// working while a loop handles the same signal (both run: signal-hook
+/// chains to the previous action) and after the loop removes its handler.
+/// SIGWINCH: ignored by default, so a lost handler fails the test instead of
+/// killing the process.
+#[test]
+fn a_handler_installed_by_other_code_survives_a_loop_handling_the_signal() {
+    let _g = serial();
+    let winch = Signal::WINCH.as_raw();
+    // SAFETY: the handler only touches an atomic (async-signal-safe), and
+    // no other test of this binary uses SIGWINCH.
+    let _old = unsafe { signal(winch, foreign_winch) };
+    send(Signal::WINCH);
+    until_foreign(1);
+
+    let lp = new_loop();
+    let got = counter();
+    let (g, l) = (got.clone(), lp.clone());
+    lp.add_signal_handler(winch, move || {
+        bump(&g);
+        l.stop();
+    })
+    .unwrap();
+    send_when_running(&lp, Signal::WINCH);
+    run_bounded(&lp);
+    assert_eq!(got.get(), 1, "the loop's handler ran");
+    until_foreign(2);
+
+    assert!(lp.remove_signal_handler(winch).unwrap());
+    send(Signal::WINCH);
+    until_foreign(3);
+    lp.close().unwrap();
+    send(Signal::WINCH);
+    until_foreign(4);
+    assert_eq!(got.get(), 1);
+}

@@ -712,3 +712,80 @@ fn a_flooded_udp_socket_does_not_starve_a_timer() {
     );
     lp.close().unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// LESSONS 23 (docs/LESSONS.md): accept, connect and recvfrom too
+
+mod net_util;
+
+/// LESSONS 23, for the other waits (CPython fixed `sock_recv` and
+/// `sock_sendall` first, `sock_accept` and `sock_connect` later): a pending
+/// `sock_accept`, `sock_connect` or `sock_recvfrom` that is dropped removes
+/// its reader or writer at once, and a retry right after works. The
+/// cancelled connect's socket is closed at once too (the close-before-
+/// unregister variant): the next socket, which usually gets the same fd
+/// number, connects through the loop.
+#[test]
+fn cancelled_accept_connect_and_recvfrom_unregister_at_once_and_a_retry_works() {
+    let lp = new_loop();
+    let (l, addr) = listener("127.0.0.1:0");
+    let (_hole, _fillers, hole) = net_util::black_hole("127.0.0.1:0".parse().unwrap());
+    let lp2 = lp.clone();
+    let got = run(&lp, async move {
+        // sock_accept.
+        {
+            let mut pending = pin!(lp2.sock_accept(&l));
+            assert!(
+                poll_once(pending.as_mut()).await.is_none(),
+                "nobody connects yet"
+            );
+        }
+        assert!(
+            !lp2.remove_reader(l.as_raw_fd()).unwrap(),
+            "the dropped accept left its reader"
+        );
+        let _client = TcpStream::connect(addr).unwrap();
+        let (_conn, _) = lp2.sock_accept(&l).await.unwrap();
+
+        // sock_connect, to an address that never answers.
+        let s = tcp_socket(AddressFamily::INET);
+        let raw = s.as_raw_fd();
+        {
+            let mut pending = pin!(lp2.sock_connect(&s, hole));
+            assert!(
+                poll_once(pending.as_mut()).await.is_none(),
+                "still connecting"
+            );
+        }
+        assert!(
+            !lp2.remove_writer(raw).unwrap(),
+            "the dropped connect left its writer"
+        );
+        drop(s);
+        let s = tcp_socket(AddressFamily::INET);
+        lp2.sock_connect(&s, addr).await.unwrap();
+        let (_conn, _) = lp2.sock_accept(&l).await.unwrap();
+
+        // sock_recvfrom.
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_nonblocking(true).unwrap();
+        let to = u.local_addr().unwrap();
+        {
+            let mut pending = pin!(lp2.sock_recvfrom(&u, 64));
+            assert!(
+                poll_once(pending.as_mut()).await.is_none(),
+                "nothing sent yet"
+            );
+        }
+        assert!(
+            !lp2.remove_reader(u.as_raw_fd()).unwrap(),
+            "the dropped recvfrom left its reader"
+        );
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"after cancel", to).unwrap();
+        let (data, _) = lp2.sock_recvfrom(&u, 64).await.unwrap();
+        data
+    });
+    assert_eq!(got, b"after cancel");
+    lp.close().unwrap();
+}

@@ -616,3 +616,56 @@ fn a_thousand_concurrent_connections_all_echo() {
     });
     finish(&lp, &seen);
 }
+
+/// LESSONS 5 (uvloop: "unable to perform operation on <UVPoll closed=True>"
+/// from `add_writer`, and `connection_lost` never called): a transport
+/// whose writability registration fails still loses its connection once,
+/// with the error, and keeps counting later writes. The failure is made
+/// real: the socket's fd number is replaced behind the transport's back by
+/// a socket whose send buffer is full. The send is refused with EAGAIN, so
+/// the transport buffers and asks the loop to watch the fd for writability,
+/// which the poller refuses (ENOENT: the socket it watched under that
+/// number was closed by the replacement). The loop must not spin or hang,
+/// and nothing may panic.
+#[test]
+fn a_failed_writability_registration_loses_the_connection_once() {
+    use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    let lost = run(&lp, async move {
+        let (t, rec, _theirs) = connect_quiet(&l, Hooks::none()).await;
+        // A socket whose send buffer is full (its peer never reads).
+        let (full, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        full.set_nonblocking(true).unwrap();
+        let chunk = [0u8; 65536];
+        while (&full).write(&chunk).is_ok() {}
+        let fd = t.fd().unwrap();
+        // SAFETY: `fd` is the transport's open socket; it is replaced in
+        // place and the number stays the transport's (never closed here).
+        let mut target = unsafe { OwnedFd::from_raw_fd(fd) };
+        rustix::io::dup2(full.as_fd(), &mut target).unwrap();
+        let _ = target.into_raw_fd();
+        t.write(&pattern(100_000, 3)).unwrap();
+        rec.until_lost().await;
+        assert_eq!(rec.lost.get(), 1);
+        let err = rec.lost_error.borrow().clone();
+        assert!(err.is_some(), "lost without the error");
+        assert!(t.is_closing());
+        assert_eq!(t.get_write_buffer_size(), 0);
+        t.write(b"after the loss").unwrap();
+        assert_eq!(t.writes_after_lost(), 1);
+        iterations(3).await;
+        assert_eq!(rec.lost.get(), 1, "connection_lost twice");
+        rec.assert_clean_life();
+        err
+    });
+    println!("lost with {lost:?}");
+    // asyncio reports such a fatal error through the exception handler too;
+    // whatever was reported, nothing panicked.
+    for s in seen.borrow().iter() {
+        assert!(s.panic.is_none(), "{s:#?}");
+    }
+    seen.borrow_mut().clear();
+    finish(&lp, &seen);
+}

@@ -466,3 +466,224 @@ fn raise_nofile(want: u64) {
         .unwrap();
     }
 }
+
+/// LESSONS 14: the loop reaps only the children it spawned (never
+/// `waitpid(-1)`). A child started by other code in the process (here
+/// `std::process::Command`) exits while the loop spawns, watches and reaps
+/// children of its own (with either watcher: the SIGCHLD one wakes on the
+/// other child's SIGCHLD too); it stays a zombie for its owner, who then
+/// gets its real status.
+#[test]
+fn a_child_spawned_by_other_code_is_never_reaped_by_the_loop() {
+    let lp = new_loop();
+    let l = lp.clone();
+    // One child of ours first, so that the watcher is in place.
+    let first = run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_shell(Rec::dummy, "exit 4", quiet())
+            .await
+            .unwrap();
+        t.wait().await.unwrap()
+    });
+    assert_eq!(first, 4);
+    let mut foreign = std::process::Command::new("sh")
+        .args(["-c", "exit 7"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = foreign.id();
+    // Bounded wait for it to exit: a zombie, our child, unreaped.
+    let zombie = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !zombie(pid) {
+        assert!(std::time::Instant::now() < deadline, "{pid} never exited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // More children of the loop's, spawned and reaped after the other
+    // child's exit (and its SIGCHLD).
+    let l = lp.clone();
+    let codes = run(&lp, async move {
+        let mut codes = Vec::new();
+        for i in 0..20 {
+            let (t, _p) = l
+                .subprocess_shell(Rec::dummy, format!("exit {i}"), quiet())
+                .await
+                .unwrap();
+            codes.push(t.wait().await.unwrap());
+        }
+        codes
+    });
+    assert_eq!(codes, (0..20).collect::<Vec<i32>>());
+    assert!(zombie(pid), "the loop reaped a child it did not spawn");
+    assert_eq!(
+        foreign.wait().unwrap().code(),
+        Some(7),
+        "its owner gets the status"
+    );
+    lp.close().unwrap();
+}
+
+/// LESSONS 13: with the epoll backend on Linux a child is held by a pidfd
+/// for its whole life (its signals go through it, so they can never reach
+/// a recycled pid): the transport's pidfd names the child
+/// (`/proc/self/fdinfo`), from the spawn until the reaping, which closes it
+/// in the same step that publishes the return code; after that, signals are
+/// refused (ESRCH) without a `kill(pid)`. The SIGCHLD watcher (other
+/// backends) has no pidfd; there the return code is published by the same
+/// loop-thread step that reaps, and the ESRCH rule is the same.
+#[test]
+fn a_child_is_held_by_its_pidfd_from_spawn_to_reaping() {
+    let lp = new_loop();
+    let t = sleeper(&lp);
+    let pid = t.get_pid();
+    match t.get_extra_info("pidfd") {
+        Some(SubprocessInfo::Pidfd(fd)) => {
+            assert_eq!(lp.backend(), aioloop::Backend::Epoll);
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+            assert!(
+                info.lines()
+                    .any(|l| l.split_whitespace().eq(["Pid:", &pid.to_string()])),
+                "pidfd {fd} does not name child {pid}: {info}"
+            );
+        }
+        None => assert_eq!(
+            lp.backend(),
+            aioloop::Backend::Polling,
+            "no pidfd with the epoll backend"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Another process ends the child (not through the transport).
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(wait(&lp, &t), -15);
+    // Reaped and published together: no pidfd, a return code, and no
+    // signal can be sent any more.
+    assert!(t.get_extra_info("pidfd").is_none());
+    assert_eq!(t.get_returncode(), Some(-15));
+    assert_eq!(t.send_signal(10).unwrap_err().raw_os_error(), Some(ESRCH));
+    assert_reaped_soon(pid);
+    lp.close().unwrap();
+}
+
+/// LESSONS 16, beyond one `wait`: with SIGCHLD ignored (inherited through
+/// `exec`, as from a parent that set it) every way a child's life ends
+/// still completes: many children with pipes in flight, `kill`, `close`,
+/// dropped handles. The kernel reaps them itself, so a return code may be
+/// 255 ("exited, status unknown", as asyncio) instead of the real one, but
+/// nothing waits forever.
+#[test]
+fn every_child_path_completes_with_sigchld_ignored() {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import os, signal, sys\n\
+             signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n\
+             os.execv(sys.argv[1], sys.argv[1:])",
+        )
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "sigchld_ignored_every_path_child",
+            "--nocapture",
+        ])
+        .env("AIOLOOP_SIGCHLD_IGNORED", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by every_child_path_completes_with_sigchld_ignored, with SIGCHLD ignored"]
+fn sigchld_ignored_every_path_child() {
+    assert_eq!(std::env::var("AIOLOOP_SIGCHLD_IGNORED").as_deref(), Ok("1"));
+    let lp = new_loop();
+    // Many children with a stdout pipe each, in flight together.
+    let l = lp.clone();
+    let results = run(&lp, async move {
+        let mut children = Vec::new();
+        for i in 0..50 {
+            let out = Rc::new(std::cell::RefCell::new(Vec::new()));
+            let o = out.clone();
+            let opts = SubprocessOptions::new()
+                .stdin(Stdio::DevNull)
+                .stderr(Stdio::DevNull);
+            let (t, _p) = l
+                .subprocess_shell(
+                    move || Collect(o),
+                    format!("echo {i}; exit {}", i % 7),
+                    opts,
+                )
+                .await
+                .unwrap();
+            children.push((i, t, out));
+        }
+        let mut results = Vec::new();
+        for (i, t, out) in children {
+            let code = t.wait().await.unwrap();
+            while t.get_pipe_transport(1).is_some_and(|p| !p.is_closing()) {
+                l.sleep(Duration::from_millis(5)).await.unwrap();
+            }
+            let text = String::from_utf8(out.borrow().clone()).unwrap();
+            results.push((i, code, text));
+        }
+        results
+    });
+    for (i, code, text) in results {
+        assert!(code == i % 7 || code == 255, "{i}: {code}");
+        assert_eq!(text, format!("{i}\n"));
+    }
+    // kill, then wait.
+    let t = sleeper(&lp);
+    t.kill().unwrap();
+    let code = wait(&lp, &t);
+    assert!(code == -9 || code == 255, "{code}");
+    // close: the protocol's connection_lost still comes.
+    let r = Run::new(&lp);
+    let (l, f, done) = (lp.clone(), r.factory(), r.done.clone());
+    run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_exec(f, "sleep", ["30"], SubprocessOptions::new())
+            .await
+            .unwrap();
+        t.close();
+        done.await.unwrap();
+    });
+    assert_eq!(shape(&r.evs.borrow()).last(), Some(&Ev::Lost));
+    // Dropped handles: the child goes away once released.
+    let l = lp.clone();
+    let pid = run(&lp, async move {
+        let (t, p) = l
+            .subprocess_shell(Rec::dummy, "read x; exit 5", SubprocessOptions::new())
+            .await
+            .unwrap();
+        let pid = t.get_pid();
+        let stdin = t.get_pipe_transport(0).unwrap();
+        stdin.write(b"go\n").unwrap();
+        drop((t, p, stdin));
+        pid
+    });
+    run_until_reaped(&lp, pid);
+    lp.close().unwrap();
+}

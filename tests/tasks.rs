@@ -1056,3 +1056,45 @@ fn run_until_complete_runs_its_future_as_a_task() {
     assert!(lp.all_tasks().is_empty());
     lp.close().unwrap();
 }
+
+/// LESSONS 24 (tokio users ask for `LocalRuntime`: `!Send` tasks without a
+/// `LocalSet` layer): `create_task` takes a `!Send` future directly (this
+/// one holds an `Rc` and a `RefCell` borrow-free shared state across
+/// awaits, and captures a `*const` marker that is neither `Send` nor
+/// `Sync`), runs it on the loop thread, and several such tasks share the
+/// same `Rc` state with no synchronisation.
+#[test]
+fn create_task_takes_not_send_futures_directly() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let shared = Rc::new(RefCell::new(Vec::new()));
+    let loop_thread = std::thread::current().id();
+    let out = run(&lp, async move {
+        let mut tasks = Vec::new();
+        for i in 0..3 {
+            let (s, l2) = (shared.clone(), l.clone());
+            let marker: *const () = std::ptr::null();
+            tasks.push(
+                l.create_task(async move {
+                    let _not_send = marker;
+                    s.borrow_mut().push(i);
+                    l2.sleep(std::time::Duration::from_millis(1)).await.unwrap();
+                    assert_eq!(std::thread::current().id(), loop_thread);
+                    s.borrow_mut().push(10 + i);
+                    Rc::strong_count(&s)
+                })
+                .unwrap(),
+            );
+        }
+        let mut counts = Vec::new();
+        for t in tasks {
+            counts.push(t.await.unwrap());
+        }
+        (counts, shared.borrow().clone())
+    });
+    assert!(out.0.iter().all(|&c| c >= 2), "{:?}", out.0);
+    let mut seen = out.1;
+    seen.sort();
+    assert_eq!(seen, vec![0, 1, 2, 10, 11, 12]);
+    lp.close().unwrap();
+}

@@ -1629,3 +1629,151 @@ fn pause_reading_inside_connection_made_holds() {
     t.abort();
     lp.close().unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// LESSONS 1 and 9 (docs/LESSONS.md)
+
+/// LESSONS 1: write first, buffer only the rest, and watch for writability
+/// only while the buffer holds bytes. The loop's writer table is the
+/// witness: `remove_writer` on the transport's fd returns false whenever the
+/// transport is not registered for writability (asking removes nothing then).
+/// A writer left behind after the buffer drained would keep a level-triggered
+/// poller waking at once on every iteration (a busy loop).
+#[test]
+fn the_transport_watches_for_writability_only_while_its_buffer_is_not_empty() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let (t, rec, theirs) = connect_std(&l, Hooks::none()).await;
+        let fd = t.fd().unwrap();
+        // A small write leaves at once: nothing buffered, nothing watched.
+        t.write(b"one byte at a time: x").unwrap();
+        assert_eq!(t.get_write_buffer_size(), 0);
+        assert!(
+            !l.remove_writer(fd).unwrap(),
+            "a writer is registered with an empty buffer"
+        );
+        // A large write: what the kernel does not take is buffered (the
+        // writer is registered then), and resume_writing comes only once the
+        // buffer is empty (low-water mark 0).
+        small_send_buffer(&t);
+        t.set_write_buffer_limits(Some(64 * 1024), Some(0)).unwrap();
+        const N: usize = 4 << 20;
+        t.write(&pattern(N, 1)).unwrap();
+        assert!(
+            t.get_write_buffer_size() > 0,
+            "4 MiB did not fit the kernel"
+        );
+        assert!(rec.paused.get());
+        // The peer reads everything and keeps the connection open (its
+        // stream comes back with the bytes), so the transport stays idle.
+        let reader = peer(theirs, |mut s| {
+            let mut buf = vec![0u8; 21 + N];
+            s.read_exact(&mut buf).unwrap();
+            (buf, s)
+        });
+        rec.until(|r| !r.paused.get()).await;
+        assert_eq!(t.get_write_buffer_size(), 0);
+        assert!(
+            !l.remove_writer(fd).unwrap(),
+            "the writer stayed registered after the buffer drained"
+        );
+        let (got, _theirs) = reader.join().unwrap();
+        assert!(got[21..] == pattern(N, 1)[..], "bytes lost or reordered");
+        // The loop idles: a level-triggered writer left behind would make it
+        // spin through this sleep (measured here: ~100,000 wake-ups and
+        // ~140 ms of CPU in 300 ms; an idle loop: one wake-up, under 1 ms).
+        // The thread's CPU time is a second witness; a loaded machine can
+        // only lower a spinning thread's share, never raise an idle one's.
+        let cpu = || rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        let before = cpu();
+        l.sleep(Duration::from_millis(300)).await.unwrap();
+        let after = cpu();
+        let used = Duration::new(after.tv_sec as u64, after.tv_nsec as u32)
+            .saturating_sub(Duration::new(before.tv_sec as u64, before.tv_nsec as u32));
+        assert!(
+            used < Duration::from_millis(50),
+            "the idle loop used {used:?} of CPU in 300 ms"
+        );
+        t.close();
+        rec.until_lost().await;
+        rec.assert_clean_life();
+    });
+    finish(&lp, &seen);
+}
+
+/// LESSONS 9 (TCP half): `create_server` sets `SO_REUSEADDR` by default on
+/// Unix, as asyncio (CPython had to re-add it after removing it by
+/// mistake), and `reuse_address: false` leaves it off. The visible effect:
+/// a server restarted on the port of a connection it closed first (the
+/// closing side keeps the 4-tuple in TIME_WAIT) binds again with the
+/// default, and is refused without it.
+#[test]
+fn servers_set_so_reuseaddr_by_default_so_a_restart_binds_despite_time_wait() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let acc = Accepted::new();
+        let first = l
+            .create_server(
+                acc.factory(Hooks::none),
+                &["127.0.0.1"],
+                0,
+                ServerOptions::default(),
+            )
+            .await
+            .unwrap();
+        let addr = first.sockets()[0].as_inet().unwrap();
+        let port = addr.port();
+        // The server side closes first: its end goes to TIME_WAIT once the
+        // client's FIN arrives.
+        let client = TcpStream::connect(addr).unwrap();
+        bounded(&client);
+        acc.until_made(1).await;
+        let server_end = acc.get(0).transport();
+        assert!(rustix::net::sockopt::socket_reuseaddr(dup_fd(server_end.fd().unwrap())).unwrap());
+        server_end.close();
+        acc.until_all_lost(1).await;
+        let mut c = client;
+        let (rest, _) = read_to_end_or_reset(&mut c);
+        assert!(rest.is_empty());
+        drop(c);
+        first.close();
+        first.wait_closed().await;
+
+        // Without SO_REUSEADDR the port is taken by the closed connection.
+        let err = l
+            .create_server(
+                acc.factory(Hooks::none),
+                &["127.0.0.1"],
+                port,
+                ServerOptions {
+                    reuse_address: false,
+                    ..ServerOptions::default()
+                },
+            )
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        // With the default it binds, and serves.
+        let again = l
+            .create_server(
+                acc.factory(Hooks::none),
+                &["127.0.0.1"],
+                port,
+                ServerOptions::default(),
+            )
+            .await
+            .unwrap();
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        acc.until_made(2).await;
+        drop(c);
+        acc.until_all_lost(2).await;
+        again.close();
+        again.wait_closed().await;
+    });
+    finish(&lp, &seen);
+}

@@ -289,3 +289,192 @@ fn a_handle_outliving_its_loop_reports_it_closed() {
     );
     assert_eq!(drops.load(Ordering::SeqCst), 1);
 }
+
+// ---------------------------------------------------------------------------
+// LESSONS 21 (docs/LESSONS.md): a wake-up that cannot be sent is not
+// swallowed
+
+const WAKE_CHILD: &str = "AIOLOOP_WAKE_FAILURE_CHILD";
+
+/// The eventfds of this process (`/proc/self/fd`).
+fn eventfds() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            (target.to_str()? == "anon_inode:[eventfd]")
+                .then(|| e.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Whether thread `tid` of this process sleeps in the poller (state S, and
+/// in epoll when the kernel says where).
+fn asleep_in_the_poller(tid: &str) -> bool {
+    let task = format!("/proc/self/task/{tid}");
+    let Ok(stat) = std::fs::read_to_string(format!("{task}/stat")) else {
+        return false;
+    };
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    if !state.starts_with('S') {
+        return false;
+    }
+    let wchan = std::fs::read_to_string(format!("{task}/wchan")).unwrap_or_default();
+    let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
+    let nr = syscall.split_whitespace().next().unwrap_or("");
+    let in_epoll = wchan.contains("epoll")
+        || (cfg!(target_arch = "x86_64") && ["232", "281", "441"].contains(&nr))
+        || (cfg!(target_arch = "aarch64") && ["22", "441"].contains(&nr));
+    in_epoll || (wchan.is_empty() && nr.is_empty())
+}
+
+/// Waits (bounded) until thread `tid` sleeps in the poller.
+fn until_asleep(tid: &str) {
+    let deadline = Instant::now() + LIMIT;
+    while !asleep_in_the_poller(tid) {
+        assert!(Instant::now() < deadline, "the loop thread never slept");
+        std::thread::yield_now();
+    }
+}
+
+/// LESSONS 21 (CPython's `_write_to_self()` swallowed `OSError`, so a loop
+/// whose wake-up write failed hung silently). Run in a child process: the
+/// loop's wake-up eventfd is replaced behind its back by a read-only
+/// `/dev/null` (every write to it fails with EBADF, as a seccomp denial
+/// would). While the loop sleeps, with only a backstop timer to end the
+/// sleep:
+/// - `call_soon_threadsafe` returns the error, every time (not only the
+///   first: a failed wake-up must not leave "already notified" behind);
+/// - a task woken by an executor job (a waker has nowhere to return an
+///   error) gets the failure reported through the exception handler, at the
+///   latest when the loop next wakes.
+///
+/// With `AIOLOOP_BACKEND=polling` the check cannot be made: `polling`'s
+/// `Poller::notify` ignores the write's result (polling 3.11 `epoll.rs`).
+#[test]
+fn a_wake_up_that_cannot_be_sent_is_reported_not_swallowed() {
+    if std::env::var_os(WAKE_CHILD).is_some() {
+        return wake_failure_child();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_wake_up_that_cannot_be_sent_is_reported_not_swallowed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WAKE_CHILD, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn wake_failure_child() {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    let before = eventfds();
+    let lp = new_loop();
+    if lp.backend() == aioloop::Backend::Polling {
+        println!("skipped: polling's notify() ignores write errors");
+        return;
+    }
+    let ours: Vec<i32> = eventfds()
+        .into_iter()
+        .filter(|fd| !before.contains(fd))
+        .collect();
+    assert_eq!(ours.len(), 1, "the loop's wake-up eventfd: {ours:?}");
+    // Break it: the fd number now names a read-only /dev/null.
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    // SAFETY: the number is the loop's open eventfd; it is replaced in place
+    // and never closed here (the loop still owns the number).
+    let mut target = unsafe { OwnedFd::from_raw_fd(ours[0]) };
+    rustix::io::dup2(&devnull, &mut target).unwrap();
+    let _ = target.into_raw_fd();
+    let seen = record_exceptions(&lp);
+    let tid = std::fs::read_link("/proc/thread-self")
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    // call_soon_threadsafe while the loop sleeps: an error, every time.
+    let (handle, t) = (lp.handle(), tid.clone());
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let sender = std::thread::spawn(move || {
+        until_asleep(&t);
+        let mut results = Vec::new();
+        for _ in 0..2 {
+            let r = r.clone();
+            results.push(
+                handle
+                    .call_soon_threadsafe(move || {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        results
+    });
+    let l = lp.clone();
+    lp.call_later(Duration::from_millis(500), move || l.stop())
+        .unwrap();
+    let dog = Watchdog::start(&lp);
+    lp.run_forever().unwrap();
+    dog.disarm();
+    let results = sender.join().unwrap();
+    for r in &results {
+        let err = r.as_ref().map_err(|e| e.as_str()).expect_err(&format!(
+            "a wake-up that failed was reported as sent: {results:?}"
+        ));
+        assert!(err.contains("waking the event loop"), "{err}");
+    }
+    // The callbacks stayed queued and ran once the timer woke the loop.
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+
+    // A task woken from an executor thread: reported, not swallowed. A
+    // try counts when the wake-up was lost (the task resumed only after the
+    // backstop timer); one where the job finished before the loop slept
+    // needed no wake-up and is tried again.
+    for attempt in 0.. {
+        assert!(attempt < 10, "the job never finished while the loop slept");
+        seen.borrow_mut().clear();
+        let l = lp.clone();
+        let t = tid.clone();
+        let lost = lp
+            .run_until_complete(async move {
+                let backstop = l.call_later(Duration::from_millis(300), || {}).unwrap();
+                let job = l.run_in_executor(move || until_asleep(&t)).unwrap();
+                job.await.unwrap();
+                backstop.cancel();
+                // Resumed only once the backstop was due: the wake-up was lost.
+                l.time() >= backstop.when()
+            })
+            .unwrap();
+        if !lost {
+            continue;
+        }
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        let text = format!("{} {:?}", seen[0].message, seen[0].error);
+        assert!(text.contains("wak"), "{text}");
+        assert!(
+            seen[0]
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("Bad file descriptor"),
+            "{text}"
+        );
+        break;
+    }
+    lp.close().unwrap();
+}

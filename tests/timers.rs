@@ -385,3 +385,41 @@ fn dropping_a_sleep_cancels_its_timer() {
     );
     lp.close().unwrap();
 }
+
+/// LESSONS 19, as the uvloop regression test measures it: `sleep(d)`
+/// never returns before `d` has elapsed on the real clock (`Instant::now()`
+/// read before the call and after the await), over many delays that are
+/// not whole milliseconds, including delays asked for late in an iteration
+/// (after a slow callback: a clock cached at the start of the iteration
+/// would put the deadline in the past).
+#[test]
+fn sleep_never_returns_early_measured_against_the_clock() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let dog = Watchdog::start(&lp);
+    let early = lp
+        .run_until_complete(async move {
+            let mut early = Vec::new();
+            for i in 0..150u64 {
+                let delay = Duration::from_micros(i * 70 % 3_000 + 1);
+                if i % 3 == 0 {
+                    // Spend a while in this step first (on the loop thread).
+                    let busy = Instant::now();
+                    while busy.elapsed() < Duration::from_micros(500) {
+                        std::hint::spin_loop();
+                    }
+                }
+                let start = Instant::now();
+                l.sleep(delay).await.unwrap();
+                let took = start.elapsed();
+                if took < delay {
+                    early.push((delay, took));
+                }
+            }
+            early
+        })
+        .unwrap();
+    dog.disarm();
+    assert!(early.is_empty(), "returned early: {early:?}");
+    lp.close().unwrap();
+}

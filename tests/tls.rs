@@ -1187,3 +1187,104 @@ fn close_and_abort_from_inside_data_received_end_the_connection_once() {
         finish(&lp, &seen);
     }
 }
+
+// ---------------------------------------------------------------------------
+// LESSONS 2 (docs/LESSONS.md): every path that grows a buffer pauses
+
+/// One TLS entry point that grows the write buffer (`write` or
+/// `writelines`): with a peer that does not read yet, `pause_writing` comes
+/// right after the call that put the buffer above the high-water mark, and
+/// `resume_writing` once the peer reads and the buffer is at or below the
+/// low-water mark; every byte arrives, in order.
+fn tls_write_path_pauses_above_high_and_resumes_at_low(grow: fn(&Transport, &[u8])) {
+    const N: usize = 4 * MIB;
+    const HIGH: usize = 64 * 1024;
+    const LOW: usize = 16 * 1024;
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let pki = Pki::new(&["localhost"]);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        rustix::net::sockopt::set_socket_recv_buffer_size(&listener, 4096).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_config = pki.server_config();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        // The peer completes the handshake, then reads nothing until told.
+        let peer = thread::spawn(move || -> io::Result<Vec<u8>> {
+            let (sock, _) = listener.accept()?;
+            sock.set_read_timeout(Some(util::LIMIT))?;
+            sock.set_write_timeout(Some(util::LIMIT))?;
+            let conn = rustls::ServerConnection::new(server_config).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock)?;
+            }
+            go_rx.recv().unwrap();
+            let mut got = Vec::new();
+            tls.read_to_end(&mut got)?;
+            Ok(got)
+        });
+        let sock = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::STREAM,
+            None,
+        )
+        .unwrap();
+        rustix::net::sockopt::set_socket_send_buffer_size(&sock, 4096).unwrap();
+        rustix::net::connect(&sock, &addr).unwrap();
+        let log = Log::new();
+        let lg = log.clone();
+        let (t, _h) = l
+            .create_connection(
+                move || Rec(lg),
+                None,
+                0,
+                ConnectOptions {
+                    sock: Some(sock),
+                    tls: Some(client_opts(&pki)),
+                    ..ConnectOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        t.set_write_buffer_limits(Some(HIGH), Some(LOW)).unwrap();
+        assert_eq!(log.events(), vec![Ev::Made]);
+        let data = pattern(N);
+        grow(&t, &data);
+        assert!(t.get_write_buffer_size() > HIGH, "the peer reads nothing");
+        assert_eq!(
+            log.events(),
+            vec![Ev::Made, Ev::Pause],
+            "pause_writing right after the call that crossed the high-water mark"
+        );
+        go_tx.send(()).unwrap();
+        log.until(|l| l.count(&Ev::Resume) > 0).await;
+        assert!(
+            t.get_write_buffer_size() <= LOW,
+            "resumed with {} bytes buffered",
+            t.get_write_buffer_size()
+        );
+        assert_eq!(log.count(&Ev::Pause), 1);
+        assert_eq!(log.count(&Ev::Resume), 1);
+        t.close();
+        log.until_lost().await;
+        assert_eq!(log.lost_kind(), Some(None), "{:?}", log.lost_error.borrow());
+        let got = peer.join().unwrap().unwrap();
+        assert!(got == data, "TLS plaintext lost or reordered");
+    });
+    finish(&lp, &seen);
+}
+
+#[test]
+fn tls_write_pauses_above_high_and_resumes_at_low() {
+    tls_write_path_pauses_above_high_and_resumes_at_low(|t, data| t.write(data).unwrap());
+}
+
+#[test]
+fn tls_writelines_pauses_above_high_and_resumes_at_low() {
+    tls_write_path_pauses_above_high_and_resumes_at_low(|t, data| {
+        let chunks: Vec<&[u8]> = data.chunks(100_003).collect();
+        t.writelines(&chunks).unwrap();
+    });
+}

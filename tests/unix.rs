@@ -386,3 +386,46 @@ fn unix_server_close_clients_and_wait_closed() {
     });
     finish(&lp, &seen);
 }
+
+/// LESSONS 12: on close a server removes only the socket file *it* bound
+/// (asyncio's `cleanup_socket` compares the inode). Here another program
+/// (as asyncio before 3.13 does) unlinks the path and binds its own
+/// listening socket there while our server runs; closing our server must
+/// leave that other socket file alone, and the other server reachable.
+/// Dropping a server without `close` follows the same rule.
+#[test]
+#[ignore = "bug: loop-net Server::close and ServerInner::drop remove the socket path unconditionally (server.rs remove_file), deleting a socket another program bound there; asyncio 3.13 compares the inode first"]
+fn close_leaves_a_socket_file_that_another_program_bound_over_ours() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    let tmp = TempPath::new("rebound");
+    let path = tmp.0.clone();
+    run(&lp, async move {
+        for closing in [true, false] {
+            let acc = Accepted::new();
+            let server = l
+                .create_unix_server(acc.factory(Hooks::echo), &path, ServerOptions::default())
+                .await
+                .unwrap();
+            assert!(is_socket(&path));
+            // Another program takes the path over.
+            std::fs::remove_file(&path).unwrap();
+            let theirs = UnixListener::bind(&path).unwrap();
+            if closing {
+                server.close();
+                server.wait_closed().await;
+            } else {
+                drop(server);
+            }
+            assert!(
+                is_socket(&path),
+                "closing our server removed another program's socket file (close: {closing})"
+            );
+            let _client = UnixStream::connect(&path).unwrap();
+            theirs.accept().unwrap();
+            std::fs::remove_file(&path).unwrap();
+        }
+    });
+    finish(&lp, &seen);
+}

@@ -115,8 +115,12 @@ impl EventLoop {
 
     /// Queues a task runnable from a waker (the scheduler of `tasks.rs`).
     pub(crate) fn inject_task(shared: &crate::threadsafe::Shared, runnable: async_task::Runnable) {
-        if let Err((_, Some(item))) = shared.inject(Injected::Task(runnable)) {
-            shared.discard(item);
+        match shared.inject(Injected::Task(runnable)) {
+            Ok(()) => {}
+            Err((_, Some(item))) => shared.discard(item),
+            // Queued, but the loop may sleep on: a waker cannot return the
+            // error, so the loop reports it (LESSONS 21).
+            Err((err, None)) => shared.record_wake_failure(err),
         }
     }
 }

@@ -6,7 +6,8 @@
 //!    live timer; else infinite.
 //! 2. Poll for I/O (skipped when the timeout is zero and no fd is watched,
 //!    since nothing could be reported) and queue the ready watchers; then
-//!    queue what other threads sent.
+//!    queue what other threads sent, and report through the exception
+//!    handler a wake-up that a waker on another thread could not send.
 //! 3. Move every due timer to the ready queue, in deadline order.
 //! 4. Run exactly the callbacks that were ready when this step began.
 //!
@@ -503,6 +504,16 @@ impl EventLoop {
                     Injected::Stop => inner.stopping.set(true),
                 }
             }
+        }
+
+        if let Some(err) = shared.take_wake_failure() {
+            self.call_exception_handler(
+                ExceptionContext::new(
+                    "Failed to wake up the event loop from another thread (a task woken there \
+                     waited for the loop's next wake-up)",
+                )
+                .with_error(err),
+            );
         }
 
         // 3. Due timers.

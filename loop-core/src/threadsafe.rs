@@ -18,7 +18,7 @@
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, ThreadId};
 
 use crate::reactor::Notifier;
@@ -39,6 +39,10 @@ pub(crate) struct Shared {
     pending: AtomicBool,
     closed: AtomicBool,
     pub(crate) notifier: Notifier,
+    /// A wake-up failed where no caller could be told (a task's waker): the
+    /// loop reports it through its exception handler (LESSONS 21).
+    wake_failed: AtomicBool,
+    wake_failure: Mutex<Option<LoopError>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -54,6 +58,8 @@ impl Shared {
             pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             notifier,
+            wake_failed: AtomicBool::new(false),
+            wake_failure: Mutex::new(None),
         };
         (shared, rx)
     }
@@ -68,6 +74,25 @@ impl Shared {
         self.notifier
             .notify()
             .map_err(|e| (LoopError::io("waking the event loop", e), None))
+    }
+
+    /// Keeps a wake-up failure that has no caller to return to (the first
+    /// one until the loop reports it).
+    pub(crate) fn record_wake_failure(&self, err: LoopError) {
+        let mut slot = self.wake_failure.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(err);
+        self.wake_failed.store(true, Ordering::SeqCst);
+    }
+
+    /// The wake-up failure to report, if any (one atomic load otherwise).
+    #[inline]
+    pub(crate) fn take_wake_failure(&self) -> Option<LoopError> {
+        if !self.wake_failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut slot = self.wake_failure.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake_failed.store(false, Ordering::SeqCst);
+        slot.take()
     }
 
     /// Whether something waits in the channel.

@@ -211,11 +211,18 @@ impl Notifier {
         if self.notified.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        match &self.kind {
+        let res = match &self.kind {
             #[cfg(target_os = "linux")]
             NotifierKind::Epoll(fd) => epoll::write_eventfd(fd),
             NotifierKind::Portable(p) => p.notify(),
+        };
+        if res.is_err() {
+            // Nothing was sent, so nothing will be consumed: the next
+            // wake-up must try (and report) again instead of being skipped
+            // as "already notified" (LESSONS 21).
+            self.notified.store(false, Ordering::SeqCst);
         }
+        res
     }
 
     /// Called by the loop around a blocking wait. The `SeqCst` pair with
