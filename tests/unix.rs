@@ -394,7 +394,6 @@ fn unix_server_close_clients_and_wait_closed() {
 /// leave that other socket file alone, and the other server reachable.
 /// Dropping a server without `close` follows the same rule.
 #[test]
-#[ignore = "bug: loop-net Server::close and ServerInner::drop remove the socket path unconditionally (server.rs remove_file), deleting a socket another program bound there; asyncio 3.13 compares the inode first"]
 fn close_leaves_a_socket_file_that_another_program_bound_over_ours() {
     let lp = new_loop();
     let seen = record_exceptions(&lp);

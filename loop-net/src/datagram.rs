@@ -56,7 +56,8 @@ mod recv;
 #[path = "datagram_send.rs"]
 mod send;
 
-pub(crate) use endpoint::{OwnedPath, Prepared};
+pub(crate) use crate::owned_path::OwnedPath;
+pub(crate) use endpoint::Prepared;
 
 /// What a datagram endpoint calls: asyncio's `DatagramProtocol`.
 ///

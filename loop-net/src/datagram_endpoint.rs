@@ -19,40 +19,7 @@ use crate::flow::WriteFlow;
 use crate::write_buffer::WriteBufferLimits;
 
 use super::{DatagramProtocol, DatagramTransport, DynProtocol, Endpoint, State, RETRY_DELAY};
-
-/// A Unix socket file an endpoint bound: removed when the endpoint goes
-/// away, if the path still names that same socket (never a file someone
-/// else put there since).
-#[derive(Debug)]
-pub(crate) struct OwnedPath {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-}
-
-impl OwnedPath {
-    /// Records the socket file just bound at `path`.
-    pub(crate) fn bound(path: PathBuf) -> Option<OwnedPath> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(&path).ok()?;
-        Some(OwnedPath {
-            path,
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
-    }
-}
-
-impl Drop for OwnedPath {
-    fn drop(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if meta.dev() == self.dev && meta.ino() == self.ino {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
-    }
-}
+use crate::owned_path::OwnedPath;
 
 /// A socket ready to become an endpoint, as `create_datagram_endpoint`
 /// prepared it.

@@ -30,6 +30,7 @@ use rustix::io::Errno;
 use rustix::net::SocketFlags;
 
 use crate::addr::SockAddr;
+use crate::owned_path::OwnedPath;
 use crate::protocol::AnyProtocol;
 use crate::stream::Stream;
 use crate::transport::Transport;
@@ -75,8 +76,9 @@ pub(crate) struct ServerInner {
     free: RefCell<Vec<usize>>,
     active: Cell<usize>,
     waiters: RefCell<Vec<Waker>>,
-    /// A Unix socket path this server bound, removed on close.
-    unix_path: RefCell<Option<PathBuf>>,
+    /// A Unix socket file this server bound, removed on close (if it is
+    /// still ours).
+    unix_path: RefCell<Option<OwnedPath>>,
     /// How accepted sockets become transports; `None`: plain streams.
     starter: RefCell<Option<Starter>>,
 }
@@ -112,7 +114,7 @@ impl Server {
                 free: RefCell::new(Vec::new()),
                 active: Cell::new(0),
                 waiters: RefCell::new(Vec::new()),
-                unix_path: RefCell::new(unix_path),
+                unix_path: RefCell::new(unix_path.and_then(OwnedPath::bound)),
                 starter: RefCell::new(None),
             }),
         }
@@ -166,9 +168,9 @@ impl Server {
             }
         }
         drop(listeners);
-        if let Some(path) = inner.unix_path.borrow_mut().take() {
-            let _ = std::fs::remove_file(path);
-        }
+        // Removed only if the path still names the socket we bound.
+        let path = inner.unix_path.borrow_mut().take();
+        drop(path);
         inner.wake_waiters();
     }
 
@@ -391,9 +393,7 @@ impl Drop for ServerInner {
                 let _ = self.lp.remove_reader(l.fd.as_raw_fd());
             }
         }
-        if let Some(path) = self.unix_path.get_mut().take() {
-            let _ = std::fs::remove_file(path);
-        }
+        drop(self.unix_path.get_mut().take());
     }
 }
 
