@@ -32,7 +32,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Waker;
 
-use crate::stream_error::{clone_io_error, StreamError};
+use crate::stream_error::{clone_io_error, IncompleteReadError, StreamError};
 use crate::transport::Transport;
 
 #[path = "byte_queue.rs"]
@@ -91,6 +91,33 @@ impl Inner {
             return self.transport.clone();
         }
         None
+    }
+
+    /// The transport to resume before waiting for data, if reading was
+    /// paused by us (waiting while paused would deadlock: `readexactly(n)`
+    /// with `n` above the limit).
+    fn unpause(&mut self) -> Option<Transport> {
+        if self.paused {
+            self.paused = false;
+            return self.transport.clone();
+        }
+        None
+    }
+
+    /// Unregisters the waiter if it is `id`.
+    fn clear_waiter(&mut self, id: u64) {
+        if matches!(self.waiter, Some((w, _)) if w == id) {
+            self.waiter = None;
+        }
+    }
+
+    /// The end of file came before what a read waits for: the read fails
+    /// with the whole buffer (which is emptied).
+    fn incomplete_read(&mut self, expected: Option<usize>) -> StreamError {
+        StreamError::IncompleteRead(IncompleteReadError {
+            partial: self.buffer.take(usize::MAX),
+            expected,
+        })
     }
 
     fn exception_copy(&self) -> Option<io::Error> {
@@ -155,9 +182,7 @@ impl Drop for StreamReader {
         // A pending `poll_read` of this handle leaves its registration
         // behind; let go of it so another handle may wait.
         if let Ok(mut inner) = self.inner.try_borrow_mut() {
-            if matches!(inner.waiter, Some((id, _)) if id == self.id) {
-                inner.waiter = None;
-            }
+            inner.clear_waiter(self.id);
         }
     }
 }
@@ -329,6 +354,18 @@ impl StreamReader {
     pub fn at_eof(&self) -> bool {
         let inner = self.state();
         inner.eof && inner.buffer.is_empty()
+    }
+
+    /// Takes up to `n` bytes from the buffer, then resumes the transport if
+    /// that brought the buffer down to the limit.
+    fn take_resuming(&self, n: usize) -> Vec<u8> {
+        let (data, resume) = {
+            let mut inner = self.state();
+            let data = inner.buffer.take(n);
+            (data, inner.maybe_resume())
+        };
+        Self::resume_if(resume);
+        data
     }
 
     fn resume_if(t: Option<Transport>) {

@@ -6,7 +6,7 @@
 //! limit.
 
 use super::StreamReader;
-use crate::stream_error::{IncompleteReadError, LimitOverrunError, StreamError};
+use crate::stream_error::{LimitOverrunError, StreamError};
 
 impl StreamReader {
     /// Reads up to `n` bytes (asyncio's `read(n)` with `n >= 0`): as soon as
@@ -25,13 +25,7 @@ impl StreamReader {
         if must_wait {
             self.wait_for_data("read").await?;
         }
-        let (data, resume) = {
-            let mut inner = self.state();
-            let data = inner.buffer.take(n);
-            (data, inner.maybe_resume())
-        };
-        Self::resume_if(resume);
-        Ok(data)
+        Ok(self.take_resuming(n))
     }
 
     /// Reads until the end of file and returns every byte (asyncio's
@@ -72,22 +66,12 @@ impl StreamReader {
                     break;
                 }
                 if inner.eof {
-                    let partial = inner.buffer.take(usize::MAX);
-                    return Err(StreamError::IncompleteRead(IncompleteReadError {
-                        partial,
-                        expected: Some(n),
-                    }));
+                    return Err(inner.incomplete_read(Some(n)));
                 }
             }
             self.wait_for_data("readexactly").await?;
         }
-        let (data, resume) = {
-            let mut inner = self.state();
-            let data = inner.buffer.take(n);
-            (data, inner.maybe_resume())
-        };
-        Self::resume_if(resume);
-        Ok(data)
+        Ok(self.take_resuming(n))
     }
 
     /// Reads up to and including `separator` (asyncio's `readuntil`).
@@ -131,28 +115,18 @@ impl StreamReader {
                 // A complete separator may have come with the last bytes, so
                 // the end of file is checked after the search.
                 if inner.eof {
-                    let partial = inner.buffer.take(usize::MAX);
-                    return Err(StreamError::IncompleteRead(IncompleteReadError {
-                        partial,
-                        expected: None,
-                    }));
+                    return Err(inner.incomplete_read(None));
                 }
             }
             self.wait_for_data("readuntil").await?;
         };
-        let (chunk, resume) = {
-            let mut inner = self.state();
-            if isep > inner.limit {
-                return Err(StreamError::LimitOverrun(LimitOverrunError {
-                    consumed: isep,
-                    message: "Separator is found, but chunk is longer than limit",
-                }));
-            }
-            let chunk = inner.buffer.take(isep + seplen);
-            (chunk, inner.maybe_resume())
-        };
-        Self::resume_if(resume);
-        Ok(chunk)
+        if isep > self.limit() {
+            return Err(StreamError::LimitOverrun(LimitOverrunError {
+                consumed: isep,
+                message: "Separator is found, but chunk is longer than limit",
+            }));
+        }
+        Ok(self.take_resuming(isep + seplen))
     }
 
     /// Reads one line, through its `\n` (asyncio's `readline`). At the end

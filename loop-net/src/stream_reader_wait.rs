@@ -40,9 +40,7 @@ impl StreamReader {
             let n = buf.len().min(inner.buffer.len());
             buf[..n].copy_from_slice(&inner.buffer.bytes()[..n]);
             inner.buffer.consume(n);
-            if matches!(inner.waiter, Some((id, _)) if id == self.id) {
-                inner.waiter = None;
-            }
+            inner.clear_waiter(self.id);
             let resume = inner.maybe_resume();
             drop(inner);
             Self::resume_if(resume);
@@ -61,12 +59,7 @@ impl StreamReader {
             _ => {}
         }
         inner.waiter = Some((self.id, cx.waker().clone()));
-        let resume = if inner.paused {
-            inner.paused = false;
-            inner.transport.clone()
-        } else {
-            None
-        };
+        let resume = inner.unpause();
         drop(inner);
         Self::resume_if(resume);
         Poll::Pending
@@ -92,9 +85,7 @@ impl std::future::Future for WaitForData<'_> {
         let mut inner = self.reader.state();
         if let Some(since) = self.since {
             if inner.events != since {
-                if matches!(inner.waiter, Some((w, _)) if w == id) {
-                    inner.waiter = None;
-                }
+                inner.clear_waiter(id);
                 if inner.failed_waiter == Some(id) {
                     inner.failed_waiter = None;
                     if let Some(e) = inner.exception_copy() {
@@ -121,14 +112,8 @@ impl std::future::Future for WaitForData<'_> {
         }
         inner.waiter = Some((id, cx.waker().clone()));
         let since = inner.events;
-        // Waiting while paused would deadlock (readexactly(n) with n above
-        // the limit): resume first.
-        let resume = if inner.paused {
-            inner.paused = false;
-            inner.transport.clone()
-        } else {
-            None
-        };
+        // Waiting while paused would deadlock: resume first.
+        let resume = inner.unpause();
         drop(inner);
         self.since = Some(since);
         StreamReader::resume_if(resume);
@@ -139,9 +124,7 @@ impl std::future::Future for WaitForData<'_> {
 impl Drop for WaitForData<'_> {
     fn drop(&mut self) {
         if let Ok(mut inner) = self.reader.inner.try_borrow_mut() {
-            if matches!(inner.waiter, Some((w, _)) if w == self.id) {
-                inner.waiter = None;
-            }
+            inner.clear_waiter(self.id);
             if inner.failed_waiter == Some(self.id) {
                 inner.failed_waiter = None;
             }
