@@ -42,14 +42,13 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
+use loop_core::{ErrorKind, EventLoop, LoopError};
 
 use crate::addr::SockAddr;
 use crate::flow::{Notice, WriteFlow, RETRY_DELAY};
-use crate::protocol::AnyProtocol;
+use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
@@ -176,16 +175,8 @@ impl Stream {
     /// only schedules `connection_lost` after it), then starts reading.
     fn deliver_made(self: &Rc<Self>, transport: Transport) {
         let protocol = self.protocol.borrow().clone();
-        let mut arg = Some(transport);
-        let made = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_with_base(|p| {
-                if let Some(t) = arg.take() {
-                    p.connection_made(t)
-                }
-            })
-        }));
-        match made {
-            Ok(true) => {
+        match protocol.deliver_connection_made(transport) {
+            Made::Called => {
                 self.made.set(true);
                 self.wake_made();
                 self.drain_deferred();
@@ -193,10 +184,9 @@ impl Stream {
                     self.start_reading();
                 }
             }
-            Ok(false) => {
+            Made::Busy(t) => {
                 // The protocol is borrowed by someone else right now: retry.
                 let me = self.clone();
-                let t = arg.take().expect("not consumed");
                 if self
                     .lp
                     .call_later(RETRY_DELAY, move || me.deliver_made(t))
@@ -205,7 +195,7 @@ impl Stream {
                     self.finish_lost();
                 }
             }
-            Err(payload) => {
+            Made::Panicked(payload) => {
                 self.made.set(true);
                 self.wake_made();
                 self.protocol_failed("connection_made", payload);
@@ -272,13 +262,8 @@ impl Stream {
     }
 
     fn protocol_failed(self: &Rc<Self>, what: &str, payload: Box<dyn std::any::Any + Send>) {
-        let err = LoopError::panicked(format!("protocol.{what}()"), payload);
-        self.lp.call_exception_handler(
-            ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
-                .with_error(err.clone())
-                .with("transport", format!("fd={}", self.raw)),
-        );
-        self.force_close(Some(io::Error::other(err.to_string())));
+        let error = report_protocol_panic(&self.lp, what, payload, format!("fd={}", self.raw));
+        self.force_close(Some(error));
     }
 
     fn schedule_lost(self: &Rc<Self>, error: Option<io::Error>) {
