@@ -379,24 +379,17 @@ fn call_connection_lost<T: PipeEnd>(me: &Rc<T>, error: Option<io::Error>) {
     if life.state.get() == State::Lost {
         return;
     }
-    if !life.made.get() {
+    let undelivered = if !life.made.get() {
         // connection_made is still being retried; lost comes after it.
-        let m = me.clone();
-        if life
-            .lp
-            .call_later(RETRY_DELAY, move || call_connection_lost(&m, error))
-            .is_err()
-        {
-            finish_lost(me);
-        }
-        return;
-    }
-    let protocol = life.protocol();
-    let context = format!("{} fd={}", T::NAME, life.raw);
-    let delivered = protocol.deliver_connection_lost(&life.lp, error, &context);
-    drop(protocol);
-    if let Err(error) = delivered {
-        // Borrowed by a task right now: try again shortly.
+        Err(error)
+    } else {
+        let context = format!("{} fd={}", T::NAME, life.raw);
+        // Err: borrowed by a task right now.
+        life.protocol()
+            .deliver_connection_lost(&life.lp, error, &context)
+    };
+    if let Err(error) = undelivered {
+        // Try again shortly.
         let m = me.clone();
         if life
             .lp

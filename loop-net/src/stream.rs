@@ -280,23 +280,17 @@ impl Stream {
     }
 
     fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        if !self.made.get() && self.state.get() != State::Lost {
+        let undelivered = if !self.made.get() && self.state.get() != State::Lost {
             // connection_made is still being retried; lost comes after it.
-            let me = self.clone();
-            if self
-                .lp
-                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
-                .is_ok()
-            {
-                return;
-            }
-            self.finish_lost();
-            return;
-        }
-        let protocol = self.protocol.borrow().clone();
-        let context = format!("fd={}", self.raw);
-        if let Err(error) = protocol.deliver_connection_lost(&self.lp, error, &context) {
-            // Borrowed by a task right now: try again shortly.
+            Err(error)
+        } else {
+            let protocol = self.protocol.borrow().clone();
+            let context = format!("fd={}", self.raw);
+            // Err: borrowed by a task right now.
+            protocol.deliver_connection_lost(&self.lp, error, &context)
+        };
+        if let Err(error) = undelivered {
+            // Try again shortly.
             let me = self.clone();
             if self
                 .lp

@@ -8,6 +8,7 @@ use std::io::IoSlice;
 use std::rc::Rc;
 
 use loop_core::{ErrorKind, LoopError};
+use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendFlags, Shutdown};
 
 use super::{io_error, Notice, State, Stream};
@@ -77,39 +78,21 @@ impl Stream {
     }
 
     fn send_now(&self, data: &[u8]) -> io::Result<usize> {
-        loop {
-            let r = self
-                .with_fd(|fd| rustix::net::send(fd, data, SendFlags::NOSIGNAL))
-                .unwrap_or(Ok(0));
-            match r {
-                Ok(n) => return Ok(n),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return Ok(0),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        sent(|| self.with_fd(|fd| rustix::net::send(fd, data, SendFlags::NOSIGNAL)))
     }
 
     fn sendv_now(&self, chunks: &[&[u8]]) -> io::Result<usize> {
         let slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
-        loop {
-            let r = self
-                .with_fd(|fd| {
-                    rustix::net::sendmsg(
-                        fd,
-                        &slices,
-                        &mut SendAncillaryBuffer::default(),
-                        SendFlags::NOSIGNAL,
-                    )
-                })
-                .unwrap_or(Ok(0));
-            match r {
-                Ok(n) => return Ok(n),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return Ok(0),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        sent(|| {
+            self.with_fd(|fd| {
+                rustix::net::sendmsg(
+                    fd,
+                    &slices,
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::NOSIGNAL,
+                )
+            })
+        })
     }
 
     fn check_writable(&self) -> Result<bool, LoopError> {
@@ -188,6 +171,19 @@ impl Stream {
         if !delivered {
             let me = self.rc();
             self.flow.retry_later(&self.lp, move || me.drain_deferred());
+        }
+    }
+}
+
+/// Runs `send` again while it is interrupted: the bytes it took (none when
+/// the socket is full, `EAGAIN`, or gone, `None`), or its error.
+fn sent(mut send: impl FnMut() -> Option<rustix::io::Result<usize>>) -> io::Result<usize> {
+    loop {
+        match send().unwrap_or(Ok(0)) {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(0),
+            Err(e) => return Err(e.into()),
         }
     }
 }
