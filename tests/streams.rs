@@ -19,8 +19,9 @@ mod net_util;
 mod tls_util;
 mod util;
 
+use std::future::Future;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -35,8 +36,63 @@ use futures_lite::StreamExt;
 use net_util::*;
 use util::*;
 
+/// Runs `test` on a new loop under the watchdog, then checks that the
+/// exception handler saw nothing and closes the loop.
+fn on_loop<F: Future<Output = ()> + 'static>(test: impl FnOnce(EventLoop) -> F) {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    run(&lp, test(lp.clone()));
+    finish(&lp, &seen);
+}
+
 fn port_of(server: &Server) -> u16 {
     server.sockets()[0].as_inet().unwrap().port()
+}
+
+/// A stream server on an ephemeral port of 127.0.0.1 with default options.
+async fn serve<C, Fut>(l: &EventLoop, client_connected: C) -> Server
+where
+    C: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+    Fut: Future + 'static,
+    Fut::Output: ClientTaskOutput,
+{
+    l.start_server(
+        client_connected,
+        &["127.0.0.1"],
+        0,
+        ServerOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// A connection to `server` (of [`serve`]) through `open_connection`.
+async fn open(l: &EventLoop, server: &Server) -> (StreamReader, StreamWriter) {
+    l.open_connection("127.0.0.1", port_of(server))
+        .await
+        .unwrap()
+}
+
+/// A connection to `listener` (a plain socket of this thread) with a reader
+/// of `limit`: the reader, the writer and the peer's end.
+async fn connect_to(
+    l: &EventLoop,
+    listener: &TcpListener,
+    limit: usize,
+) -> (StreamReader, StreamWriter, TcpStream) {
+    let port = listener.local_addr().unwrap().port();
+    let (r, w) = l
+        .open_connection_with(Some("127.0.0.1"), port, ConnectOptions::default(), limit)
+        .await
+        .unwrap();
+    let (theirs, _) = listener.accept().unwrap();
+    (r, w, theirs)
+}
+
+/// [`connect_to`] a new listener.
+async fn connected(l: &EventLoop, limit: usize) -> (StreamReader, StreamWriter, TcpStream) {
+    let (listener, _) = std_listener("127.0.0.1:0");
+    connect_to(l, &listener, limit).await
 }
 
 /// The echo handler of the servers below: read, write, drain until EOF,
@@ -77,18 +133,9 @@ async fn echo_through(lp: &EventLoop, r: StreamReader, w: StreamWriter, data: Ve
 
 #[test]
 fn tcp_echo_over_open_connection_and_start_server() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let server = l
-            .start_server(echo, &["127.0.0.1"], 0, ServerOptions::default())
-            .await
-            .unwrap();
-        let (r, w) = l
-            .open_connection("127.0.0.1", port_of(&server))
-            .await
-            .unwrap();
+    on_loop(|l| async move {
+        let server = serve(&l, echo).await;
+        let (r, w) = open(&l, &server).await;
         assert!(matches!(
             w.get_extra_info("peername"),
             Some(ExtraInfo::Addr(_))
@@ -105,17 +152,13 @@ fn tcp_echo_over_open_connection_and_start_server() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn unix_echo_over_open_unix_connection_and_start_unix_server() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let tmp = TempPath::new("streams");
     let path = tmp.0.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let server = l
             .start_unix_server(echo, &path, ServerOptions::default(), DEFAULT_LIMIT)
             .await
@@ -128,7 +171,6 @@ fn unix_echo_over_open_unix_connection_and_start_unix_server() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 const DEFAULT_LIMIT: usize = aioloop::net::DEFAULT_LIMIT;
@@ -141,6 +183,24 @@ fn fed(limit: usize, chunks: &[&[u8]]) -> StreamReader {
     }
     r.feed_eof();
     r
+}
+
+/// A reader of `limit` holding `data`, not at EOF.
+fn holding(limit: usize, data: &[u8]) -> StreamReader {
+    let r = StreamReader::with_limit(limit).unwrap();
+    r.feed_data(data).unwrap();
+    r
+}
+
+/// Asserts that `readuntil(separator)` fails with a `LimitOverrunError` of
+/// `consumed` bytes and `message`.
+async fn assert_overrun(r: &StreamReader, separator: &[u8], consumed: usize, message: &str) {
+    match r.readuntil(separator).await {
+        Err(StreamError::LimitOverrun(e)) => {
+            assert_eq!((e.consumed, e.message()), (consumed, message));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -200,45 +260,35 @@ fn readuntil_over_the_limit_is_limit_overrun_and_leaves_the_data() {
     block_on(async {
         // Not found within the limit: consumed = the bytes known not to
         // start the separator (buffer length + 1 - separator length).
-        let r = StreamReader::with_limit(8).unwrap();
-        r.feed_data(b"0123456789ab").unwrap();
-        match r.readuntil(b"--").await {
-            Err(StreamError::LimitOverrun(e)) => {
-                assert_eq!(e.consumed, 11);
-                assert_eq!(
-                    e.message(),
-                    "Separator is not found, and chunk exceed the limit"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        let r = holding(8, b"0123456789ab");
+        assert_overrun(
+            &r,
+            b"--",
+            11,
+            "Separator is not found, and chunk exceed the limit",
+        )
+        .await;
         assert_eq!(r.buffered(), 12);
         // Found, but beyond the limit: consumed = where it starts.
-        let r = StreamReader::with_limit(8).unwrap();
-        r.feed_data(b"0123456789\nnext\n").unwrap();
-        match r.readuntil(b"\n").await {
-            Err(StreamError::LimitOverrun(e)) => {
-                assert_eq!(e.consumed, 10);
-                assert_eq!(
-                    e.message(),
-                    "Separator is found, but chunk is longer than limit"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        let r = holding(8, b"0123456789\nnext\n");
+        assert_overrun(
+            &r,
+            b"\n",
+            10,
+            "Separator is found, but chunk is longer than limit",
+        )
+        .await;
         // The data is still there.
         assert_eq!(r.read(100).await.unwrap(), b"0123456789\nnext\n");
         // Exactly at the limit is fine (the limit does not count the separator).
-        let r = StreamReader::with_limit(8).unwrap();
-        r.feed_data(b"01234567\n").unwrap();
+        let r = holding(8, b"01234567\n");
         assert_eq!(r.readuntil(b"\n").await.unwrap(), b"01234567\n");
         // An empty separator is refused.
         assert!(matches!(
             r.readuntil(b"").await,
             Err(StreamError::InvalidArgument(_))
         ));
-        let r = StreamReader::with_limit(1).unwrap();
-        r.feed_data(b"abc").unwrap();
+        let r = holding(1, b"abc");
         let err: io::Error = r.readuntil(b"\n").await.unwrap_err().into();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     });
@@ -249,16 +299,14 @@ fn readline_over_the_limit_discards_as_asyncio_does() {
     block_on(async {
         // The newline is buffered: the long line goes through its newline,
         // and the next line reads normally.
-        let r = StreamReader::with_limit(4).unwrap();
-        r.feed_data(b"too long line\nok\n").unwrap();
+        let r = holding(4, b"too long line\nok\n");
         match r.readline().await {
             Err(StreamError::LineTooLong(e)) => assert_eq!(e.consumed, 13),
             other => panic!("{other:?}"),
         }
         assert_eq!(r.readline().await.unwrap(), b"ok\n");
         // No newline buffered: the whole buffer goes.
-        let r = StreamReader::with_limit(4).unwrap();
-        r.feed_data(b"0123456789").unwrap();
+        let r = holding(4, b"0123456789");
         assert!(matches!(
             r.readline().await,
             Err(StreamError::LineTooLong(_))
@@ -383,18 +431,9 @@ fn bad_inputs_are_typed_errors() {
     assert_eq!(r.buffered(), 0);
     r.feed_data(b"").unwrap_err();
     // A second transport is refused.
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let server = l
-            .start_server(echo, &["127.0.0.1"], 0, ServerOptions::default())
-            .await
-            .unwrap();
-        let (r, w) = l
-            .open_connection("127.0.0.1", port_of(&server))
-            .await
-            .unwrap();
+    on_loop(|l| async move {
+        let server = serve(&l, echo).await;
+        let (r, w) = open(&l, &server).await;
         assert!(matches!(
             r.set_transport(w.transport().clone()),
             Err(StreamError::InvalidState("Transport already set"))
@@ -419,7 +458,6 @@ fn bad_inputs_are_typed_errors() {
         w.wait_closed().await.unwrap();
         server.close();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -511,21 +549,8 @@ async fn until(mut cond: impl FnMut() -> bool) {
 #[test]
 fn the_reader_pauses_the_transport_past_twice_the_limit_and_resumes_at_the_limit() {
     const LIM: usize = 4096;
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let (listener, addr) = std_listener("127.0.0.1:0");
-        let (r, w) = l
-            .open_connection_with(
-                Some("127.0.0.1"),
-                addr.port(),
-                ConnectOptions::default(),
-                LIM,
-            )
-            .await
-            .unwrap();
-        let (theirs, _) = listener.accept().unwrap();
+    on_loop(|l| async move {
+        let (r, w, theirs) = connected(&l, LIM).await;
         let data = pattern(64 * 1024, 3);
         let sent = data.clone();
         let peer = peer(theirs, move |mut s| {
@@ -556,27 +581,13 @@ fn the_reader_pauses_the_transport_past_twice_the_limit_and_resumes_at_the_limit
         let (back, _) = peer.join().unwrap();
         assert!(back.is_empty());
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn readexactly_above_the_limit_resumes_a_paused_transport_instead_of_deadlocking() {
     const LIM: usize = 1024;
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let (listener, addr) = std_listener("127.0.0.1:0");
-        let (r, w) = l
-            .open_connection_with(
-                Some("127.0.0.1"),
-                addr.port(),
-                ConnectOptions::default(),
-                LIM,
-            )
-            .await
-            .unwrap();
-        let (theirs, _) = listener.accept().unwrap();
+    on_loop(|l| async move {
+        let (r, w, theirs) = connected(&l, LIM).await;
         let data = pattern(100_000, 4);
         let sent = data.clone();
         let peer = peer(theirs, move |mut s| {
@@ -588,21 +599,16 @@ fn readexactly_above_the_limit_resumes_a_paused_transport_instead_of_deadlocking
         w.wait_closed().await.unwrap();
         peer.join().unwrap();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn drain_waits_while_a_peer_does_not_read_and_returns_once_it_does() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let (listener, addr) = std_listener("127.0.0.1:0");
+    on_loop(|l| async move {
+        let (listener, _) = std_listener("127.0.0.1:0");
         // Small kernel buffers on both sides: the kernel can absorb only a
         // few KiB while the peer does not read.
         rustix::net::sockopt::set_socket_recv_buffer_size(&listener, 4096).unwrap();
-        let (r, w) = l.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let (theirs, _) = listener.accept().unwrap();
+        let (r, w, theirs) = connect_to(&l, &listener, DEFAULT_LIMIT).await;
         let (go, wait) = mpsc::channel::<()>();
         let peer = peer(theirs, move |mut s| {
             wait.recv().unwrap();
@@ -642,18 +648,12 @@ fn drain_waits_while_a_peer_does_not_read_and_returns_once_it_does() {
         let (got, err) = peer.join().unwrap();
         assert_eq!((got.len(), err), (total, None));
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_reset_fails_reads_drain_and_wait_closed_with_the_connection_error() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let (listener, addr) = std_listener("127.0.0.1:0");
-        let (r, w) = l.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let (theirs, _) = listener.accept().unwrap();
+    on_loop(|l| async move {
+        let (r, w, theirs) = connected(&l, DEFAULT_LIMIT).await;
         set_linger_zero(&theirs);
         drop(theirs); // RST
         match r.read(10).await {
@@ -682,18 +682,12 @@ fn a_reset_fails_reads_drain_and_wait_closed_with_the_connection_error() {
             io::ErrorKind::ConnectionReset
         );
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn writes_after_close_and_after_write_eof_and_drain_after_close() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let (listener, addr) = std_listener("127.0.0.1:0");
-        let (_r, w) = l.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let (theirs, _) = listener.accept().unwrap();
+    on_loop(|l| async move {
+        let (_r, w, theirs) = connected(&l, DEFAULT_LIMIT).await;
         let peer = peer(theirs, |mut s| read_to_end_or_reset(&mut s));
         w.write(b"before").unwrap();
         w.write_eof().unwrap();
@@ -712,17 +706,11 @@ fn writes_after_close_and_after_write_eof_and_drain_after_close() {
         w.wait_closed().await.unwrap();
         assert_eq!(peer.join().unwrap(), (b"before".to_vec(), None));
     });
-    finish(&lp, &seen);
 
     // After close without write_eof: the bytes are dropped and counted, as
     // asyncio's transports do; the futures-io side refuses them.
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let (listener, addr) = std_listener("127.0.0.1:0");
-        let (r, w) = l.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let (theirs, _) = listener.accept().unwrap();
+    on_loop(|l| async move {
+        let (r, w, theirs) = connected(&l, DEFAULT_LIMIT).await;
         let peer = peer(theirs, |mut s| read_to_end_or_reset(&mut s));
         w.close();
         w.wait_closed().await.unwrap();
@@ -732,18 +720,12 @@ fn writes_after_close_and_after_write_eof_and_drain_after_close() {
         assert!(pair.write(b"late").await.is_err());
         assert!(peer.join().unwrap().0.is_empty());
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_peer_eof_keeps_the_connection_half_open_for_the_reply() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let (listener, addr) = std_listener("127.0.0.1:0");
-        let (r, w) = l.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let (theirs, _) = listener.accept().unwrap();
+    on_loop(|l| async move {
+        let (r, w, theirs) = connected(&l, DEFAULT_LIMIT).await;
         let peer = peer(theirs, |mut s| {
             write_all_then_shutdown(&mut s, b"question");
             read_to_end_or_reset(&mut s)
@@ -758,18 +740,12 @@ fn a_peer_eof_keeps_the_connection_half_open_for_the_reply() {
         w.wait_closed().await.unwrap();
         assert_eq!(peer.join().unwrap(), (b"answer".to_vec(), None));
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn dropping_the_writer_closes_the_connection() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let (listener, addr) = std_listener("127.0.0.1:0");
-        let (r, w) = l.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let (theirs, _) = listener.accept().unwrap();
+    on_loop(|l| async move {
+        let (r, w, theirs) = connected(&l, DEFAULT_LIMIT).await;
         let peer = peer(theirs, |mut s| read_to_end_or_reset(&mut s));
         let flow = w.flow_control().clone();
         w.write(b"bye").unwrap();
@@ -778,7 +754,6 @@ fn dropping_the_writer_closes_the_connection() {
         assert_eq!(r.read(10).await.unwrap(), b"");
         assert_eq!(peer.join().unwrap(), (b"bye".to_vec(), None));
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -790,24 +765,17 @@ fn a_failing_client_task_is_reported_to_the_exception_handler() {
     let finished = Rc::new(std::cell::Cell::new(false));
     let (n, f) = (notify.clone(), finished.clone());
     run(&lp, async move {
-        let server = l
-            .start_server(
-                move |r: StreamReader, w: StreamWriter| {
-                    let (n, f) = (n.clone(), f.clone());
-                    async move {
-                        let _keep = w;
-                        let res = r.readexactly(10).await.map(|_| ());
-                        f.set(true);
-                        n.wake();
-                        res
-                    }
-                },
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
+        let server = serve(&l, move |r: StreamReader, w: StreamWriter| {
+            let (n, f) = (n.clone(), f.clone());
+            async move {
+                let _keep = w;
+                let res = r.readexactly(10).await.map(|_| ());
+                f.set(true);
+                n.wake();
+                res
+            }
+        })
+        .await;
         let stream = TcpStream::connect(("127.0.0.1", port_of(&server))).unwrap();
         let peer = peer(stream, |mut s| {
             write_all_then_shutdown(&mut s, b"short");
@@ -840,14 +808,8 @@ fn a_failing_client_task_is_reported_to_the_exception_handler() {
 
 #[test]
 fn stream_reader_protocol_over_create_connection_by_hand() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let server = l
-            .start_server(echo, &["127.0.0.1"], 0, ServerOptions::default())
-            .await
-            .unwrap();
+    on_loop(|l| async move {
+        let server = serve(&l, echo).await;
         let reader = StreamReader::new();
         let flow = FlowControl::new();
         let protocol = StreamReaderProtocol::new(reader.clone(), flow.clone());
@@ -870,7 +832,6 @@ fn stream_reader_protocol_over_create_connection_by_hand() {
         assert!(handle.borrow().reader().is_none());
         server.close();
     });
-    finish(&lp, &seen);
 }
 
 /// A protocol of another crate (a subprocess's stdin, say) that forwards its
@@ -895,10 +856,7 @@ impl Protocol for FeedsFlow {
 
 #[test]
 fn a_stream_writer_over_a_write_pipe_with_its_own_flow_control() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (read_end, write_end) = rustix::pipe::pipe().unwrap();
         let reader_thread = std::thread::spawn(move || {
             let mut f = std::fs::File::from(read_end);
@@ -924,36 +882,21 @@ fn a_stream_writer_over_a_write_pipe_with_its_own_flow_control() {
         let got = reader_thread.join().unwrap();
         assert!(got == data);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn futures_io_copy_through_a_stream_pair() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // A server written against futures-io only: copies its input back.
-        let server = l
-            .start_server(
-                |r: StreamReader, w: StreamWriter| async move {
-                    let pair = StreamPair::new(r, w);
-                    let (reader, writer) = pair.into_parts();
-                    let mut writer = writer;
-                    futures_lite::io::copy(reader, &mut writer).await?;
-                    AsyncWriteExt::close(&mut writer).await
-                },
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
-        let mut pair: StreamPair = l
-            .open_connection("127.0.0.1", port_of(&server))
-            .await
-            .unwrap()
-            .into();
+        let server = serve(&l, |r: StreamReader, w: StreamWriter| async move {
+            let pair = StreamPair::new(r, w);
+            let (reader, writer) = pair.into_parts();
+            let mut writer = writer;
+            futures_lite::io::copy(reader, &mut writer).await?;
+            AsyncWriteExt::close(&mut writer).await
+        })
+        .await;
+        let mut pair: StreamPair = open(&l, &server).await.into();
         let data = pattern(700_000, 7);
         let writer_side = data.clone();
         // Write everything (poll_write waits while paused), half-close,
@@ -983,18 +926,12 @@ fn futures_io_copy_through_a_stream_pair() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn futures_io_poll_write_is_pending_while_paused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let (listener, addr) = std_listener("127.0.0.1:0");
-        let (_r, mut w) = l.open_connection("127.0.0.1", addr.port()).await.unwrap();
-        let (theirs, _) = listener.accept().unwrap();
+    on_loop(|l| async move {
+        let (_r, mut w, theirs) = connected(&l, DEFAULT_LIMIT).await;
         let (go, wait) = mpsc::channel::<()>();
         let peer = peer(theirs, move |mut s| {
             wait.recv().unwrap();
@@ -1026,34 +963,23 @@ fn futures_io_poll_write_is_pending_while_paused() {
         let (got, err) = peer.join().unwrap();
         assert_eq!((got.len(), err), (total, None));
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn websocket_echo_with_async_tungstenite_on_aioloop() {
     use async_tungstenite::tungstenite::Message;
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
-        let server = l
-            .start_server(
-                |r: StreamReader, w: StreamWriter| async move {
-                    let mut ws = async_tungstenite::accept_async(StreamPair::new(r, w)).await?;
-                    while let Some(msg) = ws.next().await {
-                        let msg = msg?;
-                        if msg.is_text() || msg.is_binary() {
-                            ws.send(msg).await?;
-                        }
-                    }
-                    Ok::<(), async_tungstenite::tungstenite::Error>(())
-                },
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
+    on_loop(|l| async move {
+        let server = serve(&l, |r: StreamReader, w: StreamWriter| async move {
+            let mut ws = async_tungstenite::accept_async(StreamPair::new(r, w)).await?;
+            while let Some(msg) = ws.next().await {
+                let msg = msg?;
+                if msg.is_text() || msg.is_binary() {
+                    ws.send(msg).await?;
+                }
+            }
+            Ok::<(), async_tungstenite::tungstenite::Error>(())
+        })
+        .await;
         let port = port_of(&server);
         let pair: StreamPair = l.open_connection("127.0.0.1", port).await.unwrap().into();
         let (mut ws, response) =
@@ -1087,7 +1013,6 @@ fn websocket_echo_with_async_tungstenite_on_aioloop() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 /// `false` (after saying so) when there is no `python3` to run.
@@ -1175,36 +1100,26 @@ fn a_python_asyncio_client_talks_to_start_server() {
     if !have_python("a_python_asyncio_client_talks_to_start_server") {
         return;
     }
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let served = Rc::new(std::cell::Cell::new(0usize));
     let s = served.clone();
-    run(&lp, async move {
-        let server = l
-            .start_server(
-                move |r: StreamReader, w: StreamWriter| {
-                    let s = s.clone();
-                    async move {
-                        loop {
-                            let line = r.readline().await?;
-                            if line.is_empty() {
-                                break;
-                            }
-                            s.set(s.get() + 1);
-                            w.write(&line.to_ascii_uppercase())?;
-                            w.drain().await?;
-                        }
-                        w.close();
-                        w.wait_closed().await
+    on_loop(|l| async move {
+        let server = serve(&l, move |r: StreamReader, w: StreamWriter| {
+            let s = s.clone();
+            async move {
+                loop {
+                    let line = r.readline().await?;
+                    if line.is_empty() {
+                        break;
                     }
-                },
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
+                    s.set(s.get() + 1);
+                    w.write(&line.to_ascii_uppercase())?;
+                    w.drain().await?;
+                }
+                w.close();
+                w.wait_closed().await
+            }
+        })
+        .await;
         let out = python(PY_CLIENT, &[port_of(&server).to_string()]).await;
         assert!(
             out.status.success(),
@@ -1217,20 +1132,16 @@ fn a_python_asyncio_client_talks_to_start_server() {
         server.wait_closed().await;
     });
     assert_eq!(served.get(), 500);
-    finish(&lp, &seen);
 }
 
 #[cfg(feature = "tls")]
 #[test]
 fn streams_over_tls_and_eof_closes_as_asyncio_does_over_tls() {
     use aioloop::{TlsClientOptions, TlsServerOptions};
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let pki = tls_util::Pki::new(&["localhost"]);
     let closing_after_eof = Rc::new(std::cell::Cell::new(None));
     let c = closing_after_eof.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let server = l
             .start_server(
                 move |r: StreamReader, w: StreamWriter| {
@@ -1287,5 +1198,4 @@ fn streams_over_tls_and_eof_closes_as_asyncio_does_over_tls() {
         server.wait_closed().await;
     });
     assert_eq!(closing_after_eof.get(), Some(true));
-    finish(&lp, &seen);
 }

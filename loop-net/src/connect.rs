@@ -401,6 +401,12 @@ pub(crate) async fn create_server<F: IntoProtocol>(
         fds.push(listen_tcp(addr, &opts)?);
     }
     let server = Server::new(lp, fds, factory_of(factory), opts.backlog, true, None);
+    arm(server, &opts)
+}
+
+/// What every new server gets from its options: the TLS handshake of its
+/// connections, and serving at once unless `start_serving` is false.
+fn arm(server: Server, opts: &ServerOptions) -> io::Result<Server> {
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
         server.set_starter(crate::tls::server_starter(tls));
@@ -467,14 +473,7 @@ pub(crate) fn create_unix_server<F: IntoProtocol>(
         false,
         owned,
     );
-    #[cfg(feature = "tls")]
-    if let Some(tls) = opts.tls.clone() {
-        server.set_starter(crate::tls::server_starter(tls));
-    }
-    if opts.start_serving {
-        server.start_serving().map_err(io::Error::from)?;
-    }
-    Ok(server)
+    arm(server, &opts)
 }
 
 /// Removes `path` only if it is a Unix socket nobody listens on (a connect

@@ -42,16 +42,15 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
+use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 
 use crate::flow::RETRY_DELAY;
-use crate::protocol::AnyProtocol;
+use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 
 #[path = "read_pipe.rs"]
@@ -249,26 +248,16 @@ fn ensure_open(lp: &EventLoop) -> io::Result<()> {
 /// schedules `connection_lost` after it), then starts the I/O.
 fn deliver_made<T: PipeEnd>(me: &Rc<T>, transport: Transport) {
     let life = me.life();
-    let protocol = life.protocol();
-    let mut arg = Some(transport);
-    let made = catch_unwind(AssertUnwindSafe(|| {
-        protocol.try_with_base(|p| {
-            if let Some(t) = arg.take() {
-                p.connection_made(t)
-            }
-        })
-    }));
-    drop(protocol);
+    let made = life.protocol().deliver_connection_made(transport);
     match made {
-        Ok(true) => {
+        Made::Called => {
             life.made.set(true);
             life.wake_made();
             me.after_made();
         }
-        Ok(false) => {
+        Made::Busy(t) => {
             // The protocol is borrowed by someone else right now: retry.
             let again = me.clone();
-            let t = arg.take().expect("connection_made was not called");
             if life
                 .lp
                 .call_later(RETRY_DELAY, move || deliver_made(&again, t))
@@ -277,7 +266,7 @@ fn deliver_made<T: PipeEnd>(me: &Rc<T>, transport: Transport) {
                 finish_lost(me);
             }
         }
-        Err(payload) => {
+        Made::Panicked(payload) => {
             life.made.set(true);
             life.wake_made();
             protocol_failed(me, "connection_made", payload);
@@ -390,24 +379,17 @@ fn call_connection_lost<T: PipeEnd>(me: &Rc<T>, error: Option<io::Error>) {
     if life.state.get() == State::Lost {
         return;
     }
-    if !life.made.get() {
+    let undelivered = if !life.made.get() {
         // connection_made is still being retried; lost comes after it.
-        let m = me.clone();
-        if life
-            .lp
-            .call_later(RETRY_DELAY, move || call_connection_lost(&m, error))
-            .is_err()
-        {
-            finish_lost(me);
-        }
-        return;
-    }
-    let protocol = life.protocol();
-    let context = format!("{} fd={}", T::NAME, life.raw);
-    let delivered = protocol.deliver_connection_lost(&life.lp, error, &context);
-    drop(protocol);
-    if let Err(error) = delivered {
-        // Borrowed by a task right now: try again shortly.
+        Err(error)
+    } else {
+        let context = format!("{} fd={}", T::NAME, life.raw);
+        // Err: borrowed by a task right now.
+        life.protocol()
+            .deliver_connection_lost(&life.lp, error, &context)
+    };
+    if let Err(error) = undelivered {
+        // Try again shortly.
         let m = me.clone();
         if life
             .lp
@@ -440,11 +422,7 @@ fn finish_lost<T: PipeEnd>(me: &Rc<T>) {
 
 fn protocol_failed<T: PipeEnd>(me: &Rc<T>, what: &str, payload: Box<dyn std::any::Any + Send>) {
     let life = me.life();
-    let err = LoopError::panicked(format!("protocol.{what}()"), payload);
-    life.lp.call_exception_handler(
-        ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
-            .with_error(err.clone())
-            .with("transport", format!("{} fd={}", T::NAME, life.raw)),
-    );
-    me.force_close(Some(io::Error::other(err.to_string())));
+    let context = format!("{} fd={}", T::NAME, life.raw);
+    let error = report_protocol_panic(&life.lp, what, payload, context);
+    me.force_close(Some(error));
 }

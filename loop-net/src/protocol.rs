@@ -17,9 +17,11 @@
 //! The state machine is asyncio's:
 //! `start -> connection_made [-> data_received]* [-> eof_received] -> connection_lost -> end`.
 
+use std::any::Any;
 use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use loop_core::{EventLoop, ExceptionContext, LoopError};
@@ -232,6 +234,57 @@ impl AnyProtocol {
     }
 }
 
+/// What came of offering `connection_made` to a protocol
+/// ([`AnyProtocol::deliver_connection_made`]).
+pub(crate) enum Made {
+    /// It was called and returned.
+    Called,
+    /// The protocol is busy (a task holds its handle across an await): it
+    /// was not called, and the transport is handed back for the retry.
+    Busy(Transport),
+    /// It panicked: the payload, for the transport to report
+    /// ([`report_protocol_panic`]) before it closes.
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl AnyProtocol {
+    /// Calls `connection_made(transport)`, catching a panic; a busy protocol
+    /// is not called (every stream-like transport's first delivery).
+    pub(crate) fn deliver_connection_made(&self, transport: Transport) -> Made {
+        let mut arg = Some(transport);
+        let called = catch_unwind(AssertUnwindSafe(|| {
+            self.try_with_base(|p| {
+                if let Some(t) = arg.take() {
+                    p.connection_made(t)
+                }
+            })
+        }));
+        match called {
+            Ok(true) => Made::Called,
+            Ok(false) => Made::Busy(arg.take().expect("connection_made was not called")),
+            Err(payload) => Made::Panicked(payload),
+        }
+    }
+}
+
+/// Reports that the protocol callback `what` panicked (asyncio's "Fatal
+/// error: protocol.{what}() call failed.", with `transport` as context) and
+/// returns the error the transport closes with.
+pub(crate) fn report_protocol_panic(
+    lp: &EventLoop,
+    what: &str,
+    payload: Box<dyn Any + Send>,
+    transport: String,
+) -> io::Error {
+    let err = LoopError::panicked(format!("protocol.{what}()"), payload);
+    lp.call_exception_handler(
+        ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
+            .with_error(err.clone())
+            .with("transport", transport),
+    );
+    io::Error::other(err.to_string())
+}
+
 impl AnyProtocol {
     /// Calls `connection_lost(error)`, catching a panic and reporting it to
     /// the exception handler (with `transport` as context). When the protocol
@@ -244,7 +297,7 @@ impl AnyProtocol {
         transport: &str,
     ) -> Result<(), Option<io::Error>> {
         let mut error = Some(error);
-        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let called = catch_unwind(AssertUnwindSafe(|| {
             self.try_with_base(|p| p.connection_lost(error.take().flatten()))
         }));
         match called {

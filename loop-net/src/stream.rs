@@ -29,39 +29,44 @@
 //! `maybe_pause_protocol`; every path that shrinks it through
 //! `maybe_resume_protocol`. Every error branch ends in exactly one of: still
 //! armed for writability, or closed.
+//!
+//! # Where the parts live
+//! This module holds the transport's state, its creation, `connection_made`
+//! and the lifecycle (closing, `connection_lost`, the release of the socket
+//! and the protocol). Its child modules hold the rest, reaching that state
+//! without widening it: the read path (stream_input.rs), the write path and
+//! its flow-control notices (stream_output.rs), the `Transport` methods
+//! (stream_transport.rs), `loop.sendfile`'s hooks (stream_sendfile.rs) and
+//! `start_tls`'s hand-over of the socket (stream_upgrade.rs).
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
-use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown};
+use loop_core::{ErrorKind, EventLoop, LoopError};
 
 use crate::addr::SockAddr;
 use crate::flow::{Notice, WriteFlow, RETRY_DELAY};
-use crate::protocol::AnyProtocol;
-use crate::transport::{ExtraInfo, Transport, TransportImpl};
+use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
+use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
+#[path = "stream_input.rs"]
+mod input;
+#[path = "stream_output.rs"]
+mod output;
 #[path = "stream_sendfile.rs"]
 mod sendfile_hooks;
 use crate::transport_sendfile::SendfileState;
 
+#[path = "stream_transport.rs"]
+mod transport;
 #[path = "stream_upgrade.rs"]
 mod upgrade;
+
+pub(crate) use input::READ_SIZE;
 use upgrade::UpgradeState;
-
-/// How much one `recv` asks for (asyncio's `max_size` is 256 KiB; 64 KiB
-/// keeps the shared buffer in L2 and is what uvloop reads).
-pub(crate) const READ_SIZE: usize = 64 * 1024;
-
-thread_local! {
-    /// The read buffer shared by every transport of this thread's loop.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
@@ -171,16 +176,8 @@ impl Stream {
     /// only schedules `connection_lost` after it), then starts reading.
     fn deliver_made(self: &Rc<Self>, transport: Transport) {
         let protocol = self.protocol.borrow().clone();
-        let mut arg = Some(transport);
-        let made = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_with_base(|p| {
-                if let Some(t) = arg.take() {
-                    p.connection_made(t)
-                }
-            })
-        }));
-        match made {
-            Ok(true) => {
+        match protocol.deliver_connection_made(transport) {
+            Made::Called => {
                 self.made.set(true);
                 self.wake_made();
                 self.drain_deferred();
@@ -188,10 +185,9 @@ impl Stream {
                     self.start_reading();
                 }
             }
-            Ok(false) => {
+            Made::Busy(t) => {
                 // The protocol is borrowed by someone else right now: retry.
                 let me = self.clone();
-                let t = arg.take().expect("not consumed");
                 if self
                     .lp
                     .call_later(RETRY_DELAY, move || me.deliver_made(t))
@@ -200,7 +196,7 @@ impl Stream {
                     self.finish_lost();
                 }
             }
-            Err(payload) => {
+            Made::Panicked(payload) => {
                 self.made.set(true);
                 self.wake_made();
                 self.protocol_failed("connection_made", payload);
@@ -238,286 +234,6 @@ impl Stream {
         guard.as_ref().map(|fd| f(fd.as_fd()))
     }
 
-    fn start_reading(self: &Rc<Self>) {
-        if self.reading.get() || self.read_eof.get() || self.state.get() != State::Open {
-            return;
-        }
-        let me = self.clone();
-        match self.lp.add_reader(self.raw, move || me.on_readable()) {
-            Ok(()) => self.reading.set(true),
-            Err(e) => self.fatal(io_error(e)),
-        }
-    }
-
-    fn stop_reading(&self) {
-        if self.reading.replace(false) {
-            let _ = self.lp.remove_reader(self.raw);
-        }
-    }
-
-    fn start_writing(self: &Rc<Self>) {
-        if self.writing.get() {
-            return;
-        }
-        let me = self.clone();
-        match self.lp.add_writer(self.raw, move || me.on_writable()) {
-            Ok(()) => self.writing.set(true),
-            Err(e) => self.fatal(io_error(e)),
-        }
-    }
-
-    fn stop_writing(&self) {
-        if self.writing.replace(false) {
-            let _ = self.lp.remove_writer(self.raw);
-        }
-    }
-
-    fn on_readable(self: &Rc<Self>) {
-        if self.state.get() != State::Open || !self.reading.get() {
-            return;
-        }
-        let protocol = self.protocol.borrow().clone();
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.read_into(&protocol)));
-        match outcome {
-            Ok(Some(Ok(0))) => self.on_eof(&protocol),
-            Ok(Some(Ok(_))) | Ok(None) => {}
-            Ok(Some(Err(e))) => match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
-                _ => self.fatal(e),
-            },
-            Err(payload) => self.protocol_failed("data_received", payload),
-        }
-        self.drain_deferred();
-    }
-
-    /// One `recv` into the protocol; `None` when the protocol is busy.
-    fn read_into(&self, protocol: &AnyProtocol) -> Option<io::Result<usize>> {
-        match protocol {
-            AnyProtocol::Streaming(p) => {
-                let mut p = p.try_borrow_mut().ok()?;
-                let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-                if buf.len() < READ_SIZE {
-                    buf.resize(READ_SIZE, 0);
-                }
-                let got =
-                    self.with_fd(|fd| rustix::net::recv(fd, &mut buf[..], RecvFlags::empty()));
-                let result = match got {
-                    // The socket is gone (closed while we were called): nothing to read.
-                    None => Err(io::ErrorKind::WouldBlock.into()),
-                    Some(Ok((n, _))) => {
-                        if n > 0 {
-                            p.data_received(&buf[..n]);
-                        }
-                        Ok(n)
-                    }
-                    Some(Err(e)) => Err(io::Error::from(e)),
-                };
-                READ_BUF.with(|b| {
-                    let mut slot = b.borrow_mut();
-                    if slot.is_empty() {
-                        *slot = buf;
-                    }
-                });
-                Some(result)
-            }
-            AnyProtocol::Buffered(p) => {
-                let mut p = p.try_borrow_mut().ok()?;
-                let target = p.get_buffer(READ_SIZE);
-                if target.is_empty() {
-                    return Some(Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "get_buffer() returned an empty buffer",
-                    )));
-                }
-                let got =
-                    self.with_fd(|fd| rustix::net::recv(fd, &mut *target, RecvFlags::empty()))?;
-                Some(match got {
-                    Ok((n, _)) => {
-                        if n > 0 {
-                            p.buffer_updated(n);
-                        }
-                        Ok(n)
-                    }
-                    Err(e) => Err(io::Error::from(e)),
-                })
-            }
-        }
-    }
-
-    fn on_eof(self: &Rc<Self>, protocol: &AnyProtocol) {
-        self.read_eof.set(true);
-        let keep_open = catch_unwind(AssertUnwindSafe(|| match protocol {
-            AnyProtocol::Streaming(p) => p.try_borrow_mut().map(|mut p| p.eof_received()),
-            AnyProtocol::Buffered(p) => p.try_borrow_mut().map(|mut p| p.eof_received()),
-        }));
-        match keep_open {
-            Ok(Ok(true)) => self.stop_reading(),
-            Ok(Ok(false)) | Ok(Err(_)) => self.close_impl(),
-            Err(payload) => self.protocol_failed("eof_received", payload),
-        }
-    }
-
-    fn on_writable(self: &Rc<Self>) {
-        if !self.writing.get() {
-            return;
-        }
-        let sent = {
-            let buffer = self.buffer.borrow();
-            if buffer.is_empty() {
-                Ok(0)
-            } else {
-                self.with_fd(|fd| rustix::net::send(fd, buffer.as_slice(), SendFlags::NOSIGNAL))
-                    .unwrap_or(Ok(0))
-                    .map_err(io::Error::from)
-            }
-        };
-        match sent {
-            Ok(n) => {
-                self.buffer.borrow_mut().consume(n);
-                self.after_drain();
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => self.fatal(e),
-        }
-        self.drain_deferred();
-    }
-
-    /// After bytes left the buffer: resume the protocol, and when the buffer
-    /// is empty stop watching writability and finish a close or write_eof.
-    fn after_drain(self: &Rc<Self>) {
-        self.sendfile.wake();
-        self.upgrade.wake();
-        self.maybe_resume_protocol();
-        if !self.buffer.borrow().is_empty() {
-            return;
-        }
-        self.stop_writing();
-        if self.state.get() == State::Closing {
-            self.schedule_lost(None);
-        } else if self.eof.get() {
-            let _ = self.with_fd(|fd| rustix::net::shutdown(fd, Shutdown::Write));
-        }
-    }
-
-    fn send_now(&self, data: &[u8]) -> io::Result<usize> {
-        loop {
-            let r = self
-                .with_fd(|fd| rustix::net::send(fd, data, SendFlags::NOSIGNAL))
-                .unwrap_or(Ok(0));
-            match r {
-                Ok(n) => return Ok(n),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return Ok(0),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn sendv_now(&self, chunks: &[&[u8]]) -> io::Result<usize> {
-        let slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
-        loop {
-            let r = self
-                .with_fd(|fd| {
-                    rustix::net::sendmsg(
-                        fd,
-                        &slices,
-                        &mut SendAncillaryBuffer::default(),
-                        SendFlags::NOSIGNAL,
-                    )
-                })
-                .unwrap_or(Ok(0));
-            match r {
-                Ok(n) => return Ok(n),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return Ok(0),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn check_writable(&self) -> Result<bool, LoopError> {
-        if self.eof.get() {
-            return Err(LoopError::new(
-                ErrorKind::InvalidState,
-                "Cannot call write() after write_eof()",
-            ));
-        }
-        if self.state.get() == State::Lost || self.lost_scheduled.get() {
-            self.writes_after_lost.set(self.writes_after_lost.get() + 1);
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn write_impl(self: &Rc<Self>, chunks: &[&[u8]]) -> Result<(), LoopError> {
-        if !self.check_writable()? {
-            return Ok(());
-        }
-        let total: usize = chunks.iter().map(|c| c.len()).sum();
-        if total == 0 {
-            return Ok(());
-        }
-        let mut skip = 0;
-        if self.buffer.borrow().is_empty() {
-            let sent = if chunks.len() == 1 {
-                self.send_now(chunks[0])
-            } else {
-                self.sendv_now(chunks)
-            };
-            match sent {
-                Ok(n) if n == total => return Ok(()),
-                Ok(n) => skip = n,
-                Err(e) => {
-                    self.fatal(e);
-                    return Ok(());
-                }
-            }
-        }
-        self.buffer.borrow_mut().extend_unsent(chunks, skip);
-        self.start_writing();
-        self.maybe_pause_protocol();
-        Ok(())
-    }
-
-    fn maybe_pause_protocol(&self) {
-        if self.flow.pause_if_above(self.buffer.borrow().len()) {
-            self.notify(Notice::Pause);
-        }
-    }
-
-    fn maybe_resume_protocol(&self) {
-        if self.flow.resume_if_at_or_below(self.buffer.borrow().len()) {
-            self.notify(Notice::Resume);
-        }
-    }
-
-    /// Delivers a flow-control notice now, or right after the protocol's
-    /// running callback returns if it is busy.
-    fn notify(&self, notice: Notice) {
-        if self.sendfile.holds_notices() {
-            return; // told when the sendfile ends
-        }
-        self.flow.push(notice);
-        self.drain_deferred();
-    }
-
-    /// Delivers the queued notices in order (flow.rs); a busy protocol is
-    /// retried shortly, so no notice is stranded.
-    fn drain_deferred(&self) {
-        let delivered = self.flow.drain(|notice| {
-            let protocol = self.protocol.borrow().clone();
-            notice.deliver(&self.lp, &protocol, || None)
-        });
-        if !delivered {
-            let me = self.rc();
-            self.flow.retry_later(&self.lp, move || me.drain_deferred());
-        }
-    }
-
     fn close_impl(self: &Rc<Self>) {
         if self.state.get() != State::Open {
             return;
@@ -547,13 +263,8 @@ impl Stream {
     }
 
     fn protocol_failed(self: &Rc<Self>, what: &str, payload: Box<dyn std::any::Any + Send>) {
-        let err = LoopError::panicked(format!("protocol.{what}()"), payload);
-        self.lp.call_exception_handler(
-            ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
-                .with_error(err.clone())
-                .with("transport", format!("fd={}", self.raw)),
-        );
-        self.force_close(Some(io::Error::other(err.to_string())));
+        let error = report_protocol_panic(&self.lp, what, payload, format!("fd={}", self.raw));
+        self.force_close(Some(error));
     }
 
     fn schedule_lost(self: &Rc<Self>, error: Option<io::Error>) {
@@ -570,23 +281,17 @@ impl Stream {
     }
 
     fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        if !self.made.get() && self.state.get() != State::Lost {
+        let undelivered = if !self.made.get() && self.state.get() != State::Lost {
             // connection_made is still being retried; lost comes after it.
-            let me = self.clone();
-            if self
-                .lp
-                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
-                .is_ok()
-            {
-                return;
-            }
-            self.finish_lost();
-            return;
-        }
-        let protocol = self.protocol.borrow().clone();
-        let context = format!("fd={}", self.raw);
-        if let Err(error) = protocol.deliver_connection_lost(&self.lp, error, &context) {
-            // Borrowed by a task right now: try again shortly.
+            Err(error)
+        } else {
+            let protocol = self.protocol.borrow().clone();
+            let context = format!("fd={}", self.raw);
+            // Err: borrowed by a task right now.
+            protocol.deliver_connection_lost(&self.lp, error, &context)
+        };
+        if let Err(error) = undelivered {
+            // Try again shortly.
             let me = self.clone();
             if self
                 .lp
@@ -619,123 +324,4 @@ impl Stream {
 
 fn io_error(e: LoopError) -> io::Error {
     e.into()
-}
-
-impl TransportImpl for Stream {
-    fn write(&self, data: &[u8]) -> Result<(), LoopError> {
-        self.sendfile.check_write()?;
-        self.rc().write_impl(&[data])
-    }
-
-    fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError> {
-        self.sendfile.check_write()?;
-        self.rc().write_impl(chunks)
-    }
-
-    fn write_eof(&self) -> Result<(), LoopError> {
-        if self.state.get() != State::Open || self.eof.get() {
-            return Ok(());
-        }
-        self.eof.set(true);
-        if self.buffer.borrow().is_empty() {
-            let _ = self.with_fd(|fd| rustix::net::shutdown(fd, Shutdown::Write));
-        }
-        Ok(())
-    }
-
-    fn can_write_eof(&self) -> bool {
-        true
-    }
-
-    fn close(&self) {
-        if !self.upgrade.forward(|t| t.close()) {
-            self.rc().close_impl()
-        }
-    }
-
-    fn abort(&self) {
-        if !self.upgrade.forward(|t| t.abort()) {
-            self.rc().force_close(None)
-        }
-    }
-
-    fn is_closing(&self) -> bool {
-        self.state.get() != State::Open
-    }
-
-    fn set_protocol(&self, protocol: AnyProtocol) {
-        let old = self.protocol.replace(protocol);
-        drop(old);
-        self.sendfile.protocol_replaced();
-        if self.flow.is_paused() {
-            self.notify(Notice::Pause);
-        }
-    }
-
-    fn get_protocol(&self) -> AnyProtocol {
-        self.protocol.borrow().clone()
-    }
-
-    fn pause_reading(&self) {
-        if self.state.get() == State::Open {
-            // Remembered, so that a pause from inside connection_made holds
-            // when the transport would start reading after it.
-            self.user_paused.set(true);
-            self.stop_reading();
-        }
-    }
-
-    fn resume_reading(&self) {
-        if self.state.get() == State::Open {
-            self.user_paused.set(false);
-            self.rc().start_reading();
-        }
-    }
-
-    fn is_reading(&self) -> bool {
-        self.state.get() == State::Open && self.reading.get()
-    }
-
-    fn write_buffer_size(&self) -> usize {
-        self.buffer.borrow().len()
-    }
-
-    fn write_buffer_limits(&self) -> WriteBufferLimits {
-        self.flow.limits()
-    }
-
-    fn set_write_buffer_limits(&self, limits: WriteBufferLimits) {
-        self.flow.set_limits(limits);
-        self.maybe_pause_protocol();
-    }
-
-    fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
-        match name {
-            "peername" => self.peername.clone().map(ExtraInfo::Addr),
-            "sockname" => self.sockname.clone().map(ExtraInfo::Addr),
-            "socket" => self
-                .fd
-                .borrow()
-                .as_ref()
-                .map(|fd| ExtraInfo::Fd(fd.as_raw_fd())),
-            _ => None,
-        }
-    }
-
-    fn get_loop(&self) -> EventLoop {
-        self.lp.clone()
-    }
-
-    fn writes_after_lost(&self) -> u64 {
-        self.writes_after_lost.get()
-    }
-
-    fn sendfile_support(&self) -> Option<&dyn crate::transport_sendfile::SendfileSupport> {
-        Some(self)
-    }
-
-    #[cfg(feature = "tls")]
-    fn upgrade_hook(&self) -> Option<Rc<Stream>> {
-        Some(self.rc())
-    }
 }

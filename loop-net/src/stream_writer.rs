@@ -170,9 +170,10 @@ impl FlowControl {
     /// `connection_lost` (`Ok` or its error). Any number may wait at once.
     #[doc(alias = "FlowControlMixin._drain_helper")]
     pub fn drain(&self) -> impl Future<Output = io::Result<()>> + 'static {
-        Drain {
+        FlowWait {
             flow: self.clone(),
             reg: None,
+            poll: FlowControl::poll_drain,
         }
     }
 
@@ -180,9 +181,10 @@ impl FlowControl {
     /// a copy of its error otherwise (asyncio's close waiter, what
     /// `StreamWriter.wait_closed` awaits).
     pub fn wait_closed(&self) -> impl Future<Output = io::Result<()>> + 'static {
-        WaitClosed {
+        FlowWait {
             flow: self.clone(),
             reg: None,
+            poll: FlowControl::poll_closed,
         }
     }
 
@@ -277,39 +279,24 @@ fn release(waiters: &mut [DrainWaiter], make: impl Fn() -> io::Result<()>) -> Ve
     wakers
 }
 
-struct Drain {
+/// A wait on a [`FlowControl`] ([`drain`](FlowControl::drain) or
+/// [`wait_closed`](FlowControl::wait_closed)): `poll` with the registration
+/// held between polls, dropped with the future.
+struct FlowWait {
     flow: FlowControl,
     reg: Option<u64>,
+    poll: fn(&FlowControl, &mut Context<'_>, &mut Option<u64>) -> Poll<io::Result<()>>,
 }
 
-impl Future for Drain {
+impl Future for FlowWait {
     type Output = io::Result<()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        this.flow.poll_drain(cx, &mut this.reg)
+        (this.poll)(&this.flow, cx, &mut this.reg)
     }
 }
 
-impl Drop for Drain {
-    fn drop(&mut self) {
-        self.flow.unregister(&mut self.reg);
-    }
-}
-
-struct WaitClosed {
-    flow: FlowControl,
-    reg: Option<u64>,
-}
-
-impl Future for WaitClosed {
-    type Output = io::Result<()>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        this.flow.poll_closed(cx, &mut this.reg)
-    }
-}
-
-impl Drop for WaitClosed {
+impl Drop for FlowWait {
     fn drop(&mut self) {
         self.flow.unregister(&mut self.reg);
     }

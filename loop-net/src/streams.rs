@@ -395,31 +395,46 @@ pub trait StreamsLoopExt: sealed::Sealed {
         Fut::Output: ClientTaskOutput;
 }
 
-fn checked_limit(limit: usize) -> io::Result<()> {
+/// Connects a client through `connect` (given the protocol to drive) and
+/// returns its reader and writer: what `open_connection` and
+/// `open_unix_connection` share.
+async fn open_stream<Fut, H>(
+    limit: usize,
+    connect: impl FnOnce(StreamReaderProtocol) -> Fut,
+) -> io::Result<(StreamReader, StreamWriter)>
+where
+    Fut: Future<Output = io::Result<(Transport, H)>>,
+{
+    let reader = StreamReader::with_limit(limit)?;
+    let flow = FlowControl::new();
+    let protocol = StreamReaderProtocol::new(reader.clone(), flow.clone());
+    let (transport, _) = connect(protocol).await?;
+    let writer = StreamWriter::new(transport, flow, Some(reader.clone()));
+    Ok((reader, writer))
+}
+
+/// The protocol factory of a stream server: each connection gets a reader,
+/// a flow control and a callback that runs the user's future as a task. A
+/// zero `limit` is an `InvalidInput` error.
+fn server_factory<C, Fut>(
+    lp: &EventLoop,
+    client_connected: C,
+    limit: usize,
+) -> io::Result<impl Fn() -> StreamReaderProtocol + 'static>
+where
+    C: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+    Fut: Future + 'static,
+    Fut::Output: ClientTaskOutput,
+{
     if limit == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "Limit cannot be <= 0",
         ));
     }
-    Ok(())
-}
-
-/// The protocol factory of a stream server: each connection gets a reader,
-/// a flow control and a callback that runs the user's future as a task.
-fn server_factory<C, Fut>(
-    lp: &EventLoop,
-    client_connected: C,
-    limit: usize,
-) -> impl Fn() -> StreamReaderProtocol + 'static
-where
-    C: Fn(StreamReader, StreamWriter) -> Fut + 'static,
-    Fut: Future + 'static,
-    Fut::Output: ClientTaskOutput,
-{
     let cb = Rc::new(client_connected);
     let lp = lp.clone();
-    move || {
+    Ok(move || {
         let cb = cb.clone();
         let lp = lp.clone();
         let reader = StreamReader::with_limit(limit).unwrap_or_default();
@@ -437,7 +452,7 @@ where
                 }
             });
         })
-    }
+    })
 }
 
 impl StreamsLoopExt for EventLoop {
@@ -456,14 +471,10 @@ impl StreamsLoopExt for EventLoop {
         options: ConnectOptions,
         limit: usize,
     ) -> io::Result<(StreamReader, StreamWriter)> {
-        let reader = StreamReader::with_limit(limit)?;
-        let flow = FlowControl::new();
-        let protocol = StreamReaderProtocol::new(reader.clone(), flow.clone());
-        let (transport, _) = self
-            .create_connection(move || protocol, host, port, options)
-            .await?;
-        let writer = StreamWriter::new(transport, flow, Some(reader.clone()));
-        Ok((reader, writer))
+        open_stream(limit, |protocol| {
+            self.create_connection(move || protocol, host, port, options)
+        })
+        .await
     }
 
     fn start_server<'a, C, Fut>(
@@ -494,8 +505,7 @@ impl StreamsLoopExt for EventLoop {
         Fut: Future + 'static,
         Fut::Output: ClientTaskOutput,
     {
-        checked_limit(limit)?;
-        let factory = server_factory(self, client_connected, limit);
+        let factory = server_factory(self, client_connected, limit)?;
         self.create_server(factory, hosts, port, options).await
     }
 
@@ -504,12 +514,10 @@ impl StreamsLoopExt for EventLoop {
         path: &'a Path,
         limit: usize,
     ) -> io::Result<(StreamReader, StreamWriter)> {
-        let reader = StreamReader::with_limit(limit)?;
-        let flow = FlowControl::new();
-        let protocol = StreamReaderProtocol::new(reader.clone(), flow.clone());
-        let (transport, _) = self.create_unix_connection(move || protocol, path).await?;
-        let writer = StreamWriter::new(transport, flow, Some(reader.clone()));
-        Ok((reader, writer))
+        open_stream(limit, |protocol| {
+            self.create_unix_connection(move || protocol, path)
+        })
+        .await
     }
 
     fn start_unix_server<C, Fut>(
@@ -524,10 +532,8 @@ impl StreamsLoopExt for EventLoop {
         Fut: Future + 'static,
         Fut::Output: ClientTaskOutput,
     {
-        let started = checked_limit(limit).map(|()| {
-            let factory = server_factory(self, client_connected, limit);
-            self.create_unix_server(factory, path, options)
-        });
+        let started = server_factory(self, client_connected, limit)
+            .map(|factory| self.create_unix_server(factory, path, options));
         async move { started?.await }
     }
 }

@@ -1,0 +1,127 @@
+//! The socket stream transport's read path (a child module of `stream`):
+//! watching the socket for reading, one `recv` per readiness into the
+//! thread's shared read buffer (or a `BufferedProtocol`'s own), and the
+//! peer's EOF.
+
+use std::cell::RefCell;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use rustix::net::RecvFlags;
+
+use super::{io_error, State, Stream};
+use crate::protocol::AnyProtocol;
+
+/// How much one `recv` asks for (asyncio's `max_size` is 256 KiB; 64 KiB
+/// keeps the shared buffer in L2 and is what uvloop reads).
+pub(crate) const READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer shared by every transport of this thread's loop.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Stream {
+    pub(super) fn start_reading(self: &Rc<Self>) {
+        if self.reading.get() || self.read_eof.get() || self.state.get() != State::Open {
+            return;
+        }
+        let me = self.clone();
+        match self.lp.add_reader(self.raw, move || me.on_readable()) {
+            Ok(()) => self.reading.set(true),
+            Err(e) => self.fatal(io_error(e)),
+        }
+    }
+
+    pub(super) fn stop_reading(&self) {
+        if self.reading.replace(false) {
+            let _ = self.lp.remove_reader(self.raw);
+        }
+    }
+
+    fn on_readable(self: &Rc<Self>) {
+        if self.state.get() != State::Open || !self.reading.get() {
+            return;
+        }
+        let protocol = self.protocol.borrow().clone();
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.read_into(&protocol)));
+        match outcome {
+            Ok(Some(Ok(0))) => self.on_eof(&protocol),
+            Ok(Some(Ok(_))) | Ok(None) => {}
+            Ok(Some(Err(e))) => match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
+                _ => self.fatal(e),
+            },
+            Err(payload) => self.protocol_failed("data_received", payload),
+        }
+        self.drain_deferred();
+    }
+
+    /// One `recv` into the protocol; `None` when the protocol is busy.
+    fn read_into(&self, protocol: &AnyProtocol) -> Option<io::Result<usize>> {
+        match protocol {
+            AnyProtocol::Streaming(p) => {
+                let mut p = p.try_borrow_mut().ok()?;
+                let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+                if buf.len() < READ_SIZE {
+                    buf.resize(READ_SIZE, 0);
+                }
+                let got =
+                    self.with_fd(|fd| rustix::net::recv(fd, &mut buf[..], RecvFlags::empty()));
+                let result = match got {
+                    // The socket is gone (closed while we were called): nothing to read.
+                    None => Err(io::ErrorKind::WouldBlock.into()),
+                    Some(Ok((n, _))) => {
+                        if n > 0 {
+                            p.data_received(&buf[..n]);
+                        }
+                        Ok(n)
+                    }
+                    Some(Err(e)) => Err(io::Error::from(e)),
+                };
+                READ_BUF.with(|b| {
+                    let mut slot = b.borrow_mut();
+                    if slot.is_empty() {
+                        *slot = buf;
+                    }
+                });
+                Some(result)
+            }
+            AnyProtocol::Buffered(p) => {
+                let mut p = p.try_borrow_mut().ok()?;
+                let target = p.get_buffer(READ_SIZE);
+                if target.is_empty() {
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "get_buffer() returned an empty buffer",
+                    )));
+                }
+                let got =
+                    self.with_fd(|fd| rustix::net::recv(fd, &mut *target, RecvFlags::empty()))?;
+                Some(match got {
+                    Ok((n, _)) => {
+                        if n > 0 {
+                            p.buffer_updated(n);
+                        }
+                        Ok(n)
+                    }
+                    Err(e) => Err(io::Error::from(e)),
+                })
+            }
+        }
+    }
+
+    fn on_eof(self: &Rc<Self>, protocol: &AnyProtocol) {
+        self.read_eof.set(true);
+        let keep_open = catch_unwind(AssertUnwindSafe(|| match protocol {
+            AnyProtocol::Streaming(p) => p.try_borrow_mut().map(|mut p| p.eof_received()),
+            AnyProtocol::Buffered(p) => p.try_borrow_mut().map(|mut p| p.eof_received()),
+        }));
+        match keep_open {
+            Ok(Ok(true)) => self.stop_reading(),
+            Ok(Ok(false)) | Ok(Err(_)) => self.close_impl(),
+            Err(payload) => self.protocol_failed("eof_received", payload),
+        }
+    }
+}

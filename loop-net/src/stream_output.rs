@@ -1,0 +1,189 @@
+//! The socket stream transport's write path (a child module of `stream`):
+//! write first and buffer only the rest, watching for writability while
+//! the buffer is non-empty, and the flow-control notices (flow.rs) that
+//! the buffer's growing and shrinking owe the protocol.
+
+use std::io;
+use std::io::IoSlice;
+use std::rc::Rc;
+
+use loop_core::{ErrorKind, LoopError};
+use rustix::io::Errno;
+use rustix::net::{SendAncillaryBuffer, SendFlags, Shutdown};
+
+use super::{io_error, Notice, State, Stream};
+
+impl Stream {
+    fn start_writing(self: &Rc<Self>) {
+        if self.writing.get() {
+            return;
+        }
+        let me = self.clone();
+        match self.lp.add_writer(self.raw, move || me.on_writable()) {
+            Ok(()) => self.writing.set(true),
+            Err(e) => self.fatal(io_error(e)),
+        }
+    }
+
+    pub(super) fn stop_writing(&self) {
+        if self.writing.replace(false) {
+            let _ = self.lp.remove_writer(self.raw);
+        }
+    }
+
+    fn on_writable(self: &Rc<Self>) {
+        if !self.writing.get() {
+            return;
+        }
+        let sent = {
+            let buffer = self.buffer.borrow();
+            if buffer.is_empty() {
+                Ok(0)
+            } else {
+                self.with_fd(|fd| rustix::net::send(fd, buffer.as_slice(), SendFlags::NOSIGNAL))
+                    .unwrap_or(Ok(0))
+                    .map_err(io::Error::from)
+            }
+        };
+        match sent {
+            Ok(n) => {
+                self.buffer.borrow_mut().consume(n);
+                self.after_drain();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => self.fatal(e),
+        }
+        self.drain_deferred();
+    }
+
+    /// After bytes left the buffer: resume the protocol, and when the buffer
+    /// is empty stop watching writability and finish a close or write_eof.
+    fn after_drain(self: &Rc<Self>) {
+        self.sendfile.wake();
+        self.upgrade.wake();
+        self.maybe_resume_protocol();
+        if !self.buffer.borrow().is_empty() {
+            return;
+        }
+        self.stop_writing();
+        if self.state.get() == State::Closing {
+            self.schedule_lost(None);
+        } else if self.eof.get() {
+            let _ = self.with_fd(|fd| rustix::net::shutdown(fd, Shutdown::Write));
+        }
+    }
+
+    fn send_now(&self, data: &[u8]) -> io::Result<usize> {
+        sent(|| self.with_fd(|fd| rustix::net::send(fd, data, SendFlags::NOSIGNAL)))
+    }
+
+    fn sendv_now(&self, chunks: &[&[u8]]) -> io::Result<usize> {
+        let slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+        sent(|| {
+            self.with_fd(|fd| {
+                rustix::net::sendmsg(
+                    fd,
+                    &slices,
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::NOSIGNAL,
+                )
+            })
+        })
+    }
+
+    fn check_writable(&self) -> Result<bool, LoopError> {
+        if self.eof.get() {
+            return Err(LoopError::new(
+                ErrorKind::InvalidState,
+                "Cannot call write() after write_eof()",
+            ));
+        }
+        if self.state.get() == State::Lost || self.lost_scheduled.get() {
+            self.writes_after_lost.set(self.writes_after_lost.get() + 1);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    pub(super) fn write_impl(self: &Rc<Self>, chunks: &[&[u8]]) -> Result<(), LoopError> {
+        if !self.check_writable()? {
+            return Ok(());
+        }
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let mut skip = 0;
+        if self.buffer.borrow().is_empty() {
+            let sent = if chunks.len() == 1 {
+                self.send_now(chunks[0])
+            } else {
+                self.sendv_now(chunks)
+            };
+            match sent {
+                Ok(n) if n == total => return Ok(()),
+                Ok(n) => skip = n,
+                Err(e) => {
+                    self.fatal(e);
+                    return Ok(());
+                }
+            }
+        }
+        self.buffer.borrow_mut().extend_unsent(chunks, skip);
+        self.start_writing();
+        self.maybe_pause_protocol();
+        Ok(())
+    }
+
+    pub(super) fn maybe_pause_protocol(&self) {
+        if self.flow.pause_if_above(self.buffer.borrow().len()) {
+            self.notify(Notice::Pause);
+        }
+    }
+
+    fn maybe_resume_protocol(&self) {
+        if self.flow.resume_if_at_or_below(self.buffer.borrow().len()) {
+            self.notify(Notice::Resume);
+        }
+    }
+
+    /// Delivers a flow-control notice now, or right after the protocol's
+    /// running callback returns if it is busy.
+    pub(super) fn notify(&self, notice: Notice) {
+        if self.sendfile.holds_notices() {
+            return; // told when the sendfile ends
+        }
+        self.flow.push(notice);
+        self.drain_deferred();
+    }
+
+    /// Delivers the queued notices in order (flow.rs); a busy protocol is
+    /// retried shortly, so no notice is stranded.
+    pub(super) fn drain_deferred(&self) {
+        let delivered = self.flow.drain(|notice| {
+            let protocol = self.protocol.borrow().clone();
+            notice.deliver(&self.lp, &protocol, || None)
+        });
+        if !delivered {
+            let me = self.rc();
+            self.flow.retry_later(&self.lp, move || me.drain_deferred());
+        }
+    }
+}
+
+/// Runs `send` again while it is interrupted: the bytes it took (none when
+/// the socket is full, `EAGAIN`, or gone, `None`), or its error.
+fn sent(mut send: impl FnMut() -> Option<rustix::io::Result<usize>>) -> io::Result<usize> {
+    loop {
+        match send().unwrap_or(Ok(0)) {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
