@@ -621,10 +621,9 @@ fn an_always_ready_stream_does_not_starve_a_timer() {
     .unwrap();
     run(&lp, spinner).unwrap();
     let late = fired.get().expect("the timer fired") - when;
-    assert!(
-        late < Duration::from_millis(250),
-        "the timer was {late:?} late"
-    );
+    // Starved, it would run only when the 5 s flood ends; the bound is
+    // generous for a loaded machine.
+    assert!(late < Duration::from_secs(2), "the timer was {late:?} late");
     assert!(
         spins.get() > 64,
         "the socket was always ready ({} receives)",
@@ -671,9 +670,11 @@ fn a_flooded_udp_socket_does_not_starve_a_timer() {
                 let (n, _) = lp2.sock_recvfrom_into(&*sock, &mut buf).await.unwrap();
                 assert_eq!(n, 32);
                 r.set(r.get() + 1);
-                // Slower than the flooder, so the socket stays ready.
+                // Much slower than the flooder, so the socket stays ready:
+                // the ~280 datagrams its buffer holds last ~28 ms here even
+                // if the flooder thread is not scheduled meanwhile.
                 let t = Instant::now();
-                while t.elapsed() < Duration::from_micros(20) {
+                while t.elapsed() < Duration::from_micros(100) {
                     std::hint::spin_loop();
                 }
             }
@@ -701,10 +702,9 @@ fn a_flooded_udp_socket_does_not_starve_a_timer() {
     stop.store(true, Ordering::Relaxed);
     let sent = flooder.join().unwrap();
     let late = fired.get().expect("the timer fired") - when;
-    assert!(
-        late < Duration::from_millis(250),
-        "the timer was {late:?} late"
-    );
+    // Starved, it would run only when the 5 s flood ends; the bound is
+    // generous for a loaded machine.
+    assert!(late < Duration::from_secs(2), "the timer was {late:?} late");
     assert!(received.get() > 0 && sent > received.get());
     assert!(
         ready_when_fired.get(),
