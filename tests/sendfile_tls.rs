@@ -791,3 +791,117 @@ fn set_protocol_during_a_tls_sendfile_hands_over_the_flow_control_state() {
     });
     finish(&lp, &seen);
 }
+
+// ---------------------------------------------------------------------------
+// start_tls and a zero-copy sendfile on the same plain transport
+
+/// A plain TCP peer that reads nothing until `go`, then reads to the end;
+/// returns how many bytes it got.
+fn lazy_reader() -> (
+    std::net::SocketAddr,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<usize>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    rustix::net::sockopt::set_socket_recv_buffer_size(&listener, 4096).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let _ = go_rx.recv_timeout(Duration::from_secs(60));
+        let mut all = Vec::new();
+        sock.read_to_end(&mut all).unwrap();
+        all.len()
+    });
+    (addr, go_tx, peer)
+}
+
+/// sendfile(2) writes plain bytes on its own duplicate of the socket until
+/// it ends, and `start_tls` takes the socket over once the transport's
+/// buffer drained: either one started while the other is under way would
+/// mix plain bytes into the TLS stream. Each refuses while the other runs
+/// (`InvalidState`), and the running one still completes.
+#[test]
+fn start_tls_and_a_zero_copy_sendfile_exclude_each_other() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let pki = Pki::new(&["localhost"]);
+        let file = TempFile::with("exclusive", &pattern(8 * MIB));
+
+        // 1. A sendfile under way refuses start_tls.
+        let (addr, go, peer) = lazy_reader();
+        let log = Log::new();
+        let (plain, proto) = l
+            .create_connection(
+                {
+                    let log = log.clone();
+                    move || Rec(log)
+                },
+                Some("127.0.0.1"),
+                addr.port(),
+                ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+        send_buffer(&plain, 4096);
+        let sending = l
+            .create_task({
+                let (l, plain) = (l.clone(), plain.clone());
+                let f = file.file.try_clone().unwrap();
+                async move { l.sendfile(&plain, &f, 0, None, false).await }
+            })
+            .unwrap();
+        // sendfile pauses reading when it begins.
+        while plain.is_reading() {
+            l.sleep(Duration::from_millis(1)).await.unwrap();
+        }
+        let err = l
+            .start_tls(&plain, proto.clone(), client_opts(&pki))
+            .await
+            .unwrap_err();
+        assert_eq!(loop_kind(&err), Some(ErrorKind::InvalidState), "{err}");
+        go.send(()).unwrap();
+        assert_eq!(sending.await.unwrap().unwrap(), 8 * MIB as u64);
+        plain.close();
+        log.until_lost().await;
+        assert_eq!(peer.join().unwrap(), 8 * MIB);
+
+        // 2. A start_tls waiting for the buffer to drain refuses sendfile.
+        let (addr, go, peer) = lazy_reader();
+        let log = Log::new();
+        let (plain, proto) = l
+            .create_connection(
+                {
+                    let log = log.clone();
+                    move || Rec(log)
+                },
+                Some("127.0.0.1"),
+                addr.port(),
+                ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+        send_buffer(&plain, 4096);
+        plain.write(&pattern(2 * MIB)).unwrap();
+        let mut upgrade = Box::pin(l.start_tls(&plain, proto, client_opts(&pki)));
+        assert!(
+            poll_once(&mut upgrade).await.is_none(),
+            "waits for the drain"
+        );
+        let err = l
+            .sendfile(&plain, &file.file, 0, Some(1000), false)
+            .await
+            .unwrap_err();
+        assert_eq!(loop_kind(&err), Some(ErrorKind::InvalidState), "{err}");
+        // Giving up the upgrade lets the transport be used again.
+        drop(upgrade);
+        assert!(plain.is_reading(), "reading resumed");
+        go.send(()).unwrap();
+        plain.close();
+        log.until_lost().await;
+        assert_eq!(peer.join().unwrap(), 2 * MIB);
+    });
+    finish(&lp, &seen);
+}

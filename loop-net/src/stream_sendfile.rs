@@ -19,7 +19,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::task::{Context, Poll};
 
-use loop_core::LoopError;
+use loop_core::{ErrorKind, LoopError};
 
 use super::{Notice, State, Stream};
 use crate::transport_sendfile::{closed_during_sendfile, SendfileSupport};
@@ -34,6 +34,13 @@ impl SendfileSupport for Stream {
     }
 
     fn sendfile_begin(&self) -> Result<(), LoopError> {
+        if self.upgrade.in_progress() {
+            // The socket is about to become a TLS transport's.
+            return Err(LoopError::new(
+                ErrorKind::InvalidState,
+                "sendfile: a start_tls is in progress on this transport",
+            ));
+        }
         self.sendfile.begin(self.flow.is_paused())
     }
 

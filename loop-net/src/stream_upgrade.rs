@@ -23,7 +23,7 @@
 //! Afterwards `close`/`abort` on the old handle act on the successor
 //! (`Server::close_clients` keeps reaching the connection).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::task::Waker;
 
 use crate::transport::Transport;
@@ -33,9 +33,17 @@ use crate::transport::Transport;
 pub(super) struct UpgradeState {
     waiters: RefCell<Vec<Waker>>,
     successor: RefCell<Option<Transport>>,
+    /// A `start_tls` waits for the buffer to drain before taking the socket.
+    detaching: Cell<bool>,
 }
 
 impl UpgradeState {
+    /// Whether a `start_tls` is taking this transport over (a sendfile,
+    /// which writes on its own duplicate of the socket, must not start).
+    pub(super) fn in_progress(&self) -> bool {
+        self.detaching.get()
+    }
+
     /// Wakes an upgrade waiting for the buffer to drain.
     pub(super) fn wake(&self) {
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
@@ -69,6 +77,7 @@ mod detach {
     use crate::protocol::AnyProtocol;
     use crate::transport::Transport;
     use crate::write_buffer::WriteBufferLimits;
+    use loop_core::{ErrorKind, LoopError};
 
     /// What `start_tls` takes over from a stream transport.
     pub(crate) struct Detached {
@@ -86,6 +95,7 @@ mod detach {
 
     impl Drop for ResumeOnDrop {
         fn drop(&mut self) {
+            self.stream.upgrade.detaching.set(false);
             if self.armed && self.was_reading && self.stream.state.get() == State::Open {
                 self.stream.start_reading();
             }
@@ -106,6 +116,16 @@ mod detach {
                     "start_tls(): the transport is closing or half-closed",
                 ));
             }
+            if self.sendfile.holds_notices() || self.upgrade.detaching.get() {
+                // sendfile(2) writes on a duplicate of the socket until it
+                // ends: handing the socket to TLS now would mix plain bytes
+                // into the TLS stream.
+                return Err(io::Error::from(LoopError::new(
+                    ErrorKind::InvalidState,
+                    "start_tls(): a sendfile or another start_tls is in progress on this transport",
+                )));
+            }
+            self.upgrade.detaching.set(true);
             let mut guard = ResumeOnDrop {
                 stream: self.clone(),
                 was_reading: self.reading.get(),

@@ -351,7 +351,10 @@ pub trait TlsLoopExt: sealed::Sealed {
     ///
     /// Errors: the transport is not a socket stream transport or TLS
     /// already (`InvalidInput`), it is closing or half-closed
-    /// (`NotConnected`), the connection fails while draining, or the
+    /// (`NotConnected`), a `sendfile` or another `start_tls` is under way
+    /// on it (a [`LoopError`](loop_core::LoopError) of kind `InvalidState`:
+    /// `sendfile(2)` writes plain bytes on the socket until it ends), the
+    /// connection fails while draining, or the
     /// handshake fails or times out (the socket is then closed). Dropping
     /// the future before it resolves aborts the new connection.
     #[doc(alias = "loop.start_tls")]

@@ -304,7 +304,9 @@ pub trait SendfileLoopExt: sealed::Sealed {
     /// one already in a sendfile: an error holding a
     /// [`LoopError`] of kind
     /// [`InvalidState`](loop_core::ErrorKind::InvalidState) ("Transport is
-    /// closing"); a TLS transport after its
+    /// closing"); a stream transport that a `start_tls` is taking over:
+    /// the same kind (sendfile(2) would write plain bytes on the socket TLS
+    /// is about to own); a TLS transport after its
     /// [`write_eof`](Transport::write_eof): the same kind ("Cannot call
     /// write() after write_eof()"), before anything is read. A transport
     /// kind without sendfile support (a write pipe):
