@@ -40,6 +40,59 @@ async fn echo_server(lp: &EventLoop, acc: &Accepted, tls: TlsServerOptions) -> S
         .unwrap()
 }
 
+/// Connects a recording [`Rec`] client to 127.0.0.1:`port` with `opts`
+/// (plain or TLS); returns its transport, handle and log.
+async fn rec_client(
+    lp: &EventLoop,
+    port: u16,
+    opts: ConnectOptions,
+) -> (Transport, ProtocolHandle<Rec>, Rc<Log>) {
+    let log = Log::new();
+    let lg = log.clone();
+    let (t, h) = lp
+        .create_connection(move || Rec(lg), Some("127.0.0.1"), port, opts)
+        .await
+        .unwrap();
+    (t, h, log)
+}
+
+/// [`rec_client`] over TLS to `server`, trusting `pki` with its defaults.
+async fn rec_tls_client(
+    lp: &EventLoop,
+    server: &Server,
+    pki: &Pki,
+) -> (Transport, ProtocolHandle<Rec>, Rc<Log>) {
+    rec_client(lp, port_of(server), connect_tls(client_opts(pki))).await
+}
+
+/// The error of a [`Rec`] client's `create_connection` that must fail.
+async fn connect_err(
+    lp: &EventLoop,
+    host: Option<&str>,
+    port: u16,
+    opts: ConnectOptions,
+) -> io::Error {
+    lp.create_connection(|| Rec(Log::new()), host, port, opts)
+        .await
+        .unwrap_err()
+}
+
+/// Implements `BaseProtocol` for a protocol struct with a `log: Rc<Log>`
+/// field: it keeps the transport in the log and records `Made` / `Lost`.
+macro_rules! logging_base_protocol {
+    ($ty:ty) => {
+        impl BaseProtocol for $ty {
+            fn connection_made(&mut self, t: Transport) {
+                *self.log.transport.borrow_mut() = Some(t);
+                self.log.push(Ev::Made);
+            }
+            fn connection_lost(&mut self, e: Option<io::Error>) {
+                self.log.push(Ev::Lost(e.map(|e| e.kind())));
+            }
+        }
+    };
+}
+
 #[test]
 fn one_mib_echoes_byte_exact_between_aioloop_client_and_server() {
     let lp = new_loop();
@@ -49,17 +102,7 @@ fn one_mib_echoes_byte_exact_between_aioloop_client_and_server() {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, TlsServerOptions::new(pki.server_config())).await;
-        let log = Log::new();
-        let lg = log.clone();
-        let (t, _h) = l
-            .create_connection(
-                move || Rec(lg),
-                Some("127.0.0.1"),
-                port_of(&server),
-                connect_tls(client_opts(&pki)),
-            )
-            .await
-            .unwrap();
+        let (t, _h, log) = rec_tls_client(&l, &server, &pki).await;
         // create_connection returns after connection_made, as asyncio.
         assert_eq!(log.events(), vec![Ev::Made]);
         assert!(t.is_reading());
@@ -92,15 +135,7 @@ fn buffered_protocol_and_writelines_over_tls_1_2() {
         log: Rc<Log>,
         buf: Vec<u8>,
     }
-    impl BaseProtocol for Buf {
-        fn connection_made(&mut self, t: Transport) {
-            *self.log.transport.borrow_mut() = Some(t);
-            self.log.push(Ev::Made);
-        }
-        fn connection_lost(&mut self, e: Option<io::Error>) {
-            self.log.push(Ev::Lost(e.map(|e| e.kind())));
-        }
-    }
+    logging_base_protocol!(Buf);
     impl BufferedProtocol for Buf {
         fn get_buffer(&mut self, _hint: usize) -> &mut [u8] {
             &mut self.buf[..1000] // smaller than a record: several reads each
@@ -169,17 +204,7 @@ fn tls13_write_eof_sends_close_notify_and_keeps_reading() {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, TlsServerOptions::new(pki.server_config())).await;
-        let log = Log::new();
-        let lg = log.clone();
-        let (t, _h) = l
-            .create_connection(
-                move || Rec(lg),
-                Some("127.0.0.1"),
-                port_of(&server),
-                connect_tls(client_opts(&pki)),
-            )
-            .await
-            .unwrap();
+        let (t, _h, log) = rec_tls_client(&l, &server, &pki).await;
         assert!(t.can_write_eof());
         let data = pattern(300_000);
         t.write(&data).unwrap();
@@ -214,17 +239,12 @@ fn extra_info_reports_certificate_cipher_version_alpn_and_config() {
         let server = echo_server(&l, &acc, TlsServerOptions::new(server_config.clone())).await;
         let client_config = pki.client_config_with(&[b"echo/1"], None);
         // No server_hostname: the host (an IP address) is the name.
-        let log = Log::new();
-        let lg = log.clone();
-        let (t, _h) = l
-            .create_connection(
-                move || Rec(lg),
-                Some("127.0.0.1"),
-                port_of(&server),
-                connect_tls(TlsClientOptions::new(client_config.clone())),
-            )
-            .await
-            .unwrap();
+        let (t, _h, log) = rec_client(
+            &l,
+            port_of(&server),
+            connect_tls(TlsClientOptions::new(client_config.clone())),
+        )
+        .await;
         assert_eq!(
             t.peer_certificate().unwrap(),
             pki.server_der.as_ref().to_vec()
@@ -277,17 +297,7 @@ fn extra_info_reports_certificate_cipher_version_alpn_and_config() {
             )
             .await
             .unwrap();
-        let plog = Log::new();
-        let pl = plog.clone();
-        let (pt, _h) = l
-            .create_connection(
-                move || Rec(pl),
-                Some("127.0.0.1"),
-                port_of(&plain),
-                Default::default(),
-            )
-            .await
-            .unwrap();
+        let (pt, _h, plog) = rec_client(&l, port_of(&plain), Default::default()).await;
         assert_eq!(pt.cipher(), None);
         assert_eq!(pt.peer_certificate(), None);
         assert_eq!(pt.tls_config(), None);
@@ -323,19 +333,17 @@ fn handshake_timeout_fails_create_connection_with_timed_out() {
         let raw = sock.as_raw_fd();
         let timeout = Duration::from_millis(200);
         let start = Instant::now();
-        let err = l
-            .create_connection(
-                || Rec(Log::new()),
-                None,
-                0,
-                ConnectOptions {
-                    sock: Some(sock),
-                    tls: Some(client_opts(&pki).handshake_timeout(timeout)),
-                    ..ConnectOptions::default()
-                },
-            )
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            &l,
+            None,
+            0,
+            ConnectOptions {
+                sock: Some(sock),
+                tls: Some(client_opts(&pki).handshake_timeout(timeout)),
+                ..ConnectOptions::default()
+            },
+        )
+        .await;
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         assert!(
             err.to_string().contains("SSL handshake is taking longer"),
@@ -366,15 +374,13 @@ fn unknown_ca_fails_the_client_and_is_reported_by_a_debug_server() {
         let other = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, TlsServerOptions::new(pki.server_config())).await;
-        let err = l
-            .create_connection(
-                || Rec(Log::new()),
-                Some("127.0.0.1"),
-                port_of(&server),
-                connect_tls(client_opts(&other)),
-            )
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            &l,
+            Some("127.0.0.1"),
+            port_of(&server),
+            connect_tls(client_opts(&other)),
+        )
+        .await;
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(
             matches!(
@@ -413,15 +419,13 @@ fn wrong_hostname_fails_the_client() {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, TlsServerOptions::new(pki.server_config())).await;
-        let err = l
-            .create_connection(
-                || Rec(Log::new()),
-                Some("127.0.0.1"),
-                port_of(&server),
-                connect_tls(client_opts(&pki).server_hostname("example.org")),
-            )
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            &l,
+            Some("127.0.0.1"),
+            port_of(&server),
+            connect_tls(client_opts(&pki).server_hostname("example.org")),
+        )
+        .await;
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(
             matches!(
@@ -434,23 +438,21 @@ fn wrong_hostname_fails_the_client() {
             "{err:?}"
         );
         // Without a host there is no name to check: an error up front.
-        let err = l
-            .create_connection(
-                || Rec(Log::new()),
-                None,
-                0,
-                ConnectOptions {
-                    sock: Some(
-                        TcpStream::connect(server.sockets()[0].as_inet().unwrap())
-                            .unwrap()
-                            .into(),
-                    ),
-                    tls: Some(TlsClientOptions::new(pki.client_config())),
-                    ..ConnectOptions::default()
-                },
-            )
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            &l,
+            None,
+            0,
+            ConnectOptions {
+                sock: Some(
+                    TcpStream::connect(server.sockets()[0].as_inet().unwrap())
+                        .unwrap()
+                        .into(),
+                ),
+                tls: Some(TlsClientOptions::new(pki.client_config())),
+                ..ConnectOptions::default()
+            },
+        )
+        .await;
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("server_hostname"), "{err}");
         server.close();
@@ -473,15 +475,13 @@ fn a_plaintext_echo_peer_fails_the_handshake() {
             .create_server(acc.echo_factory(), &["127.0.0.1"], 0, Default::default())
             .await
             .unwrap();
-        let err = l
-            .create_connection(
-                || Rec(Log::new()),
-                Some("127.0.0.1"),
-                port_of(&plain),
-                connect_tls(client_opts(&pki)),
-            )
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            &l,
+            Some("127.0.0.1"),
+            port_of(&plain),
+            connect_tls(client_opts(&pki)),
+        )
+        .await;
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         assert!(rustls_error(&err).is_some(), "{err:?}");
         // The socket was closed: the echo server's connection ends.
@@ -512,19 +512,17 @@ fn garbage_from_the_peer_fails_closes_and_leaves_nothing_registered() {
         });
         let sock: OwnedFd = TcpStream::connect(addr).unwrap().into();
         let raw = sock.as_raw_fd();
-        let err = l
-            .create_connection(
-                || Rec(Log::new()),
-                None,
-                0,
-                ConnectOptions {
-                    sock: Some(sock),
-                    tls: Some(client_opts(&pki)),
-                    ..ConnectOptions::default()
-                },
-            )
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            &l,
+            None,
+            0,
+            ConnectOptions {
+                sock: Some(sock),
+                tls: Some(client_opts(&pki)),
+                ..ConnectOptions::default()
+            },
+        )
+        .await;
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         assert!(rustls_error(&err).is_some(), "{err:?}");
         assert!(matches!(l.remove_reader(raw), Ok(false)));
@@ -575,17 +573,7 @@ fn a_truncated_record_then_eof_is_an_error_not_a_hang() {
             let mut sink = Vec::new();
             let _ = sock.read_to_end(&mut sink);
         });
-        let log = Log::new();
-        let lg = log.clone();
-        let (_t, _h) = l
-            .create_connection(
-                move || Rec(lg),
-                Some("127.0.0.1"),
-                port,
-                connect_tls(client_opts(&pki)),
-            )
-            .await
-            .unwrap();
+        let (_t, _h, log) = rec_client(&l, port, connect_tls(client_opts(&pki))).await;
         log.until_lost().await;
         assert_eq!(log.lost_kind(), Some(Some(io::ErrorKind::UnexpectedEof)));
         assert!(
@@ -700,17 +688,7 @@ fn close_stops_delivery_at_once_and_still_ends_cleanly() {
             )
             .await
             .unwrap();
-        let log = Log::new();
-        let lg = log.clone();
-        let (t, _h) = l
-            .create_connection(
-                move || Rec(lg),
-                Some("127.0.0.1"),
-                port_of(&server),
-                connect_tls(client_opts(&pki)),
-            )
-            .await
-            .unwrap();
+        let (t, _h, log) = rec_tls_client(&l, &server, &pki).await;
         acc.notify.until(|| acc.len() == 1).await;
         let srv = acc.log(0);
         srv.until(|l| l.count(&Ev::Made) == 1).await;
@@ -832,12 +810,7 @@ fn start_tls_takes_a_client_hello_pipelined_behind_the_starttls_reply() {
             tls.read_to_end(&mut rest)?; // until the server's close_notify
             Ok(echo.to_vec())
         });
-        let old = Log::new();
-        let ol = old.clone();
-        let (plain, _h) = l
-            .create_connection(move || Rec(ol), Some("127.0.0.1"), port, Default::default())
-            .await
-            .unwrap();
+        let (plain, _h, old) = rec_client(&l, port, Default::default()).await;
         plain.write(b"STARTTLS\r\n").unwrap();
         old.until(|l| l.data.borrow().windows(2).any(|w| w == b"\r\n"))
             .await;
@@ -899,12 +872,7 @@ fn start_tls_as_client_reads_server_bytes_already_in_the_socket() {
             tls.flush()?;
             Ok(())
         });
-        let old = Log::new();
-        let ol = old.clone();
-        let (plain, _h) = l
-            .create_connection(move || Rec(ol), Some("127.0.0.1"), port, Default::default())
-            .await
-            .unwrap();
+        let (plain, _h, old) = rec_client(&l, port, Default::default()).await;
         old.until_data(11).await;
         plain.write(b"STARTTLS\r\n").unwrap();
         old.until_data(15).await;
@@ -1036,15 +1004,7 @@ struct Stutter {
     lp: EventLoop,
 }
 
-impl BaseProtocol for Stutter {
-    fn connection_made(&mut self, t: Transport) {
-        *self.log.transport.borrow_mut() = Some(t);
-        self.log.push(Ev::Made);
-    }
-    fn connection_lost(&mut self, e: Option<io::Error>) {
-        self.log.push(Ev::Lost(e.map(|e| e.kind())));
-    }
-}
+logging_base_protocol!(Stutter);
 
 impl Protocol for Stutter {
     fn data_received(&mut self, data: &[u8]) {
@@ -1099,15 +1059,7 @@ struct AnswerThenEnd {
     abort: bool,
 }
 
-impl BaseProtocol for AnswerThenEnd {
-    fn connection_made(&mut self, t: Transport) {
-        *self.log.transport.borrow_mut() = Some(t);
-        self.log.push(Ev::Made);
-    }
-    fn connection_lost(&mut self, e: Option<io::Error>) {
-        self.log.push(Ev::Lost(e.map(|e| e.kind())));
-    }
-}
+logging_base_protocol!(AnswerThenEnd);
 
 impl Protocol for AnswerThenEnd {
     fn data_received(&mut self, data: &[u8]) {
@@ -1149,17 +1101,7 @@ fn close_and_abort_from_inside_data_received_end_the_connection_once() {
                 )
                 .await
                 .unwrap();
-            let log = Log::new();
-            let lg = log.clone();
-            let (t, _h) = l
-                .create_connection(
-                    move || Rec(lg),
-                    Some("127.0.0.1"),
-                    port_of(&server),
-                    connect_tls(client_opts(&pki)),
-                )
-                .await
-                .unwrap();
+            let (t, _h, log) = rec_tls_client(&l, &server, &pki).await;
             t.write(b"hello").unwrap();
             log.until_lost().await;
             srv.until_lost().await;
