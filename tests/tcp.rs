@@ -29,21 +29,58 @@ fn port_of(server: &Server, i: usize) -> u16 {
     server.sockets()[i].as_inet().unwrap().port()
 }
 
+/// A server on 127.0.0.1 (an ephemeral port) with the default options.
+async fn local_server<F: IntoProtocol>(
+    lp: &EventLoop,
+    factory: impl Fn() -> F + 'static,
+) -> Server {
+    lp.create_server(factory, &["127.0.0.1"], 0, ServerOptions::default())
+        .await
+        .unwrap()
+}
+
+/// Opens a transport with a [`RecordingProtocol`] (with `hooks`) to
+/// `host`:`port`; it returns after `connection_made`, as asyncio.
+async fn connect_rec(
+    lp: &EventLoop,
+    host: Option<&str>,
+    port: u16,
+    hooks: Hooks,
+    opts: ConnectOptions,
+) -> (Transport, ProtocolHandle<RecordingProtocol>, Rc<Recorder>) {
+    let rec = Recorder::new();
+    let r = rec.clone();
+    let (t, h) = lp
+        .create_connection(move || RecordingProtocol::new(&r, hooks), host, port, opts)
+        .await
+        .unwrap();
+    (t, h, rec)
+}
+
+/// Hooks for server connections that shrink their send buffer and write
+/// `big` on `connection_made` (more than the kernel takes unread).
+fn writer_hooks(big: Vec<u8>) -> impl Fn() -> Hooks + 'static {
+    move || {
+        let b = big.clone();
+        Hooks::none().on_made(move |t, _| {
+            small_send_buffer(t);
+            t.write(&b).unwrap()
+        })
+    }
+}
+
 /// Opens a transport (with a [`RecordingProtocol`]) to a blocking std peer
 /// and waits for `connection_made`.
 async fn connect_std(lp: &EventLoop, hooks: Hooks) -> (Transport, Rc<Recorder>, TcpStream) {
     let (l, addr) = std_listener("127.0.0.1:0");
-    let rec = Recorder::new();
-    let r = rec.clone();
-    let (t, _h) = lp
-        .create_connection(
-            move || RecordingProtocol::new(&r, hooks),
-            Some("127.0.0.1"),
-            addr.port(),
-            ConnectOptions::default(),
-        )
-        .await
-        .unwrap();
+    let (t, _h, rec) = connect_rec(
+        lp,
+        Some("127.0.0.1"),
+        addr.port(),
+        hooks,
+        ConnectOptions::default(),
+    )
+    .await;
     let (theirs, _) = l.accept().unwrap();
     bounded(&theirs);
     rec.until_made().await;
@@ -53,15 +90,7 @@ async fn connect_std(lp: &EventLoop, hooks: Hooks) -> (Transport, Rc<Recorder>, 
 /// An echo server on 127.0.0.1 with recorded connections.
 async fn echo_server(lp: &EventLoop) -> (Server, Rc<Accepted>, u16) {
     let acc = Accepted::new();
-    let server = lp
-        .create_server(
-            acc.factory(Hooks::echo),
-            &["127.0.0.1"],
-            0,
-            ServerOptions::default(),
-        )
-        .await
-        .unwrap();
+    let server = local_server(lp, acc.factory(Hooks::echo)).await;
     let port = port_of(&server, 0);
     (server, acc, port)
 }
@@ -137,15 +166,7 @@ fn buffered_protocols_receive_every_byte_on_both_ends() {
     let l = lp.clone();
     run(&lp, async move {
         let acc = Accepted::new();
-        let server = l
-            .create_server(
-                acc.buffered_factory(Hooks::echo, 1000),
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
+        let server = local_server(&l, acc.buffered_factory(Hooks::echo, 1000)).await;
         let port = port_of(&server, 0);
         let payload = pattern(300_000, 2);
         let rec = Recorder::new();
@@ -195,17 +216,14 @@ fn create_connection_returns_after_connection_made() {
     let l = lp.clone();
     run(&lp, async move {
         let (l4, addr) = std_listener("127.0.0.1:0");
-        let rec = Recorder::new();
-        let r = rec.clone();
-        let (t, h) = l
-            .create_connection(
-                move || RecordingProtocol::new(&r, Hooks::none()),
-                Some("127.0.0.1"),
-                addr.port(),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
+        let (t, h, rec) = connect_rec(
+            &l,
+            Some("127.0.0.1"),
+            addr.port(),
+            Hooks::none(),
+            ConnectOptions::default(),
+        )
+        .await;
         assert!(
             rec.is_made(),
             "create_connection returned before connection_made"
@@ -612,13 +630,7 @@ fn close_clients_flushes_and_abort_clients_drops() {
         let acc = Accepted::new();
         let server = l
             .create_server(
-                acc.factory(move || {
-                    let b = b.clone();
-                    Hooks::none().on_made(move |t, _| {
-                        small_send_buffer(t);
-                        t.write(&b).unwrap()
-                    })
-                }),
+                acc.factory(writer_hooks(b)),
                 &["127.0.0.1"],
                 0,
                 ServerOptions::default(),
@@ -667,21 +679,7 @@ fn close_clients_flushes_and_abort_clients_drops() {
     let b = big.clone();
     let (c, srv) = run(&lp, async move {
         let acc = Accepted::new();
-        let server = l
-            .create_server(
-                acc.factory(move || {
-                    let b = b.clone();
-                    Hooks::none().on_made(move |t, _| {
-                        small_send_buffer(t);
-                        t.write(&b).unwrap()
-                    })
-                }),
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
+        let server = local_server(&l, acc.factory(writer_hooks(b))).await;
         let addr = server.sockets()[0].as_inet().unwrap();
         let client = TcpStream::connect(addr).unwrap();
         acc.until_made(1).await;
@@ -807,20 +805,17 @@ fn create_connection_with_a_connected_sock() {
         let local = sock.local_addr().unwrap();
         let (mut theirs, _) = listener.accept().unwrap();
         bounded(&theirs);
-        let rec = Recorder::new();
-        let r = rec.clone();
-        let (t, _h) = l
-            .create_connection(
-                move || RecordingProtocol::new(&r, Hooks::none()),
-                None,
-                0,
-                ConnectOptions {
-                    sock: Some(OwnedFd::from(sock)),
-                    ..ConnectOptions::default()
-                },
-            )
-            .await
-            .unwrap();
+        let (t, _h, rec) = connect_rec(
+            &l,
+            None,
+            0,
+            Hooks::none(),
+            ConnectOptions {
+                sock: Some(OwnedFd::from(sock)),
+                ..ConnectOptions::default()
+            },
+        )
+        .await;
         assert!(rec.is_made());
         assert_eq!(t.sockname().unwrap().as_inet().unwrap(), local);
         t.write(b"via sock").unwrap();
@@ -857,20 +852,17 @@ fn local_addr_binds_the_client_end() {
     run(&lp, async move {
         let (server, acc, port) = echo_server(&l).await;
         let local: SocketAddr = "127.0.0.2:0".parse().unwrap();
-        let rec = Recorder::new();
-        let r = rec.clone();
-        let (t, _h) = l
-            .create_connection(
-                move || RecordingProtocol::new(&r, Hooks::none()),
-                Some("127.0.0.1"),
-                port,
-                ConnectOptions {
-                    local_addr: Some(local),
-                    ..ConnectOptions::default()
-                },
-            )
-            .await
-            .unwrap();
+        let (t, _h, rec) = connect_rec(
+            &l,
+            Some("127.0.0.1"),
+            port,
+            Hooks::none(),
+            ConnectOptions {
+                local_addr: Some(local),
+                ..ConnectOptions::default()
+            },
+        )
+        .await;
         let ours = t.sockname().unwrap().as_inet().unwrap();
         assert_eq!(ours.ip(), local.ip());
         acc.until_made(1).await;
@@ -1068,20 +1060,13 @@ fn clients_closed_before_connection_made_still_get_made_then_lost() {
         let slot: Rc<RefCell<Option<Server>>> = Rc::new(RefCell::new(None));
         let (s, lp2) = (slot.clone(), l.clone());
         let inner = acc.factory(Hooks::none);
-        let server = l
-            .create_server(
-                move || {
-                    let s = s.clone();
-                    lp2.call_soon(move || s.borrow().as_ref().unwrap().abort_clients())
-                        .unwrap();
-                    inner()
-                },
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
+        let server = local_server(&l, move || {
+            let s = s.clone();
+            lp2.call_soon(move || s.borrow().as_ref().unwrap().abort_clients())
+                .unwrap();
+            inner()
+        })
+        .await;
         *slot.borrow_mut() = Some(server.clone());
         let addr = server.sockets()[0].as_inet().unwrap();
         let client = TcpStream::connect(addr).unwrap();
@@ -1163,35 +1148,28 @@ fn write_eof_half_closes_and_the_reply_still_arrives() {
         // The server answers at EOF, keeping the connection half-open to do
         // so, then closes.
         let acc = Accepted::new();
-        let server = l
-            .create_server(
-                acc.factory(|| {
-                    Hooks::none().on_eof(|t, r| {
-                        let mut reply = b"got ".to_vec();
-                        reply.extend_from_slice(&r.bytes());
-                        t.write(&reply).unwrap();
-                        t.close();
-                        true
-                    })
-                }),
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
+        let server = local_server(
+            &l,
+            acc.factory(|| {
+                Hooks::none().on_eof(|t, r| {
+                    let mut reply = b"got ".to_vec();
+                    reply.extend_from_slice(&r.bytes());
+                    t.write(&reply).unwrap();
+                    t.close();
+                    true
+                })
+            }),
+        )
+        .await;
         let port = port_of(&server, 0);
-        let rec = Recorder::new();
-        let r = rec.clone();
-        let (t, _h) = l
-            .create_connection(
-                move || RecordingProtocol::new(&r, Hooks::none()),
-                Some("127.0.0.1"),
-                port,
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
+        let (t, _h, rec) = connect_rec(
+            &l,
+            Some("127.0.0.1"),
+            port,
+            Hooks::none(),
+            ConnectOptions::default(),
+        )
+        .await;
         assert!(t.can_write_eof());
         t.write(b"question").unwrap();
         t.write_eof().unwrap();
@@ -1520,19 +1498,12 @@ fn a_lost_connection_lets_go_of_a_protocol_that_keeps_its_transport() {
     let lost = counter();
     let (d, lo, lost2) = (drops.clone(), lost.clone(), lost.clone());
     run(&lp, async move {
-        let server = l
-            .create_server(
-                move || Keeper {
-                    transport: None,
-                    _drops: DropCount(d.clone()),
-                    lost: lo.clone(),
-                },
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
+        let server = local_server(&l, move || Keeper {
+            transport: None,
+            _drops: DropCount(d.clone()),
+            lost: lo.clone(),
+        })
+        .await;
         let port = port_of(&server, 0);
         for i in 0..5 {
             let (t, rec) = echo_once(&l, "127.0.0.1", port, pattern(100, i)).await;
@@ -1716,15 +1687,7 @@ fn servers_set_so_reuseaddr_by_default_so_a_restart_binds_despite_time_wait() {
     let l = lp.clone();
     run(&lp, async move {
         let acc = Accepted::new();
-        let first = l
-            .create_server(
-                acc.factory(Hooks::none),
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
+        let first = local_server(&l, acc.factory(Hooks::none)).await;
         let addr = first.sockets()[0].as_inet().unwrap();
         let port = addr.port();
         // The server side closes first: its end goes to TIME_WAIT once the
