@@ -50,6 +50,35 @@ fn is_socket(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// An echo server (recorded in `acc`) on the Unix socket `path`.
+async fn echo_server(lp: &EventLoop, acc: &Rc<Accepted>, path: &Path) -> Server {
+    lp.create_unix_server(acc.factory(Hooks::echo), path, ServerOptions::default())
+        .await
+        .unwrap()
+}
+
+/// The error of a `create_unix_server` on `path` that must fail.
+async fn server_err(lp: &EventLoop, path: &Path) -> io::Error {
+    lp.create_unix_server(
+        || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
+        path,
+        ServerOptions::default(),
+    )
+    .await
+    .unwrap_err()
+}
+
+/// The error of a `create_unix_connection` to `path` that must fail.
+async fn connect_err(lp: &EventLoop, path: &Path) -> io::Error {
+    lp.create_unix_connection(
+        || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
+        path,
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err()
+}
+
 #[test]
 fn unix_echo_of_one_mebibyte_and_addresses() {
     let lp = new_loop();
@@ -59,10 +88,7 @@ fn unix_echo_of_one_mebibyte_and_addresses() {
     let path = tmp.0.clone();
     run(&lp, async move {
         let acc = Accepted::new();
-        let server = l
-            .create_unix_server(acc.factory(Hooks::echo), &path, ServerOptions::default())
-            .await
-            .unwrap();
+        let server = echo_server(&l, &acc, &path).await;
         assert!(is_socket(&path));
         assert!(server.is_serving());
         assert_eq!(server.sockets(), vec![SockAddr::Unix(path.clone())]);
@@ -150,10 +176,7 @@ fn a_stale_socket_file_is_replaced() {
     );
     run(&lp, async move {
         let acc = Accepted::new();
-        let server = l
-            .create_unix_server(acc.factory(Hooks::echo), &path, ServerOptions::default())
-            .await
-            .unwrap();
+        let server = echo_server(&l, &acc, &path).await;
         let (t, _) = echo_once(&l, &path, b"fresh".to_vec()).await;
         t.close();
         acc.until_all_lost(1).await;
@@ -172,14 +195,7 @@ fn a_live_socket_is_addr_in_use_and_its_server_keeps_working() {
     let other = UnixListener::bind(&path).unwrap();
     let p = path.clone();
     run(&lp, async move {
-        let err = l
-            .create_unix_server(
-                || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
-                &p,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap_err();
+        let err = server_err(&l, &p).await;
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         assert!(err.to_string().contains(&p.display().to_string()), "{err}");
     });
@@ -205,18 +221,8 @@ fn a_live_socket_is_addr_in_use_and_its_server_keeps_working() {
     let path2 = tmp2.0.clone();
     run(&lp, async move {
         let acc = Accepted::new();
-        let first = l
-            .create_unix_server(acc.factory(Hooks::echo), &path2, ServerOptions::default())
-            .await
-            .unwrap();
-        let err = l
-            .create_unix_server(
-                || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
-                &path2,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap_err();
+        let first = echo_server(&l, &acc, &path2).await;
+        let err = server_err(&l, &path2).await;
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         let (t, _) = echo_once(&l, &path2, b"first still serves".to_vec()).await;
         t.close();
@@ -238,10 +244,7 @@ fn close_removes_the_file_the_server_created_and_nothing_else() {
     let reg = regular.0.clone();
     run(&lp, async move {
         let acc = Accepted::new();
-        let server = l
-            .create_unix_server(acc.factory(Hooks::echo), &path, ServerOptions::default())
-            .await
-            .unwrap();
+        let server = echo_server(&l, &acc, &path).await;
         let (t, rec) = echo_once(&l, &path, b"x".to_vec()).await;
         server.close();
         assert!(!path.exists(), "close left the socket file");
@@ -256,14 +259,7 @@ fn close_removes_the_file_the_server_created_and_nothing_else() {
         acc.until_all_lost(1).await;
         server.wait_closed().await;
         // A file that is not a socket is neither removed nor bound over.
-        let err = l
-            .create_unix_server(
-                || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
-                &reg,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap_err();
+        let err = server_err(&l, &reg).await;
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         assert_eq!(std::fs::read(&reg).unwrap(), b"not a socket");
     });
@@ -280,23 +276,9 @@ fn connecting_to_a_missing_or_dead_path_fails() {
     drop(UnixListener::bind(&dead.0).unwrap());
     let (m, d) = (missing.0.clone(), dead.0.clone());
     run(&lp, async move {
-        let err = l
-            .create_unix_connection(
-                || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
-                &m,
-            )
-            .await
-            .map(|_| ())
-            .unwrap_err();
+        let err = connect_err(&l, &m).await;
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-        let err = l
-            .create_unix_connection(
-                || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
-                &d,
-            )
-            .await
-            .map(|_| ())
-            .unwrap_err();
+        let err = connect_err(&l, &d).await;
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     });
     finish(&lp, &seen);
@@ -318,22 +300,12 @@ fn abstract_names_work_and_create_no_file() {
         for round in 0..2 {
             // Twice: closing releases the name (nothing to unlink).
             let acc = Accepted::new();
-            let server = l
-                .create_unix_server(acc.factory(Hooks::echo), &path, ServerOptions::default())
-                .await
-                .unwrap();
+            let server = echo_server(&l, &acc, &path).await;
             assert_eq!(server.sockets(), vec![SockAddr::Unix(path.clone())]);
             let (t, rec) = echo_once(&l, &path, pattern(10_000, round)).await;
             assert_eq!(t.peername(), Some(SockAddr::Unix(path.clone())));
             // A second server on a live abstract name is refused.
-            let err = l
-                .create_unix_server(
-                    || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
-                    &path,
-                    ServerOptions::default(),
-                )
-                .await
-                .unwrap_err();
+            let err = server_err(&l, &path).await;
             assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
             t.close();
             rec.until_lost().await;
@@ -364,10 +336,7 @@ fn unix_server_close_clients_and_wait_closed() {
     let path = tmp.0.clone();
     run(&lp, async move {
         let acc = Accepted::new();
-        let server = l
-            .create_unix_server(acc.factory(Hooks::echo), &path, ServerOptions::default())
-            .await
-            .unwrap();
+        let server = echo_server(&l, &acc, &path).await;
         let (_t1, r1) = echo_once(&l, &path, b"a".to_vec()).await;
         let (_t2, r2) = echo_once(&l, &path, b"b".to_vec()).await;
         server.close();
@@ -403,10 +372,7 @@ fn close_leaves_a_socket_file_that_another_program_bound_over_ours() {
     run(&lp, async move {
         for closing in [true, false] {
             let acc = Accepted::new();
-            let server = l
-                .create_unix_server(acc.factory(Hooks::echo), &path, ServerOptions::default())
-                .await
-                .unwrap();
+            let server = echo_server(&l, &acc, &path).await;
             assert!(is_socket(&path));
             // Another program takes the path over.
             std::fs::remove_file(&path).unwrap();
