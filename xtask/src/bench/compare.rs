@@ -5,7 +5,7 @@
 //! A suite supplies `higher`: whether a larger value of a case's metric is
 //! better (msgs/s, MB/s, spawns/s) or worse (CPU, syscalls, µs).
 
-use super::{fmt_ratio, median, series_json, Results};
+use super::{fmt_num, fmt_ratio, median, series_json, Results};
 use crate::json::Json;
 
 /// The median of one (case, system) series; NaN if there is none.
@@ -37,6 +37,34 @@ pub(super) fn better_ratio(
     } else {
         f64::NAN
     }
+}
+
+/// `<total> total: <name> <median>, ...` for `system`'s per-syscall series
+/// of `total_case` (the `top` most frequent, at least 0.01 per operation).
+pub(super) fn syscall_breakdown(
+    results: &Results,
+    total_case: &str,
+    system: &str,
+    top: usize,
+) -> (String, String) {
+    let prefix = format!("{total_case}:");
+    let mut parts: Vec<(&str, f64)> = results
+        .series
+        .iter()
+        .filter(|s| s.system == system && s.case.starts_with(&prefix))
+        .map(|s| (&s.case[prefix.len()..], median(&s.runs)))
+        .filter(|(_, m)| *m >= 0.01)
+        .collect();
+    parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let list: Vec<String> = parts
+        .iter()
+        .take(top)
+        .map(|(n, m)| format!("{n} {}", fmt_num(*m)))
+        .collect();
+    (
+        fmt_num(series_median(results, total_case, system)),
+        list.join(", "),
+    )
 }
 
 /// A ratio for a table cell, `-` when there is none.

@@ -29,7 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::compare::{self, cell_ratio, fill_missing_syscalls, series_median};
-use super::{fmt_num, median, pin_prefix, print_round, proc, spread, strace};
+use super::{fmt_num, pin_prefix, print_round, proc, spread, strace};
 use super::{Options, Results};
 use crate::json::Json;
 
@@ -245,23 +245,13 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
             }
             for sys in &order {
                 let label = format!("{} {}", load.case(), sys.name);
-                match run_load(&plan, sys, load) {
-                    Ok(lines) => {
-                        for r in lines {
-                            println!(
-                                "    {:<28} {:>12} {}",
-                                format!("{} {}", r.case, r.system),
-                                fmt_num(r.value),
-                                r.unit
-                            );
-                            results.push(&r.case, &r.system, &r.unit, r.value);
-                        }
-                    }
-                    Err(e) => {
-                        println!("    {label:<28} FAILED: {e}");
-                        failures.push(format!("round {round}: {label}: {e}"));
-                    }
-                }
+                record(
+                    &mut results,
+                    &mut failures,
+                    round,
+                    &label,
+                    run_load(&plan, sys, load),
+                );
             }
         }
         let mut sendfile_order = sendfile::SYSTEMS.to_vec();
@@ -269,65 +259,35 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         sendfile_order.rotate_left((round - 1) % n);
         for sys in sendfile_order {
             let label = format!("{} {sys}", sendfile::CASE);
-            match sendfile::run(&plan.bin, &scratch, sys, opts.quick) {
-                Ok(lines) => {
-                    for r in lines {
-                        println!(
-                            "    {:<28} {:>12} {}",
-                            format!("{} {}", r.case, r.system),
-                            fmt_num(r.value),
-                            r.unit
-                        );
-                        results.push(&r.case, &r.system, &r.unit, r.value);
-                    }
-                }
-                Err(e) => {
-                    println!("    {label:<28} FAILED: {e}");
-                    failures.push(format!("round {round}: {label}: {e}"));
-                }
-            }
+            record(
+                &mut results,
+                &mut failures,
+                round,
+                &label,
+                sendfile::run(&plan.bin, &scratch, sys, opts.quick),
+            );
         }
         let mut tls_order = tls::SYSTEMS.to_vec();
         tls_order.rotate_left((round - 1) % tls::SYSTEMS.len());
         for sys in tls_order {
             let label = format!("{} {sys}", tls::CASE);
-            match tls::run(&plan, &scratch, sys) {
-                Ok(lines) => {
-                    for r in lines {
-                        println!(
-                            "    {:<28} {:>12} {}",
-                            format!("{} {}", r.case, r.system),
-                            fmt_num(r.value),
-                            r.unit
-                        );
-                        results.push(&r.case, &r.system, &r.unit, r.value);
-                    }
-                }
-                Err(e) => {
-                    println!("    {label:<28} FAILED: {e}");
-                    failures.push(format!("round {round}: {label}: {e}"));
-                }
-            }
+            record(
+                &mut results,
+                &mut failures,
+                round,
+                &label,
+                tls::run(&plan, &scratch, sys),
+            );
         }
         for sys in &order {
             let label = format!("{} {}", udp::CASE, sys.name);
-            match udp::run(&plan, sys) {
-                Ok(lines) => {
-                    for r in lines {
-                        println!(
-                            "    {:<28} {:>12} {}",
-                            format!("{} {}", r.case, r.system),
-                            fmt_num(r.value),
-                            r.unit
-                        );
-                        results.push(&r.case, &r.system, &r.unit, r.value);
-                    }
-                }
-                Err(e) => {
-                    println!("    {label:<28} FAILED: {e}");
-                    failures.push(format!("round {round}: {label}: {e}"));
-                }
-            }
+            record(
+                &mut results,
+                &mut failures,
+                round,
+                &label,
+                udp::run(&plan, sys),
+            );
         }
         let idle_case = format!("idle_{}", plan.idle_conns);
         for sys in &order {
@@ -693,6 +653,33 @@ fn kill_group(pgid: u32, signal: &str) {
 }
 
 /// `cmd` prefixed with the pinning command when `pinned`.
+/// Prints and keeps the result lines of one run, or notes its failure.
+fn record(
+    results: &mut Results,
+    failures: &mut Vec<String>,
+    round: usize,
+    label: &str,
+    outcome: Result<Vec<proc::ResultLine>, String>,
+) {
+    match outcome {
+        Ok(lines) => {
+            for r in lines {
+                println!(
+                    "    {:<28} {:>12} {}",
+                    format!("{} {}", r.case, r.system),
+                    fmt_num(r.value),
+                    r.unit
+                );
+                results.push(&r.case, &r.system, &r.unit, r.value);
+            }
+        }
+        Err(e) => {
+            println!("    {label:<28} FAILED: {e}");
+            failures.push(format!("round {round}: {label}: {e}"));
+        }
+    }
+}
+
 fn command(plan: &Plan, pinned: bool, program: &Path) -> Command {
     match (&plan.pin, pinned) {
         (Some(pin), true) => {
@@ -980,26 +967,9 @@ fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
     if results.series.iter().any(|s| s.case == total_case) {
         println!();
         println!("syscalls per echoed message on {STRACE_CASE} (strace -c -f -p <server>):");
-        let prefix = format!("{total_case}:");
         for sys in systems {
-            let mut parts: Vec<(&str, f64)> = results
-                .series
-                .iter()
-                .filter(|s| s.system == *sys && s.case.starts_with(&prefix))
-                .map(|s| (&s.case[prefix.len()..], median(&s.runs)))
-                .filter(|(_, m)| *m >= 0.01)
-                .collect();
-            parts.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let list: Vec<String> = parts
-                .iter()
-                .take(8)
-                .map(|(n, m)| format!("{n} {}", fmt_num(*m)))
-                .collect();
-            println!(
-                "  {sys:<8} {:>6} total: {}",
-                fmt_num(series_median(results, &total_case, sys)),
-                list.join(", ")
-            );
+            let (total, list) = compare::syscall_breakdown(results, &total_case, sys, 8);
+            println!("  {sys:<8} {total:>6} total: {list}");
         }
     }
     // Spread of the headline metric.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::compare::{self, cell_ratio, fill_missing_syscalls, series_median};
-use super::{fmt_num, median, print_round, proc, spread, strace, Options, Results, TIMEOUT};
+use super::{fmt_num, print_round, proc, spread, strace, Options, Results, TIMEOUT};
 use crate::json::Json;
 
 /// The cases, in the order each round runs them.
@@ -498,26 +498,9 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
             traced.case,
             if traced.follow { " -f" } else { "" }
         );
-        let prefix = format!("{total_case}:");
         for sys in systems {
-            let mut parts: Vec<(&str, f64)> = results
-                .series
-                .iter()
-                .filter(|s| s.system == *sys && s.case.starts_with(&prefix))
-                .map(|s| (&s.case[prefix.len()..], median(&s.runs)))
-                .filter(|(_, m)| *m >= 0.01)
-                .collect();
-            parts.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let list: Vec<String> = parts
-                .iter()
-                .take(10)
-                .map(|(n, m)| format!("{n} {}", fmt_num(*m)))
-                .collect();
-            println!(
-                "  {sys:<15} {:>7} total: {}",
-                fmt_num(series_median(results, &total_case, sys)),
-                list.join(", ")
-            );
+            let (total, list) = compare::syscall_breakdown(results, &total_case, sys, 10);
+            println!("  {sys:<15} {total:>7} total: {list}");
         }
     }
     // Spread of the headline metrics.
