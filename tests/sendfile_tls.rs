@@ -44,7 +44,7 @@ use util::{new_loop, record_exceptions};
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-/// The fallback's block (transport_sendfile.rs), plus the record overhead
+/// The fallback's block (sendfile/transport.rs), plus the record overhead
 /// of encrypting it (at most 16 records of 16 KiB, < 32 bytes each).
 const BLOCK_CIPHERTEXT: usize = 256 * KIB + 16 * 32;
 

@@ -4,8 +4,8 @@
 //!
 //! This module holds the protocol trait, the transport handle and the
 //! endpoint's state; its child modules hold the endpoint's lifecycle
-//! (datagram_endpoint.rs), its read path (datagram_recv.rs) and its send
-//! queue with the flow control and the notices (datagram_send.rs).
+//! (datagram/endpoint.rs), its read path (datagram/recv.rs) and its send
+//! queue with the flow control and the notices (datagram/send.rs).
 //!
 //! # State machine
 //! `Open -> Closing -> Lost`, one way only, as the stream transport.
@@ -32,6 +32,8 @@
 //! exception handler and the endpoint keeps working too (one bad datagram
 //! must not take a server down); a panic in `connection_made` is fatal.
 
+pub(crate) mod ext;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -49,11 +51,8 @@ use crate::protocol::ProtocolHandle;
 use crate::transport::ExtraInfo;
 use crate::write_buffer::WriteBufferLimits;
 
-#[path = "datagram_endpoint.rs"]
 mod endpoint;
-#[path = "datagram_recv.rs"]
 mod recv;
-#[path = "datagram_send.rs"]
 mod send;
 
 pub(crate) use crate::owned_path::OwnedPath;

@@ -5,7 +5,7 @@
 //! `libc`; rustix has no resolver), so `/etc/hosts`, `nsswitch.conf`,
 //! `/etc/gai.conf` and the system's DNS configuration apply exactly as for
 //! any other program. Those calls block, so they run on the resolver pool
-//! (see `resolver.rs`), never on the loop thread and never on the user's
+//! (see `dns/resolver.rs`), never on the loop thread and never on the user's
 //! default executor.
 //!
 //! Except when they cannot block: a numeric host (an IPv4 or IPv6 literal,
@@ -21,6 +21,8 @@
 //! and `gai_strerror`'s message); `EAI_SYSTEM` becomes the OS error itself,
 //! as in Python.
 
+pub(crate) mod resolver;
+
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io;
@@ -30,8 +32,6 @@ use std::ptr;
 
 use loop_core::{EventLoop, LoopError};
 use rustix::net::SocketAddrAny;
-
-use crate::resolver;
 
 /// Defines an open set of C constants as a newtype over the raw value.
 macro_rules! raw_constants {

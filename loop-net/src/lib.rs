@@ -93,55 +93,44 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod addr;
-mod connect;
 mod datagram;
-mod datagram_ext;
 mod dns;
 mod ext;
 mod flow;
 mod owned_path;
 mod pipe;
-mod pipe_ext;
 mod protocol;
 mod readiness;
-mod resolver;
 mod sendfile;
-mod server;
 mod sock;
 mod stream;
-mod stream_error;
-mod stream_ext;
-mod stream_reader;
-mod stream_writer;
 mod streams;
 #[cfg(feature = "tls")]
 pub mod tls;
-#[cfg(feature = "tls")]
-mod tls_stream;
 mod transport;
-mod transport_sendfile;
 mod write_buffer;
 
 pub use addr::SockAddr;
-pub use connect::{Buffered, ConnectOptions, IntoProtocol, ServerOptions};
+pub use datagram::ext::{DatagramAddr, DatagramLoopExt, DatagramOptions};
 pub use datagram::{DatagramProtocol, DatagramTransport};
-pub use datagram_ext::{DatagramAddr, DatagramLoopExt, DatagramOptions};
 pub use dns::{
     AddrInfo, AddrInfoFlags, AddrInfoHints, AddressFamily, IpProtocol, NameInfoFlags, ResolveError,
     Service, SocketKind,
 };
 pub use ext::NetLoopExt;
-pub use pipe_ext::PipeLoopExt;
+pub use pipe::ext::PipeLoopExt;
 pub use protocol::{AnyProtocol, BaseProtocol, BufferedProtocol, Protocol, ProtocolHandle};
 /// rustls, whose configurations TLS connections take (feature `tls`).
 #[cfg(feature = "tls")]
 pub use rustls;
+pub use sendfile::transport::{SendfileFallback, SendfileLoopExt};
 pub use sendfile::SendfileNotAvailableError;
-pub use server::Server;
-pub use stream_error::{IncompleteReadError, LimitOverrunError, StreamError};
-pub use stream_ext::StreamLoopExt;
-pub use stream_reader::{StreamReader, DEFAULT_LIMIT};
-pub use stream_writer::{FlowControl, StreamWriter};
+pub use stream::connect::{Buffered, ConnectOptions, IntoProtocol, ServerOptions};
+pub use stream::ext::StreamLoopExt;
+pub use stream::server::Server;
+pub use streams::error::{IncompleteReadError, LimitOverrunError, StreamError};
+pub use streams::reader::{StreamReader, DEFAULT_LIMIT};
+pub use streams::writer::{FlowControl, StreamWriter};
 pub use streams::{ClientTaskOutput, StreamPair, StreamReaderProtocol, StreamsLoopExt};
 #[cfg(feature = "tls")]
 pub use tls::{
@@ -149,5 +138,4 @@ pub use tls::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use transport::{ExtraInfo, Transport};
-pub use transport_sendfile::{SendfileFallback, SendfileLoopExt};
 pub use write_buffer::WriteBufferLimits;

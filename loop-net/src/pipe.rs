@@ -3,8 +3,8 @@
 //! sockets. This module holds what both kinds share: the checking of the
 //! fd, the lifecycle (`connection_made`, `connection_lost`, the release of
 //! the fd and the protocol) and the emulation of readiness for fds that
-//! cannot be polled. The read end is in read_pipe.rs, the write end in
-//! write_pipe.rs, the SIGPIPE guard of its writes in sigpipe.rs (child
+//! cannot be polled. The read end is in pipe/read_pipe.rs, the write end in
+//! pipe/write_pipe.rs, the SIGPIPE guard of its writes in sigpipe.rs (child
 //! modules, so that they reach the shared state without widening it).
 //!
 //! # What a pipe transport accepts
@@ -39,6 +39,8 @@
 //! `connection_made`, and return the `Transport` with the pipe itself, whose
 //! `wait_made` resolves once `connection_made` ran (or the pipe was lost).
 
+pub(crate) mod ext;
+
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -53,11 +55,8 @@ use crate::flow::RETRY_DELAY;
 use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 
-#[path = "read_pipe.rs"]
 mod read_pipe;
-#[path = "sigpipe.rs"]
 mod sigpipe;
-#[path = "write_pipe.rs"]
 mod write_pipe;
 
 pub(crate) use read_pipe::ReadPipe;

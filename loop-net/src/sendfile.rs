@@ -18,6 +18,8 @@
 //!    file position ends at `offset + bytes sent` (asyncio's
 //!    `_sock_sendfile_update_filepos` and `file.seek(offset + total_sent)`).
 
+pub(crate) mod transport;
+
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};

@@ -34,10 +34,14 @@
 //! This module holds the transport's state, its creation, `connection_made`
 //! and the lifecycle (closing, `connection_lost`, the release of the socket
 //! and the protocol). Its child modules hold the rest, reaching that state
-//! without widening it: the read path (stream_input.rs), the write path and
-//! its flow-control notices (stream_output.rs), the `Transport` methods
-//! (stream_transport.rs), `loop.sendfile`'s hooks (stream_sendfile.rs) and
-//! `start_tls`'s hand-over of the socket (stream_upgrade.rs).
+//! without widening it: the read path (stream/input.rs), the write path and
+//! its flow-control notices (stream/output.rs), the `Transport` methods
+//! (stream/transport.rs), `loop.sendfile`'s hooks (stream/sendfile.rs) and
+//! `start_tls`'s hand-over of the socket (stream/upgrade.rs).
+
+pub(crate) mod connect;
+pub(crate) mod ext;
+pub(crate) mod server;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -52,17 +56,12 @@ use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
-#[path = "stream_input.rs"]
 mod input;
-#[path = "stream_output.rs"]
 mod output;
-#[path = "stream_sendfile.rs"]
-mod sendfile_hooks;
-use crate::transport_sendfile::SendfileState;
+mod sendfile;
+use crate::sendfile::transport::SendfileState;
 
-#[path = "stream_transport.rs"]
 mod transport;
-#[path = "stream_upgrade.rs"]
 mod upgrade;
 
 pub(crate) use input::READ_SIZE;
@@ -105,9 +104,9 @@ pub(crate) struct Stream {
     peername: Option<SockAddr>,
     sockname: Option<SockAddr>,
     on_lost: RefCell<Option<LostHook>>,
-    /// `loop.sendfile` in progress (stream_sendfile.rs).
+    /// `loop.sendfile` in progress (stream/sendfile.rs).
     sendfile: SendfileState,
-    /// `start_tls` waiting, or done (stream_upgrade.rs).
+    /// `start_tls` waiting, or done (stream/upgrade.rs).
     upgrade: UpgradeState,
 }
 

@@ -3,9 +3,13 @@
 //! value) and [`StreamsLoopExt`] (`open_connection`, `start_server`, the
 //! Unix forms).
 //!
-//! The reader and the writer live in `stream_reader.rs` and
-//! `stream_writer.rs`; the design (who buffers, backpressure, the
+//! The reader and the writer live in `streams/reader.rs` and
+//! `streams/writer.rs`; the design (who buffers, backpressure, the
 //! `futures-io` semantics) is in ARCHITECTURE.md's loop-net section.
+
+pub(crate) mod error;
+pub(crate) mod reader;
+pub(crate) mod writer;
 
 use std::error::Error;
 use std::fmt;
@@ -18,13 +22,13 @@ use std::task::{Context, Poll};
 
 use loop_core::{EventLoop, ExceptionContext, LoopError};
 
-use crate::connect::{ConnectOptions, ServerOptions};
 use crate::protocol::{BaseProtocol, Protocol};
-use crate::server::Server;
-use crate::stream_error::clone_io_error;
-use crate::stream_ext::StreamLoopExt;
-use crate::stream_reader::{StreamReader, DEFAULT_LIMIT};
-use crate::stream_writer::{FlowControl, StreamWriter};
+use crate::stream::connect::{ConnectOptions, ServerOptions};
+use crate::stream::ext::StreamLoopExt;
+use crate::stream::server::Server;
+use crate::streams::error::clone_io_error;
+use crate::streams::reader::{StreamReader, DEFAULT_LIMIT};
+use crate::streams::writer::{FlowControl, StreamWriter};
 use crate::transport::Transport;
 
 type Connected = Box<dyn FnOnce(StreamReader, StreamWriter)>;

@@ -80,6 +80,8 @@
 //! handed over with [`TlsLoopExt::start_tls_with_data`]; bytes still in the
 //! kernel's socket buffer are read by the TLS layer.
 
+mod stream;
+
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -93,10 +95,10 @@ use loop_core::EventLoop;
 use rustls::pki_types::ServerName;
 
 use crate::addr::SockAddr;
-use crate::connect::IntoProtocol;
 use crate::protocol::AnyProtocol;
-use crate::server::Starter;
-use crate::tls_stream::{Settings, TlsStream};
+use crate::stream::connect::IntoProtocol;
+use crate::stream::server::Starter;
+use crate::tls::stream::{Settings, TlsStream};
 use crate::transport::{ExtraInfo, Transport};
 
 /// asyncio's `SSL_HANDSHAKE_TIMEOUT`: 60 seconds.

@@ -36,8 +36,8 @@ pub(crate) trait TransportImpl {
     fn get_loop(&self) -> EventLoop;
     fn writes_after_lost(&self) -> u64;
     /// What `loop.sendfile` may use of this transport
-    /// (transport_sendfile.rs); `None`: sendfile is not supported.
-    fn sendfile_support(&self) -> Option<&dyn crate::transport_sendfile::SendfileSupport> {
+    /// (sendfile/transport.rs); `None`: sendfile is not supported.
+    fn sendfile_support(&self) -> Option<&dyn crate::sendfile::transport::SendfileSupport> {
         None
     }
     /// `start_tls`: the socket stream transport behind this handle, whose

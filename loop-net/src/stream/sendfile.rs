@@ -1,5 +1,5 @@
 //! The socket stream transport's side of `loop.sendfile` (the sequence is in
-//! transport_sendfile.rs). A child module of `stream`, so that it reaches
+//! sendfile/transport.rs). A child module of `stream`, so that it reaches
 //! the transport's state without widening it.
 //!
 //! # Invariants
@@ -10,7 +10,7 @@
 //!   (`Stream::notify` drops them; the flow control still tracks the
 //!   buffer); `sendfile_end` delivers the one notice that brings the
 //!   protocol to the transport's state (the shared `SendfileState`,
-//!   transport_sendfile.rs), so every notice stays paired.
+//!   sendfile/transport.rs), so every notice stays paired.
 //! - The sendfile task's waker is woken whenever what it waits for may have
 //!   changed: bytes left the buffer (`after_drain`), the transport started
 //!   closing (`close_impl`, `force_close`) or was lost (`finish_lost`).
@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use loop_core::{ErrorKind, LoopError};
 
 use super::{Notice, State, Stream};
-use crate::transport_sendfile::{closed_during_sendfile, SendfileSupport};
+use crate::sendfile::transport::{closed_during_sendfile, SendfileSupport};
 
 impl SendfileSupport for Stream {
     fn native_socket(&self) -> Option<io::Result<OwnedFd>> {

@@ -1,5 +1,5 @@
 //! The TLS transport's side of `loop.sendfile` (the sequence is in
-//! transport_sendfile.rs; a child module of `tls_stream`).
+//! sendfile/transport.rs; a child module of `tls_stream`).
 //!
 //! Zero-copy cannot encrypt, so a TLS transport has no native path
 //! (asyncio's `_SSLProtocolTransport` is `_SendfileMode.FALLBACK`): the
@@ -28,7 +28,7 @@ use loop_core::{ErrorKind, LoopError};
 
 use super::{State, TlsStream};
 use crate::flow::Notice;
-use crate::transport_sendfile::{closed_during_sendfile, SendfileSupport};
+use crate::sendfile::transport::{closed_during_sendfile, SendfileSupport};
 
 impl SendfileSupport for TlsStream {
     fn native_socket(&self) -> Option<io::Result<OwnedFd>> {

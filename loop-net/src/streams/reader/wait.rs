@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::{next_id, StreamReader};
-use crate::stream_error::StreamError;
+use crate::streams::error::StreamError;
 
 impl StreamReader {
     /// Waits for the next `feed_data`, `feed_eof` or `set_exception`

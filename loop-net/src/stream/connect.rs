@@ -18,7 +18,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use crate::addr::SockAddr;
 use crate::dns::{self, AddrInfoFlags, AddrInfoHints, SocketKind};
 use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol, ProtocolHandle};
-use crate::server::{Factory, Server};
+use crate::stream::server::{Factory, Server};
 use crate::stream::Stream;
 use crate::transport::Transport;
 

@@ -1,7 +1,7 @@
 //! Closing the TLS transport (a child module of `tls_stream`): `close()`
 //! with its flush, `close_notify` and half-close under the shutdown timer,
 //! `abort()` and fatal errors, and the one `connection_lost` (the
-//! `Closing`, `ShuttingDown` and `Lost` states of tls_stream.rs).
+//! `Closing`, `ShuttingDown` and `Lost` states of tls/stream.rs).
 
 use std::io;
 use std::rc::Rc;

@@ -120,7 +120,7 @@ impl TransportImpl for Stream {
         self.writes_after_lost.get()
     }
 
-    fn sendfile_support(&self) -> Option<&dyn crate::transport_sendfile::SendfileSupport> {
+    fn sendfile_support(&self) -> Option<&dyn crate::sendfile::transport::SendfileSupport> {
         Some(self)
     }
 

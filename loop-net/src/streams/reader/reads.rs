@@ -6,7 +6,7 @@
 //! limit.
 
 use super::StreamReader;
-use crate::stream_error::{LimitOverrunError, StreamError};
+use crate::streams::error::{LimitOverrunError, StreamError};
 
 impl StreamReader {
     /// Reads up to `n` bytes (asyncio's `read(n)` with `n >= 0`): as soon as

@@ -21,9 +21,9 @@
 //!   protocol at once, which feeds this reader again).
 //!
 //! This module holds the reader's state and its feeding side (what a
-//! protocol calls); its child modules hold the buffer (byte_queue.rs),
-//! asyncio's reads (stream_reader_reads.rs), and the waiting for data with
-//! the `AsyncRead` side (stream_reader_wait.rs).
+//! protocol calls); its child modules hold the buffer (streams/reader/byte_queue.rs),
+//! asyncio's reads (streams/reader/reads.rs), and the waiting for data with
+//! the `AsyncRead` side (streams/reader/wait.rs).
 
 use std::cell::{RefCell, RefMut};
 use std::fmt;
@@ -32,14 +32,11 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Waker;
 
-use crate::stream_error::{clone_io_error, IncompleteReadError, StreamError};
+use crate::streams::error::{clone_io_error, IncompleteReadError, StreamError};
 use crate::transport::Transport;
 
-#[path = "byte_queue.rs"]
 mod byte_queue;
-#[path = "stream_reader_reads.rs"]
 mod reads;
-#[path = "stream_reader_wait.rs"]
 mod wait;
 
 use byte_queue::ByteQueue;

@@ -147,7 +147,7 @@ pub(crate) trait SendfileSupport {
 }
 
 /// A transport's sendfile-mode state, shared by the kinds that take part
-/// (the socket stream, stream_sendfile.rs; TLS, tls_sendfile.rs).
+/// (the socket stream, stream/sendfile.rs; TLS, tls/stream/sendfile.rs).
 ///
 /// - While `active`, the protocol's `write`/`writelines` are refused and the
 ///   transport drops its `pause_writing`/`resume_writing` notices (its flow

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use loop_core::EventLoop;
 
-use crate::connect::{self, ConnectOptions, IntoProtocol, ServerOptions};
-use crate::server::Server;
+use crate::stream::connect::{self, ConnectOptions, IntoProtocol, ServerOptions};
+use crate::stream::server::Server;
 use crate::transport::Transport;
 
 mod sealed {

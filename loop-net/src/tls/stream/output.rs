@@ -170,7 +170,7 @@ impl TlsStream {
 
     pub(super) fn notify(&self, notice: Notice) {
         if self.sendfile.holds_notices() {
-            return; // told when the sendfile ends (tls_sendfile.rs)
+            return; // told when the sendfile ends (tls/stream/sendfile.rs)
         }
         self.flow.push(notice);
         self.drain_deferred();

@@ -13,8 +13,8 @@ use std::os::fd::OwnedFd;
 
 use loop_core::EventLoop;
 
-use crate::connect::IntoProtocol;
 use crate::pipe::{ReadPipe, WritePipe};
+use crate::stream::connect::IntoProtocol;
 use crate::transport::Transport;
 
 mod sealed {

@@ -189,7 +189,7 @@ impl TransportImpl for TlsStream {
         self.writes_after_lost.get()
     }
 
-    fn sendfile_support(&self) -> Option<&dyn crate::transport_sendfile::SendfileSupport> {
+    fn sendfile_support(&self) -> Option<&dyn crate::sendfile::transport::SendfileSupport> {
         Some(self)
     }
 }

@@ -3,11 +3,11 @@
 //! socket transport (stream.rs, whose rules it follows).
 //!
 //! This module holds the transport's state and its registration with the
-//! loop; its child modules hold the rest: the handshake (tls_handshake.rs),
-//! the read path (tls_input.rs), the write path and flow control
-//! (tls_output.rs), closing and `connection_lost` (tls_shutdown.rs), the
-//! `Transport` methods (tls_transport.rs) and `loop.sendfile`'s hooks
-//! (tls_sendfile.rs).
+//! loop; its child modules hold the rest: the handshake (tls/stream/handshake.rs),
+//! the read path (tls/stream/input.rs), the write path and flow control
+//! (tls/stream/output.rs), closing and `connection_lost` (tls/stream/shutdown.rs), the
+//! `Transport` methods (tls/stream/transport.rs) and `loop.sendfile`'s hooks
+//! (tls/stream/sendfile.rs).
 //!
 //! # State machine
 //! `Handshaking -> Open -> Closing -> ShuttingDown -> Lost`, one way only
@@ -51,23 +51,17 @@ use rustls::Connection;
 use crate::addr::SockAddr;
 use crate::flow::{WriteFlow, RETRY_DELAY};
 use crate::protocol::AnyProtocol;
+use crate::sendfile::transport::SendfileState;
 use crate::stream::LostHook;
 use crate::tls::{TlsClientOptions, TlsConfig, TlsServerOptions};
 use crate::transport::Transport;
-use crate::transport_sendfile::SendfileState;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
-#[path = "tls_handshake.rs"]
 mod handshake;
-#[path = "tls_input.rs"]
 mod input;
-#[path = "tls_output.rs"]
 mod output;
-#[path = "tls_sendfile.rs"]
 mod sendfile;
-#[path = "tls_shutdown.rs"]
 mod shutdown;
-#[path = "tls_transport.rs"]
 mod transport;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -185,7 +179,7 @@ pub(crate) struct TlsStream {
     peername: Option<SockAddr>,
     sockname: Option<SockAddr>,
     on_lost: RefCell<Option<LostHook>>,
-    /// `loop.sendfile` in progress (tls_sendfile.rs).
+    /// `loop.sendfile` in progress (tls/stream/sendfile.rs).
     sendfile: SendfileState,
 }
 

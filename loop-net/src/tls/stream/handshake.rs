@@ -1,6 +1,6 @@
 //! The TLS transport's handshake (a child module of `tls_stream`): its
 //! completion, its timeout and failure, and `connection_made` after it.
-//! The `Handshaking` state is described in tls_stream.rs.
+//! The `Handshaking` state is described in tls/stream.rs.
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};

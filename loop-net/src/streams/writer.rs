@@ -27,8 +27,8 @@ use std::task::{Context, Poll, Waker};
 
 use loop_core::LoopError;
 
-use crate::stream_error::clone_io_error;
-use crate::stream_reader::{next_id, StreamReader};
+use crate::streams::error::clone_io_error;
+use crate::streams::reader::{next_id, StreamReader};
 use crate::transport::{ExtraInfo, Transport};
 
 /// One `drain` waiting for `resume_writing` or `connection_lost`.
