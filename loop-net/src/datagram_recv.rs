@@ -9,9 +9,11 @@
 //! protocol gets `datagram_received(&buf[..n], addr)`. A datagram longer than
 //! the buffer (possible on Unix sockets only: a UDP payload is at most 65,527
 //! bytes) is dropped and reported to `error_received` as `EMSGSIZE` rather
-//! than delivered truncated. A receive error goes to `error_received`. If the
-//! protocol is busy (a task holds a borrow of it across an await), nothing is
-//! read that iteration; level-triggering brings the socket back.
+//! than delivered truncated. A receive error goes to `error_received`. The
+//! protocol is free whenever the loop dispatches (no borrow of it lives
+//! between callbacks); should a readiness find it in use, nothing is read,
+//! the socket is unwatched (a level-triggered reader would spin) and
+//! watched again right after the protocol is free.
 //!
 
 use std::cell::RefCell;
@@ -44,16 +46,24 @@ impl Endpoint {
             return;
         }
         let protocol = self.protocol.borrow().clone();
-        let Ok(mut p) = protocol.try_borrow_mut() else {
-            return; // busy: level-triggering brings us back
-        };
+        if protocol.in_use() {
+            self.stop_reading();
+            let me = self.clone();
+            protocol.when_free(move || {
+                if me.state.get() == State::Open {
+                    me.start_reading();
+                }
+            });
+            return;
+        }
         let mut buf = DATAGRAM_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         if buf.len() < DATAGRAM_READ_SIZE {
             buf.resize(DATAGRAM_READ_SIZE, 0);
         }
         // Up to DATAGRAMS_PER_READINESS datagrams per readiness: bounded
         // work per iteration (a flood cannot starve timers), without one
-        // poll per datagram under load.
+        // poll per datagram under load. One call into the protocol per
+        // datagram, so that what it owes is delivered in between.
         let mut outcome = Ok(());
         let mut what = "";
         for _ in 0..DATAGRAMS_PER_READINESS {
@@ -70,16 +80,19 @@ impl Endpoint {
             } else {
                 "error_received"
             };
-            outcome = catch_unwind(AssertUnwindSafe(|| match got {
-                Ok(Some((n, addr))) => p.datagram_received(&buf[..n], addr),
-                Ok(None) => {}
-                Err(e) => p.error_received(e),
-            }));
+            let current = self.protocol.borrow().clone();
+            outcome = catch_unwind(AssertUnwindSafe(|| {
+                current.try_call(|p| match got {
+                    Ok(Some((n, addr))) => p.datagram_received(&buf[..n], addr),
+                    Ok(None) => {}
+                    Err(e) => p.error_received(e),
+                })
+            }))
+            .map(drop);
             if outcome.is_err() || !more {
                 break;
             }
         }
-        drop(p);
         drop(protocol);
         DATAGRAM_BUF.with(|b| {
             let mut slot = b.borrow_mut();

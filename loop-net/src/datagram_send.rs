@@ -173,24 +173,26 @@ impl Endpoint {
         self.drain_deferred();
     }
 
-    /// Delivers the queued notices in order (flow.rs); a busy protocol is
-    /// retried shortly, so no notice is stranded.
+    /// Delivers the queued notices in order (flow.rs); for a protocol in
+    /// use, the rest is delivered right after it is free, so no notice is
+    /// stranded.
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
             if self.state.get() == State::Lost {
                 return None; // the protocol is released: nothing is owed
             }
             let protocol = self.protocol.borrow().clone();
-            let Ok(mut p) = protocol.try_borrow_mut() else {
+            if protocol.in_use() {
                 return Some(notice);
-            };
+            }
             let what = notice.name();
-            let outcome = catch_unwind(AssertUnwindSafe(|| match notice {
-                Notice::Pause => p.pause_writing(),
-                Notice::Resume => p.resume_writing(),
-                Notice::Error(e) => p.error_received(e),
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                protocol.try_call(|p| match notice {
+                    Notice::Pause => p.pause_writing(),
+                    Notice::Resume => p.resume_writing(),
+                    Notice::Error(e) => p.error_received(e),
+                })
             }));
-            drop(p);
             drop(protocol);
             if let Err(payload) = outcome {
                 self.report_panic(what, payload);
@@ -199,7 +201,9 @@ impl Endpoint {
         });
         if !delivered {
             let me = self.rc();
-            self.flow.retry_later(&self.lp, move || me.drain_deferred());
+            let protocol = self.protocol.borrow().clone();
+            self.flow
+                .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
         }
     }
 }

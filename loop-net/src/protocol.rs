@@ -1,28 +1,41 @@
-//! Protocols: the callbacks a user implements, as in asyncio.
+//! Protocols: the callbacks a user implements, as in asyncio, and the
+//! [`ProtocolHandle`] through which a protocol is reached.
 //!
 //! # Delivery rules
-//! - A protocol lives in an `Rc<RefCell<P>>` that the transport and the user
-//!   share ([`ProtocolHandle`]). Its methods take `&mut self`.
+//! - A protocol lives in a [`ProtocolCell`] that the transport and the user
+//!   share through [`ProtocolHandle`]s. Its methods take `&mut self`. User
+//!   code reaches it only through closures ([`ProtocolHandle::with`],
+//!   [`ProtocolHandle::with_mut`]), which cannot be held across an
+//!   `.await`: no borrow of a protocol lives between two callbacks.
 //! - The transport calls it only from the loop: `connection_made` first,
 //!   then `data_received`/`eof_received` (or `get_buffer`/`buffer_updated`),
 //!   then `connection_lost` exactly once, always through `call_soon`.
-//! - `pause_writing` and `resume_writing` are synchronous, as in asyncio:
-//!   `write()` calls `pause_writing` before it returns. When the protocol is
-//!   the one calling `write()` (from inside one of its own callbacks, so its
-//!   `RefCell` is borrowed), the notification is delivered right after that
-//!   callback returns instead, in order, before anything else runs. No
-//!   protocol method is ever re-entered, and no borrow of the protocol is held
-//!   by the transport while another protocol's code runs.
+//! - So a protocol is *in use* only while one of its own methods or a
+//!   `with`/`with_mut` closure runs, and whatever a transport cannot deliver
+//!   then (it was called from inside: a `write()` that owes `pause_writing`,
+//!   a `resume_reading()` with input waiting) is deferred on the cell
+//!   ([`ProtocolHandle::when_free`]) and runs, in order, right after that
+//!   method or closure returns, before anything else. No protocol method is
+//!   ever re-entered, nothing is retried on a timer, and no borrow of the
+//!   protocol is held by the transport while another protocol's code runs.
+//! - After each call into the protocol (a delivery or a `with_mut`), the
+//!   tasks waiting in [`ProtocolHandle::wait_until`] are woken to look at its
+//!   state again. With nobody waiting and nothing deferred this costs one
+//!   check of a flag.
 //!
 //! The state machine is asyncio's:
 //! `start -> connection_made [-> data_received]* [-> eof_received] -> connection_lost -> end`.
 
 use std::any::Any;
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use loop_core::{EventLoop, ExceptionContext, LoopError};
 
@@ -113,10 +126,174 @@ pub trait BufferedProtocol: BaseProtocol {
     }
 }
 
+/// Where a protocol lives: the protocol itself, the work deferred until it
+/// is free, and the tasks waiting on its state. Shared by the transport and
+/// the user's [`ProtocolHandle`]s; it has no public methods of its own (the
+/// handle is the way in), so no borrow of it can be kept.
+pub struct ProtocolCell<P: ?Sized> {
+    hooks: Hooks,
+    value: RefCell<P>,
+}
+
+/// What waits for a protocol: see [`ProtocolCell`].
+#[derive(Default)]
+struct Hooks {
+    /// Something is deferred or waiting: the one check after each call.
+    armed: Cell<bool>,
+    /// The deferred work is being run (a call it makes does not run it again).
+    running: Cell<bool>,
+    /// Work deferred while the protocol was in use, in order.
+    deferred: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    /// Tasks in [`ProtocolHandle::wait_until`].
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl<P> ProtocolCell<P> {
+    /// A cell holding `protocol`.
+    pub(crate) fn new(protocol: P) -> Self {
+        ProtocolCell {
+            hooks: Hooks::default(),
+            value: RefCell::new(protocol),
+        }
+    }
+}
+
+impl<P: ?Sized> ProtocolCell<P> {
+    /// Whether the protocol is in use (one of its methods or a
+    /// `with`/`with_mut` closure runs).
+    pub(crate) fn in_use(&self) -> bool {
+        self.value.try_borrow_mut().is_err()
+    }
+
+    /// Calls `f` on the protocol, or returns `None` (without calling it)
+    /// when the protocol is in use. A panic in `f` propagates, after the
+    /// borrow was released and the deferred work ran. Afterwards, the
+    /// deferred work runs and the waiters are woken.
+    pub(crate) fn try_call<R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
+        let mut guard = self.value.try_borrow_mut().ok()?;
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut guard)));
+        drop(guard);
+        self.released(true);
+        match result {
+            Ok(r) => Some(r),
+            Err(payload) => resume_unwind(payload),
+        }
+    }
+
+    /// As [`try_call`](Self::try_call) with a shared borrow; the waiters are
+    /// not woken (nothing changed).
+    fn try_look<R>(&self, f: impl FnOnce(&P) -> R) -> Option<R> {
+        let guard = self.value.try_borrow().ok()?;
+        let result = catch_unwind(AssertUnwindSafe(|| f(&guard)));
+        drop(guard);
+        self.released(false);
+        match result {
+            Ok(r) => Some(r),
+            Err(payload) => resume_unwind(payload),
+        }
+    }
+
+    /// Runs `f` once the protocol is free: now if it is, else right after
+    /// the method or closure that uses it returns (in the order deferred).
+    pub(crate) fn when_free(&self, f: impl FnOnce() + 'static) {
+        if !self.in_use() && !self.hooks.running.get() {
+            f();
+            return;
+        }
+        self.hooks.deferred.borrow_mut().push_back(Box::new(f));
+        self.hooks.armed.set(true);
+    }
+
+    /// A borrow ended: run what was deferred (if the protocol is free now:
+    /// an outer borrow runs it when it ends) and, after a change, wake the
+    /// waiters.
+    fn released(&self, changed: bool) {
+        if !self.hooks.armed.get() {
+            return;
+        }
+        if self.hooks.running.get() || self.in_use() {
+            return;
+        }
+        self.hooks.running.set(true);
+        let _reset = ResetOnDrop(&self.hooks.running);
+        loop {
+            if self.in_use() {
+                // A deferred call is still running up the stack: it runs
+                // the rest when it returns.
+                return;
+            }
+            let next = self.hooks.deferred.borrow_mut().pop_front();
+            match next {
+                Some(f) => f(),
+                None => break,
+            }
+        }
+        let waiters = if changed {
+            std::mem::take(&mut *self.hooks.waiters.borrow_mut())
+        } else {
+            Vec::new()
+        };
+        // Waiters kept (after a look, nothing changed) keep it armed.
+        let kept = !self.hooks.waiters.borrow().is_empty();
+        self.hooks.armed.set(kept);
+        drop(_reset);
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Registers `waker` to be woken after the next call into the protocol.
+    fn add_waiter(&self, waker: &Waker) {
+        let mut waiters = self.hooks.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
+        self.hooks.armed.set(true);
+    }
+}
+
+/// Clears a flag when dropped (also on unwinding).
+struct ResetOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+impl<P: ?Sized> fmt::Debug for ProtocolCell<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProtocolCell")
+            .field("in_use", &self.in_use())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The user's handle on a protocol that a transport drives: shared with the
-/// transport, borrowed on demand.
+/// transport, reached through closures.
+///
+/// A protocol can be looked at ([`with`](Self::with)), changed
+/// ([`with_mut`](Self::with_mut)) and waited on
+/// ([`wait_until`](Self::wait_until)), never borrowed: a closure cannot be
+/// held across an `.await`, so the transport always finds its protocol free
+/// between callbacks.
+///
+/// ```
+/// use loop_net::{BaseProtocol, Protocol, ProtocolHandle};
+/// #[derive(Default)]
+/// struct Count(usize);
+/// impl BaseProtocol for Count {}
+/// impl Protocol for Count {
+///     fn data_received(&mut self, data: &[u8]) {
+///         self.0 += data.len();
+///     }
+/// }
+/// let handle = ProtocolHandle::new(Count::default());
+/// handle.with_mut(|p| p.data_received(b"abc"));
+/// assert_eq!(handle.with(|p| p.0), 3);
+/// ```
 pub struct ProtocolHandle<P: ?Sized> {
-    pub(crate) cell: Rc<RefCell<P>>,
+    pub(crate) cell: Rc<ProtocolCell<P>>,
 }
 
 impl<P: ?Sized> Clone for ProtocolHandle<P> {
@@ -131,32 +308,106 @@ impl<P> ProtocolHandle<P> {
     /// Wraps a protocol.
     pub fn new(protocol: P) -> Self {
         ProtocolHandle {
-            cell: Rc::new(RefCell::new(protocol)),
+            cell: Rc::new(ProtocolCell::new(protocol)),
         }
     }
 }
 
 impl<P: ?Sized> ProtocolHandle<P> {
     /// Wraps a cell that is already shared: for crates that drive protocols
-    /// of kinds of their own (loop-process's subprocess protocols).
-    pub fn from_cell(cell: Rc<RefCell<P>>) -> Self {
+    /// of kinds of their own (loop-process turns a `ProtocolHandle<P>` into
+    /// a `ProtocolHandle<dyn SubprocessProtocol>` through
+    /// [`cell`](Self::cell) and this).
+    pub fn from_cell(cell: Rc<ProtocolCell<P>>) -> Self {
         ProtocolHandle { cell }
     }
 
     /// The shared cell the transport drives (see [`from_cell`](Self::from_cell)).
-    pub fn cell(&self) -> &Rc<RefCell<P>> {
+    pub fn cell(&self) -> &Rc<ProtocolCell<P>> {
         &self.cell
     }
 
-    /// Borrows the protocol. Panics if it is mutably borrowed, which happens
-    /// only inside one of its own callbacks.
-    pub fn borrow(&self) -> Ref<'_, P> {
-        self.cell.borrow()
+    /// Calls `f` with the protocol and returns what it returns.
+    ///
+    /// What a transport could not deliver while `f` ran (because `f` called
+    /// into it) is delivered right after `f` returns.
+    ///
+    /// # Panics
+    /// If the protocol is in use by a `with_mut` closure or one of its own
+    /// methods, that is, when called from inside one of them (a protocol
+    /// reaches its own state through `self`).
+    pub fn with<R>(&self, f: impl FnOnce(&P) -> R) -> R {
+        match self.cell.try_look(f) {
+            Some(r) => r,
+            None => in_use_panic("with"),
+        }
     }
 
-    /// Borrows the protocol mutably; see [`borrow`](Self::borrow).
-    pub fn borrow_mut(&self) -> RefMut<'_, P> {
-        self.cell.borrow_mut()
+    /// Calls `f` with the protocol, mutably, and returns what it returns.
+    ///
+    /// `f` may call the protocol's transport: what the transport owes the
+    /// protocol meanwhile (`pause_writing` after a `write`, data after a
+    /// `resume_reading`) is delivered right after `f` returns, in order.
+    /// Then the tasks in [`wait_until`](Self::wait_until) look again.
+    ///
+    /// # Panics
+    /// If the protocol is in use: when called from inside one of its own
+    /// methods or another `with`/`with_mut` closure on it.
+    pub fn with_mut<R>(&self, f: impl FnOnce(&mut P) -> R) -> R {
+        match self.cell.try_call(f) {
+            Some(r) => r,
+            None => in_use_panic("with_mut"),
+        }
+    }
+
+    /// As [`with_mut`](Self::with_mut), but `None` (and `f` is not called)
+    /// when the protocol is in use: for code that may run from inside one
+    /// of its methods, as crates that drive protocols of their own kinds.
+    pub fn try_with_mut<R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
+        self.cell.try_call(f)
+    }
+
+    /// Runs `f` once the protocol is free: at once if it is, else right
+    /// after the method or closure that uses it returns, in the order of the
+    /// calls (what a transport does with a delivery it cannot make now).
+    pub fn when_free(&self, f: impl FnOnce() + 'static) {
+        self.cell.when_free(f)
+    }
+
+    /// Waits until `condition` holds for the protocol, and returns what it
+    /// gave: `condition` returns a `bool` (the future then gives `()`) or an
+    /// `Option<T>` (the future gives the `T`).
+    ///
+    /// The condition is checked when the future is first polled and again
+    /// after each call into the protocol (every delivery by its transport,
+    /// every [`with_mut`](Self::with_mut)), never on a timer: a task waiting
+    /// here costs nothing while the protocol is not called. It never
+    /// resolves if the condition never holds (after `connection_lost`, the
+    /// protocol is no longer called): wait for a state that
+    /// `connection_lost` sets, or add a timeout.
+    ///
+    /// ```
+    /// # use loop_net::{BaseProtocol, Protocol, ProtocolHandle};
+    /// # #[derive(Default)]
+    /// # struct Lines { lines: Vec<String>, done: bool }
+    /// # impl BaseProtocol for Lines {}
+    /// # impl Protocol for Lines { fn data_received(&mut self, _: &[u8]) {} }
+    /// async fn first_line(handle: ProtocolHandle<Lines>) -> Option<String> {
+    ///     handle.wait_until(|p: &Lines| p.done || !p.lines.is_empty()).await;
+    ///     handle.wait_until(|p: &Lines| p.lines.first().cloned()).await.into()
+    /// }
+    /// # let _ = first_line;
+    /// ```
+    #[doc(alias = "asyncio.Condition.wait_for")]
+    pub fn wait_until<F, C>(&self, condition: F) -> WaitUntil<P, F>
+    where
+        F: FnMut(&P) -> C,
+        C: Condition,
+    {
+        WaitUntil {
+            cell: self.cell.clone(),
+            condition,
+        }
     }
 
     /// Whether two handles share one protocol.
@@ -165,9 +416,77 @@ impl<P: ?Sized> ProtocolHandle<P> {
     }
 }
 
+fn in_use_panic(what: &str) -> ! {
+    panic!(
+        "ProtocolHandle::{what}: the protocol is in use (called from inside one of its own \
+         methods or another with/with_mut closure on it)"
+    )
+}
+
 impl<P: ?Sized> fmt::Debug for ProtocolHandle<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ProtocolHandle")
+    }
+}
+
+/// What a [`ProtocolHandle::wait_until`] condition returns: `bool` (holds or
+/// not; the wait gives `()`) or `Option<T>` (`Some` holds; the wait gives
+/// the `T`).
+pub trait Condition {
+    /// What the wait resolves to.
+    type Output;
+
+    /// `Some` when the condition holds.
+    fn check(self) -> Option<Self::Output>;
+}
+
+impl Condition for bool {
+    type Output = ();
+
+    fn check(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Condition for Option<T> {
+    type Output = T;
+
+    fn check(self) -> Option<T> {
+        self
+    }
+}
+
+/// The future of [`ProtocolHandle::wait_until`].
+#[must_use = "futures do nothing unless polled"]
+pub struct WaitUntil<P: ?Sized, F> {
+    cell: Rc<ProtocolCell<P>>,
+    condition: F,
+}
+
+impl<P: ?Sized, F> fmt::Debug for WaitUntil<P, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WaitUntil")
+    }
+}
+
+impl<P: ?Sized, F> Unpin for WaitUntil<P, F> {}
+
+impl<P: ?Sized, F, C> Future for WaitUntil<P, F>
+where
+    F: FnMut(&P) -> C,
+    C: Condition,
+{
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let this = self.get_mut();
+        let condition = &mut this.condition;
+        // In use (polled from inside a protocol method): its end wakes us.
+        if let Some(Some(out)) = this.cell.try_look(|p| condition(p).check()) {
+            return Poll::Ready(out);
+        }
+        this.cell.add_waiter(cx.waker());
+        Poll::Pending
     }
 }
 
@@ -175,9 +494,9 @@ impl<P: ?Sized> fmt::Debug for ProtocolHandle<P> {
 #[derive(Clone)]
 pub enum AnyProtocol {
     /// A [`Protocol`].
-    Streaming(Rc<RefCell<dyn Protocol>>),
+    Streaming(Rc<ProtocolCell<dyn Protocol>>),
     /// A [`BufferedProtocol`].
-    Buffered(Rc<RefCell<dyn BufferedProtocol>>),
+    Buffered(Rc<ProtocolCell<dyn BufferedProtocol>>),
 }
 
 impl fmt::Debug for AnyProtocol {
@@ -211,25 +530,39 @@ impl AnyProtocol {
         }
     }
 
-    /// Runs `f` on the protocol as a [`BaseProtocol`], if it is not busy.
-    /// Returns `false` (and does not call `f`) when the protocol is inside
-    /// one of its own callbacks.
-    pub(crate) fn try_with_base(&self, f: impl FnOnce(&mut dyn BaseProtocol)) -> bool {
+    /// Runs `f` on the protocol as a [`BaseProtocol`], unless it is in use
+    /// (`None`, and `f` is not called): see [`ProtocolCell`].
+    pub(crate) fn try_base<R>(&self, f: impl FnOnce(&mut dyn BaseProtocol) -> R) -> Option<R> {
         match self {
-            AnyProtocol::Streaming(p) => match p.try_borrow_mut() {
-                Ok(mut p) => {
-                    f(upcast_streaming(&mut *p));
-                    true
-                }
-                Err(_) => false,
-            },
-            AnyProtocol::Buffered(p) => match p.try_borrow_mut() {
-                Ok(mut p) => {
-                    f(upcast_buffered(&mut *p));
-                    true
-                }
-                Err(_) => false,
-            },
+            AnyProtocol::Streaming(p) => p.try_call(|p| f(upcast_streaming(p))),
+            AnyProtocol::Buffered(p) => p.try_call(|p| f(upcast_buffered(p))),
+        }
+    }
+
+    /// Calls `eof_received`, unless the protocol is in use (`None`).
+    pub(crate) fn try_eof_received(&self) -> Option<bool> {
+        match self {
+            AnyProtocol::Streaming(p) => p.try_call(|p| p.eof_received()),
+            AnyProtocol::Buffered(p) => p.try_call(|p| p.eof_received()),
+        }
+    }
+
+    /// Whether the protocol is in use (one of its methods or a
+    /// `with`/`with_mut` closure on it runs).
+    pub(crate) fn in_use(&self) -> bool {
+        match self {
+            AnyProtocol::Streaming(p) => p.in_use(),
+            AnyProtocol::Buffered(p) => p.in_use(),
+        }
+    }
+
+    /// Runs `f` once the protocol is free ([`ProtocolHandle::when_free`]):
+    /// how a transport delivers what it could not deliver from inside one
+    /// of the protocol's methods.
+    pub(crate) fn when_free(&self, f: impl FnOnce() + 'static) {
+        match self {
+            AnyProtocol::Streaming(p) => p.when_free(f),
+            AnyProtocol::Buffered(p) => p.when_free(f),
         }
     }
 }
@@ -239,8 +572,9 @@ impl AnyProtocol {
 pub(crate) enum Made {
     /// It was called and returned.
     Called,
-    /// The protocol is busy (a task holds its handle across an await): it
-    /// was not called, and the transport is handed back for the retry.
+    /// The protocol is in use (the offer came from inside one of its
+    /// methods): it was not called, and the transport is handed back to be
+    /// offered again when it is free ([`AnyProtocol::when_free`]).
     Busy(Transport),
     /// It panicked: the payload, for the transport to report
     /// ([`report_protocol_panic`]) before it closes.
@@ -248,20 +582,20 @@ pub(crate) enum Made {
 }
 
 impl AnyProtocol {
-    /// Calls `connection_made(transport)`, catching a panic; a busy protocol
-    /// is not called (every stream-like transport's first delivery).
+    /// Calls `connection_made(transport)`, catching a panic; a protocol in
+    /// use is not called (every stream-like transport's first delivery).
     pub(crate) fn deliver_connection_made(&self, transport: Transport) -> Made {
         let mut arg = Some(transport);
         let called = catch_unwind(AssertUnwindSafe(|| {
-            self.try_with_base(|p| {
+            self.try_base(|p| {
                 if let Some(t) = arg.take() {
                     p.connection_made(t)
                 }
             })
         }));
         match called {
-            Ok(true) => Made::Called,
-            Ok(false) => Made::Busy(arg.take().expect("connection_made was not called")),
+            Ok(Some(())) => Made::Called,
+            Ok(None) => Made::Busy(arg.take().expect("connection_made was not called")),
             Err(payload) => Made::Panicked(payload),
         }
     }
@@ -287,9 +621,9 @@ pub(crate) fn report_protocol_panic(
 
 impl AnyProtocol {
     /// Calls `connection_lost(error)`, catching a panic and reporting it to
-    /// the exception handler (with `transport` as context). When the protocol
-    /// is borrowed elsewhere (a task holding its handle across an await), the
-    /// error is handed back for the caller to retry later.
+    /// the exception handler (with `transport` as context). When the
+    /// protocol is in use (this was reached from inside one of its
+    /// methods), the error is handed back, to be delivered when it is free.
     pub(crate) fn deliver_connection_lost(
         &self,
         lp: &EventLoop,
@@ -298,11 +632,11 @@ impl AnyProtocol {
     ) -> Result<(), Option<io::Error>> {
         let mut error = Some(error);
         let called = catch_unwind(AssertUnwindSafe(|| {
-            self.try_with_base(|p| p.connection_lost(error.take().flatten()))
+            self.try_base(|p| p.connection_lost(error.take().flatten()))
         }));
         match called {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(error.take().flatten()),
+            Ok(Some(())) => Ok(()),
+            Ok(None) => Err(error.take().flatten()),
             Err(payload) => {
                 lp.call_exception_handler(
                     ExceptionContext::new("protocol.connection_lost() failed")
@@ -320,7 +654,7 @@ impl AnyProtocol {
     /// `_protocol = None`): one with nothing to call, so that a protocol
     /// that keeps its `Transport` is no `Rc` cycle.
     pub(crate) fn released() -> AnyProtocol {
-        AnyProtocol::Streaming(Rc::new(RefCell::new(Released)))
+        AnyProtocol::Streaming(Rc::new(ProtocolCell::new(Released)))
     }
 }
 
