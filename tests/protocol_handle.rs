@@ -162,11 +162,11 @@ fn a_task_waiting_on_protocol_state_uses_no_cpu_and_is_woken_by_deliveries_only(
             "the condition was looked at {} times for {deliveries} deliveries",
             looks.get()
         );
-        // Idle while waiting: a spinning reader would use about all of it.
-        assert!(
-            cpu < Duration::from_millis(30) && cpu < wall / 10,
-            "waiting used {cpu:?} of CPU in {wall:?}"
-        );
+        // Idle while waiting (measured: well under 1 ms). A spinning
+        // reader uses all the CPU the machine gives it; even on a loaded
+        // 2-core machine, where its share falls to a few percent, that is
+        // above this bound, while an idle thread's cannot rise.
+        assert!(cpu < wall / 30, "waiting used {cpu:?} of CPU in {wall:?}");
         t.close();
         h.wait_until(|p: &Client| p.lost > 0).await;
     })
@@ -250,7 +250,7 @@ fn pause_and_resume_reading_inside_with_mut_keep_order_and_do_not_spin() {
         let (wall, cpu) = (wall0.elapsed(), thread_cpu() - cpu0);
         assert!(h.with(|p| p.got.is_empty()), "delivered while paused");
         assert!(
-            cpu < Duration::from_millis(30) && cpu < wall / 5,
+            cpu < wall / 30,
             "paused with input waiting: {cpu:?} of CPU in {wall:?}"
         );
         // resume_reading and a write inside one closure: the data comes
@@ -352,6 +352,13 @@ fn what_a_transport_owes_a_protocol_shared_with_another_comes_right_after_its_ca
     .unwrap();
     guard.disarm();
     assert!(seen.borrow().is_empty());
+}
+
+/// The peak resident set size of this process (`VmHWM`), in KiB.
+fn peak_rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A subprocess protocol that writes what it gets back to the child's
@@ -458,6 +465,14 @@ fn a_child_writing_64_mib_to_a_busy_subprocess_protocol_keeps_the_queue_bounded(
             "{max_pending} bytes of output were queued for the protocol"
         );
         assert_eq!(t.pending_output_size(), 0);
+        // And so the process never held the output: its peak resident size
+        // stays far below 64 MiB (measured: about 6 MiB; queuing every read
+        // while the protocol was busy took it to 70 MiB).
+        let peak_kib = peak_rss_kib();
+        assert!(
+            peak_kib < 40 * 1024,
+            "the process peaked at {peak_kib} KiB resident"
+        );
         // The protocol was busy in the intended way: stdin filled up.
         assert!(
             pauses > 0,

@@ -674,3 +674,96 @@ fn upcast_streaming(p: &mut dyn Protocol) -> &mut dyn BaseProtocol {
 fn upcast_buffered(p: &mut dyn BufferedProtocol) -> &mut dyn BaseProtocol {
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn work_deferred_while_in_use_runs_in_order_right_after_the_borrow_ends() {
+        let h = ProtocolHandle::new(Vec::<&'static str>::new());
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (l1, l2) = (log.clone(), log.clone());
+        let inner = h.clone();
+        h.with_mut(|v| {
+            v.push("closure");
+            inner.when_free(move || l1.borrow_mut().push("first"));
+            let (l3, again) = (l2.clone(), inner.clone());
+            inner.when_free(move || {
+                l2.borrow_mut().push("second");
+                // Deferred from deferred work: after the rest, still in order.
+                again.when_free(move || l3.borrow_mut().push("third"));
+                again.with_mut(|v| v.push("second's call"));
+            });
+            assert!(log.borrow().is_empty(), "ran while in use");
+        });
+        assert_eq!(*log.borrow(), ["first", "second", "third"]);
+        assert_eq!(h.with(|v| v.clone()), ["closure", "second's call"]);
+        // Free: at once.
+        let l = log.clone();
+        h.when_free(move || l.borrow_mut().push("now"));
+        assert_eq!(log.borrow().last(), Some(&"now"));
+    }
+
+    #[test]
+    fn a_panic_in_with_mut_propagates_after_the_deferred_work_ran() {
+        let h = ProtocolHandle::new(0u32);
+        let ran = Rc::new(Cell::new(false));
+        let (r, inner) = (ran.clone(), h.clone());
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            h.with_mut(|_| {
+                inner.when_free(move || r.set(true));
+                panic!("user code");
+            })
+        }));
+        assert!(caught.is_err());
+        assert!(ran.get());
+        assert_eq!(h.with_mut(|n| std::mem::replace(n, 1)), 0, "still usable");
+    }
+
+    #[test]
+    fn waiters_are_woken_after_a_change_and_not_after_a_look() {
+        let h = ProtocolHandle::new(0u32);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut wait = h.wait_until(|n: &u32| (*n >= 2).then_some(*n * 10));
+        assert!(Pin::new(&mut wait).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut wait).poll(&mut cx).is_pending());
+        h.with(|_| ());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "woken by a look");
+        h.with_mut(|n| *n += 1);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "one waker, registered once"
+        );
+        assert!(Pin::new(&mut wait).poll(&mut cx).is_pending());
+        h.with_mut(|n| *n += 1);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(Pin::new(&mut wait).poll(&mut cx), Poll::Ready(20));
+        // Nobody waits: nothing to wake, nothing armed.
+        h.with_mut(|n| *n += 1);
+        assert!(!h.cell.hooks.armed.get());
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "the protocol is in use")]
+    fn with_inside_with_mut_on_the_same_protocol_is_a_clear_panic() {
+        let h = ProtocolHandle::new(0u32);
+        let inner = h.clone();
+        h.with_mut(|_| inner.with(|n| *n));
+    }
+}

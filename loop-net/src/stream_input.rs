@@ -143,3 +143,75 @@ impl Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use loop_core::EventLoop;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+    use crate::protocol::{AnyProtocol, BaseProtocol, Protocol, ProtocolHandle};
+    use crate::stream::Stream;
+    use crate::transport::Transport;
+
+    #[derive(Default)]
+    struct Rec {
+        made: bool,
+        got: Vec<u8>,
+    }
+
+    impl BaseProtocol for Rec {
+        fn connection_made(&mut self, _t: Transport) {
+            self.made = true;
+        }
+    }
+
+    impl Protocol for Rec {
+        fn data_received(&mut self, data: &[u8]) {
+            self.got.extend_from_slice(data);
+        }
+    }
+
+    /// The loop never dispatches while a protocol is in use; this calls the
+    /// read path from inside a `with_mut` closure to see what it would do:
+    /// read nothing, stop watching the socket (a level-triggered reader left
+    /// registered would spin the loop), and read again once it is free.
+    #[test]
+    fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
+        let lp = EventLoop::new().unwrap();
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let h = ProtocolHandle::new(Rec::default());
+        let (t, stream): (Transport, Rc<Stream>) =
+            Stream::start_rc(&lp, ours, AnyProtocol::from(h.clone()), None).unwrap();
+        let h2 = h.clone();
+        lp.run_until_complete(async move { h2.wait_until(|p: &Rec| p.made).await })
+            .unwrap();
+        assert!(stream.reading.get());
+        rustix::io::write(&theirs, b"hello").unwrap();
+        h.with_mut(|p| {
+            stream.on_readable();
+            assert!(p.got.is_empty(), "re-entered");
+            assert!(!stream.reading.get(), "still watched while in use");
+        });
+        assert!(stream.reading.get(), "not watched again once free");
+        let h2 = h.clone();
+        let got = lp
+            .run_until_complete(async move {
+                h2.wait_until(|p: &Rec| (p.got.len() >= 5).then(|| p.got.clone()))
+                    .await
+            })
+            .unwrap();
+        assert_eq!(got, b"hello");
+        t.abort();
+        drop(theirs);
+        lp.run_until_complete(async {}).unwrap();
+        lp.close().unwrap();
+    }
+}
