@@ -14,11 +14,12 @@
 //! it was paused and a pending close finished (lesson 4 of the design notes:
 //! no lost wake-up after a send error).
 //!
-//! # Notices to a busy protocol
+//! # Notices to a protocol in use
 //! `pause_writing`, `resume_writing` and `error_received` caused by a
 //! `sendto` are synchronous, as in asyncio, except when the protocol is the
-//! caller (its `RefCell` is borrowed): then they are queued and delivered
-//! right after its callback returns, in order. A protocol method is never
+//! caller (one of its methods or a `with_mut` closure on it runs): then they
+//! are queued and delivered right after that returns, in order
+//! ([`ProtocolHandle::when_free`](crate::ProtocolHandle::when_free)). A protocol method is never
 //! re-entered, and the endpoint holds no borrow of its own state while user
 //! code runs. Pending notices are delivered before `connection_lost`.
 
@@ -163,8 +164,8 @@ impl Endpoint {
         }
     }
 
-    /// Delivers a notice now, or right after the protocol's running callback
-    /// returns if it is busy.
+    /// Delivers a notice now, or right after the protocol's running method
+    /// (or `with_mut` closure) returns if it is in use.
     pub(super) fn notify(&self, notice: Notice) {
         if self.state.get() == State::Lost {
             return;

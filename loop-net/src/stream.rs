@@ -18,9 +18,10 @@
 //! into a read buffer shared by all the loop's transports (taken out of its
 //! slot for the call and put back after), and hands the protocol a slice:
 //! no allocation per read. A `BufferedProtocol` gets the bytes in its own
-//! buffer. If the protocol is borrowed elsewhere (a task holding a
-//! `ProtocolHandle` borrow across an await), the transport does not read in
-//! that iteration: level-triggering brings it back, and nothing is lost.
+//! buffer. The protocol is free whenever the loop dispatches (it is reached
+//! only through closures, protocol.rs); should a readiness find it in use,
+//! nothing is read and the socket is unwatched until it is free
+//! (stream_input.rs): no spin, nothing lost.
 //!
 //! # Write path
 //! Write first, buffer only the rest: `write()` tries `send` at once when
