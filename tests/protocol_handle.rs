@@ -394,6 +394,9 @@ impl Busy {
 impl SubprocessProtocol for Busy {
     fn connection_made(&mut self, t: SubprocessTransport) {
         self.t = Some(t);
+        // Output that came while the pipes were being connected waits
+        // behind this call: the one place a copy is usual.
+        self.note();
     }
 
     fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {

@@ -367,6 +367,13 @@ impl<P: ?Sized> ProtocolHandle<P> {
         self.cell.try_call(f)
     }
 
+    /// Whether the protocol is in use: one of its methods or a
+    /// `with`/`with_mut` closure on it is running (so `with` and `with_mut`
+    /// would panic, and `try_with_mut` gives `None`).
+    pub fn is_in_use(&self) -> bool {
+        self.cell.in_use()
+    }
+
     /// Runs `f` once the protocol is free: at once if it is, else right
     /// after the method or closure that uses it returns, in the order of the
     /// calls (what a transport does with a delivery it cannot make now).

@@ -325,7 +325,8 @@ impl Inner {
         transport.pause_reading();
     }
 
-    /// The queue is empty: read the held pipes again.
+    /// The queued calls are about to be delivered: read the held pipes
+    /// again.
     fn release_pipes(&self) {
         let held: Vec<Transport> = self
             .pipes
@@ -411,14 +412,19 @@ impl Inner {
     /// that what the protocol caused during a call, a `pause_writing` from
     /// its own write to stdin, reaches it right after that call returns,
     /// before anything else runs), and when a protocol that was in use is
-    /// free again. Once the queue is empty, the held pipes are read again.
+    /// free again. The held pipes are watched again as the drain starts:
+    /// no read can happen while it delivers (reads come from the loop), and
+    /// a `pause_reading` the protocol makes meanwhile then stands.
     fn drain(self: &Rc<Self>) {
+        if !self.made.get() && !self.started.get() {
+            return;
+        }
+        match self.protocol.borrow().as_ref() {
+            Some(p) if p.is_in_use() => {}
+            _ => self.release_pipes(),
+        }
         loop {
-            if !self.made.get() && !self.started.get() {
-                return;
-            }
             if self.calls.borrow().is_empty() {
-                self.release_pipes();
                 return;
             }
             let Some(protocol) = self.protocol.borrow().clone() else {
