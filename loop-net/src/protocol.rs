@@ -142,6 +142,8 @@ struct Hooks {
     armed: Cell<bool>,
     /// The deferred work is being run (a call it makes does not run it again).
     running: Cell<bool>,
+    /// The protocol was called mutably since the waiters were last woken.
+    changed: Cell<bool>,
     /// Work deferred while the protocol was in use, in order.
     deferred: RefCell<VecDeque<Box<dyn FnOnce()>>>,
     /// Tasks in [`ProtocolHandle::wait_until`].
@@ -196,12 +198,10 @@ impl<P: ?Sized> ProtocolCell<P> {
     /// Runs `f` once the protocol is free: now if it is, else right after
     /// the method or closure that uses it returns (in the order deferred).
     pub(crate) fn when_free(&self, f: impl FnOnce() + 'static) {
-        if !self.in_use() && !self.hooks.running.get() {
-            f();
-            return;
-        }
         self.hooks.deferred.borrow_mut().push_back(Box::new(f));
         self.hooks.armed.set(true);
+        // Free: now, after what was deferred before it.
+        self.released(false);
     }
 
     /// A borrow ended: run what was deferred (if the protocol is free now:
@@ -210,6 +210,9 @@ impl<P: ?Sized> ProtocolCell<P> {
     fn released(&self, changed: bool) {
         if !self.hooks.armed.get() {
             return;
+        }
+        if changed {
+            self.hooks.changed.set(true);
         }
         if self.hooks.running.get() || self.in_use() {
             return;
@@ -228,7 +231,8 @@ impl<P: ?Sized> ProtocolCell<P> {
                 None => break,
             }
         }
-        let waiters = if changed {
+        // Also a mutable call made by the deferred work.
+        let waiters = if self.hooks.changed.replace(false) {
             std::mem::take(&mut *self.hooks.waiters.borrow_mut())
         } else {
             Vec::new()
@@ -764,6 +768,28 @@ mod tests {
         h.with_mut(|n| *n += 1);
         assert!(!h.cell.hooks.armed.get());
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_change_made_by_deferred_work_after_a_look_wakes_the_waiters() {
+        let h = ProtocolHandle::new(0u32);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut wait = h.wait_until(|n: &u32| *n == 1);
+        assert!(Pin::new(&mut wait).poll(&mut cx).is_pending());
+        let inner = h.clone();
+        h.with(|_| {
+            // As a transport would: deliver once the look is over.
+            let again = inner.clone();
+            inner.when_free(move || again.with_mut(|n| *n = 1));
+        });
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "not woken after the change"
+        );
+        assert!(Pin::new(&mut wait).poll(&mut cx).is_ready());
     }
 
     #[test]
