@@ -139,3 +139,65 @@ impl Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, UdpSocket};
+
+    use loop_core::EventLoop;
+
+    use crate::addr::SockAddr;
+    use crate::datagram::{DatagramProtocol, DatagramTransport};
+    use crate::datagram_ext::{DatagramLoopExt, DatagramOptions};
+
+    #[derive(Default)]
+    struct Rec {
+        got: Vec<Vec<u8>>,
+    }
+
+    impl DatagramProtocol for Rec {
+        fn datagram_received(&mut self, data: &[u8], _addr: SockAddr) {
+            self.got.push(data.to_vec());
+        }
+    }
+
+    /// As the stream transport's test (stream_input.rs): a readiness that
+    /// finds the protocol in use reads nothing, unwatches the socket (no
+    /// spin) and reads again once it is free (nothing lost).
+    #[test]
+    fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
+        let lp = EventLoop::new().unwrap();
+        let l = lp.clone();
+        let (t, h): (DatagramTransport, _) = lp
+            .run_until_complete(async move {
+                let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+                l.create_datagram_endpoint(
+                    Rec::default,
+                    DatagramOptions::default().with_local_addr(any),
+                )
+                .await
+            })
+            .unwrap()
+            .unwrap();
+        let to = t.sockname().unwrap().as_inet().unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(t.inner.reading.get());
+        peer.send_to(b"one", to).unwrap();
+        h.with_mut(|p| {
+            t.inner.on_readable();
+            assert!(p.got.is_empty(), "re-entered");
+            assert!(!t.inner.reading.get(), "still watched while in use");
+        });
+        assert!(t.inner.reading.get(), "not watched again once free");
+        let h2 = h.clone();
+        let got = lp
+            .run_until_complete(
+                async move { h2.wait_until(|p: &Rec| p.got.first().cloned()).await },
+            )
+            .unwrap();
+        assert_eq!(got, b"one");
+        t.close();
+        lp.run_until_complete(async {}).unwrap();
+        lp.close().unwrap();
+    }
+}

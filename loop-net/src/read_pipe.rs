@@ -323,3 +323,67 @@ impl TransportImpl for ReadPipe {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use loop_core::EventLoop;
+
+    use super::ReadPipe;
+    use crate::protocol::{AnyProtocol, BaseProtocol, Protocol, ProtocolHandle};
+    use crate::transport::Transport;
+
+    #[derive(Default)]
+    struct Rec {
+        made: bool,
+        got: Vec<u8>,
+    }
+
+    impl BaseProtocol for Rec {
+        fn connection_made(&mut self, _t: Transport) {
+            self.made = true;
+        }
+    }
+
+    impl Protocol for Rec {
+        fn data_received(&mut self, data: &[u8]) {
+            self.got.extend_from_slice(data);
+        }
+    }
+
+    /// As the stream transport's test (stream_input.rs): a readiness that
+    /// finds the protocol in use reads nothing, unwatches the pipe (no
+    /// spin) and reads again once it is free (nothing lost).
+    #[test]
+    fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
+        let lp = EventLoop::new().unwrap();
+        let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+        let h = ProtocolHandle::new(Rec::default());
+        let (t, pipe) = ReadPipe::start(&lp, read_end, AnyProtocol::from(h.clone())).unwrap();
+        let h2 = h.clone();
+        lp.run_until_complete(async move { h2.wait_until(|p: &Rec| p.made).await })
+            .unwrap();
+        assert!(pipe.reader.on.get());
+        let mut writer = std::fs::File::from(write_end);
+        writer.write_all(b"hello").unwrap();
+        h.with_mut(|p| {
+            pipe.on_readable();
+            assert!(p.got.is_empty(), "re-entered");
+            assert!(!pipe.reader.on.get(), "still watched while in use");
+        });
+        assert!(pipe.reader.on.get(), "not watched again once free");
+        let h2 = h.clone();
+        let got = lp
+            .run_until_complete(async move {
+                h2.wait_until(|p: &Rec| (p.got.len() >= 5).then(|| p.got.clone()))
+                    .await
+            })
+            .unwrap();
+        assert_eq!(got, b"hello");
+        t.close();
+        drop(writer);
+        lp.run_until_complete(async {}).unwrap();
+        lp.close().unwrap();
+    }
+}
