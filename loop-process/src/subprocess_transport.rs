@@ -26,11 +26,16 @@
 //! # Bounded memory
 //! Output is handed to the protocol straight from the pipe's read buffer.
 //! Only output that must wait behind a queued call is copied, and the pipe
-//! it came from then stops being read (`pause_reading`) until the queue is
-//! empty: at most one read (64 KiB) per pipe is ever copied, however much
-//! the child writes and however the protocol behaves
+//! it came from then stops being read (`pause_reading`) until the queued
+//! calls are delivered (it is watched again as their delivery starts: no
+//! read can come in between, and a `pause_reading` the protocol makes while
+//! they are delivered stands): at most one read (64 KiB) per pipe is ever
+//! copied, however much the child writes and however the protocol behaves
 //! ([`SubprocessTransport::pending_output_size`]). A pipe the user had
-//! paused is left alone.
+//! paused is left alone. In practice a copy is made only for output that
+//! arrives while the pipes are being connected, before `connection_made`:
+//! a call queued while the protocol is in use is delivered before the loop
+//! reads again.
 //!
 //! # The end
 //! `connection_lost` is queued once the return code is known and every
@@ -289,8 +294,8 @@ impl Inner {
     }
 
     /// Delivers `data` from pipe `fd` at once if possible (no copy);
-    /// otherwise queues a copy and stops reading that pipe until the queue
-    /// is empty (see the module docs).
+    /// otherwise queues a copy and stops reading that pipe until the queued
+    /// calls are delivered (see the module docs).
     fn data_received(self: &Rc<Self>, fd: i32, data: &[u8]) {
         if self.can_call_now() {
             let protocol = self.protocol.borrow().clone();
@@ -678,7 +683,8 @@ impl SubprocessTransport {
     /// the read buffer when nothing is queued before it; what waits behind
     /// a queued call (a notice owed while the protocol was in use, or
     /// `connection_made`) is copied, and that pipe is not read again until
-    /// the queue is empty. So this is at most one read (64 KiB) per pipe.
+    /// the queued calls are delivered. So this is at most one read (64 KiB)
+    /// per pipe.
     pub fn pending_output_size(&self) -> usize {
         self.inner.queued_bytes.get()
     }
