@@ -403,11 +403,22 @@ impl<P: ?Sized> ProtocolHandle<P> {
     /// # struct Lines { lines: Vec<String>, done: bool }
     /// # impl BaseProtocol for Lines {}
     /// # impl Protocol for Lines { fn data_received(&mut self, _: &[u8]) {} }
-    /// async fn first_line(handle: ProtocolHandle<Lines>) -> Option<String> {
-    ///     handle.wait_until(|p: &Lines| p.done || !p.lines.is_empty()).await;
-    ///     handle.wait_until(|p: &Lines| p.lines.first().cloned()).await.into()
+    /// /// The first line, or `None` if the connection ends without one.
+    /// async fn first_line(handle: &ProtocolHandle<Lines>) -> Option<String> {
+    ///     handle
+    ///         .wait_until(|p: &Lines| match p.lines.first() {
+    ///             Some(line) => Some(Some(line.clone())),
+    ///             None if p.done => Some(None),
+    ///             None => None,
+    ///         })
+    ///         .await
     /// }
-    /// # let _ = first_line;
+    ///
+    /// /// Waits for the end (a `bool` condition: the wait gives `()`).
+    /// async fn finished(handle: &ProtocolHandle<Lines>) {
+    ///     handle.wait_until(|p: &Lines| p.done).await
+    /// }
+    /// # let _ = (first_line, finished);
     /// ```
     #[doc(alias = "asyncio.Condition.wait_for")]
     pub fn wait_until<F, C>(&self, condition: F) -> WaitUntil<P, F>
