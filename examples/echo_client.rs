@@ -208,14 +208,17 @@ async fn ping_pong(
     for k in 0..count {
         fill(&mut msg, k);
         let echoed = lp.create_future::<()>();
-        {
-            let mut c = client.borrow_mut();
+        let lost = client.with_mut(|c| {
             if c.lost.is_some() {
-                return Err(format!("message {k}: the connection is already lost"));
+                return true;
             }
             c.received.clear();
             c.expect = size;
             c.waiter = Some(echoed.clone());
+            false
+        });
+        if lost {
+            return Err(format!("message {k}: the connection is already lost"));
         }
         transport
             .write(&msg)
@@ -223,24 +226,30 @@ async fn ping_pong(
         echoed
             .await
             .map_err(|e| format!("message {k}: no complete echo: {e}"))?;
-        let c = client.borrow();
-        if c.received.len() != size {
-            return Err(format!(
-                "message {k}: {} bytes came back for {size} sent",
-                c.received.len()
-            ));
-        }
-        if let Some(i) = c.received.iter().zip(&msg).position(|(a, b)| a != b) {
-            return Err(format!(
-                "message {k}: the echo differs at byte {i} (got {}, sent {})",
-                c.received[i], msg[i]
-            ));
-        }
+        client.with(|c| {
+            if c.received.len() != size {
+                return Err(format!(
+                    "message {k}: {} bytes came back for {size} sent",
+                    c.received.len()
+                ));
+            }
+            if let Some(i) = c.received.iter().zip(&msg).position(|(a, b)| a != b) {
+                return Err(format!(
+                    "message {k}: the echo differs at byte {i} (got {}, sent {})",
+                    c.received[i], msg[i]
+                ));
+            }
+            Ok(())
+        })?;
     }
     let elapsed = start.elapsed();
     transport.close();
     let _ = closed.await;
-    if let Some(Some(e)) = &client.borrow().lost {
+    if let Some(e) = client.with(|c| {
+        c.lost
+            .as_ref()
+            .and_then(|l| l.as_ref().map(|e| e.to_string()))
+    }) {
         return Err(format!("the connection ended with an error: {e}"));
     }
     Ok(elapsed)

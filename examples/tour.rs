@@ -354,7 +354,7 @@ fn tcp_echo(lp: &EventLoop) -> Step {
             server.close();
             server.close_clients();
             server.wait_closed().await;
-            let got = client.borrow().got.clone();
+            let got = client.with(|c| c.got.clone());
             Ok::<_, std::io::Error>((got, addr))
         })
         .map_err(err)?
@@ -389,7 +389,7 @@ fn unix_echo(lp: &EventLoop) -> Step {
             server.close();
             server.close_clients();
             server.wait_closed().await;
-            let got = client.borrow().got.clone();
+            let got = client.with(|c| c.got.clone());
             Ok::<_, std::io::Error>(got)
         })
         .map_err(err)?
@@ -575,7 +575,7 @@ fn tls_echo(lp: &EventLoop) -> Step {
                 Ok((t, client)) => {
                     let (version, cipher) = (t.tls_version(), t.cipher());
                     let _ = done.await;
-                    let got = client.borrow().got.clone();
+                    let got = client.with(|c| c.got.clone());
                     Ok((got, version, cipher))
                 }
                 Err(e) => Err(e),

@@ -79,6 +79,8 @@ pub use loop_net::{
     StreamReader, StreamReaderProtocol, StreamWriter, StreamsLoopExt,
 };
 #[cfg(feature = "net")]
+pub use loop_net::{Condition, ProtocolCell, WaitUntil};
+#[cfg(feature = "net")]
 pub use loop_net::{
     DatagramAddr, DatagramLoopExt, DatagramOptions, DatagramProtocol, DatagramTransport,
 };

@@ -822,14 +822,14 @@ fn stream_reader_protocol_over_create_connection_by_hand() {
             )
             .await
             .unwrap();
-        assert!(handle.borrow().reader().unwrap().ptr_eq(&reader));
+        assert!(handle.with(|p| p.reader().unwrap().ptr_eq(&reader)));
         let w = StreamWriter::new(t, flow, Some(reader.clone()));
         w.writelines(&[b"a", b"b", b"c\n"]).unwrap();
         assert_eq!(reader.readline().await.unwrap(), b"abc\n");
         w.close();
         w.wait_closed().await.unwrap();
         // The protocol let go of the reader at connection_lost.
-        assert!(handle.borrow().reader().is_none());
+        assert!(handle.with(|p| p.reader().is_none()));
         server.close();
     });
 }

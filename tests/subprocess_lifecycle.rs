@@ -95,15 +95,13 @@ fn send_signal_reaches_a_python_handler() {
                 print('ready', flush=True)\n\
                 while True: signal.pause()";
     let t = run(&lp, async move {
-        let (t, _p) = l
+        let (t, p) = l
             .subprocess_exec(f, "python3", ["-c", code], SubprocessOptions::new())
             .await
             .unwrap();
         // Wait for "ready" on stdout: the handler is installed.
-        let lp = t.get_loop();
-        while output(&evs.borrow(), 1) != b"ready\n" {
-            lp.sleep(Duration::from_millis(5)).await.unwrap();
-        }
+        p.wait_until(|_: &Rec| output(&evs.borrow(), 1) == b"ready\n")
+            .await;
         t.send_signal(rustix::process::Signal::USR1.as_raw())
             .unwrap();
         done.await.unwrap();

@@ -195,7 +195,7 @@ fn buffered_protocols_receive_every_byte_on_both_ends() {
         assert!(rec.bytes() == payload);
         assert!(acc.get(0).bytes() == payload);
         // Each read went into the protocol's own (777-byte) buffer.
-        assert!(h.borrow().get_buffer_calls.get() >= payload.len() / 777);
+        assert!(h.with(|p| p.get_buffer_calls.get()) >= payload.len() / 777);
         assert!(matches!(t.get_protocol(), AnyProtocol::Buffered(_)));
         t.close();
         rec.until_lost().await;
@@ -229,7 +229,7 @@ fn create_connection_returns_after_connection_made() {
             "create_connection returned before connection_made"
         );
         assert!(rec.transport().ptr_eq(&t));
-        assert!(Rc::ptr_eq(&h.borrow().rec, &rec));
+        assert!(h.with(|p| Rc::ptr_eq(&p.rec, &rec)));
         // Closing right away is then legal and gives made -> lost.
         t.close();
         rec.until_lost().await;
@@ -1581,22 +1581,15 @@ fn pause_reading_inside_connection_made_holds() {
             .unwrap()
             .unwrap();
     }
-    assert!(proto.borrow().got.is_empty(), "data_received while paused");
+    assert!(
+        proto.with(|p| p.got.is_empty()),
+        "data_received while paused"
+    );
     t.resume_reading();
-    let lp2 = lp.clone();
     let p2 = proto.clone();
-    lp.run_until_complete(async move {
-        for _ in 0..2000 {
-            if p2.borrow().got.len() == 9 {
-                break;
-            }
-            lp2.sleep(std::time::Duration::from_millis(1))
-                .await
-                .unwrap();
-        }
-    })
-    .unwrap();
-    assert_eq!(proto.borrow().got, b"held back");
+    lp.run_until_complete(async move { p2.wait_until(|p| p.got.len() >= 9).await })
+        .unwrap();
+    assert_eq!(proto.with(|p| p.got.clone()), b"held back");
     t.abort();
     lp.close().unwrap();
 }

@@ -46,8 +46,8 @@ use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::net::SocketAddrAny;
 
 use crate::addr::SockAddr;
-use crate::flow::{WriteFlow, RETRY_DELAY};
-use crate::protocol::ProtocolHandle;
+use crate::flow::WriteFlow;
+use crate::protocol::{ProtocolCell, ProtocolHandle};
 use crate::transport::ExtraInfo;
 use crate::write_buffer::WriteBufferLimits;
 
@@ -131,7 +131,7 @@ impl<P: DatagramProtocol> From<ProtocolHandle<P>> for ProtocolHandle<dyn Datagra
     }
 }
 
-type DynProtocol = Rc<RefCell<dyn DatagramProtocol>>;
+type DynProtocol = Rc<ProtocolCell<dyn DatagramProtocol>>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {

@@ -11,11 +11,12 @@
 //!   resume. Each transport measures its own buffer (bytes, bytes plus
 //!   rustls' pending plaintext, datagrams plus their overhead).
 //! - Notices are delivered in order: at once when the protocol is free,
-//!   else kept. A protocol is busy when it is the caller of `write()` (the
-//!   dispatcher running its callback drains the queue right after it
-//!   returns) or when a task holds its borrow across an await (a retry
-//!   [`RETRY_DELAY`] later covers that: not `call_soon`, which would spin
-//!   the loop for as long as the borrow lasts). One retry is pending at most.
+//!   else kept. A protocol is in use only when the caller of `write()` is
+//!   one of its own methods or a `with`/`with_mut` closure on it (no borrow
+//!   lives between callbacks): the drain is then deferred on the protocol
+//!   ([`WriteFlow::drain_when_free`]) and runs right after that method or
+//!   closure returns, before anything else. One such deferral is pending at
+//!   most; nothing is retried on a timer.
 //! - A drain started from inside a notice's callback (a `write` inside
 //!   `resume_writing`) does nothing: the outer drain delivers what the
 //!   callback queued, after the current notice. A protocol is never
@@ -25,16 +26,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::time::Duration;
 
 use loop_core::{EventLoop, ExceptionContext, LoopError};
 
 use crate::protocol::AnyProtocol;
 use crate::write_buffer::WriteBufferLimits;
-
-/// How soon a delivery to a protocol that was busy is tried again (every
-/// transport's `connection_made`, `connection_lost` and notices).
-pub(crate) const RETRY_DELAY: Duration = Duration::from_millis(1);
 
 /// A flow-control notice for a stream-like protocol ([`AnyProtocol`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -57,7 +53,7 @@ impl Notice {
     /// Calls the notice's method on `protocol`, catching a panic and
     /// reporting it to the exception handler (with what `transport` names,
     /// if anything, as context; asked only then). Hands the notice back
-    /// when the protocol is busy.
+    /// when the protocol is in use.
     pub(crate) fn deliver(
         self,
         lp: &EventLoop,
@@ -65,14 +61,14 @@ impl Notice {
         transport: impl FnOnce() -> Option<String>,
     ) -> Option<Notice> {
         let delivered = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_with_base(|p| match self {
+            protocol.try_base(|p| match self {
                 Notice::Pause => p.pause_writing(),
                 Notice::Resume => p.resume_writing(),
             })
         }));
         match delivered {
-            Ok(true) => None,
-            Ok(false) => Some(self),
+            Ok(Some(())) => None,
+            Ok(None) => Some(self),
             Err(payload) => {
                 let what = self.name();
                 let mut context = ExceptionContext::new(format!("protocol.{what}() failed"))
@@ -97,8 +93,9 @@ pub(crate) struct WriteFlow<N = Notice> {
     pending: RefCell<VecDeque<N>>,
     /// A drain is running (a protocol method it called re-entered).
     draining: Cell<bool>,
-    /// A retry is scheduled (shared with the closure that runs it).
-    retry_pending: Rc<Cell<bool>>,
+    /// A drain is deferred until the protocol is free (shared with the
+    /// closure that runs it).
+    deferred: Rc<Cell<bool>>,
 }
 
 impl<N> WriteFlow<N> {
@@ -109,7 +106,7 @@ impl<N> WriteFlow<N> {
             paused: Cell::new(false),
             pending: RefCell::new(VecDeque::new()),
             draining: Cell::new(false),
-            retry_pending: Rc::new(Cell::new(false)),
+            deferred: Rc::new(Cell::new(false)),
         }
     }
 
@@ -168,8 +165,9 @@ impl<N> WriteFlow<N> {
     }
 
     /// Delivers the owed notices in order through `deliver`, which hands a
-    /// notice back when the protocol is busy: it then stays first, and the
-    /// drain returns false (the caller schedules a retry). Inside a running
+    /// notice back when the protocol is in use: it then stays first, and the
+    /// drain returns false (the caller defers the rest with
+    /// [`drain_when_free`](Self::drain_when_free)). Inside a running
     /// drain (re-entered from a notice's callback) it does nothing and
     /// returns true.
     pub(crate) fn drain(&self, mut deliver: impl FnMut(N) -> Option<N>) -> bool {
@@ -191,20 +189,23 @@ impl<N> WriteFlow<N> {
         done
     }
 
-    /// Runs `f` [`RETRY_DELAY`] from now, unless a retry is already
-    /// pending (that one covers everything).
-    pub(crate) fn retry_later(&self, lp: &EventLoop, f: impl FnOnce() + 'static) {
-        if self.retry_pending.replace(true) {
+    /// Runs `f` (the transport's drain) once the protocol is free, through
+    /// `when_free` (the protocol's [`AnyProtocol::when_free`], or its like
+    /// for a datagram protocol), unless a deferred drain is already pending
+    /// (that one covers everything).
+    pub(crate) fn drain_when_free(
+        &self,
+        when_free: impl FnOnce(Box<dyn FnOnce()>),
+        f: impl FnOnce() + 'static,
+    ) {
+        if self.deferred.replace(true) {
             return;
         }
-        let pending = self.retry_pending.clone();
-        let scheduled = lp.call_later(RETRY_DELAY, move || {
+        let pending = self.deferred.clone();
+        when_free(Box::new(move || {
             pending.set(false);
             f();
-        });
-        if scheduled.is_err() {
-            self.retry_pending.set(false);
-        }
+        }));
     }
 }
 
@@ -225,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_protocol_keeps_its_notice_first_and_a_nested_drain_does_nothing() {
+    fn a_protocol_in_use_keeps_its_notice_first_and_a_nested_drain_does_nothing() {
         let flow: WriteFlow<u32> = WriteFlow::new(WriteBufferLimits::default());
         flow.push(1);
         flow.push(2);

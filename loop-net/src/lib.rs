@@ -119,7 +119,10 @@ pub use dns::{
 };
 pub use ext::NetLoopExt;
 pub use pipe::ext::PipeLoopExt;
-pub use protocol::{AnyProtocol, BaseProtocol, BufferedProtocol, Protocol, ProtocolHandle};
+pub use protocol::{
+    AnyProtocol, BaseProtocol, BufferedProtocol, Condition, Protocol, ProtocolCell, ProtocolHandle,
+    WaitUntil,
+};
 /// rustls, whose configurations TLS connections take (feature `tls`).
 #[cfg(feature = "tls")]
 pub use rustls;

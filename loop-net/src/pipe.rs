@@ -51,7 +51,6 @@ use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 
-use crate::flow::RETRY_DELAY;
 use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 
@@ -255,15 +254,10 @@ fn deliver_made<T: PipeEnd>(me: &Rc<T>, transport: Transport) {
             me.after_made();
         }
         Made::Busy(t) => {
-            // The protocol is borrowed by someone else right now: retry.
+            // Offered from inside one of the protocol's methods (it is
+            // shared with another transport): right after it returns.
             let again = me.clone();
-            if life
-                .lp
-                .call_later(RETRY_DELAY, move || deliver_made(&again, t))
-                .is_err()
-            {
-                finish_lost(me);
-            }
+            life.protocol().when_free(move || deliver_made(&again, t));
         }
         Made::Panicked(payload) => {
             life.made.set(true);
@@ -378,26 +372,21 @@ fn call_connection_lost<T: PipeEnd>(me: &Rc<T>, error: Option<io::Error>) {
     if life.state.get() == State::Lost {
         return;
     }
-    let undelivered = if !life.made.get() {
-        // connection_made is still being retried; lost comes after it.
-        Err(error)
-    } else {
-        let context = format!("{} fd={}", T::NAME, life.raw);
-        // Err: borrowed by a task right now.
-        life.protocol()
-            .deliver_connection_lost(&life.lp, error, &context)
-    };
-    if let Err(error) = undelivered {
-        // Try again shortly.
+    let protocol = life.protocol();
+    if protocol.in_use() {
+        // Reached from inside one of the protocol's methods: right after it
+        // returns (after a connection_made deferred the same way).
         let m = me.clone();
-        if life
-            .lp
-            .call_later(RETRY_DELAY, move || call_connection_lost(&m, error))
-            .is_ok()
-        {
-            return;
-        }
+        protocol.when_free(move || call_connection_lost(&m, error));
+        return;
     }
+    if life.made.get() {
+        let context = format!("{} fd={}", T::NAME, life.raw);
+        // The protocol is free: this cannot be handed back.
+        let _ = protocol.deliver_connection_lost(&life.lp, error, &context);
+    }
+    // Else connection_made was never delivered: neither is connection_lost.
+    drop(protocol);
     finish_lost(me);
 }
 

@@ -18,9 +18,10 @@
 //! into a read buffer shared by all the loop's transports (taken out of its
 //! slot for the call and put back after), and hands the protocol a slice:
 //! no allocation per read. A `BufferedProtocol` gets the bytes in its own
-//! buffer. If the protocol is borrowed elsewhere (a task holding a
-//! `ProtocolHandle` borrow across an await), the transport does not read in
-//! that iteration: level-triggering brings it back, and nothing is lost.
+//! buffer. The protocol is free whenever the loop dispatches (it is reached
+//! only through closures, protocol.rs); should a readiness find it in use,
+//! nothing is read and the socket is unwatched until it is free
+//! (stream_input.rs): no spin, nothing lost.
 //!
 //! # Write path
 //! Write first, buffer only the rest: `write()` tries `send` at once when
@@ -51,7 +52,7 @@ use std::rc::Rc;
 use loop_core::{ErrorKind, EventLoop, LoopError};
 
 use crate::addr::SockAddr;
-use crate::flow::{Notice, WriteFlow, RETRY_DELAY};
+use crate::flow::{Notice, WriteFlow};
 use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
@@ -185,15 +186,10 @@ impl Stream {
                 }
             }
             Made::Busy(t) => {
-                // The protocol is borrowed by someone else right now: retry.
+                // Offered from inside one of the protocol's methods (it is
+                // shared with another transport): right after it returns.
                 let me = self.clone();
-                if self
-                    .lp
-                    .call_later(RETRY_DELAY, move || me.deliver_made(t))
-                    .is_err()
-                {
-                    self.finish_lost();
-                }
+                protocol.when_free(move || me.deliver_made(t));
             }
             Made::Panicked(payload) => {
                 self.made.set(true);
@@ -280,26 +276,21 @@ impl Stream {
     }
 
     fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        let undelivered = if !self.made.get() && self.state.get() != State::Lost {
-            // connection_made is still being retried; lost comes after it.
-            Err(error)
-        } else {
-            let protocol = self.protocol.borrow().clone();
-            let context = format!("fd={}", self.raw);
-            // Err: borrowed by a task right now.
-            protocol.deliver_connection_lost(&self.lp, error, &context)
-        };
-        if let Err(error) = undelivered {
-            // Try again shortly.
+        let protocol = self.protocol.borrow().clone();
+        if protocol.in_use() {
+            // Reached from inside one of the protocol's methods: right after
+            // it returns (after a connection_made deferred the same way).
             let me = self.clone();
-            if self
-                .lp
-                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
-                .is_ok()
-            {
-                return;
-            }
+            protocol.when_free(move || me.call_connection_lost(error));
+            return;
         }
+        if self.made.get() || self.state.get() == State::Lost {
+            let context = format!("fd={}", self.raw);
+            // The protocol is free: this cannot be handed back.
+            let _ = protocol.deliver_connection_lost(&self.lp, error, &context);
+        }
+        // Else connection_made was never delivered: neither is connection_lost.
+        drop(protocol);
         self.finish_lost();
     }
 

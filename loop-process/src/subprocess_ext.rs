@@ -241,8 +241,9 @@ async fn spawn<P: SubprocessProtocol>(
     argv.push(program);
     argv.extend(args);
     let handle = ProtocolHandle::new(factory());
-    let cell: Rc<std::cell::RefCell<dyn SubprocessProtocol>> = handle.cell().clone();
-    let inner = Inner::new(&lp, pid, argv, pidfd, cell);
+    let erased: ProtocolHandle<dyn SubprocessProtocol> =
+        ProtocolHandle::from_cell(handle.cell().clone());
+    let inner = Inner::new(&lp, pid, argv, pidfd, erased);
     let mut guard = KillOnDrop(Some(inner.clone()));
 
     if let Some(code) = exited_early {

@@ -12,13 +12,30 @@
 //! Every call to the protocol goes through one FIFO ([`Call`]), so the order
 //! is the order of events, as asyncio's `_call` (always `call_soon`) gives.
 //! A call is made at once when the queue is empty, `connection_made` has run
-//! and the protocol is not inside one of its own methods; otherwise it is
-//! queued and a flush is scheduled with `call_soon` (a busy protocol is
-//! retried a millisecond later). `connection_made` and `connection_lost`
-//! always go through the loop. Calls made before `connection_made` (output
-//! that arrives while the pipes are still being connected) wait for it, as
-//! asyncio's `_pending_calls`. Panics in the protocol are caught and given
-//! to the loop's exception handler.
+//! and the protocol is free; otherwise it is queued. The protocol is in use
+//! only while one of its own methods or a `with_mut` closure runs (no borrow
+//! of it lives between callbacks), so a queued call waits at most until
+//! that returns: the drain is deferred on the protocol
+//! ([`ProtocolHandle::when_free`]) and runs right then, before anything
+//! else; nothing is retried on a timer. `connection_made` and
+//! `connection_lost` always go through the loop. Calls made before
+//! `connection_made` (output that arrives while the pipes are still being
+//! connected) wait for it, as asyncio's `_pending_calls`. Panics in the
+//! protocol are caught and given to the loop's exception handler.
+//!
+//! # Bounded memory
+//! Output is handed to the protocol straight from the pipe's read buffer.
+//! Only output that must wait behind a queued call is copied, and the pipe
+//! it came from then stops being read (`pause_reading`) until the queued
+//! calls are delivered (it is watched again as their delivery starts: no
+//! read can come in between, and a `pause_reading` the protocol makes while
+//! they are delivered stands): at most one read (64 KiB) per pipe is ever
+//! copied, however much the child writes and however the protocol behaves
+//! ([`SubprocessTransport::pending_output_size`]). A pipe the user had
+//! paused is left alone. In practice a copy is made only for output that
+//! arrives while the pipes are being connected, before `connection_made`:
+//! a call queued while the protocol is in use is delivered before the loop
+//! reads again.
 //!
 //! # The end
 //! `connection_lost` is queued once the return code is known and every
@@ -41,17 +58,13 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
-use std::time::Duration;
 
 use loop_core::{EventLoop, ExceptionContext, LoopError};
-use loop_net::{BaseProtocol, Protocol, Transport};
+use loop_net::{BaseProtocol, Protocol, ProtocolHandle, Transport};
 use rustix::process::{Pid, Signal};
 
 use crate::child_watcher::{self, Orphan};
 use crate::subprocess_protocol::SubprocessProtocol;
-
-/// How soon a delivery to a busy protocol is tried again.
-const RETRY_DELAY: Duration = Duration::from_millis(1);
 
 /// A running (or finished) child process, as its protocol and its owner see
 /// it (asyncio's `SubprocessTransport`). Cheap to clone: all clones are the
@@ -111,6 +124,8 @@ struct PipeSlot {
     fd: i32,
     transport: Transport,
     disconnected: bool,
+    /// Its reading is paused because its output waits in the queue.
+    held: bool,
 }
 
 /// The state of one child (see the module docs).
@@ -132,9 +147,13 @@ pub(crate) struct Inner {
     /// Whether `connection_made` ran.
     made: Cell<bool>,
     pipes: RefCell<Vec<PipeSlot>>,
-    protocol: RefCell<Option<Rc<RefCell<dyn SubprocessProtocol>>>>,
+    protocol: RefCell<Option<ProtocolHandle<dyn SubprocessProtocol>>>,
     calls: RefCell<VecDeque<Call>>,
+    /// The bytes of the `Call::Data` in `calls`.
+    queued_bytes: Cell<usize>,
     flush_scheduled: Cell<bool>,
+    /// A drain is deferred until the protocol is free.
+    drain_deferred: Cell<bool>,
     exit_waiters: RefCell<Vec<loop_core::Future<i32>>>,
     /// Completed once `connection_made` ran (what `subprocess_exec` awaits).
     made_signal: loop_core::Future<()>,
@@ -146,7 +165,7 @@ impl Inner {
         pid: Pid,
         args: Vec<OsString>,
         pidfd: Option<OwnedFd>,
-        protocol: Rc<RefCell<dyn SubprocessProtocol>>,
+        protocol: ProtocolHandle<dyn SubprocessProtocol>,
     ) -> Rc<Inner> {
         Rc::new(Inner {
             lp: lp.clone(),
@@ -162,7 +181,9 @@ impl Inner {
             pipes: RefCell::new(Vec::new()),
             protocol: RefCell::new(Some(protocol)),
             calls: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
             flush_scheduled: Cell::new(false),
+            drain_deferred: Cell::new(false),
             exit_waiters: RefCell::new(Vec::new()),
             made_signal: lp.create_future(),
         })
@@ -182,6 +203,7 @@ impl Inner {
             fd,
             transport,
             disconnected: false,
+            held: false,
         });
     }
 
@@ -190,7 +212,7 @@ impl Inner {
     pub(crate) fn start(self: &Rc<Self>) {
         self.started.set(true);
         self.calls.borrow_mut().push_front(Call::Made);
-        self.schedule_flush(Duration::ZERO);
+        self.schedule_flush();
         // The child may have exited, and its pipes closed, while they were
         // being connected.
         self.try_finish();
@@ -267,25 +289,59 @@ impl Inner {
         if self.pipes.borrow().iter().all(|p| p.disconnected) {
             self.finished.set(true);
             self.calls.borrow_mut().push_back(Call::Lost);
-            self.schedule_flush(Duration::ZERO);
+            self.schedule_flush();
         }
     }
 
-    /// Delivers `data` from pipe `fd` at once if possible (no copy), queued
-    /// otherwise.
+    /// Delivers `data` from pipe `fd` at once if possible (no copy);
+    /// otherwise queues a copy and stops reading that pipe until the queued
+    /// calls are delivered (see the module docs).
     fn data_received(self: &Rc<Self>, fd: i32, data: &[u8]) {
         if self.can_call_now() {
             let protocol = self.protocol.borrow().clone();
-            if let Some(p) = protocol {
-                if let Ok(mut p) = p.try_borrow_mut() {
-                    self.guarded("pipe_data_received", || p.pipe_data_received(fd, data));
-                    drop(p);
-                    self.drain();
-                    return;
-                }
+            let Some(p) = protocol else {
+                return;
+            };
+            let called = p.try_with_mut(|p| {
+                self.guarded("pipe_data_received", || p.pipe_data_received(fd, data))
+            });
+            if called.is_some() {
+                self.drain();
+                return;
             }
         }
+        self.hold_pipe(fd);
+        self.queued_bytes.set(self.queued_bytes.get() + data.len());
         self.deliver(Call::Data(fd, data.to_vec()));
+    }
+
+    /// Stops reading pipe `fd` while its output waits in the queue.
+    fn hold_pipe(&self, fd: i32) {
+        let transport = {
+            let mut pipes = self.pipes.borrow_mut();
+            match pipes.iter_mut().find(|p| p.fd == fd && !p.held) {
+                Some(slot) if slot.transport.is_reading() => {
+                    slot.held = true;
+                    slot.transport.clone()
+                }
+                _ => return,
+            }
+        };
+        transport.pause_reading();
+    }
+
+    /// The queued calls are about to be delivered: read the held pipes
+    /// again.
+    fn release_pipes(&self) {
+        let held: Vec<Transport> = self
+            .pipes
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|p| std::mem::take(&mut p.held).then(|| p.transport.clone()))
+            .collect();
+        for t in held {
+            t.resume_reading();
+        }
     }
 
     fn can_call_now(&self) -> bool {
@@ -295,42 +351,57 @@ impl Inner {
     /// Makes `call` at once if nothing is queued and the protocol is free;
     /// queues it otherwise.
     fn deliver(self: &Rc<Self>, call: Call) {
+        let mut call = Some(call);
         if self.can_call_now() {
             let protocol = self.protocol.borrow().clone();
-            match protocol {
-                None => return,
-                Some(p) => {
-                    if let Ok(mut p) = p.try_borrow_mut() {
-                        let lost = matches!(call, Call::Lost);
-                        self.make(&mut *p, call);
-                        drop(p);
-                        if lost {
-                            self.release();
-                        } else {
-                            self.drain();
-                        }
-                        return;
-                    }
+            let Some(p) = protocol else {
+                return;
+            };
+            let lost = matches!(call, Some(Call::Lost));
+            let made = p.try_with_mut(|p| {
+                if let Some(c) = call.take() {
+                    self.make(p, c)
                 }
+            });
+            if made.is_some() {
+                if lost {
+                    self.release();
+                } else {
+                    self.drain();
+                }
+                return;
             }
         }
+        let call = call.expect("not made");
         self.calls.borrow_mut().push_back(call);
         if self.made.get() || self.started.get() {
-            self.schedule_flush(Duration::ZERO);
+            self.schedule_flush();
+            self.drain_when_free();
         }
     }
 
-    fn schedule_flush(self: &Rc<Self>, delay: Duration) {
+    /// Drains right after the protocol's running method (or `with_mut`
+    /// closure) returns, if it is in use.
+    fn drain_when_free(self: &Rc<Self>) {
+        let Some(p) = self.protocol.borrow().clone() else {
+            return;
+        };
+        if self.drain_deferred.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        p.when_free(move || {
+            me.drain_deferred.set(false);
+            me.drain();
+        });
+    }
+
+    fn schedule_flush(self: &Rc<Self>) {
         if self.flush_scheduled.replace(true) {
             return;
         }
         let me = self.clone();
-        let scheduled = if delay.is_zero() {
-            self.lp.call_soon(move || me.flush()).map(drop)
-        } else {
-            self.lp.call_later(delay, move || me.flush()).map(drop)
-        };
-        if scheduled.is_err() {
+        if self.lp.call_soon(move || me.flush()).is_err() {
             // A closed loop: nothing will run again.
             self.flush_scheduled.set(false);
         }
@@ -342,30 +413,46 @@ impl Inner {
     }
 
     /// Makes the queued calls, in order, while the protocol is free: called
-    /// by the scheduled flush and right after each call to the protocol, so
-    /// that what the protocol caused during a call (a `pause_writing` from
-    /// its own write to stdin) reaches it right after that call returns,
-    /// before anything else runs. A protocol borrowed elsewhere is retried
-    /// a little later.
+    /// by the scheduled flush, right after each call to the protocol (so
+    /// that what the protocol caused during a call, a `pause_writing` from
+    /// its own write to stdin, reaches it right after that call returns,
+    /// before anything else runs), and when a protocol that was in use is
+    /// free again. The held pipes are watched again as the drain starts:
+    /// no read can happen while it delivers (reads come from the loop), and
+    /// a `pause_reading` the protocol makes meanwhile then stands.
     fn drain(self: &Rc<Self>) {
+        if !self.made.get() && !self.started.get() {
+            return;
+        }
+        match self.protocol.borrow().as_ref() {
+            Some(p) if p.is_in_use() => {}
+            _ => self.release_pipes(),
+        }
         loop {
             if self.calls.borrow().is_empty() {
                 return;
             }
             let Some(protocol) = self.protocol.borrow().clone() else {
                 self.calls.borrow_mut().clear();
+                self.queued_bytes.set(0);
                 return;
             };
-            let Ok(mut p) = protocol.try_borrow_mut() else {
-                self.schedule_flush(RETRY_DELAY);
+            let mut lost = false;
+            let made = protocol.try_with_mut(|p| {
+                let Some(call) = self.calls.borrow_mut().pop_front() else {
+                    return;
+                };
+                if let Call::Data(_, data) = &call {
+                    self.queued_bytes.set(self.queued_bytes.get() - data.len());
+                }
+                lost = matches!(call, Call::Lost);
+                self.make(p, call);
+            });
+            if made.is_none() {
+                // In use: right after it returns.
+                self.drain_when_free();
                 return;
-            };
-            let Some(call) = self.calls.borrow_mut().pop_front() else {
-                return;
-            };
-            let lost = matches!(call, Call::Lost);
-            self.make(&mut *p, call);
-            drop(p);
+            }
             if lost {
                 self.release();
                 return;
@@ -406,6 +493,7 @@ impl Inner {
 
     /// After `connection_lost`: let go of the protocol and the pipes.
     fn release(&self) {
+        self.queued_bytes.set(0);
         let protocol = self.protocol.borrow_mut().take();
         let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
         drop(protocol);
@@ -588,6 +676,17 @@ impl SubprocessTransport {
             drop(inner);
             fut.await.map_err(io::Error::from)
         }
+    }
+
+    /// The bytes of the child's output that were read from its pipes and
+    /// wait, copied, for the protocol. Output is delivered straight from
+    /// the read buffer when nothing is queued before it; what waits behind
+    /// a queued call (a notice owed while the protocol was in use, or
+    /// `connection_made`) is copied, and that pipe is not read again until
+    /// the queued calls are delivered. So this is at most one read (64 KiB)
+    /// per pipe.
+    pub fn pending_output_size(&self) -> usize {
+        self.inner.queued_bytes.get()
     }
 
     /// The loop the child is watched by.

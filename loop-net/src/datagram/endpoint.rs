@@ -16,9 +16,10 @@ use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
+use crate::protocol::ProtocolCell;
 use crate::write_buffer::WriteBufferLimits;
 
-use super::{DatagramProtocol, DatagramTransport, DynProtocol, Endpoint, State, RETRY_DELAY};
+use super::{DatagramProtocol, DatagramTransport, DynProtocol, Endpoint, State};
 use crate::owned_path::OwnedPath;
 
 /// A socket ready to become an endpoint, as `create_datagram_endpoint`
@@ -137,25 +138,21 @@ impl Endpoint {
 
     fn deliver_made(self: &Rc<Self>, transport: DatagramTransport) {
         let protocol = self.protocol.borrow().clone();
-        let Ok(mut p) = protocol.try_borrow_mut() else {
-            // Borrowed by someone else right now: retry shortly.
+        if protocol.in_use() {
+            // Offered from inside one of the protocol's methods (it is
+            // shared with another endpoint): right after it returns.
             let me = self.clone();
-            if self
-                .lp
-                .call_later(RETRY_DELAY, move || me.deliver_made(transport))
-                .is_err()
-            {
-                self.finish_lost();
-            }
+            protocol.when_free(move || me.deliver_made(transport));
             return;
-        };
-        let outcome = catch_unwind(AssertUnwindSafe(|| p.connection_made(transport)));
-        drop(p);
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            protocol.try_call(|p| p.connection_made(transport))
+        }));
         drop(protocol);
         self.made.set(true);
         self.wake_made();
         match outcome {
-            Ok(()) => {
+            Ok(_) => {
                 self.drain_deferred();
                 if self.state.get() == State::Open {
                     self.start_reading();
@@ -209,30 +206,25 @@ impl Endpoint {
 
     fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
         let protocol = self.protocol.borrow().clone();
-        let busy = !self.made.get() || protocol.try_borrow_mut().is_err();
-        if busy {
-            // connection_made is still being retried, or a task holds the
-            // protocol: try again shortly.
+        if protocol.in_use() {
+            // Reached from inside one of the protocol's methods: right after
+            // it returns (after a connection_made deferred the same way).
             let me = self.clone();
-            if self
-                .lp
-                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
-                .is_err()
-            {
-                self.finish_lost();
-            }
+            protocol.when_free(move || me.call_connection_lost(error));
             return;
         }
-        // Whatever is still owed to the protocol comes first.
-        self.drain_deferred();
-        let outcome = match protocol.try_borrow_mut() {
-            Ok(mut p) => catch_unwind(AssertUnwindSafe(|| p.connection_lost(error))),
-            Err(_) => Ok(()), // borrowed by one of its own notices' callbacks: cannot happen
-        };
-        drop(protocol);
-        if let Err(payload) = outcome {
-            self.report_panic("connection_lost", payload);
+        if self.made.get() {
+            // Whatever is still owed to the protocol comes first.
+            self.drain_deferred();
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                protocol.try_call(|p| p.connection_lost(error))
+            }));
+            if let Err(payload) = outcome {
+                self.report_panic("connection_lost", payload);
+            }
         }
+        // Else connection_made was never delivered: neither is connection_lost.
+        drop(protocol);
         self.finish_lost();
     }
 
@@ -253,7 +245,7 @@ impl Endpoint {
         // own Drop runs outside any borrow of ours.
         let released = self
             .protocol
-            .replace(Rc::new(RefCell::new(Released)) as DynProtocol);
+            .replace(Rc::new(ProtocolCell::new(Released)) as DynProtocol);
         drop(released);
     }
 
@@ -271,7 +263,7 @@ impl Endpoint {
         err
     }
 
-    fn start_reading(self: &Rc<Self>) {
+    pub(super) fn start_reading(self: &Rc<Self>) {
         if self.reading.get() || self.state.get() != State::Open {
             return;
         }
@@ -282,7 +274,7 @@ impl Endpoint {
         }
     }
 
-    fn stop_reading(&self) {
+    pub(super) fn stop_reading(&self) {
         if self.reading.replace(false) {
             let _ = self.lp.remove_reader(self.raw);
         }

@@ -223,12 +223,10 @@ impl DatagramOptions {
 ///     let (client, proto) = l
 ///         .create_datagram_endpoint(Client::default, DatagramOptions::default().with_remote_addr(to))
 ///         .await?;
-///     while proto.borrow().got.is_empty() {
-///         l.sleep(std::time::Duration::from_millis(1)).await.unwrap();
-///     }
+///     // Woken after each call into the protocol, not on a timer.
+///     let got = proto.wait_until(|p: &Client| (!p.got.is_empty()).then(|| p.got.clone())).await;
 ///     client.close();
 ///     server.close();
-///     let got = proto.borrow().got.clone();
 ///     Ok::<_, std::io::Error>(got)
 /// })??;
 /// assert_eq!(got, b"ping");

@@ -9,9 +9,11 @@
 //! protocol gets `datagram_received(&buf[..n], addr)`. A datagram longer than
 //! the buffer (possible on Unix sockets only: a UDP payload is at most 65,527
 //! bytes) is dropped and reported to `error_received` as `EMSGSIZE` rather
-//! than delivered truncated. A receive error goes to `error_received`. If the
-//! protocol is busy (a task holds a borrow of it across an await), nothing is
-//! read that iteration; level-triggering brings the socket back.
+//! than delivered truncated. A receive error goes to `error_received`. The
+//! protocol is free whenever the loop dispatches (no borrow of it lives
+//! between callbacks); should a readiness find it in use, nothing is read,
+//! the socket is unwatched (a level-triggered reader would spin) and
+//! watched again right after the protocol is free.
 //!
 
 use std::cell::RefCell;
@@ -44,16 +46,24 @@ impl Endpoint {
             return;
         }
         let protocol = self.protocol.borrow().clone();
-        let Ok(mut p) = protocol.try_borrow_mut() else {
-            return; // busy: level-triggering brings us back
-        };
+        if protocol.in_use() {
+            self.stop_reading();
+            let me = self.clone();
+            protocol.when_free(move || {
+                if me.state.get() == State::Open {
+                    me.start_reading();
+                }
+            });
+            return;
+        }
         let mut buf = DATAGRAM_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         if buf.len() < DATAGRAM_READ_SIZE {
             buf.resize(DATAGRAM_READ_SIZE, 0);
         }
         // Up to DATAGRAMS_PER_READINESS datagrams per readiness: bounded
         // work per iteration (a flood cannot starve timers), without one
-        // poll per datagram under load.
+        // poll per datagram under load. One call into the protocol per
+        // datagram, so that what it owes is delivered in between.
         let mut outcome = Ok(());
         let mut what = "";
         for _ in 0..DATAGRAMS_PER_READINESS {
@@ -70,16 +80,19 @@ impl Endpoint {
             } else {
                 "error_received"
             };
-            outcome = catch_unwind(AssertUnwindSafe(|| match got {
-                Ok(Some((n, addr))) => p.datagram_received(&buf[..n], addr),
-                Ok(None) => {}
-                Err(e) => p.error_received(e),
-            }));
+            let current = self.protocol.borrow().clone();
+            outcome = catch_unwind(AssertUnwindSafe(|| {
+                current.try_call(|p| match got {
+                    Ok(Some((n, addr))) => p.datagram_received(&buf[..n], addr),
+                    Ok(None) => {}
+                    Err(e) => p.error_received(e),
+                })
+            }))
+            .map(drop);
             if outcome.is_err() || !more {
                 break;
             }
         }
-        drop(p);
         drop(protocol);
         DATAGRAM_BUF.with(|b| {
             let mut slot = b.borrow_mut();
@@ -124,5 +137,67 @@ impl Endpoint {
                 Some(Err(e)) => Err(e.into()),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, UdpSocket};
+
+    use loop_core::EventLoop;
+
+    use crate::addr::SockAddr;
+    use crate::datagram::{DatagramProtocol, DatagramTransport};
+    use crate::datagram_ext::{DatagramLoopExt, DatagramOptions};
+
+    #[derive(Default)]
+    struct Rec {
+        got: Vec<Vec<u8>>,
+    }
+
+    impl DatagramProtocol for Rec {
+        fn datagram_received(&mut self, data: &[u8], _addr: SockAddr) {
+            self.got.push(data.to_vec());
+        }
+    }
+
+    /// As the stream transport's test (stream_input.rs): a readiness that
+    /// finds the protocol in use reads nothing, unwatches the socket (no
+    /// spin) and reads again once it is free (nothing lost).
+    #[test]
+    fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
+        let lp = EventLoop::new().unwrap();
+        let l = lp.clone();
+        let (t, h): (DatagramTransport, _) = lp
+            .run_until_complete(async move {
+                let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+                l.create_datagram_endpoint(
+                    Rec::default,
+                    DatagramOptions::default().with_local_addr(any),
+                )
+                .await
+            })
+            .unwrap()
+            .unwrap();
+        let to = t.sockname().unwrap().as_inet().unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(t.inner.reading.get());
+        peer.send_to(b"one", to).unwrap();
+        h.with_mut(|p| {
+            t.inner.on_readable();
+            assert!(p.got.is_empty(), "re-entered");
+            assert!(!t.inner.reading.get(), "still watched while in use");
+        });
+        assert!(t.inner.reading.get(), "not watched again once free");
+        let h2 = h.clone();
+        let got = lp
+            .run_until_complete(
+                async move { h2.wait_until(|p: &Rec| p.got.first().cloned()).await },
+            )
+            .unwrap();
+        assert_eq!(got, b"one");
+        t.close();
+        lp.run_until_complete(async {}).unwrap();
+        lp.close().unwrap();
     }
 }

@@ -14,11 +14,12 @@
 //! it was paused and a pending close finished (lesson 4 of the design notes:
 //! no lost wake-up after a send error).
 //!
-//! # Notices to a busy protocol
+//! # Notices to a protocol in use
 //! `pause_writing`, `resume_writing` and `error_received` caused by a
 //! `sendto` are synchronous, as in asyncio, except when the protocol is the
-//! caller (its `RefCell` is borrowed): then they are queued and delivered
-//! right after its callback returns, in order. A protocol method is never
+//! caller (one of its methods or a `with_mut` closure on it runs): then they
+//! are queued and delivered right after that returns, in order
+//! ([`ProtocolHandle::when_free`](crate::ProtocolHandle::when_free)). A protocol method is never
 //! re-entered, and the endpoint holds no borrow of its own state while user
 //! code runs. Pending notices are delivered before `connection_lost`.
 
@@ -163,8 +164,8 @@ impl Endpoint {
         }
     }
 
-    /// Delivers a notice now, or right after the protocol's running callback
-    /// returns if it is busy.
+    /// Delivers a notice now, or right after the protocol's running method
+    /// (or `with_mut` closure) returns if it is in use.
     pub(super) fn notify(&self, notice: Notice) {
         if self.state.get() == State::Lost {
             return;
@@ -173,24 +174,26 @@ impl Endpoint {
         self.drain_deferred();
     }
 
-    /// Delivers the queued notices in order (flow.rs); a busy protocol is
-    /// retried shortly, so no notice is stranded.
+    /// Delivers the queued notices in order (flow.rs); for a protocol in
+    /// use, the rest is delivered right after it is free, so no notice is
+    /// stranded.
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
             if self.state.get() == State::Lost {
                 return None; // the protocol is released: nothing is owed
             }
             let protocol = self.protocol.borrow().clone();
-            let Ok(mut p) = protocol.try_borrow_mut() else {
+            if protocol.in_use() {
                 return Some(notice);
-            };
+            }
             let what = notice.name();
-            let outcome = catch_unwind(AssertUnwindSafe(|| match notice {
-                Notice::Pause => p.pause_writing(),
-                Notice::Resume => p.resume_writing(),
-                Notice::Error(e) => p.error_received(e),
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                protocol.try_call(|p| match notice {
+                    Notice::Pause => p.pause_writing(),
+                    Notice::Resume => p.resume_writing(),
+                    Notice::Error(e) => p.error_received(e),
+                })
             }));
-            drop(p);
             drop(protocol);
             if let Err(payload) = outcome {
                 self.report_panic(what, payload);
@@ -199,7 +202,9 @@ impl Endpoint {
         });
         if !delivered {
             let me = self.rc();
-            self.flow.retry_later(&self.lp, move || me.drain_deferred());
+            let protocol = self.protocol.borrow().clone();
+            self.flow
+                .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
         }
     }
 }

@@ -6,8 +6,10 @@
 //! a 64 KiB buffer shared by the thread's pipe transports (taken out of its
 //! slot for the call), handed to `data_received` as a slice: no allocation
 //! per read. A [`BufferedProtocol`](crate::BufferedProtocol) gets the bytes
-//! in its own buffer. A protocol borrowed elsewhere (a task holding a
-//! `ProtocolHandle` borrow) is not read in that iteration. End of file:
+//! in its own buffer. The protocol is free whenever the loop dispatches (no
+//! borrow of it lives between callbacks); should a readiness find it in
+//! use, nothing is read, the fd is unwatched (a level-triggered reader
+//! would spin) and watched again right after the protocol is free. End of file:
 //! `eof_received()` (its return value is ignored: a read pipe has nothing
 //! left to keep open), then `connection_lost(None)`. A read error other than
 //! `EAGAIN`/`EINTR` is fatal: `connection_lost(Some(err))`. `pause_reading`
@@ -52,7 +54,7 @@ pub(crate) struct ReadPipe {
 
 /// What one read gave.
 enum Got {
-    /// The protocol is busy: nothing was read.
+    /// The protocol is in use: nothing was read.
     Busy,
     Data,
     /// End of file; `eof_received` was called.
@@ -111,7 +113,12 @@ impl ReadPipe {
         let outcome = catch_unwind(AssertUnwindSafe(|| self.read_into(&protocol, &stage)));
         drop(protocol);
         match outcome {
-            Ok(Ok(Got::Busy)) | Ok(Ok(Got::Data)) => {}
+            Ok(Ok(Got::Data)) => {}
+            Ok(Ok(Got::Busy)) => {
+                stop_watch(&**self, Dir::Read);
+                let me = self.clone();
+                self.life.protocol().when_free(move || me.start_reading());
+            }
             Ok(Ok(Got::Eof)) => self.close_impl(),
             Ok(Err(e)) => match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
@@ -123,11 +130,8 @@ impl ReadPipe {
 
     /// One `read` into the protocol, which gets the data or the EOF.
     fn read_into(&self, protocol: &AnyProtocol, stage: &Cell<&'static str>) -> io::Result<Got> {
-        match protocol {
-            AnyProtocol::Streaming(p) => {
-                let Ok(mut p) = p.try_borrow_mut() else {
-                    return Ok(Got::Busy);
-                };
+        let got = match protocol {
+            AnyProtocol::Streaming(p) => p.try_call(|p| {
                 let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
                 if buf.len() < READ_SIZE {
                     buf.resize(READ_SIZE, 0);
@@ -155,11 +159,8 @@ impl ReadPipe {
                     }
                 });
                 result
-            }
-            AnyProtocol::Buffered(p) => {
-                let Ok(mut p) = p.try_borrow_mut() else {
-                    return Ok(Got::Busy);
-                };
+            }),
+            AnyProtocol::Buffered(p) => p.try_call(|p| {
                 stage.set("get_buffer");
                 let target = p.get_buffer(READ_SIZE);
                 if target.is_empty() {
@@ -185,8 +186,9 @@ impl ReadPipe {
                     }
                     Err(e) => Err(io::Error::from(e)),
                 }
-            }
-        }
+            }),
+        };
+        got.unwrap_or(Ok(Got::Busy))
     }
 
     fn close_impl(self: &Rc<Self>) {
@@ -319,5 +321,69 @@ impl TransportImpl for ReadPipe {
 
     fn writes_after_lost(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use loop_core::EventLoop;
+
+    use super::ReadPipe;
+    use crate::protocol::{AnyProtocol, BaseProtocol, Protocol, ProtocolHandle};
+    use crate::transport::Transport;
+
+    #[derive(Default)]
+    struct Rec {
+        made: bool,
+        got: Vec<u8>,
+    }
+
+    impl BaseProtocol for Rec {
+        fn connection_made(&mut self, _t: Transport) {
+            self.made = true;
+        }
+    }
+
+    impl Protocol for Rec {
+        fn data_received(&mut self, data: &[u8]) {
+            self.got.extend_from_slice(data);
+        }
+    }
+
+    /// As the stream transport's test (stream_input.rs): a readiness that
+    /// finds the protocol in use reads nothing, unwatches the pipe (no
+    /// spin) and reads again once it is free (nothing lost).
+    #[test]
+    fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
+        let lp = EventLoop::new().unwrap();
+        let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+        let h = ProtocolHandle::new(Rec::default());
+        let (t, pipe) = ReadPipe::start(&lp, read_end, AnyProtocol::from(h.clone())).unwrap();
+        let h2 = h.clone();
+        lp.run_until_complete(async move { h2.wait_until(|p: &Rec| p.made).await })
+            .unwrap();
+        assert!(pipe.reader.on.get());
+        let mut writer = std::fs::File::from(write_end);
+        writer.write_all(b"hello").unwrap();
+        h.with_mut(|p| {
+            pipe.on_readable();
+            assert!(p.got.is_empty(), "re-entered");
+            assert!(!pipe.reader.on.get(), "still watched while in use");
+        });
+        assert!(pipe.reader.on.get(), "not watched again once free");
+        let h2 = h.clone();
+        let got = lp
+            .run_until_complete(async move {
+                h2.wait_until(|p: &Rec| (p.got.len() >= 5).then(|| p.got.clone()))
+                    .await
+            })
+            .unwrap();
+        assert_eq!(got, b"hello");
+        t.close();
+        drop(writer);
+        lp.run_until_complete(async {}).unwrap();
+        lp.close().unwrap();
     }
 }

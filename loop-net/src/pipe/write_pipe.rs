@@ -288,14 +288,15 @@ impl WritePipe {
     }
 
     /// Delivers a flow-control notice now, or right after the protocol's
-    /// running callback returns if it is busy.
+    /// running method (or `with_mut` closure) returns if it is in use.
     fn notify(&self, notice: Notice) {
         self.flow.push(notice);
         self.drain_deferred();
     }
 
     /// Delivers the queued notices in order (flow.rs), once
-    /// `connection_made` was; a busy protocol is retried shortly.
+    /// `connection_made` was; for a protocol in use, the rest right after
+    /// it is free.
     fn drain_deferred(&self) {
         if !self.life.made.get() {
             return; // delivered right after connection_made
@@ -307,8 +308,9 @@ impl WritePipe {
         });
         if !delivered {
             let me = self.rc();
+            let protocol = self.life.protocol();
             self.flow
-                .retry_later(&self.life.lp, move || me.drain_deferred());
+                .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
         }
     }
 }

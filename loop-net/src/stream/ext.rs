@@ -64,11 +64,10 @@ mod sealed {
 ///     let (_t, client) = lp2
 ///         .create_connection(Client::default, Some("127.0.0.1"), port, Default::default())
 ///         .await?;
-///     while client.borrow().got.len() < 5 {
-///         lp2.sleep(std::time::Duration::from_millis(1)).await.unwrap();
-///     }
+///     // Woken after each call into the protocol, not on a timer.
+///     client.wait_until(|c: &Client| c.got.len() >= 5).await;
 ///     server.close();
-///     let got = client.borrow().got.clone();
+///     let got = client.with(|c| c.got.clone());
 ///     Ok::<_, std::io::Error>(got)
 /// })??;
 /// assert_eq!(got, b"hello");

@@ -2,6 +2,12 @@
 //! watching the socket for reading, one `recv` per readiness into the
 //! thread's shared read buffer (or a `BufferedProtocol`'s own), and the
 //! peer's EOF.
+//!
+//! The protocol is free whenever the loop dispatches (no borrow of it lives
+//! between callbacks). Should a readiness ever find it in use (a protocol
+//! method that somehow runs the dispatch), nothing is read: the socket is
+//! unwatched, so a level-triggered reader cannot spin, and watched again
+//! right after the protocol is free, so nothing is lost.
 
 use std::cell::RefCell;
 use std::io;
@@ -48,7 +54,8 @@ impl Stream {
         let outcome = catch_unwind(AssertUnwindSafe(|| self.read_into(&protocol)));
         match outcome {
             Ok(Some(Ok(0))) => self.on_eof(&protocol),
-            Ok(Some(Ok(_))) | Ok(None) => {}
+            Ok(Some(Ok(_))) => {}
+            Ok(None) => self.read_when_free(&protocol),
             Ok(Some(Err(e))) => match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
                 _ => self.fatal(e),
@@ -58,11 +65,22 @@ impl Stream {
         self.drain_deferred();
     }
 
-    /// One `recv` into the protocol; `None` when the protocol is busy.
+    /// The protocol is in use: stop watching the socket until it is free.
+    fn read_when_free(self: &Rc<Self>, protocol: &AnyProtocol) {
+        self.stop_reading();
+        let me = self.clone();
+        protocol.when_free(move || {
+            if me.made.get() && !me.user_paused.get() {
+                me.start_reading();
+            }
+        });
+    }
+
+    /// One `recv` into the protocol; `None` (nothing read) when the
+    /// protocol is in use.
     fn read_into(&self, protocol: &AnyProtocol) -> Option<io::Result<usize>> {
         match protocol {
-            AnyProtocol::Streaming(p) => {
-                let mut p = p.try_borrow_mut().ok()?;
+            AnyProtocol::Streaming(p) => p.try_call(|p| {
                 let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
                 if buf.len() < READ_SIZE {
                     buf.resize(READ_SIZE, 0);
@@ -86,42 +104,114 @@ impl Stream {
                         *slot = buf;
                     }
                 });
-                Some(result)
-            }
-            AnyProtocol::Buffered(p) => {
-                let mut p = p.try_borrow_mut().ok()?;
+                result
+            }),
+            AnyProtocol::Buffered(p) => p.try_call(|p| {
                 let target = p.get_buffer(READ_SIZE);
                 if target.is_empty() {
-                    return Some(Err(io::Error::new(
+                    return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "get_buffer() returned an empty buffer",
-                    )));
+                    ));
                 }
                 let got =
-                    self.with_fd(|fd| rustix::net::recv(fd, &mut *target, RecvFlags::empty()))?;
-                Some(match got {
-                    Ok((n, _)) => {
+                    self.with_fd(|fd| rustix::net::recv(fd, &mut *target, RecvFlags::empty()));
+                match got {
+                    // The socket is gone (closed while we were called).
+                    None => Err(io::ErrorKind::WouldBlock.into()),
+                    Some(Ok((n, _))) => {
                         if n > 0 {
                             p.buffer_updated(n);
                         }
                         Ok(n)
                     }
-                    Err(e) => Err(io::Error::from(e)),
-                })
-            }
+                    Some(Err(e)) => Err(io::Error::from(e)),
+                }
+            }),
         }
     }
 
     fn on_eof(self: &Rc<Self>, protocol: &AnyProtocol) {
         self.read_eof.set(true);
-        let keep_open = catch_unwind(AssertUnwindSafe(|| match protocol {
-            AnyProtocol::Streaming(p) => p.try_borrow_mut().map(|mut p| p.eof_received()),
-            AnyProtocol::Buffered(p) => p.try_borrow_mut().map(|mut p| p.eof_received()),
-        }));
+        let keep_open = catch_unwind(AssertUnwindSafe(|| protocol.try_eof_received()));
         match keep_open {
-            Ok(Ok(true)) => self.stop_reading(),
-            Ok(Ok(false)) | Ok(Err(_)) => self.close_impl(),
+            Ok(Some(true)) => self.stop_reading(),
+            // None: in use, which cannot be (the EOF was just read inside
+            // a call to it): the default answer.
+            Ok(Some(false)) | Ok(None) => self.close_impl(),
             Err(payload) => self.protocol_failed("eof_received", payload),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use loop_core::EventLoop;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+    use crate::protocol::{AnyProtocol, BaseProtocol, Protocol, ProtocolHandle};
+    use crate::stream::Stream;
+    use crate::transport::Transport;
+
+    #[derive(Default)]
+    struct Rec {
+        made: bool,
+        got: Vec<u8>,
+    }
+
+    impl BaseProtocol for Rec {
+        fn connection_made(&mut self, _t: Transport) {
+            self.made = true;
+        }
+    }
+
+    impl Protocol for Rec {
+        fn data_received(&mut self, data: &[u8]) {
+            self.got.extend_from_slice(data);
+        }
+    }
+
+    /// The loop never dispatches while a protocol is in use; this calls the
+    /// read path from inside a `with_mut` closure to see what it would do:
+    /// read nothing, stop watching the socket (a level-triggered reader left
+    /// registered would spin the loop), and read again once it is free.
+    #[test]
+    fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
+        let lp = EventLoop::new().unwrap();
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let h = ProtocolHandle::new(Rec::default());
+        let (t, stream): (Transport, Rc<Stream>) =
+            Stream::start_rc(&lp, ours, AnyProtocol::from(h.clone()), None).unwrap();
+        let h2 = h.clone();
+        lp.run_until_complete(async move { h2.wait_until(|p: &Rec| p.made).await })
+            .unwrap();
+        assert!(stream.reading.get());
+        rustix::io::write(&theirs, b"hello").unwrap();
+        h.with_mut(|p| {
+            stream.on_readable();
+            assert!(p.got.is_empty(), "re-entered");
+            assert!(!stream.reading.get(), "still watched while in use");
+        });
+        assert!(stream.reading.get(), "not watched again once free");
+        let h2 = h.clone();
+        let got = lp
+            .run_until_complete(async move {
+                h2.wait_until(|p: &Rec| (p.got.len() >= 5).then(|| p.got.clone()))
+                    .await
+            })
+            .unwrap();
+        assert_eq!(got, b"hello");
+        t.abort();
+        drop(theirs);
+        lp.run_until_complete(async {}).unwrap();
+        lp.close().unwrap();
     }
 }

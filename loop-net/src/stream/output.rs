@@ -152,7 +152,7 @@ impl Stream {
     }
 
     /// Delivers a flow-control notice now, or right after the protocol's
-    /// running callback returns if it is busy.
+    /// running method (or `with_mut` closure) returns if it is in use.
     pub(super) fn notify(&self, notice: Notice) {
         if self.sendfile.holds_notices() {
             return; // told when the sendfile ends
@@ -161,8 +161,9 @@ impl Stream {
         self.drain_deferred();
     }
 
-    /// Delivers the queued notices in order (flow.rs); a busy protocol is
-    /// retried shortly, so no notice is stranded.
+    /// Delivers the queued notices in order (flow.rs); for a protocol in
+    /// use, the rest is delivered right after it is free, so no notice is
+    /// stranded.
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.protocol.borrow().clone();
@@ -170,7 +171,9 @@ impl Stream {
         });
         if !delivered {
             let me = self.rc();
-            self.flow.retry_later(&self.lp, move || me.drain_deferred());
+            let protocol = self.protocol.borrow().clone();
+            self.flow
+                .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
         }
     }
 }

@@ -73,7 +73,7 @@ mod detach {
     use std::rc::Rc;
     use std::task::Poll;
 
-    use super::super::{LostHook, State, Stream, RETRY_DELAY};
+    use super::super::{LostHook, State, Stream};
     use crate::protocol::AnyProtocol;
     use crate::transport::Transport;
     use crate::write_buffer::WriteBufferLimits;
@@ -141,14 +141,19 @@ mod detach {
                     )));
                 }
                 let drained = me.made.get() && me.buffer.borrow().is_empty();
+                if drained && !me.flow.is_empty() {
+                    // Notices are owed: deliver them now.
+                    me.drain_deferred();
+                }
                 if drained && me.flow.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
                 if drained {
-                    // A notice waits for a busy protocol; the transport
-                    // retries it every RETRY_DELAY: look again then.
+                    // Still owed: the protocol is in use, and gets them
+                    // right after it is free; look again then.
                     let waker = cx.waker().clone();
-                    let _ = me.lp.call_later(RETRY_DELAY, move || waker.wake());
+                    let protocol = me.protocol.borrow().clone();
+                    protocol.when_free(move || waker.wake());
                 } else {
                     me.upgrade.waiters.borrow_mut().push(cx.waker().clone());
                 }

@@ -49,7 +49,7 @@ use loop_core::{EventLoop, LoopError, TimerHandle};
 use rustls::Connection;
 
 use crate::addr::SockAddr;
-use crate::flow::{WriteFlow, RETRY_DELAY};
+use crate::flow::WriteFlow;
 use crate::protocol::AnyProtocol;
 use crate::sendfile::transport::SendfileState;
 use crate::stream::LostHook;

@@ -10,7 +10,7 @@ use loop_core::ExceptionContext;
 
 use crate::transport::Transport;
 
-use super::{State, TlsStream, RETRY_DELAY};
+use super::{State, TlsStream};
 
 impl TlsStream {
     pub(super) fn handshake_complete(self: &Rc<Self>) {
@@ -105,14 +105,14 @@ impl TlsStream {
         let protocol = self.protocol.borrow().clone();
         let mut arg = Some(transport);
         let made = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_with_base(|p| {
+            protocol.try_base(|p| {
                 if let Some(t) = arg.take() {
                     p.connection_made(t)
                 }
             })
         }));
         match made {
-            Ok(true) => {
+            Ok(Some(())) => {
                 self.made.set(true);
                 self.set_ready();
                 self.drain_deferred();
@@ -121,16 +121,12 @@ impl TlsStream {
                     self.kick();
                 }
             }
-            Ok(false) => {
+            Ok(None) => {
+                // Offered from inside one of the protocol's methods (it is
+                // shared with another transport): right after it returns.
                 let me = self.clone();
                 let t = arg.take().expect("not consumed");
-                if self
-                    .lp
-                    .call_later(RETRY_DELAY, move || me.deliver_made(t))
-                    .is_err()
-                {
-                    self.finish_lost();
-                }
+                protocol.when_free(move || me.deliver_made(t));
             }
             Err(payload) => {
                 self.made.set(true);

@@ -6,7 +6,9 @@
 //! buffer at a time), each batch decrypted, and the plaintext handed to the
 //! protocol from a second shared buffer (or read straight into a
 //! `BufferedProtocol`'s buffer). When the protocol cannot take more (it
-//! paused reading, is busy in a task, or `connection_made` is still due),
+//! paused reading, is in use because the delivery was reached from inside
+//! one of its methods, e.g. a `resume_reading` in a `with_mut` closure, or
+//! `connection_made` is still due),
 //! the undecrypted rest is kept in order (`pending_in`, at most one read's
 //! worth) and the socket is not read until it has been delivered: bytes
 //! are never reordered or dropped. A TCP EOF is given to rustls only after
@@ -38,7 +40,8 @@ enum Delivery {
     Data,
     /// rustls has no plaintext now.
     Empty,
-    /// The protocol is borrowed elsewhere.
+    /// The protocol is in use (the delivery was reached from inside one of
+    /// its methods): delivered right after it is free.
     Busy,
     /// The peer's `close_notify`: the clean end of its data.
     Eof,
@@ -59,8 +62,12 @@ impl TlsStream {
                     if !self.made.get() || self.app_paused.get() {
                         return;
                     }
-                    if self.protocol_busy() {
-                        // Level-triggered: the bytes wait in the socket.
+                    if self.protocol.borrow().in_use() {
+                        // Cannot be (the loop dispatches between
+                        // callbacks); the bytes wait in the socket,
+                        // unwatched until the protocol is free.
+                        self.stop_reading();
+                        self.when_protocol_free(|_| {});
                         return;
                     }
                 }
@@ -75,13 +82,6 @@ impl TlsStream {
             self.protocol_failed("data_received", payload);
         }
         self.drain_deferred();
-    }
-
-    fn protocol_busy(&self) -> bool {
-        match &*self.protocol.borrow() {
-            AnyProtocol::Streaming(p) => p.try_borrow_mut().is_err(),
-            AnyProtocol::Buffered(p) => p.try_borrow_mut().is_err(),
-        }
     }
 
     /// One `recv`, fed to rustls.
@@ -207,7 +207,7 @@ impl TlsStream {
                 Delivery::Busy => {
                     self.stalled.set(true);
                     self.stop_reading();
-                    self.retry_later(|me| me.kick());
+                    self.when_protocol_free(|_| {});
                     return false;
                 }
                 Delivery::Eof => {
@@ -223,11 +223,8 @@ impl TlsStream {
     }
 
     fn deliver_one(&self, protocol: &AnyProtocol) -> Delivery {
-        match protocol {
-            AnyProtocol::Streaming(p) => {
-                let Ok(mut p) = p.try_borrow_mut() else {
-                    return Delivery::Busy;
-                };
+        let delivered = match protocol {
+            AnyProtocol::Streaming(p) => p.try_call(|p| {
                 let mut buf = PLAIN_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
                 if buf.len() < READ_SIZE {
                     buf.resize(READ_SIZE, 0);
@@ -248,11 +245,8 @@ impl TlsStream {
                     }
                 });
                 outcome
-            }
-            AnyProtocol::Buffered(p) => {
-                let Ok(mut p) = p.try_borrow_mut() else {
-                    return Delivery::Busy;
-                };
+            }),
+            AnyProtocol::Buffered(p) => p.try_call(|p| {
                 // Look before asking for a buffer: get_buffer is user code.
                 let available = {
                     let mut conn = self.conn.borrow_mut();
@@ -279,8 +273,9 @@ impl TlsStream {
                     }
                     Err(e) => classify_read_error(e),
                 }
-            }
-        }
+            }),
+        };
+        delivered.unwrap_or(Delivery::Busy)
     }
 
     /// Closing: what still arrives is decrypted (to see the peer's
@@ -313,13 +308,12 @@ impl TlsStream {
     fn on_peer_close_notify(self: &Rc<Self>, protocol: &AnyProtocol) {
         self.peer_closed.set(true);
         self.stop_reading();
-        let keep_open = catch_unwind(AssertUnwindSafe(|| match protocol {
-            AnyProtocol::Streaming(p) => p.try_borrow_mut().map(|mut p| p.eof_received()),
-            AnyProtocol::Buffered(p) => p.try_borrow_mut().map(|mut p| p.eof_received()),
-        }));
+        let keep_open = catch_unwind(AssertUnwindSafe(|| protocol.try_eof_received()));
         match keep_open {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) | Ok(Err(_)) => self.close_impl(),
+            Ok(Some(true)) => {}
+            // None: in use (reached from inside one of its methods): the
+            // default answer, as before.
+            Ok(Some(false)) | Ok(None) => self.close_impl(),
             Err(payload) => self.protocol_failed("eof_received", payload),
         }
     }

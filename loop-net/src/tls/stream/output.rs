@@ -183,18 +183,23 @@ impl TlsStream {
             notice.deliver(&self.lp, &protocol, || None)
         });
         if !delivered {
-            self.retry_later(|me| me.drain_deferred());
+            self.when_protocol_free(|me| me.drain_deferred());
         }
     }
 
-    /// Runs `f` shortly, then kicks; one pending retry (shared with the
-    /// notices, flow.rs) drains and kicks everything.
-    pub(super) fn retry_later(&self, f: impl FnOnce(&Rc<TlsStream>) + 'static) {
+    /// Runs `f`, then kicks, once the protocol is free (right after its
+    /// running method or `with_mut` closure returns); one pending deferral
+    /// (shared with the notices, flow.rs) drains and kicks everything.
+    pub(super) fn when_protocol_free(&self, f: impl FnOnce(&Rc<TlsStream>) + 'static) {
         let me = self.rc();
-        self.flow.retry_later(&self.lp, move || {
-            f(&me);
-            me.kick();
-        });
+        let protocol = self.protocol.borrow().clone();
+        self.flow.drain_when_free(
+            |job| protocol.when_free(job),
+            move || {
+                f(&me);
+                me.kick();
+            },
+        );
     }
 }
 

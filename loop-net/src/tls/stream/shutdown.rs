@@ -10,7 +10,7 @@ use loop_core::{ExceptionContext, LoopError};
 
 use crate::protocol::AnyProtocol;
 
-use super::{State, TlsStream, RETRY_DELAY};
+use super::{State, TlsStream};
 
 impl TlsStream {
     pub(super) fn close_impl(self: &Rc<Self>) {
@@ -144,31 +144,20 @@ impl TlsStream {
         if self.state.get() == State::Lost {
             return;
         }
-        if self.announce && !self.made.get() {
-            // connection_made is still due (its protocol was busy): after it.
+        let protocol = self.protocol.borrow().clone();
+        if protocol.in_use() {
+            // Reached from inside one of the protocol's methods: right after
+            // it returns (after a connection_made deferred the same way).
             let me = self.clone();
-            if self
-                .lp
-                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
-                .is_ok()
-            {
-                return;
-            }
-            self.finish_lost();
+            protocol.when_free(move || me.call_connection_lost(error));
             return;
         }
-        let protocol = self.protocol.borrow().clone();
-        if let Err(error) = protocol.deliver_connection_lost(&self.lp, error, "TLS transport") {
-            // Borrowed by a task right now: try again shortly.
-            let me = self.clone();
-            if self
-                .lp
-                .call_later(RETRY_DELAY, move || me.call_connection_lost(error))
-                .is_ok()
-            {
-                return;
-            }
+        if !self.announce || self.made.get() {
+            // The protocol is free: this cannot be handed back.
+            let _ = protocol.deliver_connection_lost(&self.lp, error, "TLS transport");
         }
+        // Else connection_made was never delivered: neither is connection_lost.
+        drop(protocol);
         self.finish_lost();
     }
 
