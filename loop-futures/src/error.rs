@@ -212,6 +212,33 @@ impl From<LoopError> for io::Error {
     }
 }
 
+/// An I/O error as a loop error, so that one error type flows through `?` in
+/// code that mixes loop calls and I/O.
+///
+/// The result is an [`ErrorKind::Io`] error with the `io::Error`'s text as its
+/// message and the `io::Error` itself as its [`source`](std::error::Error::source)
+/// (so [`io_error`](LoopError::io_error) gives back its kind and OS code). An
+/// `io::Error` that was made from a `LoopError` (the reverse conversion) gives
+/// back that `LoopError`, kind included.
+///
+/// ```
+/// use loop_futures::{ErrorKind, LoopError};
+/// fn read_config() -> Result<String, LoopError> {
+///     Ok(std::fs::read_to_string("/definitely/not/here")?)
+/// }
+/// let err = read_config().unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Io);
+/// assert_eq!(err.io_error().unwrap().kind(), std::io::ErrorKind::NotFound);
+/// ```
+impl From<io::Error> for LoopError {
+    fn from(err: io::Error) -> LoopError {
+        if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<LoopError>()) {
+            return inner.clone();
+        }
+        LoopError::new(ErrorKind::Io, err.to_string()).with_source(err)
+    }
+}
+
 /// A panic caught at a callback, task or executor-job boundary, kept as an
 /// error value with its message.
 ///
@@ -279,5 +306,26 @@ mod tests {
         assert_eq!(err.io_error().unwrap().raw_os_error(), Some(9));
         let back: io::Error = err.into();
         assert_eq!(back.raw_os_error(), Some(9));
+    }
+
+    #[test]
+    fn io_errors_convert_with_kind_and_source_kept() {
+        let os = io::Error::from_raw_os_error(111);
+        let text = os.to_string();
+        let err = LoopError::from(os);
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert_eq!(err.to_string(), text);
+        let source = err.source().unwrap().downcast_ref::<io::Error>().unwrap();
+        assert_eq!(source.raw_os_error(), Some(111));
+        assert_eq!(
+            err.io_error().unwrap().kind(),
+            io::ErrorKind::ConnectionRefused
+        );
+
+        // A LoopError that went through io::Error comes back with its kind.
+        let cancelled: io::Error = LoopError::cancelled("stop").into();
+        let back = LoopError::from(cancelled);
+        assert_eq!(back.kind(), ErrorKind::Cancelled);
+        assert_eq!(back.message(), "stop");
     }
 }
