@@ -184,7 +184,7 @@ struct UdpEcho {
     /// Set while the endpoint's send queue is above its high-water mark.
     paused: bool,
     /// Completed by `connection_lost`.
-    lost: Future<()>,
+    lost: aioloop::Future<()>,
 }
 
 impl DatagramProtocol for UdpEcho {
@@ -230,7 +230,7 @@ thread_local! {
     /// The shutdown future, for the stdin thread: it cannot hold the loop's
     /// `Future` (it is `!Send`); its thread-safe callback runs on the loop
     /// thread and finds it here.
-    static SHUTDOWN: RefCell<Option<Future<Shutdown>>> = const { RefCell::new(None) };
+    static SHUTDOWN: RefCell<Option<aioloop::Future<Shutdown>>> = const { RefCell::new(None) };
 }
 
 fn run(endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -> Result<(), Box<dyn std::error::Error>> {
@@ -263,7 +263,7 @@ async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -
     let tcp_options = tcp_server_options(tls.as_ref())?;
     let scheme = if tls.is_some() { "tls" } else { "tcp" };
     let mut servers = Vec::new();
-    let mut datagram_endpoints: Vec<(DatagramTransport, Future<()>)> = Vec::new();
+    let mut datagram_endpoints: Vec<(DatagramTransport, aioloop::Future<()>)> = Vec::new();
     for endpoint in &endpoints {
         let server = match endpoint {
             Endpoint::Tcp { host, port } => {

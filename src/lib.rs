@@ -90,10 +90,16 @@ pub use loop_net::{
     rustls, CipherInfo, TlsClientOptions, TlsConfig, TlsLoopExt, TlsOptions, TlsServerOptions,
 };
 
+/// Signal numbers by name (`SIGINT`, `SIGTERM`, ...), also at the crate root
+/// and in the prelude (feature `process`).
+#[cfg(feature = "process")]
+pub use loop_process::signal;
+#[cfg(feature = "process")]
+pub use loop_process::signal::*;
 #[cfg(feature = "process")]
 pub use loop_process::{
-    SignalLoopExt, Stdio, SubprocessInfo, SubprocessLoopExt, SubprocessOptions, SubprocessProtocol,
-    SubprocessTransport,
+    SignalLoopExt, SignalStream, Stdio, SubprocessInfo, SubprocessLoopExt, SubprocessOptions,
+    SubprocessProtocol, SubprocessTransport,
 };
 
 #[cfg(feature = "policy")]
@@ -103,9 +109,14 @@ pub use loop_policy::{
 };
 
 /// Everything a program usually needs, for `use aioloop::prelude::*;`.
+///
+/// It exports no item named `Future`, so std's `Future` trait (in the
+/// edition-2024 prelude) keeps its name: `impl Future<Output = ()>` means
+/// the trait. asyncio's future type is [`crate::Future`] (reach it by path,
+/// or get one from `lp.create_future()`).
 pub mod prelude {
     pub use loop_core::{
-        running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Future, Handle, LoopError,
+        running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Handle, LoopError,
         LoopHandle, Task, TimerHandle,
     };
     #[cfg(feature = "net")]
@@ -115,8 +126,8 @@ pub mod prelude {
     #[cfg(feature = "net")]
     pub use loop_net::{
         AnyProtocol, BaseProtocol, Buffered, BufferedProtocol, ConnectOptions, ExtraInfo,
-        IntoProtocol, NetLoopExt, Protocol, ProtocolHandle, Server, ServerOptions, StreamLoopExt,
-        Transport, WriteBufferLimits,
+        IntoProtocol, NetLoopExt, Protocol, ProtocolHandle, Server, ServerOptions, SockAddr,
+        StreamLoopExt, Transport, WriteBufferLimits,
     };
     #[cfg(feature = "net")]
     pub use loop_net::{
@@ -133,8 +144,10 @@ pub mod prelude {
         get_event_loop, get_running_loop, new_event_loop, set_event_loop, EventLoopPolicy,
     };
     #[cfg(feature = "process")]
+    pub use loop_process::signal::*;
+    #[cfg(feature = "process")]
     pub use loop_process::{
-        Process, SignalLoopExt, SubprocessLoopExt, SubprocessOptions, SubprocessProtocol,
-        SubprocessTransport,
+        Process, SignalLoopExt, SignalStream, Stdio, SubprocessLoopExt, SubprocessOptions,
+        SubprocessProtocol, SubprocessTransport,
     };
 }
