@@ -92,6 +92,9 @@ use std::time::Duration;
 use loop_core::EventLoop;
 use rustls::pki_types::ServerName;
 
+mod anchor;
+mod pem;
+
 use crate::addr::SockAddr;
 use crate::connect::IntoProtocol;
 use crate::protocol::AnyProtocol;
