@@ -128,14 +128,16 @@ impl LoopError {
         LoopError::new(ErrorKind::Io, format!("{context}: {err}")).with_source(err)
     }
 
-    /// The error for a panic payload caught from user code.
+    /// The error for a panic payload caught from user code: "`what`
+    /// panicked at `file:line:col`: `message`" (the location when aioloop's
+    /// panic hook saw the panic, see [`PanicError::location`]).
     pub fn panicked(what: impl fmt::Display, payload: Box<dyn Any + Send>) -> Self {
         let panic = PanicError::from_payload(payload);
-        LoopError::new(
-            ErrorKind::Panicked,
-            format!("{what} panicked: {}", panic.message),
-        )
-        .with_source(panic)
+        let message = match &panic.location {
+            Some(at) => format!("{what} panicked at {at}: {}", panic.message),
+            None => format!("{what} panicked: {}", panic.message),
+        };
+        LoopError::new(ErrorKind::Panicked, message).with_source(panic)
     }
 
     /// The error of any call on a closed loop: "Event loop is closed".
@@ -248,11 +250,16 @@ impl From<io::Error> for LoopError {
 #[derive(Clone, PartialEq, Eq)]
 pub struct PanicError {
     message: String,
+    location: Option<String>,
 }
 
 impl PanicError {
     /// Turns a payload from [`std::panic::catch_unwind`] into an error. String
     /// payloads (what `panic!` makes) keep their text.
+    ///
+    /// The location comes from aioloop's panic hook (installed when a loop
+    /// first runs), which records each panic of the thread: the record of
+    /// the latest panic is taken when its message matches this payload's.
     pub fn from_payload(payload: Box<dyn Any + Send>) -> Self {
         let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
             (*s).to_string()
@@ -261,18 +268,29 @@ impl PanicError {
         } else {
             "<non-string panic payload>".to_string()
         };
-        PanicError { message }
+        let location = crate::panic_report::take_record(&message).and_then(|r| r.location);
+        PanicError { message, location }
     }
 
     /// The panic message.
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// Where it panicked, `file:line:col` (`src/main.rs:12:9`), when
+    /// aioloop's panic hook saw the panic (the hook is installed when a loop
+    /// first runs; another hook installed later replaces it).
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
 }
 
 impl fmt::Debug for PanicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PanicError({:?})", self.message)
+        match &self.location {
+            Some(at) => write!(f, "PanicError({:?} at {at})", self.message),
+            None => write!(f, "PanicError({:?})", self.message),
+        }
     }
 }
 
