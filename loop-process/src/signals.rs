@@ -178,7 +178,6 @@ pub trait SignalLoopExt: sealed::Sealed {
     /// assert_eq!(got, Some(()));
     /// # Ok::<(), loop_core::LoopError>(())
     /// ```
-    #[doc(alias = "signal.signal")]
     fn signal(&self, signal: i32) -> Result<SignalStream, LoopError>;
 }
 
