@@ -37,7 +37,24 @@ fn the_prelude_brings_sockaddr_datagram_addr_stdio_and_signal_names() {
     assert_eq!(addr.to_string(), "/tmp/x.sock");
     let d: DatagramAddr = ("127.0.0.1", 53).into();
     assert!(matches!(d, DatagramAddr::Host(..)), "{d:?}");
-    assert!(matches!(Stdio::Pipe, Stdio::Pipe));
+    // Stdio from the prelude drives a real child: stdout piped, stderr
+    // to /dev/null.
+    let lp = new_loop();
+    let l = lp.clone();
+    let out = run(&lp, async move {
+        let options = SubprocessOptions::new()
+            .stdout(Stdio::Pipe)
+            .stderr(Stdio::DevNull);
+        let mut child = l
+            .create_subprocess_shell("echo out; echo err >&2", options)
+            .await
+            .unwrap();
+        let (stdout, stderr) = child.communicate(None).await.unwrap();
+        assert!(stderr.is_empty());
+        stdout
+    });
+    assert_eq!(out, b"out\n");
+    lp.close().unwrap();
     assert_eq!(SIGINT, rustix::process::Signal::INT.as_raw());
     assert_eq!(SIGTERM, rustix::process::Signal::TERM.as_raw());
     assert_eq!(aioloop::SIGUSR1, rustix::process::Signal::USR1.as_raw());
