@@ -139,10 +139,10 @@ fn fill(msg: &mut [u8], k: u64) {
 struct Client {
     received: Vec<u8>,
     expect: usize,
-    waiter: Option<Future<()>>,
+    waiter: Option<aioloop::Future<()>>,
     /// `Some` once the connection is lost: the error's text, if any.
     lost: Option<Option<String>>,
-    closed: Option<Future<()>>,
+    closed: Option<aioloop::Future<()>>,
 }
 
 impl BaseProtocol for Client {
@@ -190,8 +190,9 @@ async fn ping_pong(
     size: usize,
 ) -> Result<Duration, String> {
     let closed = lp.create_future::<()>();
-    let protocol = || Client {
-        closed: Some(closed.clone()),
+    let for_client = closed.clone();
+    let protocol = move || Client {
+        closed: Some(for_client),
         ..Client::default()
     };
     let (transport, client) = match target {

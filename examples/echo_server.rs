@@ -17,7 +17,9 @@
 //!
 //! `--tls CERT KEY` (PEM files: the certificate chain and its private key;
 //! needs the `tls` feature) serves TLS on the TCP listeners, which are then
-//! printed as `listening on tls://IP:PORT`.
+//! printed as `listening on tls://IP:PORT`; with no `--tcp` it listens on
+//! the default TCP address too (next to any `--unix` or `--udp`), so TLS is
+//! never silently unused.
 //!
 //! The signals go through aioloop's own handlers
 //! (`aioloop::SignalLoopExt::add_signal_handler`, feature `process`): the
@@ -36,7 +38,6 @@ use aioloop::net::{
     ServerOptions, SockAddr, StreamLoopExt, Transport,
 };
 use aioloop::prelude::*;
-use rustix::process::Signal;
 
 const USAGE: &str = "\
 usage: echo_server [--tcp HOST:PORT]... [--unix PATH]... [--udp HOST:PORT]...
@@ -44,7 +45,8 @@ usage: echo_server [--tcp HOST:PORT]... [--unix PATH]... [--udp HOST:PORT]...
                    IPv6 as [::1]:PORT); the default is 127.0.0.1:0
   --unix PATH      listen on a Unix socket
   --tls CERT KEY   serve TLS on the TCP listeners (PEM certificate chain
-                   and private key); they print as tls://IP:PORT
+                   and private key); they print as tls://IP:PORT; without
+                   --tcp, TLS is served on the default TCP address
   --udp HOST:PORT  echo datagrams on a UDP address (port 0: ephemeral)
 Prints `listening on tcp://IP:PORT`, `listening on unix://PATH` or
 `listening on udp://IP:PORT` per socket, echoes every byte (every datagram),
@@ -83,7 +85,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let endpoints = match parse_args(args.into_iter()) {
+    let endpoints = match parse_args(args.into_iter(), tls.is_some()) {
         Ok(e) => e,
         Err(msg) => {
             eprintln!("echo_server: {msg}\n{USAGE}");
@@ -96,7 +98,9 @@ fn main() {
     }
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Vec<Endpoint>, String> {
+/// The endpoints to serve. `tls`: `--tls` was given, so there must be a
+/// TCP listener to serve it on (the default one when no `--tcp` names one).
+fn parse_args(mut args: impl Iterator<Item = String>, tls: bool) -> Result<Vec<Endpoint>, String> {
     let mut endpoints = Vec::new();
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -114,11 +118,15 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Vec<Endpoint>, S
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if endpoints.is_empty() {
-        endpoints.push(Endpoint::Tcp {
-            host: "127.0.0.1".into(),
-            port: 0,
-        });
+    let has_tcp = endpoints.iter().any(|e| matches!(e, Endpoint::Tcp { .. }));
+    if endpoints.is_empty() || (tls && !has_tcp) {
+        endpoints.insert(
+            0,
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+        );
     }
     Ok(endpoints)
 }
@@ -184,7 +192,7 @@ struct UdpEcho {
     /// Set while the endpoint's send queue is above its high-water mark.
     paused: bool,
     /// Completed by `connection_lost`.
-    lost: Future<()>,
+    lost: aioloop::Future<()>,
 }
 
 impl DatagramProtocol for UdpEcho {
@@ -230,7 +238,7 @@ thread_local! {
     /// The shutdown future, for the stdin thread: it cannot hold the loop's
     /// `Future` (it is `!Send`); its thread-safe callback runs on the loop
     /// thread and finds it here.
-    static SHUTDOWN: RefCell<Option<Future<Shutdown>>> = const { RefCell::new(None) };
+    static SHUTDOWN: RefCell<Option<aioloop::Future<Shutdown>>> = const { RefCell::new(None) };
 }
 
 fn run(endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -> Result<(), Box<dyn std::error::Error>> {
@@ -252,9 +260,9 @@ async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -
     // handlers go in before any `listening on` line is printed: whoever
     // reads that line may signal at once.
     let shutdown = lp.create_future::<Shutdown>();
-    for (signal, name) in [(Signal::INT, "SIGINT"), (Signal::TERM, "SIGTERM")] {
+    for (signal, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
         let s = shutdown.clone();
-        lp.add_signal_handler(signal.as_raw(), move || {
+        lp.add_signal_handler(signal, move || {
             let _ = s.set_result(Shutdown::Signal);
         })
         .map_err(|e| io::Error::other(format!("cannot handle {name}: {e}")))?;
@@ -263,7 +271,7 @@ async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -
     let tcp_options = tcp_server_options(tls.as_ref())?;
     let scheme = if tls.is_some() { "tls" } else { "tcp" };
     let mut servers = Vec::new();
-    let mut datagram_endpoints: Vec<(DatagramTransport, Future<()>)> = Vec::new();
+    let mut datagram_endpoints: Vec<(DatagramTransport, aioloop::Future<()>)> = Vec::new();
     for endpoint in &endpoints {
         let server = match endpoint {
             Endpoint::Tcp { host, port } => {
@@ -396,30 +404,21 @@ fn split_tls(args: Vec<String>) -> Result<(Vec<String>, Option<TlsFiles>), Strin
 /// The options of the TCP listeners: TLS with the given files, if any.
 #[cfg(feature = "tls")]
 fn tcp_server_options(tls: Option<&TlsFiles>) -> io::Result<ServerOptions> {
-    use aioloop::rustls;
-    use aioloop::rustls::pki_types::pem::PemObject;
-    use aioloop::rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let Some(files) = tls else {
         return Ok(ServerOptions::default());
     };
-    let bad = |what: &str, path: &PathBuf, e: &dyn std::fmt::Display| {
+    let tls = aioloop::TlsServerOptions::from_pem_files(&files.cert, &files.key).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{what} {}: {e}", path.display()),
+            format!(
+                "cannot use {} and {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ),
         )
-    };
-    let chain = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| bad("cannot read certificates from", &files.cert, &e))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| bad("cannot read a private key from", &files.key, &e))?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
-        .map_err(|e| bad("cannot use the certificate", &files.cert, &e))?;
+    })?;
     Ok(ServerOptions {
-        tls: Some(aioloop::TlsServerOptions::new(std::sync::Arc::new(config))),
+        tls: Some(tls),
         ..ServerOptions::default()
     })
 }

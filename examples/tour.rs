@@ -228,7 +228,7 @@ fn tasks(lp: &EventLoop) -> Step {
             *self.0.borrow_mut() = true;
         }
     }
-    let never: Future<()> = lp.create_future();
+    let never: aioloop::Future<()> = lp.create_future();
     let dropped = Rc::new(RefCell::new(false));
     let guard = Dropped(dropped.clone());
     let blocked = lp
@@ -299,7 +299,7 @@ struct Client {
     message: Vec<u8>,
     got: Vec<u8>,
     transport: Option<Transport>,
-    done: Future<()>,
+    done: aioloop::Future<()>,
 }
 
 impl BaseProtocol for Client {
@@ -324,8 +324,8 @@ impl Protocol for Client {
     }
 }
 
-fn client(lp: &EventLoop, message: &[u8]) -> (impl Fn() -> Client, Future<()>) {
-    let done: Future<()> = lp.create_future();
+fn client(lp: &EventLoop, message: &[u8]) -> (impl Fn() -> Client, aioloop::Future<()>) {
+    let done: aioloop::Future<()> = lp.create_future();
     let (d, m) = (done.clone(), message.to_vec());
     let factory = move || Client {
         message: m.clone(),
@@ -410,7 +410,7 @@ fn unix_echo(lp: &EventLoop) -> Step {
 /// the endpoint is gone.
 struct DatagramEcho {
     transport: Option<DatagramTransport>,
-    lost: Future<()>,
+    lost: aioloop::Future<()>,
 }
 
 impl DatagramProtocol for DatagramEcho {
@@ -433,8 +433,8 @@ impl DatagramProtocol for DatagramEcho {
 /// datagram back (or the first error), `lost` when the endpoint is gone.
 struct DatagramClient {
     message: Vec<u8>,
-    echo: Future<Vec<u8>>,
-    lost: Future<()>,
+    echo: aioloop::Future<Vec<u8>>,
+    lost: aioloop::Future<()>,
 }
 
 impl DatagramProtocol for DatagramClient {
@@ -459,9 +459,9 @@ impl DatagramProtocol for DatagramClient {
 
 fn udp_echo(lp: &EventLoop) -> Step {
     let message = b"hello over UDP".to_vec();
-    let echo: Future<Vec<u8>> = lp.create_future();
-    let server_lost: Future<()> = lp.create_future();
-    let client_lost: Future<()> = lp.create_future();
+    let echo: aioloop::Future<Vec<u8>> = lp.create_future();
+    let server_lost: aioloop::Future<()> = lp.create_future();
+    let client_lost: aioloop::Future<()> = lp.create_future();
     // A failure guard for a datagram lost on the way, never a synchronisation.
     let e = echo.clone();
     let guard = lp
@@ -604,7 +604,7 @@ fn tls_echo(lp: &EventLoop) -> Step {
 /// Collects what it receives; resolves `done` with it at end of stream.
 struct Sink {
     got: Vec<u8>,
-    done: Future<Vec<u8>>,
+    done: aioloop::Future<Vec<u8>>,
 }
 
 impl BaseProtocol for Sink {}
@@ -625,7 +625,7 @@ fn sendfile(lp: &EventLoop) -> Step {
     let path = std::env::temp_dir().join(format!("aioloop-tour-sendfile-{}", std::process::id()));
     std::fs::write(&path, &data).map_err(err)?;
     let file = std::fs::File::open(&path).map_err(err)?;
-    let done: Future<Vec<u8>> = lp.create_future();
+    let done: aioloop::Future<Vec<u8>> = lp.create_future();
     let lp2 = lp.clone();
     let result = lp.run_until_complete(async move {
         let d = done.clone();
@@ -667,7 +667,7 @@ fn sendfile(lp: &EventLoop) -> Step {
 /// (after the exit and the end of every pipe).
 struct Collect {
     got: Vec<u8>,
-    done: Future<Vec<u8>>,
+    done: aioloop::Future<Vec<u8>>,
 }
 
 impl SubprocessProtocol for Collect {
@@ -682,7 +682,7 @@ impl SubprocessProtocol for Collect {
 }
 
 fn subprocess(lp: &EventLoop) -> Step {
-    let done: Future<Vec<u8>> = lp.create_future();
+    let done: aioloop::Future<Vec<u8>> = lp.create_future();
     let lp2 = lp.clone();
     let d = done.clone();
     let result = lp.run_until_complete(async move {

@@ -49,8 +49,262 @@
 //! `net`, `tls`, `process` and `policy` are on by default and pull in the
 //! corresponding member crates; with `--no-default-features` only the core
 //! loop is built.
+//!
+//! # Finding things by their asyncio names
+//!
+//! The [`api`] module is docs/API.md: every entry of asyncio's low-level API
+//! index, the Rust item that implements it, and the tests that exercise it.
+//! rustdoc's search knows the asyncio names: type `loop.call_soon`,
+//! `asyncio.Future`, `Future.add_done_callback` or `StreamReader.readline`
+//! into the search box.
+//!
+//! # The asyncio documentation's examples, ported
+//!
+//! ## TCP echo server and client, with protocols
+//!
+//! asyncio's "TCP Echo Server" and "TCP Echo Client" (Transports and
+//! Protocols); both run on one loop here, the server on an ephemeral port.
+//!
+//! ```
+//! # #[cfg(feature = "net")] {
+//! use aioloop::prelude::*;
+//!
+//! struct EchoServerProtocol {
+//!     transport: Option<Transport>,
+//! }
+//!
+//! impl BaseProtocol for EchoServerProtocol {
+//!     fn connection_made(&mut self, transport: Transport) {
+//!         let peer = transport.get_extra_info("peername").unwrap();
+//!         println!("Connection from {peer}");
+//!         self.transport = Some(transport);
+//!     }
+//! }
+//!
+//! impl Protocol for EchoServerProtocol {
+//!     fn data_received(&mut self, data: &[u8]) {
+//!         println!("Data received: {:?}", String::from_utf8_lossy(data));
+//!         let transport = self.transport.as_ref().unwrap();
+//!         println!("Send: {:?}", String::from_utf8_lossy(data));
+//!         transport.write(data).unwrap();
+//!         println!("Close the client socket");
+//!         transport.close();
+//!     }
+//! }
+//!
+//! struct EchoClientProtocol {
+//!     message: &'static [u8],
+//!     on_con_lost: aioloop::Future<()>,
+//!     received: Vec<u8>,
+//! }
+//!
+//! impl BaseProtocol for EchoClientProtocol {
+//!     fn connection_made(&mut self, transport: Transport) {
+//!         transport.write(self.message).unwrap();
+//!         println!("Data sent: {:?}", String::from_utf8_lossy(self.message));
+//!     }
+//!
+//!     fn connection_lost(&mut self, _exc: Option<std::io::Error>) {
+//!         println!("The server closed the connection");
+//!         let _ = self.on_con_lost.set_result(());
+//!     }
+//! }
+//!
+//! impl Protocol for EchoClientProtocol {
+//!     fn data_received(&mut self, data: &[u8]) {
+//!         println!("Data received: {:?}", String::from_utf8_lossy(data));
+//!         self.received.extend_from_slice(data);
+//!     }
+//! }
+//!
+//! let lp = EventLoop::new()?;
+//! let l = lp.clone();
+//! let echoed = lp.run_until_complete(async move {
+//!     let server = l
+//!         .create_server(
+//!             || EchoServerProtocol { transport: None },
+//!             &["127.0.0.1"],
+//!             0,
+//!             ServerOptions::default(),
+//!         )
+//!         .await?;
+//!     let port = server.sockets()[0].as_inet().unwrap().port();
+//!
+//!     let on_con_lost = l.create_future::<()>();
+//!     let lost = on_con_lost.clone();
+//!     let (transport, protocol) = l
+//!         .create_connection(
+//!             move || EchoClientProtocol {
+//!                 message: b"Hello World!",
+//!                 on_con_lost: lost,
+//!                 received: Vec::new(),
+//!             },
+//!             Some("127.0.0.1"),
+//!             port,
+//!             ConnectOptions::default(),
+//!         )
+//!         .await?;
+//!     // Wait until the protocol signals that the connection is lost.
+//!     on_con_lost.await?;
+//!     transport.close();
+//!     server.close();
+//!     server.wait_closed().await;
+//!     let received = protocol.borrow().received.clone();
+//!     Ok::<_, LoopError>(received)
+//! })??;
+//! assert_eq!(echoed, b"Hello World!");
+//! lp.close()?;
+//! # }
+//! # Ok::<(), aioloop::LoopError>(())
+//! ```
+//!
+//! ## UDP echo server and client
+//!
+//! asyncio's "UDP Echo Server" and "UDP Echo Client".
+//!
+//! ```
+//! # #[cfg(feature = "net")] {
+//! use aioloop::prelude::*;
+//!
+//! struct EchoServerProtocol {
+//!     transport: Option<DatagramTransport>,
+//! }
+//!
+//! impl DatagramProtocol for EchoServerProtocol {
+//!     fn connection_made(&mut self, transport: DatagramTransport) {
+//!         self.transport = Some(transport);
+//!     }
+//!
+//!     fn datagram_received(&mut self, data: &[u8], addr: SockAddr) {
+//!         println!("Received {:?} from {addr}", String::from_utf8_lossy(data));
+//!         println!("Send {:?} to {addr}", String::from_utf8_lossy(data));
+//!         self.transport.as_ref().unwrap().sendto(data, Some(addr)).unwrap();
+//!     }
+//! }
+//!
+//! struct EchoClientProtocol {
+//!     message: &'static [u8],
+//!     on_con_lost: aioloop::Future<()>,
+//!     transport: Option<DatagramTransport>,
+//!     received: Vec<u8>,
+//! }
+//!
+//! impl DatagramProtocol for EchoClientProtocol {
+//!     fn connection_made(&mut self, transport: DatagramTransport) {
+//!         println!("Send: {:?}", String::from_utf8_lossy(self.message));
+//!         transport.sendto(self.message, None).unwrap();
+//!         self.transport = Some(transport);
+//!     }
+//!
+//!     fn datagram_received(&mut self, data: &[u8], _addr: SockAddr) {
+//!         println!("Received: {:?}", String::from_utf8_lossy(data));
+//!         self.received.extend_from_slice(data);
+//!         println!("Close the socket");
+//!         self.transport.as_ref().unwrap().close();
+//!     }
+//!
+//!     fn connection_lost(&mut self, _exc: Option<std::io::Error>) {
+//!         println!("Connection closed");
+//!         let _ = self.on_con_lost.set_result(());
+//!     }
+//! }
+//!
+//! let lp = EventLoop::new()?;
+//! let l = lp.clone();
+//! let echoed = lp.run_until_complete(async move {
+//!     let (server, _) = l
+//!         .create_datagram_endpoint(
+//!             || EchoServerProtocol { transport: None },
+//!             DatagramOptions::default().with_local_addr(("127.0.0.1", 0)),
+//!         )
+//!         .await?;
+//!     let server_addr = server.sockname().unwrap().as_inet().unwrap();
+//!
+//!     let on_con_lost = l.create_future::<()>();
+//!     let lost = on_con_lost.clone();
+//!     let (_transport, protocol) = l
+//!         .create_datagram_endpoint(
+//!             move || EchoClientProtocol {
+//!                 message: b"Hello World!",
+//!                 on_con_lost: lost,
+//!                 transport: None,
+//!                 received: Vec::new(),
+//!             },
+//!             DatagramOptions::default().with_remote_addr(server_addr),
+//!         )
+//!         .await?;
+//!     on_con_lost.await?;
+//!     server.close();
+//!     let received = protocol.borrow().received.clone();
+//!     Ok::<_, LoopError>(received)
+//! })??;
+//! assert_eq!(echoed, b"Hello World!");
+//! lp.close()?;
+//! # }
+//! # Ok::<(), aioloop::LoopError>(())
+//! ```
+//!
+//! ## TCP echo server and client, with streams
+//!
+//! asyncio's "TCP echo client using streams" and "TCP echo server using
+//! streams" (`handle_echo`).
+//!
+//! ```
+//! # #[cfg(feature = "net")] {
+//! use aioloop::prelude::*;
+//!
+//! async fn handle_echo(reader: StreamReader, writer: StreamWriter) -> Result<(), LoopError> {
+//!     let data = reader.read(100).await?;
+//!     let addr = writer.get_extra_info("peername").unwrap();
+//!     println!("Received {:?} from {addr}", String::from_utf8_lossy(&data));
+//!     println!("Send: {:?}", String::from_utf8_lossy(&data));
+//!     writer.write(&data)?;
+//!     writer.drain().await?;
+//!     println!("Close the connection");
+//!     writer.close();
+//!     writer.wait_closed().await?;
+//!     Ok(())
+//! }
+//!
+//! async fn tcp_echo_client(lp: EventLoop, port: u16, message: &str) -> Result<Vec<u8>, LoopError> {
+//!     let (reader, writer) = lp.open_connection("127.0.0.1", port).await?;
+//!     println!("Send: {message:?}");
+//!     writer.write(message.as_bytes())?;
+//!     writer.drain().await?;
+//!     let data = reader.read(100).await?;
+//!     println!("Received: {:?}", String::from_utf8_lossy(&data));
+//!     println!("Close the connection");
+//!     writer.close();
+//!     writer.wait_closed().await?;
+//!     Ok(data)
+//! }
+//!
+//! let lp = EventLoop::new()?;
+//! let l = lp.clone();
+//! let echoed = lp.run_until_complete(async move {
+//!     let server = l
+//!         .start_server(handle_echo, &["127.0.0.1"], 0, ServerOptions::default())
+//!         .await?;
+//!     let port = server.sockets()[0].as_inet().unwrap().port();
+//!     println!("Serving on {}", server.sockets()[0]);
+//!     let data = tcp_echo_client(l.clone(), port, "Hello World!").await?;
+//!     server.close();
+//!     server.wait_closed().await;
+//!     Ok::<_, LoopError>(data)
+//! })??;
+//! assert_eq!(echoed, b"Hello World!");
+//! lp.close()?;
+//! # }
+//! # Ok::<(), aioloop::LoopError>(())
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
+
+/// docs/API.md: every entry of asyncio's low-level API, the Rust item that
+/// implements it, and the tests that exercise it (the test links are paths
+/// of the source repository, `tests/<file>.rs`).
+#[doc = include_str!("../docs/API.md")]
+pub mod api {}
 
 pub use loop_core::*;
 
@@ -68,22 +322,17 @@ pub use loop_net as net;
 pub use loop_net::PipeLoopExt;
 #[cfg(feature = "net")]
 pub use loop_net::{
-    AddrInfo, AddrInfoFlags, AddrInfoHints, AddressFamily, AnyProtocol, BaseProtocol, Buffered,
-    BufferedProtocol, ConnectOptions, ExtraInfo, IntoProtocol, IpProtocol, NameInfoFlags,
-    NetLoopExt, Protocol, ProtocolHandle, ResolveError, SendfileNotAvailableError, Server,
-    ServerOptions, Service, SockAddr, SocketKind, StreamLoopExt, Transport, WriteBufferLimits,
+    AddrInfo, AddrInfoFlags, AddrInfoHints, AddressFamily, AnyProtocol, Buffered, ConnectOptions,
+    ExtraInfo, IntoProtocol, IpProtocol, NameInfoFlags, NetLoopExt, ProtocolHandle, ResolveError,
+    SendfileNotAvailableError, ServerOptions, Service, SockAddr, SocketKind, StreamLoopExt,
+    WriteBufferLimits,
 };
 #[cfg(feature = "net")]
-pub use loop_net::{
-    ClientTaskOutput, FlowControl, IncompleteReadError, LimitOverrunError, StreamError, StreamPair,
-    StreamReader, StreamReaderProtocol, StreamWriter, StreamsLoopExt,
-};
+pub use loop_net::{ClientTaskOutput, FlowControl, StreamError, StreamPair, StreamsLoopExt};
 #[cfg(feature = "net")]
 pub use loop_net::{Condition, ProtocolCell, WaitUntil};
 #[cfg(feature = "net")]
-pub use loop_net::{
-    DatagramAddr, DatagramLoopExt, DatagramOptions, DatagramProtocol, DatagramTransport,
-};
+pub use loop_net::{DatagramAddr, DatagramLoopExt, DatagramOptions};
 #[cfg(feature = "net")]
 pub use loop_net::{SendfileFallback, SendfileLoopExt};
 
@@ -92,22 +341,116 @@ pub use loop_net::{
     rustls, CipherInfo, TlsClientOptions, TlsConfig, TlsLoopExt, TlsOptions, TlsServerOptions,
 };
 
+/// Signal numbers by name (`SIGINT`, `SIGTERM`, ...), also at the crate root
+/// and in the prelude (feature `process`).
+#[cfg(feature = "process")]
+pub use loop_process::signal;
+#[cfg(feature = "process")]
+pub use loop_process::signal::*;
 #[cfg(feature = "process")]
 pub use loop_process::{
-    SignalLoopExt, Stdio, SubprocessInfo, SubprocessLoopExt, SubprocessOptions, SubprocessProtocol,
-    SubprocessTransport,
+    SignalLoopExt, SignalStream, Stdio, SubprocessInfo, SubprocessLoopExt, SubprocessOptions,
 };
 
 #[cfg(feature = "policy")]
-pub use loop_policy::{
-    get_event_loop, get_event_loop_policy, get_running_loop, new_event_loop, set_event_loop,
-    set_event_loop_policy, DefaultEventLoopPolicy, EventLoopPolicy, PerThreadLoop,
-};
+pub use loop_policy::PerThreadLoop;
+
+// The asyncio names of the types and functions, once more on these
+// re-exports: rustdoc drops the `#[doc(alias)]` of an item that a crate
+// re-exports from a private module (as every member crate does), so
+// without these, search would not find `asyncio.Future`, `asyncio.Transport`,
+// `asyncio.get_event_loop`, ... (`cargo xtask api-check` checks that it does).
+#[doc(alias = "asyncio.current_task")]
+pub use loop_core::current_task;
+#[doc(alias = "concurrent.futures.Executor")]
+pub use loop_core::Executor;
+#[doc(alias = "asyncio.Future")]
+pub use loop_core::Future;
+#[doc(alias = "asyncio.Handle")]
+pub use loop_core::Handle;
+#[doc(alias = "asyncio.Task")]
+pub use loop_core::Task;
+#[doc(alias = "asyncio.TimerHandle")]
+pub use loop_core::TimerHandle;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.BaseProtocol")]
+pub use loop_net::BaseProtocol;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.BufferedProtocol")]
+pub use loop_net::BufferedProtocol;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.DatagramProtocol")]
+pub use loop_net::DatagramProtocol;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.DatagramTransport")]
+pub use loop_net::DatagramTransport;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.IncompleteReadError")]
+pub use loop_net::IncompleteReadError;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.LimitOverrunError")]
+pub use loop_net::LimitOverrunError;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.Protocol")]
+pub use loop_net::Protocol;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.Server")]
+pub use loop_net::Server;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.StreamReader")]
+pub use loop_net::StreamReader;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.StreamReaderProtocol")]
+pub use loop_net::StreamReaderProtocol;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.StreamWriter")]
+pub use loop_net::StreamWriter;
+#[cfg(feature = "net")]
+#[doc(alias = "asyncio.Transport")]
+pub use loop_net::Transport;
+#[cfg(feature = "policy")]
+#[doc(alias = "asyncio.get_event_loop")]
+pub use loop_policy::get_event_loop;
+#[cfg(feature = "policy")]
+#[doc(alias = "asyncio.get_event_loop_policy")]
+pub use loop_policy::get_event_loop_policy;
+#[cfg(feature = "policy")]
+#[doc(alias = "asyncio.get_running_loop")]
+pub use loop_policy::get_running_loop;
+#[cfg(feature = "policy")]
+#[doc(alias = "asyncio.new_event_loop")]
+pub use loop_policy::new_event_loop;
+#[cfg(feature = "policy")]
+#[doc(alias = "asyncio.set_event_loop")]
+pub use loop_policy::set_event_loop;
+#[cfg(feature = "policy")]
+#[doc(alias = "asyncio.set_event_loop_policy")]
+pub use loop_policy::set_event_loop_policy;
+#[cfg(feature = "policy")]
+#[doc(alias = "asyncio.DefaultEventLoopPolicy")]
+pub use loop_policy::DefaultEventLoopPolicy;
+#[cfg(feature = "policy")]
+#[doc(alias = "asyncio.AbstractEventLoopPolicy")]
+pub use loop_policy::EventLoopPolicy;
+#[cfg(feature = "process")]
+#[doc(alias = "asyncio.subprocess.Process")]
+pub use loop_process::Process;
+#[cfg(feature = "process")]
+#[doc(alias = "asyncio.SubprocessProtocol")]
+pub use loop_process::SubprocessProtocol;
+#[cfg(feature = "process")]
+#[doc(alias = "asyncio.SubprocessTransport")]
+pub use loop_process::SubprocessTransport;
 
 /// Everything a program usually needs, for `use aioloop::prelude::*;`.
+///
+/// It exports no item named `Future`, so std's `Future` trait (in the
+/// edition-2024 prelude) keeps its name: `impl Future<Output = ()>` means
+/// the trait. asyncio's future type is [`crate::Future`] (reach it by path,
+/// or get one from `lp.create_future()`).
 pub mod prelude {
     pub use loop_core::{
-        running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Future, Handle, LoopError,
+        running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Handle, LoopError,
         LoopHandle, Task, TimerHandle,
     };
     #[cfg(feature = "net")]
@@ -117,8 +460,8 @@ pub mod prelude {
     #[cfg(feature = "net")]
     pub use loop_net::{
         AnyProtocol, BaseProtocol, Buffered, BufferedProtocol, ConnectOptions, ExtraInfo,
-        IntoProtocol, NetLoopExt, Protocol, ProtocolHandle, Server, ServerOptions, StreamLoopExt,
-        Transport, WriteBufferLimits,
+        IntoProtocol, NetLoopExt, Protocol, ProtocolHandle, Server, ServerOptions, SockAddr,
+        StreamLoopExt, Transport, WriteBufferLimits,
     };
     #[cfg(feature = "net")]
     pub use loop_net::{
@@ -135,8 +478,10 @@ pub mod prelude {
         get_event_loop, get_running_loop, new_event_loop, set_event_loop, EventLoopPolicy,
     };
     #[cfg(feature = "process")]
+    pub use loop_process::signal::*;
+    #[cfg(feature = "process")]
     pub use loop_process::{
-        Process, SignalLoopExt, SubprocessLoopExt, SubprocessOptions, SubprocessProtocol,
-        SubprocessTransport,
+        Process, SignalLoopExt, SignalStream, Stdio, SubprocessLoopExt, SubprocessOptions,
+        SubprocessProtocol, SubprocessTransport,
     };
 }

@@ -1309,11 +1309,14 @@ fn the_endpoint_lets_go_of_its_protocol_after_connection_lost() {
     run(&lp, async move {
         let (t, handle) = l
             .create_datagram_endpoint(
-                || Keeper {
-                    t: None,
-                    _drops: util::DropCount(d.clone()),
-                    lost: lo.clone(),
-                    notify: n.clone(),
+                {
+                    let (d, lo, n) = (d.clone(), lo.clone(), n.clone());
+                    move || Keeper {
+                        t: None,
+                        _drops: util::DropCount(d),
+                        lost: lo,
+                        notify: n,
+                    }
                 },
                 local(any_port()),
             )

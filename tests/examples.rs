@@ -622,8 +622,6 @@ fn echo_client_reports_refused_connections_and_bad_arguments() {
 #[cfg(feature = "tls")]
 #[test]
 fn echo_server_with_tls_serves_a_rustls_client() {
-    use aioloop::rustls;
-    use std::sync::Arc;
     let test = "echo_server_with_tls_serves_a_rustls_client";
     let Some(bin) = example(test, "echo_server") else {
         return;
@@ -652,8 +650,20 @@ fn echo_server_with_tls_serves_a_rustls_client() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected line {line:?}"));
 
+    tls_echo_check(port, cert.der());
+    let (status, more, stderr) = server.shut_down();
+    assert!(status.success(), "{status:?}\nstderr: {stderr}");
+    assert!(more.is_empty(), "unexpected output {more:?}");
+}
+
+/// A TLS client (rustls over a std socket) trusting `cert`: 100 kB echoed
+/// byte-exact, then a clean close (our close_notify; the server's, then EOF).
+#[cfg(feature = "tls")]
+fn tls_echo_check(port: u16, cert: &aioloop::rustls::pki_types::CertificateDer<'static>) {
+    use aioloop::rustls;
+    use std::sync::Arc;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
+    roots.add(cert.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -670,13 +680,50 @@ fn echo_server_with_tls_serves_a_rustls_client() {
     let mut echo = vec![0u8; data.len()];
     tls.read_exact(&mut echo).unwrap();
     assert!(echo == data, "the echo differs");
-    // Our close_notify: the server closes its side cleanly (its own
-    // close_notify, then EOF).
     tls.conn.send_close_notify();
     tls.flush().unwrap();
     let mut rest = Vec::new();
     tls.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn echo_server_with_tls_and_only_unix_also_serves_tls_on_the_default_tcp_address() {
+    let test = "echo_server_with_tls_and_only_unix_also_serves_tls_on_the_default_tcp_address";
+    let Some(bin) = example(test, "echo_server") else {
+        return;
+    };
+    let dir = TempDir::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let sock_path = dir.0.join("echo.sock");
+    let mut server = EchoServer::spawn(
+        &bin,
+        &[
+            "--unix",
+            sock_path.to_str().unwrap(),
+            "--tls",
+            cert_path.to_str().unwrap(),
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let lines = [server.line(), server.line()];
+    let port = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("listening on tls://127.0.0.1:"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no TLS listener among {lines:?}"));
+    let unix = format!("listening on unix://{}", sock_path.display());
+    assert!(lines.contains(&unix), "{lines:?}");
+    tls_echo_check(port, cert.der());
+    drop(unix_echo_check(&sock_path, 10_000));
     let (status, more, stderr) = server.shut_down();
     assert!(status.success(), "{status:?}\nstderr: {stderr}");
     assert!(more.is_empty(), "unexpected output {more:?}");

@@ -94,7 +94,7 @@ struct RemoteSetter<T> {
     _value: PhantomData<fn(T)>,
 }
 
-fn remote_future<T: Send + 'static>(lp: &EventLoop) -> (Future<T>, RemoteSetter<T>) {
+fn remote_future<T: Send + 'static>(lp: &EventLoop) -> (aioloop::Future<T>, RemoteSetter<T>) {
     let fut = lp.create_future::<T>();
     let id = NEXT_REMOTE.fetch_add(1, Ordering::Relaxed);
     REMOTE.with(|r| r.borrow_mut().insert(id, Box::new(fut.clone())));
@@ -111,7 +111,7 @@ impl<T: Send + 'static> RemoteSetter<T> {
         let id = self.id;
         let _ = self.handle.call_soon_threadsafe(move || {
             let slot = REMOTE.with(|r| r.borrow_mut().remove(&id));
-            if let Some(fut) = slot.and_then(|f| f.downcast::<Future<T>>().ok()) {
+            if let Some(fut) = slot.and_then(|f| f.downcast::<aioloop::Future<T>>().ok()) {
                 let _ = fut.set_result(value);
             }
         });
@@ -125,7 +125,7 @@ impl<T: Send + 'static> RemoteSetter<T> {
 /// another. Dropping it kills the process if it is still running.
 struct Peer {
     child: Rc<RefCell<Child>>,
-    first_line: Option<Future<Option<String>>>,
+    first_line: Option<aioloop::Future<Option<String>>>,
     stdout: Option<JoinHandle<Vec<String>>>,
     stderr: Option<JoinHandle<String>>,
 }
@@ -440,7 +440,7 @@ struct Pump {
     seen: Rc<RefCell<ClientSeen>>,
     transport: Option<Transport>,
     paused: bool,
-    closed: Option<Future<()>>,
+    closed: Option<aioloop::Future<()>>,
 }
 
 impl Pump {
@@ -528,11 +528,12 @@ fn python_server_case(test: &str, endpoint: Endpoint<'_>) {
             .map_err(|e| e.to_string())?
             .ok_or("the Python server exited before printing its address")?;
         let closed = lp2.create_future::<()>();
-        let protocol = || Pump {
+        let for_pump = closed.clone();
+        let protocol = move || Pump {
             seen: s,
             transport: None,
             paused: false,
-            closed: Some(closed.clone()),
+            closed: Some(for_pump),
         };
         let (transport, _pump) = match &unix_path {
             None => {

@@ -461,3 +461,62 @@ fn a_handler_installed_by_other_code_survives_a_loop_handling_the_signal() {
     until_foreign(4);
     assert_eq!(got.get(), 1);
 }
+
+#[test]
+fn a_signal_stream_yields_deliveries_ends_when_replaced_and_removes_its_handler_on_drop() {
+    use futures_lite::StreamExt as _;
+    let _g = serial();
+    let lp = new_loop();
+    // The named constants need no libc.
+    assert_eq!(aioloop::SIGUSR1, USR1);
+    let mut usr1 = lp.signal(aioloop::SIGUSR1).unwrap();
+    assert_eq!(usr1.signal(), USR1);
+
+    // Two deliveries, each awaited (once through recv, once as a Stream).
+    send_when_running(&lp, Signal::USR1);
+    let dog = Watchdog::start(&lp);
+    let mut usr1 = lp
+        .run_until_complete(async move {
+            assert_eq!(usr1.recv().await, Some(()));
+            usr1
+        })
+        .unwrap();
+    send_when_running(&lp, Signal::USR1);
+    let mut usr1 = lp
+        .run_until_complete(async move {
+            assert_eq!(usr1.next().await, Some(()));
+            usr1
+        })
+        .unwrap();
+
+    // Replaced by add_signal_handler: the stream ends, and dropping it
+    // leaves the new handler alone.
+    let hits = counter();
+    let h = hits.clone();
+    lp.add_signal_handler(USR1, move || bump(&h)).unwrap();
+    let usr1 = lp
+        .run_until_complete(async move {
+            assert_eq!(usr1.recv().await, None);
+            usr1
+        })
+        .unwrap();
+    drop(usr1);
+    let stopper = lp.clone();
+    let h = hits.clone();
+    lp.add_signal_handler(USR1, move || {
+        bump(&h);
+        stopper.stop();
+    })
+    .unwrap();
+    send_when_running(&lp, Signal::USR1);
+    lp.run_forever().unwrap();
+    assert_eq!(hits.get(), 1);
+    assert!(lp.remove_signal_handler(USR1).unwrap());
+
+    // Dropped while it is the handler: the handler goes with it.
+    let usr2 = lp.signal(USR2).unwrap();
+    drop(usr2);
+    assert!(!lp.remove_signal_handler(USR2).unwrap());
+    dog.disarm();
+    lp.close().unwrap();
+}

@@ -344,7 +344,7 @@ fn a_panicking_protocol_is_reported_and_the_rest_delivered() {
 fn pause_writing_caused_inside_a_callback_comes_right_after_it() {
     struct Writer {
         log: Log<&'static str>,
-        done: Future<()>,
+        done: aioloop::Future<()>,
         transport: Option<SubprocessTransport>,
     }
     impl Writer {

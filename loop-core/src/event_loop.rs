@@ -262,6 +262,9 @@ impl EventLoop {
         F::Output: 'static,
     {
         self.check_can_run()?;
+        // Panics until this returns are reported by the loop, not printed
+        // by the panic hook too (loop_futures::QuietPanics).
+        let _quiet = loop_futures::QuietPanics::enter();
         // asyncio wraps the future in a Task (so `current_task()` and
         // `all_tasks()` see it, and a task factory applies) and stops the loop
         // from the task's done callback.
@@ -355,6 +358,8 @@ impl EventLoop {
             RunState::Idle => {}
         }
         self.inner.state.set(RunState::Closed);
+        // The panics of the drops below are reported, not printed too.
+        let _quiet = loop_futures::QuietPanics::enter();
         let inner = &*self.inner;
         inner.shared.close();
         let rx = inner.injected_rx.borrow_mut().take();
@@ -443,7 +448,10 @@ impl EventLoop {
         self.check_can_run()?;
         self.inner.state.set(RunState::Running);
         running::set_running(Some(self.clone()));
-        Ok(RunGuard { lp: self.clone() })
+        Ok(RunGuard {
+            lp: self.clone(),
+            _quiet: loop_futures::QuietPanics::enter(),
+        })
     }
 
     /// One iteration; see the module docs.
@@ -618,6 +626,9 @@ impl Drop for Inner {
 /// Leaves the running state however `run_forever` exits.
 struct RunGuard {
     lp: EventLoop,
+    /// Panics of the run are reported by the loop, not printed by the hook
+    /// too (one report per panic).
+    _quiet: loop_futures::QuietPanics,
 }
 
 impl Drop for RunGuard {

@@ -128,14 +128,16 @@ impl LoopError {
         LoopError::new(ErrorKind::Io, format!("{context}: {err}")).with_source(err)
     }
 
-    /// The error for a panic payload caught from user code.
+    /// The error for a panic payload caught from user code: "`what`
+    /// panicked at `file:line:col`: `message`" (the location when aioloop's
+    /// panic hook saw the panic, see [`PanicError::location`]).
     pub fn panicked(what: impl fmt::Display, payload: Box<dyn Any + Send>) -> Self {
         let panic = PanicError::from_payload(payload);
-        LoopError::new(
-            ErrorKind::Panicked,
-            format!("{what} panicked: {}", panic.message),
-        )
-        .with_source(panic)
+        let message = match &panic.location {
+            Some(at) => format!("{what} panicked at {at}: {}", panic.message),
+            None => format!("{what} panicked: {}", panic.message),
+        };
+        LoopError::new(ErrorKind::Panicked, message).with_source(panic)
     }
 
     /// The error of any call on a closed loop: "Event loop is closed".
@@ -212,6 +214,33 @@ impl From<LoopError> for io::Error {
     }
 }
 
+/// An I/O error as a loop error, so that one error type flows through `?` in
+/// code that mixes loop calls and I/O.
+///
+/// The result is an [`ErrorKind::Io`] error with the `io::Error`'s text as its
+/// message and the `io::Error` itself as its [`source`](std::error::Error::source)
+/// (so [`io_error`](LoopError::io_error) gives back its kind and OS code). An
+/// `io::Error` that was made from a `LoopError` (the reverse conversion) gives
+/// back that `LoopError`, kind included.
+///
+/// ```
+/// use loop_futures::{ErrorKind, LoopError};
+/// fn read_config() -> Result<String, LoopError> {
+///     Ok(std::fs::read_to_string("/definitely/not/here")?)
+/// }
+/// let err = read_config().unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Io);
+/// assert_eq!(err.io_error().unwrap().kind(), std::io::ErrorKind::NotFound);
+/// ```
+impl From<io::Error> for LoopError {
+    fn from(err: io::Error) -> LoopError {
+        if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<LoopError>()) {
+            return inner.clone();
+        }
+        LoopError::new(ErrorKind::Io, err.to_string()).with_source(err)
+    }
+}
+
 /// A panic caught at a callback, task or executor-job boundary, kept as an
 /// error value with its message.
 ///
@@ -221,11 +250,16 @@ impl From<LoopError> for io::Error {
 #[derive(Clone, PartialEq, Eq)]
 pub struct PanicError {
     message: String,
+    location: Option<String>,
 }
 
 impl PanicError {
     /// Turns a payload from [`std::panic::catch_unwind`] into an error. String
     /// payloads (what `panic!` makes) keep their text.
+    ///
+    /// The location comes from aioloop's panic hook (installed when a loop
+    /// first runs), which records each panic of the thread: the record of
+    /// the latest panic is taken when its message matches this payload's.
     pub fn from_payload(payload: Box<dyn Any + Send>) -> Self {
         let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
             (*s).to_string()
@@ -234,18 +268,29 @@ impl PanicError {
         } else {
             "<non-string panic payload>".to_string()
         };
-        PanicError { message }
+        let location = crate::panic_report::take_record(&message).and_then(|r| r.location);
+        PanicError { message, location }
     }
 
     /// The panic message.
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// Where it panicked, `file:line:col` (`src/main.rs:12:9`), when
+    /// aioloop's panic hook saw the panic (the hook is installed when a loop
+    /// first runs; another hook installed later replaces it).
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
 }
 
 impl fmt::Debug for PanicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PanicError({:?})", self.message)
+        match &self.location {
+            Some(at) => write!(f, "PanicError({:?} at {at})", self.message),
+            None => write!(f, "PanicError({:?})", self.message),
+        }
     }
 }
 
@@ -279,5 +324,26 @@ mod tests {
         assert_eq!(err.io_error().unwrap().raw_os_error(), Some(9));
         let back: io::Error = err.into();
         assert_eq!(back.raw_os_error(), Some(9));
+    }
+
+    #[test]
+    fn io_errors_convert_with_kind_and_source_kept() {
+        let os = io::Error::from_raw_os_error(111);
+        let text = os.to_string();
+        let err = LoopError::from(os);
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert_eq!(err.to_string(), text);
+        let source = err.source().unwrap().downcast_ref::<io::Error>().unwrap();
+        assert_eq!(source.raw_os_error(), Some(111));
+        assert_eq!(
+            err.io_error().unwrap().kind(),
+            io::ErrorKind::ConnectionRefused
+        );
+
+        // A LoopError that went through io::Error comes back with its kind.
+        let cancelled: io::Error = LoopError::cancelled("stop").into();
+        let back = LoopError::from(cancelled);
+        assert_eq!(back.kind(), ErrorKind::Cancelled);
+        assert_eq!(back.message(), "stop");
     }
 }

@@ -25,11 +25,13 @@
 mod completion;
 mod error;
 mod future;
+mod panic_report;
 mod task;
 
 pub use completion::CallbackId;
 pub use error::{ErrorKind, LoopError, PanicError};
 pub use future::Future;
+pub use panic_report::QuietPanics;
 pub use task::{launch, prepare, spawn, Task, TaskBody, TaskRef, TaskRegistry};
 
 /// What futures and tasks need from the loop they belong to.

@@ -1,6 +1,7 @@
 //! [`SockAddr`]: a socket address of any family the `sock_*` methods meet.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::ffi::OsStrExt;
@@ -113,6 +114,33 @@ impl SockAddr {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use std::os::unix::ffi::OsStringExt;
+
+/// Prints the address as people write it: `127.0.0.1:39574`, `[::1]:8080`, a
+/// Unix path as it is, an abstract name as `@name` (the form `ss` shows), an
+/// unnamed socket as `(unnamed)`, another family as `<family N>`.
+///
+/// ```
+/// use loop_net::SockAddr;
+/// use std::net::SocketAddr;
+/// let a: SockAddr = "127.0.0.1:39574".parse::<SocketAddr>().unwrap().into();
+/// assert_eq!(a.to_string(), "127.0.0.1:39574");
+/// let v6: SockAddr = "[::1]:8080".parse::<SocketAddr>().unwrap().into();
+/// assert_eq!(v6.to_string(), "[::1]:8080");
+/// assert_eq!(SockAddr::from(std::path::Path::new("/tmp/app.sock")).to_string(), "/tmp/app.sock");
+/// ```
+impl fmt::Display for SockAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SockAddr::Inet(a) => fmt::Display::fmt(a, f),
+            SockAddr::Unix(p) => match p.as_os_str().as_bytes() {
+                [] => f.write_str("(unnamed)"),
+                [0, name @ ..] => write!(f, "@{}", String::from_utf8_lossy(name)),
+                _ => fmt::Display::fmt(&p.display(), f),
+            },
+            SockAddr::Other(family) => write!(f, "<family {}>", family.as_raw()),
+        }
+    }
+}
 
 impl From<SocketAddr> for SockAddr {
     fn from(a: SocketAddr) -> Self {

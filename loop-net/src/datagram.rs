@@ -121,6 +121,13 @@ pub trait DatagramProtocol: 'static {
     /// The queue drained to the low-water mark or below.
     #[doc(alias = "DatagramProtocol.resume_writing")]
     fn resume_writing(&mut self) {}
+
+    /// The protocol's type name, which the report of a panic in one of its
+    /// methods names. The default, [`std::any::type_name`] of the
+    /// implementing type, needs no override.
+    fn protocol_type_name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
 }
 
 /// Lets a `ProtocolHandle<P>` be given where a type-erased datagram

@@ -71,8 +71,10 @@ impl Notice {
             Ok(None) => Some(self),
             Err(payload) => {
                 let what = self.name();
+                let name = protocol.type_name();
                 let mut context = ExceptionContext::new(format!("protocol.{what}() failed"))
-                    .with_error(LoopError::panicked(what, payload));
+                    .with_error(LoopError::panicked(format!("{name}.{what}()"), payload))
+                    .with("protocol", name);
                 if let Some(t) = transport() {
                     context = context.with("transport", t);
                 }

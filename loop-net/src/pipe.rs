@@ -411,6 +411,7 @@ fn finish_lost<T: PipeEnd>(me: &Rc<T>) {
 fn protocol_failed<T: PipeEnd>(me: &Rc<T>, what: &str, payload: Box<dyn std::any::Any + Send>) {
     let life = me.life();
     let context = format!("{} fd={}", T::NAME, life.raw);
-    let error = report_protocol_panic(&life.lp, what, payload, context);
+    let protocol = life.protocol.borrow().clone();
+    let error = report_protocol_panic(&life.lp, what, payload, context, &protocol);
     me.force_close(Some(error));
 }

@@ -66,6 +66,15 @@ pub trait BaseProtocol: 'static {
     /// The write buffer drained to its low-water mark or below.
     #[doc(alias = "BaseProtocol.resume_writing")]
     fn resume_writing(&mut self) {}
+
+    /// The protocol's type name, which the report of a panic in one of its
+    /// methods names (`protocol: my_app::Echo`, and the error's
+    /// `my_app::Echo.data_received() panicked at src/main.rs:12:9: ...`).
+    /// The default, [`std::any::type_name`] of the implementing type, needs
+    /// no override.
+    fn protocol_type_name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
 }
 
 /// A streaming protocol: receives bytes as they arrive (asyncio's `Protocol`).
@@ -180,6 +189,12 @@ impl<P: ?Sized> ProtocolCell<P> {
             Ok(r) => Some(r),
             Err(payload) => resume_unwind(payload),
         }
+    }
+
+    /// Reads the protocol without running deferred work or waking waiters
+    /// (`None` while it is in use): for reports made while unwinding.
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(&P) -> R) -> Option<R> {
+        self.value.try_borrow().ok().map(|p| f(&p))
     }
 
     /// As [`try_call`](Self::try_call) with a shared borrow; the waiters are
@@ -552,6 +567,16 @@ impl AnyProtocol {
         }
     }
 
+    /// The protocol's type name ([`BaseProtocol::protocol_type_name`]), for
+    /// reports; a placeholder while the protocol is in use.
+    pub(crate) fn type_name(&self) -> &'static str {
+        let name = match self {
+            AnyProtocol::Streaming(p) => p.peek(|p| p.protocol_type_name()),
+            AnyProtocol::Buffered(p) => p.peek(|p| p.protocol_type_name()),
+        };
+        name.unwrap_or("<protocol in use>")
+    }
+
     /// Runs `f` on the protocol as a [`BaseProtocol`], unless it is in use
     /// (`None`, and `f` is not called): see [`ProtocolCell`].
     pub(crate) fn try_base<R>(&self, f: impl FnOnce(&mut dyn BaseProtocol) -> R) -> Option<R> {
@@ -624,19 +649,23 @@ impl AnyProtocol {
 }
 
 /// Reports that the protocol callback `what` panicked (asyncio's "Fatal
-/// error: protocol.{what}() call failed.", with `transport` as context) and
-/// returns the error the transport closes with.
+/// error: protocol.{what}() call failed.", with `transport` and the
+/// protocol's type as context; the error names the type and where it
+/// panicked) and returns the error the transport closes with.
 pub(crate) fn report_protocol_panic(
     lp: &EventLoop,
     what: &str,
     payload: Box<dyn Any + Send>,
     transport: String,
+    protocol: &AnyProtocol,
 ) -> io::Error {
-    let err = LoopError::panicked(format!("protocol.{what}()"), payload);
+    let name = protocol.type_name();
+    let err = LoopError::panicked(format!("{name}.{what}()"), payload);
     lp.call_exception_handler(
         ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
             .with_error(err.clone())
-            .with("transport", transport),
+            .with("transport", transport)
+            .with("protocol", name),
     );
     io::Error::other(err.to_string())
 }
@@ -660,10 +689,15 @@ impl AnyProtocol {
             Ok(Some(())) => Ok(()),
             Ok(None) => Err(error.take().flatten()),
             Err(payload) => {
+                let name = self.type_name();
                 lp.call_exception_handler(
                     ExceptionContext::new("protocol.connection_lost() failed")
-                        .with_error(LoopError::panicked("connection_lost", payload))
-                        .with("transport", transport),
+                        .with_error(LoopError::panicked(
+                            format!("{name}.connection_lost()"),
+                            payload,
+                        ))
+                        .with("transport", transport)
+                        .with("protocol", name),
                 );
                 Ok(())
             }

@@ -316,24 +316,24 @@ pub trait StreamsLoopExt: sealed::Sealed {
     /// Connects to `host:port` over TCP and returns the connection's reader
     /// and writer (asyncio's `asyncio.open_connection(host, port)`).
     #[doc(alias = "asyncio.open_connection")]
-    fn open_connection<'a>(
-        &'a self,
-        host: &'a str,
+    fn open_connection(
+        &self,
+        host: &str,
         port: u16,
-    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'a;
+    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static;
 
     /// [`open_connection`](Self::open_connection) with
     /// [`create_connection`](StreamLoopExt::create_connection)'s arguments
     /// (`host: None` with [`ConnectOptions::sock`]) and the reader's
     /// `limit` (asyncio's `limit=`).
     #[doc(alias = "asyncio.open_connection")]
-    fn open_connection_with<'a>(
-        &'a self,
-        host: Option<&'a str>,
+    fn open_connection_with(
+        &self,
+        host: Option<&str>,
         port: u16,
         options: ConnectOptions,
         limit: usize,
-    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'a;
+    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static;
 
     /// Listens like [`create_server`](StreamLoopExt::create_server) and calls
     /// `client_connected(reader, writer)` for each connection, from its
@@ -344,13 +344,13 @@ pub trait StreamsLoopExt: sealed::Sealed {
     /// connection when dropped, so keep it as long as the connection is to
     /// stay open.
     #[doc(alias = "asyncio.start_server")]
-    fn start_server<'a, C, Fut>(
-        &'a self,
+    fn start_server<C, Fut>(
+        &self,
         client_connected: C,
-        hosts: &'a [&'a str],
+        hosts: &[&str],
         port: u16,
         options: ServerOptions,
-    ) -> impl Future<Output = io::Result<Server>> + 'a
+    ) -> impl Future<Output = io::Result<Server>> + 'static
     where
         C: Fn(StreamReader, StreamWriter) -> Fut + 'static,
         Fut: Future + 'static,
@@ -358,14 +358,14 @@ pub trait StreamsLoopExt: sealed::Sealed {
 
     /// [`start_server`](Self::start_server) with the readers' `limit`.
     #[doc(alias = "asyncio.start_server")]
-    fn start_server_with_limit<'a, C, Fut>(
-        &'a self,
+    fn start_server_with_limit<C, Fut>(
+        &self,
         client_connected: C,
-        hosts: &'a [&'a str],
+        hosts: &[&str],
         port: u16,
         options: ServerOptions,
         limit: usize,
-    ) -> impl Future<Output = io::Result<Server>> + 'a
+    ) -> impl Future<Output = io::Result<Server>> + 'static
     where
         C: Fn(StreamReader, StreamWriter) -> Fut + 'static,
         Fut: Future + 'static,
@@ -375,11 +375,11 @@ pub trait StreamsLoopExt: sealed::Sealed {
     /// `asyncio.open_unix_connection`); `limit` is the reader's (pass
     /// [`DEFAULT_LIMIT`] for asyncio's default).
     #[doc(alias = "asyncio.open_unix_connection")]
-    fn open_unix_connection<'a>(
-        &'a self,
-        path: &'a Path,
+    fn open_unix_connection(
+        &self,
+        path: &Path,
         limit: usize,
-    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'a;
+    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static;
 
     /// Listens on the Unix socket `path` like
     /// [`create_unix_server`](StreamLoopExt::create_unix_server), with
@@ -460,34 +460,38 @@ where
 }
 
 impl StreamsLoopExt for EventLoop {
-    fn open_connection<'a>(
-        &'a self,
-        host: &'a str,
+    fn open_connection(
+        &self,
+        host: &str,
         port: u16,
-    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'a {
+    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static {
         self.open_connection_with(Some(host), port, ConnectOptions::default(), DEFAULT_LIMIT)
     }
 
-    async fn open_connection_with<'a>(
-        &'a self,
-        host: Option<&'a str>,
+    fn open_connection_with(
+        &self,
+        host: Option<&str>,
         port: u16,
         options: ConnectOptions,
         limit: usize,
-    ) -> io::Result<(StreamReader, StreamWriter)> {
-        open_stream(limit, |protocol| {
-            self.create_connection(move || protocol, host, port, options)
-        })
-        .await
+    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static {
+        let lp = self.clone();
+        let host = host.map(str::to_owned);
+        async move {
+            open_stream(limit, |protocol| {
+                lp.create_connection(move || protocol, host.as_deref(), port, options)
+            })
+            .await
+        }
     }
 
-    fn start_server<'a, C, Fut>(
-        &'a self,
+    fn start_server<C, Fut>(
+        &self,
         client_connected: C,
-        hosts: &'a [&'a str],
+        hosts: &[&str],
         port: u16,
         options: ServerOptions,
-    ) -> impl Future<Output = io::Result<Server>> + 'a
+    ) -> impl Future<Output = io::Result<Server>> + 'static
     where
         C: Fn(StreamReader, StreamWriter) -> Fut + 'static,
         Fut: Future + 'static,
@@ -496,32 +500,41 @@ impl StreamsLoopExt for EventLoop {
         self.start_server_with_limit(client_connected, hosts, port, options, DEFAULT_LIMIT)
     }
 
-    async fn start_server_with_limit<'a, C, Fut>(
-        &'a self,
+    fn start_server_with_limit<C, Fut>(
+        &self,
         client_connected: C,
-        hosts: &'a [&'a str],
+        hosts: &[&str],
         port: u16,
         options: ServerOptions,
         limit: usize,
-    ) -> io::Result<Server>
+    ) -> impl Future<Output = io::Result<Server>> + 'static
     where
         C: Fn(StreamReader, StreamWriter) -> Fut + 'static,
         Fut: Future + 'static,
         Fut::Output: ClientTaskOutput,
     {
-        let factory = server_factory(self, client_connected, limit)?;
-        self.create_server(factory, hosts, port, options).await
+        let lp = self.clone();
+        let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        async move {
+            let factory = server_factory(&lp, client_connected, limit)?;
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            lp.create_server(factory, &hosts, port, options).await
+        }
     }
 
-    async fn open_unix_connection<'a>(
-        &'a self,
-        path: &'a Path,
+    fn open_unix_connection(
+        &self,
+        path: &Path,
         limit: usize,
-    ) -> io::Result<(StreamReader, StreamWriter)> {
-        open_stream(limit, |protocol| {
-            self.create_unix_connection(move || protocol, path)
-        })
-        .await
+    ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static {
+        let lp = self.clone();
+        let path = path.to_owned();
+        async move {
+            open_stream(limit, |protocol| {
+                lp.create_unix_connection(move || protocol, &path)
+            })
+            .await
+        }
     }
 
     fn start_unix_server<C, Fut>(
@@ -536,8 +549,11 @@ impl StreamsLoopExt for EventLoop {
         Fut: Future + 'static,
         Fut::Output: ClientTaskOutput,
     {
-        let started = server_factory(self, client_connected, limit)
-            .map(|factory| self.create_unix_server(factory, path, options));
-        async move { started?.await }
+        let lp = self.clone();
+        let path = path.to_owned();
+        async move {
+            let factory = server_factory(&lp, client_connected, limit)?;
+            lp.create_unix_server(factory, &path, options).await
+        }
     }
 }

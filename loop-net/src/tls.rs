@@ -94,6 +94,9 @@ use std::time::Duration;
 use loop_core::EventLoop;
 use rustls::pki_types::ServerName;
 
+mod anchor;
+mod pem;
+
 use crate::addr::SockAddr;
 use crate::protocol::AnyProtocol;
 use crate::stream::connect::IntoProtocol;
@@ -387,12 +390,12 @@ pub trait TlsLoopExt: sealed::Sealed {
     /// server_hostname=...)`). There is no host to default the name to:
     /// [`TlsClientOptions::server_hostname`] is required.
     #[doc(alias = "loop.create_unix_connection")]
-    fn create_unix_connection_tls<'a, F: IntoProtocol>(
-        &'a self,
-        factory: impl FnOnce() -> F + 'a,
-        path: &'a Path,
+    fn create_unix_connection_tls<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        path: &Path,
         tls: TlsClientOptions,
-    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a;
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static;
 
     /// The server side of TLS over an already accepted socket (asyncio's
     /// `loop.connect_accepted_socket(factory, sock, ssl=ctx)`); resolves
@@ -438,13 +441,15 @@ impl TlsLoopExt for EventLoop {
         )
     }
 
-    fn create_unix_connection_tls<'a, F: IntoProtocol>(
-        &'a self,
-        factory: impl FnOnce() -> F + 'a,
-        path: &'a Path,
+    fn create_unix_connection_tls<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        path: &Path,
         tls: TlsClientOptions,
-    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a {
-        unix_connect_tls(self, factory, path, tls)
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static {
+        let lp = self.clone();
+        let path = path.to_owned();
+        async move { unix_connect_tls(&lp, factory, &path, tls).await }
     }
 
     fn connect_accepted_socket_tls<F: IntoProtocol>(

@@ -73,6 +73,47 @@ pub enum ExtraInfo {
     TlsConfig(crate::tls::TlsConfig),
 }
 
+/// Prints the value the way asyncio's `repr` of it reads to a person: an
+/// address as `127.0.0.1:39574`, a file descriptor as its number, text as it
+/// is, bytes as text when they are printable ASCII (an ALPN protocol: `h2`)
+/// and as lowercase hex otherwise (a DER certificate), a certificate chain as
+/// its length, the cipher as `name (protocol, N bits)`, a TLS configuration
+/// as which side it configures.
+///
+/// ```
+/// use loop_net::{ExtraInfo, SockAddr};
+/// use std::net::SocketAddr;
+/// let peer = ExtraInfo::Addr(SockAddr::from("127.0.0.1:39574".parse::<SocketAddr>().unwrap()));
+/// assert_eq!(peer.to_string(), "127.0.0.1:39574");
+/// assert_eq!(ExtraInfo::Bytes(b"h2".to_vec()).to_string(), "h2");
+/// assert_eq!(ExtraInfo::Bytes(vec![0x30, 0x82]).to_string(), "3082");
+/// ```
+impl fmt::Display for ExtraInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtraInfo::Addr(a) => fmt::Display::fmt(a, f),
+            ExtraInfo::Fd(fd) => fmt::Display::fmt(fd, f),
+            ExtraInfo::Bytes(b) if !b.is_empty() && b.iter().all(|c| c.is_ascii_graphic()) => {
+                // Checked: printable ASCII is UTF-8.
+                f.write_str(std::str::from_utf8(b).map_err(|_| fmt::Error)?)
+            }
+            ExtraInfo::Bytes(b) => b.iter().try_for_each(|c| write!(f, "{c:02x}")),
+            ExtraInfo::Text(t) => f.write_str(t),
+            ExtraInfo::Certificates(chain) => write!(f, "{} certificate(s), DER", chain.len()),
+            #[cfg(feature = "tls")]
+            ExtraInfo::Cipher(c) => fmt::Display::fmt(c, f),
+            #[cfg(feature = "tls")]
+            ExtraInfo::TlsConfig(crate::tls::TlsConfig::Client(_)) => {
+                f.write_str("TLS client configuration")
+            }
+            #[cfg(feature = "tls")]
+            ExtraInfo::TlsConfig(crate::tls::TlsConfig::Server(_)) => {
+                f.write_str("TLS server configuration")
+            }
+        }
+    }
+}
+
 /// A connection's transport: write to it, close it, pause it (asyncio's
 /// `Transport`, the union of `ReadTransport` and `WriteTransport`).
 #[doc(alias = "asyncio.Transport")]

@@ -60,6 +60,7 @@
 mod child_watcher;
 mod pidfd;
 mod process;
+pub mod signal;
 mod signals;
 mod subprocess_ext;
 mod subprocess_options;
@@ -67,7 +68,8 @@ mod subprocess_protocol;
 mod subprocess_transport;
 
 pub use process::{Process, DEFAULT_LIMIT};
-pub use signals::SignalLoopExt;
+pub use signal::*;
+pub use signals::{SignalLoopExt, SignalStream};
 pub use subprocess_ext::SubprocessLoopExt;
 pub use subprocess_options::{Stdio, SubprocessOptions};
 pub use subprocess_protocol::SubprocessProtocol;

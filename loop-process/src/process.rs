@@ -53,10 +53,13 @@ pub const DEFAULT_LIMIT: usize = 64 * 1024;
 pub struct Process {
     transport: SubprocessTransport,
     /// A writer to the child's stdin (asyncio's `Process.stdin`).
+    #[doc(alias = "Process.stdin")]
     pub stdin: Option<StreamWriter>,
     /// A reader of the child's stdout (asyncio's `Process.stdout`).
+    #[doc(alias = "Process.stdout")]
     pub stdout: Option<StreamReader>,
     /// A reader of the child's stderr (asyncio's `Process.stderr`).
+    #[doc(alias = "Process.stderr")]
     pub stderr: Option<StreamReader>,
 }
 

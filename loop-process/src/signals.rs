@@ -39,12 +39,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 
 use loop_core::{ErrorKind, EventLoop, LoopError};
 use signal_hook::SigId;
@@ -148,6 +152,117 @@ pub trait SignalLoopExt: sealed::Sealed {
     /// were (what asyncio's `loop.close()` does for a Unix loop). Call it
     /// before [`close`](EventLoop::close).
     fn remove_all_signal_handlers(&self) -> usize;
+
+    /// The deliveries of `signal` to this loop as something to await: each
+    /// [`SignalStream::recv`] resolves once the signal arrived since the
+    /// previous one returned (deliveries in between coalesce, as with any
+    /// handler). It is this loop's handler for `signal` (as
+    /// [`add_signal_handler`](Self::add_signal_handler) installs one), and
+    /// dropping the stream removes it.
+    ///
+    /// One handler per loop and signal: a later `signal` or
+    /// `add_signal_handler` for the same signal replaces this one, and this
+    /// stream then ends (`recv` gives `None`). Errors as
+    /// [`add_signal_handler`](Self::add_signal_handler).
+    ///
+    /// ```
+    /// use loop_core::EventLoop;
+    /// use loop_process::{SignalLoopExt, SIGUSR2};
+    ///
+    /// let lp = EventLoop::new()?;
+    /// let mut usr2 = lp.signal(SIGUSR2)?;
+    /// std::thread::spawn(|| {
+    ///     rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::USR2)
+    /// });
+    /// let got = lp.run_until_complete(async move { usr2.recv().await })?;
+    /// assert_eq!(got, Some(()));
+    /// # Ok::<(), loop_core::LoopError>(())
+    /// ```
+    fn signal(&self, signal: i32) -> Result<SignalStream, LoopError>;
+}
+
+/// One signal's deliveries to one loop, from [`SignalLoopExt::signal`]:
+/// await [`recv`](Self::recv), or use it as a `futures` `Stream` of `()`.
+/// Dropping it removes the loop's handler for the signal (unless another
+/// handler replaced it meanwhile).
+pub struct SignalStream {
+    lp: EventLoop,
+    signal: i32,
+    state: Rc<StreamState>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    /// A delivery arrived that no `recv` has returned yet.
+    arrived: Cell<bool>,
+    /// The handler was replaced or removed: no more deliveries.
+    ended: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+/// Owned by the stream's callback: when the callback is dropped (replaced,
+/// removed), the stream ends and its waiting `recv` is woken.
+struct EndOnDrop(Rc<StreamState>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.ended.set(true);
+        if let Some(w) = self.0.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl SignalStream {
+    /// The signal number.
+    pub fn signal(&self) -> i32 {
+        self.signal
+    }
+
+    /// Waits for the next delivery: `Some(())` once the signal arrived since
+    /// the last `recv` returned (at once if it already did), `None` once the
+    /// handler was replaced or removed.
+    pub fn recv(&mut self) -> impl Future<Output = Option<()>> + '_ {
+        std::future::poll_fn(|cx| self.poll_recv(cx))
+    }
+
+    /// [`recv`](Self::recv) as a poll function.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<()>> {
+        if self.state.arrived.replace(false) {
+            return Poll::Ready(Some(()));
+        }
+        if self.state.ended.get() {
+            return Poll::Ready(None);
+        }
+        self.state.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl futures_lite::Stream for SignalStream {
+    type Item = ();
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl fmt::Debug for SignalStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalStream")
+            .field("signal", &self.signal)
+            .field("ended", &self.state.ended.get())
+            .finish()
+    }
+}
+
+impl Drop for SignalStream {
+    fn drop(&mut self) {
+        let ours = Rc::as_ptr(&self.state) as usize;
+        if find(&self.lp, self.signal).is_some_and(|e| e.owner.get() == ours) {
+            let _ = self.lp.remove_signal_handler(self.signal);
+        }
+    }
 }
 
 impl SignalLoopExt for EventLoop {
@@ -156,40 +271,30 @@ impl SignalLoopExt for EventLoop {
         signal: i32,
         callback: impl FnMut() + 'static,
     ) -> Result<(), LoopError> {
-        check_signal(signal, "add_signal_handler")?;
-        if signal_hook::consts::FORBIDDEN.contains(&signal) {
-            return Err(LoopError::new(
-                ErrorKind::InvalidArgument,
-                format!("add_signal_handler: signal {signal} cannot be caught"),
-            ));
-        }
-        if self.is_closed() {
-            return Err(LoopError::closed());
-        }
-        drop(prune_closed());
-        let callback: Callback = Box::new(callback);
-        if let Some(entry) = find(self, signal) {
-            // Replace. The old callback (None if it is the one running: the
-            // running one is dropped by its guard, which sees the new one)
-            // is dropped with no borrow held.
-            let old = entry.callback.replace(Some(callback));
-            drop(old);
-            return Ok(());
-        }
-        let entry = install(self, signal, callback)?;
-        TABLE.with(|t| {
-            let mut t = t.borrow_mut();
-            match t.iter_mut().find(|l| l.lp.ptr_eq(self)) {
-                Some(l) => {
-                    l.signals.insert(signal, entry);
+        add_handler(self, signal, Box::new(callback), 0)
+    }
+
+    fn signal(&self, signal: i32) -> Result<SignalStream, LoopError> {
+        let state = Rc::new(StreamState::default());
+        let owner = Rc::as_ptr(&state) as usize;
+        let ender = EndOnDrop(Rc::clone(&state));
+        add_handler(
+            self,
+            signal,
+            Box::new(move || {
+                let state = &ender.0;
+                state.arrived.set(true);
+                if let Some(w) = state.waker.take() {
+                    w.wake();
                 }
-                None => t.push(LoopSignals {
-                    lp: self.clone(),
-                    signals: HashMap::from([(signal, entry)]),
-                }),
-            }
-        });
-        Ok(())
+            }),
+            owner,
+        )?;
+        Ok(SignalStream {
+            lp: self.clone(),
+            signal,
+            state,
+        })
     }
 
     fn remove_signal_handler(&self, signal: i32) -> Result<bool, LoopError> {
@@ -227,6 +332,51 @@ impl SignalLoopExt for EventLoop {
     }
 }
 
+/// `add_signal_handler` with the owner token of the callback (0: none; a
+/// [`SignalStream`]'s state address).
+fn add_handler(
+    lp: &EventLoop,
+    signal: i32,
+    callback: Callback,
+    owner: usize,
+) -> Result<(), LoopError> {
+    check_signal(signal, "add_signal_handler")?;
+    if signal_hook::consts::FORBIDDEN.contains(&signal) {
+        return Err(LoopError::new(
+            ErrorKind::InvalidArgument,
+            format!("add_signal_handler: signal {signal} cannot be caught"),
+        ));
+    }
+    if lp.is_closed() {
+        return Err(LoopError::closed());
+    }
+    drop(prune_closed());
+    if let Some(entry) = find(lp, signal) {
+        // Replace. The old callback (None if it is the one running: the
+        // running one is dropped by its guard, which sees the new one)
+        // is dropped with no borrow held.
+        entry.owner.set(owner);
+        let old = entry.callback.replace(Some(callback));
+        drop(old);
+        return Ok(());
+    }
+    let entry = install(lp, signal, callback)?;
+    entry.owner.set(owner);
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        match t.iter_mut().find(|l| l.lp.ptr_eq(lp)) {
+            Some(l) => {
+                l.signals.insert(signal, entry);
+            }
+            None => t.push(LoopSignals {
+                lp: lp.clone(),
+                signals: HashMap::from([(signal, entry)]),
+            }),
+        }
+    });
+    Ok(())
+}
+
 fn check_signal(signal: i32, what: &str) -> Result<(), LoopError> {
     if (1..=MAX_SIGNAL).contains(&signal) {
         Ok(())
@@ -242,6 +392,10 @@ fn check_signal(signal: i32, what: &str) -> Result<(), LoopError> {
 /// self-pipe. Shared by the table and the reader closure.
 struct SignalEntry {
     callback: RefCell<Option<Callback>>,
+    /// The [`SignalStream`] whose callback this is (its state's address),
+    /// 0 for a callback of `add_signal_handler`: a dropped stream removes
+    /// the handler only while it is still its own.
+    owner: Cell<usize>,
     /// False once removed: a callback running at that moment is dropped
     /// afterwards, not put back.
     active: Cell<bool>,
@@ -360,6 +514,7 @@ fn install(lp: &EventLoop, signal: i32, callback: Callback) -> Result<Rc<SignalE
     let registration = Registration { signal, id };
     let entry = Rc::new(SignalEntry {
         callback: RefCell::new(Some(callback)),
+        owner: Cell::new(0),
         active: Cell::new(true),
         read,
     });

@@ -28,7 +28,7 @@ pub type Hook = Box<dyn FnMut(&Ev, &SubprocessTransport)>;
 /// `connection_lost`.
 pub struct Rec {
     pub evs: Log<Ev>,
-    pub done: Option<Future<()>>,
+    pub done: Option<aioloop::Future<()>>,
     pub transport: Option<SubprocessTransport>,
     pub hook: Option<Hook>,
 }
@@ -74,7 +74,7 @@ impl SubprocessProtocol for Rec {
 
 pub struct Run {
     pub evs: Log<Ev>,
-    pub done: Future<()>,
+    pub done: aioloop::Future<()>,
 }
 
 impl Run {

@@ -8,6 +8,10 @@
 //! - every entry not marked `pending:` has its alias (`loop.call_soon`) in the
 //!   built search index (`target/doc/search.index/`, `target/doc/search-index*.js`)
 //!   or, failing that, in a `#[doc(alias = "...")]` of `src/` or `loop-*/src/`;
+//! - every asyncio name of API.md (a dotted name inside the backticks of a
+//!   row's first column: `loop.call_soon()`, `asyncio.Future`,
+//!   `StreamReader.readline()`) is found by rustdoc's search: in the built
+//!   search index or, failing that, in a `#[doc(alias)]` of the sources;
 //! - every test named in the third column of any row (backticked names after a
 //!   `[file.rs ...](../tests/file.rs)` link) is an `fn <name>` of that file.
 
@@ -69,6 +73,9 @@ pub struct Row {
     pub line: usize,
     /// Identifiers inside the backtick spans of the first column.
     pub names: Vec<String>,
+    /// The dotted asyncio names inside the backtick spans of the first
+    /// column (`loop.call_soon`, `asyncio.Future`, `Process.communicate`).
+    pub dotted: Vec<String>,
     /// `(tests/file.rs, fn name)` pairs from the third column.
     pub tests: Vec<(String, String)>,
     /// Every `tests/file.rs` linked from the third column.
@@ -93,6 +100,7 @@ pub fn parse_rows(text: &str) -> Vec<Row> {
         };
         for span in backtick_spans(cells[0]) {
             row.names.extend(identifiers(span));
+            row.dotted.extend(dotted_names(span));
         }
         parse_tests(cells[2], &mut row);
         rows.push(row);
@@ -109,6 +117,22 @@ fn backtick_spans(s: &str) -> Vec<&str> {
 fn identifiers(s: &str) -> Vec<String> {
     s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The dotted names of `s`: words of identifier characters and dots, every
+/// segment a non-empty identifier, at least two segments
+/// (`await loop.sock_recv()` gives `loop.sock_recv`; `...` gives nothing).
+pub fn dotted_names(s: &str) -> Vec<String> {
+    s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter(|w| {
+            let segments: Vec<&str> = w.split('.').collect();
+            segments.len() >= 2
+                && segments
+                    .iter()
+                    .all(|seg| seg.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+        })
         .map(str::to_string)
         .collect()
 }
@@ -346,6 +370,31 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     }
 
+    // Every asyncio name of API.md, findable by rustdoc's search.
+    let mut names_checked = 0;
+    for row in &rows {
+        for name in &row.dotted {
+            names_checked += 1;
+            let found = match index.as_deref() {
+                Some(d) => index_has(d, name),
+                None => aliases.contains(name),
+            };
+            if !found {
+                let place = if index.is_some() {
+                    "the search index"
+                } else {
+                    "any #[doc(alias)]"
+                };
+                problems.push(format!(
+                    "docs/API.md:{}: `{name}` is not in {place} \
+                     (add #[doc(alias = \"{name}\")] to its item, and to a `pub use` of it \
+                     from a private module: rustdoc drops the item's own alias there)",
+                    row.line
+                ));
+            }
+        }
+    }
+
     let mut tests_checked = 0;
     for row in &rows {
         for file in &row.files {
@@ -370,7 +419,8 @@ pub fn run(args: &[String]) -> ExitCode {
     }
     println!(
         "api-check: {} entries ({pending} pending; aliases: {in_index} in search index, \
-         {in_sources_only} in sources only), {} rows, {tests_checked} tests named, {} problems",
+         {in_sources_only} in sources only), {} rows, {names_checked} asyncio names of API.md \
+         checked, {tests_checked} tests named, {} problems",
         entries.len(),
         rows.len(),
         problems.len()
@@ -419,6 +469,27 @@ mod tests {
         );
         assert_eq!(rows[0].files, vec!["tests/sock.rs", "tests/tcp.rs"]);
         assert!(rows[1].names.is_empty() && rows[1].tests.is_empty());
+    }
+
+    #[test]
+    fn dotted_names_are_the_asyncio_names_of_a_span() {
+        assert_eq!(
+            dotted_names("await loop.sock_recv()"),
+            vec!["loop.sock_recv"]
+        );
+        assert_eq!(
+            dotted_names("Process.communicate(input)"),
+            vec!["Process.communicate"]
+        );
+        assert_eq!(
+            dotted_names("asyncio.subprocess.PIPE"),
+            vec!["asyncio.subprocess.PIPE"]
+        );
+        assert!(dotted_names("RuntimeError: ... already waiting").is_empty());
+        assert!(dotted_names("close()").is_empty());
+        assert!(dotted_names("futures-io").is_empty());
+        let rows = parse_rows("| `asyncio.Future` / `loop.time()` | x | |\n");
+        assert_eq!(rows[0].dotted, vec!["asyncio.Future", "loop.time"]);
     }
 
     #[test]

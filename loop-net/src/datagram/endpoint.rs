@@ -254,11 +254,18 @@ impl Endpoint {
         what: &str,
         payload: Box<dyn std::any::Any + Send>,
     ) -> LoopError {
-        let err = LoopError::panicked(format!("protocol.{what}()"), payload);
+        let name = self
+            .protocol
+            .try_borrow()
+            .ok()
+            .and_then(|p| p.peek(|p| p.protocol_type_name()))
+            .unwrap_or("<protocol in use>");
+        let err = LoopError::panicked(format!("{name}.{what}()"), payload);
         self.lp.call_exception_handler(
             ExceptionContext::new(format!("protocol.{what}() call failed."))
                 .with_error(err.clone())
-                .with("transport", format!("datagram fd={}", self.raw)),
+                .with("transport", format!("datagram fd={}", self.raw))
+                .with("protocol", name),
         );
         err
     }

@@ -252,20 +252,21 @@ pub trait DatagramLoopExt: sealed::Sealed {
     /// `ValueError`), `AddrInUse` for a Unix path another socket is bound
     /// to.
     #[doc(alias = "loop.create_datagram_endpoint")]
-    fn create_datagram_endpoint<'a, P: DatagramProtocol>(
-        &'a self,
-        factory: impl FnOnce() -> P + 'a,
+    fn create_datagram_endpoint<P: DatagramProtocol>(
+        &self,
+        factory: impl FnOnce() -> P + 'static,
         options: DatagramOptions,
-    ) -> impl Future<Output = io::Result<(DatagramTransport, ProtocolHandle<P>)>> + 'a;
+    ) -> impl Future<Output = io::Result<(DatagramTransport, ProtocolHandle<P>)>> + 'static;
 }
 
 impl DatagramLoopExt for EventLoop {
-    fn create_datagram_endpoint<'a, P: DatagramProtocol>(
-        &'a self,
-        factory: impl FnOnce() -> P + 'a,
+    fn create_datagram_endpoint<P: DatagramProtocol>(
+        &self,
+        factory: impl FnOnce() -> P + 'static,
         options: DatagramOptions,
-    ) -> impl Future<Output = io::Result<(DatagramTransport, ProtocolHandle<P>)>> + 'a {
-        create(self, factory, options)
+    ) -> impl Future<Output = io::Result<(DatagramTransport, ProtocolHandle<P>)>> + 'static {
+        let lp = self.clone();
+        async move { create(&lp, factory, options).await }
     }
 }
 

@@ -29,6 +29,11 @@ mod sealed {
 /// `(transport, protocol)`. Errors are [`io::Error`]s, as asyncio raises
 /// `OSError`.
 ///
+/// Every method's future is lazy and `'static`, like a coroutine object:
+/// nothing happens until it is awaited (or given to `create_task`), and it
+/// keeps no borrow of the loop or of the arguments (it owns copies of the
+/// host names and paths), so it may outlive the call that made it.
+///
 /// ```
 /// use loop_core::EventLoop;
 /// use loop_net::{BaseProtocol, Protocol, ServerOptions, StreamLoopExt, Transport};
@@ -88,34 +93,34 @@ pub trait StreamLoopExt: sealed::Sealed {
     /// socket. Cancel (drop) the future to give up, for example under a
     /// timeout.
     #[doc(alias = "loop.create_connection")]
-    fn create_connection<'a, F: IntoProtocol>(
-        &'a self,
-        factory: impl FnOnce() -> F + 'a,
-        host: Option<&'a str>,
+    fn create_connection<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        host: Option<&str>,
         port: u16,
         options: ConnectOptions,
-    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a;
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static;
 
     /// Listens on `hosts` (every interface, IPv4 and IPv6, when empty) at
     /// `port` (0: an ephemeral port) and accepts connections, each with a new
     /// protocol from `factory` (asyncio's `loop.create_server`).
     #[doc(alias = "loop.create_server")]
-    fn create_server<'a, F: IntoProtocol>(
-        &'a self,
+    fn create_server<F: IntoProtocol>(
+        &self,
         factory: impl Fn() -> F + 'static,
-        hosts: &'a [&'a str],
+        hosts: &[&str],
         port: u16,
         options: ServerOptions,
-    ) -> impl Future<Output = io::Result<Server>> + 'a;
+    ) -> impl Future<Output = io::Result<Server>> + 'static;
 
     /// Opens a Unix stream connection to `path` (a leading NUL byte names a
     /// Linux abstract socket); asyncio's `loop.create_unix_connection`.
     #[doc(alias = "loop.create_unix_connection")]
-    fn create_unix_connection<'a, F: IntoProtocol>(
-        &'a self,
-        factory: impl FnOnce() -> F + 'a,
-        path: &'a Path,
-    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a;
+    fn create_unix_connection<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        path: &Path,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static;
 
     /// Listens on the Unix socket `path` (asyncio's
     /// `loop.create_unix_server`). A stale socket file (nobody listening: a
@@ -142,32 +147,41 @@ pub trait StreamLoopExt: sealed::Sealed {
 }
 
 impl StreamLoopExt for EventLoop {
-    fn create_connection<'a, F: IntoProtocol>(
-        &'a self,
-        factory: impl FnOnce() -> F + 'a,
-        host: Option<&'a str>,
+    fn create_connection<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        host: Option<&str>,
         port: u16,
         options: ConnectOptions,
-    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a {
-        connect::create_connection(self, factory, host, port, options)
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static {
+        let lp = self.clone();
+        let host = host.map(str::to_owned);
+        async move { connect::create_connection(&lp, factory, host.as_deref(), port, options).await }
     }
 
-    fn create_server<'a, F: IntoProtocol>(
-        &'a self,
+    fn create_server<F: IntoProtocol>(
+        &self,
         factory: impl Fn() -> F + 'static,
-        hosts: &'a [&'a str],
+        hosts: &[&str],
         port: u16,
         options: ServerOptions,
-    ) -> impl Future<Output = io::Result<Server>> + 'a {
-        connect::create_server(self, factory, hosts, port, options)
+    ) -> impl Future<Output = io::Result<Server>> + 'static {
+        let lp = self.clone();
+        let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        async move {
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            connect::create_server(&lp, factory, &hosts, port, options).await
+        }
     }
 
-    fn create_unix_connection<'a, F: IntoProtocol>(
-        &'a self,
-        factory: impl FnOnce() -> F + 'a,
-        path: &'a Path,
-    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'a {
-        connect::create_unix_connection(self, factory, path)
+    fn create_unix_connection<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        path: &Path,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static {
+        let lp = self.clone();
+        let path = path.to_owned();
+        async move { connect::create_unix_connection(&lp, factory, &path).await }
     }
 
     fn create_unix_server<F: IntoProtocol>(
@@ -176,8 +190,9 @@ impl StreamLoopExt for EventLoop {
         path: &Path,
         options: ServerOptions,
     ) -> impl Future<Output = io::Result<Server>> + 'static {
-        let result = connect::create_unix_server(self, factory, path, options);
-        std::future::ready(result)
+        let lp = self.clone();
+        let path = path.to_owned();
+        async move { connect::create_unix_server(&lp, factory, &path, options) }
     }
 
     fn connect_accepted_socket<F: IntoProtocol>(

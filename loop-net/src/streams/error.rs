@@ -156,6 +156,17 @@ impl From<StreamError> for io::Error {
     }
 }
 
+/// A stream error as a loop error (through its `io::Error` form), so a
+/// function returning `Result<_, LoopError>` can `?` a stream read: an
+/// [`ErrorKind::Io`](loop_core::ErrorKind::Io) error whose source is the
+/// `io::Error` (of this error's [`kind`](StreamError::kind), with this error
+/// inside it).
+impl From<StreamError> for loop_core::LoopError {
+    fn from(err: StreamError) -> loop_core::LoopError {
+        loop_core::LoopError::from(io::Error::from(err))
+    }
+}
+
 impl From<io::Error> for StreamError {
     fn from(err: io::Error) -> StreamError {
         StreamError::Io(err)

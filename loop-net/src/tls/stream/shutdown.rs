@@ -115,11 +115,13 @@ impl TlsStream {
         what: &str,
         payload: Box<dyn std::any::Any + Send>,
     ) {
-        let err = LoopError::panicked(format!("protocol.{what}()"), payload);
+        let name = self.protocol.borrow().type_name();
+        let err = LoopError::panicked(format!("{name}.{what}()"), payload);
         self.lp.call_exception_handler(
             ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
                 .with_error(err.clone())
-                .with("transport", format!("fd={} (TLS)", self.raw)),
+                .with("transport", format!("fd={} (TLS)", self.raw))
+                .with("protocol", name),
         );
         self.force_close(Some(io::Error::other(err.to_string())));
     }
