@@ -149,7 +149,7 @@
 //!     transport.close();
 //!     server.close();
 //!     server.wait_closed().await;
-//!     let received = protocol.borrow().received.clone();
+//!     let received = protocol.with(|p| p.received.clone());
 //!     Ok::<_, LoopError>(received)
 //! })??;
 //! assert_eq!(echoed, b"Hello World!");
@@ -235,7 +235,7 @@
 //!         .await?;
 //!     on_con_lost.await?;
 //!     server.close();
-//!     let received = protocol.borrow().received.clone();
+//!     let received = protocol.with(|p| p.received.clone());
 //!     Ok::<_, LoopError>(received)
 //! })??;
 //! assert_eq!(echoed, b"Hello World!");
