@@ -181,6 +181,22 @@ fn this_loop(handle: &LoopHandle) -> Option<EventLoop> {
 }
 
 impl LoopHandle {
+    /// This handle's loop, if it is the loop running on the current thread
+    /// (what a `Send` waker checks before taking the local fast path:
+    /// `call_soon` instead of `call_soon_threadsafe`).
+    ///
+    /// ```
+    /// use loop_core::EventLoop;
+    /// let lp = EventLoop::new().unwrap();
+    /// let handle = lp.handle();
+    /// assert!(handle.running_here().is_none()); // not running yet
+    /// let inside = lp.run_until_complete(async move { handle.running_here().is_some() });
+    /// assert!(inside.unwrap());
+    /// ```
+    pub fn running_here(&self) -> Option<EventLoop> {
+        this_loop(self)
+    }
+
     /// Schedules `callback` to run on the loop thread `delay` from now,
     /// from any thread, and returns a `Send + Sync` handle that can cancel it
     /// from any thread (a thread-safe `call_later`; asyncio has none, its

@@ -1,12 +1,18 @@
 //! [`HyperStream`]: a connection of the loop as hyper's I/O.
 //!
 //! # Who buffers, who copies
-//! The connection's protocol is a [`BufferedProtocol`]: the transport
-//! `recv`s straight into the protocol's buffer (no shared read buffer in
-//! between), and hyper's `poll_read` copies from it into hyper's own buffer
+//! The connection's protocol appends what `data_received` hands it (a slice
+//! of the transport's shared read buffer) to the stream's buffer, and
+//! hyper's `poll_read` copies from there into hyper's own buffer
 //! (`put_slice`, no zeroing of hyper's uninitialised memory). Writes go
 //! straight to the [`Transport`] (sent at once, only the rest buffered),
 //! vectored writes as one `writelines` (one `sendmsg`).
+//!
+//! # Who polls hyper
+//! A served connection's future is polled by a [`Driver`] straight from
+//! the protocol callbacks (driver.rs says why: one reactor poll per request
+//! instead of two); a client's stream is polled by the user's task, which
+//! the protocol wakes.
 //!
 //! # Backpressure
 //! Reading: once [`MAX_BUFFERED`] bytes wait unread the transport is paused,
@@ -15,48 +21,41 @@
 //! high-water mark (between `pause_writing` and `resume_writing`).
 //!
 //! # Borrows
-//! The protocol's state sits in the transport's protocol cell. The transport
-//! borrows it only while it calls the protocol; `HyperStream` borrows it only
-//! inside a poll, and releases it before it calls any transport method (a
-//! `write` may call `pause_writing`, a `resume_reading` may deliver data at
-//! once). Wakers are woken from protocol callbacks, which only schedules the
-//! waiting task.
+//! The shared I/O state is borrowed only for bookkeeping: never while hyper
+//! is polled, a waker is woken, or a transport method is called (a `write`
+//! may call `pause_writing`, a `resume_reading` may deliver data at once).
 
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use loop_core::EventLoop;
 use loop_net::{
-    AnyProtocol, BaseProtocol, BufferedProtocol, ConnectOptions, IntoProtocol, ProtocolHandle,
+    AnyProtocol, BaseProtocol, ConnectOptions, IntoProtocol, Protocol, ProtocolHandle,
     StreamLoopExt, Transport,
 };
 
-/// The smallest read buffer, allocated at the first read.
-const INITIAL_BUFFER: usize = 8 * 1024;
-
-/// Free space below which the buffer is compacted or grown before a read.
-const MIN_READ: usize = 4 * 1024;
+use crate::driver::Driver;
 
 /// Unread bytes at which reading pauses (resumed at half of it).
 pub const MAX_BUFFERED: usize = 64 * 1024;
 
 /// What to do with the stream once `connection_made` ran (the server's
-/// "serve this connection").
-pub(crate) type OnMade = Box<dyn FnOnce(HyperStream)>;
+/// "serve this connection"): a [`Driver`] to poll inline, or `None` when
+/// the stream went to a task.
+pub(crate) type OnMade = Box<dyn FnOnce(HyperStream) -> Option<Rc<Driver>>>;
 
-/// The protocol behind a [`HyperStream`].
-pub(crate) struct HyperProtocol {
-    me: Weak<RefCell<HyperProtocol>>,
-    on_made: Option<OnMade>,
-    transport: Option<Transport>,
-    /// Received bytes are `buf[start..end]`; `buf` is initialised memory.
+/// The I/O state a [`HyperStream`] and its protocol share. It lives outside
+/// the protocol's cell: the driver polls hyper from inside protocol
+/// callbacks, while the transport holds that cell.
+#[derive(Default)]
+pub(crate) struct IoState {
+    /// Received bytes not yet read: `buf[start..]`.
     buf: Vec<u8>,
     start: usize,
-    end: usize,
     eof: bool,
     /// `Some` once `connection_lost` ran: its error, if any.
     lost: Option<Option<io::Error>>,
@@ -66,33 +65,48 @@ pub(crate) struct HyperProtocol {
     write_waker: Option<Waker>,
 }
 
-impl HyperProtocol {
-    /// A new protocol in its cell, with `on_made` to run once connected.
-    pub(crate) fn new_handle(on_made: Option<OnMade>) -> ProtocolHandle<HyperProtocol> {
-        let handle = ProtocolHandle::new(HyperProtocol {
-            me: Weak::new(),
-            on_made,
-            transport: None,
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-            eof: false,
-            lost: None,
-            read_paused: false,
-            write_paused: false,
-            read_waker: None,
-            write_waker: None,
-        });
-        handle.borrow_mut().me = Rc::downgrade(handle.cell());
-        handle
+impl IoState {
+    fn unread(&self) -> usize {
+        self.buf.len() - self.start
     }
 
-    fn wake_all(&mut self) {
-        if let Some(w) = self.read_waker.take() {
-            w.wake();
+    /// The wakers to wake for a change.
+    fn take_wakers(&mut self) -> [Option<Waker>; 2] {
+        [self.read_waker.take(), self.write_waker.take()]
+    }
+}
+
+pub(crate) type Shared = Rc<RefCell<IoState>>;
+
+/// The protocol behind a [`HyperStream`]: feeds the shared state, then
+/// polls the connection's driver inline (served connections) or wakes the
+/// waiting task (a client's stream).
+pub(crate) struct HyperProtocol {
+    shared: Shared,
+    on_made: Option<OnMade>,
+    driver: Option<Rc<Driver>>,
+    transport: Option<Transport>,
+}
+
+impl HyperProtocol {
+    pub(crate) fn new(on_made: Option<OnMade>) -> HyperProtocol {
+        HyperProtocol {
+            shared: Rc::default(),
+            on_made,
+            driver: None,
+            transport: None,
         }
-        if let Some(w) = self.write_waker.take() {
-            w.wake();
+    }
+
+    /// Something changed: poll the connection (inline) or wake its task.
+    /// No borrow of the shared state is held here.
+    fn notify(&self) {
+        match &self.driver {
+            Some(d) => d.poll_now(),
+            None => {
+                let wakers = self.shared.borrow_mut().take_wakers();
+                wakers.into_iter().flatten().for_each(Waker::wake);
+            }
         }
     }
 }
@@ -104,8 +118,7 @@ fn store_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
-/// The error a lost connection gives: a copy of its error, or `None` after
-/// a clean close.
+/// A copy of a connection's error (`io::Error` is not `Clone`).
 fn copy_error(e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), e.to_string())
 }
@@ -113,80 +126,66 @@ fn copy_error(e: &io::Error) -> io::Error {
 impl BaseProtocol for HyperProtocol {
     fn connection_made(&mut self, transport: Transport) {
         self.transport = Some(transport.clone());
-        if let (Some(on_made), Some(cell)) = (self.on_made.take(), self.me.upgrade()) {
-            on_made(HyperStream {
-                proto: ProtocolHandle::from_cell(cell),
+        if let Some(on_made) = self.on_made.take() {
+            let stream = HyperStream {
+                shared: self.shared.clone(),
                 transport,
-            });
+            };
+            self.driver = on_made(stream);
+            if let Some(d) = &self.driver {
+                // hyper's first poll: it starts reading (and its timers).
+                d.poll_now();
+            }
         }
     }
 
     fn connection_lost(&mut self, error: Option<io::Error>) {
-        self.lost = Some(error);
+        self.shared.borrow_mut().lost = Some(error);
         self.transport = None;
         self.on_made = None;
-        self.wake_all();
+        self.notify();
     }
 
     fn pause_writing(&mut self) {
-        self.write_paused = true;
+        self.shared.borrow_mut().write_paused = true;
     }
 
     fn resume_writing(&mut self) {
-        self.write_paused = false;
-        if let Some(w) = self.write_waker.take() {
-            w.wake();
-        }
+        self.shared.borrow_mut().write_paused = false;
+        self.notify();
     }
 }
 
-impl BufferedProtocol for HyperProtocol {
-    fn get_buffer(&mut self, _size_hint: usize) -> &mut [u8] {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        if self.buf.len() - self.end < MIN_READ {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+impl Protocol for HyperProtocol {
+    fn data_received(&mut self, data: &[u8]) {
+        let pause = {
+            let mut s = self.shared.borrow_mut();
+            if s.start == s.buf.len() {
+                s.buf.clear();
+                s.start = 0;
+            } else if s.start > 0 && s.start >= s.buf.len() / 2 {
+                let start = s.start;
+                s.buf.drain(..start);
+                s.start = 0;
             }
-            let free = self.buf.len() - self.end;
-            if free < MIN_READ {
-                let len = self.buf.len();
-                let grown = if len < MAX_BUFFERED {
-                    (len * 2).clamp(INITIAL_BUFFER, MAX_BUFFERED)
-                } else if free == 0 {
-                    // Reading should have paused; never hand out nothing.
-                    len + INITIAL_BUFFER
-                } else {
-                    len
-                };
-                self.buf.resize(grown, 0);
+            s.buf.extend_from_slice(data);
+            let pause = s.unread() >= MAX_BUFFERED && !s.read_paused;
+            if pause {
+                s.read_paused = true;
             }
-        }
-        &mut self.buf[self.end..]
-    }
-
-    fn buffer_updated(&mut self, n: usize) {
-        self.end += n;
-        if let Some(w) = self.read_waker.take() {
-            w.wake();
-        }
-        if self.end - self.start >= MAX_BUFFERED && !self.read_paused {
-            self.read_paused = true;
+            pause
+        };
+        if pause {
             if let Some(t) = &self.transport {
                 t.pause_reading();
             }
         }
+        self.notify();
     }
 
     fn eof_received(&mut self) -> bool {
-        self.eof = true;
-        if let Some(w) = self.read_waker.take() {
-            w.wake();
-        }
+        self.shared.borrow_mut().eof = true;
+        self.notify();
         // Half-open: hyper decides when to close (it shuts down after its
         // last response).
         true
@@ -210,7 +209,7 @@ impl BufferedProtocol for HyperProtocol {
 ///
 /// Dropping the stream closes the connection (after its buffer is sent).
 pub struct HyperStream {
-    proto: ProtocolHandle<HyperProtocol>,
+    shared: Shared,
     transport: Transport,
 }
 
@@ -223,12 +222,14 @@ impl fmt::Debug for HyperStream {
 }
 
 /// The protocol factory's value for `create_connection`/`create_server`.
-pub(crate) struct IntoHyper(pub(crate) ProtocolHandle<HyperProtocol>);
+pub(crate) struct IntoHyper(pub(crate) HyperProtocol);
 
 impl IntoProtocol for IntoHyper {
-    type Handle = ProtocolHandle<HyperProtocol>;
-    fn into_protocol(self) -> (AnyProtocol, ProtocolHandle<HyperProtocol>) {
-        (AnyProtocol::buffered(self.0.clone()), self.0)
+    type Handle = Shared;
+    fn into_protocol(self) -> (AnyProtocol, Shared) {
+        let shared = self.0.shared.clone();
+        let handle = ProtocolHandle::new(self.0);
+        (AnyProtocol::from(handle), shared)
     }
 }
 
@@ -254,15 +255,10 @@ impl HyperStream {
         } else {
             Some(host)
         };
-        let (transport, proto) = lp
-            .create_connection(
-                || IntoHyper(HyperProtocol::new_handle(None)),
-                host,
-                port,
-                options,
-            )
+        let (transport, shared) = lp
+            .create_connection(|| IntoHyper(HyperProtocol::new(None)), host, port, options)
             .await?;
-        Ok(HyperStream { proto, transport })
+        Ok(HyperStream { shared, transport })
     }
 
     /// The connection's transport (peer address, write buffer limits...).
@@ -281,11 +277,7 @@ impl HyperStream {
 
     /// `Ready(Ok)` when a write may go to the transport now.
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Ok(mut p) = self.proto.cell().try_borrow_mut() else {
-            // Busy: only possible re-entrantly; try again next iteration.
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        };
+        let mut p = self.shared.borrow_mut();
         if p.lost.is_some() || self.transport.is_closing() {
             return Poll::Ready(Err(Self::write_error(&p.lost)));
         }
@@ -301,11 +293,10 @@ impl HyperStream {
         if self.transport.dropped_on_loss() == 0 {
             return None;
         }
-        let lost = self.proto.cell().try_borrow().ok().map(|p| match &p.lost {
+        Some(match &self.shared.borrow().lost {
             Some(Some(e)) => copy_error(e),
             _ => io::Error::new(io::ErrorKind::ConnectionReset, "Connection lost"),
-        });
-        Some(lost.unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionReset)))
+        })
     }
 }
 
@@ -324,11 +315,8 @@ impl hyper::rt::Read for HyperStream {
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let resume = {
-            let Ok(mut p) = self.proto.cell().try_borrow_mut() else {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            };
-            if p.start == p.end {
+            let mut p = self.shared.borrow_mut();
+            if p.unread() == 0 {
                 if p.eof {
                     return Poll::Ready(Ok(()));
                 }
@@ -341,11 +329,11 @@ impl hyper::rt::Read for HyperStream {
                 store_waker(&mut p.read_waker, cx);
                 return Poll::Pending;
             }
-            let n = buf.remaining().min(p.end - p.start);
+            let n = buf.remaining().min(p.unread());
             let start = p.start;
             buf.put_slice(&p.buf[start..start + n]);
             p.start += n;
-            let resume = p.read_paused && p.end - p.start <= MAX_BUFFERED / 2;
+            let resume = p.read_paused && p.unread() <= MAX_BUFFERED / 2;
             if resume {
                 p.read_paused = false;
             }
@@ -415,10 +403,7 @@ impl hyper::rt::Write for HyperStream {
         if let Some(e) = self.undelivered() {
             return Poll::Ready(Err(e));
         }
-        let Ok(mut p) = self.proto.cell().try_borrow_mut() else {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        };
+        let mut p = self.shared.borrow_mut();
         if p.lost.is_none() && !self.transport.is_closing() && p.write_paused {
             store_waker(&mut p.write_waker, cx);
             return Poll::Pending;

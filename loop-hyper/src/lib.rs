@@ -11,7 +11,7 @@
 //! | [`FuturesIo`] | hyper's `Read`/`Write` over any `futures-io` stream (a `StreamPair`, a TLS or compression layer) |
 //! | [`LoopExecutor`] | hyper's `Executor`: spawns tasks on the loop, `!Send` futures welcome |
 //! | [`LoopTimer`] | hyper's `Timer`: `Send + Sync` sleeps on the loop's timers, cancelled when dropped (header-read timeout, keep-alive) |
-//! | [`serve_http1`], [`serve_http2`] (and `_with` forms) | listen and serve every connection in a task of the loop |
+//! | [`serve_http1`], [`serve_http2`] (and `_with` forms) | listen and serve every connection on the loop (HTTP/1 polled straight from the connection's protocol callbacks, HTTP/2 in tasks) |
 //!
 //! ```no_run
 //! use std::convert::Infallible;
@@ -40,6 +40,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod driver;
 mod futures_io;
 mod io;
 mod rt;

@@ -3,7 +3,9 @@
 //!
 //! There is no accept loop of ours: the server is loop-net's
 //! `create_server`, whose protocol factory makes a [`HyperStream`]'s
-//! protocol; its `connection_made` starts the connection's task. So the
+//! protocol; its `connection_made` starts serving the connection (HTTP/1:
+//! polled inline by a `Driver` from the protocol's callbacks; HTTP/2: a
+//! task, whose streams are tasks too). So the
 //! server keeps loop-net's semantics: `close()` stops listening,
 //! `wait_closed()` waits for the connections too, `close_clients()` closes
 //! them.
@@ -20,13 +22,14 @@ use hyper::service::HttpService;
 use loop_core::EventLoop;
 use loop_net::{Server, ServerOptions, StreamLoopExt};
 
+use crate::driver::Driver;
 use crate::io::{HyperProtocol, HyperStream, IntoHyper};
 use crate::rt::{LoopExecutor, LoopTimer};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Listens on `addr` and serves HTTP/1.1 with `service` on every accepted
-/// connection, each in a task of `lp` (keep-alive on; hyper's header-read
+/// connection, on `lp` (keep-alive on; hyper's header-read
 /// timeout of 30 s on, through [`LoopTimer`]).
 ///
 /// `service` is cloned for each connection (`hyper::service::service_fn`
@@ -83,14 +86,15 @@ where
     B::Error: Into<BoxError>,
 {
     let builder = Rc::new(builder);
-    let l = lp.clone();
+    let handle = lp.handle();
     let serve = move |io: HyperStream| {
         let conn = builder.serve_connection(io, service.clone());
+        // Polled inline from the connection's protocol callbacks (driver.rs).
         // Errors end one connection (a reset client, a header timeout):
         // nothing to report, as a tokio accept loop drops them too.
-        let _ = l.create_task(async move {
+        Some(Driver::new(handle.clone(), async move {
             let _ = conn.await;
-        });
+        }))
     };
     listen(lp, addr, options, Rc::new(serve)).await
 }
@@ -131,25 +135,28 @@ where
     let l = lp.clone();
     let serve = move |io: HyperStream| {
         let conn = builder.serve_connection(io, service.clone());
+        // HTTP/2 runs its streams as tasks; the connection is one too.
         let _ = l.create_task(async move {
             let _ = conn.await;
         });
+        None
     };
     listen(lp, addr, options, Rc::new(serve)).await
 }
 
 /// `create_server` with a [`HyperStream`] protocol whose `connection_made`
-/// calls `serve`.
+/// calls `serve` (which returns the connection's driver, if it is polled
+/// inline).
 async fn listen(
     lp: &EventLoop,
     addr: SocketAddr,
     options: ServerOptions,
-    serve: Rc<dyn Fn(HyperStream)>,
+    serve: Rc<dyn Fn(HyperStream) -> Option<Rc<Driver>>>,
 ) -> io::Result<Server> {
     let host = addr.ip().to_string();
     let factory = move || {
         let serve = serve.clone();
-        IntoHyper(HyperProtocol::new_handle(Some(Box::new(
+        IntoHyper(HyperProtocol::new(Some(Box::new(
             move |io: HyperStream| serve(io),
         ))))
     };
