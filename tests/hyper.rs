@@ -363,3 +363,115 @@ fn hyper_over_a_stream_pair_ends_every_connection_cleanly() {
         assert_eq!(*outcomes.borrow(), ["Ok(())", "Ok(())"]);
     });
 }
+
+/// A one-shot value sent from another thread (its waker crosses threads).
+#[derive(Default)]
+struct FromThread(std::sync::Mutex<(Option<String>, Option<std::task::Waker>)>);
+
+impl FromThread {
+    fn send(&self, v: String) {
+        let waker = {
+            let mut s = self.0.lock().unwrap();
+            s.0 = Some(v);
+            s.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    async fn recv(&self) -> String {
+        std::future::poll_fn(|cx| {
+            let mut s = self.0.lock().unwrap();
+            match s.0.take() {
+                Some(v) => std::task::Poll::Ready(v),
+                None => {
+                    s.1 = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+#[test]
+fn a_service_that_waits_is_woken_through_the_connection_waker() {
+    // The response is ready only after a loop timer, then a value sent from
+    // another thread: the connection is woken by its waker (not by its
+    // protocol), on the loop thread and from another thread.
+    on_loop(|l| async move {
+        let lp = l.clone();
+        let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+            let lp = lp.clone();
+            async move {
+                lp.sleep(Duration::from_millis(20)).await.unwrap();
+                let slot = std::sync::Arc::new(FromThread::default());
+                let s = slot.clone();
+                let sender = std::thread::spawn(move || s.send("waited\n".into()));
+                let text = slot.recv().await;
+                sender.join().unwrap();
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+            }
+        });
+        let server = serve_http1(&l, local(), service).await.unwrap();
+        let url = format!("http://127.0.0.1:{}/", port_of(&server));
+        let out = curl(&l, vec![url.clone(), url]).await;
+        assert_eq!(out, "waited\nwaited\n");
+        server.close();
+        server.close_clients();
+        server.wait_closed().await;
+    });
+}
+
+#[test]
+fn a_panicking_service_is_reported_and_its_connection_closed() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+            if req.uri().path() == "/panic" {
+                panic!("the service panicked");
+            }
+            hello_or_echo(req).await
+        });
+        let server = serve_http1(&l, local(), service).await.unwrap();
+        let port = port_of(&server);
+        let got = l
+            .run_in_executor(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                s.write_all(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                let mut all = Vec::new();
+                s.read_to_end(&mut all).map(|_| all).map_err(|e| e.kind())
+            })
+            .unwrap()
+            .await
+            .unwrap();
+        // Closed without an answer (EOF, or a reset).
+        match got {
+            Ok(bytes) => assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes)),
+            Err(kind) => assert_eq!(kind, std::io::ErrorKind::ConnectionReset),
+        }
+        // The server goes on serving.
+        let out = curl(&l, vec![format!("http://127.0.0.1:{port}/")]).await;
+        assert_eq!(out, "hello\n");
+        server.close();
+        server.close_clients();
+        server.wait_closed().await;
+    });
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert!(
+        seen[0]
+            .panic
+            .as_deref()
+            .unwrap_or("")
+            .contains("the service panicked"),
+        "{seen:#?}"
+    );
+    drop(seen);
+    lp.close().unwrap();
+}
