@@ -49,9 +49,31 @@ type BoxedCallback = Box<dyn FnOnce() + Send + 'static>;
 
 static NEXT_TIMER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Hashes the sequential timer ids with one multiplication (they are not
+/// chosen by anyone: no flooding to resist, and SipHash would cost more
+/// than the rest of a lookup).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 thread_local! {
     /// The loop thread's entries, by timer id, for cancels to find them.
-    static ENTRIES: RefCell<HashMap<u64, Weak<TsEntry>>> = RefCell::new(HashMap::new());
+    static ENTRIES: RefCell<IdMap<Weak<TsEntry>>> = RefCell::new(IdMap::default());
 }
 
 /// What the `Send` handle and the loop's entry share.
