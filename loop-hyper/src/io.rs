@@ -242,8 +242,7 @@ impl HyperStream {
     }
 
     /// [`connect`](Self::connect) with options (a bound local address, an
-    /// already connected socket in [`ConnectOptions::sock`], TLS with
-    /// feature `tls` of loop-net...).
+    /// already connected socket in [`ConnectOptions::sock`]...).
     pub async fn connect_with(
         lp: &EventLoop,
         host: &str,

@@ -38,9 +38,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///
 /// ```no_run
 /// use std::convert::Infallible;
-/// use aioloop_hyper_doc::*;
-/// # mod aioloop_hyper_doc { pub use loop_core::EventLoop; pub use loop_hyper::serve_http1; }
 /// use hyper::{body::Incoming, Request, Response};
+/// use loop_core::EventLoop;
+/// use loop_hyper::serve_http1;
 ///
 /// let lp = EventLoop::new()?;
 /// let l = lp.clone();
