@@ -374,4 +374,41 @@ mod tests {
         .unwrap();
         assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
+
+    #[test]
+    fn timers_cancelled_from_another_thread_leave_the_heap() {
+        let lp = EventLoop::new().unwrap();
+        let l = lp.clone();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        lp.run_until_complete(async move {
+            let h = l.handle();
+            let handles: Vec<ThreadSafeTimerHandle> = (0..300)
+                .map(|_| {
+                    let r = r.clone();
+                    h.call_later_threadsafe(Duration::from_secs(3600), move || {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .unwrap()
+                })
+                .collect();
+            assert_eq!(l.inner.timers.borrow().len(), 300);
+            // Cancelled elsewhere: the callbacks go at once, the entries'
+            // cancellations come through the thread-safe queue.
+            std::thread::spawn(move || handles.iter().for_each(|t| t.cancel()))
+                .join()
+                .unwrap();
+            // The cancellations were queued before the join: the next
+            // iteration drains them (this task resumes after it).
+            futures_lite::future::yield_now().await;
+            futures_lite::future::yield_now().await;
+        })
+        .unwrap();
+        // Counted as cancelled, so the loop's next deadline computation
+        // compacted them away (300 > 100 and over half the heap).
+        assert_eq!(lp.inner.timers.borrow().len(), 0);
+        assert_eq!(lp.inner.timer_stats.cancelled_in_heap.get(), 0);
+        assert!(ENTRIES.with(|m| m.borrow().is_empty()));
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
 }

@@ -204,3 +204,52 @@ impl Drop for LoopSleep {
 }
 
 impl hyper::rt::Sleep for LoopSleep {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Timer;
+
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+
+    #[test]
+    fn sleeps_are_send_sync_fire_on_time_and_cancel_when_dropped() {
+        let lp = EventLoop::new().unwrap();
+        let timer = LoopTimer::new(&lp);
+        let l = lp.clone();
+        lp.run_until_complete(async move {
+            let start = Instant::now();
+            let sleep = timer.sleep(Duration::from_millis(30));
+            assert_send_sync(&sleep);
+            sleep.await;
+            assert!(start.elapsed() >= Duration::from_millis(30));
+
+            // Polled once (its loop timer scheduled), then dropped: the
+            // timer is cancelled and its callback released.
+            let mut dropped = Box::pin(LoopSleep::new(
+                l.handle(),
+                Some(Instant::now() + Duration::from_secs(3600)),
+            ));
+            assert!(futures_lite::future::poll_once(dropped.as_mut())
+                .await
+                .is_none());
+            let wake = Arc::downgrade(&dropped.wake);
+            let handle_state = dropped.timer.as_ref().map(|t| t.cancelled());
+            assert_eq!(handle_state, Some(false));
+            drop(dropped);
+            assert!(
+                wake.upgrade().is_none(),
+                "the timer's callback still holds the sleep's state"
+            );
+
+            // reset moves the deadline of the same sleep.
+            let mut s = timer.sleep(Duration::from_secs(3600));
+            let start = Instant::now();
+            timer.reset(&mut s, Instant::now() + Duration::from_millis(20));
+            s.await;
+            assert!(start.elapsed() >= Duration::from_millis(20));
+            assert!(start.elapsed() < Duration::from_secs(60));
+        })
+        .unwrap();
+    }
+}
