@@ -48,7 +48,8 @@
 //!
 //! `net`, `tls`, `process` and `policy` are on by default and pull in the
 //! corresponding member crates; with `--no-default-features` only the core
-//! loop is built.
+//! loop is built. `hyper` (off by default) adds the [`hyper`](mod@hyper)
+//! module: hyper 1.x served and called on the loop.
 //!
 //! # Finding things by their asyncio names
 //!
@@ -335,6 +336,15 @@ pub use loop_net::{Condition, ProtocolCell, WaitUntil};
 pub use loop_net::{DatagramAddr, DatagramLoopExt, DatagramOptions};
 #[cfg(feature = "net")]
 pub use loop_net::{SendfileFallback, SendfileLoopExt};
+
+/// hyper 1.x on the loop (feature `hyper`, off by default): hyper's I/O
+/// traits for the loop's connections ([`hyper::HyperStream`],
+/// [`hyper::FuturesIo`]), an executor ([`hyper::LoopExecutor`]), a timer
+/// with `Send + Sync` sleeps ([`hyper::LoopTimer`]) and
+/// [`hyper::serve_http1`] / [`hyper::serve_http2`]. The loop-hyper crate,
+/// whole.
+#[cfg(feature = "hyper")]
+pub use loop_hyper as hyper;
 
 #[cfg(feature = "tls")]
 pub use loop_net::{

@@ -88,6 +88,7 @@ mod running;
 mod sleep;
 mod tasks;
 mod threadsafe;
+mod threadsafe_timer;
 mod timers;
 
 pub use asyncgens::AsyncGen;
@@ -104,3 +105,4 @@ pub use running::running_loop;
 pub use sleep::Sleep;
 pub use tasks::{current_task, Future, Task, TaskFactory};
 pub use threadsafe::LoopHandle;
+pub use threadsafe_timer::ThreadSafeTimerHandle;

@@ -21,7 +21,7 @@
 //! buffer. The protocol is free whenever the loop dispatches (it is reached
 //! only through closures, protocol.rs); should a readiness find it in use,
 //! nothing is read and the socket is unwatched until it is free
-//! (stream_input.rs): no spin, nothing lost.
+//! (stream/input.rs): no spin, nothing lost.
 //!
 //! # Write path
 //! Write first, buffer only the rest: `write()` tries `send` at once when
@@ -96,6 +96,8 @@ pub(crate) struct Stream {
     /// removes the reader and `resume_reading` does not re-add it).
     read_eof: Cell<bool>,
     lost_scheduled: Cell<bool>,
+    /// Bytes the buffer held when a forced close (abort, error) dropped it.
+    dropped_on_loss: Cell<usize>,
     /// `connection_made` was delivered.
     made: Cell<bool>,
     made_waiters: RefCell<Vec<std::task::Waker>>,
@@ -153,6 +155,7 @@ impl Stream {
             eof: Cell::new(false),
             read_eof: Cell::new(false),
             lost_scheduled: Cell::new(false),
+            dropped_on_loss: Cell::new(0),
             made: Cell::new(false),
             made_waiters: RefCell::new(Vec::new()),
             user_paused: Cell::new(false),
@@ -245,6 +248,7 @@ impl Stream {
         if self.lost_scheduled.get() {
             return;
         }
+        self.dropped_on_loss.set(self.buffer.borrow().len());
         self.buffer.borrow_mut().clear();
         self.stop_writing();
         self.stop_reading();

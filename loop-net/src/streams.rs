@@ -189,7 +189,7 @@ impl<E: Error + Send + Sync + 'static> ClientTaskOutput for Result<(), E> {
 /// | `poll_read` | copies buffered bytes (at most `buf.len()`); `Ok(0)` at the end of file; the reader's exception (the connection's error) as an error; else `Pending` until the protocol feeds more. Draining the buffer resumes a paused transport, as `read` does. |
 /// | `poll_write` | `Pending` while writing is paused (the transport's buffer above its high-water mark); then the transport takes *all* of `buf` (sending what the kernel takes, buffering the rest): `Ok(buf.len())`. The connection's error (or `ConnectionReset`) once lost; `BrokenPipe` once closing. |
 /// | `poll_write_vectored` | the same, as one `writelines`. |
-/// | `poll_flush` | [`StreamWriter::drain`]'s semantics: `Pending` while paused, an error once the connection is lost or the reader failed; it does *not* wait for the transport's buffer to empty (the transport keeps sending by itself). |
+/// | `poll_flush` | `Pending` while writing is paused; an error only when the connection was aborted or failed with bytes still buffered (they could not be delivered); else `Ok`, also after the connection is lost cleanly and while closing (tokio's and async-io's behaviour, which hyper and other crates rely on). It does *not* wait for the transport's buffer to empty (the transport keeps sending by itself, as the kernel does a socket's). [`StreamWriter::drain`] keeps asyncio's semantics. |
 /// | `poll_close` | [`StreamWriter::close`] (the buffer is sent first), then `Pending` until `connection_lost`: `Ok` after a clean close, else its error. Closes both directions. |
 ///
 /// There is no `AsyncBufRead`: the buffer lives in the shared reader, which

@@ -35,6 +35,11 @@ pub(crate) trait TransportImpl {
     fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
     fn get_loop(&self) -> EventLoop;
     fn writes_after_lost(&self) -> u64;
+    /// Bytes of the write buffer that a forced close (abort, error) dropped
+    /// unsent; 0 while open, after a clean close, and for read-only kinds.
+    fn dropped_on_loss(&self) -> usize {
+        0
+    }
     /// What `loop.sendfile` may use of this transport
     /// (sendfile/transport.rs); `None`: sendfile is not supported.
     fn sendfile_support(&self) -> Option<&dyn crate::sendfile::transport::SendfileSupport> {
@@ -276,6 +281,13 @@ impl Transport {
     /// How many writes were dropped because the connection was already lost.
     pub fn writes_after_lost(&self) -> u64 {
         self.inner.writes_after_lost()
+    }
+
+    /// Bytes that were buffered and never sent because the connection was
+    /// aborted or failed (0 while open and after a clean close): what a
+    /// writer's flush reports as undelivered. Not in asyncio.
+    pub fn dropped_on_loss(&self) -> usize {
+        self.inner.dropped_on_loss()
     }
 
     /// The loop the transport runs on.

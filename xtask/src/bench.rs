@@ -10,7 +10,9 @@
 //! `net` (echo servers of aioloop, tokio, asyncio and uvloop under one load
 //! generator; `bench-net`, see `bench/net.rs`) and `process` (spawning and
 //! reaping children, a pipe through `cat`: aioloop, tokio, asyncio and
-//! uvloop; `bench-process`, see `bench/process.rs`).
+//! uvloop; `bench-process`, see `bench/process.rs`) and `hyper` (hyper 1.x
+//! HTTP/1.1 on aioloop against hyper on tokio; `bench-hyper`, see
+//! `bench/net_hyper.rs`).
 
 mod compare;
 mod net;
@@ -28,7 +30,7 @@ use std::time::Duration;
 use crate::json::Json;
 
 /// Every suite, in the order `cargo xtask bench` runs them.
-const SUITES: &[&str] = &["core", "futures", "net", "process"];
+const SUITES: &[&str] = &["core", "futures", "net", "process", "hyper"];
 
 /// Kill a benchmark process that runs longer than this.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -162,6 +164,7 @@ pub fn run(args: &[String]) -> ExitCode {
             "futures" => run_futures(&opts),
             "net" => net::run(&opts),
             "process" => process::run(&opts),
+            "hyper" => net::hyper::run(&opts),
             _ => unreachable!("suite names are validated by parse_args"),
         };
         match result {

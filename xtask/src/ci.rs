@@ -27,6 +27,10 @@ const STEPS: &[Step] = &[
             "clippy",
             "--workspace",
             "--all-targets",
+            // The optional `hyper` feature (off by default) is built and
+            // tested too: its module, example and tests/hyper.rs.
+            "--features",
+            "hyper",
             "--",
             "-D",
             "warnings",
@@ -48,22 +52,22 @@ const STEPS: &[Step] = &[
     },
     Step {
         name: "test (default backend)",
-        args: &["test", "--workspace"],
+        args: &["test", "--workspace", "--features", "hyper"],
         env: &[],
     },
     Step {
         name: "test (AIOLOOP_BACKEND=polling)",
-        args: &["test", "--workspace"],
+        args: &["test", "--workspace", "--features", "hyper"],
         env: &[("AIOLOOP_BACKEND", "polling")],
     },
     Step {
         name: "test (AIOLOOP_DEBUG=1)",
-        args: &["test", "--workspace"],
+        args: &["test", "--workspace", "--features", "hyper"],
         env: &[("AIOLOOP_DEBUG", "1")],
     },
     Step {
         name: "doc",
-        args: &["doc", "--workspace", "--no-deps"],
+        args: &["doc", "--workspace", "--no-deps", "--features", "hyper"],
         env: &[("RUSTDOCFLAGS", "-D warnings")],
     },
     Step {

@@ -352,7 +352,7 @@ mod tests {
         }
     }
 
-    /// As the stream transport's test (stream_input.rs): a readiness that
+    /// As the stream transport's test (stream/input.rs): a readiness that
     /// finds the protocol in use reads nothing, unwatches the pipe (no
     /// spin) and reads again once it is free (nothing lost).
     #[test]

@@ -56,6 +56,8 @@ pub(crate) struct WritePipe {
     me: Weak<WritePipe>,
     life: Life,
     buffer: RefCell<WriteBuffer>,
+    /// Bytes the buffer held when a forced close (abort, error) dropped it.
+    dropped_on_loss: Cell<usize>,
     /// Water marks and the pause/resume notices owed (flow.rs).
     flow: WriteFlow,
     /// `write_eof` was called: `write` is an error from now on.
@@ -85,6 +87,7 @@ impl WritePipe {
             me: me.clone(),
             life: Life::new(lp, fd, info, protocol),
             buffer: RefCell::new(WriteBuffer::default()),
+            dropped_on_loss: Cell::new(0),
             flow: WriteFlow::new(WriteBufferLimits::default()),
             eof: Cell::new(false),
             hangup: Watch::default(),
@@ -345,6 +348,7 @@ impl PipeEnd for WritePipe {
         if self.life.lost_scheduled.get() {
             return;
         }
+        self.dropped_on_loss.set(self.buffer.borrow().len());
         self.buffer.borrow_mut().clear();
         stop_watch(&**self, Dir::Write);
         stop_watch(&**self, Dir::Read);
@@ -442,5 +446,9 @@ impl TransportImpl for WritePipe {
 
     fn writes_after_lost(&self) -> u64 {
         self.writes_after_lost.get()
+    }
+
+    fn dropped_on_loss(&self) -> usize {
+        self.dropped_on_loss.get()
     }
 }

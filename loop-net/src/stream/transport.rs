@@ -120,6 +120,10 @@ impl TransportImpl for Stream {
         self.writes_after_lost.get()
     }
 
+    fn dropped_on_loss(&self) -> usize {
+        self.dropped_on_loss.get()
+    }
+
     fn sendfile_support(&self) -> Option<&dyn crate::sendfile::transport::SendfileSupport> {
         Some(self)
     }

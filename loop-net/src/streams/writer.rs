@@ -560,16 +560,38 @@ impl futures_lite::io::AsyncWrite for StreamWriter {
         }
     }
 
-    /// [`drain`](StreamWriter::drain)'s semantics, not "buffer empty": the
-    /// reader's exception, then `ConnectionReset` once lost, then `Pending`
-    /// while writing is paused. The transport goes on sending its buffer by
-    /// itself; to know every byte left, close and wait for the close.
+    /// Succeeds when nothing is left to deliver; fails only when buffered
+    /// bytes could not be delivered. In order:
+    /// - the connection was aborted or failed with bytes still buffered:
+    ///   the connection's error (or `ConnectionReset`);
+    /// - the connection is lost otherwise, or the transport is closing
+    ///   (a close started here, by `poll_close` or
+    ///   [`close`](StreamWriter::close), sends the buffer by itself and
+    ///   `poll_close` reports how it ended): `Ok`;
+    /// - writing is paused (the buffer is above its high-water mark):
+    ///   `Pending` until it resumes;
+    /// - else `Ok`: the transport sends what it holds by itself, as the
+    ///   kernel sends a socket's buffer after tokio's no-op flush.
+    ///
+    /// Unlike [`drain`](StreamWriter::drain) (asyncio's, unchanged), a lost
+    /// connection with nothing buffered is not an error here: futures-io
+    /// users (hyper, async-tungstenite, `io::copy`) flush between the polls
+    /// of a close and expect `Ok`, as tokio and async-io give.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some(e) = self.reader.as_ref().and_then(|r| r.exception()) {
-            return Poll::Ready(Err(e));
-        }
         let this = &mut *self;
-        this.flow.poll_drain(cx, &mut this.io_drain)
+        let undelivered = || this.flow.lost_error().unwrap_or_else(connection_lost_error);
+        if this.transport.dropped_on_loss() > 0 {
+            this.flow.unregister(&mut this.io_drain);
+            return Poll::Ready(Err(undelivered()));
+        }
+        if this.flow.is_connection_lost() || this.transport.is_closing() {
+            this.flow.unregister(&mut this.io_drain);
+            return Poll::Ready(Ok(()));
+        }
+        match this.flow.poll_drain(cx, &mut this.io_drain) {
+            Poll::Ready(Err(_)) if this.transport.dropped_on_loss() == 0 => Poll::Ready(Ok(())),
+            other => other,
+        }
     }
 
     /// Closes the transport (which sends its buffer first) and waits for

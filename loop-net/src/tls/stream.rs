@@ -164,6 +164,8 @@ pub(crate) struct TlsStream {
     /// Plaintext written before the handshake completed (held by rustls).
     pre_handshake: Cell<usize>,
     lost_scheduled: Cell<bool>,
+    /// Bytes the buffer held when a forced close (abort, error) dropped it.
+    dropped_on_loss: Cell<usize>,
     /// Data may be delivered: `connection_made` ran (or, for `start_tls`,
     /// the caller was woken).
     made: Cell<bool>,
@@ -236,6 +238,7 @@ impl TlsStream {
             pending_in: RefCell::new(settings.received),
             pre_handshake: Cell::new(0),
             lost_scheduled: Cell::new(false),
+            dropped_on_loss: Cell::new(0),
             made: Cell::new(false),
             ready: Cell::new(false),
             waiters: RefCell::new(Vec::new()),

@@ -39,6 +39,9 @@ mod sendfile;
 #[path = "net_tls.rs"]
 mod tls;
 
+#[path = "net_hyper.rs"]
+pub(super) mod hyper;
+
 #[path = "net_udp.rs"]
 mod udp;
 

@@ -94,6 +94,7 @@ impl TlsStream {
         if self.lost_scheduled.get() {
             return;
         }
+        self.dropped_on_loss.set(self.buffer.borrow().len());
         self.buffer.borrow_mut().clear();
         self.pending_in.borrow_mut().clear();
         self.stop_writing();

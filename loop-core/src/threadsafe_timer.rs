@@ -1,0 +1,414 @@
+//! Thread-safe timers: [`LoopHandle::call_later_threadsafe`] and
+//! [`ThreadSafeTimerHandle`].
+//!
+//! A loop timer ([`TimerHandle`](crate::TimerHandle)) is `!Send`: its cell is
+//! an `Rc` shared with the timer heap. Some callers need a timer they can
+//! hold, and cancel, from any thread: hyper's `Timer` hands out sleeps that
+//! must be `Send + Sync`. This module builds one on the loop's own heap.
+//!
+//! # Design
+//! - The `Send` half ([`ThreadSafeTimerHandle`]) owns an `Arc<TsShared>`: a
+//!   state word (`LIVE`, `FIRED`, `CANCELLED`, changed only by
+//!   compare-and-swap, so exactly one of "run" and "cancel" wins) and the
+//!   callback behind a mutex (taken out by whoever wins, and run or dropped
+//!   outside the lock).
+//! - The loop half is an `Rc<TsEntry>` in the ordinary timer heap (it
+//!   implements the heap's `Callback`), so due timers run in the loop's
+//!   order with every other timer. The loop thread also keeps a
+//!   thread-local map from timer id to a `Weak` of its entry, so that a
+//!   cancel can reach the entry and count it in the heap's cancelled
+//!   statistics: a cancelled thread-safe timer is compacted away like a
+//!   cancelled `TimerHandle`, not left in the heap until its deadline.
+//! - Scheduling from the loop thread while the loop runs pushes onto the
+//!   heap at once; from anywhere else it goes through the thread-safe queue
+//!   (`call_soon_threadsafe`), and the deadline is counted from when the
+//!   loop receives it (so the timer never fires early, by the loop's clock).
+//! - A cancel on the loop thread cancels the entry at once; from another
+//!   thread it drops the callback at once and sends the entry's cancellation
+//!   through the thread-safe queue.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::Location;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::handle::{Callback, TimerStats};
+use crate::running::running_loop;
+use crate::threadsafe::LoopHandle;
+use crate::{EventLoop, LoopError};
+
+const LIVE: u8 = 0;
+const FIRED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+type BoxedCallback = Box<dyn FnOnce() + Send + 'static>;
+
+static NEXT_TIMER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Hashes the sequential timer ids with one multiplication (they are not
+/// chosen by anyone: no flooding to resist, and SipHash would cost more
+/// than the rest of a lookup).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+thread_local! {
+    /// The loop thread's entries, by timer id, for cancels to find them.
+    static ENTRIES: RefCell<IdMap<Weak<TsEntry>>> = RefCell::new(IdMap::default());
+}
+
+/// What the `Send` handle and the loop's entry share.
+struct TsShared {
+    id: u64,
+    state: AtomicU8,
+    callback: Mutex<Option<BoxedCallback>>,
+    location: &'static Location<'static>,
+}
+
+impl TsShared {
+    /// Moves `LIVE` to `to`; returns the callback if this call won.
+    fn settle(&self, to: u8) -> Option<BoxedCallback> {
+        self.state
+            .compare_exchange(LIVE, to, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        self.callback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// The loop-side entry in the timer heap.
+struct TsEntry {
+    shared: Arc<TsShared>,
+    /// Cancelled as far as the heap is concerned (set on the loop thread).
+    cancelled: Cell<bool>,
+    in_heap: Cell<bool>,
+    stats: Rc<TimerStats>,
+}
+
+impl TsEntry {
+    /// Marks the entry cancelled and counts it if it sits in the heap.
+    fn cancel_entry(&self) {
+        if self.cancelled.replace(true) {
+            return;
+        }
+        if self.in_heap.get() {
+            let c = &self.stats.cancelled_in_heap;
+            c.set(c.get() + 1);
+        }
+    }
+}
+
+impl Callback for TsEntry {
+    fn run(&self) {
+        ENTRIES.with(|m| m.borrow_mut().remove(&self.shared.id));
+        if self.cancelled.get() {
+            return;
+        }
+        if let Some(f) = self.shared.settle(FIRED) {
+            f();
+        }
+    }
+
+    fn cancel(&self) -> bool {
+        // Only reached through this module (no TimerHandle is handed out).
+        let was_counted = self.cancelled.get() || !self.in_heap.get();
+        self.cancelled.set(true);
+        drop(self.shared.settle(CANCELLED));
+        !was_counted
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.get()
+    }
+
+    fn mark_in_heap(&self, in_heap: bool) {
+        self.in_heap.set(in_heap);
+    }
+
+    fn location(&self) -> &'static Location<'static> {
+        self.shared.location
+    }
+}
+
+impl Drop for TsEntry {
+    fn drop(&mut self) {
+        let id = self.shared.id;
+        // try_with: the thread may be exiting.
+        let _ = ENTRIES.try_with(|m| {
+            if let Ok(mut m) = m.try_borrow_mut() {
+                m.remove(&id);
+            }
+        });
+    }
+}
+
+/// Puts the entry of `shared` in the heap of `lp` (loop thread), unless it
+/// was cancelled meanwhile.
+fn push_entry(lp: &EventLoop, shared: Arc<TsShared>, delay: Duration) -> Result<(), LoopError> {
+    if shared.state.load(Ordering::Acquire) != LIVE {
+        return Ok(());
+    }
+    lp.check_open()?;
+    let when = lp.time().checked_add(delay).ok_or_else(|| {
+        LoopError::new(
+            crate::ErrorKind::InvalidArgument,
+            format!("call_later_threadsafe: delay {delay:?} puts the deadline beyond what the clock can represent"),
+        )
+    })?;
+    let id = shared.id;
+    let entry = Rc::new(TsEntry {
+        shared,
+        cancelled: Cell::new(false),
+        in_heap: Cell::new(false),
+        stats: lp.inner.timer_stats.clone(),
+    });
+    ENTRIES.with(|m| m.borrow_mut().insert(id, Rc::downgrade(&entry)));
+    let cell: Rc<dyn Callback> = entry;
+    lp.inner.timers.borrow_mut().push(when, cell);
+    Ok(())
+}
+
+/// Cancels the entry `id` if this thread holds it.
+fn cancel_local(id: u64) {
+    let entry = ENTRIES.with(|m| m.borrow_mut().remove(&id).and_then(|w| w.upgrade()));
+    if let Some(entry) = entry {
+        entry.cancel_entry();
+    }
+}
+
+/// The running loop of this thread, if it is the loop of `handle`.
+fn this_loop(handle: &LoopHandle) -> Option<EventLoop> {
+    running_loop().filter(|lp| lp.inner.shared.id == handle.shared.id)
+}
+
+impl LoopHandle {
+    /// This handle's loop, if it is the loop running on the current thread
+    /// (what a `Send` waker checks before taking the local fast path:
+    /// `call_soon` instead of `call_soon_threadsafe`).
+    ///
+    /// ```
+    /// use loop_core::EventLoop;
+    /// let lp = EventLoop::new().unwrap();
+    /// let handle = lp.handle();
+    /// assert!(handle.running_here().is_none()); // not running yet
+    /// let inside = lp.run_until_complete(async move { handle.running_here().is_some() });
+    /// assert!(inside.unwrap());
+    /// ```
+    pub fn running_here(&self) -> Option<EventLoop> {
+        this_loop(self)
+    }
+
+    /// Schedules `callback` to run on the loop thread `delay` from now,
+    /// from any thread, and returns a `Send + Sync` handle that can cancel it
+    /// from any thread (a thread-safe `call_later`; asyncio has none, its
+    /// `call_later` must be called on the loop's thread).
+    ///
+    /// Called on the loop's thread while it runs, the timer is in the heap
+    /// at once; from elsewhere it is sent through the thread-safe queue and
+    /// `delay` counts from when the loop receives it. Either way it never
+    /// runs early. A cancelled timer is removed from the heap as a cancelled
+    /// [`TimerHandle`](crate::TimerHandle) is (compacted when cancelled
+    /// entries dominate), and its callback is dropped at once.
+    ///
+    /// Errors: [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the loop
+    /// is closed; [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+    /// when the deadline cannot be represented (on the loop thread only;
+    /// from elsewhere such a timer never runs).
+    ///
+    /// ```
+    /// use loop_core::EventLoop;
+    /// use std::time::Duration;
+    /// let lp = EventLoop::new().unwrap();
+    /// let handle = lp.handle();
+    /// let stopper = lp.handle();
+    /// let worker = std::thread::spawn(move || {
+    ///     let never = handle.call_later_threadsafe(Duration::from_millis(1), || panic!()).unwrap();
+    ///     never.cancel();
+    ///     handle.call_later_threadsafe(Duration::from_millis(5), move || {
+    ///         stopper.stop().unwrap();
+    ///     }).unwrap()
+    /// });
+    /// lp.run_forever().unwrap();
+    /// assert!(worker.join().unwrap().fired());
+    /// ```
+    #[track_caller]
+    pub fn call_later_threadsafe(
+        &self,
+        delay: Duration,
+        callback: impl FnOnce() + Send + 'static,
+    ) -> Result<ThreadSafeTimerHandle, LoopError> {
+        let shared = Arc::new(TsShared {
+            id: NEXT_TIMER_ID.fetch_add(1, Ordering::Relaxed),
+            state: AtomicU8::new(LIVE),
+            callback: Mutex::new(Some(Box::new(callback))),
+            location: Location::caller(),
+        });
+        match this_loop(self) {
+            Some(lp) => push_entry(&lp, shared.clone(), delay)?,
+            None => {
+                let s = shared.clone();
+                self.call_soon_threadsafe(move || {
+                    if let Some(lp) = running_loop() {
+                        // Refused only by a closing loop: the timer never runs.
+                        let _ = push_entry(&lp, s, delay);
+                    }
+                })?;
+            }
+        }
+        Ok(ThreadSafeTimerHandle {
+            shared,
+            lp: self.clone(),
+        })
+    }
+}
+
+/// A timer scheduled with [`LoopHandle::call_later_threadsafe`]: `Send +
+/// Sync`, cancellable from any thread.
+///
+/// Dropping the handle does not cancel the timer (as with
+/// [`TimerHandle`](crate::TimerHandle)).
+pub struct ThreadSafeTimerHandle {
+    shared: Arc<TsShared>,
+    lp: LoopHandle,
+}
+
+impl ThreadSafeTimerHandle {
+    /// Cancels the timer: its callback never runs and is dropped now (on
+    /// this thread). Does nothing once it ran or was cancelled. From the
+    /// loop's thread the heap entry is cancelled at once; from another
+    /// thread its cancellation is sent to the loop.
+    pub fn cancel(&self) {
+        let Some(callback) = self.shared.settle(CANCELLED) else {
+            return;
+        };
+        drop(callback);
+        let id = self.shared.id;
+        if this_loop(&self.lp).is_some() {
+            cancel_local(id);
+        } else {
+            // A closed loop dropped its heap already.
+            let _ = self.lp.call_soon_threadsafe(move || cancel_local(id));
+        }
+    }
+
+    /// Whether [`cancel`](Self::cancel) won before the timer ran.
+    pub fn cancelled(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) == CANCELLED
+    }
+
+    /// Whether the callback started running.
+    pub fn fired(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) == FIRED
+    }
+
+    /// Where in the source the timer was scheduled.
+    pub fn location(&self) -> &'static Location<'static> {
+        self.shared.location
+    }
+}
+
+impl fmt::Debug for ThreadSafeTimerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.shared.state.load(Ordering::Acquire) {
+            LIVE => "pending",
+            FIRED => "fired",
+            _ => "cancelled",
+        };
+        f.debug_struct("ThreadSafeTimerHandle")
+            .field("state", &state)
+            .field("location", &self.shared.location)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn cancelled_entries_are_counted_and_compacted() {
+        let lp = EventLoop::new().unwrap();
+        let l = lp.clone();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        lp.run_until_complete(async move {
+            let h = l.handle();
+            for _ in 0..1000 {
+                let r = r.clone();
+                let t = h
+                    .call_later_threadsafe(Duration::from_secs(3600), move || {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .unwrap();
+                t.cancel();
+                assert!(t.cancelled());
+            }
+            assert_eq!(l.inner.timer_stats.cancelled_in_heap.get(), 1000);
+            // The next deadline computation compacts the heap.
+            assert_eq!(l.inner.timers.borrow_mut().next_deadline(), None);
+            assert_eq!(l.inner.timers.borrow().len(), 0);
+            assert!(ENTRIES.with(|m| m.borrow().is_empty()));
+        })
+        .unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn timers_cancelled_from_another_thread_leave_the_heap() {
+        let lp = EventLoop::new().unwrap();
+        let l = lp.clone();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        lp.run_until_complete(async move {
+            let h = l.handle();
+            let handles: Vec<ThreadSafeTimerHandle> = (0..300)
+                .map(|_| {
+                    let r = r.clone();
+                    h.call_later_threadsafe(Duration::from_secs(3600), move || {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .unwrap()
+                })
+                .collect();
+            assert_eq!(l.inner.timers.borrow().len(), 300);
+            // Cancelled elsewhere: the callbacks go at once, the entries'
+            // cancellations come through the thread-safe queue.
+            std::thread::spawn(move || handles.iter().for_each(|t| t.cancel()))
+                .join()
+                .unwrap();
+            // The cancellations were queued before the join: the next
+            // iteration drains them (this task resumes after it).
+            futures_lite::future::yield_now().await;
+            futures_lite::future::yield_now().await;
+        })
+        .unwrap();
+        // Counted as cancelled, so the loop's next deadline computation
+        // compacted them away (300 > 100 and over half the heap).
+        assert_eq!(lp.inner.timers.borrow().len(), 0);
+        assert_eq!(lp.inner.timer_stats.cancelled_in_heap.get(), 0);
+        assert!(ENTRIES.with(|m| m.borrow().is_empty()));
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+}
