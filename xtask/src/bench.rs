@@ -63,6 +63,11 @@ const CORE: &[Case] = &[
         pinned: false,
     },
     Case {
+        name: "cancel_iteration",
+        systems: &["aioloop", "tokio"],
+        pinned: false,
+    },
+    Case {
         name: "timers",
         systems: &["aioloop", "tokio"],
         pinned: false,

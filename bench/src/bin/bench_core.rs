@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! bench-core --system <aioloop|aioloop-epoll|aioloop-polling|tokio|tokio-spawn>
-//!            --case <call_soon|chain|timer_cancel|timers|wake> [--quick] [--n N]
+//!            --case <call_soon|chain|timer_cancel|cancel_iteration|timers|wake>
+//!            [--quick] [--n N]
 //! ```
 //!
 //! Cases (each system does its closest equivalent; only the work itself is
@@ -11,6 +12,13 @@
 //! - `call_soon`: schedule N callbacks that bump a counter, then run them all.
 //! - `chain`: N callbacks, each scheduling the next.
 //! - `timer_cancel`: N timers 1-10 s out, all cancelled, then one iteration.
+//! - `cancel_iteration`: N timers 1-10 s out, all cancelled and their handles
+//!   dropped (untimed); then the loop's next iterations are timed one by one
+//!   until the timer structure is empty (at least [`MIN_TIMED_ITERATIONS`]).
+//!   Reports the worst iteration (ms) and the time until every cancelled
+//!   entry was reclaimed (ms). tokio: N `sleep`s created, polled once and
+//!   dropped, then one timed `yield_now` (the worst iteration), and drop +
+//!   `yield_now` as the reclaim time.
 //! - `timers`: N timers 0-200 ms out; extra wall time and worst lateness.
 //! - `wake`: N wake-ups of a sleeping loop from another thread.
 //!
@@ -41,6 +49,7 @@ type Res<T> = Result<T, Box<dyn Error>>;
 const N_CALL_SOON: u64 = 1_000_000;
 const N_CHAIN: u64 = 1_000_000;
 const N_TIMER_CANCEL: u64 = 1_000_000;
+const N_CANCEL_ITERATION: u64 = 1_000_000;
 const N_TIMERS: u64 = 200_000;
 const N_WAKE: u64 = 10_000;
 
@@ -48,6 +57,9 @@ const N_WAKE: u64 = 10_000;
 const CANCEL_MIN: Duration = Duration::from_secs(1);
 const CANCEL_MAX: Duration = Duration::from_secs(10);
 const TIMERS_SPAN: Duration = Duration::from_millis(200);
+
+/// `cancel_iteration` times at least this many loop iterations.
+const MIN_TIMED_ITERATIONS: u32 = 4;
 
 /// The system under test.
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +128,15 @@ fn run(args: &Args, system: System) -> Res<()> {
                 System::Tokio | System::TokioSpawn => timer_cancel_tokio(n)?,
             };
             report("timer_cancel", name, ns, "ns/op", n);
+        }
+        "cancel_iteration" => {
+            let n = args.count(N_CANCEL_ITERATION);
+            let c = match system {
+                System::Aioloop(b) => cancel_iteration_aioloop(&make_loop(b)?, n)?,
+                System::Tokio | System::TokioSpawn => cancel_iteration_tokio(n)?,
+            };
+            report("iteration_after_cancels", name, ms(c.worst), "ms", n);
+            report("cancel_reclaim", name, ms(c.reclaim), "ms", n);
         }
         "timers" => {
             let n = args.count(N_TIMERS);
@@ -358,6 +379,105 @@ fn timer_cancel_tokio(n: u64) -> Res<f64> {
         let elapsed = start.elapsed();
         ensure(fired == 0, "a far timer completed at once")?;
         Ok(ns_per_op(elapsed, n))
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// (c2) cancel_iteration: the loop iterations right after N cancellations
+
+/// What `cancel_iteration` measures.
+struct CancelIteration {
+    /// The longest loop iteration after the cancellations.
+    worst: Duration,
+    /// From the first iteration to the one that left the timer structure
+    /// empty (tokio: dropping the sleeps plus the `yield_now`).
+    reclaim: Duration,
+}
+
+/// One loop iteration's callback of `cancel_iteration`: records the time
+/// since the previous one and schedules itself for the next iteration until
+/// the timer structure is empty.
+fn iteration_probe(
+    lp: EventLoop,
+    prev: Instant,
+    start: Instant,
+    count: u32,
+    out: Rc<Cell<Option<CancelIteration>>>,
+    worst: Duration,
+) {
+    let now = Instant::now();
+    let worst = worst.max(now - prev);
+    if lp.timer_heap_len() == 0 && count + 1 >= MIN_TIMED_ITERATIONS {
+        out.set(Some(CancelIteration {
+            worst,
+            reclaim: now - start,
+        }));
+        lp.stop();
+        return;
+    }
+    let l = lp.clone();
+    if let Err(e) = lp.call_soon(move || iteration_probe(l, now, start, count + 1, out, worst)) {
+        eprintln!("bench-core: call_soon failed in cancel_iteration: {e}");
+        lp.stop();
+    }
+}
+
+fn cancel_iteration_aioloop(lp: &EventLoop, n: u64) -> Res<CancelIteration> {
+    let fired = Rc::new(Cell::new(0u64));
+    let mut rng = XorShift::new(SEED);
+    let mut handles = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let d = rng.duration_between(CANCEL_MIN, CANCEL_MAX);
+        let f = fired.clone();
+        handles.push(lp.call_later(d, move || f.set(f.get() + 1))?);
+    }
+    for h in &handles {
+        h.cancel();
+    }
+    // A server drops the handle with the connection it belonged to: the
+    // loop then frees the cells when it reclaims the entries.
+    drop(handles);
+    let out = Rc::new(Cell::new(None));
+    let (l, o) = (lp.clone(), out.clone());
+    let start = Instant::now();
+    lp.call_soon(move || iteration_probe(l, start, start, 0, o, Duration::ZERO))?;
+    lp.run_forever()?;
+    ensure(fired.get() == 0, "a cancelled timer fired")?;
+    let c = out.take().ok_or("the probe did not finish")?;
+    lp.close()?;
+    Ok(c)
+}
+
+fn cancel_iteration_tokio(n: u64) -> Res<CancelIteration> {
+    let rt = tokio_rt()?;
+    rt.block_on(tokio::task::unconstrained(async move {
+        let mut rng = XorShift::new(SEED);
+        let mut sleeps: Vec<Pin<Box<tokio::time::Sleep>>> = Vec::with_capacity(n as usize);
+        let mut fired = 0u64;
+        std::future::poll_fn(|cx| {
+            for _ in 0..n {
+                let d = rng.duration_between(CANCEL_MIN, CANCEL_MAX);
+                let mut s = Box::pin(tokio::time::sleep(d));
+                if s.as_mut().poll(cx).is_ready() {
+                    fired += 1;
+                }
+                sleeps.push(s);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        ensure(fired == 0, "a far timer completed at once")?;
+        // Dropping a registered Sleep unlinks it from the wheel: tokio
+        // reclaims at cancel time, so its iteration pays nothing.
+        let start = Instant::now();
+        drop(sleeps);
+        let iter_start = Instant::now();
+        tokio::task::yield_now().await;
+        let end = Instant::now();
+        Ok(CancelIteration {
+            worst: end - iter_start,
+            reclaim: end - start,
+        })
     }))
 }
 
