@@ -9,7 +9,8 @@
 //! sets a flag and drops the closure at once (so that what it captured is
 //! released, as asyncio clears `_callback`); the queue entry stays where it is
 //! and is skipped when reached. Cancelled timers are counted so that the timer
-//! heap can compact itself when they dominate (see `timers.rs`).
+//! heap can purge them, a budget per iteration, when they dominate (see
+//! `timers.rs`).
 
 use std::cell::Cell;
 use std::fmt;
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 const CANCELLED: u8 = 1;
 /// Set while a timer's entry is in the heap: cancelling it then counts towards
-/// the heap's compaction threshold.
+/// the heap's purge threshold.
 const IN_HEAP: u8 = 2;
 /// Set once the callback started running.
 const RAN: u8 = 4;
@@ -169,8 +170,8 @@ pub struct TimerHandle {
 
 impl TimerHandle {
     /// Cancels the timer in O(1): its callback never runs and what it captured
-    /// is dropped now. The heap entry is skipped when reached, and the heap is
-    /// compacted when cancelled entries dominate it.
+    /// is dropped now. The heap entry is skipped when reached, and purged over
+    /// the next iterations when cancelled entries dominate the heap.
     #[doc(alias = "TimerHandle.cancel")]
     pub fn cancel(&self) {
         if self.handle.cell.cancel() {
