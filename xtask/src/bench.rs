@@ -68,6 +68,11 @@ const CORE: &[Case] = &[
         pinned: false,
     },
     Case {
+        name: "timer_churn",
+        systems: &["aioloop", "tokio"],
+        pinned: false,
+    },
+    Case {
         name: "timers",
         systems: &["aioloop", "tokio"],
         pinned: false,

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench-core --system <aioloop|aioloop-epoll|aioloop-polling|tokio|tokio-spawn>
-//!            --case <call_soon|chain|timer_cancel|cancel_iteration|timers|wake>
+//!            --case <call_soon|chain|timer_cancel|cancel_iteration|timer_churn|timers|wake>
 //!            [--quick] [--n N]
 //! ```
 //!
@@ -21,6 +21,10 @@
 //!   every cancelled entry was reclaimed (ms). tokio: N `sleep`s created,
 //!   polled once and dropped, then one timed `yield_now` (the worst
 //!   iteration), and drop + `yield_now` as the reclaim time.
+//! - `timer_churn`: N (10,000,000) schedule + cancel pairs, 1-10 s out, a
+//!   thousand per loop iteration (tokio: `sleep` created, polled once,
+//!   dropped); ns per pair, and for aioloop the largest timer heap seen
+//!   (entries: the memory bound under churn).
 //! - `timers`: N timers 0-200 ms out; extra wall time and worst lateness.
 //! - `wake`: N wake-ups of a sleeping loop from another thread.
 //!
@@ -52,6 +56,9 @@ const N_CALL_SOON: u64 = 1_000_000;
 const N_CHAIN: u64 = 1_000_000;
 const N_TIMER_CANCEL: u64 = 1_000_000;
 const N_CANCEL_ITERATION: u64 = 1_000_000;
+const N_TIMER_CHURN: u64 = 10_000_000;
+/// `timer_churn` pairs per loop iteration.
+const CHURN_BATCH: u64 = 1000;
 const N_TIMERS: u64 = 200_000;
 const N_WAKE: u64 = 10_000;
 
@@ -146,6 +153,18 @@ fn run(args: &Args, system: System) -> Res<()> {
                 n,
             );
             report("cancel_reclaim", name, ms(c.reclaim), "ms", n);
+        }
+        "timer_churn" => {
+            let n = args.count(N_TIMER_CHURN);
+            let ns = match system {
+                System::Aioloop(b) => {
+                    let (ns, max_heap) = timer_churn_aioloop(&make_loop(b)?, n)?;
+                    report("timer_churn_max_heap", name, max_heap as f64, "entries", n);
+                    ns
+                }
+                System::Tokio | System::TokioSpawn => timer_churn_tokio(n)?,
+            };
+            report("timer_churn", name, ns, "ns/op", n);
         }
         "timers" => {
             let n = args.count(N_TIMERS);
@@ -516,6 +535,93 @@ fn cancel_iteration_tokio(n: u64) -> Res<CancelIteration> {
             worst_cpu: cpu_end.saturating_sub(cpu_start),
             reclaim: end - start,
         })
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// (c3) timer_churn: schedule + cancel pairs, a batch per loop iteration
+
+/// State of the `timer_churn` batches.
+struct Churn {
+    left: Cell<u64>,
+    max_heap: Cell<usize>,
+    rng: Cell<XorShift>,
+    fired: Cell<u64>,
+}
+
+fn churn_batch(lp: &EventLoop, st: &Rc<Churn>) {
+    let mut rng = st.rng.replace(XorShift::new(SEED));
+    let batch = st.left.get().min(CHURN_BATCH);
+    for _ in 0..batch {
+        let d = rng.duration_between(CANCEL_MIN, CANCEL_MAX);
+        let s = st.clone();
+        match lp.call_later(d, move || s.fired.set(s.fired.get() + 1)) {
+            Ok(h) => h.cancel(),
+            Err(e) => {
+                eprintln!("bench-core: call_later failed in timer_churn: {e}");
+                lp.stop();
+                return;
+            }
+        }
+    }
+    st.rng.set(rng);
+    st.max_heap.set(st.max_heap.get().max(lp.timer_heap_len()));
+    st.left.set(st.left.get() - batch);
+    if st.left.get() == 0 {
+        lp.stop();
+        return;
+    }
+    let (l, s) = (lp.clone(), st.clone());
+    if let Err(e) = lp.call_soon(move || churn_batch(&l, &s)) {
+        eprintln!("bench-core: call_soon failed in timer_churn: {e}");
+        lp.stop();
+    }
+}
+
+fn timer_churn_aioloop(lp: &EventLoop, n: u64) -> Res<(f64, usize)> {
+    let st = Rc::new(Churn {
+        left: Cell::new(n),
+        max_heap: Cell::new(0),
+        rng: Cell::new(XorShift::new(SEED)),
+        fired: Cell::new(0),
+    });
+    let (l, s) = (lp.clone(), st.clone());
+    let start = Instant::now();
+    lp.call_soon(move || churn_batch(&l, &s))?;
+    lp.run_forever()?;
+    let elapsed = start.elapsed();
+    ensure(st.left.get() == 0, "the churn did not finish")?;
+    ensure(st.fired.get() == 0, "a cancelled timer fired")?;
+    lp.close()?;
+    Ok((ns_per_op(elapsed, n), st.max_heap.get()))
+}
+
+fn timer_churn_tokio(n: u64) -> Res<f64> {
+    let rt = tokio_rt()?;
+    rt.block_on(tokio::task::unconstrained(async move {
+        let mut rng = XorShift::new(SEED);
+        let mut fired = 0u64;
+        let mut left = n;
+        let start = Instant::now();
+        while left > 0 {
+            let batch = left.min(CHURN_BATCH);
+            std::future::poll_fn(|cx| {
+                for _ in 0..batch {
+                    let d = rng.duration_between(CANCEL_MIN, CANCEL_MAX);
+                    let mut s = Box::pin(tokio::time::sleep(d));
+                    if s.as_mut().poll(cx).is_ready() {
+                        fired += 1;
+                    }
+                }
+                Poll::Ready(())
+            })
+            .await;
+            left -= batch;
+            tokio::task::yield_now().await;
+        }
+        let elapsed = start.elapsed();
+        ensure(fired == 0, "a far timer completed at once")?;
+        Ok(ns_per_op(elapsed, n))
     }))
 }
 
