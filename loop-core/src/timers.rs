@@ -83,16 +83,20 @@ pub(crate) const HEAD_COST: usize = 32;
 /// Entries that one `push` sweeps while cancelled entries dominate.
 pub(crate) const PUSH_BUDGET: usize = 2;
 
+/// A heap entry: 32 bytes. Its sequence number, the tie-break of equal
+/// deadlines, lives in the cell's flags word (read only on ties).
 pub(crate) struct Entry {
     when: Instant,
-    seq: u64,
     cb: Rc<dyn Callback>,
 }
 
 impl Entry {
     #[inline]
     fn before(&self, other: &Entry) -> bool {
-        (self.when, self.seq) < (other.when, other.seq)
+        match self.when.cmp(&other.when) {
+            std::cmp::Ordering::Equal => self.cb.seq() < other.cb.seq(),
+            o => o.is_lt(),
+        }
     }
 }
 
@@ -194,14 +198,10 @@ impl TimerQueue {
     }
 
     pub(crate) fn push(&mut self, when: Instant, cb: Rc<dyn Callback>) {
-        cb.mark_in_heap(true);
         self.seq += 1;
+        cb.enter_heap(self.seq);
         self.len += 1;
-        self.near.push(Entry {
-            when,
-            seq: self.seq,
-            cb,
-        });
+        self.near.push(Entry { when, cb });
         if self.garbage_dominates() {
             let mut budget = PUSH_BUDGET;
             self.purge(&mut budget);
@@ -343,7 +343,7 @@ impl TimerQueue {
             }
             if let Some(e) = self.pop_head(from_old) {
                 self.len -= 1;
-                e.cb.mark_in_heap(false);
+                e.cb.leave_heap();
                 out(e.cb);
             }
         }
@@ -358,7 +358,7 @@ impl TimerQueue {
         near.into_iter()
             .chain(old)
             .map(|e| {
-                e.cb.mark_in_heap(false);
+                e.cb.leave_heap();
                 e.cb
             })
             .collect()
