@@ -66,8 +66,10 @@ pub(crate) const MIN_COMPACT: usize = 100;
 
 /// Units of work that one `next_deadline` or one `pop_due` may spend on
 /// cancelled entries: a unit is one entry of the purge (a cache miss and a
-/// free, 30-150 ns measured on a loaded 2-CPU VM), dropping a cancelled head
-/// costs [`HEAD_COST`]. 2048 units stay under a third of a millisecond.
+/// free), dropping a cancelled head costs [`HEAD_COST`]. Measured with
+/// `cargo xtask bench core` (`iteration_after_cancels_cpu`) on a 2-CPU VM
+/// loaded by other builds: the worst iteration after 1,000,000 cancellations
+/// takes 0.3-0.5 ms of CPU with 2048 units (4096 took twice that).
 /// (Unit tests use a small budget, so that the model check runs out of it
 /// often.)
 #[cfg(not(test))]
@@ -76,8 +78,8 @@ pub(crate) const ITERATION_BUDGET: usize = 2048;
 pub(crate) const ITERATION_BUDGET: usize = 64;
 
 /// The budget units of dropping a cancelled head: a pop sifts down through
-/// ~log2(n) levels, each a likely cache miss in a large heap (measured: a
-/// pop from a heap of a million entries costs as much as ~30 purge units).
+/// ~log2(n) levels, the lower ones likely cache misses in a large heap (an
+/// estimate: ~20 levels of a million-entry heap, plus the entry itself).
 pub(crate) const HEAD_COST: usize = 32;
 
 /// Entries that one `push` sweeps while cancelled entries dominate.
