@@ -102,8 +102,9 @@ impl Entry {
     }
 }
 
-/// A binary min-heap on `(deadline, sequence)`; unlike `BinaryHeap` it can
-/// give up its last element, which leaves a valid heap.
+/// A binary min-heap on `(deadline, sequence)`; unlike `BinaryHeap` its
+/// array is open to the purge, which drains a chunk off its tail (what is
+/// left is still a heap).
 #[derive(Default)]
 struct Heap {
     v: Vec<Entry>,
