@@ -466,7 +466,7 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_before_the_base_keep_their_order() {
+    fn deadlines_before_the_queue_was_created_keep_their_order() {
         let t0 = Instant::now();
         std::thread::sleep(ms(2));
         let mut q = TimerQueue::new(Rc::default());
