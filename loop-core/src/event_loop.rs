@@ -2,8 +2,9 @@
 //!
 //! # One iteration (asyncio's order, kept)
 //! 1. Compute the poll timeout: zero if the ready queue is non-empty, a stop
-//!    was requested, or another thread queued work; else until the earliest
-//!    live timer; else infinite.
+//!    was requested, another thread queued work, or the timers have
+//!    bookkeeping left (a budget per iteration, see `timers.rs`); else until
+//!    the earliest live timer; else infinite.
 //! 2. Poll for I/O (skipped when the timeout is zero and no fd is watched,
 //!    since nothing could be reported) and queue the ready watchers; then
 //!    queue what other threads sent, and report through the exception
@@ -42,7 +43,7 @@ use crate::reactor::{Backend, Reactor, Readiness};
 use crate::ready_queue::{Ready, ReadyQueue};
 use crate::running;
 use crate::threadsafe::{Injected, Shared};
-use crate::timers::TimerQueue;
+use crate::timers::{Next, TimerQueue};
 use crate::{ErrorKind, LoopError};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -465,7 +466,11 @@ impl EventLoop {
         let has_timers = !inner.timers.borrow().is_empty();
         if has_timers {
             let next = inner.timers.borrow_mut().next_deadline();
-            if let (Some(deadline), None) = (next, timeout) {
+            if next == Next::Busy {
+                // Timer bookkeeping left over: continue next iteration.
+                timeout = Some(Duration::ZERO);
+            }
+            if let (Next::At(deadline), None) = (next, timeout) {
                 let wait = deadline.saturating_duration_since(inner.clock.now());
                 match inner.clock.as_virtual() {
                     // Virtual time jumps to the deadline instead of sleeping.

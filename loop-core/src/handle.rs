@@ -9,7 +9,8 @@
 //! sets a flag and drops the closure at once (so that what it captured is
 //! released, as asyncio clears `_callback`); the queue entry stays where it is
 //! and is skipped when reached. Cancelled timers are counted so that the timer
-//! heap can compact itself when they dominate (see `timers.rs`).
+//! heap can purge them, a budget per iteration, when they dominate (see
+//! `timers.rs`).
 
 use std::cell::Cell;
 use std::fmt;
@@ -17,12 +18,16 @@ use std::panic::Location;
 use std::rc::Rc;
 use std::time::Instant;
 
-const CANCELLED: u8 = 1;
+const CANCELLED: u64 = 1;
 /// Set while a timer's entry is in the heap: cancelling it then counts towards
-/// the heap's compaction threshold.
-const IN_HEAP: u8 = 2;
+/// the heap's purge threshold.
+const IN_HEAP: u64 = 2;
 /// Set once the callback started running.
-const RAN: u8 = 4;
+const RAN: u64 = 4;
+/// The flags word holds a timer's scheduling sequence number above these
+/// bits (the timer heap's tie-break, kept here so that a heap entry is 32
+/// bytes instead of 40).
+const SEQ_SHIFT: u32 = 3;
 
 /// What the loop sees of a scheduled callback.
 pub(crate) trait Callback {
@@ -31,12 +36,20 @@ pub(crate) trait Callback {
     /// Cancels; returns whether it was live and in the timer heap.
     fn cancel(&self) -> bool;
     fn is_cancelled(&self) -> bool;
-    fn mark_in_heap(&self, in_heap: bool);
+    /// Marks the cell as in the timer heap with sequence number `seq`
+    /// (below 2^61).
+    fn enter_heap(&self, seq: u64);
+    /// Marks the cell as out of the timer heap.
+    fn leave_heap(&self);
+    /// The sequence number given to `enter_heap`.
+    fn seq(&self) -> u64;
     fn location(&self) -> &'static Location<'static>;
 }
 
 pub(crate) struct CallbackCell<F> {
-    flags: Cell<u8>,
+    /// `CANCELLED | IN_HEAP | RAN`, and the timer sequence number above
+    /// [`SEQ_SHIFT`].
+    flags: Cell<u64>,
     f: Cell<Option<F>>,
     location: &'static Location<'static>,
 }
@@ -81,13 +94,19 @@ impl<F: FnOnce()> Callback for CallbackCell<F> {
     }
 
     #[inline]
-    fn mark_in_heap(&self, in_heap: bool) {
-        let flags = self.flags.get();
-        self.flags.set(if in_heap {
-            flags | IN_HEAP
-        } else {
-            flags & !IN_HEAP
-        });
+    fn enter_heap(&self, seq: u64) {
+        let low = self.flags.get() & ((1 << SEQ_SHIFT) - 1);
+        self.flags.set(seq << SEQ_SHIFT | low | IN_HEAP);
+    }
+
+    #[inline]
+    fn leave_heap(&self) {
+        self.flags.set(self.flags.get() & !IN_HEAP);
+    }
+
+    #[inline]
+    fn seq(&self) -> u64 {
+        self.flags.get() >> SEQ_SHIFT
     }
 
     fn location(&self) -> &'static Location<'static> {
@@ -169,8 +188,8 @@ pub struct TimerHandle {
 
 impl TimerHandle {
     /// Cancels the timer in O(1): its callback never runs and what it captured
-    /// is dropped now. The heap entry is skipped when reached, and the heap is
-    /// compacted when cancelled entries dominate it.
+    /// is dropped now. The heap entry is skipped when reached, and purged over
+    /// the next iterations when cancelled entries dominate the heap.
     #[doc(alias = "TimerHandle.cancel")]
     pub fn cancel(&self) {
         if self.handle.cell.cancel() {
@@ -241,7 +260,8 @@ mod tests {
     #[test]
     fn cancel_reports_heap_membership_once() {
         let cell = CallbackCell::new_rc(|| {}, Location::caller());
-        cell.mark_in_heap(true);
+        cell.enter_heap(7);
+        assert_eq!(cell.seq(), 7);
         assert!(cell.cancel());
         assert!(!cell.cancel(), "second cancel is a no-op");
     }

@@ -65,6 +65,16 @@ const CORE: &[Case] = &[
         pinned: false,
     },
     Case {
+        name: "cancel_iteration",
+        systems: &["aioloop", "tokio"],
+        pinned: false,
+    },
+    Case {
+        name: "timer_churn",
+        systems: &["aioloop", "tokio"],
+        pinned: false,
+    },
+    Case {
         name: "timers",
         systems: &["aioloop", "tokio"],
         pinned: false,

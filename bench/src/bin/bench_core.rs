@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! bench-core --system <aioloop|aioloop-epoll|aioloop-polling|tokio|tokio-spawn>
-//!            --case <call_soon|chain|timer_cancel|timers|wake> [--quick] [--n N]
+//!            --case <call_soon|chain|timer_cancel|cancel_iteration|timer_churn|timers|wake>
+//!            [--quick] [--n N]
 //! ```
 //!
 //! Cases (each system does its closest equivalent; only the work itself is
@@ -11,6 +12,19 @@
 //! - `call_soon`: schedule N callbacks that bump a counter, then run them all.
 //! - `chain`: N callbacks, each scheduling the next.
 //! - `timer_cancel`: N timers 1-10 s out, all cancelled, then one iteration.
+//! - `cancel_iteration`: N timers 1-10 s out, all cancelled and their handles
+//!   dropped (untimed); then the loop's next iterations are timed one by one
+//!   until the timer structure is empty (at least [`MIN_TIMED_ITERATIONS`]).
+//!   Reports the worst iteration in wall time and in the thread's CPU time
+//!   (ms; the CPU time leaves out preemption by other processes, which on a
+//!   shared machine dominates the wall-time worst case), and the time until
+//!   every cancelled entry was reclaimed (ms). tokio: N `sleep`s created,
+//!   polled once and dropped, then one timed `yield_now` (the worst
+//!   iteration), and drop + `yield_now` as the reclaim time.
+//! - `timer_churn`: N (10,000,000) schedule + cancel pairs, 1-10 s out, a
+//!   thousand per loop iteration (tokio: `sleep` created, polled once,
+//!   dropped); ns per pair, and for aioloop the largest timer heap seen
+//!   (entries: the memory bound under churn).
 //! - `timers`: N timers 0-200 ms out; extra wall time and worst lateness.
 //! - `wake`: N wake-ups of a sleeping loop from another thread.
 //!
@@ -41,6 +55,10 @@ type Res<T> = Result<T, Box<dyn Error>>;
 const N_CALL_SOON: u64 = 1_000_000;
 const N_CHAIN: u64 = 1_000_000;
 const N_TIMER_CANCEL: u64 = 1_000_000;
+const N_CANCEL_ITERATION: u64 = 1_000_000;
+const N_TIMER_CHURN: u64 = 10_000_000;
+/// `timer_churn` pairs per loop iteration.
+const CHURN_BATCH: u64 = 1000;
 const N_TIMERS: u64 = 200_000;
 const N_WAKE: u64 = 10_000;
 
@@ -48,6 +66,9 @@ const N_WAKE: u64 = 10_000;
 const CANCEL_MIN: Duration = Duration::from_secs(1);
 const CANCEL_MAX: Duration = Duration::from_secs(10);
 const TIMERS_SPAN: Duration = Duration::from_millis(200);
+
+/// `cancel_iteration` times at least this many loop iterations.
+const MIN_TIMED_ITERATIONS: u32 = 4;
 
 /// The system under test.
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +137,34 @@ fn run(args: &Args, system: System) -> Res<()> {
                 System::Tokio | System::TokioSpawn => timer_cancel_tokio(n)?,
             };
             report("timer_cancel", name, ns, "ns/op", n);
+        }
+        "cancel_iteration" => {
+            let n = args.count(N_CANCEL_ITERATION);
+            let c = match system {
+                System::Aioloop(b) => cancel_iteration_aioloop(&make_loop(b)?, n)?,
+                System::Tokio | System::TokioSpawn => cancel_iteration_tokio(n)?,
+            };
+            report("iteration_after_cancels", name, ms(c.worst), "ms", n);
+            report(
+                "iteration_after_cancels_cpu",
+                name,
+                ms(c.worst_cpu),
+                "ms",
+                n,
+            );
+            report("cancel_reclaim", name, ms(c.reclaim), "ms", n);
+        }
+        "timer_churn" => {
+            let n = args.count(N_TIMER_CHURN);
+            let ns = match system {
+                System::Aioloop(b) => {
+                    let (ns, max_heap) = timer_churn_aioloop(&make_loop(b)?, n)?;
+                    report("timer_churn_max_heap", name, max_heap as f64, "entries", n);
+                    ns
+                }
+                System::Tokio | System::TokioSpawn => timer_churn_tokio(n)?,
+            };
+            report("timer_churn", name, ns, "ns/op", n);
         }
         "timers" => {
             let n = args.count(N_TIMERS);
@@ -355,6 +404,221 @@ fn timer_cancel_tokio(n: u64) -> Res<f64> {
         .await;
         drop(sleeps); // dropping a registered Sleep cancels it
         tokio::task::yield_now().await;
+        let elapsed = start.elapsed();
+        ensure(fired == 0, "a far timer completed at once")?;
+        Ok(ns_per_op(elapsed, n))
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// (c2) cancel_iteration: the loop iterations right after N cancellations
+
+/// What `cancel_iteration` measures.
+struct CancelIteration {
+    /// The longest loop iteration after the cancellations.
+    worst: Duration,
+    /// The most CPU time (of this thread) one iteration took.
+    worst_cpu: Duration,
+    /// From the first iteration to the one that left the timer structure
+    /// empty (tokio: dropping the sleeps plus the `yield_now`).
+    reclaim: Duration,
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// What `iteration_probe` carries from one iteration to the next.
+#[derive(Clone, Copy)]
+struct ProbeState {
+    start: Instant,
+    prev: Instant,
+    prev_cpu: Duration,
+    count: u32,
+    worst: Duration,
+    worst_cpu: Duration,
+}
+
+/// One loop iteration's callback of `cancel_iteration`: records the time
+/// since the previous one and schedules itself for the next iteration until
+/// the timer structure is empty.
+fn iteration_probe(lp: EventLoop, st: ProbeState, out: Rc<Cell<Option<CancelIteration>>>) {
+    let (now, cpu) = (Instant::now(), thread_cpu());
+    let st = ProbeState {
+        worst: st.worst.max(now - st.prev),
+        worst_cpu: st.worst_cpu.max(cpu.saturating_sub(st.prev_cpu)),
+        prev: now,
+        prev_cpu: cpu,
+        count: st.count + 1,
+        ..st
+    };
+    if lp.timer_heap_len() == 0 && st.count >= MIN_TIMED_ITERATIONS {
+        out.set(Some(CancelIteration {
+            worst: st.worst,
+            worst_cpu: st.worst_cpu,
+            reclaim: now - st.start,
+        }));
+        lp.stop();
+        return;
+    }
+    let l = lp.clone();
+    if let Err(e) = lp.call_soon(move || iteration_probe(l, st, out)) {
+        eprintln!("bench-core: call_soon failed in cancel_iteration: {e}");
+        lp.stop();
+    }
+}
+
+fn cancel_iteration_aioloop(lp: &EventLoop, n: u64) -> Res<CancelIteration> {
+    let fired = Rc::new(Cell::new(0u64));
+    let mut rng = XorShift::new(SEED);
+    let mut handles = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let d = rng.duration_between(CANCEL_MIN, CANCEL_MAX);
+        let f = fired.clone();
+        handles.push(lp.call_later(d, move || f.set(f.get() + 1))?);
+    }
+    for h in &handles {
+        h.cancel();
+    }
+    // A server drops the handle with the connection it belonged to: the
+    // loop then frees the cells when it reclaims the entries.
+    drop(handles);
+    let out = Rc::new(Cell::new(None));
+    let (l, o) = (lp.clone(), out.clone());
+    let start = Instant::now();
+    let st = ProbeState {
+        start,
+        prev: start,
+        prev_cpu: thread_cpu(),
+        count: 0,
+        worst: Duration::ZERO,
+        worst_cpu: Duration::ZERO,
+    };
+    lp.call_soon(move || iteration_probe(l, st, o))?;
+    lp.run_forever()?;
+    ensure(fired.get() == 0, "a cancelled timer fired")?;
+    let c = out.take().ok_or("the probe did not finish")?;
+    lp.close()?;
+    Ok(c)
+}
+
+fn cancel_iteration_tokio(n: u64) -> Res<CancelIteration> {
+    let rt = tokio_rt()?;
+    rt.block_on(tokio::task::unconstrained(async move {
+        let mut rng = XorShift::new(SEED);
+        let mut sleeps: Vec<Pin<Box<tokio::time::Sleep>>> = Vec::with_capacity(n as usize);
+        let mut fired = 0u64;
+        std::future::poll_fn(|cx| {
+            for _ in 0..n {
+                let d = rng.duration_between(CANCEL_MIN, CANCEL_MAX);
+                let mut s = Box::pin(tokio::time::sleep(d));
+                if s.as_mut().poll(cx).is_ready() {
+                    fired += 1;
+                }
+                sleeps.push(s);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        ensure(fired == 0, "a far timer completed at once")?;
+        // Dropping a registered Sleep unlinks it from the wheel: tokio
+        // reclaims at cancel time, so its iteration pays nothing.
+        let start = Instant::now();
+        drop(sleeps);
+        let (iter_start, cpu_start) = (Instant::now(), thread_cpu());
+        tokio::task::yield_now().await;
+        let (end, cpu_end) = (Instant::now(), thread_cpu());
+        Ok(CancelIteration {
+            worst: end - iter_start,
+            worst_cpu: cpu_end.saturating_sub(cpu_start),
+            reclaim: end - start,
+        })
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// (c3) timer_churn: schedule + cancel pairs, a batch per loop iteration
+
+/// State of the `timer_churn` batches.
+struct Churn {
+    left: Cell<u64>,
+    max_heap: Cell<usize>,
+    rng: Cell<XorShift>,
+    fired: Cell<u64>,
+}
+
+fn churn_batch(lp: &EventLoop, st: &Rc<Churn>) {
+    let mut rng = st.rng.replace(XorShift::new(SEED));
+    let batch = st.left.get().min(CHURN_BATCH);
+    for _ in 0..batch {
+        let d = rng.duration_between(CANCEL_MIN, CANCEL_MAX);
+        let s = st.clone();
+        match lp.call_later(d, move || s.fired.set(s.fired.get() + 1)) {
+            Ok(h) => h.cancel(),
+            Err(e) => {
+                eprintln!("bench-core: call_later failed in timer_churn: {e}");
+                lp.stop();
+                return;
+            }
+        }
+    }
+    st.rng.set(rng);
+    st.max_heap.set(st.max_heap.get().max(lp.timer_heap_len()));
+    st.left.set(st.left.get() - batch);
+    if st.left.get() == 0 {
+        lp.stop();
+        return;
+    }
+    let (l, s) = (lp.clone(), st.clone());
+    if let Err(e) = lp.call_soon(move || churn_batch(&l, &s)) {
+        eprintln!("bench-core: call_soon failed in timer_churn: {e}");
+        lp.stop();
+    }
+}
+
+fn timer_churn_aioloop(lp: &EventLoop, n: u64) -> Res<(f64, usize)> {
+    let st = Rc::new(Churn {
+        left: Cell::new(n),
+        max_heap: Cell::new(0),
+        rng: Cell::new(XorShift::new(SEED)),
+        fired: Cell::new(0),
+    });
+    let (l, s) = (lp.clone(), st.clone());
+    let start = Instant::now();
+    lp.call_soon(move || churn_batch(&l, &s))?;
+    lp.run_forever()?;
+    let elapsed = start.elapsed();
+    ensure(st.left.get() == 0, "the churn did not finish")?;
+    ensure(st.fired.get() == 0, "a cancelled timer fired")?;
+    lp.close()?;
+    Ok((ns_per_op(elapsed, n), st.max_heap.get()))
+}
+
+fn timer_churn_tokio(n: u64) -> Res<f64> {
+    let rt = tokio_rt()?;
+    rt.block_on(tokio::task::unconstrained(async move {
+        let mut rng = XorShift::new(SEED);
+        let mut fired = 0u64;
+        let mut left = n;
+        let start = Instant::now();
+        while left > 0 {
+            let batch = left.min(CHURN_BATCH);
+            std::future::poll_fn(|cx| {
+                for _ in 0..batch {
+                    let d = rng.duration_between(CANCEL_MIN, CANCEL_MAX);
+                    let mut s = Box::pin(tokio::time::sleep(d));
+                    if s.as_mut().poll(cx).is_ready() {
+                        fired += 1;
+                    }
+                }
+                Poll::Ready(())
+            })
+            .await;
+            left -= batch;
+            tokio::task::yield_now().await;
+        }
         let elapsed = start.elapsed();
         ensure(fired == 0, "a far timer completed at once")?;
         Ok(ns_per_op(elapsed, n))
