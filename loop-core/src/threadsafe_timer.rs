@@ -425,7 +425,7 @@ mod tests {
             // at a time.
             for _ in 0..100 {
                 futures_lite::future::yield_now().await;
-                if l.inner.timers.borrow().len() == 0 {
+                if l.inner.timers.borrow().is_empty() {
                     break;
                 }
             }
