@@ -8,14 +8,23 @@
 //! count the descriptors of the whole process (`/proc/self/fd`), which tests
 //! running beside them on other threads would change.
 
+#[cfg(feature = "tls")]
+mod tls_util;
 mod util;
 
 use std::cell::Cell;
+use std::future::Future;
+use std::io::{self, Read};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
 use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aioloop::{Backend, ErrorKind, EventLoop};
+use aioloop::prelude::*;
+use aioloop::{Backend, BaseProtocol, ErrorKind, EventLoop, Protocol, Transport};
+use futures_lite::future;
 use util::*;
 
 static FDS: Mutex<()> = Mutex::new(());
@@ -231,4 +240,309 @@ fn an_owner_dropped_while_its_loop_runs_closes_it_when_the_run_returns() {
     );
     assert!(outside.is_closed(), "and closes when the run returns");
     assert_eq!(new_fds(&before), vec![]);
+}
+
+// ---------------------------------------------------------------------------
+// Connect futures dropped before they complete
+
+/// A protocol that counts every call it gets.
+struct Counting(Rc<Cell<u32>>);
+
+impl BaseProtocol for Counting {
+    fn connection_made(&mut self, _: Transport) {
+        self.0.set(self.0.get() + 1);
+    }
+    fn connection_lost(&mut self, _: Option<io::Error>) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+impl Protocol for Counting {
+    fn data_received(&mut self, _: &[u8]) {
+        self.0.set(self.0.get() + 1);
+    }
+    fn eof_received(&mut self) -> bool {
+        self.0.set(self.0.get() + 1);
+        false
+    }
+}
+
+/// Polls `fut` at most `polls` times, one loop iteration apart, and drops
+/// it: `true` if it completed first (then its output is dropped too).
+fn poll_then_drop<F: Future + 'static>(lp: &EventLoop, polls: usize, fut: F) -> bool {
+    let dog = Watchdog::start(lp);
+    let done = lp
+        .run_until_complete(async move {
+            let mut fut = Box::pin(fut);
+            for i in 0..polls {
+                if i > 0 {
+                    future::yield_now().await;
+                }
+                if future::poll_once(fut.as_mut()).await.is_some() {
+                    return true;
+                }
+            }
+            // Dropped right after its last poll.
+            false
+        })
+        .unwrap();
+    dog.disarm();
+    done
+}
+
+/// Runs loop iterations until no descriptor beyond `before` is open (or
+/// the time limit passes), so that whatever the loop still had to do for
+/// a dropped connection is done; returns what stayed open.
+fn settle(lp: &EventLoop, before: &[(i32, String)]) -> Vec<(String, usize)> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        one_iteration(lp);
+        let left = new_fds(before);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+    }
+}
+
+/// The peer's end sees the connection closed: EOF or a reset, never data
+/// and never a timeout.
+fn assert_peer_sees_closed(mut peer: impl Read, what: &str) {
+    let mut buf = [0u8; 64];
+    match peer.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        other => panic!("{what}: the peer read {other:?} instead of the connection closing"),
+    }
+}
+
+/// Drops the connect future made by `start` on `lp` after 1, 2, 3... polls
+/// until one completes; after each drop the protocol was never called and
+/// no descriptor stayed open. `accept_peers` checks the peers (called
+/// after the drop, before the count). Closes `lp`.
+fn drop_at_every_poll<F, Fut>(
+    lp: EventLoop,
+    what: &str,
+    mut start: F,
+    mut accept_peers: impl FnMut(&str),
+) where
+    F: FnMut(&EventLoop, Rc<Cell<u32>>) -> Fut,
+    Fut: Future + 'static,
+{
+    let seen = record_exceptions(&lp);
+    let before = open_fds();
+    let mut completed_at = None;
+    for polls in 1..10_000 {
+        let calls = Rc::new(Cell::new(0));
+        let fut = start(&lp, calls.clone());
+        let completed = poll_then_drop(&lp, polls, fut);
+        // Whatever the loop had scheduled for the connection runs now.
+        for _ in 0..3 {
+            one_iteration(&lp);
+        }
+        let at = format!("{what}, dropped after {polls} polls");
+        if completed {
+            completed_at = Some(polls);
+            break;
+        }
+        assert_eq!(calls.get(), 0, "{at}: the protocol was called");
+        accept_peers(&at);
+        assert_eq!(settle(&lp, &before), vec![], "{at}: left open");
+    }
+    match completed_at {
+        Some(n) => assert!(
+            n > 1,
+            "{what}: completed at the first poll: nothing was dropped"
+        ),
+        None => panic!("{what}: never completed"),
+    }
+    assert!(seen.borrow().is_empty(), "{:#?}", seen.borrow());
+    lp.close().unwrap();
+}
+
+fn listener() -> TcpListener {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
+/// Accepts every connection waiting on `l` and checks that each one sees
+/// the connection closed.
+fn check_accepted(l: &TcpListener, at: &str) {
+    while let Ok((s, _)) = l.accept() {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        assert_peer_sees_closed(s, at);
+    }
+}
+
+#[test]
+fn a_dropped_create_connection_future_closes_its_socket_and_never_calls_the_protocol() {
+    let _serial = serial();
+    let l = listener();
+    let port = l.local_addr().unwrap().port();
+    drop_at_every_poll(
+        new_loop(),
+        "create_connection(host, port)",
+        |lp, calls| {
+            let lp = lp.clone();
+            async move {
+                lp.create_connection(
+                    move || Counting(calls),
+                    Some("127.0.0.1"),
+                    port,
+                    ConnectOptions::default(),
+                )
+                .await
+            }
+        },
+        |at| check_accepted(&l, at),
+    );
+}
+
+#[test]
+fn a_dropped_create_connection_future_with_sock_closes_it_and_never_calls_the_protocol() {
+    let _serial = serial();
+    let l = listener();
+    let addr = l.local_addr().unwrap();
+    drop_at_every_poll(
+        new_loop(),
+        "create_connection(sock=)",
+        |lp, calls| {
+            let sock: OwnedFd = TcpStream::connect(addr).unwrap().into();
+            let lp = lp.clone();
+            async move {
+                let opts = ConnectOptions {
+                    sock: Some(sock),
+                    ..ConnectOptions::default()
+                };
+                lp.create_connection(move || Counting(calls), None, 0, opts)
+                    .await
+            }
+        },
+        |at| check_accepted(&l, at),
+    );
+}
+
+#[test]
+fn a_dropped_connect_accepted_socket_future_closes_it_and_never_calls_the_protocol() {
+    let _serial = serial();
+    let l = listener();
+    let addr = l.local_addr().unwrap();
+    let peers = std::cell::RefCell::new(Vec::new());
+    drop_at_every_poll(
+        new_loop(),
+        "connect_accepted_socket",
+        |lp, calls| {
+            let client = TcpStream::connect(addr).unwrap();
+            client.set_read_timeout(Some(LIMIT)).unwrap();
+            peers.borrow_mut().push(client);
+            let (accepted, _) = loop {
+                match l.accept() {
+                    Ok(s) => break s,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                    Err(e) => panic!("accept: {e}"),
+                }
+            };
+            let sock: OwnedFd = accepted.into();
+            let lp = lp.clone();
+            async move {
+                lp.connect_accepted_socket(move || Counting(calls), sock)
+                    .await
+            }
+        },
+        |at| {
+            for peer in peers.borrow_mut().drain(..) {
+                assert_peer_sees_closed(peer, at);
+            }
+        },
+    );
+}
+
+#[test]
+fn a_dropped_create_unix_connection_future_closes_its_socket_and_never_calls_the_protocol() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("aioloop-owner-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let p = path.clone();
+    drop_at_every_poll(
+        new_loop(),
+        "create_unix_connection",
+        move |lp, calls| {
+            let lp = lp.clone();
+            let p = p.clone();
+            async move { lp.create_unix_connection(move || Counting(calls), &p).await }
+        },
+        |at| {
+            while let Ok((s, _)) = l.accept() {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(LIMIT)).unwrap();
+                assert_peer_sees_closed(s, at);
+            }
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_dropped_open_connection_future_closes_its_socket() {
+    let _serial = serial();
+    let l = listener();
+    let port = l.local_addr().unwrap().port();
+    drop_at_every_poll(
+        new_loop(),
+        "open_connection",
+        |lp, _calls| {
+            let lp = lp.clone();
+            async move { lp.open_connection("127.0.0.1", port).await }
+        },
+        |at| check_accepted(&l, at),
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn a_dropped_tls_create_connection_future_closes_its_socket_and_never_calls_the_protocol() {
+    use tls_util::{client_opts, connect_tls, serve_tls, Pki};
+    let _serial = serial();
+    let pki = Pki::new(&["localhost"]);
+    let lp = new_loop();
+    // The TLS server runs on the same loop: a server connection whose
+    // client went away ends (and closes its socket) while `settle` runs.
+    let server_tls = aioloop::TlsServerOptions::new(pki.server_config());
+    let server = lp
+        .run_until_complete({
+            let s = lp.clone();
+            async move {
+                s.create_server(
+                    || Counting(Rc::new(Cell::new(0))),
+                    &["127.0.0.1"],
+                    0,
+                    serve_tls(server_tls),
+                )
+                .await
+            }
+        })
+        .unwrap()
+        .unwrap();
+    let port = server.sockets()[0].as_inet().unwrap().port();
+    let tls = client_opts(&pki);
+    drop_at_every_poll(
+        lp.clone(),
+        "create_connection(ssl=)",
+        |lp, calls| {
+            let lp = lp.clone();
+            let opts = connect_tls(tls.clone());
+            async move {
+                lp.create_connection(move || Counting(calls), Some("127.0.0.1"), port, opts)
+                    .await
+            }
+        },
+        |_| {},
+    );
+    drop(server);
+    drop(lp);
 }

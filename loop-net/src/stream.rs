@@ -175,6 +175,10 @@ impl Stream {
     /// Calls `connection_made` (always first: a `close`/`abort` before it
     /// only schedules `connection_lost` after it), then starts reading.
     fn deliver_made(self: &Rc<Self>, transport: Transport) {
+        if self.state.get() == State::Lost {
+            // Abandoned before this ran: the protocol is never called.
+            return;
+        }
         let protocol = self.protocol.borrow().clone();
         match protocol.deliver_connection_made(transport) {
             Made::Called => {
@@ -222,6 +226,19 @@ impl Stream {
             me.made_waiters.borrow_mut().push(cx.waker().clone());
             std::task::Poll::Pending
         })
+    }
+
+    /// The future waiting for `connection_made` was dropped before it ran
+    /// (a cancelled `create_connection`): close the socket and release the
+    /// protocol at once, without calling it; the `connection_made` already
+    /// scheduled does nothing. Too late once `connection_made` ran: the
+    /// caller then returns the transport.
+    pub(crate) fn abandon(&self) {
+        if self.made.get() || self.state.get() == State::Lost {
+            return;
+        }
+        self.lost_scheduled.set(true);
+        self.finish_lost();
     }
 
     /// The `Rc` of `self`, for the callbacks registered with the loop.

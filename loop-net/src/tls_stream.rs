@@ -327,6 +327,12 @@ impl TlsStream {
                 ),
                 false,
             );
+        } else if !self.made.get() {
+            // Handshake done, `connection_made` scheduled but not run: the
+            // protocol is never called; close the socket now.
+            self.state.set(State::Lost);
+            self.lost_scheduled.set(true);
+            self.finish_lost();
         } else {
             self.force_close(None);
         }
