@@ -332,7 +332,9 @@ impl Stream {
         // Break the protocol -> transport -> protocol cycle; the protocol's
         // own Drop runs outside any borrow of ours.
         let released = self.protocol.replace(AnyProtocol::released());
-        if let Some(hook) = self.on_lost.borrow_mut().take() {
+        // Taken first: no borrow of ours is held while the hook runs.
+        let hook = self.on_lost.borrow_mut().take();
+        if let Some(hook) = hook {
             hook();
         }
         drop(released);

@@ -185,7 +185,9 @@ impl TlsStream {
         drop(fd);
         self.wake_waiters();
         let released = self.protocol.replace(AnyProtocol::released());
-        if let Some(hook) = self.on_lost.borrow_mut().take() {
+        // Taken first: no borrow of ours is held while the hook runs.
+        let hook = self.on_lost.borrow_mut().take();
+        if let Some(hook) = hook {
             hook();
         }
         drop(released);
