@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -545,4 +545,115 @@ fn a_dropped_tls_create_connection_future_closes_its_socket_and_never_calls_the_
     );
     drop(server);
     drop(lp);
+}
+
+// ---------------------------------------------------------------------------
+// Transports let go of their loop after connection_lost
+
+/// Runs `lp` until `flag` is set (bounded by the watchdog's limit).
+fn run_until(lp: &EventLoop, flag: &Cell<u32>, at_least: u32) {
+    let deadline = Instant::now() + LIMIT;
+    while flag.get() < at_least {
+        one_iteration(lp);
+        assert!(Instant::now() < deadline, "never happened");
+    }
+}
+
+#[test]
+fn a_transport_kept_after_connection_lost_does_not_keep_its_loop() {
+    let _serial = serial();
+    let before = open_fds();
+    let l = listener();
+    let port = l.local_addr().unwrap().port();
+    let lp = new_loop();
+    let weak = lp.downgrade();
+    let calls = Rc::new(Cell::new(0));
+    let c = lp.clone();
+    let counted = calls.clone();
+    let (t, _) = lp
+        .run_until_complete(async move {
+            c.create_connection(
+                move || Counting(counted),
+                Some("127.0.0.1"),
+                port,
+                ConnectOptions::default(),
+            )
+            .await
+        })
+        .unwrap()
+        .unwrap();
+    t.close();
+    run_until(&lp, &calls, 2); // connection_made, connection_lost
+    assert!(t.get_loop().is_none(), "released with connection_lost");
+    drop(lp);
+    assert!(
+        weak.upgrade().is_none(),
+        "the Transport kept after connection_lost kept its loop"
+    );
+    drop(l);
+    assert_eq!(new_fds(&before), vec![]);
+    drop(t);
+}
+
+/// A datagram protocol that counts `connection_made` and `connection_lost`.
+struct CountingDatagram(Rc<Cell<u32>>);
+
+impl aioloop::DatagramProtocol for CountingDatagram {
+    fn connection_made(&mut self, _: aioloop::DatagramTransport) {
+        self.0.set(self.0.get() + 1);
+    }
+    fn datagram_received(&mut self, _: &[u8], _: aioloop::SockAddr) {}
+    fn connection_lost(&mut self, _: Option<io::Error>) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn datagram_and_pipe_transports_kept_after_connection_lost_do_not_keep_their_loop() {
+    let _serial = serial();
+    let before = open_fds();
+    let lp = new_loop();
+    let weak = lp.downgrade();
+    let calls = Rc::new(Cell::new(0));
+    let (d, _) = lp
+        .run_until_complete({
+            let lp = lp.clone();
+            let calls = calls.clone();
+            let local: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+            async move {
+                lp.create_datagram_endpoint(
+                    move || CountingDatagram(calls),
+                    aioloop::DatagramOptions::default().with_local_addr(local),
+                )
+                .await
+            }
+        })
+        .unwrap()
+        .unwrap();
+    let (rd, wr) = UnixStream::pair().unwrap();
+    let pipe_calls = Rc::new(Cell::new(0));
+    let (pt, _) = lp
+        .run_until_complete({
+            let lp = lp.clone();
+            let pc = pipe_calls.clone();
+            async move {
+                lp.connect_read_pipe(move || Counting(pc), OwnedFd::from(rd))
+                    .await
+            }
+        })
+        .unwrap()
+        .unwrap();
+    d.close();
+    drop(wr); // EOF: the read pipe ends
+    run_until(&lp, &calls, 2);
+    run_until(&lp, &pipe_calls, 3); // made, eof_received, lost
+    assert!(d.get_loop().is_none());
+    assert!(pt.get_loop().is_none());
+    drop(lp);
+    assert!(
+        weak.upgrade().is_none(),
+        "a transport kept after connection_lost kept its loop"
+    );
+    assert_eq!(new_fds(&before), vec![]);
+    drop((d, pt));
 }

@@ -45,6 +45,7 @@ use rustix::net::SocketAddrAny;
 
 use crate::addr::SockAddr;
 use crate::flow::{WriteFlow, RETRY_DELAY};
+use crate::loop_slot::LoopSlot;
 use crate::protocol::ProtocolHandle;
 use crate::transport::ExtraInfo;
 use crate::write_buffer::WriteBufferLimits;
@@ -166,7 +167,8 @@ struct Queued {
 
 pub(crate) struct Endpoint {
     me: Weak<Endpoint>,
-    lp: EventLoop,
+    /// Released once `connection_lost` has run (loop_slot.rs).
+    lp: LoopSlot,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     state: Cell<State>,
@@ -349,9 +351,11 @@ impl DatagramTransport {
         self.inner.sends_after_close.get()
     }
 
-    /// The loop the endpoint runs on.
-    pub fn get_loop(&self) -> EventLoop {
-        self.inner.lp.clone()
+    /// The loop the endpoint runs on; `None` once `connection_lost` has
+    /// run (asyncio's transport sets its `_loop` to `None` then), so an
+    /// endpoint kept after that does not keep its loop alive.
+    pub fn get_loop(&self) -> Option<EventLoop> {
+        self.inner.lp.get()
     }
 
     /// Whether two handles are the same endpoint.

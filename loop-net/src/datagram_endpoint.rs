@@ -16,6 +16,7 @@ use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
+use crate::loop_slot::LoopSlot;
 use crate::write_buffer::WriteBufferLimits;
 
 use super::{DatagramProtocol, DatagramTransport, DynProtocol, Endpoint, State, RETRY_DELAY};
@@ -75,7 +76,7 @@ impl Endpoint {
         };
         let ep = Rc::new_cyclic(|me| Endpoint {
             me: me.clone(),
-            lp: lp.clone(),
+            lp: LoopSlot::new(lp),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             state: Cell::new(State::Open),
@@ -255,6 +256,8 @@ impl Endpoint {
             .protocol
             .replace(Rc::new(RefCell::new(Released)) as DynProtocol);
         drop(released);
+        // And the loop (see stream.rs).
+        self.lp.release();
     }
 
     pub(super) fn report_panic(

@@ -197,9 +197,9 @@ impl Endpoint {
             }
             None
         });
-        if !delivered {
+        if let (false, Some(lp)) = (delivered, self.lp.get()) {
             let me = self.rc();
-            self.flow.retry_later(&self.lp, move || me.drain_deferred());
+            self.flow.retry_later(&lp, move || me.drain_deferred());
         }
     }
 }

@@ -99,6 +99,7 @@ mod datagram_ext;
 mod dns;
 mod ext;
 mod flow;
+mod loop_slot;
 mod owned_path;
 mod pipe;
 mod pipe_ext;

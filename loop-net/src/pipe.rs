@@ -50,6 +50,7 @@ use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 
 use crate::flow::RETRY_DELAY;
+use crate::loop_slot::LoopSlot;
 use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 
@@ -151,7 +152,8 @@ struct Watch {
 /// The part of a pipe transport's state that both directions share: the
 /// lifecycle, the fd and the protocol.
 struct Life {
-    lp: EventLoop,
+    /// Released once `connection_lost` has run (loop_slot.rs).
+    lp: LoopSlot,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     info: PipeFd,
@@ -166,7 +168,7 @@ struct Life {
 impl Life {
     fn new(lp: &EventLoop, fd: OwnedFd, info: PipeFd, protocol: AnyProtocol) -> Life {
         Life {
-            lp: lp.clone(),
+            lp: LoopSlot::new(lp),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             info,
@@ -385,8 +387,12 @@ fn call_connection_lost<T: PipeEnd>(me: &Rc<T>, error: Option<io::Error>) {
     } else {
         let context = format!("{} fd={}", T::NAME, life.raw);
         // Err: borrowed by a task right now.
-        life.protocol()
-            .deliver_connection_lost(&life.lp, error, &context)
+        match life.lp.get() {
+            Some(lp) => life
+                .protocol()
+                .deliver_connection_lost(&lp, error, &context),
+            None => Ok(()),
+        }
     };
     if let Err(error) = undelivered {
         // Try again shortly.
@@ -418,11 +424,16 @@ fn finish_lost<T: PipeEnd>(me: &Rc<T>) {
     // Drop runs outside any borrow of ours.
     let released = life.protocol.replace(AnyProtocol::released());
     drop(released);
+    // And the loop (see stream.rs).
+    life.lp.release();
 }
 
 fn protocol_failed<T: PipeEnd>(me: &Rc<T>, what: &str, payload: Box<dyn std::any::Any + Send>) {
     let life = me.life();
     let context = format!("{} fd={}", T::NAME, life.raw);
-    let error = report_protocol_panic(&life.lp, what, payload, context);
+    let error = match life.lp.get() {
+        Some(lp) => report_protocol_panic(&lp, what, payload, context),
+        None => io::Error::other(format!("protocol.{what}() call failed")),
+    };
     me.force_close(Some(error));
 }

@@ -48,6 +48,7 @@ use loop_core::{ErrorKind, EventLoop, LoopError};
 
 use crate::addr::SockAddr;
 use crate::flow::{Notice, WriteFlow, RETRY_DELAY};
+use crate::loop_slot::LoopSlot;
 use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
@@ -81,7 +82,8 @@ pub(crate) type LostHook = Box<dyn FnOnce()>;
 
 pub(crate) struct Stream {
     me: std::rc::Weak<Stream>,
-    lp: EventLoop,
+    /// Released once `connection_lost` has run (loop_slot.rs).
+    lp: LoopSlot,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     state: Cell<State>,
@@ -141,7 +143,7 @@ impl Stream {
         let sockname = rustix::net::getsockname(&fd).ok().map(SockAddr::from_raw);
         let stream = Rc::new_cyclic(|me| Stream {
             me: me.clone(),
-            lp: lp.clone(),
+            lp: LoopSlot::new(lp),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             state: Cell::new(State::Open),
@@ -280,7 +282,11 @@ impl Stream {
     }
 
     fn protocol_failed(self: &Rc<Self>, what: &str, payload: Box<dyn std::any::Any + Send>) {
-        let error = report_protocol_panic(&self.lp, what, payload, format!("fd={}", self.raw));
+        let context = format!("fd={}", self.raw);
+        let error = match self.lp.get() {
+            Some(lp) => report_protocol_panic(&lp, what, payload, context),
+            None => io::Error::other(format!("protocol.{what}() call failed")),
+        };
         self.force_close(Some(error));
     }
 
@@ -305,7 +311,10 @@ impl Stream {
             let protocol = self.protocol.borrow().clone();
             let context = format!("fd={}", self.raw);
             // Err: borrowed by a task right now.
-            protocol.deliver_connection_lost(&self.lp, error, &context)
+            match self.lp.get() {
+                Some(lp) => protocol.deliver_connection_lost(&lp, error, &context),
+                None => Ok(()),
+            }
         };
         if let Err(error) = undelivered {
             // Try again shortly.
@@ -338,6 +347,9 @@ impl Stream {
             hook();
         }
         drop(released);
+        // And the loop (asyncio sets `_loop = None`): a `Transport` kept
+        // after this does not keep the loop alive.
+        self.lp.release();
     }
 }
 

@@ -192,11 +192,14 @@ impl Stream {
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.protocol.borrow().clone();
-            notice.deliver(&self.lp, &protocol, || None)
+            match self.lp.get() {
+                Some(lp) => notice.deliver(&lp, &protocol, || None),
+                None => None,
+            }
         });
-        if !delivered {
+        if let (false, Some(lp)) = (delivered, self.lp.get()) {
             let me = self.rc();
-            self.flow.retry_later(&self.lp, move || me.drain_deferred());
+            self.flow.retry_later(&lp, move || me.drain_deferred());
         }
     }
 }

@@ -180,7 +180,10 @@ impl TlsStream {
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.protocol.borrow().clone();
-            notice.deliver(&self.lp, &protocol, || None)
+            match self.lp.get() {
+                Some(lp) => notice.deliver(&lp, &protocol, || None),
+                None => None,
+            }
         });
         if !delivered {
             self.retry_later(|me| me.drain_deferred());
@@ -190,8 +193,11 @@ impl TlsStream {
     /// Runs `f` shortly, then kicks; one pending retry (shared with the
     /// notices, flow.rs) drains and kicks everything.
     pub(super) fn retry_later(&self, f: impl FnOnce(&Rc<TlsStream>) + 'static) {
+        let Some(lp) = self.lp.get() else {
+            return;
+        };
         let me = self.rc();
-        self.flow.retry_later(&self.lp, move || {
+        self.flow.retry_later(&lp, move || {
             f(&me);
             me.kick();
         });

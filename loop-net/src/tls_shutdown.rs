@@ -158,7 +158,11 @@ impl TlsStream {
             return;
         }
         let protocol = self.protocol.borrow().clone();
-        if let Err(error) = protocol.deliver_connection_lost(&self.lp, error, "TLS transport") {
+        let delivered = match self.lp.get() {
+            Some(lp) => protocol.deliver_connection_lost(&lp, error, "TLS transport"),
+            None => Ok(()),
+        };
+        if let Err(error) = delivered {
             // Borrowed by a task right now: try again shortly.
             let me = self.clone();
             if self
@@ -191,5 +195,7 @@ impl TlsStream {
             hook();
         }
         drop(released);
+        // And the loop (see stream.rs).
+        self.lp.release();
     }
 }

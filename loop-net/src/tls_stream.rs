@@ -50,6 +50,7 @@ use rustls::Connection;
 
 use crate::addr::SockAddr;
 use crate::flow::{WriteFlow, RETRY_DELAY};
+use crate::loop_slot::LoopSlot;
 use crate::protocol::AnyProtocol;
 use crate::stream::LostHook;
 use crate::tls::{TlsClientOptions, TlsConfig, TlsServerOptions};
@@ -133,7 +134,8 @@ impl Settings {
 
 pub(crate) struct TlsStream {
     me: Weak<TlsStream>,
-    lp: EventLoop,
+    /// Released once `connection_lost` has run (loop_slot.rs).
+    lp: LoopSlot,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     conn: RefCell<Connection>,
@@ -216,7 +218,7 @@ impl TlsStream {
         let stalled = !settings.received.is_empty();
         let stream = Rc::new_cyclic(|me| TlsStream {
             me: me.clone(),
-            lp: lp.clone(),
+            lp: LoopSlot::new(lp),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             conn: RefCell::new(conn),

@@ -303,12 +303,14 @@ impl WritePipe {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.life.protocol();
             let transport = || Some(format!("write pipe fd={}", self.life.raw));
-            notice.deliver(&self.life.lp, &protocol, transport)
+            match self.life.lp.get() {
+                Some(lp) => notice.deliver(&lp, &protocol, transport),
+                None => None,
+            }
         });
-        if !delivered {
+        if let (false, Some(lp)) = (delivered, self.life.lp.get()) {
             let me = self.rc();
-            self.flow
-                .retry_later(&self.life.lp, move || me.drain_deferred());
+            self.flow.retry_later(&lp, move || me.drain_deferred());
         }
     }
 }
@@ -434,8 +436,8 @@ impl TransportImpl for WritePipe {
         self.life.extra_info(name)
     }
 
-    fn get_loop(&self) -> EventLoop {
-        self.life.lp.clone()
+    fn get_loop(&self) -> Option<EventLoop> {
+        self.life.lp.get()
     }
 
     fn writes_after_lost(&self) -> u64 {
