@@ -11,6 +11,13 @@
 //! 3. Move every due timer to the ready queue, in deadline order.
 //! 4. Run exactly the callbacks that were ready when this step began.
 //!
+//! # Ownership
+//! The handle `new`/`build` returns owns the loop; clones do not. Dropping
+//! the owner closes the loop (at the end of the run, if it runs), and
+//! `close` empties every queue and releases the reactor and the wake-up fd,
+//! so the cycle loop -> callback -> clone of the loop ends there: nothing
+//! leaks, whatever handles the user's callbacks captured.
+//!
 //! # Re-entrancy
 //! No `RefCell` of the loop is borrowed while user code runs: step 4 swaps
 //! the ready queue out before running it, watchers and handles are `Rc`s
