@@ -355,6 +355,10 @@ fn drop_at_every_poll<F, Fut>(
         ),
         None => panic!("{what}: never completed"),
     }
+    // In debug mode a TLS server reports each handshake its client gave up
+    // on; nothing else may be reported.
+    seen.borrow_mut()
+        .retain(|s| !(lp.get_debug() && s.message == "SSL handshake failed"));
     assert!(seen.borrow().is_empty(), "{:#?}", seen.borrow());
     lp.close().unwrap();
 }
