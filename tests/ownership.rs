@@ -661,3 +661,36 @@ fn datagram_and_pipe_transports_kept_after_connection_lost_do_not_keep_their_loo
     assert_eq!(new_fds(&before), vec![]);
     drop((d, pt));
 }
+
+#[test]
+fn a_dropped_serve_forever_future_closes_its_server() {
+    let _serial = serial();
+    let lp = new_loop();
+    let before = open_fds();
+    let server = lp
+        .run_until_complete({
+            let lp = lp.clone();
+            async move {
+                let opts = ServerOptions {
+                    start_serving: false,
+                    ..ServerOptions::default()
+                };
+                lp.create_server(|| Counting(Rc::new(Cell::new(0))), &["127.0.0.1"], 0, opts)
+                    .await
+            }
+        })
+        .unwrap()
+        .unwrap();
+    let addr = server.sockets()[0].as_inet().unwrap();
+    assert!(!poll_then_drop(&lp, 2, server.serve_forever()));
+    assert!(
+        !server.is_serving(),
+        "serve_forever's future was dropped: the server stops, as asyncio's cancelled serve_forever"
+    );
+    one_iteration(&lp);
+    assert_eq!(new_fds(&before), vec![], "the listening socket stayed open");
+    let refused = TcpStream::connect(addr).map(drop).map_err(|e| e.kind());
+    assert_eq!(refused, Err(io::ErrorKind::ConnectionRefused));
+    drop(server);
+    lp.close().unwrap();
+}

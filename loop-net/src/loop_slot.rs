@@ -67,6 +67,7 @@ impl LoopSlot {
         self.get().map_or(Ok(false), |lp| lp.remove_writer(fd))
     }
 
+    #[cfg(feature = "tls")]
     pub(crate) fn get_debug(&self) -> bool {
         self.get().is_some_and(|lp| lp.get_debug())
     }
