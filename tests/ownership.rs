@@ -694,3 +694,56 @@ fn a_dropped_serve_forever_future_closes_its_server() {
     drop(server);
     lp.close().unwrap();
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn a_tls_transport_kept_after_connection_lost_does_not_keep_its_loop() {
+    use tls_util::{client_opts, connect_tls, serve_tls, Pki};
+    let _serial = serial();
+    let pki = Pki::new(&["localhost"]);
+    let lp = new_loop();
+    let weak = lp.downgrade();
+    let server_tls = aioloop::TlsServerOptions::new(pki.server_config());
+    let server_calls = Rc::new(Cell::new(0));
+    let sc = server_calls.clone();
+    let server = lp
+        .run_until_complete({
+            let s = lp.clone();
+            async move {
+                s.create_server(
+                    move || Counting(sc.clone()),
+                    &["127.0.0.1"],
+                    0,
+                    serve_tls(server_tls),
+                )
+                .await
+            }
+        })
+        .unwrap()
+        .unwrap();
+    let port = server.sockets()[0].as_inet().unwrap().port();
+    let calls = Rc::new(Cell::new(0));
+    let (t, _) = lp
+        .run_until_complete({
+            let lp = lp.clone();
+            let calls = calls.clone();
+            let opts = connect_tls(client_opts(&pki));
+            async move {
+                lp.create_connection(move || Counting(calls), Some("127.0.0.1"), port, opts)
+                    .await
+            }
+        })
+        .unwrap()
+        .unwrap();
+    t.close();
+    run_until(&lp, &calls, 2); // connection_made, connection_lost
+    run_until(&lp, &server_calls, 2);
+    assert!(t.get_loop().is_none(), "released with connection_lost");
+    drop(server);
+    drop(lp);
+    assert!(
+        weak.upgrade().is_none(),
+        "the TLS Transport kept after connection_lost kept its loop"
+    );
+    drop(t);
+}
