@@ -428,7 +428,7 @@ fn udp_echo_between_two_endpoints() {
         assert_eq!(server.get_extra_info("no such thing"), None);
         assert_eq!(server.get_write_buffer_size(), 0);
         assert_eq!(server.get_write_buffer_limits(), (16 * 1024, 64 * 1024));
-        assert!(server.get_loop().is_running());
+        assert!(server.get_loop().unwrap().is_running());
         assert!(format!("{server:?}").contains("DatagramTransport"));
 
         close_and_wait(&client, &clog).await;

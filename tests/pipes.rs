@@ -889,7 +889,10 @@ fn calls_from_inside_data_received_of_a_read_pipe() {
                 t.resume_reading();
                 t.pause_reading();
                 let t2 = t.clone();
-                t.get_loop().call_soon(move || t2.resume_reading()).unwrap();
+                t.get_loop()
+                    .unwrap()
+                    .call_soon(move || t2.resume_reading())
+                    .unwrap();
             }
         });
         run(&lp, async move {

@@ -237,6 +237,28 @@ fn new_event_loop_gives_distinct_loops_and_does_not_set_them() {
     }
 }
 
+#[test]
+fn a_policy_given_the_owning_handle_keeps_the_loop_open_until_it_lets_go() {
+    let _s = serial();
+    let lp = new_event_loop().unwrap();
+    let clone = lp.clone();
+    set_event_loop(Some(lp)); // the owner moves into the policy
+    let current = get_event_loop().unwrap();
+    assert!(current.ptr_eq(&clone));
+    assert!(!clone.is_closed(), "the policy holds the owner");
+    assert_eq!(current.run_until_complete(async { 7 }).unwrap(), 7);
+    drop(current);
+    set_event_loop(None); // the policy drops the owner: the loop closes
+    assert!(clone.is_closed());
+
+    // Given a clone, the policy leaves ownership with the caller.
+    let owner = new_event_loop().unwrap();
+    set_event_loop(Some(owner.clone()));
+    set_event_loop(None);
+    assert!(!owner.is_closed());
+    owner.close().unwrap();
+}
+
 // ---------------------------------------------------------------------------
 // Custom policies
 

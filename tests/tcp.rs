@@ -713,8 +713,8 @@ fn get_loop_of_server_and_transport() {
         let (server, acc, port) = echo_server(&l).await;
         assert!(server.get_loop().ptr_eq(&l));
         let (t, _) = echo_once(&l, "127.0.0.1", port, b"x".to_vec()).await;
-        assert!(t.get_loop().ptr_eq(&l));
-        assert!(acc.get(0).transport().get_loop().ptr_eq(&l));
+        assert!(t.get_loop().unwrap().ptr_eq(&l));
+        assert!(acc.get(0).transport().get_loop().unwrap().ptr_eq(&l));
         t.close();
         acc.until_all_lost(1).await;
         server.close();

@@ -12,6 +12,13 @@
 //! 3. Move every due timer to the ready queue, in deadline order.
 //! 4. Run exactly the callbacks that were ready when this step began.
 //!
+//! # Ownership
+//! The handle `new`/`build` returns owns the loop; clones do not. Dropping
+//! the owner closes the loop (at the end of the run, if it runs), and
+//! `close` empties every queue and releases the reactor and the wake-up fd,
+//! so the cycle loop -> callback -> clone of the loop ends there: nothing
+//! leaks, whatever handles the user's callbacks captured.
+//!
 //! # Re-entrancy
 //! No `RefCell` of the loop is borrowed while user code runs: step 4 swaps
 //! the ready queue out before running it, watchers and handles are `Rc`s
@@ -57,6 +64,9 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) reactor: Reactor,
     state: Cell<RunState>,
+    /// The owning handle was dropped while the loop ran: close when the run
+    /// returns.
+    close_after_run: Cell<bool>,
     pub(crate) stopping: Cell<bool>,
     pub(crate) ready: RefCell<ReadyQueue>,
     pub(crate) timers: RefCell<TimerQueue>,
@@ -76,27 +86,73 @@ pub(crate) struct Inner {
 /// An asyncio event loop: callbacks, timers, fd readiness and futures, run on
 /// the thread that owns it.
 ///
-/// `EventLoop` is a cheap `Clone` handle (an `Rc`) and is `!Send`: one loop
-/// belongs to one thread, and callbacks and futures need not be `Send`. Reach
-/// it from other threads through [`handle`](Self::handle).
+/// `EventLoop` is `!Send`: one loop belongs to one thread, and callbacks and
+/// futures need not be `Send`. Reach it from other threads through
+/// [`handle`](Self::handle).
+///
+/// # The owning handle
+///
+/// The handle that [`EventLoop::new`] and [`Builder::build`] return *owns*
+/// the loop; [`clone`](Clone::clone) gives a cheap handle to the same loop
+/// that does not (callbacks, timers, tasks and transports capture such
+/// clones). Dropping the owning handle closes the loop if it is not closed
+/// yet, as dropping tokio's `Runtime` shuts it down; if it is dropped while
+/// the loop runs (moved into a callback, say), the loop closes when that
+/// run returns. Closing empties every queue, so whatever the loop's
+/// callbacks held (their own clones of the loop included) is released: a
+/// loop dropped without [`close`](Self::close) leaks no descriptor and no
+/// memory. So keep the owning handle for as long as you want the loop: a
+/// clone kept after the owner is dropped sees a closed loop
+/// ([`ErrorKind::Closed`]).
 ///
 /// ```
 /// use loop_core::EventLoop;
 /// use std::time::Duration;
 ///
-/// let lp = EventLoop::new()?;
-/// let stopper = lp.clone();
+/// let lp = EventLoop::new()?; // the owner
+/// let stopper = lp.clone(); // not an owner
 /// lp.call_soon(|| println!("first"))?;
 /// lp.call_later(Duration::from_millis(5), move || stopper.stop())?;
 /// lp.run_forever()?;
 /// let answer = lp.run_until_complete(async { 6 * 7 })?;
 /// assert_eq!(answer, 42);
-/// lp.close()?;
+///
+/// let clone = lp.clone();
+/// drop(lp); // closes the loop
+/// assert!(clone.is_closed());
 /// # Ok::<(), loop_core::LoopError>(())
 /// ```
-#[derive(Clone)]
 pub struct EventLoop {
     pub(crate) inner: Rc<Inner>,
+    /// This is the handle `new`/`build` returned: dropping it closes the loop.
+    owner: bool,
+}
+
+impl Clone for EventLoop {
+    /// A handle on the same loop that does not own it.
+    fn clone(&self) -> Self {
+        EventLoop {
+            inner: self.inner.clone(),
+            owner: false,
+        }
+    }
+}
+
+impl Drop for EventLoop {
+    /// The owning handle closes the loop (at the end of the current run if
+    /// it is running).
+    fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
+        match self.inner.state.get() {
+            RunState::Closed => {}
+            RunState::Running => self.inner.close_after_run.set(true),
+            RunState::Idle => {
+                let _ = self.close();
+            }
+        }
+    }
 }
 
 /// A loop handle that does not keep the loop alive
@@ -109,7 +165,10 @@ pub struct WeakEventLoop {
 impl WeakEventLoop {
     /// The loop, if some handle on it still exists.
     pub fn upgrade(&self) -> Option<EventLoop> {
-        self.inner.upgrade().map(|inner| EventLoop { inner })
+        self.inner.upgrade().map(|inner| EventLoop {
+            inner,
+            owner: false,
+        })
     }
 
     /// Whether this is a handle on `lp`.
@@ -166,11 +225,13 @@ impl Builder {
         let (shared, injected_rx) = Shared::new(notifier);
         let timer_stats = Rc::new(TimerStats::default());
         Ok(EventLoop {
+            owner: true,
             inner: Rc::new(Inner {
                 shared: Arc::new(shared),
                 injected_rx: RefCell::new(Some(injected_rx)),
                 reactor,
                 state: Cell::new(RunState::Idle),
+                close_after_run: Cell::new(false),
                 stopping: Cell::new(false),
                 ready: RefCell::default(),
                 timers: RefCell::new(TimerQueue::new(timer_stats.clone())),
@@ -342,10 +403,14 @@ impl EventLoop {
 
     /// Closes the loop: drops every pending callback, timer and task, removes
     /// every reader and writer (the fds themselves stay open: they are the
-    /// caller's), and shuts the default executor down without waiting (use
+    /// caller's), shuts the default executor down without waiting (use
     /// [`shutdown_default_executor`](Self::shutdown_default_executor) first
-    /// to wait). Idempotent. Errors with [`ErrorKind::Running`] while the
-    /// loop runs.
+    /// to wait), releases the poller and the wake-up fd, and drops the
+    /// exception handler. All at once, whatever clones and
+    /// [`LoopHandle`](crate::LoopHandle)s still exist: later calls through
+    /// any of them get [`ErrorKind::Closed`]. Idempotent. Errors with
+    /// [`ErrorKind::Running`] while the loop runs. Dropping the owning
+    /// handle does this too (see [`EventLoop`]).
     #[doc(alias = "loop.close")]
     pub fn close(&self) -> Result<(), LoopError> {
         match self.inner.state.get() {
@@ -411,10 +476,25 @@ impl EventLoop {
         guarded(&mut || self.close_tasks());
         let mut factory = inner.task_factory.borrow_mut().take();
         guarded(&mut || drop(factory.take()));
+        // The descriptors go now, whatever handles (and `LoopHandle`s on
+        // other threads) still exist.
+        inner.reactor.close();
+        inner.shared.notifier.close();
         for payload in panics {
             self.call_exception_handler(
                 ExceptionContext::new("A callback or task panicked while being dropped by close()")
                     .with_error(LoopError::panicked("drop", payload)),
+            );
+        }
+        // Last, the exception handler (it may hold a handle on the loop):
+        // reports made after this go to the default handler.
+        let mut handler = inner.exception_handler.borrow_mut().take();
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(handler.take()))) {
+            self.call_exception_handler(
+                ExceptionContext::new(
+                    "The exception handler panicked while being dropped by close()",
+                )
+                .with_error(LoopError::panicked("drop", payload)),
             );
         }
         Ok(())
@@ -610,6 +690,7 @@ impl std::fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventLoop")
             .field("id", &self.inner.shared.id)
+            .field("owner", &self.owner)
             .field("running", &self.is_running())
             .field("closed", &self.is_closed())
             .field("debug", &self.get_debug())
@@ -618,7 +699,8 @@ impl std::fmt::Debug for EventLoop {
 }
 
 impl Drop for Inner {
-    /// A loop dropped without `close()`: its `LoopHandle`s may live on in
+    /// The last handle of a loop that was never closed (its owner was
+    /// leaked with `mem::forget`, say): its `LoopHandle`s may live on in
     /// other threads. Mark the thread-safe queue closed so that they get
     /// `ErrorKind::Closed` instead of queueing work that can never run.
     fn drop(&mut self) {
@@ -644,5 +726,9 @@ impl Drop for RunGuard {
         }
         inner.stopping.set(false);
         running::set_running(None);
+        if inner.close_after_run.replace(false) {
+            // The owning handle was dropped during the run.
+            let _ = self.lp.close();
+        }
     }
 }

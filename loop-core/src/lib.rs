@@ -43,7 +43,9 @@
 //! # The model
 //!
 //! One loop per thread, single-threaded: [`EventLoop`] is a cheap `Clone`
-//! handle and `!Send`; callbacks and futures need not be `Send`. The only way
+//! handle and `!Send`; callbacks and futures need not be `Send`. The handle
+//! [`EventLoop::new`] returns owns the loop: dropping it closes the loop,
+//! releasing every descriptor (clones do not own it; see [`EventLoop`]). The only way
 //! in from another thread is the `Send + Sync` [`LoopHandle`]. A panic in a
 //! callback is caught where the loop called it and reported through the
 //! [exception handler](EventLoop::set_exception_handler); the loop keeps

@@ -13,7 +13,9 @@
 //! The loop drains the channel once per iteration, after the poll, and only
 //! when `pending` is set, so an idle channel costs one atomic load per
 //! iteration. Closing the loop drops the receiver: queued items are dropped
-//! with it, on the loop thread, and later sends fail and hand the item back.
+//! with it, on the loop thread, and later sends fail and hand the item back;
+//! it also closes the notifier's wake-up fd at once, however many
+//! `LoopHandle`s live (see `Notifier` for why that cannot race a `notify`).
 
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -48,6 +48,7 @@ use rustix::net::SocketAddrAny;
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
 use crate::protocol::{ProtocolCell, ProtocolHandle};
+use crate::loop_slot::LoopSlot;
 use crate::transport::ExtraInfo;
 use crate::write_buffer::WriteBufferLimits;
 
@@ -172,7 +173,8 @@ struct Queued {
 
 pub(crate) struct Endpoint {
     me: Weak<Endpoint>,
-    lp: EventLoop,
+    /// Released once `connection_lost` has run (loop_slot.rs).
+    lp: LoopSlot,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     state: Cell<State>,
@@ -355,9 +357,11 @@ impl DatagramTransport {
         self.inner.sends_after_close.get()
     }
 
-    /// The loop the endpoint runs on.
-    pub fn get_loop(&self) -> EventLoop {
-        self.inner.lp.clone()
+    /// The loop the endpoint runs on; `None` once `connection_lost` has
+    /// run (asyncio's transport sets its `_loop` to `None` then), so an
+    /// endpoint kept after that does not keep its loop alive.
+    pub fn get_loop(&self) -> Option<EventLoop> {
+        self.inner.lp.get()
     }
 
     /// Whether two handles are the same endpoint.

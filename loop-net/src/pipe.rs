@@ -51,6 +51,7 @@ use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 
+use crate::loop_slot::LoopSlot;
 use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 
@@ -149,7 +150,8 @@ struct Watch {
 /// The part of a pipe transport's state that both directions share: the
 /// lifecycle, the fd and the protocol.
 struct Life {
-    lp: EventLoop,
+    /// Released once `connection_lost` has run (loop_slot.rs).
+    lp: LoopSlot,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     info: PipeFd,
@@ -164,7 +166,7 @@ struct Life {
 impl Life {
     fn new(lp: &EventLoop, fd: OwnedFd, info: PipeFd, protocol: AnyProtocol) -> Life {
         Life {
-            lp: lp.clone(),
+            lp: LoopSlot::new(lp),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             info,
@@ -383,7 +385,9 @@ fn call_connection_lost<T: PipeEnd>(me: &Rc<T>, error: Option<io::Error>) {
     if life.made.get() {
         let context = format!("{} fd={}", T::NAME, life.raw);
         // The protocol is free: this cannot be handed back.
-        let _ = protocol.deliver_connection_lost(&life.lp, error, &context);
+        if let Some(lp) = life.lp.get() {
+            let _ = protocol.deliver_connection_lost(&lp, error, &context);
+        }
     }
     // Else connection_made was never delivered: neither is connection_lost.
     drop(protocol);
@@ -406,12 +410,17 @@ fn finish_lost<T: PipeEnd>(me: &Rc<T>) {
     // Drop runs outside any borrow of ours.
     let released = life.protocol.replace(AnyProtocol::released());
     drop(released);
+    // And the loop (see stream.rs).
+    life.lp.release();
 }
 
 fn protocol_failed<T: PipeEnd>(me: &Rc<T>, what: &str, payload: Box<dyn std::any::Any + Send>) {
     let life = me.life();
     let context = format!("{} fd={}", T::NAME, life.raw);
     let protocol = life.protocol.borrow().clone();
-    let error = report_protocol_panic(&life.lp, what, payload, context, &protocol);
+    let error = match life.lp.get() {
+        Some(lp) => report_protocol_panic(&lp, what, payload, context, &protocol),
+        None => io::Error::other(format!("protocol.{what}() call failed")),
+    };
     me.force_close(Some(error));
 }

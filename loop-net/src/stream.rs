@@ -53,6 +53,7 @@ use loop_core::{ErrorKind, EventLoop, LoopError};
 
 use crate::addr::SockAddr;
 use crate::flow::{Notice, WriteFlow};
+use crate::loop_slot::LoopSlot;
 use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
@@ -81,7 +82,8 @@ pub(crate) type LostHook = Box<dyn FnOnce()>;
 
 pub(crate) struct Stream {
     me: std::rc::Weak<Stream>,
-    lp: EventLoop,
+    /// Released once `connection_lost` has run (loop_slot.rs).
+    lp: LoopSlot,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     state: Cell<State>,
@@ -143,7 +145,7 @@ impl Stream {
         let sockname = rustix::net::getsockname(&fd).ok().map(SockAddr::from_raw);
         let stream = Rc::new_cyclic(|me| Stream {
             me: me.clone(),
-            lp: lp.clone(),
+            lp: LoopSlot::new(lp),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             state: Cell::new(State::Open),
@@ -178,6 +180,10 @@ impl Stream {
     /// Calls `connection_made` (always first: a `close`/`abort` before it
     /// only schedules `connection_lost` after it), then starts reading.
     fn deliver_made(self: &Rc<Self>, transport: Transport) {
+        if self.state.get() == State::Lost {
+            // Abandoned before this ran: the protocol is never called.
+            return;
+        }
         let protocol = self.protocol.borrow().clone();
         match protocol.deliver_connection_made(transport) {
             Made::Called => {
@@ -222,6 +228,19 @@ impl Stream {
         })
     }
 
+    /// The future waiting for `connection_made` was dropped before it ran
+    /// (a cancelled `create_connection`): close the socket and release the
+    /// protocol at once, without calling it; the `connection_made` already
+    /// scheduled does nothing. Too late once `connection_made` ran: the
+    /// caller then returns the transport.
+    pub(crate) fn abandon(&self) {
+        if self.made.get() || self.state.get() == State::Lost {
+            return;
+        }
+        self.lost_scheduled.set(true);
+        self.finish_lost();
+    }
+
     /// The `Rc` of `self`, for the callbacks registered with the loop.
     fn rc(&self) -> Rc<Stream> {
         self.me.upgrade().expect("a live Stream is owned by an Rc")
@@ -263,13 +282,11 @@ impl Stream {
 
     fn protocol_failed(self: &Rc<Self>, what: &str, payload: Box<dyn std::any::Any + Send>) {
         let protocol = self.protocol.borrow().clone();
-        let error = report_protocol_panic(
-            &self.lp,
-            what,
-            payload,
-            format!("fd={}", self.raw),
-            &protocol,
-        );
+        let context = format!("fd={}", self.raw);
+        let error = match self.lp.get() {
+            Some(lp) => report_protocol_panic(&lp, what, payload, context, &protocol),
+            None => io::Error::other(format!("protocol.{what}() call failed")),
+        };
         self.force_close(Some(error));
     }
 
@@ -298,7 +315,9 @@ impl Stream {
         if self.made.get() || self.state.get() == State::Lost {
             let context = format!("fd={}", self.raw);
             // The protocol is free: this cannot be handed back.
-            let _ = protocol.deliver_connection_lost(&self.lp, error, &context);
+            if let Some(lp) = self.lp.get() {
+                let _ = protocol.deliver_connection_lost(&lp, error, &context);
+            }
         }
         // Else connection_made was never delivered: neither is connection_lost.
         drop(protocol);
@@ -316,10 +335,15 @@ impl Stream {
         // Break the protocol -> transport -> protocol cycle; the protocol's
         // own Drop runs outside any borrow of ours.
         let released = self.protocol.replace(AnyProtocol::released());
-        if let Some(hook) = self.on_lost.borrow_mut().take() {
+        // Taken first: no borrow of ours is held while the hook runs.
+        let hook = self.on_lost.borrow_mut().take();
+        if let Some(hook) = hook {
             hook();
         }
         drop(released);
+        // And the loop (asyncio sets `_loop = None`): a `Transport` kept
+        // after this does not keep the loop alive.
+        self.lp.release();
     }
 }
 

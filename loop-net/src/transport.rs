@@ -33,7 +33,7 @@ pub(crate) trait TransportImpl {
     fn write_buffer_limits(&self) -> WriteBufferLimits;
     fn set_write_buffer_limits(&self, limits: WriteBufferLimits);
     fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
-    fn get_loop(&self) -> EventLoop;
+    fn get_loop(&self) -> Option<EventLoop>;
     fn writes_after_lost(&self) -> u64;
     /// Bytes of the write buffer that a forced close (abort, error) dropped
     /// unsent; 0 while open, after a clean close, and for read-only kinds.
@@ -290,8 +290,11 @@ impl Transport {
         self.inner.dropped_on_loss()
     }
 
-    /// The loop the transport runs on.
-    pub fn get_loop(&self) -> EventLoop {
+    /// The loop the transport runs on; `None` once `connection_lost` has
+    /// run (asyncio's transport sets its `_loop` to `None` then): a
+    /// transport kept after its connection is lost does not keep its loop
+    /// alive.
+    pub fn get_loop(&self) -> Option<EventLoop> {
         self.inner.get_loop()
     }
 

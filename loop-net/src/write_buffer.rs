@@ -8,8 +8,8 @@
 //! - The buffer is a ring (`VecDeque<u8>`): appending copies the bytes in
 //!   once (the transport writes to the socket first and buffers only the
 //!   remainder), sending advances the head, and nothing is ever moved
-//!   inside the buffer. [`as_slices`](WriteBuffer::as_slices) gives the
-//!   two contiguous parts for a vectored write. No allocation per write
+//!   inside the buffer. [`send_to`](WriteBuffer::send_to) sends both
+//!   contiguous parts of a wrapped ring with one vectored call. No allocation per write
 //!   once the buffer has grown; a large allocation is given back when the
 //!   buffer empties.
 
@@ -55,7 +55,8 @@ impl WriteBuffer {
     }
 
     /// The first contiguous part of the buffered bytes (all of them unless
-    /// the ring wraps): what a single `send` takes.
+    /// the ring wraps).
+    #[cfg(test)]
     pub(crate) fn as_slice(&self) -> &[u8] {
         self.data.as_slices().0
     }
@@ -63,6 +64,22 @@ impl WriteBuffer {
     /// Both contiguous parts, in order, for a vectored write.
     pub(crate) fn as_slices(&self) -> (&[u8], &[u8]) {
         self.data.as_slices()
+    }
+
+    /// Sends the buffered bytes to the stream socket `fd` (without
+    /// SIGPIPE), as many as it takes now, both parts of a wrapped ring in
+    /// one vectored call; the caller `consume`s them.
+    pub(crate) fn send_to(&self, fd: std::os::fd::BorrowedFd<'_>) -> rustix::io::Result<usize> {
+        use rustix::net::SendFlags;
+        match self.data.as_slices() {
+            (front, []) => rustix::net::send(fd, front, SendFlags::NOSIGNAL),
+            (front, back) => rustix::net::sendmsg(
+                fd,
+                &[std::io::IoSlice::new(front), std::io::IoSlice::new(back)],
+                &mut rustix::net::SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            ),
+        }
     }
 
     /// Drops the first `n` bytes (those the kernel accepted).
@@ -166,6 +183,26 @@ mod tests {
         assert_eq!(b.as_slice(), b"efg", "all sent: nothing buffered");
         b.extend_unsent(&[std::io::IoSlice::new(b"hi")], 0);
         assert_eq!(b.as_slice(), b"efghi");
+    }
+
+    #[test]
+    fn a_wrapped_ring_is_sent_whole_in_one_call() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut b = WriteBuffer::default();
+        // Make the ring wrap: fill, consume the front, append again.
+        b.extend(&[1u8; 100]);
+        b.consume(90);
+        b.extend(&vec![2u8; b.data.capacity() - 20]);
+        let (front, back) = b.as_slices();
+        assert!(!front.is_empty() && !back.is_empty(), "the ring wraps");
+        let expected = contents(&b);
+        let n = b.send_to(ours.as_fd()).unwrap();
+        assert_eq!(n, expected.len(), "one call sends both parts");
+        let mut got = vec![0u8; n];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, expected);
     }
 
     #[test]

@@ -65,7 +65,10 @@ pub fn get_event_loop() -> Result<EventLoop, LoopError> {
 /// Makes `lp` the current loop through the process-wide policy (for the
 /// calling thread, with the default policy); `None` clears it.
 ///
-/// The loop it replaces is neither stopped nor closed. Setting a loop does
+/// The loop it replaces is neither stopped nor closed, unless the policy
+/// held its owning handle (`set_event_loop(Some(new_event_loop()?))`):
+/// dropping that closes the loop. Setting a clone leaves ownership with
+/// the caller. Setting a loop does
 /// not run it, and a loop running on this thread stays what
 /// [`get_event_loop`] returns until it stops.
 #[doc(alias = "asyncio.set_event_loop")]
@@ -73,8 +76,10 @@ pub fn set_event_loop(lp: Option<EventLoop>) {
     get_event_loop_policy().set_event_loop(lp);
 }
 
-/// A new loop from the process-wide policy. It is not made current: pass it
-/// to [`set_event_loop`] for that, and close it when done.
+/// A new loop from the process-wide policy: the owning handle (dropping it
+/// closes the loop; see [`EventLoop`](loop_core::EventLoop)). It is not made
+/// current: pass it (or a clone) to [`set_event_loop`] for that, and close it
+/// when done.
 ///
 /// ```
 /// use loop_policy::new_event_loop;

@@ -45,8 +45,10 @@ thread_local! {
 /// A loop stays referenced by the slot until it is replaced or cleared in
 /// its thread, or the thread ends. When the slot itself is dropped, its loop
 /// in the dropping thread goes at once; those in other threads go at their
-/// next `set` on any slot, or when they end. A slot never closes a loop:
-/// that stays the caller's job.
+/// next `set` on any slot, or when they end. A slot never closes a loop
+/// itself; but if it was given a loop's owning handle (the one
+/// [`EventLoop::new`] returned, not a clone), letting go of it closes that
+/// loop, as dropping an owning handle always does.
 ///
 /// ```
 /// use loop_core::EventLoop;

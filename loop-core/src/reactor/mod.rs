@@ -21,9 +21,11 @@
 //! so a burst of `call_soon_threadsafe` calls costs one write and the loop one
 //! read. An eventfd coalesces and cannot fill up, unlike a self-pipe.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
@@ -92,69 +94,93 @@ pub(crate) struct Readiness {
     pub(crate) writable: bool,
 }
 
-/// The loop's poller.
-pub(crate) enum Reactor {
+/// The loop's poller: one backend until [`close`](Reactor::close) releases
+/// it (its epoll fd or `polling` instance goes at once, whatever handles on
+/// the loop still exist).
+pub(crate) struct Reactor {
+    backend: Backend,
+    /// `None` once closed. Borrowed only for one poller call, never across
+    /// user code.
+    kind: RefCell<Option<ReactorKind>>,
+}
+
+enum ReactorKind {
     #[cfg(target_os = "linux")]
     Epoll(epoll::EpollReactor),
     Portable(portable::PortableReactor),
 }
 
+/// The error of a call on a closed reactor (the loop refuses such calls
+/// before they get here; this is the backstop).
+fn closed() -> io::Error {
+    rustix::io::Errno::BADF.into()
+}
+
 impl Reactor {
     /// A reactor of `backend` and the notifier that wakes it.
     pub(crate) fn new(backend: Backend) -> io::Result<(Reactor, Notifier)> {
-        match backend {
+        let (kind, notifier) = match backend {
             #[cfg(target_os = "linux")]
             Backend::Epoll => {
                 let (r, n) = epoll::EpollReactor::new()?;
-                Ok((Reactor::Epoll(r), Notifier::new(NotifierKind::Epoll(n))))
+                (ReactorKind::Epoll(r), NotifierKind::Epoll(n))
             }
             #[cfg(not(target_os = "linux"))]
-            Backend::Epoll => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the epoll backend exists only on Linux",
-            )),
-            Backend::Polling => {
-                let (r, n) = portable::PortableReactor::new()?;
-                Ok((
-                    Reactor::Portable(r),
-                    Notifier::new(NotifierKind::Portable(n)),
+            Backend::Epoll => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the epoll backend exists only on Linux",
                 ))
             }
-        }
+            Backend::Polling => {
+                let (r, n) = portable::PortableReactor::new()?;
+                (ReactorKind::Portable(r), NotifierKind::Portable(n))
+            }
+        };
+        let reactor = Reactor {
+            backend,
+            kind: RefCell::new(Some(kind)),
+        };
+        Ok((reactor, Notifier::new(notifier)))
     }
 
     pub(crate) fn backend(&self) -> Backend {
-        match self {
-            #[cfg(target_os = "linux")]
-            Reactor::Epoll(_) => Backend::Epoll,
-            Reactor::Portable(_) => Backend::Polling,
+        self.backend
+    }
+
+    /// Runs `f` on the open backend, or fails with `EBADF` once closed.
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&ReactorKind) -> io::Result<R>) -> io::Result<R> {
+        match &*self.kind.borrow() {
+            Some(kind) => f(kind),
+            None => Err(closed()),
         }
     }
 
     /// Starts watching `fd` under `key`. The caller guarantees `fd >= 0` and
     /// deletes the registration before the fd is closed (see `io.rs`).
     pub(crate) fn add(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
-        match self {
+        self.with(|kind| match kind {
             #[cfg(target_os = "linux")]
-            Reactor::Epoll(r) => r.add(fd, key, interest),
-            Reactor::Portable(r) => r.add(fd, key, interest),
-        }
+            ReactorKind::Epoll(r) => r.add(fd, key, interest),
+            ReactorKind::Portable(r) => r.add(fd, key, interest),
+        })
     }
 
     pub(crate) fn modify(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
-        match self {
+        self.with(|kind| match kind {
             #[cfg(target_os = "linux")]
-            Reactor::Epoll(r) => r.modify(fd, key, interest),
-            Reactor::Portable(r) => r.modify(fd, key, interest),
-        }
+            ReactorKind::Epoll(r) => r.modify(fd, key, interest),
+            ReactorKind::Portable(r) => r.modify(fd, key, interest),
+        })
     }
 
     pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
-        match self {
+        self.with(|kind| match kind {
             #[cfg(target_os = "linux")]
-            Reactor::Epoll(r) => r.delete(fd),
-            Reactor::Portable(r) => r.delete(fd),
-        }
+            ReactorKind::Epoll(r) => r.delete(fd),
+            ReactorKind::Portable(r) => r.delete(fd),
+        })
     }
 
     /// Waits up to `timeout` (`None`: until something happens) and appends the
@@ -166,22 +192,40 @@ impl Reactor {
         timeout: Option<Duration>,
         notifier: &Notifier,
     ) -> io::Result<()> {
-        match self {
+        self.with(|kind| match kind {
             #[cfg(target_os = "linux")]
-            Reactor::Epoll(r) => r.wait(out, timeout, notifier),
-            Reactor::Portable(r) => {
+            ReactorKind::Epoll(r) => r.wait(out, timeout, notifier),
+            ReactorKind::Portable(r) => {
                 let res = r.wait(out, timeout);
                 // polling consumes its own notifications inside `wait`.
                 notifier.clear_notified();
                 res
             }
-        }
+        })
+    }
+
+    /// Releases the poller (its fds close now). Later calls fail with
+    /// `EBADF`. Idempotent.
+    pub(crate) fn close(&self) {
+        let kind = self.kind.borrow_mut().take();
+        drop(kind);
     }
 }
 
 /// The `Send + Sync` half of the reactor: wakes a loop blocked in `wait`.
+///
+/// Shared with the loop's `LoopHandle`s on other threads, so the loop's
+/// `close` cannot wait for them to drop it: [`close`](Notifier::close)
+/// releases the wake-up fd (or the `polling` instance) at once. The lock
+/// makes that safe against a `notify` on another thread: a writer holds the
+/// read lock for its one write, so the fd is closed either after that write
+/// or before the writer looks, never under it (a write into a recycled fd
+/// number would land in someone else's file). The lock is taken only on the
+/// slow path (the loop parked and not yet notified), at most once per
+/// wake-up.
 pub(crate) struct Notifier {
-    kind: NotifierKind,
+    /// `None` once closed.
+    kind: RwLock<Option<NotifierKind>>,
     /// The loop may be blocked in `wait` (set just before, cleared just after).
     parked: AtomicBool,
     /// A wake-up was sent and the loop has not consumed it yet.
@@ -197,13 +241,14 @@ pub(crate) enum NotifierKind {
 impl Notifier {
     fn new(kind: NotifierKind) -> Self {
         Notifier {
-            kind,
+            kind: RwLock::new(Some(kind)),
             parked: AtomicBool::new(false),
             notified: AtomicBool::new(false),
         }
     }
 
-    /// Wakes the loop if it may be sleeping. Cheap when it is not.
+    /// Wakes the loop if it may be sleeping. Cheap when it is not. A closed
+    /// notifier sends nothing (the loop is closed: nothing waits).
     pub(crate) fn notify(&self) -> io::Result<()> {
         if !self.parked.load(Ordering::SeqCst) {
             return Ok(());
@@ -211,11 +256,14 @@ impl Notifier {
         if self.notified.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let res = match &self.kind {
+        let kind = self.kind.read().unwrap_or_else(|e| e.into_inner());
+        let res = match &*kind {
             #[cfg(target_os = "linux")]
-            NotifierKind::Epoll(fd) => epoll::write_eventfd(fd),
-            NotifierKind::Portable(p) => p.notify(),
+            Some(NotifierKind::Epoll(fd)) => epoll::write_eventfd(fd),
+            Some(NotifierKind::Portable(p)) => p.notify(),
+            None => Ok(()),
         };
+        drop(kind);
         if res.is_err() {
             // Nothing was sent, so nothing will be consumed: the next
             // wake-up must try (and report) again instead of being skipped
@@ -235,6 +283,13 @@ impl Notifier {
     /// The loop consumed the pending wake-up.
     pub(crate) fn clear_notified(&self) {
         self.notified.store(false, Ordering::SeqCst);
+    }
+
+    /// Releases the wake-up fd now, once no `notify` is writing to it; later
+    /// `notify` calls send nothing. Idempotent.
+    pub(crate) fn close(&self) {
+        let kind = self.kind.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop(kind);
     }
 }
 

@@ -17,6 +17,7 @@ use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
 use crate::protocol::ProtocolCell;
+use crate::loop_slot::LoopSlot;
 use crate::write_buffer::WriteBufferLimits;
 
 use super::{DatagramProtocol, DatagramTransport, DynProtocol, Endpoint, State};
@@ -76,7 +77,7 @@ impl Endpoint {
         };
         let ep = Rc::new_cyclic(|me| Endpoint {
             me: me.clone(),
-            lp: lp.clone(),
+            lp: LoopSlot::new(lp),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             state: Cell::new(State::Open),
@@ -247,6 +248,8 @@ impl Endpoint {
             .protocol
             .replace(Rc::new(ProtocolCell::new(Released)) as DynProtocol);
         drop(released);
+        // And the loop (see stream.rs).
+        self.lp.release();
     }
 
     pub(super) fn report_panic(

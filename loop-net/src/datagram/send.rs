@@ -200,7 +200,7 @@ impl Endpoint {
             }
             None
         });
-        if !delivered {
+        if !delivered && self.lp.get().is_some() {
             let me = self.rc();
             let protocol = self.protocol.borrow().clone();
             self.flow

@@ -315,8 +315,8 @@ impl TransportImpl for ReadPipe {
         self.life.extra_info(name)
     }
 
-    fn get_loop(&self) -> EventLoop {
-        self.life.lp.clone()
+    fn get_loop(&self) -> Option<EventLoop> {
+        self.life.lp.get()
     }
 
     fn writes_after_lost(&self) -> u64 {

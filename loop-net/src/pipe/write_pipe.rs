@@ -307,9 +307,12 @@ impl WritePipe {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.life.protocol();
             let transport = || Some(format!("write pipe fd={}", self.life.raw));
-            notice.deliver(&self.life.lp, &protocol, transport)
+            match self.life.lp.get() {
+                Some(lp) => notice.deliver(&lp, &protocol, transport),
+                None => None,
+            }
         });
-        if !delivered {
+        if !delivered && self.life.lp.get().is_some() {
             let me = self.rc();
             let protocol = self.life.protocol();
             self.flow
@@ -440,8 +443,8 @@ impl TransportImpl for WritePipe {
         self.life.extra_info(name)
     }
 
-    fn get_loop(&self) -> EventLoop {
-        self.life.lp.clone()
+    fn get_loop(&self) -> Option<EventLoop> {
+        self.life.lp.get()
     }
 
     fn writes_after_lost(&self) -> u64 {

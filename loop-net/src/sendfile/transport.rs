@@ -451,7 +451,8 @@ pub(crate) async fn sendfile(
     if lp.is_closed() {
         return Err(LoopError::closed().into());
     }
-    if !lp.ptr_eq(&transport.get_loop()) {
+    // (A lost transport has let go of its loop: refused below as closing.)
+    if transport.get_loop().is_some_and(|t| !lp.ptr_eq(&t)) {
         return Err(invalid(
             "sendfile: the transport belongs to another event loop",
         ));

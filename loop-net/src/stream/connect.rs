@@ -309,7 +309,8 @@ pub(crate) async fn create_connection<F: IntoProtocol>(
 }
 
 /// Starts the transport and waits for `connection_made`, as asyncio's
-/// `create_connection` does before returning.
+/// `create_connection` does before returning. Dropped before that, it
+/// closes the socket and the protocol is never called.
 async fn start_and_wait<F: IntoProtocol>(
     lp: &EventLoop,
     sock: OwnedFd,
@@ -318,8 +319,22 @@ async fn start_and_wait<F: IntoProtocol>(
     let (protocol, handle) = factory().into_protocol();
     let (transport, stream) =
         Stream::start_rc(lp, sock, protocol, None).map_err(io::Error::from)?;
+    let mut guard = AbandonUnlessMade(Some(stream.clone()));
     stream.wait_made().await;
+    guard.0 = None;
     Ok((transport, handle))
+}
+
+/// Abandons the stream transport (stream.rs) if the future waiting for its
+/// `connection_made` is dropped.
+struct AbandonUnlessMade(Option<std::rc::Rc<Stream>>);
+
+impl Drop for AbandonUnlessMade {
+    fn drop(&mut self) {
+        if let Some(stream) = self.0.take() {
+            stream.abandon();
+        }
+    }
 }
 
 fn ensure_open(lp: &EventLoop) -> io::Result<()> {

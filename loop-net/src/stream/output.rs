@@ -13,6 +13,11 @@ use rustix::net::{SendAncillaryBuffer, SendFlags, Shutdown};
 
 use super::{io_error, Notice, State, Stream};
 
+/// The most buffers `writelines` hands to one `sendmsg`: an array of this
+/// many `IoSlice`s lives on the stack (1 KiB), and Linux refuses more than
+/// `IOV_MAX` (1024) in one call.
+const MAX_IOV: usize = 64;
+
 impl Stream {
     fn start_writing(self: &Rc<Self>) {
         if self.writing.get() {
@@ -40,7 +45,7 @@ impl Stream {
             if buffer.is_empty() {
                 Ok(0)
             } else {
-                self.with_fd(|fd| rustix::net::send(fd, buffer.as_slice(), SendFlags::NOSIGNAL))
+                self.with_fd(|fd| buffer.send_to(fd))
                     .unwrap_or(Ok(0))
                     .map_err(io::Error::from)
             }
@@ -81,18 +86,39 @@ impl Stream {
         sent(|| self.with_fd(|fd| rustix::net::send(fd, data, SendFlags::NOSIGNAL)))
     }
 
+    /// `writelines`' send: up to [`MAX_IOV`] buffers per `sendmsg`, from an
+    /// array on the stack (no allocation), group after group while the
+    /// socket takes each whole. The bytes sent, or the error of the first
+    /// call (a later error is met again by the next send).
     fn sendv_now(&self, chunks: &[&[u8]]) -> io::Result<usize> {
-        let slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
-        sent(|| {
-            self.with_fd(|fd| {
-                rustix::net::sendmsg(
-                    fd,
-                    &slices,
-                    &mut SendAncillaryBuffer::default(),
-                    SendFlags::NOSIGNAL,
-                )
-            })
-        })
+        let mut total = 0;
+        for group in chunks.chunks(MAX_IOV) {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            for (slot, chunk) in iov.iter_mut().zip(group) {
+                *slot = IoSlice::new(chunk);
+            }
+            let iov = &iov[..group.len()];
+            let sent_now = sent(|| {
+                self.with_fd(|fd| {
+                    rustix::net::sendmsg(
+                        fd,
+                        iov,
+                        &mut SendAncillaryBuffer::default(),
+                        SendFlags::NOSIGNAL,
+                    )
+                })
+            });
+            let n = match sent_now {
+                Ok(n) => n,
+                Err(e) if total == 0 => return Err(e),
+                Err(_) => return Ok(total),
+            };
+            total += n;
+            if n < group.iter().map(|c| c.len()).sum::<usize>() {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     fn check_writable(&self) -> Result<bool, LoopError> {
@@ -167,9 +193,12 @@ impl Stream {
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.protocol.borrow().clone();
-            notice.deliver(&self.lp, &protocol, || None)
+            match self.lp.get() {
+                Some(lp) => notice.deliver(&lp, &protocol, || None),
+                None => None,
+            }
         });
-        if !delivered {
+        if !delivered && self.lp.get().is_some() {
             let me = self.rc();
             let protocol = self.protocol.borrow().clone();
             self.flow

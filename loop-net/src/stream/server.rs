@@ -206,12 +206,15 @@ impl Server {
 
     /// Starts serving if needed and resolves when the server is closed
     /// (asyncio's `serve_forever`, which runs until cancelled: here, drop the
-    /// future or call [`close`](Self::close)).
+    /// future or call [`close`](Self::close)). Dropping the future before
+    /// the server is closed closes it, as cancelling asyncio's does: the
+    /// listening sockets are closed (accepted connections stay open).
     #[doc(alias = "Server.serve_forever")]
     pub fn serve_forever(&self) -> impl Future<Output = Result<(), LoopError>> + 'static {
         let server = self.clone();
         async move {
             server.start_serving()?;
+            let close_on_drop = CloseOnDrop(Some(server.clone()));
             let inner = server.inner.clone();
             std::future::poll_fn(move |cx| {
                 if inner.closed.get() {
@@ -221,6 +224,8 @@ impl Server {
                 Poll::Pending
             })
             .await;
+            let mut close_on_drop = close_on_drop;
+            close_on_drop.0 = None;
             Ok(())
         }
     }
@@ -404,6 +409,17 @@ impl fmt::Debug for Server {
             .field("serving", &self.is_serving())
             .field("active", &self.active_connections())
             .finish()
+    }
+}
+
+/// Closes the server if `serve_forever`'s future is dropped while it serves.
+struct CloseOnDrop(Option<Server>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(server) = self.0.take() {
+            server.close();
+        }
     }
 }
 

@@ -112,8 +112,8 @@ impl TransportImpl for Stream {
         }
     }
 
-    fn get_loop(&self) -> EventLoop {
-        self.lp.clone()
+    fn get_loop(&self) -> Option<EventLoop> {
+        self.lp.get()
     }
 
     fn writes_after_lost(&self) -> u64 {

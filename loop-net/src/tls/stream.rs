@@ -50,6 +50,7 @@ use rustls::Connection;
 
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
+use crate::loop_slot::LoopSlot;
 use crate::protocol::AnyProtocol;
 use crate::sendfile::transport::SendfileState;
 use crate::stream::LostHook;
@@ -127,7 +128,8 @@ impl Settings {
 
 pub(crate) struct TlsStream {
     me: Weak<TlsStream>,
-    lp: EventLoop,
+    /// Released once `connection_lost` has run (loop_slot.rs).
+    lp: LoopSlot,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     conn: RefCell<Connection>,
@@ -212,7 +214,7 @@ impl TlsStream {
         let stalled = !settings.received.is_empty();
         let stream = Rc::new_cyclic(|me| TlsStream {
             me: me.clone(),
-            lp: lp.clone(),
+            lp: LoopSlot::new(lp),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             conn: RefCell::new(conn),
@@ -324,6 +326,12 @@ impl TlsStream {
                 ),
                 false,
             );
+        } else if !self.made.get() {
+            // Handshake done, `connection_made` scheduled but not run: the
+            // protocol is never called; close the socket now.
+            self.state.set(State::Lost);
+            self.lost_scheduled.set(true);
+            self.finish_lost();
         } else {
             self.force_close(None);
         }

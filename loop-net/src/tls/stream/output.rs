@@ -180,7 +180,10 @@ impl TlsStream {
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.protocol.borrow().clone();
-            notice.deliver(&self.lp, &protocol, || None)
+            match self.lp.get() {
+                Some(lp) => notice.deliver(&lp, &protocol, || None),
+                None => None,
+            }
         });
         if !delivered {
             self.when_protocol_free(|me| me.drain_deferred());

@@ -157,7 +157,9 @@ impl TlsStream {
         }
         if !self.announce || self.made.get() {
             // The protocol is free: this cannot be handed back.
-            let _ = protocol.deliver_connection_lost(&self.lp, error, "TLS transport");
+            if let Some(lp) = self.lp.get() {
+                let _ = protocol.deliver_connection_lost(&lp, error, "TLS transport");
+            }
         }
         // Else connection_made was never delivered: neither is connection_lost.
         drop(protocol);
@@ -177,9 +179,13 @@ impl TlsStream {
         drop(fd);
         self.wake_waiters();
         let released = self.protocol.replace(AnyProtocol::released());
-        if let Some(hook) = self.on_lost.borrow_mut().take() {
+        // Taken first: no borrow of ours is held while the hook runs.
+        let hook = self.on_lost.borrow_mut().take();
+        if let Some(hook) = hook {
             hook();
         }
         drop(released);
+        // And the loop (see stream.rs).
+        self.lp.release();
     }
 }

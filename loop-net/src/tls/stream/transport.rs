@@ -181,8 +181,8 @@ impl TransportImpl for TlsStream {
         }
     }
 
-    fn get_loop(&self) -> EventLoop {
-        self.lp.clone()
+    fn get_loop(&self) -> Option<EventLoop> {
+        self.lp.get()
     }
 
     fn writes_after_lost(&self) -> u64 {
