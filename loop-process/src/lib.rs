@@ -17,7 +17,7 @@
 //! | `ProcessLookupError` | an `io::Error` with `ESRCH` (signals after `connection_lost`; between the exit and then they do nothing, as in asyncio) |
 //! | `loop.add_signal_handler(sig, cb)` | [`SignalLoopExt::add_signal_handler`] |
 //! | `loop.remove_signal_handler(sig)` | [`SignalLoopExt::remove_signal_handler`] |
-//! | (`loop.close()` removing them) | [`SignalLoopExt::remove_all_signal_handlers`], or closing the loop |
+//! | (`loop.close()` removing them, restoring each signal's disposition) | closing the loop, or [`SignalLoopExt::remove_all_signal_handlers`] |
 //!
 //! [`SubprocessLoopExt`] has a runnable example of a child's output
 //! collected through a protocol.
