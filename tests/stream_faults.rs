@@ -234,6 +234,34 @@ fn a_connect_abandoned_by_cancellation_leaves_nothing_behind() {
     finish(&lp, &seen);
 }
 
+/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`: writes to a lost
+/// transport are dropped silently until the 5th, which logs "socket.send()
+/// raised exception." (once here; asyncio repeats it).
+#[test]
+fn the_fifth_write_after_the_loss_logs_asyncios_warning_once() {
+    capture_warnings();
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let (t, rec, _theirs) = connect_quiet(&l, Hooks::none()).await;
+        t.abort();
+        rec.until_lost().await;
+        let warned = || {
+            warnings_on_this_thread()
+                .iter()
+                .filter(|m| *m == "socket.send() raised exception.")
+                .count()
+        };
+        for i in 1..=12u64 {
+            t.write(b"into the void").unwrap();
+            assert_eq!(t.writes_after_lost(), i);
+            assert_eq!(warned(), usize::from(i >= 5), "after {i} writes");
+        }
+    });
+    finish(&lp, &seen);
+}
+
 fn is_reset(kind: Option<io::ErrorKind>) -> bool {
     matches!(
         kind,

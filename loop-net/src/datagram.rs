@@ -220,7 +220,10 @@ impl DatagramTransport {
     /// `error_received`, and the endpoint keeps working. Empty datagrams are
     /// sent too. After [`close`](Self::close) or [`abort`](Self::abort), the
     /// datagram is dropped and counted
-    /// ([`sends_after_close`](Self::sends_after_close)); never an error.
+    /// ([`sends_after_close`](Self::sends_after_close)); never an error. The
+    /// 5th dropped one logs asyncio's warning "socket.send() raised
+    /// exception." once (through the `log` crate, target `aioloop`, or to
+    /// stderr).
     #[doc(alias = "DatagramTransport.sendto")]
     pub fn sendto(&self, data: &[u8], addr: Option<SockAddr>) -> Result<(), LoopError> {
         self.inner.sendto_impl(data, addr)

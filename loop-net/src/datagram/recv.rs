@@ -148,7 +148,7 @@ mod tests {
 
     use crate::addr::SockAddr;
     use crate::datagram::{DatagramProtocol, DatagramTransport};
-    use crate::datagram_ext::{DatagramLoopExt, DatagramOptions};
+    use crate::datagram::ext::{DatagramLoopExt, DatagramOptions};
 
     #[derive(Default)]
     struct Rec {

@@ -103,7 +103,10 @@ impl Stream {
             ));
         }
         if self.state.get() == State::Lost || self.lost_scheduled.get() {
-            self.writes_after_lost.set(self.writes_after_lost.get() + 1);
+            crate::transport::count_dropped_write(
+                &self.writes_after_lost,
+                "socket.send() raised exception.",
+            );
             return Ok(false);
         }
         Ok(true)
