@@ -92,9 +92,13 @@ pub trait DatagramProtocol: 'static {
 
     /// A datagram arrived from `addr`. The slice is the endpoint's receive
     /// buffer, valid only during the call (no allocation per datagram). An
-    /// unnamed Unix sender's address is the empty path.
+    /// unnamed Unix sender's address is the empty path. By default it is
+    /// dropped (asyncio's `DatagramProtocol.datagram_received` does
+    /// nothing), so a protocol that overrides nothing is valid.
     #[doc(alias = "DatagramProtocol.datagram_received")]
-    fn datagram_received(&mut self, data: &[u8], addr: SockAddr);
+    fn datagram_received(&mut self, data: &[u8], addr: SockAddr) {
+        let _ = (data, addr);
+    }
 
     /// A send or receive failed (for example `ECONNREFUSED` on a connected
     /// endpoint whose peer is not listening, or `EMSGSIZE` for a datagram

@@ -411,6 +411,6 @@ fn finish_lost<T: PipeEnd>(me: &Rc<T>) {
 fn protocol_failed<T: PipeEnd>(me: &Rc<T>, what: &str, payload: Box<dyn std::any::Any + Send>) {
     let life = me.life();
     let context = format!("{} fd={}", T::NAME, life.raw);
-    let error = report_protocol_panic(&life.lp, what, payload, context);
+    let error = report_protocol_panic(&life.lp, what, payload, context, &life.protocol());
     me.force_close(Some(error));
 }

@@ -91,9 +91,13 @@ pub trait BaseProtocol: 'static {
 #[doc(alias = "asyncio.Protocol")]
 pub trait Protocol: BaseProtocol {
     /// Some bytes arrived. The slice is the transport's read buffer, valid
-    /// only during the call (no allocation per read).
+    /// only during the call (no allocation per read). By default they are
+    /// dropped (asyncio's `Protocol.data_received` does nothing), so a
+    /// protocol that overrides nothing is valid.
     #[doc(alias = "Protocol.data_received")]
-    fn data_received(&mut self, data: &[u8]);
+    fn data_received(&mut self, data: &[u8]) {
+        let _ = data;
+    }
 
     /// The peer closed its writing side. Return `true` to keep the
     /// connection half-open (you may still write), `false` (the default) to
@@ -132,6 +136,8 @@ pub trait BufferedProtocol: BaseProtocol {
 /// handle is the way in), so no borrow of it can be kept.
 pub struct ProtocolCell<P: ?Sized> {
     hooks: Hooks,
+    /// The protocol's type, for the exception handler's `protocol` key.
+    type_name: &'static str,
     value: RefCell<P>,
 }
 
@@ -155,12 +161,19 @@ impl<P> ProtocolCell<P> {
     pub(crate) fn new(protocol: P) -> Self {
         ProtocolCell {
             hooks: Hooks::default(),
+            type_name: std::any::type_name::<P>(),
             value: RefCell::new(protocol),
         }
     }
 }
 
 impl<P: ?Sized> ProtocolCell<P> {
+    /// The protocol's type name (what an exception-handler context gives as
+    /// `protocol`, where asyncio gives the protocol object).
+    pub(crate) fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
     /// Whether the protocol is in use (one of its methods or a
     /// `with`/`with_mut` closure runs).
     pub(crate) fn in_use(&self) -> bool {
@@ -543,6 +556,14 @@ impl AnyProtocol {
         AnyProtocol::Buffered(h.cell)
     }
 
+    /// The protocol's type name, for exception-handler contexts.
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            AnyProtocol::Streaming(p) => p.type_name(),
+            AnyProtocol::Buffered(p) => p.type_name(),
+        }
+    }
+
     /// Whether two values drive the same protocol.
     pub fn ptr_eq(&self, other: &AnyProtocol) -> bool {
         match (self, other) {
@@ -624,19 +645,21 @@ impl AnyProtocol {
 }
 
 /// Reports that the protocol callback `what` panicked (asyncio's "Fatal
-/// error: protocol.{what}() call failed.", with `transport` as context) and
-/// returns the error the transport closes with.
+/// error: protocol.{what}() call failed.", with `transport` and `protocol`
+/// as context) and returns the error the transport closes with.
 pub(crate) fn report_protocol_panic(
     lp: &EventLoop,
     what: &str,
     payload: Box<dyn Any + Send>,
     transport: String,
+    protocol: &AnyProtocol,
 ) -> io::Error {
     let err = LoopError::panicked(format!("protocol.{what}()"), payload);
     lp.call_exception_handler(
         ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
             .with_error(err.clone())
-            .with("transport", transport),
+            .with("transport", transport)
+            .with("protocol", protocol.type_name()),
     );
     io::Error::other(err.to_string())
 }

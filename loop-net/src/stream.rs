@@ -258,7 +258,14 @@ impl Stream {
     }
 
     fn protocol_failed(self: &Rc<Self>, what: &str, payload: Box<dyn std::any::Any + Send>) {
-        let error = report_protocol_panic(&self.lp, what, payload, format!("fd={}", self.raw));
+        let protocol = self.protocol.borrow().clone();
+        let error = report_protocol_panic(
+            &self.lp,
+            what,
+            payload,
+            format!("fd={}", self.raw),
+            &protocol,
+        );
         self.force_close(Some(error));
     }
 

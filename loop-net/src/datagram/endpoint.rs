@@ -255,10 +255,12 @@ impl Endpoint {
         payload: Box<dyn std::any::Any + Send>,
     ) -> LoopError {
         let err = LoopError::panicked(format!("protocol.{what}()"), payload);
+        let protocol = self.protocol.borrow().type_name();
         self.lp.call_exception_handler(
             ExceptionContext::new(format!("protocol.{what}() call failed."))
                 .with_error(err.clone())
-                .with("transport", format!("datagram fd={}", self.raw)),
+                .with("transport", format!("datagram fd={}", self.raw))
+                .with("protocol", protocol),
         );
         err
     }

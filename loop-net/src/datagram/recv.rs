@@ -147,8 +147,8 @@ mod tests {
     use loop_core::EventLoop;
 
     use crate::addr::SockAddr;
-    use crate::datagram::{DatagramProtocol, DatagramTransport};
     use crate::datagram::ext::{DatagramLoopExt, DatagramOptions};
+    use crate::datagram::{DatagramProtocol, DatagramTransport};
 
     #[derive(Default)]
     struct Rec {

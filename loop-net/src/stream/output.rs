@@ -170,7 +170,7 @@ impl Stream {
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.protocol.borrow().clone();
-            notice.deliver(&self.lp, &protocol, || None)
+            notice.deliver(&self.lp, &protocol, || Some(format!("fd={}", self.raw)))
         });
         if !delivered {
             let me = self.rc();

@@ -180,7 +180,9 @@ impl TlsStream {
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.protocol.borrow().clone();
-            notice.deliver(&self.lp, &protocol, || None)
+            notice.deliver(&self.lp, &protocol, || {
+                Some(format!("fd={} (TLS)", self.raw))
+            })
         });
         if !delivered {
             self.when_protocol_free(|me| me.drain_deferred());

@@ -116,10 +116,12 @@ impl TlsStream {
         payload: Box<dyn std::any::Any + Send>,
     ) {
         let err = LoopError::panicked(format!("protocol.{what}()"), payload);
+        let protocol = self.protocol.borrow().type_name();
         self.lp.call_exception_handler(
             ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
                 .with_error(err.clone())
-                .with("transport", format!("fd={} (TLS)", self.raw)),
+                .with("transport", format!("fd={} (TLS)", self.raw))
+                .with("protocol", protocol),
         );
         self.force_close(Some(io::Error::other(err.to_string())));
     }
