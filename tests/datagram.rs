@@ -36,7 +36,7 @@ use aioloop::{
 };
 use futures_lite::future;
 
-use util::{record_exceptions, Seen, Watchdog, LIMIT};
+use util::{capture_warnings, record_exceptions, warnings_on_this_thread, Seen, Watchdog, LIMIT};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -593,6 +593,35 @@ fn a_datagram_too_long_to_send_is_error_received_and_the_endpoint_keeps_working(
         assert_eq!(slog.data().len(), 1);
         close_and_wait(&client, &clog).await;
         close_and_wait(&server, &slog).await;
+    });
+    finish(&lp, &seen);
+}
+
+/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`: `sendto` after close is
+/// dropped silently until the 5th, which logs "socket.send() raised
+/// exception." (once here; asyncio repeats it).
+#[test]
+fn the_fifth_send_after_close_logs_asyncios_warning_once() {
+    capture_warnings();
+    let lp = EventLoop::new().unwrap();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let (server, _slog) = echo_server(&l).await;
+        let to = SockAddr::from(inet(&server));
+        let (t, _log) = endpoint(&l, local(any_port())).await.unwrap();
+        t.close();
+        let warned = || {
+            warnings_on_this_thread()
+                .iter()
+                .filter(|m| *m == "socket.send() raised exception.")
+                .count()
+        };
+        for i in 1..=12u64 {
+            t.sendto(b"late", Some(to.clone())).unwrap();
+            assert_eq!(t.sends_after_close(), i);
+            assert_eq!(warned(), usize::from(i >= 5), "after {i} sends");
+        }
     });
     finish(&lp, &seen);
 }

@@ -319,13 +319,17 @@ fn pause_reading_inside_connection_made_holds_reading_back() {
     finish(&lp, &seen);
 }
 
+/// asyncio's `_read_ready`: a read error other than EAGAIN (and EIO) is
+/// `_fatal_error(exc, 'Fatal read error on pipe transport')`: reported to
+/// the exception handler with the transport, and `connection_lost(exc)`.
 #[test]
-fn a_read_error_loses_the_connection_with_the_error() {
+fn a_read_error_is_reported_and_loses_the_connection_with_the_error() {
     // A FIFO's write end given as a read pipe is refused up front; a read
     // error at run time comes from a socket reset instead.
     let lp = new_loop();
     let seen = record_exceptions(&lp);
     let l = lp.clone();
+    let s = seen.clone();
     run(&lp, async move {
         let (a, b) = std::net::TcpListener::bind("127.0.0.1:0")
             .map(|lst| {
@@ -340,6 +344,20 @@ fn a_read_error_loses_the_connection_with_the_error() {
         rec.until_lost().await;
         assert_eq!(rec.lost_kind(), Some(io::ErrorKind::ConnectionReset));
         rec.assert_clean_life();
+        let seen = std::mem::take(&mut *s.borrow_mut());
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        assert_eq!(seen[0].message, "Fatal read error on pipe transport");
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset).to_string();
+        let error = seen[0].error.clone().unwrap_or_default();
+        assert!(error.contains("reset"), "{error} vs {reset}");
+        assert!(
+            seen[0]
+                .extra
+                .iter()
+                .any(|(k, v)| k == "transport" && v.contains("read pipe")),
+            "{:?}",
+            seen[0].extra
+        );
     });
     finish(&lp, &seen);
 }
@@ -611,6 +629,36 @@ fn lowering_the_high_water_mark_pauses_and_set_protocol_hands_the_pause_over() {
         );
         assert_eq!(rec.lost.get(), 0, "the replaced protocol is not called");
         assert!(reader.join().unwrap() == data);
+    });
+    finish(&lp, &seen);
+}
+
+/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`: writes to a closed write
+/// pipe are dropped silently until the 5th, which logs "pipe closed by peer
+/// or os.write(pipe, data) raised exception." (once here; asyncio repeats
+/// it).
+#[test]
+fn the_fifth_write_after_close_logs_asyncios_warning_once() {
+    capture_warnings();
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let (_r, w) = cloexec_pipe();
+        let (t, rec) = write_pipe(&l, w, Hooks::none()).await;
+        t.close();
+        rec.until_lost().await;
+        let warned = || {
+            warnings_on_this_thread()
+                .iter()
+                .filter(|m| *m == "pipe closed by peer or os.write(pipe, data) raised exception.")
+                .count()
+        };
+        for i in 1..=12u64 {
+            t.write(b"dropped").unwrap();
+            assert_eq!(t.writes_after_lost(), i);
+            assert_eq!(warned(), usize::from(i >= 5), "after {i} writes");
+        }
     });
     finish(&lp, &seen);
 }

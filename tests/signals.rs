@@ -20,7 +20,29 @@ use util::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Takes the test binary's signal lock. The first call also starts the
+/// keeper: a thread with a loop (never run) that handles SIGUSR1 and
+/// SIGUSR2 for the binary's whole life. A sender thread of a test may
+/// deliver its signal after that test removed its handler; once a
+/// signal's last aioloop handler is gone, the default action comes back
+/// (which would end the test binary), so the keeper makes sure one always
+/// remains. The tests of the default dispositions run in child processes,
+/// before taking this lock.
 fn serial() -> MutexGuard<'static, ()> {
+    static KEEPER: std::sync::Once = std::sync::Once::new();
+    KEEPER.call_once(|| {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let lp = new_loop();
+            lp.add_signal_handler(USR1, || {}).unwrap();
+            lp.add_signal_handler(USR2, || {}).unwrap();
+            tx.send(()).unwrap();
+            loop {
+                thread::park();
+            }
+        });
+        rx.recv_timeout(LIMIT).expect("the keeper's handlers");
+    });
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -347,6 +369,74 @@ fn sigint_default_is_restored_after_the_last_handler() {
         .status()
         .expect("running the child");
     assert_eq!(status.signal(), Some(sigint), "child ended with {status:?}");
+}
+
+/// The number of fds this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// asyncio's `close()` of a Unix loop removes its signal handlers: here in
+/// a child process (this test binary, started by Python with SIGUSR2
+/// ignored, running only this test), closing a loop with handlers for
+/// SIGUSR1, SIGUSR2 and SIGTERM closes their descriptors at once, and each
+/// signal behaves as before: SIGUSR2 is still ignored, SIGUSR1 terminates
+/// the process again (its default).
+#[test]
+fn close_removes_the_handlers_closes_their_fds_and_restores_dispositions() {
+    use std::os::unix::process::ExitStatusExt;
+    const CHILD: &str = "AIOLOOP_CLOSE_SIGNALS_CHILD";
+    const NAME: &str = "close_removes_the_handlers_closes_their_fds_and_restores_dispositions";
+    if std::env::var_os(CHILD).is_some() {
+        let (_, ignored) = process_dispositions();
+        let ignored = u64::from_str_radix(&ignored, 16).unwrap();
+        assert_ne!(
+            ignored & (1 << (USR2 - 1)),
+            0,
+            "SIGUSR2 is not ignored here"
+        );
+        let lp = new_loop();
+        let before = open_fds();
+        let l = lp.clone();
+        lp.add_signal_handler(USR1, move || l.stop()).unwrap();
+        lp.add_signal_handler(USR2, || panic!("a closed loop's handler ran"))
+            .unwrap();
+        lp.add_signal_handler(Signal::TERM.as_raw(), || {}).unwrap();
+        send_when_running(&lp, Signal::USR1);
+        run_bounded(&lp);
+        assert!(open_fds() > before);
+        lp.close().unwrap();
+        assert_eq!(open_fds(), before, "the handlers' descriptors are closed");
+        // Ignored before: still ignored.
+        send(Signal::USR2);
+        // The default before: terminates the process.
+        send(Signal::USR1);
+        let deadline = Instant::now() + LIMIT;
+        while Instant::now() < deadline {
+            thread::yield_now();
+        }
+        std::process::exit(3);
+    }
+    let _g = serial();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import os, signal, sys\n\
+             signal.signal(signal.SIGUSR2, signal.SIG_IGN)\n\
+             os.execv(sys.argv[1], sys.argv[1:])",
+        )
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("running the child");
+    assert_eq!(
+        out.status.signal(),
+        Some(USR1),
+        "child ended with {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 // ---------------------------------------------------------------------------

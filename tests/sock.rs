@@ -111,6 +111,35 @@ fn connect_then_accept() {
     lp.close().unwrap();
 }
 
+/// asyncio's `sock_connect(sock, (host, port))`: a host name is resolved
+/// first (`_ensure_resolved`, with the socket's family), then connected;
+/// a socket of another family is refused.
+#[test]
+fn sock_connect_resolves_a_host_name_first() {
+    let lp = new_loop();
+    let (l, addr) = listener("127.0.0.1:0");
+    let client = tcp_socket(AddressFamily::INET);
+    let lp2 = lp.clone();
+    let (peer, client, refused) = run(&lp, async move {
+        lp2.sock_connect_host(&client, "localhost", addr.port())
+            .await
+            .unwrap();
+        let (_conn, peer) = lp2.sock_accept(&l).await.unwrap();
+        let (unix, _other) = UnixStream::pair().unwrap();
+        unix.set_nonblocking(true).unwrap();
+        let refused = lp2
+            .sock_connect_host(&unix, "localhost", addr.port())
+            .await
+            .unwrap_err();
+        (peer, client, refused)
+    });
+    let local = rustix::net::getsockname(&client).unwrap();
+    assert_eq!(peer, SockAddr::Inet(SocketAddr::try_from(local).unwrap()));
+    assert_eq!(refused.kind(), io::ErrorKind::InvalidInput, "{refused}");
+    assert!(refused.to_string().contains("AF_INET"), "{refused}");
+    lp.close().unwrap();
+}
+
 #[test]
 fn an_accept_waits_for_a_connection() {
     let lp = new_loop();

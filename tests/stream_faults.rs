@@ -234,6 +234,34 @@ fn a_connect_abandoned_by_cancellation_leaves_nothing_behind() {
     finish(&lp, &seen);
 }
 
+/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`: writes to a lost
+/// transport are dropped silently until the 5th, which logs "socket.send()
+/// raised exception." (once here; asyncio repeats it).
+#[test]
+fn the_fifth_write_after_the_loss_logs_asyncios_warning_once() {
+    capture_warnings();
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let (t, rec, _theirs) = connect_quiet(&l, Hooks::none()).await;
+        t.abort();
+        rec.until_lost().await;
+        let warned = || {
+            warnings_on_this_thread()
+                .iter()
+                .filter(|m| *m == "socket.send() raised exception.")
+                .count()
+        };
+        for i in 1..=12u64 {
+            t.write(b"into the void").unwrap();
+            assert_eq!(t.writes_after_lost(), i);
+            assert_eq!(warned(), usize::from(i >= 5), "after {i} writes");
+        }
+    });
+    finish(&lp, &seen);
+}
+
 fn is_reset(kind: Option<io::ErrorKind>) -> bool {
     matches!(
         kind,
@@ -425,6 +453,56 @@ fn a_write_after_write_eof_is_an_invalid_state_error() {
     finish(&lp, &seen);
 }
 
+/// Whether a context has `key` with a value containing `part`.
+fn has_extra(seen: &Seen, key: &str, part: &str) -> bool {
+    seen.extra.iter().any(|(k, v)| k == key && v.contains(part))
+}
+
+/// asyncio's `_maybe_pause_protocol` / `_maybe_resume_protocol`: a failing
+/// `pause_writing` or `resume_writing` is reported with the `transport` and
+/// the `protocol`, and the transport goes on.
+#[test]
+fn a_panicking_pause_or_resume_writing_is_reported_with_transport_and_protocol() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    let s = seen.clone();
+    run(&lp, async move {
+        let hooks = Hooks::none()
+            .on_pause(|_, _| panic!("boom in pause"))
+            .on_resume(|_, _| panic!("boom in resume"));
+        let (t, rec, theirs) = connect_quiet(&l, hooks).await;
+        small_send_buffer(&t);
+        let data = pattern(4 << 20, 9);
+        t.write(&data).unwrap();
+        assert!(rec.paused.get(), "pause_writing was called");
+        assert_eq!(s.borrow().len(), 1, "{:#?}", s.borrow());
+        // The peer reads everything: the buffer drains, resume_writing.
+        let reader = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let mut got = Vec::new();
+            theirs.read_to_end(&mut got).unwrap();
+            got.len()
+        });
+        while s.borrow().len() < 2 {
+            iterations(1).await;
+        }
+        assert_eq!(t.get_write_buffer_size(), 0);
+        t.close();
+        rec.until_lost().await;
+        assert_eq!(reader.join().unwrap(), data.len());
+        let s = s.borrow();
+        for (i, what) in ["pause_writing", "resume_writing"].iter().enumerate() {
+            assert_eq!(s[i].message, format!("protocol.{what}() failed"));
+            assert_eq!(s[i].kind, Some(ErrorKind::Panicked));
+            assert!(has_extra(&s[i], "transport", "fd="), "{s:#?}");
+            assert!(has_extra(&s[i], "protocol", "RecordingProtocol"), "{s:#?}");
+        }
+    });
+    seen.borrow_mut().clear();
+    finish(&lp, &seen);
+}
+
 #[test]
 fn a_panicking_protocol_is_reported_and_loses_its_connection_once() {
     for place in ["connection_made", "data_received", "eof_received"] {
@@ -469,6 +547,12 @@ fn a_panicking_protocol_is_reported_and_loses_its_connection_once() {
         assert_eq!(s.len(), 1, "{place}: {s:#?}");
         assert!(s[0].message.contains(place), "{place}: {:?}", s[0].message);
         assert_eq!(s[0].kind, Some(ErrorKind::Panicked));
+        // asyncio's context: the transport and the protocol.
+        assert!(has_extra(&s[0], "transport", "fd="), "{place}: {s:#?}");
+        assert!(
+            has_extra(&s[0], "protocol", "RecordingProtocol"),
+            "{place}: {s:#?}"
+        );
         drop(s);
         seen.borrow_mut().clear();
         finish(&lp, &seen);

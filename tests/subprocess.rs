@@ -7,10 +7,12 @@
 //!   `pipe_connection_lost` per pipe, `process_exited`, and `connection_lost`
 //!   exactly once, last, after the exit and every pipe;
 //! - options: PIPE / DEVNULL / inherit / an fd / stderr merged into stdout,
-//!   env (set, clear), cwd, process group, new session, no inherited fds;
+//!   env (set, clear), cwd, process group, new session, no inherited fds
+//!   but `pass_fds`;
 //! - return codes: exit status, minus the signal (kill, terminate,
 //!   send_signal, the `kill` command from another process); signals after
-//!   the exit are `ESRCH` (ProcessLookupError), never sent;
+//!   the exit are never sent (no-ops until `connection_lost` returned, then
+//!   `ESRCH`, ProcessLookupError);
 //! - faults: a program that does not exist (typed error, no fd leaked), a
 //!   child that closes stdout early, a child that exits while we write to
 //!   its stdin (BrokenPipe on pipe 0, no panic), a grandchild holding the
@@ -26,6 +28,7 @@ mod process_util;
 mod util;
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 use aioloop::prelude::*;
 use aioloop::{Stdio, SubprocessInfo};
@@ -261,6 +264,22 @@ fn new_session_and_process_group() {
     assert_ne!(v[1], v[0], "the parent's process group by default");
 }
 
+/// The fds a `python3` child has open, in order (its `listdir` fd
+/// included).
+fn child_fds(lp: &EventLoop, opts: SubprocessOptions) -> Vec<i32> {
+    let (out, code) = python(
+        lp,
+        "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd')))",
+        opts,
+    );
+    assert_eq!(code, Some(0));
+    out.trim()
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .map(|x| x.parse().unwrap())
+        .collect()
+}
+
 #[test]
 fn the_child_inherits_no_fd_of_the_loop() {
     let _guard = shared();
@@ -269,32 +288,68 @@ fn the_child_inherits_no_fd_of_the_loop() {
     let _keep: Vec<_> = (0..4)
         .map(|_| std::os::unix::net::UnixStream::pair().unwrap())
         .collect();
+    // 0, 1, 2 and listdir's own fd: not even an fd this test process
+    // inherited without O_CLOEXEC from whoever started it.
+    assert_eq!(child_fds(&lp, SubprocessOptions::new()), [0, 1, 2, 3]);
+}
+
+/// asyncio's `close_fds=True` and `pass_fds=`: the child gets 0, 1, 2 and
+/// the passed fds (at their numbers), never an fd the parent left without
+/// O_CLOEXEC.
+#[test]
+fn the_child_inherits_only_stdio_and_pass_fds_even_without_cloexec() {
+    let _guard = exclusive();
+    let lp = new_loop();
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    // Inheritable copies (`dup` does not copy O_CLOEXEC).
+    let leaky = rustix::io::dup(&w).unwrap();
+    let passed = rustix::io::dup(&r).unwrap();
+    assert!(!rustix::io::fcntl_getfd(&leaky)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC));
+    let (leaky_n, passed_n) = (leaky.as_raw_fd(), passed.as_raw_fd());
+
+    let fds = child_fds(&lp, SubprocessOptions::new());
+    assert!(!fds.contains(&leaky_n), "{fds:?} has {leaky_n}");
+    assert_eq!(fds, [0, 1, 2, 3]);
+
+    // The passed fd works in the child, at its number; the parent keeps it.
+    rustix::io::write(&w, b"through pass_fds").unwrap();
+    drop(w);
     let (out, code) = python(
         &lp,
-        "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd')))",
-        SubprocessOptions::new(),
+        &format!(
+            "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd'))); \
+             print(os.read({passed_n}, 100).decode())"
+        ),
+        SubprocessOptions::new().pass_fds([passed_n, 1]),
     );
     assert_eq!(code, Some(0));
-    let child: Vec<i32> = out
-        .trim()
-        .trim_matches(|c| c == '[' || c == ']')
-        .split(", ")
-        .map(|x| x.parse().unwrap())
-        .collect();
-    assert_eq!(&child[..4], &[0, 1, 2, 3], "0, 1, 2 and listdir's own fd");
-    // Anything beyond is an fd this test process itself inherited without
-    // O_CLOEXEC from whoever started it (a CI runner's, a shell's): never
-    // one of aioloop's, which are all close-on-exec.
-    for fd in &child[4..] {
-        // SAFETY: only the flags of `fd` are read, while it is open in this
-        // process (it is one the harness inherited and never closes).
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
-        let flags = rustix::io::fcntl_getfd(borrowed).expect("the parent has that fd too");
-        assert!(
-            !flags.contains(rustix::io::FdFlags::CLOEXEC),
-            "fd {fd} is close-on-exec in the parent, yet the child has it"
-        );
-    }
+    let mut expect = vec![0, 1, 2, 3, passed_n];
+    expect.sort();
+    assert_eq!(out, format!("{expect:?}\nthrough pass_fds\n"));
+    assert!(
+        rustix::io::fcntl_getfd(&passed).is_ok(),
+        "the parent's copy stays"
+    );
+    assert!(!rustix::io::fcntl_getfd(&passed)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC));
+    drop((r, passed, leaky));
+
+    // An fd that is not open is refused before anything is spawned.
+    let l = lp.clone();
+    let err = run(&lp, async move {
+        l.subprocess_exec(
+            Rec::dummy,
+            "true",
+            [""; 0],
+            SubprocessOptions::new().pass_fds([passed_n]),
+        )
+        .await
+        .unwrap_err()
+    });
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
 }
 
 #[test]

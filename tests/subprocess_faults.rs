@@ -109,7 +109,7 @@ fn a_grandchild_holding_the_pipes() {
     // FIFO, then exits at once.
     let cmd = format!("(read x < {}; echo late) & echo early", fifo.display());
     let t = run(&lp, async move {
-        let (t, _p) = l
+        let (t, p) = l
             .subprocess_shell(
                 f,
                 cmd,
@@ -117,8 +117,12 @@ fn a_grandchild_holding_the_pipes() {
             )
             .await
             .unwrap();
-        let code = t.wait().await.unwrap();
-        assert_eq!(code, 0);
+        // Not `t.wait()`: as asyncio's, it resolves after connection_lost,
+        // which the grandchild holds back.
+        let ev = evs.clone();
+        p.wait_until(|_: &Rec| ev.borrow().contains(&Ev::Exited(Some(0))))
+            .await;
+        assert_eq!(t.get_returncode(), Some(0));
         // The child exited; stdout is still open in the grandchild.
         let s = shape(&evs.borrow());
         assert!(!s.contains(&Ev::PipeLost(1, None)), "{s:?}");

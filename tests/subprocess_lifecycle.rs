@@ -1,8 +1,8 @@
 #![cfg(feature = "process")]
 //! A child's life through its transport: signals (`kill`, `terminate`,
 //! `send_signal`, the `kill` command from another process, a child killing
-//! itself), return codes (minus the signal), `ProcessLookupError` (ESRCH)
-//! once it exited, `close` (kills and reaps), `wait`, and reaping in every
+//! itself), return codes (minus the signal), no-op signals between the
+//! exit and `connection_lost`, `ProcessLookupError` (ESRCH) after it, `close` (kills and reaps), `wait`, and reaping in every
 //! case: after close, after the handles are dropped, after the spawning
 //! future is dropped, after the loop is closed (the orphan reaper), with
 //! SIGCHLD ignored (LESSONS 16), and 500 children in flight.
@@ -82,6 +82,89 @@ fn kill_terminate_and_signals_after_exit() {
     // A real-time signal kills `sleep` (default action).
     t.send_signal(40).unwrap();
     assert_eq!(wait(&lp, &t), -40);
+}
+
+/// asyncio's `send_signal` after the exit but before `connection_lost`
+/// returned (`_proc` still set; `os.kill`'s `ProcessLookupError` ignored):
+/// `kill`, `terminate` and `send_signal` do nothing and succeed, in
+/// `process_exited` and in `connection_lost` itself; once `connection_lost`
+/// returned (`_proc = None`, `_check_proc`), they are `ProcessLookupError`
+/// (ESRCH). Nothing is ever sent to the reaped pid.
+#[test]
+fn signals_between_exit_and_connection_lost_are_no_ops() {
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let results: Log<(Ev, Vec<Option<i32>>)> = log();
+    let res = results.clone();
+    let f = r.factory_with(move |ev, t| {
+        if matches!(ev, Ev::Exited(_) | Ev::Lost) {
+            let got = [t.kill(), t.terminate(), t.send_signal(10)]
+                .into_iter()
+                .map(|r| r.err().map(|e| e.raw_os_error().unwrap_or(-1)))
+                .collect();
+            res.borrow_mut().push((ev.clone(), got));
+        }
+    });
+    let (l, done) = (lp.clone(), r.done.clone());
+    let t = run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_exec(
+                f,
+                "sh",
+                ["-c", "echo out; exit 4"],
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap();
+        done.await.unwrap();
+        t
+    });
+    assert_eq!(
+        *results.borrow(),
+        vec![
+            (Ev::Exited(Some(4)), vec![None, None, None]),
+            (Ev::Lost, vec![None, None, None]),
+        ]
+    );
+    for r in [t.kill(), t.terminate(), t.send_signal(10)] {
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(ESRCH));
+    }
+}
+
+/// asyncio's `_wait` (what `Process.wait()` awaits): a waiter registered
+/// while the child runs is woken by `_call_connection_lost`, so after
+/// the child's exit it still waits for the pipes a grandchild holds open,
+/// and `connection_lost` has run when it resolves.
+#[test]
+fn wait_resolves_after_connection_lost() {
+    let lp = new_loop();
+    let r = Run::new(&lp);
+    let evs = r.evs.clone();
+    // At the exit, the grandchild still holds stdin and stdout: closing
+    // stdin lets it finish, which closes stdout.
+    let f = r.factory_with(|ev, t| {
+        if let Ev::Exited(_) = ev {
+            t.get_pipe_transport(0).unwrap().close();
+        }
+    });
+    let l = lp.clone();
+    let (code, seen) = run(&lp, async move {
+        let (t, _p) = l
+            .subprocess_exec(
+                f,
+                "sh",
+                ["-c", "(cat <&0 >/dev/null; echo late) & exit 5"],
+                SubprocessOptions::new(),
+            )
+            .await
+            .unwrap();
+        let code = t.wait().await.unwrap();
+        (code, shape(&evs.borrow()))
+    });
+    assert_eq!(code, 5);
+    assert_eq!(seen.first(), Some(&Ev::Made));
+    assert_eq!(seen.last(), Some(&Ev::Lost), "{seen:?}");
+    assert_eq!(output(&r.evs.borrow(), 1), b"late\n");
 }
 
 #[test]

@@ -1733,3 +1733,55 @@ fn servers_set_so_reuseaddr_by_default_so_a_restart_binds_despite_time_wait() {
     });
     finish(&lp, &seen);
 }
+
+/// asyncio's `Protocol.data_received` and `DatagramProtocol.datagram_received`
+/// do nothing by default: a protocol that overrides nothing compiles and
+/// runs; what it is sent is dropped, and the connection ends normally.
+#[test]
+fn a_protocol_that_overrides_nothing_drops_what_it_receives() {
+    struct Nothing;
+    impl BaseProtocol for Nothing {}
+    impl Protocol for Nothing {}
+    struct NoDatagrams;
+    impl aioloop::DatagramProtocol for NoDatagrams {}
+
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let (listener, addr) = std_listener("127.0.0.1:0");
+        let (t, _h) = l
+            .create_connection(
+                || Nothing,
+                Some("127.0.0.1"),
+                addr.port(),
+                ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+        let (mut theirs, _) = listener.accept().unwrap();
+        theirs.write_all(b"dropped on the floor").unwrap();
+        drop(theirs);
+        // The EOF closes the transport (eof_received's default: false).
+        while !t.is_closing() {
+            iterations(1).await;
+        }
+
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (d, _h) = aioloop::DatagramLoopExt::create_datagram_endpoint(
+            &l,
+            || NoDatagrams,
+            aioloop::DatagramOptions::default().with_local_addr(any),
+        )
+        .await
+        .unwrap();
+        let to = match d.get_extra_info("sockname") {
+            Some(ExtraInfo::Addr(a)) => a,
+            other => panic!("{other:?}"),
+        };
+        d.sendto(b"to myself", Some(to)).unwrap();
+        iterations(3).await;
+        d.close();
+    });
+    finish(&lp, &seen);
+}

@@ -25,7 +25,7 @@ use aioloop::prelude::*;
 use aioloop::rustls;
 use aioloop::{ExtraInfo, TlsConfig};
 use tls_util::*;
-use util::{new_loop, record_exceptions};
+use util::{capture_warnings, new_loop, record_exceptions, warnings_on_this_thread};
 
 const MIB: usize = 1 << 20;
 
@@ -552,6 +552,145 @@ fn rustls_server_thread<T: Send + 'static>(
         then(conn, sock)
     });
     (port, h)
+}
+
+/// asyncio's `SSLProtocol.eof_received` during the handshake: a
+/// `ConnectionResetError` (the peer read our ClientHello, then sent FIN).
+#[test]
+fn peer_fin_during_the_handshake_is_a_connection_reset() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let pki = Pki::new(&["localhost"]);
+        let listener = silent_listener();
+        let port = listener.local_addr().unwrap().port();
+        let peer = thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 5];
+            sock.read_exact(&mut hello).unwrap();
+            sock.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest);
+        });
+        let err = connect_err(&l, Some("127.0.0.1"), port, connect_tls(client_opts(&pki))).await;
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+        peer.join().unwrap();
+    });
+    finish(&lp, &seen);
+}
+
+/// asyncio's `_check_shutdown_timeout`: `close()` sent close_notify, the
+/// peer never answers nor closes; when `shutdown_timeout` expires the
+/// transport is closed and `connection_lost` gets a timeout error.
+#[test]
+fn a_shutdown_that_times_out_after_close_notify_gives_connection_lost_a_timeout() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let pki = Pki::new(&["localhost"]);
+        let (release, hold) = mpsc::channel::<()>();
+        let (port, peer) = rustls_server_thread(pki.server_config(), move |_conn, sock| {
+            // Hold the connection open, reading nothing, until released.
+            let _ = hold.recv();
+            drop(sock);
+        });
+        let opts = client_opts(&pki).shutdown_timeout(Duration::from_millis(200));
+        let (t, _h, log) = rec_client(&l, port, connect_tls(opts)).await;
+        t.close();
+        log.until_lost().await;
+        assert_eq!(log.lost_kind(), Some(Some(io::ErrorKind::TimedOut)));
+        release.send(()).unwrap();
+        peer.join().unwrap();
+    });
+    finish(&lp, &seen);
+}
+
+/// asyncio's `ValueError` for `ssl_handshake_timeout` / `ssl_shutdown_timeout`
+/// of 0: refused before anything is connected.
+#[test]
+fn zero_tls_timeouts_are_refused() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let pki = Pki::new(&["localhost"]);
+        let listener = silent_listener();
+        let port = listener.local_addr().unwrap().port();
+        for (opts, name) in [
+            (
+                client_opts(&pki).handshake_timeout(Duration::ZERO),
+                "ssl_handshake_timeout",
+            ),
+            (
+                client_opts(&pki).shutdown_timeout(Duration::ZERO),
+                "ssl_shutdown_timeout",
+            ),
+        ] {
+            let err = connect_err(&l, Some("127.0.0.1"), port, connect_tls(opts)).await;
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+            assert_eq!(
+                err.to_string(),
+                format!("{name} should be a positive number, got 0")
+            );
+        }
+        // Nothing connected.
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err());
+    });
+    finish(&lp, &seen);
+}
+
+/// asyncio's SSLProtocol: `eof_received()` returning true has no effect
+/// over TLS; it logs "returning true from eof_received() has no effect
+/// when using ssl" and the transport closes.
+#[test]
+fn eof_received_returning_true_over_tls_warns_and_closes() {
+    capture_warnings();
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let l = lp.clone();
+    run(&lp, async move {
+        let pki = Pki::new(&["localhost"]);
+        let (port, peer) = rustls_server_thread(pki.server_config(), |mut conn, mut sock| {
+            conn.send_close_notify();
+            while conn.wants_write() {
+                conn.write_tls(&mut sock).unwrap();
+            }
+            // Wait for the client's close_notify and FIN.
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest);
+        });
+        // Set before the connection exists: the close_notify may be read
+        // as soon as connection_made ran.
+        let log = Log::new();
+        log.keep_open.set(true);
+        let lg = log.clone();
+        let (_t, _h) = l
+            .create_connection(
+                move || Rec(lg),
+                Some("127.0.0.1"),
+                port,
+                connect_tls(client_opts(&pki)),
+            )
+            .await
+            .unwrap();
+        log.until_lost().await;
+        assert!(log.events().contains(&Ev::Eof));
+        assert_eq!(log.lost_kind(), Some(None));
+        let warned = warnings_on_this_thread();
+        assert_eq!(
+            warned
+                .iter()
+                .filter(|m| *m == "returning true from eof_received() has no effect when using ssl")
+                .count(),
+            1,
+            "{warned:?}"
+        );
+        peer.join().unwrap();
+    });
+    finish(&lp, &seen);
 }
 
 #[test]

@@ -83,11 +83,21 @@ impl EventLoop {
         if took < self.inner.debug.slow_callback.get() {
             return;
         }
-        let msg = format!("Executing {what} took {:.3} seconds", took.as_secs_f64());
-        if logger_installed() {
-            log::warn!(target: "aioloop", "{msg}");
-        } else {
-            eprintln!("aioloop: {msg}");
-        }
+        warn(&format!(
+            "Executing {what} took {:.3} seconds",
+            took.as_secs_f64()
+        ));
+    }
+}
+
+/// Logs a warning the way the loop's own reports go (asyncio's
+/// `logger.warning`): through the `log` crate (target `aioloop`) when a
+/// logger is installed, to stderr otherwise. For the extension crates'
+/// warnings (loop-net's dropped writes).
+pub fn warn(msg: &str) {
+    if logger_installed() {
+        log::warn!(target: "aioloop", "{msg}");
+    } else {
+        eprintln!("aioloop: {msg}");
     }
 }

@@ -47,8 +47,8 @@ use rustix::net::SocketAddrAny;
 
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
-use crate::protocol::{ProtocolCell, ProtocolHandle};
 use crate::loop_slot::LoopSlot;
+use crate::protocol::{ProtocolCell, ProtocolHandle};
 use crate::transport::ExtraInfo;
 use crate::write_buffer::WriteBufferLimits;
 
@@ -93,9 +93,13 @@ pub trait DatagramProtocol: 'static {
 
     /// A datagram arrived from `addr`. The slice is the endpoint's receive
     /// buffer, valid only during the call (no allocation per datagram). An
-    /// unnamed Unix sender's address is the empty path.
+    /// unnamed Unix sender's address is the empty path. By default it is
+    /// dropped (asyncio's `DatagramProtocol.datagram_received` does
+    /// nothing), so a protocol that overrides nothing is valid.
     #[doc(alias = "DatagramProtocol.datagram_received")]
-    fn datagram_received(&mut self, data: &[u8], addr: SockAddr);
+    fn datagram_received(&mut self, data: &[u8], addr: SockAddr) {
+        let _ = (data, addr);
+    }
 
     /// A send or receive failed (for example `ECONNREFUSED` on a connected
     /// endpoint whose peer is not listening, or `EMSGSIZE` for a datagram
@@ -229,7 +233,10 @@ impl DatagramTransport {
     /// `error_received`, and the endpoint keeps working. Empty datagrams are
     /// sent too. After [`close`](Self::close) or [`abort`](Self::abort), the
     /// datagram is dropped and counted
-    /// ([`sends_after_close`](Self::sends_after_close)); never an error.
+    /// ([`sends_after_close`](Self::sends_after_close)); never an error. The
+    /// 5th dropped one logs asyncio's warning "socket.send() raised
+    /// exception." once (through the `log` crate, target `aioloop`, or to
+    /// stderr).
     #[doc(alias = "DatagramTransport.sendto")]
     pub fn sendto(&self, data: &[u8], addr: Option<SockAddr>) -> Result<(), LoopError> {
         self.inner.sendto_impl(data, addr)

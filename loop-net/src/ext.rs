@@ -180,6 +180,22 @@ pub trait NetLoopExt: sealed::Sealed {
         addr: impl Into<SockAddr>,
     ) -> impl Future<Output = io::Result<()>> + 'a;
 
+    /// Connects the `AF_INET` or `AF_INET6` socket `sock` to `host` and
+    /// `port` (asyncio's `loop.sock_connect(sock, (host, port))` with a host
+    /// name): the name is resolved first, for the socket's family and type
+    /// (asyncio's `_ensure_resolved`), on the resolver pool (a numeric
+    /// address is answered at once), then `sock` is connected to the first
+    /// address, as [`sock_connect`](Self::sock_connect). A socket of
+    /// another family is an [`InvalidInput`](io::ErrorKind::InvalidInput)
+    /// error; a resolver failure is as in [`getaddrinfo`](Self::getaddrinfo).
+    #[doc(alias = "loop.sock_connect")]
+    fn sock_connect_host<'a>(
+        &'a self,
+        sock: &'a impl AsFd,
+        host: &'a str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<()>> + 'a;
+
     /// Accepts a connection on the listening `sock` (asyncio's
     /// `loop.sock_accept(sock)`): the new socket, already non-blocking and
     /// close-on-exec, and the peer's address. Turn the `OwnedFd` into a
@@ -288,6 +304,15 @@ impl NetLoopExt for EventLoop {
         addr: impl Into<SockAddr>,
     ) -> impl Future<Output = io::Result<()>> + 'a {
         sock::connect(self, sock.as_fd(), addr.into())
+    }
+
+    fn sock_connect_host<'a>(
+        &'a self,
+        sock: &'a impl AsFd,
+        host: &'a str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<()>> + 'a {
+        sock::connect_host(self, sock.as_fd(), host, port)
     }
 
     fn sock_accept<'a>(

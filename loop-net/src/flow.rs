@@ -78,6 +78,7 @@ impl Notice {
                 if let Some(t) = transport() {
                     context = context.with("transport", t);
                 }
+                context = context.with("protocol", protocol.type_name());
                 lp.call_exception_handler(context);
                 None
             }

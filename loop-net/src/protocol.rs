@@ -100,9 +100,13 @@ pub trait BaseProtocol: 'static {
 #[doc(alias = "asyncio.Protocol")]
 pub trait Protocol: BaseProtocol {
     /// Some bytes arrived. The slice is the transport's read buffer, valid
-    /// only during the call (no allocation per read).
+    /// only during the call (no allocation per read). By default they are
+    /// dropped (asyncio's `Protocol.data_received` does nothing), so a
+    /// protocol that overrides nothing is valid.
     #[doc(alias = "Protocol.data_received")]
-    fn data_received(&mut self, data: &[u8]);
+    fn data_received(&mut self, data: &[u8]) {
+        let _ = data;
+    }
 
     /// The peer closed its writing side. Return `true` to keep the
     /// connection half-open (you may still write), `false` (the default) to
@@ -141,6 +145,8 @@ pub trait BufferedProtocol: BaseProtocol {
 /// handle is the way in), so no borrow of it can be kept.
 pub struct ProtocolCell<P: ?Sized> {
     hooks: Hooks,
+    /// The protocol's type, for the exception handler's `protocol` key.
+    type_name: &'static str,
     value: RefCell<P>,
 }
 
@@ -164,12 +170,19 @@ impl<P> ProtocolCell<P> {
     pub(crate) fn new(protocol: P) -> Self {
         ProtocolCell {
             hooks: Hooks::default(),
+            type_name: std::any::type_name::<P>(),
             value: RefCell::new(protocol),
         }
     }
 }
 
 impl<P: ?Sized> ProtocolCell<P> {
+    /// The protocol's type name (what an exception-handler context gives as
+    /// `protocol`, where asyncio gives the protocol object).
+    pub(crate) fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
     /// Whether the protocol is in use (one of its methods or a
     /// `with`/`with_mut` closure runs).
     pub(crate) fn in_use(&self) -> bool {
@@ -571,10 +584,12 @@ impl AnyProtocol {
     /// reports; a placeholder while the protocol is in use.
     pub(crate) fn type_name(&self) -> &'static str {
         let name = match self {
-            AnyProtocol::Streaming(p) => p.peek(|p| p.protocol_type_name()),
-            AnyProtocol::Buffered(p) => p.peek(|p| p.protocol_type_name()),
+            AnyProtocol::Streaming(p) => {
+                p.peek(|p| p.protocol_type_name()).unwrap_or(p.type_name())
+            }
+            AnyProtocol::Buffered(p) => p.peek(|p| p.protocol_type_name()).unwrap_or(p.type_name()),
         };
-        name.unwrap_or("<protocol in use>")
+        name
     }
 
     /// Runs `f` on the protocol as a [`BaseProtocol`], unless it is in use

@@ -153,6 +153,47 @@ pub(crate) async fn connect(lp: &EventLoop, fd: BorrowedFd<'_>, addr: SockAddr) 
     }
 }
 
+/// asyncio's `sock_connect` with a `(host, port)` to resolve first
+/// (`_ensure_resolved` with the socket's family and type), then a connect
+/// to the first address.
+pub(crate) async fn connect_host(
+    lp: &EventLoop,
+    fd: BorrowedFd<'_>,
+    host: &str,
+    port: u16,
+) -> io::Result<()> {
+    use crate::dns::{AddrInfoHints, AddressFamily, SocketKind};
+    check_call(lp, fd, "sock_connect")?;
+    let family = match rustix::net::sockopt::socket_domain(fd)? {
+        rustix::net::AddressFamily::INET => AddressFamily::INET,
+        rustix::net::AddressFamily::INET6 => AddressFamily::INET6,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "sock_connect: a host name needs an AF_INET or AF_INET6 socket",
+            ))
+        }
+    };
+    let socktype = match rustix::net::sockopt::socket_type(fd)? {
+        rustix::net::SocketType::STREAM => SocketKind::STREAM,
+        rustix::net::SocketType::DGRAM => SocketKind::DGRAM,
+        _ => SocketKind::ANY,
+    };
+    let hints = AddrInfoHints {
+        family,
+        socktype,
+        ..Default::default()
+    };
+    let infos = crate::dns::getaddrinfo(lp, Some(host), port.into(), hints).await?;
+    let first = infos.into_iter().next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("sock_connect: no address for {host:?}"),
+        )
+    })?;
+    connect(lp, fd, SockAddr::from(first.addr)).await
+}
+
 pub(crate) async fn accept(lp: &EventLoop, fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SockAddr)> {
     check_call(lp, fd, "sock_accept")?;
     let mut io = FdIo::new(lp, fd, Direction::Read, "sock_accept");

@@ -15,6 +15,8 @@
 //! | `transport.get_extra_info("peercert" / "cipher" / "sslcontext" / ...)` | the same names (see [`Transport::get_extra_info`]), and typed accessors: [`Transport::peer_certificate`], [`Transport::cipher`], [`Transport::tls_version`], [`Transport::alpn_protocol`], [`Transport::tls_config`] |
 //! | `ssl.SSLError`, `SSLCertVerificationError` | an [`io::Error`] of kind `InvalidData` whose source is the [`rustls::Error`] (`e.get_ref()` and `downcast_ref::<rustls::Error>()`) |
 //! | handshake timeout (`ConnectionAbortedError` in asyncio) | an [`io::Error`] of kind `TimedOut` |
+//! | the peer's FIN during the handshake (`ConnectionResetError`) | an [`io::Error`] of kind `ConnectionReset` |
+//! | `ValueError` for a timeout `<= 0` | an [`io::Error`] of kind `InvalidInput` from `create_connection`, `start_tls`, `connect_accepted_socket_tls` (a server's options are not checked up front yet) |
 //!
 //! A TLS connection is a [`Transport`] like any other: the same methods,
 //! flow control and lifecycle as the socket stream transport, with these
@@ -31,8 +33,13 @@
 //!   `shutdown_timeout`) for the peer's `close_notify` or EOF before
 //!   `connection_lost`, discarding what arrives meanwhile: closing the
 //!   socket with unread bytes would make the kernel send a reset, which can
-//!   destroy the last bytes we sent before the peer read them.
-//! - The peer's `close_notify` is the EOF: `eof_received` is called.
+//!   destroy the last bytes we sent before the peer read them. If the peer
+//!   does not answer within `shutdown_timeout`, the transport is closed and
+//!   `connection_lost` gets a `TimedOut` error (asyncio's `TimeoutError`).
+//! - The peer's `close_notify` is the EOF: `eof_received` is called; as in
+//!   asyncio, returning `true` has no effect (a warning is logged, "returning
+//!   true from eof_received() has no effect when using ssl", and the
+//!   transport closes).
 //!   A TCP EOF without `close_notify` (a truncation) is an error:
 //!   `connection_lost(Some(UnexpectedEof))`.
 //! - `write_eof()` sends `close_notify` and keeps reading: TLS 1.3 only
@@ -460,6 +467,7 @@ impl TlsLoopExt for EventLoop {
     ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static {
         let lp = self.clone();
         async move {
+            check_timeouts(tls.handshake_timeout, tls.shutdown_timeout)?;
             let sock = accepted_stream_socket(&lp, sock)?;
             let conn = rustls::ServerConnection::new(tls.config.clone()).map_err(tls_error)?;
             let (protocol, handle) = factory().into_protocol();
@@ -527,9 +535,27 @@ pub(crate) fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// asyncio's checks of `server_hostname` before anything is connected.
+/// asyncio's checks of `server_hostname` and the timeouts before anything
+/// is connected.
 pub(crate) fn check_client(tls: &TlsClientOptions, host: Option<&str>) -> io::Result<()> {
+    check_timeouts(tls.handshake_timeout, tls.shutdown_timeout)?;
     server_name(tls, host).map(|_| ())
+}
+
+/// asyncio's `ValueError` for a timeout that is not positive.
+fn check_timeouts(handshake: Duration, shutdown: Duration) -> io::Result<()> {
+    for (name, t) in [
+        ("ssl_handshake_timeout", handshake),
+        ("ssl_shutdown_timeout", shutdown),
+    ] {
+        if t.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name} should be a positive number, got 0"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn server_name(tls: &TlsClientOptions, host: Option<&str>) -> io::Result<ServerName<'static>> {
@@ -624,11 +650,13 @@ async fn start_tls(
     let (conn, settings) = match &tls {
         TlsOptions::Client(o) => {
             // No host here: the name must be given, as in asyncio.
+            check_timeouts(o.handshake_timeout, o.shutdown_timeout)?;
             let name = server_name(o, None)?;
             let conn = rustls::ClientConnection::new(o.config.clone(), name).map_err(tls_error)?;
             (rustls::Connection::Client(conn), Settings::client(o, false))
         }
         TlsOptions::Server(o) => {
+            check_timeouts(o.handshake_timeout, o.shutdown_timeout)?;
             let conn = rustls::ServerConnection::new(o.config.clone()).map_err(tls_error)?;
             (rustls::Connection::Server(conn), Settings::server(o, false))
         }

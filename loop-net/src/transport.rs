@@ -15,6 +15,23 @@ use crate::addr::SockAddr;
 use crate::protocol::AnyProtocol;
 use crate::write_buffer::WriteBufferLimits;
 
+/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`: the dropped
+/// write that logs the warning.
+pub(crate) const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u64 = 5;
+
+/// Counts one write dropped because the transport is closing or lost; the
+/// 5th logs asyncio's `warning` (once per transport: asyncio repeats it on
+/// every later one). Socket transports say "socket.send() raised
+/// exception.", the write pipe "pipe closed by peer or os.write(pipe, data)
+/// raised exception.".
+pub(crate) fn count_dropped_write(counter: &std::cell::Cell<u64>, warning: &str) {
+    let n = counter.get().saturating_add(1);
+    counter.set(n);
+    if n == LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+        loop_core::debug::warn(warning);
+    }
+}
+
 /// What a kind of transport implements; [`Transport`] forwards to it.
 pub(crate) trait TransportImpl {
     fn write(&self, data: &[u8]) -> Result<(), LoopError>;
@@ -135,7 +152,11 @@ impl Transport {
     /// Errors with `InvalidState` after [`write_eof`](Self::write_eof). After
     /// the connection is lost (closed, aborted, failed) the data is dropped
     /// and counted ([`writes_after_lost`](Self::writes_after_lost)), as in
-    /// asyncio: never an error, never a panic.
+    /// asyncio: never an error, never a panic; the 5th dropped write logs
+    /// asyncio's warning once ("socket.send() raised exception.", a write
+    /// pipe's "pipe closed by peer or os.write(pipe, data) raised
+    /// exception."), through the `log` crate (target `aioloop`) or to
+    /// stderr.
     #[doc(alias = "WriteTransport.write")]
     pub fn write(&self, data: &[u8]) -> Result<(), LoopError> {
         self.inner.write(data)

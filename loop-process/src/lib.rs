@@ -14,10 +14,10 @@
 //! | `SubprocessTransport` (`get_pid`, `get_pipe_transport`, `get_returncode`, `kill`, `send_signal`, `terminate`, `close`, `is_closing`, `get_extra_info`) | [`SubprocessTransport`] |
 //! | `SubprocessProtocol` (`pipe_data_received`, `pipe_connection_lost`, `process_exited`, ...) | [`SubprocessProtocol`] |
 //! | `await asyncio.create_subprocess_exec(program, *args, ...)` / `create_subprocess_shell(cmd, ...)` | [`SubprocessLoopExt::create_subprocess_exec`] / [`SubprocessLoopExt::create_subprocess_shell`] → [`Process`] (`stdin`, `stdout`, `stderr` as loop-net's `StreamWriter` / `StreamReader`, `wait`, `communicate`, `pid`, `returncode`, `kill`, `terminate`, `send_signal`) |
-//! | `ProcessLookupError` | an `io::Error` with `ESRCH` |
+//! | `ProcessLookupError` | an `io::Error` with `ESRCH` (signals after `connection_lost`; between the exit and then they do nothing, as in asyncio) |
 //! | `loop.add_signal_handler(sig, cb)` | [`SignalLoopExt::add_signal_handler`] |
 //! | `loop.remove_signal_handler(sig)` | [`SignalLoopExt::remove_signal_handler`] |
-//! | (`loop.close()` removing them) | [`SignalLoopExt::remove_all_signal_handlers`], or closing the loop |
+//! | (`loop.close()` removing them, restoring each signal's disposition) | closing the loop, or [`SignalLoopExt::remove_all_signal_handlers`] |
 //!
 //! [`SubprocessLoopExt`] has a runnable example of a child's output
 //! collected through a protocol.
@@ -58,6 +58,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod child_watcher;
+mod fd_inheritance;
 mod pidfd;
 mod process;
 pub mod signal;

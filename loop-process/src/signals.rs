@@ -18,24 +18,33 @@
 //! the callback once per batch.
 //!
 //! Ownership: the reader closure owns the signal-hook registration (a guard
-//! that unregisters on drop). So whatever drops the reader (its removal,
-//! `close()` clearing every watcher, the loop being dropped) also removes the
-//! process-wide action. A thread-local table maps (loop, signal) to the entry
-//! holding the callback and the read end, for replacing and removing; it
-//! holds a loop handle, so entries of closed loops are pruned on every call.
+//! that unregisters on drop) and the entry holding the callback and the
+//! read end. So whatever drops the reader (its removal, `close()` clearing
+//! every watcher, the loop being dropped) also removes the process-wide
+//! action and closes the socketpair, at once. A thread-local table maps
+//! (loop, signal) to the entry, for replacing and removing; it holds weak
+//! references only (to the loop and to the entry), and entries of closed
+//! or dropped loops are pruned on every call.
 //!
 //! The callback lives in a `RefCell<Option<Box<dyn FnMut()>>>` and is taken
 //! out while it runs (put back by a drop guard, panics included), so a
 //! callback may replace or remove its own handler. Nothing of this module is
 //! borrowed while user code (callbacks, their `Drop`) runs.
 //!
-//! SIGINT: signal-hook never reinstalls the default disposition when its last
-//! action goes (and a raw `sigaction(SIG_DFL)` behind its back would break
-//! later registrations). So, if SIGINT's disposition was the default when
-//! aioloop first registered it, aioloop also registers one
-//! `register_conditional_default` action, enabled whenever no aioloop SIGINT
-//! handler remains: SIGINT then terminates the process again, as asyncio
-//! restores `default_int_handler`.
+//! The previous disposition: signal-hook never reinstalls the default
+//! disposition when its last action goes (and a raw `sigaction(SIG_DFL)`
+//! behind its back would break later registrations); with no action left,
+//! its handler chains to the handler it replaced, or does nothing. So, for
+//! a signal whose disposition was the default when aioloop first
+//! registered it, aioloop also registers one `register_conditional_default`
+//! action, enabled whenever no aioloop handler for that signal remains: the
+//! signal then does what its default does again (SIGINT and SIGTERM
+//! terminate, SIGTSTP stops, SIGCHLD is ignored), as asyncio's
+//! `remove_signal_handler` restores `SIG_DFL` (and `default_int_handler`
+//! for SIGINT). A signal that was ignored stays ignored (signal-hook saw
+//! `SIG_IGN`), one with another handler goes on reaching it. Real-time
+//! signals are not in signal-hook's table of defaults: once handled and
+//! removed, they are ignored.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -90,20 +99,23 @@ type Callback = Box<dyn FnMut()>;
 /// - **Creating a loop touches no signal state**; the first
 ///   `add_signal_handler` for a signal installs signal-hook's process-wide
 ///   handler for it (chaining to whatever handler was there before).
-/// - **Cleanup.** asyncio's `close()` removes the loop's signal handlers;
-///   here call [`remove_signal_handler`](Self::remove_signal_handler) or
-///   [`remove_all_signal_handlers`](Self::remove_all_signal_handlers) before
-///   closing. Closing the loop also releases the process-wide registrations
-///   (its readers go, and with them the signal-hook actions); a loop dropped
-///   without `close()` while handlers are installed is kept alive by them
-///   until its thread exits.
-/// - **Default disposition.** When the last aioloop handler for `SIGINT` in
-///   the process is removed, `SIGINT` terminates the process again (the
-///   default action; asyncio restores Python's `default_int_handler`), if
-///   it did so before aioloop first handled it. For other signals, once
-///   signal-hook's handler is installed it stays: with no action left, a
-///   signal whose previous disposition was the default is ignored (see
-///   `signal_hook::low_level::unregister`).
+/// - **Cleanup.** As asyncio's `close()`, [`close`](EventLoop::close)
+///   removes the loop's signal handlers: their process-wide registrations
+///   and their descriptors go at once (its readers own them), and each
+///   signal behaves as before (next point). So do
+///   [`remove_signal_handler`](Self::remove_signal_handler) and
+///   [`remove_all_signal_handlers`](Self::remove_all_signal_handlers).
+/// - **The previous disposition comes back.** When the last aioloop handler
+///   for a signal in the process is removed, the signal behaves as it did
+///   before aioloop first handled it: the default action if that was the
+///   disposition (`SIGINT` and `SIGTERM` terminate the process again;
+///   asyncio restores `SIG_DFL`, and Python's `default_int_handler` for
+///   `SIGINT`), nothing if it was ignored, the earlier handler if there was
+///   one. Limits: real-time signals (`SIGRTMIN` and up) whose disposition
+///   was the default are ignored afterwards instead (signal-hook knows no
+///   default action for them); and the default action comes back even if
+///   other code registered its own signal-hook action for that signal
+///   after aioloop first did.
 ///
 /// ```
 /// use loop_core::EventLoop;
@@ -149,8 +161,8 @@ pub trait SignalLoopExt: sealed::Sealed {
     fn remove_signal_handler(&self, signal: i32) -> Result<bool, LoopError>;
 
     /// Removes every signal handler of this loop and returns how many there
-    /// were (what asyncio's `loop.close()` does for a Unix loop). Call it
-    /// before [`close`](EventLoop::close).
+    /// were (what asyncio's `loop.close()` does for a Unix loop, and what
+    /// [`close`](EventLoop::close) does here too).
     fn remove_all_signal_handlers(&self) -> usize;
 
     /// The deliveries of `signal` to this loop as something to await: each
@@ -302,7 +314,7 @@ impl SignalLoopExt for EventLoop {
         drop(prune_closed());
         let entry = TABLE.with(|t| {
             let mut t = t.borrow_mut();
-            let pos = t.iter().position(|l| l.lp.ptr_eq(self))?;
+            let pos = t.iter().position(|l| l.lp.is(self))?;
             let entry = t[pos].signals.remove(&signal);
             let emptied = t[pos].signals.is_empty().then(|| t.swap_remove(pos));
             Some((entry?, emptied))
@@ -312,21 +324,29 @@ impl SignalLoopExt for EventLoop {
         let Some((entry, _emptied)) = entry else {
             return Ok(false);
         };
-        entry.release(self);
-        Ok(true)
+        match entry.upgrade() {
+            Some(entry) => {
+                entry.release(self);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     fn remove_all_signal_handlers(&self) -> usize {
         drop(prune_closed());
         let removed = TABLE.with(|t| {
             let mut t = t.borrow_mut();
-            let pos = t.iter().position(|l| l.lp.ptr_eq(self));
+            let pos = t.iter().position(|l| l.lp.is(self));
             pos.map(|pos| t.swap_remove(pos))
         });
         let Some(removed) = removed else { return 0 };
-        let n = removed.signals.len();
+        let mut n = 0;
         for entry in removed.signals.into_values() {
-            entry.release(self);
+            if let Some(entry) = entry.upgrade() {
+                entry.release(self);
+                n += 1;
+            }
         }
         n
     }
@@ -351,7 +371,7 @@ fn add_handler(
         return Err(LoopError::closed());
     }
     drop(prune_closed());
-    if let Some(entry) = find(lp, signal) {
+    if let Some(entry) = find(lp, signal).filter(|e| e.active.get()) {
         // Replace. The old callback (None if it is the one running: the
         // running one is dropped by its guard, which sees the new one)
         // is dropped with no borrow held.
@@ -362,15 +382,16 @@ fn add_handler(
     }
     let entry = install(lp, signal, callback)?;
     entry.owner.set(owner);
+    let weak = Rc::downgrade(&entry);
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
-        match t.iter_mut().find(|l| l.lp.ptr_eq(lp)) {
+        match t.iter_mut().find(|l| l.lp.is(lp)) {
             Some(l) => {
-                l.signals.insert(signal, entry);
+                l.signals.insert(signal, weak);
             }
             None => t.push(LoopSignals {
-                lp: lp.clone(),
-                signals: HashMap::from([(signal, entry)]),
+                lp: lp.downgrade(),
+                signals: HashMap::from([(signal, weak)]),
             }),
         }
     });
@@ -389,7 +410,7 @@ fn check_signal(signal: i32, what: &str) -> Result<(), LoopError> {
 }
 
 /// One loop's handler for one signal: the callback and the read end of its
-/// self-pipe. Shared by the table and the reader closure.
+/// self-pipe. Owned by the reader closure; the table has a weak reference.
 struct SignalEntry {
     callback: RefCell<Option<Callback>>,
     /// The [`SignalStream`] whose callback this is (its state's address),
@@ -526,10 +547,11 @@ fn install(lp: &EventLoop, signal: i32, callback: Callback) -> Result<Rc<SignalE
     Ok(entry)
 }
 
-/// This thread's loops with signal handlers.
+/// This thread's loops with signal handlers (weak: the readers own the
+/// entries, and nothing here keeps a loop alive).
 struct LoopSignals {
-    lp: EventLoop,
-    signals: HashMap<i32, Rc<SignalEntry>>,
+    lp: loop_core::WeakEventLoop,
+    signals: HashMap<i32, std::rc::Weak<SignalEntry>>,
 }
 
 thread_local! {
@@ -540,21 +562,22 @@ fn find(lp: &EventLoop, signal: i32) -> Option<Rc<SignalEntry>> {
     TABLE.with(|t| {
         t.borrow()
             .iter()
-            .find(|l| l.lp.ptr_eq(lp))
-            .and_then(|l| l.signals.get(&signal).cloned())
+            .find(|l| l.lp.is(lp))
+            .and_then(|l| l.signals.get(&signal))
+            .and_then(std::rc::Weak::upgrade)
     })
 }
 
-/// Takes the entries of closed loops out of the table (their readers, and so
-/// their registrations, went with `close()`). The caller drops them with no
-/// borrow held.
+/// Takes the entries of closed or dropped loops out of the table (their
+/// readers, and so their registrations and descriptors, went with
+/// `close()`). The caller drops them with no borrow held.
 fn prune_closed() -> Vec<LoopSignals> {
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
         let mut pruned = Vec::new();
         let mut i = 0;
         while i < t.len() {
-            if t[i].lp.is_closed() {
+            if t[i].lp.upgrade().is_none_or(|lp| lp.is_closed()) {
                 pruned.push(t.swap_remove(i));
             } else {
                 i += 1;
@@ -567,25 +590,25 @@ fn prune_closed() -> Vec<LoopSignals> {
 /// The number of live aioloop registrations per signal, in the process.
 static COUNTS: Mutex<[usize; MAX_SIGNAL as usize + 1]> = Mutex::new([0; MAX_SIGNAL as usize + 1]);
 
-/// SIGINT's "behave as the default" switch, if SIGINT had the default
-/// disposition when aioloop first registered it (`None` otherwise).
-static SIGINT_DEFAULT: OnceLock<Option<Arc<AtomicBool>>> = OnceLock::new();
+/// Per signal, its "behave as the default" switch, if the signal had the
+/// default disposition when aioloop first registered it (`None` inside
+/// otherwise, or for a signal signal-hook knows no default for).
+static DEFAULTS: [OnceLock<Option<Arc<AtomicBool>>>; MAX_SIGNAL as usize + 1] =
+    [const { OnceLock::new() }; MAX_SIGNAL as usize + 1];
 
 fn acquire_signal(signal: i32) {
     let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    if signal == signal_hook::consts::SIGINT {
-        let flag = SIGINT_DEFAULT.get_or_init(|| {
-            if !disposition_is_default(signal) {
-                return None;
-            }
-            let flag = Arc::new(AtomicBool::new(false));
-            signal_hook::flag::register_conditional_default(signal, Arc::clone(&flag))
-                .ok()
-                .map(|_| flag)
-        });
-        if let Some(flag) = flag {
-            flag.store(false, Ordering::SeqCst);
+    let flag = DEFAULTS[signal as usize].get_or_init(|| {
+        if !disposition_is_default(signal) {
+            return None;
         }
+        let flag = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register_conditional_default(signal, Arc::clone(&flag))
+            .ok()
+            .map(|_| flag)
+    });
+    if let Some(flag) = flag {
+        flag.store(false, Ordering::SeqCst);
     }
     counts[signal as usize] += 1;
 }
@@ -594,8 +617,8 @@ fn release_signal(signal: i32) {
     let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
     let count = &mut counts[signal as usize];
     *count = count.saturating_sub(1);
-    if *count == 0 && signal == signal_hook::consts::SIGINT {
-        if let Some(Some(flag)) = SIGINT_DEFAULT.get() {
+    if *count == 0 {
+        if let Some(Some(flag)) = DEFAULTS[signal as usize].get() {
             flag.store(true, Ordering::SeqCst);
         }
     }

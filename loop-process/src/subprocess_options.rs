@@ -12,10 +12,12 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
+
+use crate::fd_inheritance::{self, is_open};
 
 /// Where one of the child's standard streams goes (asyncio's `stdin=`,
 /// `stdout=`, `stderr=` arguments).
@@ -82,16 +84,19 @@ impl From<File> for Stdio {
 /// ```
 ///
 /// Not offered (asyncio passes them to `subprocess.Popen`): `preexec_fn`,
-/// `user`/`group`/`umask`, `pass_fds`, `executable`, `bufsize` (there is no
-/// buffering between the pipe and the protocol).
+/// `user`/`group`/`umask`, `executable`, `bufsize` (there is no
+/// buffering between the pipe and the protocol), `close_fds=False`.
 ///
-/// Other fds: the child inherits only fds without `O_CLOEXEC`. Every fd that
-/// aioloop and Rust's standard library open has it (the loop's epoll and
-/// eventfd, sockets, pipes, files), so the child gets only 0, 1 and 2, as
-/// with Popen's default `close_fds=True`; an fd made without it on purpose
-/// (a raw `open` without `O_CLOEXEC`) is inherited, as with
-/// `std::process::Command`. Closing every other fd in the child would take a
-/// `fork` instead of the much cheaper `posix_spawn`/`vfork` path.
+/// Other fds: the child inherits 0, 1, 2 and the [`pass_fds`](Self::pass_fds),
+/// nothing else, as with Popen's default `close_fds=True`, even an fd the
+/// parent opened without `O_CLOEXEC`. Every fd that aioloop and Rust's
+/// standard library open is close-on-exec already, so this costs nothing
+/// in the common case: the child's other fds are marked close-on-exec
+/// (`close_range`) only when `pass_fds` is set or the parent has an
+/// inheritable fd above 2 at the spawn, which turns the cheap
+/// `posix_spawn` into `fork` + `exec` for that spawn. The check cannot see
+/// an inheritable fd that another thread opens while the spawn starts
+/// (see `fd_inheritance.rs` for the details).
 #[derive(Debug, Default)]
 pub struct SubprocessOptions {
     pub(crate) stdin: Stdio,
@@ -103,6 +108,7 @@ pub struct SubprocessOptions {
     process_group: Option<i32>,
     new_session: bool,
     limit: Option<usize>,
+    pass_fds: Vec<RawFd>,
 }
 
 impl SubprocessOptions {
@@ -197,6 +203,18 @@ impl SubprocessOptions {
         self
     }
 
+    /// File descriptors the child keeps open, at the same numbers
+    /// (asyncio's, that is Popen's, `pass_fds=`): the child inherits 0, 1,
+    /// 2 and these, nothing else. Each must be open in the parent when the
+    /// child is spawned ([`InvalidInput`](io::ErrorKind::InvalidInput)
+    /// otherwise); the parent keeps its own. Numbers 0 to 2 change
+    /// nothing. Adds to the fds given before.
+    #[doc(alias = "Popen.pass_fds")]
+    pub fn pass_fds(mut self, fds: impl IntoIterator<Item = RawFd>) -> Self {
+        self.pass_fds.extend(fds);
+        self
+    }
+
     pub(crate) fn stream_limit(&self) -> Option<usize> {
         self.limit
     }
@@ -251,6 +269,11 @@ impl SubprocessOptions {
                 cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(io::Error::from));
             }
         }
+
+        if let Some(fd) = self.pass_fds.iter().find(|&&fd| !is_open(fd)) {
+            return Err(invalid(&format!("pass_fds: fd {fd} is not open")));
+        }
+        fd_inheritance::restrict(&mut cmd, &self.pass_fds);
 
         let mut ends = ParentEnds::default();
         let stdin = std::mem::take(&mut self.stdin);

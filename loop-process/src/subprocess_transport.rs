@@ -142,6 +142,9 @@ pub(crate) struct Inner {
     orphaned: Cell<bool>,
     /// Whether `connection_lost` was queued.
     finished: Cell<bool>,
+    /// Whether `connection_lost` ran (asyncio's `_proc = None`): signals
+    /// are refused with ESRCH from then on.
+    lost: Cell<bool>,
     /// Whether the pipes are connected and `connection_made` queued.
     started: Cell<bool>,
     /// Whether `connection_made` ran.
@@ -176,6 +179,7 @@ impl Inner {
             closed: Cell::new(false),
             orphaned: Cell::new(false),
             finished: Cell::new(false),
+            lost: Cell::new(false),
             started: Cell::new(false),
             made: Cell::new(false),
             pipes: RefCell::new(Vec::new()),
@@ -227,10 +231,6 @@ impl Inner {
         // The pidfd has served: free the fd (thousands of children may be
         // in flight).
         self.pidfd.borrow_mut().take();
-        let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
-        for w in waiters {
-            let _ = w.set_result(code);
-        }
         self.deliver(Call::Exited);
         self.try_finish();
     }
@@ -491,8 +491,19 @@ impl Inner {
         }
     }
 
-    /// After `connection_lost`: let go of the protocol and the pipes.
+    /// After `connection_lost`: wake the waiters of [`wait`]
+    /// (asyncio's `_call_connection_lost`), let go of the protocol and the
+    /// pipes.
+    ///
+    /// [`wait`]: SubprocessTransport::wait
     fn release(&self) {
+        self.lost.set(true);
+        if let Some(code) = self.returncode.get() {
+            let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
+            for w in waiters {
+                let _ = w.set_result(code);
+            }
+        }
         self.queued_bytes.set(0);
         let protocol = self.protocol.borrow_mut().take();
         let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
@@ -502,8 +513,15 @@ impl Inner {
 
     fn send_signal(&self, signal: i32) -> io::Result<()> {
         let sig = to_signal(signal)?;
-        if self.returncode.get().is_some() {
+        // asyncio's `_check_proc`: refused once `connection_lost` ran.
+        if self.lost.get() {
             return Err(no_such_process());
+        }
+        // Exited (and reaped: the pid may be another process's now), but
+        // `connection_lost` has not run: nothing to do, as asyncio ignores
+        // the `ProcessLookupError` of its `os.kill`.
+        if self.returncode.get().is_some() {
+            return Ok(());
         }
         if self.orphaned.get() {
             // The orphan reaper may reap it at any moment: a signal by pid
@@ -517,13 +535,11 @@ impl Inner {
             // the pid is still ours.
             None => rustix::process::kill_process(self.pid, sig),
         };
-        sent.map_err(|e| {
-            if e == rustix::io::Errno::SRCH {
-                no_such_process()
-            } else {
-                io::Error::from(e)
-            }
-        })
+        match sent {
+            // Exited, not yet reaped: as above.
+            Err(rustix::io::Errno::SRCH) => Ok(()),
+            other => other.map_err(io::Error::from),
+        }
     }
 }
 
@@ -596,9 +612,11 @@ impl SubprocessTransport {
 
     /// Sends `signal` to the child (asyncio's `send_signal`). Through the
     /// pidfd on Linux, so a signal never reaches another process that
-    /// reused the pid. Once the child has exited (its return code is
-    /// known): an error with `ESRCH`, asyncio's `ProcessLookupError`. An
-    /// invalid number: [`InvalidInput`](io::ErrorKind::InvalidInput).
+    /// reused the pid. Once the child has exited but before the protocol's
+    /// `connection_lost`: nothing is sent and `Ok(())` is returned (asyncio
+    /// ignores the `ProcessLookupError` there); after `connection_lost`: an
+    /// error with `ESRCH`, asyncio's `ProcessLookupError`. An invalid
+    /// number: [`InvalidInput`](io::ErrorKind::InvalidInput).
     #[doc(alias = "SubprocessTransport.send_signal")]
     pub fn send_signal(&self, signal: i32) -> io::Result<()> {
         self.inner.send_signal(signal)
@@ -665,6 +683,11 @@ impl SubprocessTransport {
 
     /// Waits for the child to exit and returns its return code (what
     /// asyncio's `Process.wait()` awaits). Does not close anything.
+    ///
+    /// As asyncio's `_wait`: at once if the return code is known;
+    /// otherwise it resolves after the protocol's `connection_lost`, that
+    /// is once the child exited *and* its pipes closed (a grandchild that
+    /// keeps a pipe open keeps this waiting).
     pub fn wait(&self) -> impl std::future::Future<Output = io::Result<i32>> + 'static {
         let inner = self.inner.clone();
         async move {

@@ -153,3 +153,48 @@ pub fn counter() -> Rc<Cell<usize>> {
 pub fn bump(c: &Cell<usize>) {
     c.set(c.get() + 1);
 }
+
+/// The warnings logged (through the `log` crate) on the calling thread since
+/// [`capture_warnings`] was first called in this test binary. Records are
+/// kept per thread, so tests running side by side do not see each
+/// other's.
+pub fn warnings_on_this_thread() -> Vec<String> {
+    let me = format!("{:?}", std::thread::current().id());
+    WARNINGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(t, _)| *t == me)
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+static WARNINGS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+struct WarningCollector;
+
+impl log::Log for WarningCollector {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if record.level() <= log::Level::Warn {
+            let me = format!("{:?}", std::thread::current().id());
+            WARNINGS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((me, record.args().to_string()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Installs (once per test binary) a logger that keeps every warning, for
+/// [`warnings_on_this_thread`].
+pub fn capture_warnings() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&WarningCollector).expect("no other logger in this binary");
+        log::set_max_level(log::LevelFilter::Warn);
+    });
+}

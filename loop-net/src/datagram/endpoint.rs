@@ -16,8 +16,8 @@ use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
-use crate::protocol::ProtocolCell;
 use crate::loop_slot::LoopSlot;
+use crate::protocol::ProtocolCell;
 use crate::write_buffer::WriteBufferLimits;
 
 use super::{DatagramProtocol, DatagramTransport, DynProtocol, Endpoint, State};

@@ -83,8 +83,10 @@ impl Endpoint {
             }
         };
         if self.state.get() != State::Open {
-            self.sends_after_close
-                .set(self.sends_after_close.get().saturating_add(1));
+            crate::transport::count_dropped_write(
+                &self.sends_after_close,
+                "socket.send() raised exception.",
+            );
             return Ok(());
         }
         let dest = given.as_ref().or(self.remote_raw.as_ref());

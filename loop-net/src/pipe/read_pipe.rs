@@ -12,7 +12,9 @@
 //! would spin) and watched again right after the protocol is free. End of file:
 //! `eof_received()` (its return value is ignored: a read pipe has nothing
 //! left to keep open), then `connection_lost(None)`. A read error other than
-//! `EAGAIN`/`EINTR` is fatal: `connection_lost(Some(err))`. `pause_reading`
+//! `EAGAIN`/`EINTR` is fatal: reported to the exception handler ("Fatal read
+//! error on pipe transport", but for `EIO`, as asyncio) and
+//! `connection_lost(Some(err))`. `pause_reading`
 //! unregisters the fd; `is_reading` is asyncio's `not paused and not
 //! closing`. The write side of the `Transport` API is refused with an
 //! `InvalidState` error (`write`, `writelines`, `write_eof`);
@@ -24,7 +26,7 @@ use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
-use loop_core::{ErrorKind, EventLoop, LoopError};
+use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 use rustix::io::Errno;
 
 use super::{
@@ -122,10 +124,31 @@ impl ReadPipe {
             Ok(Ok(Got::Eof)) => self.close_impl(),
             Ok(Err(e)) => match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
-                _ => self.force_close(Some(e)),
+                _ => {
+                    self.report_read_error(&e);
+                    self.force_close(Some(e));
+                }
             },
             Err(payload) => protocol_failed(self, stage.get(), payload),
         }
+    }
+
+    /// asyncio's `_fatal_error(exc, 'Fatal read error on pipe transport')`:
+    /// the exception handler hears of it, but for EIO (what a pty gives
+    /// once its other side is closed: an end, not a fault).
+    fn report_read_error(&self, e: &io::Error) {
+        if e.raw_os_error() == Some(Errno::IO.raw_os_error()) {
+            return;
+        }
+        let copy = match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        };
+        self.life.lp.call_exception_handler(
+            ExceptionContext::new("Fatal read error on pipe transport")
+                .with_error(copy)
+                .with("transport", format!("{} fd={}", Self::NAME, self.life.raw)),
+        );
     }
 
     /// One `read` into the protocol, which gets the data or the EOF.

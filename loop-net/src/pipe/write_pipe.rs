@@ -194,7 +194,10 @@ impl WritePipe {
         }
         if self.life.state.get() != State::Open || self.life.lost_scheduled.get() {
             // asyncio's pipe drops writes once it is closing, and counts them.
-            self.writes_after_lost.set(self.writes_after_lost.get() + 1);
+            crate::transport::count_dropped_write(
+                &self.writes_after_lost,
+                "pipe closed by peer or os.write(pipe, data) raised exception.",
+            );
             return Ok(false);
         }
         Ok(true)

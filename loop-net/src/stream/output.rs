@@ -129,7 +129,10 @@ impl Stream {
             ));
         }
         if self.state.get() == State::Lost || self.lost_scheduled.get() {
-            self.writes_after_lost.set(self.writes_after_lost.get() + 1);
+            crate::transport::count_dropped_write(
+                &self.writes_after_lost,
+                "socket.send() raised exception.",
+            );
             return Ok(false);
         }
         Ok(true)
@@ -194,7 +197,7 @@ impl Stream {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.protocol.borrow().clone();
             match self.lp.get() {
-                Some(lp) => notice.deliver(&lp, &protocol, || None),
+                Some(lp) => notice.deliver(&lp, &protocol, || Some(format!("fd={}", self.raw))),
                 None => None,
             }
         });

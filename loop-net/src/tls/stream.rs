@@ -81,6 +81,17 @@ pub(crate) struct StartError {
     pub(crate) on_lost: Option<LostHook>,
 }
 
+/// A duration in seconds as asyncio's messages print a float: `1.0`, `0.2`,
+/// `2.5` (Rust's `{}` of `1.0_f64` would say `1`).
+pub(crate) fn asyncio_seconds(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{secs:.1}")
+    } else {
+        format!("{secs}")
+    }
+}
+
 /// How a TLS transport is set up.
 pub(crate) struct Settings {
     /// Call `connection_made` after the handshake (not for `start_tls`).
@@ -456,5 +467,18 @@ impl TlsStream {
             }
         }
         self.drain_deferred();
+    }
+}
+
+#[cfg(test)]
+mod seconds_tests {
+    use super::*;
+
+    #[test]
+    fn seconds_print_as_asyncio_prints_a_float() {
+        assert_eq!(asyncio_seconds(Duration::from_secs(1)), "1.0");
+        assert_eq!(asyncio_seconds(Duration::from_secs(60)), "60.0");
+        assert_eq!(asyncio_seconds(Duration::from_millis(200)), "0.2");
+        assert_eq!(asyncio_seconds(Duration::from_millis(2500)), "2.5");
     }
 }

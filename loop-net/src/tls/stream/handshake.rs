@@ -49,7 +49,7 @@ impl TlsStream {
                 io::ErrorKind::TimedOut,
                 format!(
                     "SSL handshake is taking longer than {} seconds: aborting the connection",
-                    self.handshake_timeout.as_secs_f64()
+                    super::asyncio_seconds(self.handshake_timeout)
                 ),
             ));
         }

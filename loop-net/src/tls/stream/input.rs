@@ -310,7 +310,14 @@ impl TlsStream {
         self.stop_reading();
         let keep_open = catch_unwind(AssertUnwindSafe(|| protocol.try_eof_received()));
         match keep_open {
-            Ok(Some(true)) => {}
+            // asyncio's SSLProtocol: half-open TLS is not kept; it warns
+            // and shuts down all the same.
+            Ok(Some(true)) => {
+                loop_core::debug::warn(
+                    "returning true from eof_received() has no effect when using ssl",
+                );
+                self.close_impl();
+            }
             // None: in use (reached from inside one of its methods): the
             // default answer, as before.
             Ok(Some(false)) | Ok(None) => self.close_impl(),
@@ -322,8 +329,9 @@ impl TlsStream {
         self.tcp_eof.set(true);
         self.stop_reading();
         match self.state.get() {
+            // asyncio's `eof_received` in DO_HANDSHAKE: ConnectionResetError.
             State::Handshaking => self.handshake_failed(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
+                io::ErrorKind::ConnectionReset,
                 "the peer closed the connection during the TLS handshake",
             )),
             State::Open => {

@@ -181,7 +181,9 @@ impl TlsStream {
         let delivered = self.flow.drain(|notice| {
             let protocol = self.protocol.borrow().clone();
             match self.lp.get() {
-                Some(lp) => notice.deliver(&lp, &protocol, || None),
+                Some(lp) => {
+                    notice.deliver(&lp, &protocol, || Some(format!("fd={} (TLS)", self.raw)))
+                }
                 None => None,
             }
         });

@@ -68,11 +68,16 @@ impl TlsStream {
                 io::ErrorKind::TimedOut,
                 format!(
                     "SSL shutdown timed out: the data was not flushed within {} seconds",
-                    self.shutdown_timeout.as_secs_f64()
+                    super::asyncio_seconds(self.shutdown_timeout)
                 ),
             ))),
-            // Our side is done; the peer did not answer our close_notify.
-            State::ShuttingDown => self.force_close(None),
+            // Our side is done; the peer did not answer our close_notify:
+            // asyncio's `_check_shutdown_timeout` (SHUTDOWN state) forces
+            // the close with a TimeoutError, which `connection_lost` gets.
+            State::ShuttingDown => self.force_close(Some(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "SSL shutdown timed out",
+            ))),
             _ => {}
         }
     }
