@@ -581,15 +581,14 @@ impl AnyProtocol {
     }
 
     /// The protocol's type name ([`BaseProtocol::protocol_type_name`]), for
-    /// reports; a placeholder while the protocol is in use.
+    /// reports; the name its cell recorded while the protocol is in use.
     pub(crate) fn type_name(&self) -> &'static str {
-        let name = match self {
+        match self {
             AnyProtocol::Streaming(p) => {
                 p.peek(|p| p.protocol_type_name()).unwrap_or(p.type_name())
             }
             AnyProtocol::Buffered(p) => p.peek(|p| p.protocol_type_name()).unwrap_or(p.type_name()),
-        };
-        name
+        }
     }
 
     /// Runs `f` on the protocol as a [`BaseProtocol`], unless it is in use
