@@ -395,8 +395,10 @@ fn close_removes_the_handlers_closes_their_fds_and_restores_dispositions() {
             0,
             "SIGUSR2 is not ignored here"
         );
-        let lp = new_loop();
+        // Counted before the loop exists: close() releases the loop's own
+        // poller and wake-up descriptors as well as the handlers'.
         let before = open_fds();
+        let lp = new_loop();
         let l = lp.clone();
         lp.add_signal_handler(USR1, move || l.stop()).unwrap();
         lp.add_signal_handler(USR2, || panic!("a closed loop's handler ran"))
@@ -406,7 +408,7 @@ fn close_removes_the_handlers_closes_their_fds_and_restores_dispositions() {
         run_bounded(&lp);
         assert!(open_fds() > before);
         lp.close().unwrap();
-        assert_eq!(open_fds(), before, "the handlers' descriptors are closed");
+        assert_eq!(open_fds(), before, "the handlers' and the loop's descriptors are closed");
         // Ignored before: still ignored.
         send(Signal::USR2);
         // The default before: terminates the process.
