@@ -354,6 +354,7 @@ impl EventLoop {
             RunState::Closed => return Ok(()),
             RunState::Idle => {}
         }
+        self.cancel_leftover_tasks("close()");
         self.inner.state.set(RunState::Closed);
         let inner = &*self.inner;
         inner.shared.close();

@@ -97,10 +97,14 @@ pub use exception::{ExceptionContext, ExceptionHandler};
 pub use executor::{BlockingPool, Executor, ExecutorFuture, Job};
 pub use handle::{Handle, TimerHandle};
 pub use io::FileDescriptor;
+pub use loop_futures::{
+    cancellation_pending, check_await, deliver_cancellation, observe_cancellation,
+    take_cancellation, Waitable, WeakLoopError,
+};
 pub use loop_futures::{CallbackId, TaskBody, TaskRef};
 pub use loop_futures::{ErrorKind, LoopError, PanicError};
 pub use reactor::Backend;
 pub use running::running_loop;
 pub use sleep::Sleep;
-pub use tasks::{current_task, Future, Task, TaskFactory};
+pub use tasks::{current_task, Future, Task, TaskFactory, SHUTDOWN_ROUNDS, SHUTDOWN_ROUND_LIMIT};
 pub use threadsafe::LoopHandle;

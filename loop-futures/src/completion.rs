@@ -241,6 +241,29 @@ impl<T, H> Completion<T, H> {
         Poll::Pending
     }
 
+    /// `Ready` once done, registering `cx`'s waker until then; takes nothing.
+    pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_done() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.has_waker(cx.waker()) {
+            waiters.push(Waiter::Waker(cx.waker().clone()));
+        }
+        Poll::Pending
+    }
+
+    /// Runs `f` on the outcome: `None` while pending, or once the value was
+    /// moved out (a moved-out error is still shown).
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(Option<&Result<T, LoopError>>) -> R) -> R {
+        let outcome = self.outcome.borrow();
+        match &*outcome {
+            Outcome::Done(r) => f(Some(r)),
+            Outcome::Taken(Some(e)) => f(Some(&Err(e.clone()))),
+            Outcome::Pending | Outcome::Taken(None) => f(None),
+        }
+    }
+
     /// Records that someone looked at the outcome. Only a look at a *done*
     /// future counts: asking before completion (an `InvalidState` error) does
     /// not retrieve an error set later, as in asyncio, where `set_exception`

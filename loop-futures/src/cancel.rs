@@ -1,0 +1,264 @@
+//! The delivery of a task's cancellation to the awaitable it is suspended
+//! on. The rule itself is stated once, in the [`task`](crate::task) module
+//! docs ("Cancellation"); this module is its mechanics.
+//!
+//! # Mechanics
+//! One thread-local context, `CTX`, a `Copy` value read with one load:
+//! - `loop_id`: the identity of the loop whose task is being polled (the
+//!   address of its [`TaskRegistry`]), 0 outside task polls;
+//! - `armed`: a cancellation waits in `DELIVERY` to be taken by the first
+//!   aioloop awaitable polled ([`take_cancellation`], [`check_await`]);
+//! - `observed`: an awaitable recorded in `OBSERVED` a `Cancelled` error it
+//!   returned because what it awaited was cancelled (not by delivery).
+//!
+//! `TaskCore::poll_body` arms a pending `cancel()` request as a fresh
+//! `LoopError::cancelled(msg)` before polling the body and disarms it after:
+//! whatever is still armed then was not observed. So outside a task poll
+//! with a pending request nothing is armed, and an awaitable's check costs
+//! one thread-local load.
+
+use std::cell::{Cell, RefCell};
+
+use crate::{ErrorKind, LoopError, LoopRef, TaskRegistry, WeakLoopError};
+
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx {
+    loop_id: usize,
+    armed: bool,
+    observed: bool,
+}
+
+impl Ctx {
+    const NONE: Ctx = Ctx {
+        loop_id: 0,
+        armed: false,
+        observed: false,
+    };
+}
+
+thread_local! {
+    static CTX: Cell<Ctx> = const { Cell::new(Ctx::NONE) };
+    static DELIVERY: RefCell<Option<LoopError>> = const { RefCell::new(None) };
+    static OBSERVED: RefCell<Vec<WeakLoopError>> = const { RefCell::new(Vec::new()) };
+}
+
+#[inline]
+fn ctx() -> Ctx {
+    CTX.with(Cell::get)
+}
+
+#[inline]
+fn set_ctx(c: Ctx) {
+    CTX.with(|x| x.set(c));
+}
+
+fn put_delivery(err: Option<LoopError>) -> Option<LoopError> {
+    DELIVERY
+        .try_with(|d| std::mem::replace(&mut *d.borrow_mut(), err))
+        .ok()
+        .flatten()
+}
+
+fn take_observed() -> Vec<WeakLoopError> {
+    OBSERVED
+        .try_with(|o| std::mem::take(&mut *o.borrow_mut()))
+        .unwrap_or_default()
+}
+
+/// The identity of `lp` for the different-loop check.
+#[inline]
+pub(crate) fn loop_id<L: LoopRef>(lp: &L) -> usize {
+    lp.tasks() as *const TaskRegistry as usize
+}
+
+/// Takes the cancellation being delivered to the task polling this
+/// awaitable, if there is one.
+///
+/// Every aioloop awaitable calls this (or [`check_await`]) at the top of its
+/// `poll`; an awaitable of your own that waits for something aioloop will
+/// not cancel by itself should too: on `Some(err)`, stop waiting (cancel
+/// what you wait for, as asyncio cancels the task's `_fut_waiter`) and
+/// return `err`, or an error that holds it (an `io::Error` made from it with
+/// `?`/`From` does), without keeping a clone of it. A task whose body then
+/// propagates that error ends cancelled; one that drops it goes on. An
+/// awaitable that does not take it leaves the task to the fallback rule: its
+/// body is dropped. Outside a task poll, and in every poll of a task that
+/// nobody cancelled, this is `None` at the cost of one thread-local load.
+///
+/// ```
+/// use loop_futures::take_cancellation;
+/// // Nothing is being delivered outside a cancelled task's poll.
+/// assert!(take_cancellation().is_none());
+/// ```
+#[inline]
+pub fn take_cancellation() -> Option<LoopError> {
+    let c = ctx();
+    if !c.armed {
+        return None;
+    }
+    set_ctx(Ctx { armed: false, ..c });
+    put_delivery(None)
+}
+
+/// Whether a cancellation is waiting to be taken by the next awaitable
+/// polled (see [`take_cancellation`]).
+#[inline]
+pub fn cancellation_pending() -> bool {
+    ctx().armed
+}
+
+/// The check at the top of the `poll` of an awaitable bound to loop `lp`
+/// (`what` names it in the error: `"Future"`, `"Task"`, ...).
+///
+/// `Err` with an [`ErrorKind::Cancelled`] error: the cancellation delivered
+/// to the task polling it, taken ([`take_cancellation`]); stop waiting and
+/// return it. `Err` with an [`ErrorKind::InvalidState`] error: the task
+/// polling it belongs to another loop ("... attached to a different loop"),
+/// which would never wake it; return it. `Ok`: go on (one thread-local load).
+#[inline]
+pub fn check_await<L: LoopRef>(lp: &L, what: &str) -> Result<(), LoopError> {
+    let c = ctx();
+    if !c.armed && (c.loop_id == 0 || c.loop_id == loop_id(lp)) {
+        return Ok(());
+    }
+    check_await_slow(c, loop_id(lp), what)
+}
+
+#[cold]
+fn check_await_slow(c: Ctx, id: usize, what: &str) -> Result<(), LoopError> {
+    if c.loop_id != 0 && c.loop_id != id {
+        return Err(LoopError::new(
+            ErrorKind::InvalidState,
+            format!(
+                "Task got {what} attached to a different loop (a future or task can only be \
+                 awaited from a task of the loop it belongs to)"
+            ),
+        ));
+    }
+    match take_cancellation() {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// The `Cancelled` error an awaitable returns because what it awaited was
+/// cancelled by someone else (a future's `cancel()`, a task that ended
+/// cancelled): inside a task poll, a copy of `err` that the task watches, so
+/// that a body propagating it ends the task cancelled (asyncio: a
+/// `CancelledError` escaping the coroutine cancels the task). Outside a task
+/// poll, `err` itself.
+pub fn observe_cancellation(err: LoopError) -> LoopError {
+    let c = ctx();
+    if c.loop_id == 0 {
+        return err;
+    }
+    let fresh = err.detached();
+    let weak = fresh.downgrade();
+    if OBSERVED.try_with(|o| o.borrow_mut().push(weak)).is_ok() {
+        set_ctx(Ctx {
+            observed: true,
+            ..c
+        });
+    }
+    fresh
+}
+
+/// Runs `poll` (which polls the future a combinator wraps) with `err`
+/// waiting to be delivered, as a task does for its own cancellation:
+/// asyncio's `timeout` cancelling the work it bounds. Returns what `poll`
+/// returned, and `err` back if nothing took it: then either a cancellation
+/// was already waiting (see [`cancellation_pending`]; it is delivered
+/// first and `err` is not armed), or the wrapped future is suspended on
+/// something that does not observe cancellation.
+pub fn deliver_cancellation<R>(err: LoopError, poll: impl FnOnce() -> R) -> (R, Option<LoopError>) {
+    let c = ctx();
+    if c.armed {
+        return (poll(), Some(err));
+    }
+    put_delivery(Some(err));
+    set_ctx(Ctx { armed: true, ..c });
+    let out = poll();
+    let after = ctx();
+    if after.armed {
+        set_ctx(Ctx {
+            armed: false,
+            ..after
+        });
+        (out, put_delivery(None))
+    } else {
+        (out, None)
+    }
+}
+
+/// What a task poll leaves in place, to put back after it (task polls do
+/// not nest in aioloop, but a foreign executor could nest them).
+pub(crate) struct Saved {
+    ctx: Ctx,
+    delivery: Option<LoopError>,
+    observed: Vec<WeakLoopError>,
+}
+
+/// Enters a task poll of loop `id`, with `delivery` armed if given.
+#[inline]
+pub(crate) fn enter(id: usize, delivery: Option<LoopError>) -> Saved {
+    let prev = ctx();
+    let mut saved = Saved {
+        ctx: prev,
+        delivery: None,
+        observed: Vec::new(),
+    };
+    if prev.armed {
+        saved.delivery = put_delivery(None);
+    }
+    if prev.observed {
+        saved.observed = take_observed();
+    }
+    let armed = delivery.is_some();
+    if armed {
+        put_delivery(delivery);
+    }
+    set_ctx(Ctx {
+        loop_id: id,
+        armed,
+        observed: false,
+    });
+    saved
+}
+
+/// What a task poll left: the delivery nobody took, and the cancellations
+/// observed.
+pub(crate) struct Left {
+    pub(crate) undelivered: Option<LoopError>,
+    pub(crate) observed: Vec<WeakLoopError>,
+}
+
+/// Leaves a task poll, restoring what [`enter`] saved.
+#[inline]
+pub(crate) fn leave(saved: Saved) -> Left {
+    let c = ctx();
+    set_ctx(saved.ctx);
+    let mut left = Left {
+        undelivered: None,
+        observed: Vec::new(),
+    };
+    if c.armed || c.observed || saved.ctx.armed || saved.ctx.observed {
+        leave_slow(c, saved, &mut left);
+    }
+    left
+}
+
+#[cold]
+fn leave_slow(c: Ctx, saved: Saved, left: &mut Left) {
+    if c.armed {
+        left.undelivered = put_delivery(None);
+    }
+    if c.observed {
+        left.observed = take_observed();
+    }
+    if saved.ctx.armed {
+        put_delivery(saved.delivery);
+    }
+    if saved.ctx.observed {
+        let _ = OBSERVED.try_with(|o| *o.borrow_mut() = saved.observed);
+    }
+}
