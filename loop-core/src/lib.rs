@@ -23,6 +23,10 @@
 //! | `loop.set_debug()` / `get_debug()` / `slow_callback_duration` | [`EventLoop::set_debug`], [`EventLoop::get_debug`], [`EventLoop::set_slow_callback_duration`] |
 //! | `await loop.shutdown_asyncgens()` | [`EventLoop::shutdown_asyncgens`] with [`EventLoop::track_async_gen`] |
 //! | `asyncio.sleep(d)` | [`EventLoop::sleep`] |
+//! | `asyncio.run(main())` | [`run`], [`run_with`] |
+//! | `asyncio.wait_for(aw, t)` / `asyncio.timeout(t)` / `timeout_at(when)` | [`wait_for`], [`timeout`], [`timeout_at`] |
+//! | `asyncio.gather(*aws)` / `asyncio.wait(fs)` / `asyncio.shield(aw)` | [`gather`], [`wait`] with [`ReturnWhen`], [`shield`] |
+//! | `task.cancel(msg)` delivered at the await | [`Task::cancel`]; the rule: [`loop_futures::task`'s cancellation section](loop_futures::task#cancellation); for awaitables of your own, [`take_cancellation`] |
 //!
 //! ```
 //! use loop_core::EventLoop;
