@@ -108,7 +108,7 @@ pub use loop_policy::{
 
 /// Everything a program usually needs, for `use aioloop::prelude::*;`.
 pub mod prelude {
-    pub use loop_core::{gather, run, shield, timeout, wait, wait_for, ReturnWhen};
+    pub use loop_core::{gather, shield, wait_for, ReturnWhen};
     pub use loop_core::{
         running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Future, Handle, LoopError,
         LoopHandle, Task, TimerHandle,

@@ -538,6 +538,19 @@ fn a_task_awaiting_a_future_of_another_loop_fails_at_once() {
 }
 
 #[test]
+fn awaiting_a_done_future_of_another_loop_gives_its_value() {
+    // asyncio only checks the loop of a future the task has to wait for.
+    let lp = new_loop();
+    let other = new_loop();
+    let fut = other.create_future::<u32>();
+    fut.set_result(3).unwrap();
+    let task = lp.create_task(fut).unwrap();
+    assert_eq!(run(&lp, task).unwrap().unwrap().unwrap(), 3);
+    lp.close().unwrap();
+    other.close().unwrap();
+}
+
+#[test]
 fn a_task_awaiting_a_task_of_another_loop_fails_at_once() {
     let lp = new_loop();
     let other = new_loop();

@@ -179,8 +179,8 @@ impl<T: 'static, L: LoopRef> Future<T, L> {
 /// (asyncio cancels the task's `_fut_waiter`) and the await gives the
 /// delivered `Cancelled` error; a future already done keeps its value and
 /// the await still gives the error (asyncio's `_must_cancel`). See the
-/// [cancellation rule](crate::task#cancellation). Awaiting a future of
-/// another loop from a task is an `InvalidState` error.
+/// [cancellation rule](crate::task#cancellation). Awaiting a pending future
+/// of another loop from a task is an `InvalidState` error.
 impl<T: 'static, L: LoopRef> std::future::Future for Future<T, L> {
     type Output = Result<T, LoopError>;
 
@@ -188,8 +188,13 @@ impl<T: 'static, L: LoopRef> std::future::Future for Future<T, L> {
         if let Err(err) = cancel::check_await(&self.inner.lp, "Future") {
             if err.kind() == ErrorKind::Cancelled {
                 self.cancel(Some(err.message()));
+                return Poll::Ready(Err(err));
             }
-            return Poll::Ready(Err(err));
+            // Another loop's future: an error unless it is done (asyncio
+            // only checks the loop of a future the task must wait for).
+            if !self.inner.completion.is_done() {
+                return Poll::Ready(Err(err));
+            }
         }
         match self.inner.completion.poll_take(cx) {
             Poll::Ready(Err(e)) if e.kind() == ErrorKind::Cancelled => {

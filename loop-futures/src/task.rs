@@ -529,19 +529,26 @@ impl<T: 'static, L: LoopRef> Task<T, L> {
 /// awaiting task gets its own delivered cancellation; if it handles it and
 /// returns a value, the awaiting task gets the value. A task that is already
 /// done gives the delivered cancellation at once. Awaiting the task itself,
-/// or a task of another loop, is an `InvalidState` error.
+/// or a pending task of another loop, is an `InvalidState` error.
 impl<T: 'static, L: LoopRef> StdFuture for Task<T, L> {
     type Output = Result<T, LoopError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let Err(err) = cancel::check_await(&this.core.lp, "Task") {
-            if err.kind() != ErrorKind::Cancelled || this.core.completion.is_done() {
+            let done = this.core.completion.is_done();
+            if err.kind() == ErrorKind::Cancelled {
+                if done {
+                    return Poll::Ready(Err(err));
+                }
+                if !this.is_current() {
+                    this.core.request_cancel(err.message());
+                    this.forwarded = Some(err);
+                }
+            } else if !done {
+                // A pending task of another loop (a done one gives its
+                // output, as asyncio's await of a done task does).
                 return Poll::Ready(Err(err));
-            }
-            if !this.is_current() {
-                this.core.request_cancel(err.message());
-                this.forwarded = Some(err);
             }
         }
         if !this.core.completion.is_done() && this.is_current() {
