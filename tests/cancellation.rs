@@ -783,3 +783,49 @@ mod net {
         lp.close().unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------
+// Process.wait (loop-process)
+
+#[cfg(feature = "process")]
+mod process {
+    use super::*;
+    use aioloop::prelude::*;
+
+    #[test]
+    fn process_wait_observes_the_cancellation_and_the_child_can_still_be_reaped() {
+        let lp = new_loop();
+        let lp2 = lp.clone();
+        let seen: Log<String> = log();
+        let s = seen.clone();
+        let proc_slot: Rc<RefCell<Option<Process>>> = Rc::default();
+        let p2 = proc_slot.clone();
+        let task = lp
+            .create_task(async move {
+                let p = lp2
+                    .create_subprocess_exec("sleep", ["30"], SubprocessOptions::new())
+                    .await?;
+                let wait = p.wait();
+                *p2.borrow_mut() = Some(p);
+                let r = wait.await;
+                saw(&s, &r);
+                r
+            })
+            .unwrap();
+        // Until the child runs and the task waits for it.
+        while proc_slot.borrow().is_none() && !task.done() {
+            one_iteration(&lp);
+        }
+        assert!(!task.done(), "spawning failed: {:?}", task.result());
+        one_iteration(&lp);
+        task.cancel(Some("stop waiting"));
+        let out = run(&lp, task.clone());
+        assert!(task.cancelled(), "{out:?}");
+        assert_eq!(*seen.borrow(), vec!["err: stop waiting".to_string()]);
+        let p = proc_slot.borrow_mut().take().unwrap();
+        p.kill().unwrap();
+        let code = run(&lp, async move { p.wait().await }).unwrap().unwrap();
+        assert_eq!(code, -9);
+        lp.close().unwrap();
+    }
+}
