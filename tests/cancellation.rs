@@ -816,7 +816,7 @@ mod process {
         while proc_slot.borrow().is_none() && !task.done() {
             one_iteration(&lp);
         }
-        assert!(!task.done(), "spawning failed: {:?}", task.result());
+        assert!(!task.done(), "spawning failed: {:?}", task.take_result());
         one_iteration(&lp);
         task.cancel(Some("stop waiting"));
         let out = run(&lp, task.clone());
