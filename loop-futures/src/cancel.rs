@@ -190,75 +190,93 @@ pub fn deliver_cancellation<R>(err: LoopError, poll: impl FnOnce() -> R) -> (R, 
     }
 }
 
-/// What a task poll leaves in place, to put back after it (task polls do
-/// not nest in aioloop, but a foreign executor could nest them).
-pub(crate) struct Saved {
-    ctx: Ctx,
-    delivery: Option<LoopError>,
-    observed: Vec<WeakLoopError>,
-}
-
-/// Enters a task poll of loop `id`, with `delivery` armed if given.
+/// Enters a task poll of loop `id`, with `delivery` armed if given;
+/// returns the context to give back to [`leave`]. The fast path (no
+/// delivery, no task poll around it) is two thread-local accesses.
 #[inline]
-pub(crate) fn enter(id: usize, delivery: Option<LoopError>) -> Saved {
-    let prev = ctx();
-    let mut saved = Saved {
-        ctx: prev,
-        delivery: None,
-        observed: Vec::new(),
-    };
-    if prev.armed {
-        saved.delivery = put_delivery(None);
-    }
-    if prev.observed {
-        saved.observed = take_observed();
-    }
+pub(crate) fn enter(id: usize, delivery: Option<LoopError>) -> Ctx {
     let armed = delivery.is_some();
-    if armed {
-        put_delivery(delivery);
-    }
-    set_ctx(Ctx {
-        loop_id: id,
-        armed,
-        observed: false,
+    let prev = CTX.with(|c| {
+        c.replace(Ctx {
+            loop_id: id,
+            armed,
+            observed: false,
+        })
     });
-    saved
-}
-
-/// What a task poll left: the delivery nobody took, and the cancellations
-/// observed.
-pub(crate) struct Left {
-    pub(crate) undelivered: Option<LoopError>,
-    pub(crate) observed: Vec<WeakLoopError>,
-}
-
-/// Leaves a task poll, restoring what [`enter`] saved.
-#[inline]
-pub(crate) fn leave(saved: Saved) -> Left {
-    let c = ctx();
-    set_ctx(saved.ctx);
-    let mut left = Left {
-        undelivered: None,
-        observed: Vec::new(),
-    };
-    if c.armed || c.observed || saved.ctx.armed || saved.ctx.observed {
-        leave_slow(c, saved, &mut left);
+    if prev.armed || prev.observed || armed {
+        enter_slow(prev, delivery);
     }
-    left
+    prev
 }
 
 #[cold]
-fn leave_slow(c: Ctx, saved: Saved, left: &mut Left) {
-    if c.armed {
-        left.undelivered = put_delivery(None);
+#[inline(never)]
+fn enter_slow(prev: Ctx, delivery: Option<LoopError>) {
+    if prev.armed || prev.observed {
+        // What the outer poll had is put aside: `put_delivery` below must
+        // not overwrite it.
+        let saved = (put_delivery(None), take_observed());
+        let _ = STASH.try_with(|s| s.borrow_mut().push(saved));
     }
-    if c.observed {
-        left.observed = take_observed();
+    if let Some(err) = delivery {
+        put_delivery(Some(err));
     }
-    if saved.ctx.armed {
-        put_delivery(saved.delivery);
+}
+
+/// Leaves a task poll, restoring `prev`; returns the context the poll
+/// ended with (whether a delivery is left, whether cancellations were
+/// observed: see [`take_undelivered`] and [`take_observed_list`]).
+#[inline]
+pub(crate) fn leave(prev: Ctx) -> Ctx {
+    CTX.with(|c| c.replace(prev))
+}
+
+impl Ctx {
+    /// The delivery was not taken.
+    #[inline]
+    pub(crate) fn undelivered(self) -> bool {
+        self.armed
     }
-    if saved.ctx.observed {
-        let _ = OBSERVED.try_with(|o| *o.borrow_mut() = saved.observed);
+
+    /// Cancellations were observed.
+    #[inline]
+    pub(crate) fn observed(self) -> bool {
+        self.observed
     }
+
+    /// A task poll saved what it found before it (see [`enter`]).
+    #[inline]
+    pub(crate) fn nested(self) -> bool {
+        self.armed || self.observed
+    }
+}
+
+/// The delivery a poll that ended with `undelivered()` left.
+#[cold]
+pub(crate) fn take_undelivered() -> Option<LoopError> {
+    put_delivery(None)
+}
+
+/// The cancellations a poll that ended with `observed()` recorded.
+#[cold]
+pub(crate) fn take_observed_list() -> Vec<WeakLoopError> {
+    take_observed()
+}
+
+thread_local! {
+    /// What nested task polls saved (task polls do not nest in aioloop, but
+    /// a foreign executor could nest them).
+    static STASH: RefCell<Vec<(Option<LoopError>, Vec<WeakLoopError>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Puts back what [`enter`] stashed for a nested poll (call after
+/// [`leave`] when `prev.nested()`, once the poll's own leftovers were taken).
+#[cold]
+#[inline(never)]
+pub(crate) fn unstash() {
+    let Some((delivery, observed)) = STASH.try_with(|s| s.borrow_mut().pop()).ok().flatten() else {
+        return;
+    };
+    put_delivery(delivery);
+    let _ = OBSERVED.try_with(|o| *o.borrow_mut() = observed);
 }

@@ -90,6 +90,7 @@ impl<T, H> Default for Completion<T, H> {
 }
 
 impl<T, H> Completion<T, H> {
+    #[inline]
     pub(crate) fn is_done(&self) -> bool {
         !matches!(*self.outcome.borrow(), Outcome::Pending)
     }
@@ -102,6 +103,7 @@ impl<T, H> Completion<T, H> {
     }
 
     /// Sets the outcome; false if it was already set.
+    #[inline]
     pub(crate) fn complete<L: LoopRef>(
         &self,
         lp: &L,
@@ -226,6 +228,7 @@ impl<T, H> Completion<T, H> {
     }
 
     /// The `std::future::Future` side: move the outcome out when done.
+    #[inline]
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T, LoopError>> {
         {
             let mut outcome = self.outcome.borrow_mut();

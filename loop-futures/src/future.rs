@@ -184,24 +184,46 @@ impl<T: 'static, L: LoopRef> Future<T, L> {
 impl<T: 'static, L: LoopRef> std::future::Future for Future<T, L> {
     type Output = Result<T, LoopError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Err(err) = cancel::check_await(&self.inner.lp, "Future") {
-            if err.kind() == ErrorKind::Cancelled {
-                self.cancel(Some(err.message()));
-                return Poll::Ready(Err(err));
-            }
-            // Another loop's future: an error unless it is done (asyncio
-            // only checks the loop of a future the task must wait for).
-            if !self.inner.completion.is_done() {
+            if let Some(err) = self.interrupted(err) {
                 return Poll::Ready(Err(err));
             }
         }
         match self.inner.completion.poll_take(cx) {
-            Poll::Ready(Err(e)) if e.kind() == ErrorKind::Cancelled => {
-                Poll::Ready(Err(cancel::observe_cancellation(e)))
-            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(failed(e))),
             other => other,
         }
+    }
+}
+
+impl<T: 'static, L: LoopRef> Future<T, L> {
+    /// `check_await` said no: the error to return now, if any.
+    #[cold]
+    fn interrupted(&self, err: LoopError) -> Option<LoopError> {
+        if err.kind() == ErrorKind::Cancelled {
+            self.cancel(Some(err.message()));
+            return Some(err);
+        }
+        // Another loop's future: an error unless it is done (asyncio only
+        // checks the loop of a future the task must wait for).
+        if self.inner.completion.is_done() {
+            None
+        } else {
+            Some(err)
+        }
+    }
+}
+
+/// The error an await of a failed future gives (a cancellation is watched
+/// by the awaiting task: see the cancellation rule).
+#[cold]
+fn failed(e: LoopError) -> LoopError {
+    if e.kind() == ErrorKind::Cancelled {
+        cancel::observe_cancellation(e)
+    } else {
+        e
     }
 }
 

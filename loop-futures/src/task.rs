@@ -128,6 +128,8 @@ struct TaskCore<T, L: LoopRef> {
     /// awaited future or task): if one is alive when the body returns, the
     /// body propagated it.
     tracked: RefCell<Vec<WeakLoopError>>,
+    /// `tracked` was ever written (the fast path skips it otherwise).
+    any_tracked: Cell<bool>,
 }
 
 impl<T, L: LoopRef> Clone for Task<T, L> {
@@ -185,6 +187,7 @@ where
         registry_key: Cell::new(usize::MAX),
         started: Cell::new(false),
         tracked: RefCell::new(Vec::new()),
+        any_tracked: Cell::new(false),
     });
     let weak: Weak<dyn AnyTask> = Rc::downgrade(&core) as Weak<dyn AnyTask>;
     core.registry_key.set(lp.tasks().insert(weak));
@@ -196,16 +199,14 @@ where
     let body = async move {
         let guard = guard;
         let core = guard.0.as_ref().expect("set above").clone();
-        let mut slot = pin!(Some(future));
-        let step = std::future::poll_fn(|cx| match slot.as_mut().as_pin_mut() {
-            Some(future) => core.poll_body(future, cx),
-            None => Poll::Pending,
-        })
-        .await;
-        // The future goes first: what decides the outcome is whether the
-        // delivered cancellation outlives it (in the output, or stored).
-        let dropped = catch_unwind(AssertUnwindSafe(|| slot.set(None)));
-        guard.finish(core.settle(step, dropped));
+        let step = {
+            let mut future = pin!(future);
+            std::future::poll_fn(|cx| core.poll_body(future.as_mut(), cx)).await
+        };
+        // The future is gone (dropped at the end of the block above): what
+        // decides the outcome is whether a cancellation handed to the body
+        // outlives it (in the output, or stored).
+        guard.finish(core.settle(step));
     };
     Ok((task, body))
 }
@@ -283,15 +284,23 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         }
         let registry = self.lp.tasks();
         let prev = registry.current.replace(self.registry_key.get());
-        let saved = cancel::enter(cancel::loop_id(&self.lp), delivery);
+        let outer = cancel::enter(cancel::loop_id(&self.lp), delivery);
         let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
-        let left = cancel::leave(saved);
+        let ended = cancel::leave(outer);
         registry.current.set(prev);
-        for weak in left.observed {
-            self.track(weak);
+        let undelivered = if ended.undelivered() {
+            cancel::take_undelivered()
+        } else {
+            None
+        };
+        if ended.observed() {
+            self.track_all(cancel::take_observed_list());
+        }
+        if outer.nested() {
+            cancel::unstash();
         }
         match polled {
-            Ok(Poll::Pending) => match left.undelivered {
+            Ok(Poll::Pending) => match undelivered {
                 None => Poll::Pending,
                 // Suspended on something that cannot observe it: the
                 // fallback (drop the body).
@@ -302,7 +311,7 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
                 // when the coroutine returns): `cancel()` said yes, so the
                 // task ends cancelled and the value is dropped.
                 let request = self.cancel_request.borrow_mut().take();
-                match (request, left.undelivered) {
+                match (request, undelivered) {
                     (Some(msg), _) => {
                         Poll::Ready(Step::DoneCancelled(v, LoopError::cancelled(msg)))
                     }
@@ -319,42 +328,41 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
 
     /// Remembers a cancellation handed to the body (forgetting those
     /// already gone).
+    #[cold]
     fn track(&self, weak: WeakLoopError) {
         let mut tracked = self.tracked.borrow_mut();
         tracked.retain(WeakLoopError::is_alive);
         tracked.push(weak);
+        self.any_tracked.set(true);
     }
 
-    /// The outcome, once the future is dropped (`dropped` says whether its
-    /// `Drop` panicked).
-    fn settle(&self, step: Step<T>, dropped: std::thread::Result<()>) -> Result<T, LoopError> {
-        let result = match step {
-            Step::Done(v) => {
-                // Alive only in `v` or where the body stored it: propagated.
-                let propagated = self
-                    .tracked
-                    .borrow()
-                    .iter()
-                    .rev()
-                    .find_map(WeakLoopError::upgrade);
-                match propagated {
-                    None => Ok(v),
-                    Some(err) => self.discard(v, err),
-                }
-            }
+    #[cold]
+    fn track_all(&self, weaks: Vec<WeakLoopError>) {
+        for weak in weaks {
+            self.track(weak);
+        }
+    }
+
+    /// The cancellation handed to the body that is still alive, if any: the
+    /// body propagated it (it lives in the output, or where the body stored
+    /// it).
+    #[cold]
+    fn propagated(&self) -> Option<LoopError> {
+        let tracked = std::mem::take(&mut *self.tracked.borrow_mut());
+        tracked.iter().rev().find_map(WeakLoopError::upgrade)
+    }
+
+    /// The outcome, once the future is dropped.
+    #[inline]
+    fn settle(&self, step: Step<T>) -> Result<T, LoopError> {
+        match step {
+            Step::Done(v) if !self.any_tracked.get() => Ok(v),
+            Step::Done(v) => match self.propagated() {
+                None => Ok(v),
+                Some(err) => self.discard(v, err),
+            },
             Step::DoneCancelled(v, err) => self.discard(v, err),
             Step::Cancelled(err) | Step::Panicked(err) => Err(err),
-        };
-        self.tracked.borrow_mut().clear();
-        match dropped {
-            Ok(()) => result,
-            Err(payload) => {
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(result)));
-                Err(LoopError::panicked(
-                    format!("task {} (dropping its future)", self.name()),
-                    payload,
-                ))
-            }
         }
     }
 
@@ -533,42 +541,74 @@ impl<T: 'static, L: LoopRef> Task<T, L> {
 impl<T: 'static, L: LoopRef> StdFuture for Task<T, L> {
     type Output = Result<T, LoopError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let Err(err) = cancel::check_await(&this.core.lp, "Task") {
-            let done = this.core.completion.is_done();
-            if err.kind() == ErrorKind::Cancelled {
-                if done {
-                    return Poll::Ready(Err(err));
-                }
-                if !this.is_current() {
-                    this.core.request_cancel(err.message());
-                    this.forwarded = Some(err);
-                }
-            } else if !done {
-                // A pending task of another loop (a done one gives its
-                // output, as asyncio's await of a done task does).
-                return Poll::Ready(Err(err));
+            if let Some(out) = this.interrupted(err) {
+                return Poll::Ready(Err(out));
             }
         }
-        if !this.core.completion.is_done() && this.is_current() {
-            return Poll::Ready(Err(LoopError::new(
-                ErrorKind::InvalidState,
-                format!("Task cannot await on itself: {this:?}"),
-            )));
+        if this.is_current() && !this.core.completion.is_done() {
+            return Poll::Ready(Err(this.self_await()));
         }
         match this.core.completion.poll_take(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) if e.kind() == ErrorKind::Cancelled => {
-                Poll::Ready(Err(match this.forwarded.take() {
-                    Some(delivered) => delivered,
-                    None => cancel::observe_cancellation(e),
-                }))
+            Poll::Ready(Ok(v)) => {
+                if this.forwarded.is_some() {
+                    this.forwarded = None;
+                }
+                Poll::Ready(Ok(v))
             }
-            Poll::Ready(out) => {
-                this.forwarded = None;
-                Poll::Ready(out)
+            Poll::Ready(Err(e)) => Poll::Ready(Err(this.failed(e))),
+        }
+    }
+}
+
+impl<T: 'static, L: LoopRef> Task<T, L> {
+    /// `check_await` said no: the error to return now, or `None` to go on
+    /// (the cancellation was forwarded to this task).
+    #[cold]
+    fn interrupted(&mut self, err: LoopError) -> Option<LoopError> {
+        let done = self.core.completion.is_done();
+        if err.kind() == ErrorKind::Cancelled {
+            if done {
+                return Some(err);
             }
+            if !self.is_current() {
+                self.core.request_cancel(err.message());
+                self.forwarded = Some(err);
+            }
+            None
+        } else if !done {
+            // A pending task of another loop (a done one gives its output,
+            // as asyncio's await of a done task does).
+            Some(err)
+        } else {
+            None
+        }
+    }
+
+    #[cold]
+    fn self_await(&self) -> LoopError {
+        LoopError::new(
+            ErrorKind::InvalidState,
+            format!("Task cannot await on itself: {self:?}"),
+        )
+    }
+
+    /// The error an await of this task gives: a cancellation is the
+    /// awaiting task's own delivered one if it was forwarded here, else a
+    /// watched copy (see the cancellation rule).
+    #[cold]
+    fn failed(&mut self, e: LoopError) -> LoopError {
+        let forwarded = self.forwarded.take();
+        if e.kind() != ErrorKind::Cancelled {
+            return e;
+        }
+        match forwarded {
+            Some(delivered) => delivered,
+            None => cancel::observe_cancellation(e),
         }
     }
 }
