@@ -21,7 +21,7 @@ use crate::{running, ErrorKind, LoopError};
 ///
 /// ```
 /// use loop_core::{run, shield, LoopError};
-/// let out = run(|lp| async move { shield(async { 7 }).await }).unwrap();
+/// let out = run(|_lp| async move { shield(async { 7 }).await }).unwrap();
 /// assert_eq!(out, 7);
 /// # let _: Result<(), LoopError> = Ok(());
 /// ```

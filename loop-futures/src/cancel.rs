@@ -3,13 +3,18 @@
 //! docs ("Cancellation"); this module is its mechanics.
 //!
 //! # Mechanics
-//! One thread-local context, `CTX`, a `Copy` value read with one load:
-//! - `loop_id`: the identity of the loop whose task is being polled (the
-//!   address of its [`TaskRegistry`]), 0 outside task polls;
-//! - `armed`: a cancellation waits in `DELIVERY` to be taken by the first
-//!   aioloop awaitable polled ([`take_cancellation`], [`check_await`]);
-//! - `observed`: an awaitable recorded in `OBSERVED` a `Cancelled` error it
-//!   returned because what it awaited was cancelled (not by delivery).
+//! One thread-local word, `CTX`, read with one load:
+//! - its upper bits: the identity of the loop whose task is being polled
+//!   (the address of its [`TaskRegistry`], aligned so that the two low bits
+//!   are free), 0 outside task polls;
+//! - bit 0, `ARMED`: a cancellation waits in `DELIVERY` to be taken by the
+//!   first aioloop awaitable polled ([`take_cancellation`], [`check_await`]);
+//! - bit 1, `OBSERVED`: an awaitable recorded in `OBSERVED` a `Cancelled`
+//!   error it returned because what it awaited was cancelled (not by
+//!   delivery).
+//!
+//! So an awaitable's check is one load and one comparison with its loop's
+//! identity (or 0).
 //!
 //! `TaskCore::poll_body` arms a pending `cancel()` request as a fresh
 //! `LoopError::cancelled(msg)` before polling the body and disarms it after:
@@ -21,34 +26,26 @@ use std::cell::{Cell, RefCell};
 
 use crate::{ErrorKind, LoopError, LoopRef, TaskRegistry, WeakLoopError};
 
-#[derive(Clone, Copy)]
-pub(crate) struct Ctx {
-    loop_id: usize,
-    armed: bool,
-    observed: bool,
-}
+/// The context word (see the module docs).
+pub(crate) type Ctx = usize;
 
-impl Ctx {
-    const NONE: Ctx = Ctx {
-        loop_id: 0,
-        armed: false,
-        observed: false,
-    };
-}
+const ARMED: usize = 1;
+const OBSERVED: usize = 2;
+const FLAGS: usize = ARMED | OBSERVED;
 
 thread_local! {
-    static CTX: Cell<Ctx> = const { Cell::new(Ctx::NONE) };
+    static CTX: Cell<usize> = const { Cell::new(0) };
     static DELIVERY: RefCell<Option<LoopError>> = const { RefCell::new(None) };
-    static OBSERVED: RefCell<Vec<WeakLoopError>> = const { RefCell::new(Vec::new()) };
+    static OBSERVED_LIST: RefCell<Vec<WeakLoopError>> = const { RefCell::new(Vec::new()) };
 }
 
 #[inline]
-fn ctx() -> Ctx {
+fn ctx() -> usize {
     CTX.with(Cell::get)
 }
 
 #[inline]
-fn set_ctx(c: Ctx) {
+fn set_ctx(c: usize) {
     CTX.with(|x| x.set(c));
 }
 
@@ -60,7 +57,7 @@ fn put_delivery(err: Option<LoopError>) -> Option<LoopError> {
 }
 
 fn take_observed() -> Vec<WeakLoopError> {
-    OBSERVED
+    OBSERVED_LIST
         .try_with(|o| std::mem::take(&mut *o.borrow_mut()))
         .unwrap_or_default()
 }
@@ -93,10 +90,10 @@ pub(crate) fn loop_id<L: LoopRef>(lp: &L) -> usize {
 #[inline]
 pub fn take_cancellation() -> Option<LoopError> {
     let c = ctx();
-    if !c.armed {
+    if c & ARMED == 0 {
         return None;
     }
-    set_ctx(Ctx { armed: false, ..c });
+    set_ctx(c & !ARMED);
     put_delivery(None)
 }
 
@@ -104,7 +101,7 @@ pub fn take_cancellation() -> Option<LoopError> {
 /// polled (see [`take_cancellation`]).
 #[inline]
 pub fn cancellation_pending() -> bool {
-    ctx().armed
+    ctx() & ARMED != 0
 }
 
 /// The check at the top of the `poll` of an awaitable bound to loop `lp`
@@ -118,15 +115,16 @@ pub fn cancellation_pending() -> bool {
 #[inline]
 pub fn check_await<L: LoopRef>(lp: &L, what: &str) -> Result<(), LoopError> {
     let c = ctx();
-    if !c.armed && (c.loop_id == 0 || c.loop_id == loop_id(lp)) {
+    if c == 0 || c == loop_id(lp) {
         return Ok(());
     }
     check_await_slow(c, loop_id(lp), what)
 }
 
 #[cold]
-fn check_await_slow(c: Ctx, id: usize, what: &str) -> Result<(), LoopError> {
-    if c.loop_id != 0 && c.loop_id != id {
+fn check_await_slow(c: usize, id: usize, what: &str) -> Result<(), LoopError> {
+    let polling = c & !FLAGS;
+    if polling != 0 && polling != id {
         return Err(LoopError::new(
             ErrorKind::InvalidState,
             format!(
@@ -149,16 +147,16 @@ fn check_await_slow(c: Ctx, id: usize, what: &str) -> Result<(), LoopError> {
 /// poll, `err` itself.
 pub fn observe_cancellation(err: LoopError) -> LoopError {
     let c = ctx();
-    if c.loop_id == 0 {
+    if c == 0 {
         return err;
     }
     let fresh = err.detached();
     let weak = fresh.downgrade();
-    if OBSERVED.try_with(|o| o.borrow_mut().push(weak)).is_ok() {
-        set_ctx(Ctx {
-            observed: true,
-            ..c
-        });
+    if OBSERVED_LIST
+        .try_with(|o| o.borrow_mut().push(weak))
+        .is_ok()
+    {
+        set_ctx(c | OBSERVED);
     }
     fresh
 }
@@ -172,18 +170,15 @@ pub fn observe_cancellation(err: LoopError) -> LoopError {
 /// something that does not observe cancellation.
 pub fn deliver_cancellation<R>(err: LoopError, poll: impl FnOnce() -> R) -> (R, Option<LoopError>) {
     let c = ctx();
-    if c.armed {
+    if c & ARMED != 0 {
         return (poll(), Some(err));
     }
     put_delivery(Some(err));
-    set_ctx(Ctx { armed: true, ..c });
+    set_ctx(c | ARMED);
     let out = poll();
     let after = ctx();
-    if after.armed {
-        set_ctx(Ctx {
-            armed: false,
-            ..after
-        });
+    if after & ARMED != 0 {
+        set_ctx(after & !ARMED);
         (out, put_delivery(None))
     } else {
         (out, None)
@@ -195,15 +190,10 @@ pub fn deliver_cancellation<R>(err: LoopError, poll: impl FnOnce() -> R) -> (R, 
 /// delivery, no task poll around it) is two thread-local accesses.
 #[inline]
 pub(crate) fn enter(id: usize, delivery: Option<LoopError>) -> Ctx {
+    debug_assert_eq!(id & FLAGS, 0, "a registry address is aligned");
     let armed = delivery.is_some();
-    let prev = CTX.with(|c| {
-        c.replace(Ctx {
-            loop_id: id,
-            armed,
-            observed: false,
-        })
-    });
-    if prev.armed || prev.observed || armed {
+    let prev = CTX.with(|c| c.replace(id | usize::from(armed)));
+    if prev & FLAGS != 0 || armed {
         enter_slow(prev, delivery);
     }
     prev
@@ -211,8 +201,8 @@ pub(crate) fn enter(id: usize, delivery: Option<LoopError>) -> Ctx {
 
 #[cold]
 #[inline(never)]
-fn enter_slow(prev: Ctx, delivery: Option<LoopError>) {
-    if prev.armed || prev.observed {
+fn enter_slow(prev: usize, delivery: Option<LoopError>) {
+    if prev & FLAGS != 0 {
         // What the outer poll had is put aside: `put_delivery` below must
         // not overwrite it.
         let saved = (put_delivery(None), take_observed());
@@ -231,24 +221,23 @@ pub(crate) fn leave(prev: Ctx) -> Ctx {
     CTX.with(|c| c.replace(prev))
 }
 
-impl Ctx {
-    /// The delivery was not taken.
-    #[inline]
-    pub(crate) fn undelivered(self) -> bool {
-        self.armed
-    }
+/// The delivery was not taken (of the context [`leave`] returned).
+#[inline]
+pub(crate) fn undelivered(ended: usize) -> bool {
+    ended & ARMED != 0
+}
 
-    /// Cancellations were observed.
-    #[inline]
-    pub(crate) fn observed(self) -> bool {
-        self.observed
-    }
+/// Cancellations were observed (of the context [`leave`] returned).
+#[inline]
+pub(crate) fn observed(ended: usize) -> bool {
+    ended & OBSERVED != 0
+}
 
-    /// A task poll saved what it found before it (see [`enter`]).
-    #[inline]
-    pub(crate) fn nested(self) -> bool {
-        self.armed || self.observed
-    }
+/// The poll stashed what it found before it (of the context [`enter`]
+/// returned).
+#[inline]
+pub(crate) fn nested(prev: usize) -> bool {
+    prev & FLAGS != 0
 }
 
 /// The delivery a poll that ended with `undelivered()` left.
@@ -278,5 +267,5 @@ pub(crate) fn unstash() {
         return;
     };
     put_delivery(delivery);
-    let _ = OBSERVED.try_with(|o| *o.borrow_mut() = observed);
+    let _ = OBSERVED_LIST.try_with(|o| *o.borrow_mut() = observed);
 }

@@ -288,15 +288,15 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
         let ended = cancel::leave(outer);
         registry.current.set(prev);
-        let undelivered = if ended.undelivered() {
+        let undelivered = if cancel::undelivered(ended) {
             cancel::take_undelivered()
         } else {
             None
         };
-        if ended.observed() {
+        if cancel::observed(ended) {
             self.track_all(cancel::take_observed_list());
         }
-        if outer.nested() {
+        if cancel::nested(outer) {
             cancel::unstash();
         }
         match polled {
@@ -549,10 +549,9 @@ impl<T: 'static, L: LoopRef> StdFuture for Task<T, L> {
                 return Poll::Ready(Err(out));
             }
         }
-        if this.is_current() && !this.core.completion.is_done() {
-            return Poll::Ready(Err(this.self_await()));
-        }
         match this.core.completion.poll_take(cx) {
+            // Pending while it is the task being polled: awaiting itself.
+            Poll::Pending if this.is_current() => Poll::Ready(Err(this.self_await())),
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(v)) => {
                 if this.forwarded.is_some() {
