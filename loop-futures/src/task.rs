@@ -108,9 +108,6 @@ pub type TaskBody = Pin<Box<dyn StdFuture<Output = ()>>>;
 #[doc(alias = "asyncio.Task")]
 pub struct Task<T, L: LoopRef> {
     core: Rc<TaskCore<T, L>>,
-    /// The cancellation delivered to the task awaiting this handle, kept
-    /// while the cancellation forwarded to this task runs its course.
-    forwarded: Option<LoopError>,
 }
 
 struct TaskCore<T, L: LoopRef> {
@@ -126,10 +123,13 @@ struct TaskCore<T, L: LoopRef> {
     started: Cell<bool>,
     /// The cancellations handed to the body (delivered, or observed from an
     /// awaited future or task): if one is alive when the body returns, the
-    /// body propagated it.
-    tracked: RefCell<Vec<WeakLoopError>>,
-    /// `tracked` was ever written (the fast path skips it otherwise).
-    any_tracked: Cell<bool>,
+    /// body propagated it. Boxed: one word in every task, allocated only
+    /// for a task that met a cancellation.
+    tracked: Cell<Option<Box<Vec<WeakLoopError>>>>,
+    /// The cancellation delivered to a task awaiting this one and forwarded
+    /// here: given back to it if this task ends cancelled (so that what it
+    /// propagates is its own delivered error), dropped otherwise.
+    forwarded: Cell<Option<LoopError>>,
 }
 
 impl<T, L: LoopRef> Clone for Task<T, L> {
@@ -140,10 +140,7 @@ impl<T, L: LoopRef> Clone for Task<T, L> {
 
 impl<T, L: LoopRef> Task<T, L> {
     fn from_core(core: Rc<TaskCore<T, L>>) -> Self {
-        Task {
-            core,
-            forwarded: None,
-        }
+        Task { core }
     }
 }
 
@@ -186,8 +183,8 @@ where
         waker: RefCell::new(None),
         registry_key: Cell::new(usize::MAX),
         started: Cell::new(false),
-        tracked: RefCell::new(Vec::new()),
-        any_tracked: Cell::new(false),
+        tracked: Cell::new(None),
+        forwarded: Cell::new(None),
     });
     let weak: Weak<dyn AnyTask> = Rc::downgrade(&core) as Weak<dyn AnyTask>;
     core.registry_key.set(lp.tasks().insert(weak));
@@ -330,10 +327,10 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
     /// already gone).
     #[cold]
     fn track(&self, weak: WeakLoopError) {
-        let mut tracked = self.tracked.borrow_mut();
+        let mut tracked = self.tracked.take().unwrap_or_default();
         tracked.retain(WeakLoopError::is_alive);
         tracked.push(weak);
-        self.any_tracked.set(true);
+        self.tracked.set(Some(tracked));
     }
 
     #[cold]
@@ -347,8 +344,7 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
     /// body propagated it (it lives in the output, or where the body stored
     /// it).
     #[cold]
-    fn propagated(&self) -> Option<LoopError> {
-        let tracked = std::mem::take(&mut *self.tracked.borrow_mut());
+    fn propagated(&self, tracked: Box<Vec<WeakLoopError>>) -> Option<LoopError> {
         tracked.iter().rev().find_map(WeakLoopError::upgrade)
     }
 
@@ -356,10 +352,12 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
     #[inline]
     fn settle(&self, step: Step<T>) -> Result<T, LoopError> {
         match step {
-            Step::Done(v) if !self.any_tracked.get() => Ok(v),
-            Step::Done(v) => match self.propagated() {
+            Step::Done(v) => match self.tracked.take() {
                 None => Ok(v),
-                Some(err) => self.discard(v, err),
+                Some(tracked) => match self.propagated(tracked) {
+                    None => Ok(v),
+                    Some(err) => self.discard(v, err),
+                },
             },
             Step::DoneCancelled(v, err) => self.discard(v, err),
             Step::Cancelled(err) | Step::Panicked(err) => Err(err),
@@ -379,6 +377,10 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
 
     fn finish(self: &Rc<Self>, result: Result<T, LoopError>) {
         self.lp.tasks().remove(self.registry_key.get());
+        if !matches!(&result, Err(e) if e.is_cancelled()) {
+            // The awaiting task's forwarded cancellation was handled here.
+            drop(self.forwarded.take());
+        }
         drop(self.waker.borrow_mut().take());
         let handle = Task::from_core(self.clone());
         self.completion.complete(&self.lp, &handle, result);
@@ -534,8 +536,9 @@ impl<T: 'static, L: LoopRef> Task<T, L> {
 /// Awaiting a task gives its output, or its error. When the task awaiting
 /// it is cancelled, the cancellation is forwarded to this task (asyncio's
 /// `_fut_waiter.cancel(msg)`): if this task then ends cancelled the
-/// awaiting task gets its own delivered cancellation; if it handles it and
-/// returns a value, the awaiting task gets the value. A task that is already
+/// awaiting task gets a `Cancelled` error with the same message (which it
+/// propagates or handles, as its own); if it handles it and returns a
+/// value, the awaiting task gets the value. A task that is already
 /// done gives the delivered cancellation at once. Awaiting the task itself,
 /// or a pending task of another loop, is an `InvalidState` error.
 impl<T: 'static, L: LoopRef> StdFuture for Task<T, L> {
@@ -553,12 +556,7 @@ impl<T: 'static, L: LoopRef> StdFuture for Task<T, L> {
             // Pending while it is the task being polled: awaiting itself.
             Poll::Pending if this.is_current() => Poll::Ready(Err(this.self_await())),
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(v)) => {
-                if this.forwarded.is_some() {
-                    this.forwarded = None;
-                }
-                Poll::Ready(Ok(v))
-            }
+            Poll::Ready(Ok(v)) => Poll::Ready(Ok(v)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(this.failed(e))),
         }
     }
@@ -568,7 +566,7 @@ impl<T: 'static, L: LoopRef> Task<T, L> {
     /// `check_await` said no: the error to return now, or `None` to go on
     /// (the cancellation was forwarded to this task).
     #[cold]
-    fn interrupted(&mut self, err: LoopError) -> Option<LoopError> {
+    fn interrupted(&self, err: LoopError) -> Option<LoopError> {
         let done = self.core.completion.is_done();
         if err.kind() == ErrorKind::Cancelled {
             if done {
@@ -576,7 +574,7 @@ impl<T: 'static, L: LoopRef> Task<T, L> {
             }
             if !self.is_current() {
                 self.core.request_cancel(err.message());
-                self.forwarded = Some(err);
+                self.core.forwarded.set(Some(err));
             }
             None
         } else if !done {
@@ -596,16 +594,15 @@ impl<T: 'static, L: LoopRef> Task<T, L> {
         )
     }
 
-    /// The error an await of this task gives: a cancellation is the
-    /// awaiting task's own delivered one if it was forwarded here, else a
-    /// watched copy (see the cancellation rule).
+    /// The error an await of a failed task gives: a cancellation is the
+    /// awaiting task's own delivered one when it was forwarded here, else a
+    /// copy the awaiting task watches (see the cancellation rule).
     #[cold]
-    fn failed(&mut self, e: LoopError) -> LoopError {
-        let forwarded = self.forwarded.take();
+    fn failed(&self, e: LoopError) -> LoopError {
         if e.kind() != ErrorKind::Cancelled {
             return e;
         }
-        match forwarded {
+        match self.core.forwarded.take() {
             Some(delivered) => delivered,
             None => cancel::observe_cancellation(e),
         }
