@@ -125,6 +125,7 @@ struct TaskCore<T, L: LoopRef> {
     /// awaited future or task): if one is alive when the body returns, the
     /// body propagated it. Boxed: one word in every task, allocated only
     /// for a task that met a cancellation.
+    #[allow(clippy::box_collection)] // one word per task; a `Vec` is three
     tracked: Cell<Option<Box<Vec<WeakLoopError>>>>,
     /// The cancellation delivered to a task awaiting this one and forwarded
     /// here: given back to it if this task ends cancelled (so that what it
@@ -344,7 +345,7 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
     /// body propagated it (it lives in the output, or where the body stored
     /// it).
     #[cold]
-    fn propagated(&self, tracked: Box<Vec<WeakLoopError>>) -> Option<LoopError> {
+    fn propagated(&self, tracked: &[WeakLoopError]) -> Option<LoopError> {
         tracked.iter().rev().find_map(WeakLoopError::upgrade)
     }
 
@@ -354,7 +355,7 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         match step {
             Step::Done(v) => match self.tracked.take() {
                 None => Ok(v),
-                Some(tracked) => match self.propagated(tracked) {
+                Some(tracked) => match self.propagated(&tracked) {
                     None => Ok(v),
                     Some(err) => self.discard(v, err),
                 },
