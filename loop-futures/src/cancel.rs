@@ -221,6 +221,13 @@ pub(crate) fn leave(prev: Ctx) -> Ctx {
     CTX.with(|c| c.replace(prev))
 }
 
+/// Nothing to do after the poll: no delivery left, nothing observed,
+/// nothing stashed (the contexts [`enter`] and [`leave`] returned).
+#[inline]
+pub(crate) fn quiet(outer: usize, ended: usize) -> bool {
+    (outer | ended) & FLAGS == 0
+}
+
 /// The delivery was not taken (of the context [`leave`] returned).
 #[inline]
 pub(crate) fn undelivered(ended: usize) -> bool {

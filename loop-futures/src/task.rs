@@ -286,17 +286,11 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
         let ended = cancel::leave(outer);
         registry.current.set(prev);
-        let undelivered = if cancel::undelivered(ended) {
-            cancel::take_undelivered()
-        } else {
+        let undelivered = if cancel::quiet(outer, ended) {
             None
+        } else {
+            self.after_cancellation_poll(outer, ended)
         };
-        if cancel::observed(ended) {
-            self.track_all(cancel::take_observed_list());
-        }
-        if cancel::nested(outer) {
-            cancel::unstash();
-        }
         match polled {
             Ok(Poll::Pending) => match undelivered {
                 None => Poll::Pending,
@@ -322,6 +316,26 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
                 payload,
             ))),
         }
+    }
+
+    /// After a poll that met a cancellation (or ran nested): the delivery
+    /// nobody took, the observed cancellations tracked, what an outer poll
+    /// stashed put back.
+    #[cold]
+    #[inline(never)]
+    fn after_cancellation_poll(&self, outer: cancel::Ctx, ended: cancel::Ctx) -> Option<LoopError> {
+        let undelivered = if cancel::undelivered(ended) {
+            cancel::take_undelivered()
+        } else {
+            None
+        };
+        if cancel::observed(ended) {
+            self.track_all(cancel::take_observed_list());
+        }
+        if cancel::nested(outer) {
+            cancel::unstash();
+        }
+        undelivered
     }
 
     /// Remembers a cancellation handed to the body (forgetting those
