@@ -35,7 +35,10 @@ fn main() {
         ("fd readiness (add_reader)", fd_readiness),
         ("panic caught by the exception handler", exception_handler),
         ("async streams finalised by shutdown_asyncgens", asyncgens),
-        ("tasks: one awaited, one cancelled", tasks),
+        (
+            "tasks: run, gather, a cancellation observed, wait_for",
+            tasks,
+        ),
         ("the policy's loop", policy),
         ("TCP echo round trip", tcp_echo),
         ("Unix socket echo round trip", unix_echo),
@@ -221,45 +224,60 @@ fn asyncgens(lp: &EventLoop) -> Step {
     })
 }
 
-fn tasks(lp: &EventLoop) -> Step {
-    struct Dropped(Rc<RefCell<bool>>);
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            *self.0.borrow_mut() = true;
-        }
-    }
-    let never: aioloop::Future<()> = lp.create_future();
-    let dropped = Rc::new(RefCell::new(false));
-    let guard = Dropped(dropped.clone());
-    let blocked = lp
-        .create_task_named(
+/// asyncio's entry points on a loop of their own (`aioloop::run`, which the
+/// tour's loop, idle between steps, does not prevent): `gather`, a task
+/// that observes its cancellation at its await and cleans up, `wait_for`.
+fn tasks(_lp: &EventLoop) -> Step {
+    aioloop::run(|lp| async move {
+        let work = (1..=3u64).map(|i| {
+            let lp = lp.clone();
             async move {
-                let _guard = guard;
-                never.await
+                lp.sleep(Duration::from_millis(4 - i)).await?;
+                Ok::<_, LoopError>(i * 14)
+            }
+        });
+        let parts = gather(work).await?;
+        let lp2 = lp.clone();
+        let cleaned = Rc::new(RefCell::new(false));
+        let c = cleaned.clone();
+        let blocked = lp.create_task_named(
+            async move {
+                let slept = lp2.sleep(Duration::from_secs(3600)).await;
+                if slept.is_err() {
+                    // Cleanup may await too; then the cancellation goes on.
+                    lp2.sleep(Duration::from_millis(1)).await?;
+                    *c.borrow_mut() = true;
+                }
+                slept
             },
             "blocked",
+        )?;
+        lp.sleep(Duration::ZERO).await?;
+        blocked.cancel(Some("tour says stop"));
+        // Keep the message only: a body that kept the error would end
+        // cancelled itself.
+        let message = blocked.clone().await.err().map(|e| e.message().to_string());
+        let timed_out = wait_for(
+            lp.sleep(Duration::from_secs(3600)),
+            Duration::from_millis(2),
         )
-        .map_err(err)?;
-    let worker = lp.create_task(async { 6 * 7 }).map_err(err)?;
-    let b = blocked.clone();
-    let outcome = lp
-        .run_until_complete(async move {
-            let answer = worker.await?;
-            b.cancel(Some("tour says stop"));
-            let cancelled = b.await.unwrap_err();
-            Ok::<_, LoopError>((answer, cancelled))
-        })
-        .map_err(err)?
-        .map_err(err)?;
-    let (answer, cancelled) = outcome;
-    if answer != 42 || cancelled.kind() != ErrorKind::Cancelled || !*dropped.borrow() {
-        return Err(format!("answer {answer}, cancel error {cancelled:?}"));
-    }
-    Ok(format!(
-        "awaited 42; task {:?} cancelled with {:?}, its future dropped",
-        blocked.get_name(),
-        cancelled.message()
-    ))
+        .await
+        .is_err_and(|e| e.kind() == ErrorKind::Timeout);
+        let sum: u64 = parts.iter().sum();
+        if sum != 84 || !blocked.cancelled() || !*cleaned.borrow() || !timed_out {
+            return Ok(Err(format!(
+                "gathered {parts:?}, cancelled {}, cleaned up {}, timed out {timed_out}",
+                blocked.cancelled(),
+                cleaned.borrow()
+            )));
+        }
+        Ok::<Step, LoopError>(Ok(format!(
+            "run(): gathered {parts:?}; task {:?} cancelled with {message:?} after cleaning up; \
+             wait_for timed out",
+            blocked.get_name()
+        )))
+    })
+    .map_err(err)?
 }
 
 fn policy(lp: &EventLoop) -> Step {

@@ -36,9 +36,13 @@
 //! | `loop.call_soon(cb, *args)` | `lp.call_soon(move \|\| cb(args))?` (a closure carries the arguments) |
 //! | `await loop.create_connection(...)` | `lp.create_connection(...).await` (methods come from extension traits: `use aioloop::prelude::*;`) |
 //! | a coroutine, `async def` | a Rust `Future` (`async` block or fn), run with `run_until_complete` or `create_task`; it need not be `Send` |
+//! | `asyncio.run(main())` | [`run`]`(\|lp\| async move { .. })` (a new loop; leftover tasks cancelled and run to their end; closed after); [`run_with`] for a chosen [`Builder`] |
 //! | `asyncio.Future` / `asyncio.Task` | [`Future`] / [`Task`], awaited with `.await` |
+//! | `await asyncio.wait_for(aw, t)` / `async with asyncio.timeout(t):` | [`wait_for`]`(fut, t)` / [`timeout`]`(t, fut)`, [`timeout_at`]: an [`ErrorKind::Timeout`] error after cancelling the work |
+//! | `asyncio.gather(*aws)` / `return_exceptions=True` | [`gather`]`(futs)` (outputs in order) / `.return_exceptions()` |
+//! | `asyncio.wait(fs, return_when=...)` / `asyncio.shield(aw)` | [`wait`]`(tasks, ReturnWhen::FirstCompleted)` (`.timeout(t)`) / [`shield`]`(fut)`, `Shield::from(task)` |
 //! | an exception (`OSError`, `CancelledError`, `InvalidStateError`, ...) | a typed error: `std::io::Error` for I/O (same errno), [`LoopError`] with an [`ErrorKind`] for the loop's own (`Cancelled`, `InvalidState`, `Closed`, ...) |
-//! | catching `CancelledError` / `finally:` in a cancelled task | the future's `Drop` (a cancelled task's future is dropped) |
+//! | `task.cancel(msg)`; catching `CancelledError` / `finally:` in the task | the awaited aioloop future, task, sleep or I/O call gives an `Err` of kind `Cancelled` at the await: `?` propagates it (the task ends cancelled), a `match` handles it and goes on; a body awaiting anything else is dropped (its `Drop` is the `finally:`). The rule: [`loop_futures::task`'s cancellation section](loop_futures::task#cancellation) |
 //! | protocol classes (`Protocol`, `DatagramProtocol`, `SubprocessProtocol`) | traits with `&mut self` methods, all called on the loop thread |
 //! | `transport.get_extra_info("peername")` | `transport.get_extra_info("peername")` → a typed enum, plus typed accessors (`peername()`) |
 //! | `asyncio.get_event_loop()` | `aioloop::get_event_loop()` (feature `policy`) |
@@ -459,6 +463,7 @@ pub use loop_process::SubprocessTransport;
 /// the trait. asyncio's future type is [`crate::Future`] (reach it by path,
 /// or get one from `lp.create_future()`).
 pub mod prelude {
+    pub use loop_core::{gather, shield, wait_for, ReturnWhen};
     pub use loop_core::{
         running_loop, ErrorKind, EventLoop, ExceptionContext, Executor, Handle, LoopError,
         LoopHandle, Task, TimerHandle,

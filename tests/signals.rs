@@ -408,7 +408,11 @@ fn close_removes_the_handlers_closes_their_fds_and_restores_dispositions() {
         run_bounded(&lp);
         assert!(open_fds() > before);
         lp.close().unwrap();
-        assert_eq!(open_fds(), before, "the handlers' and the loop's descriptors are closed");
+        assert_eq!(
+            open_fds(),
+            before,
+            "the handlers' and the loop's descriptors are closed"
+        );
         // Ignored before: still ignored.
         send(Signal::USR2);
         // The default before: terminates the process.

@@ -401,7 +401,13 @@ impl EventLoop {
         self.inner.state.get() == RunState::Closed
     }
 
-    /// Closes the loop: drops every pending callback, timer and task, removes
+    /// Closes the loop. First the tasks still pending are cancelled as
+    /// asyncio's `run` cancels them (the cancellation is observed at their
+    /// await, so they may clean up) and run to completion, within a bound
+    /// ([`SHUTDOWN_ROUNDS`](crate::SHUTDOWN_ROUNDS) rounds of at most
+    /// [`SHUTDOWN_ROUND_LIMIT`](crate::SHUTDOWN_ROUND_LIMIT) of loop time;
+    /// what is left then is reported and dropped). Then it drops every
+    /// pending callback and timer, removes
     /// every reader and writer (the fds themselves stay open: they are the
     /// caller's), shuts the default executor down without waiting (use
     /// [`shutdown_default_executor`](Self::shutdown_default_executor) first
@@ -423,6 +429,7 @@ impl EventLoop {
             RunState::Closed => return Ok(()),
             RunState::Idle => {}
         }
+        self.cancel_leftover_tasks("close()");
         self.inner.state.set(RunState::Closed);
         // The panics of the drops below are reported, not printed too.
         let _quiet = loop_futures::QuietPanics::enter();

@@ -108,6 +108,9 @@ enum SlotState<T> {
     Waiting(Option<Waker>),
     Done(Result<T, LoopError>),
     Taken,
+    /// The awaiting task was cancelled: a job not started yet is skipped,
+    /// a result is discarded.
+    Cancelled,
 }
 
 struct Slot<T> {
@@ -120,7 +123,8 @@ impl<T> Slot<T> {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *state, SlotState::Done(result)) {
                 SlotState::Waiting(w) => w,
-                // Already done (cannot happen) or taken: keep it as it was.
+                // Already done (cannot happen), taken or cancelled: keep it
+                // as it was.
                 other => {
                     *state = other;
                     None
@@ -154,6 +158,11 @@ impl<T> Drop for JobGuard<T> {
 
 /// The future of [`EventLoop::run_in_executor`]: resolves to the job's
 /// output, or to an error if the job panicked or was dropped unrun.
+///
+/// When the task awaiting it is cancelled, it gives the delivered
+/// `Cancelled` error: a job that has not started yet is then skipped, and
+/// the result of one already running is discarded (asyncio cancels the
+/// `concurrent.futures.Future`, which stops only a job not yet started).
 #[must_use = "futures do nothing unless awaited"]
 pub struct ExecutorFuture<T> {
     slot: Arc<Slot<T>>,
@@ -164,13 +173,19 @@ impl<T> Future for ExecutorFuture<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(err) = loop_futures::take_cancellation() {
+            let old = std::mem::replace(&mut *state, SlotState::Cancelled);
+            drop(state);
+            drop(old);
+            return Poll::Ready(Err(err));
+        }
         match std::mem::replace(&mut *state, SlotState::Taken) {
             SlotState::Done(result) => Poll::Ready(result),
             SlotState::Waiting(_) => {
                 *state = SlotState::Waiting(Some(cx.waker().clone()));
                 Poll::Pending
             }
-            SlotState::Taken => Poll::Ready(Err(LoopError::new(
+            SlotState::Taken | SlotState::Cancelled => Poll::Ready(Err(LoopError::new(
                 ErrorKind::InvalidState,
                 "run_in_executor future polled after completion",
             ))),
@@ -256,6 +271,19 @@ impl EventLoop {
             counter,
         };
         let job: Job = Box::new(move || {
+            let cancelled = guard.slot.as_ref().is_some_and(|s| {
+                matches!(
+                    *s.state.lock().unwrap_or_else(|e| e.into_inner()),
+                    SlotState::Cancelled
+                )
+            });
+            if cancelled {
+                // Nobody waits for it any more: skip it (the guard counts it
+                // out; completing a cancelled slot changes nothing).
+                drop(f);
+                drop(guard);
+                return;
+            }
             let result = catch_unwind(AssertUnwindSafe(f))
                 .map_err(|p| LoopError::panicked("the run_in_executor job", p));
             if let Some(slot) = guard.slot.take() {

@@ -23,6 +23,10 @@
 //! | `loop.set_debug()` / `get_debug()` / `slow_callback_duration` | [`EventLoop::set_debug`], [`EventLoop::get_debug`], [`EventLoop::set_slow_callback_duration`] |
 //! | `await loop.shutdown_asyncgens()` | [`EventLoop::shutdown_asyncgens`] with [`EventLoop::track_async_gen`] |
 //! | `asyncio.sleep(d)` | [`EventLoop::sleep`] |
+//! | `asyncio.run(main())` | [`run`], [`run_with`] |
+//! | `asyncio.wait_for(aw, t)` / `asyncio.timeout(t)` / `timeout_at(when)` | [`wait_for`], [`timeout`], [`timeout_at`] |
+//! | `asyncio.gather(*aws)` / `asyncio.wait(fs)` / `asyncio.shield(aw)` | [`gather`], [`wait`] with [`ReturnWhen`], [`shield`] |
+//! | `task.cancel(msg)` delivered at the await | [`Task::cancel`]; the rule: [`loop_futures::task`'s cancellation section](loop_futures::task#cancellation); for awaitables of your own, [`take_cancellation`] |
 //!
 //! ```
 //! use loop_core::EventLoop;
@@ -82,29 +86,43 @@ pub mod debug;
 mod event_loop;
 mod exception;
 mod executor;
+mod gather;
 mod handle;
 mod io;
 mod reactor;
 mod ready_queue;
+mod run;
 mod running;
+mod shield;
 mod sleep;
 mod tasks;
 mod threadsafe;
 mod threadsafe_timer;
+mod timeouts;
 mod timers;
+mod wait;
 
 pub use asyncgens::AsyncGen;
 pub use clock::VirtualClock;
 pub use event_loop::{Builder, EventLoop, WeakEventLoop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use executor::{BlockingPool, Executor, ExecutorFuture, Job};
+pub use gather::{gather, Gather, GatherAll};
 pub use handle::{Handle, TimerHandle};
 pub use io::FileDescriptor;
+pub use loop_futures::{
+    cancellation_pending, check_await, deliver_cancellation, observe_cancellation,
+    take_cancellation, Waitable, WeakLoopError,
+};
 pub use loop_futures::{CallbackId, TaskBody, TaskRef};
 pub use loop_futures::{ErrorKind, LoopError, PanicError};
 pub use reactor::Backend;
+pub use run::{run, run_with, EXECUTOR_SHUTDOWN_TIMEOUT};
 pub use running::running_loop;
+pub use shield::{shield, Shield};
 pub use sleep::Sleep;
-pub use tasks::{current_task, Future, Task, TaskFactory};
+pub use tasks::{current_task, Future, Task, TaskFactory, SHUTDOWN_ROUNDS, SHUTDOWN_ROUND_LIMIT};
 pub use threadsafe::LoopHandle;
 pub use threadsafe_timer::ThreadSafeTimerHandle;
+pub use timeouts::{timeout, timeout_at, wait_for, Timeout};
+pub use wait::{wait, ReturnWhen, Wait};

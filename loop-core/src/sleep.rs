@@ -15,6 +15,10 @@ impl EventLoop {
     /// A future that completes `delay` from now (loop time): asyncio's
     /// `asyncio.sleep`, on this loop.
     ///
+    /// When the task awaiting it is cancelled, its timer is cancelled and it
+    /// gives the delivered `Cancelled` error (see the
+    /// [cancellation rule](loop_futures::task#cancellation)).
+    ///
     /// ```
     /// use loop_core::EventLoop;
     /// use std::time::Duration;
@@ -27,10 +31,7 @@ impl EventLoop {
     #[doc(alias = "asyncio.sleep")]
     pub fn sleep(&self, delay: Duration) -> Sleep {
         Sleep {
-            lp: self.clone(),
-            deadline: self.time().checked_add(delay),
-            state: Rc::new(SleepState::default()),
-            timer: None,
+            timer: Deadline::new(self, self.time().checked_add(delay)),
         }
     }
 }
@@ -41,36 +42,43 @@ struct SleepState {
     waker: RefCell<Option<Waker>>,
 }
 
-/// The future of [`EventLoop::sleep`]. Dropping it cancels its timer.
-///
-/// Resolves to `Err` only when its timer cannot be scheduled: the loop is
-/// closed, or the delay puts the deadline beyond what the clock can hold.
-#[must_use = "futures do nothing unless awaited"]
-pub struct Sleep {
+/// A timer on the loop that wakes its poller when `deadline` passes: what
+/// [`Sleep`], `timeout` and `wait` wait with. It observes no cancellation
+/// (the future around it does). Dropping it cancels the timer.
+pub(crate) struct Deadline {
     lp: EventLoop,
     deadline: Option<Instant>,
     state: Rc<SleepState>,
     timer: Option<TimerHandle>,
 }
 
-impl Future for Sleep {
-    type Output = Result<(), LoopError>;
+impl Deadline {
+    /// `deadline` `None`: beyond what the clock can represent.
+    pub(crate) fn new(lp: &EventLoop, deadline: Option<Instant>) -> Self {
+        Deadline {
+            lp: lp.clone(),
+            deadline,
+            state: Rc::new(SleepState::default()),
+            timer: None,
+        }
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if this.state.fired.get() {
+    /// `Ready(Ok)` once the deadline passed; `Ready(Err)` when the timer
+    /// cannot be scheduled (closed loop, unrepresentable deadline).
+    pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LoopError>> {
+        if self.state.fired.get() {
             return Poll::Ready(Ok(()));
         }
-        let Some(deadline) = this.deadline else {
+        let Some(deadline) = self.deadline else {
             return Poll::Ready(Err(LoopError::new(
                 crate::ErrorKind::InvalidArgument,
                 "sleep: the delay puts the deadline beyond what the clock can represent",
             )));
         };
-        *this.state.waker.borrow_mut() = Some(cx.waker().clone());
-        if this.timer.is_none() {
-            let state = this.state.clone();
-            let timer = this.lp.call_at(deadline, move || {
+        *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+        if self.timer.is_none() {
+            let state = self.state.clone();
+            let timer = self.lp.call_at(deadline, move || {
                 state.fired.set(true);
                 let waker = state.waker.borrow_mut().take();
                 if let Some(w) = waker {
@@ -78,27 +86,61 @@ impl Future for Sleep {
                 }
             });
             match timer {
-                Ok(t) => this.timer = Some(t),
+                Ok(t) => self.timer = Some(t),
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
         Poll::Pending
     }
-}
 
-impl Drop for Sleep {
-    fn drop(&mut self) {
+    /// Whether the deadline passed (the timer ran).
+    pub(crate) fn fired(&self) -> bool {
+        self.state.fired.get()
+    }
+
+    /// Cancels the timer (it will not fire).
+    pub(crate) fn cancel(&mut self) {
         if let Some(t) = self.timer.take() {
             t.cancel();
         }
     }
 }
 
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The future of [`EventLoop::sleep`]. Dropping it cancels its timer.
+///
+/// Resolves to `Err` when its timer cannot be scheduled (the loop is
+/// closed, or the delay puts the deadline beyond what the clock can hold),
+/// and with the delivered `Cancelled` error when the task awaiting it is
+/// cancelled.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    timer: Deadline,
+}
+
+impl Future for Sleep {
+    type Output = Result<(), LoopError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Err(err) = loop_futures::check_await(&this.timer.lp, "sleep") {
+            this.timer.cancel();
+            return Poll::Ready(Err(err));
+        }
+        this.timer.poll_fired(cx)
+    }
+}
+
 impl std::fmt::Debug for Sleep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sleep")
-            .field("deadline", &self.deadline)
-            .field("fired", &self.state.fired.get())
+            .field("deadline", &self.timer.deadline)
+            .field("fired", &self.timer.fired())
             .finish()
     }
 }

@@ -90,6 +90,7 @@ impl<T, H> Default for Completion<T, H> {
 }
 
 impl<T, H> Completion<T, H> {
+    #[inline]
     pub(crate) fn is_done(&self) -> bool {
         !matches!(*self.outcome.borrow(), Outcome::Pending)
     }
@@ -102,6 +103,7 @@ impl<T, H> Completion<T, H> {
     }
 
     /// Sets the outcome; false if it was already set.
+    #[inline]
     pub(crate) fn complete<L: LoopRef>(
         &self,
         lp: &L,
@@ -226,6 +228,7 @@ impl<T, H> Completion<T, H> {
     }
 
     /// The `std::future::Future` side: move the outcome out when done.
+    #[inline]
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T, LoopError>> {
         {
             let mut outcome = self.outcome.borrow_mut();
@@ -239,6 +242,29 @@ impl<T, H> Completion<T, H> {
             waiters.push(Waiter::Waker(cx.waker().clone()));
         }
         Poll::Pending
+    }
+
+    /// `Ready` once done, registering `cx`'s waker until then; takes nothing.
+    pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_done() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.has_waker(cx.waker()) {
+            waiters.push(Waiter::Waker(cx.waker().clone()));
+        }
+        Poll::Pending
+    }
+
+    /// Runs `f` on the outcome: `None` while pending, or once the value was
+    /// moved out (a moved-out error is still shown).
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(Option<&Result<T, LoopError>>) -> R) -> R {
+        let outcome = self.outcome.borrow();
+        match &*outcome {
+            Outcome::Done(r) => f(Some(r)),
+            Outcome::Taken(Some(e)) => f(Some(&Err(e.clone()))),
+            Outcome::Pending | Outcome::Taken(None) => f(None),
+        }
     }
 
     /// Records that someone looked at the outcome. Only a look at a *done*

@@ -11,7 +11,7 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// What went wrong, in a form code can match on.
 ///
@@ -164,6 +164,57 @@ impl LoopError {
     pub fn io_error(&self) -> Option<&io::Error> {
         self.inner.source.as_ref()?.downcast_ref::<io::Error>()
     }
+
+    /// Whether this is a cancellation ([`ErrorKind::Cancelled`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.kind == ErrorKind::Cancelled
+    }
+
+    /// The `LoopError` inside an [`io::Error`] made from one (with `?` or
+    /// `From`), if `err` is such an error: how an `io::Result` future (a
+    /// `sock_*` call, a stream read, `drain`) carries a delivered
+    /// cancellation.
+    ///
+    /// ```
+    /// use loop_futures::LoopError;
+    /// let io: std::io::Error = LoopError::cancelled("stop").into();
+    /// assert!(LoopError::of_io(&io).is_some_and(LoopError::is_cancelled));
+    /// ```
+    pub fn of_io(err: &io::Error) -> Option<&LoopError> {
+        err.get_ref()?.downcast_ref::<LoopError>()
+    }
+
+    /// A handle that does not keep this error alive: whether some clone of
+    /// it still exists somewhere ([`WeakLoopError::upgrade`]). This is how
+    /// a task tells that its body propagated the cancellation delivered to
+    /// it (see the `task` module).
+    pub fn downgrade(&self) -> WeakLoopError {
+        WeakLoopError(Arc::downgrade(&self.inner))
+    }
+
+    /// The same error in a new allocation, sharing no identity with `self`
+    /// (so that the weak handles of one say nothing about the other).
+    pub(crate) fn detached(&self) -> LoopError {
+        LoopError {
+            inner: Arc::new((*self.inner).clone()),
+        }
+    }
+}
+
+/// A [`LoopError`] that does not keep it alive ([`LoopError::downgrade`]).
+#[derive(Clone, Debug)]
+pub struct WeakLoopError(Weak<ErrorInner>);
+
+impl WeakLoopError {
+    /// The error, if a clone of it still exists.
+    pub fn upgrade(&self) -> Option<LoopError> {
+        self.0.upgrade().map(|inner| LoopError { inner })
+    }
+
+    /// Whether a clone of the error still exists.
+    pub fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
 }
 
 impl fmt::Debug for LoopError {
@@ -193,6 +244,12 @@ impl std::error::Error for LoopError {
     }
 }
 
+/// An OS error gives its errno back (`raw_os_error` works); any other error
+/// becomes an `io::Error` whose inner error is the `LoopError` itself
+/// ([`LoopError::of_io`] finds it): kind `InvalidInput` for
+/// `InvalidArgument`, `TimedOut` for `Timeout`, `Other` for the rest, a
+/// delivered cancellation included (not `Interrupted`, which I/O helpers
+/// retry).
 impl From<LoopError> for io::Error {
     fn from(err: LoopError) -> io::Error {
         let kind = match err.inner.kind {

@@ -22,6 +22,13 @@
 //! the newer watcher, and our own pending operation is woken (the closure's
 //! drop wakes it) and fails with `ResourceBusy` instead of hanging.
 //!
+//! # Cancellation
+//! Every poll first checks for the cancellation delivered to the task
+//! awaiting the call (`loop_core::check_await`): the call then fails with an
+//! `io::Error` of kind `Other` whose inner error is the `Cancelled`
+//! `LoopError` (so `?` keeps it and the task ends cancelled), and dropping
+//! it removes the watcher as above.
+//!
 //! # Fairness
 //! A socket that is always ready would let a task loop on `sock_recv` without
 //! ever returning `Pending`, starving every other callback and timer (tokio
@@ -160,6 +167,12 @@ impl<'a> FdIo<'a> {
         waiting: &mut bool,
         yielded: &mut bool,
     ) -> Poll<io::Result<T>> {
+        // The cancellation of the task awaiting this call (its watcher is
+        // removed when the `FdIo` is dropped), as an `io::Error` holding the
+        // `LoopError`; also a task of another loop.
+        if let Err(err) = loop_core::check_await(self.lp, self.what) {
+            return Poll::Ready(Err(err.into()));
+        }
         if *waiting {
             let Some(w) = &self.waiter else {
                 return Poll::Ready(Err(self.lost_error()));

@@ -292,6 +292,12 @@ impl Future for FlowWait {
     type Output = io::Result<()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        // The awaiting task's cancellation (drain, wait_closed): the wait
+        // ends, its registration is dropped with it.
+        if let Some(err) = loop_core::take_cancellation() {
+            this.flow.unregister(&mut this.reg);
+            return Poll::Ready(Err(err.into()));
+        }
         (this.poll)(&this.flow, cx, &mut this.reg)
     }
 }

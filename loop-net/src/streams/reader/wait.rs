@@ -29,6 +29,10 @@ impl StreamReader {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(err) = loop_core::take_cancellation() {
+            self.state().clear_waiter(self.id);
+            return Poll::Ready(Err(err.into()));
+        }
         let mut inner = self.state();
         if let Some(e) = inner.exception_copy() {
             return Poll::Ready(Err(e));
@@ -81,6 +85,11 @@ impl std::future::Future for WaitForData<'_> {
     type Output = Result<(), StreamError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The awaiting task's cancellation: this wait ends (its drop frees
+        // the waiter slot) with the `LoopError` inside the `io::Error`.
+        if let Some(err) = loop_core::take_cancellation() {
+            return Poll::Ready(Err(StreamError::Io(err.into())));
+        }
         let id = self.id;
         let mut inner = self.reader.state();
         if let Some(since) = self.since {
