@@ -894,10 +894,12 @@ fn closing_in_debug_mode_reports_destroyed_pending_tasks() {
     lp.close().unwrap();
     let r = reports(&seen, DESTROYED_PENDING);
     assert_eq!(r.len(), 1, "{:?}", seen.borrow());
-    assert!(
-        r[0].error.clone().unwrap_or_default().contains("stuck"),
-        "{r:?}"
-    );
+    let error = r[0].error.clone().unwrap_or_default();
+    assert!(error.contains("stuck"), "{r:?}");
+    // The report names where the task was created (its create_task call).
+    let created = stuck.created_at();
+    assert!(created.file().ends_with("tests/tasks.rs"), "{created}");
+    assert!(error.contains(&format!("created at {created}")), "{error}");
     assert!(blocked.cancelled() && never_run.cancelled() && stuck.cancelled());
     assert_eq!(drops.get(), 2);
 }

@@ -318,6 +318,7 @@ impl EventLoop {
     /// error is [`ErrorKind::Stopped`] ("Event loop stopped before Future
     /// completed.").
     #[doc(alias = "loop.run_until_complete")]
+    #[track_caller]
     pub fn run_until_complete<F>(&self, future: F) -> Result<F::Output, LoopError>
     where
         F: Future + 'static,

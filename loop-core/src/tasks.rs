@@ -144,6 +144,7 @@ impl EventLoop {
     /// assert_eq!(lp.run_until_complete(task).unwrap().unwrap(), "done");
     /// ```
     #[doc(alias = "loop.create_task")]
+    #[track_caller]
     pub fn create_task<F>(&self, future: F) -> Result<Task<F::Output>, LoopError>
     where
         F: StdFuture + 'static,
@@ -154,6 +155,7 @@ impl EventLoop {
 
     /// [`create_task`](Self::create_task) with a name (asyncio's `name=`).
     #[doc(alias = "loop.create_task")]
+    #[track_caller]
     pub fn create_task_named<F>(
         &self,
         future: F,
@@ -166,6 +168,7 @@ impl EventLoop {
         self.create_task_inner(future, Some(name.into()))
     }
 
+    #[track_caller]
     fn create_task_inner<F>(
         &self,
         future: F,

@@ -81,6 +81,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future as StdFuture;
+use std::panic::Location;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
 use std::rc::{Rc, Weak};
@@ -131,6 +132,8 @@ struct TaskCore<T, L: LoopRef> {
     /// here: given back to it if this task ends cancelled (so that what it
     /// propagates is its own delivered error), dropped otherwise.
     forwarded: Cell<Option<LoopError>>,
+    /// Where the task was created (`create_task`'s caller), for reports.
+    created: &'static Location<'static>,
 }
 
 impl<T, L: LoopRef> Clone for Task<T, L> {
@@ -148,6 +151,7 @@ impl<T, L: LoopRef> Task<T, L> {
 /// Creates a task running `future` on `lp` and queues its first poll.
 ///
 /// This is what `loop.create_task` does when no task factory is set.
+#[track_caller]
 pub fn spawn<L, F>(lp: &L, future: F, name: Option<String>) -> Result<Task<F::Output, L>, LoopError>
 where
     L: LoopRef,
@@ -161,6 +165,9 @@ where
 
 /// Creates the task and its body without scheduling it: a task factory
 /// wraps the body (boxed with [`Box::pin`]) and then calls [`launch`].
+/// The caller's location is kept as where the task was created (see
+/// [`Task::created_at`]).
+#[track_caller]
 pub fn prepare<L, F>(
     lp: &L,
     future: F,
@@ -186,6 +193,7 @@ where
         started: Cell::new(false),
         tracked: Cell::new(None),
         forwarded: Cell::new(None),
+        created: Location::caller(),
     });
     let weak: Weak<dyn AnyTask> = Rc::downgrade(&core) as Weak<dyn AnyTask>;
     core.registry_key.set(lp.tasks().insert(weak));
@@ -231,7 +239,11 @@ impl<T: 'static, L: LoopRef> Drop for Unfinished<T, L> {
             if core.lp.is_debug() {
                 core.lp.report_error(
                     "Task was destroyed but it is pending!",
-                    &LoopError::cancelled(format!("task {}", core.name())),
+                    &LoopError::cancelled(format!(
+                        "task {} (created at {})",
+                        core.name(),
+                        core.created
+                    )),
                 );
             }
             core.finish(Err(LoopError::cancelled(
@@ -430,6 +442,14 @@ impl<T: 'static, L: LoopRef> Task<T, L> {
     #[doc(alias = "Task.set_name")]
     pub fn set_name(&self, name: impl Into<String>) {
         *self.core.name.borrow_mut() = Some(name.into());
+    }
+
+    /// Where the task was created: the caller of `create_task` (or of
+    /// `run_until_complete`, for the task it wraps its future in), as the
+    /// "Task was destroyed but it is pending!" report names it (asyncio
+    /// gives the coroutine's source line in debug mode).
+    pub fn created_at(&self) -> &'static Location<'static> {
+        self.core.created
     }
 
     /// A process-unique number for the task.
