@@ -7,6 +7,7 @@
 //! Its own test binary, and every test takes one process-global lock: they
 //! count the descriptors of the whole process (`/proc/self/fd`), which tests
 //! running beside them on other threads would change.
+#![cfg(feature = "net")]
 
 #[cfg(feature = "tls")]
 mod tls_util;
