@@ -684,14 +684,16 @@ impl SubprocessTransport {
     /// Waits for the child to exit and returns its return code (what
     /// asyncio's `Process.wait()` awaits). Does not close anything.
     ///
-    /// As asyncio's `_wait`: at once if the return code is known;
+    /// As asyncio's `_wait`: at once if `connection_lost` already ran;
     /// otherwise it resolves after the protocol's `connection_lost`, that
     /// is once the child exited *and* its pipes closed (a grandchild that
     /// keeps a pipe open keeps this waiting).
     pub fn wait(&self) -> impl std::future::Future<Output = io::Result<i32>> + 'static {
         let inner = self.inner.clone();
         async move {
-            if let Some(code) = inner.returncode.get() {
+            // Done only once `connection_lost` ran (the exit alone is not
+            // enough: the pipes may still be open).
+            if let (true, Some(code)) = (inner.lost.get(), inner.returncode.get()) {
                 return Ok(code);
             }
             let fut = inner.lp.create_future::<i32>();
