@@ -376,6 +376,22 @@ pub use loop_policy::PerThreadLoop;
 // `asyncio.get_event_loop`, ... (`cargo xtask api-check` checks that it does).
 #[doc(alias = "asyncio.current_task")]
 pub use loop_core::current_task;
+#[doc(alias = "asyncio.gather")]
+pub use loop_core::gather;
+#[doc(alias = "asyncio.run")]
+pub use loop_core::run;
+#[doc(alias = "asyncio.Runner")]
+pub use loop_core::run_with;
+#[doc(alias = "asyncio.shield")]
+pub use loop_core::shield;
+#[doc(alias = "asyncio.timeout")]
+pub use loop_core::timeout;
+#[doc(alias = "asyncio.timeout_at")]
+pub use loop_core::timeout_at;
+#[doc(alias = "asyncio.wait")]
+pub use loop_core::wait;
+#[doc(alias = "asyncio.wait_for")]
+pub use loop_core::wait_for;
 #[doc(alias = "concurrent.futures.Executor")]
 pub use loop_core::Executor;
 #[doc(alias = "asyncio.Future")]

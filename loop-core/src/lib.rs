@@ -107,7 +107,9 @@ pub use clock::VirtualClock;
 pub use event_loop::{Builder, EventLoop, WeakEventLoop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use executor::{BlockingPool, Executor, ExecutorFuture, Job};
-pub use gather::{gather, Gather, GatherAll};
+#[doc(alias = "asyncio.gather")]
+pub use gather::gather;
+pub use gather::{Gather, GatherAll};
 pub use handle::{Handle, TimerHandle};
 pub use io::FileDescriptor;
 pub use loop_futures::{
@@ -117,12 +119,26 @@ pub use loop_futures::{
 pub use loop_futures::{CallbackId, TaskBody, TaskRef};
 pub use loop_futures::{ErrorKind, LoopError, PanicError};
 pub use reactor::Backend;
-pub use run::{run, run_with, EXECUTOR_SHUTDOWN_TIMEOUT};
+#[doc(alias = "asyncio.run")]
+pub use run::run;
+#[doc(alias = "asyncio.Runner")]
+pub use run::run_with;
+pub use run::EXECUTOR_SHUTDOWN_TIMEOUT;
 pub use running::running_loop;
-pub use shield::{shield, Shield};
+#[doc(alias = "asyncio.shield")]
+pub use shield::shield;
+pub use shield::Shield;
 pub use sleep::Sleep;
 pub use tasks::{current_task, Future, Task, TaskFactory, SHUTDOWN_ROUNDS, SHUTDOWN_ROUND_LIMIT};
 pub use threadsafe::LoopHandle;
 pub use threadsafe_timer::ThreadSafeTimerHandle;
-pub use timeouts::{timeout, timeout_at, wait_for, Timeout};
-pub use wait::{wait, ReturnWhen, Wait};
+#[doc(alias = "asyncio.timeout")]
+pub use timeouts::timeout;
+#[doc(alias = "asyncio.timeout_at")]
+pub use timeouts::timeout_at;
+#[doc(alias = "asyncio.wait_for")]
+pub use timeouts::wait_for;
+pub use timeouts::Timeout;
+#[doc(alias = "asyncio.wait")]
+pub use wait::wait;
+pub use wait::{ReturnWhen, Wait};
