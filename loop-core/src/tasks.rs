@@ -1,4 +1,3 @@
-// LEAD TO HELPER (delete this line when you read it): your prompt missed a section. Read /tmp/common.md NOW: deadline (commit all on branch `tasks` by 08:50 UTC), build/test rules, report format.
 //! Tasks and futures on the loop: `create_task`, `create_future`, the task
 //! factory, `all_tasks`, `current_task`, and the local task spawner beneath
 //! them and `run_until_complete`.
