@@ -1,6 +1,7 @@
 //! The stream transport's write path on its fast path (issue 12, part 6):
 //! `write`/`writelines` that the socket takes whole allocate nothing, and
-//! `writelines` takes any number of buffers.
+//! `writelines` takes any number of buffers; and a done callback is
+//! scheduled with one allocation.
 //!
 //! Its own test binary: it installs a global allocator that counts the
 //! allocations of each thread.
@@ -160,4 +161,32 @@ fn writelines_takes_more_buffers_than_one_system_call_can() {
     );
     assert!(seen.borrow().is_empty(), "{:#?}", seen.borrow());
     lp.close().unwrap();
+}
+
+/// A done callback costs one allocation when its future completes: the
+/// loop's callback cell, with the closure stored in it (before, the closure
+/// was boxed once more on its way to `call_soon`).
+#[test]
+fn scheduling_a_done_callback_allocates_once() {
+    let lp = new_loop();
+    let ran = Rc::new(Cell::new(0u32));
+    // A few rounds first, so that nothing is allocated for the first time.
+    for _ in 0..2 {
+        let fut = lp.create_future::<u32>();
+        let r = ran.clone();
+        fut.add_done_callback(move |f| r.set(r.get() + f.result().unwrap()));
+        fut.set_result(1).unwrap();
+        one_iteration(&lp);
+    }
+    let fut = lp.create_future::<u32>();
+    let r = ran.clone();
+    fut.add_done_callback(move |f| r.set(r.get() + f.result().unwrap()));
+    // Each run hands the ready queue a fresh deque: give it its capacity.
+    lp.call_soon(|| ()).unwrap();
+    let before = ALLOCATIONS.with(Cell::get);
+    fut.set_result(1).unwrap();
+    let after = ALLOCATIONS.with(Cell::get);
+    one_iteration(&lp);
+    assert_eq!(ran.get(), 3);
+    assert_eq!(after - before, 1, "allocations made by set_result");
 }

@@ -310,6 +310,10 @@ pub const SHUTDOWN_ROUNDS: u32 = 3;
 pub const SHUTDOWN_ROUND_LIMIT: Duration = Duration::from_secs(1);
 
 impl LoopRef for EventLoop {
+    fn call_soon_fn<F: FnOnce() + 'static>(&self, callback: F) -> Result<(), LoopError> {
+        self.call_soon(callback).map(|_| ())
+    }
+
     fn call_soon_dyn(&self, callback: Box<dyn FnOnce()>) -> Result<(), LoopError> {
         self.call_soon(callback).map(|_| ())
     }

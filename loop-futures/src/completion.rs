@@ -142,7 +142,7 @@ impl<T, H> Completion<T, H> {
     {
         let this = this.clone();
         // On a closed loop the callback cannot run; it is dropped.
-        let _ = lp.call_soon_dyn(Box::new(move || cb(&this)));
+        let _ = lp.call_soon_fn(move || cb(&this));
     }
 
     pub(crate) fn add_done_callback<L: LoopRef>(

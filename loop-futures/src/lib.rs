@@ -54,6 +54,14 @@ pub trait LoopRef: Clone + 'static {
     /// `call_soon` for a boxed callback; fails on a closed loop.
     fn call_soon_dyn(&self, callback: Box<dyn FnOnce()>) -> Result<(), LoopError>;
 
+    /// `call_soon` for a closure, without boxing it first: a loop that
+    /// stores callbacks in cells of their own (as `EventLoop` does)
+    /// overrides this to save the box. By default it boxes and calls
+    /// [`call_soon_dyn`](Self::call_soon_dyn).
+    fn call_soon_fn<F: FnOnce() + 'static>(&self, callback: F) -> Result<(), LoopError> {
+        self.call_soon_dyn(Box::new(callback))
+    }
+
     /// Spawns `body` as a local task of this loop (async-task's local
     /// spawning with the loop's scheduler) and queues its first poll. Called
     /// on the loop's thread.
