@@ -106,6 +106,8 @@ mod sendfile;
 mod sock;
 mod stream;
 mod streams;
+#[cfg(test)]
+mod test_protocol;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;

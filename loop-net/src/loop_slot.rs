@@ -12,9 +12,8 @@
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
-use std::time::Duration;
 
-use loop_core::{EventLoop, ExceptionContext, Handle, LoopError, TimerHandle};
+use loop_core::{EventLoop, ExceptionContext, Handle, LoopError};
 
 pub(crate) struct LoopSlot(RefCell<Option<EventLoop>>);
 
@@ -40,12 +39,13 @@ impl LoopSlot {
         self.get().ok_or_else(LoopError::closed)?.call_soon(f)
     }
 
+    #[cfg(feature = "tls")]
     #[track_caller]
     pub(crate) fn call_later(
         &self,
-        delay: Duration,
+        delay: std::time::Duration,
         f: impl FnOnce() + 'static,
-    ) -> Result<TimerHandle, LoopError> {
+    ) -> Result<loop_core::TimerHandle, LoopError> {
         self.get()
             .ok_or_else(LoopError::closed)?
             .call_later(delay, f)

@@ -354,26 +354,8 @@ mod tests {
     use loop_core::EventLoop;
 
     use super::ReadPipe;
-    use crate::protocol::{AnyProtocol, BaseProtocol, Protocol, ProtocolHandle};
-    use crate::transport::Transport;
-
-    #[derive(Default)]
-    struct Rec {
-        made: bool,
-        got: Vec<u8>,
-    }
-
-    impl BaseProtocol for Rec {
-        fn connection_made(&mut self, _t: Transport) {
-            self.made = true;
-        }
-    }
-
-    impl Protocol for Rec {
-        fn data_received(&mut self, data: &[u8]) {
-            self.got.extend_from_slice(data);
-        }
-    }
+    use crate::protocol::{AnyProtocol, ProtocolHandle};
+    use crate::test_protocol::Rec;
 
     /// As the stream transport's test (stream/input.rs): a readiness that
     /// finds the protocol in use reads nothing, unwatches the pipe (no

@@ -151,27 +151,10 @@ mod tests {
     use loop_core::EventLoop;
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
-    use crate::protocol::{AnyProtocol, BaseProtocol, Protocol, ProtocolHandle};
+    use crate::protocol::{AnyProtocol, ProtocolHandle};
     use crate::stream::Stream;
+    use crate::test_protocol::Rec;
     use crate::transport::Transport;
-
-    #[derive(Default)]
-    struct Rec {
-        made: bool,
-        got: Vec<u8>,
-    }
-
-    impl BaseProtocol for Rec {
-        fn connection_made(&mut self, _t: Transport) {
-            self.made = true;
-        }
-    }
-
-    impl Protocol for Rec {
-        fn data_received(&mut self, data: &[u8]) {
-            self.got.extend_from_slice(data);
-        }
-    }
 
     /// The loop never dispatches while a protocol is in use; this calls the
     /// read path from inside a `with_mut` closure to see what it would do:
