@@ -1,5 +1,14 @@
 //! hyper's runtime traits on the loop: [`LoopExecutor`] (hyper's
 //! `Executor`) and [`LoopTimer`] (hyper's `Timer`).
+//!
+//! hyper's sleeps must be `Send + Sync`, and the loop's timers are not:
+//! a [`LoopSleep`] holds a [`ThreadSafeTimerHandle`] from
+//! `LoopHandle::call_later_threadsafe` (loop-core's threadsafe_timer.rs),
+//! a timer on the loop's own heap that any thread can cancel. A sleep
+//! schedules its timer at its first poll (hyper drops it unpolled when the
+//! request is already buffered), cancels it when dropped (a cancel on the
+//! loop thread is counted for the heap's purge, so the per-request
+//! header-read sleep does not pile up), and `Timer::reset` reuses it.
 
 use std::fmt;
 use std::future::Future;

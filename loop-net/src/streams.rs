@@ -4,8 +4,44 @@
 //! Unix forms).
 //!
 //! The reader and the writer live in `streams/reader.rs` and
-//! `streams/writer.rs`; the design (who buffers, backpressure, the
-//! `futures-io` semantics) is in ARCHITECTURE.md's loop-net section.
+//! `streams/writer.rs`, each with its invariants; this is the design they
+//! share.
+//!
+//! # Who buffers
+//! asyncio's `streams.py` over the transports, with wakers only: no loop is
+//! needed to feed or to read. The [`StreamReader`] holds every received
+//! byte (fed by [`StreamReaderProtocol`]'s `data_received`); the transport
+//! holds every unsent byte ([`StreamWriter::write`] goes straight to
+//! [`Transport::write`](crate::Transport::write)). Nothing else copies.
+//!
+//! # Backpressure
+//! - Reading: past twice the limit the reader pauses the transport's
+//!   reading; a read that leaves the buffer at or below the limit, or a read
+//!   that must wait, resumes it (asyncio's `_maybe_resume_transport` and
+//!   `_wait_for_data`).
+//! - Writing: the protocol forwards `pause_writing`, `resume_writing` and
+//!   `connection_lost` to a [`FlowControl`] (public, so that loop-process's
+//!   stdin pipe protocol can feed one), and `drain` waits on it exactly as
+//!   asyncio's `_drain_helper` does: `ConnectionReset` once lost, and a
+//!   `connection_lost(None)` while paused releases the waiters with `Ok`.
+//! - One read waits at a time (`AlreadyWaiting` otherwise); `eof_received`
+//!   returns `true` (half-open) except over TLS. Dropping a `StreamWriter`
+//!   closes its transport (asyncio's `__del__`).
+//!
+//! # futures-io
+//! `poll_read` copies from the reader's buffer. `poll_write` is `Pending`
+//! while writing is paused, then hands the whole slice to the transport.
+//! `poll_flush` is `Pending` while paused and fails only when buffered bytes
+//! could not be delivered (the transport records what a forced close
+//! dropped: [`Transport::dropped_on_loss`](crate::Transport::dropped_on_loss));
+//! after a clean loss and while closing it is `Ok`, as tokio's and
+//! async-io's are, because hyper, async-tungstenite and `io::copy` flush
+//! between the polls of a close. It does not wait for the transport's
+//! buffer to empty (the transport sends it by itself, as the kernel sends a
+//! socket's). `drain` keeps asyncio's semantics (an error once lost).
+//! `poll_close` closes the transport and waits for `connection_lost`. There
+//! is no `AsyncBufRead`: the buffer sits behind a `RefCell` and cannot lend
+//! a slice past a poll.
 
 pub(crate) mod error;
 pub(crate) mod reader;

@@ -1,5 +1,13 @@
 //! asyncio's module-level functions for finding the loop:
 //! `get_running_loop`, `get_event_loop`, `set_event_loop`, `new_event_loop`.
+//!
+//! `get_event_loop` follows Python 3.14: the running loop, else the
+//! policy's current loop, else an error (no implicit loop, not even on the
+//! main thread). The policy creates no loop it keeps: `new_event_loop`
+//! hands the owning handle to the caller, and `set_event_loop` keeps
+//! whatever handle it is given (an owner moved in is dropped, closing its
+//! loop, when it is replaced or its thread ends; a clone leaves ownership
+//! with the caller).
 
 use loop_core::{running_loop, ErrorKind, EventLoop, LoopError};
 

@@ -1,5 +1,25 @@
 //! [`SubprocessLoopExt`]: asyncio's `subprocess_exec` and `subprocess_shell`
 //! as an extension trait of [`EventLoop`].
+//!
+//! # The spawn sequence
+//! As asyncio's `_make_subprocess_transport`:
+//! 1. The pipes are made here with `O_CLOEXEC` and the child's ends handed
+//!    to `std::process::Command`, so std's `posix_spawn` fast path is kept
+//!    unless a `pre_exec` is needed (`start_new_session`, or the descriptor
+//!    rule of fd_inheritance.rs); the `Command` is dropped right after the
+//!    spawn, closing the child's ends in the parent.
+//! 2. `pidfd_open`, and the child watcher registered (child_watcher.rs).
+//! 3. stdin, stdout and stderr connected as loop-net pipe transports, each
+//!    driving a `PipeAdapter` protocol that forwards to the subprocess
+//!    protocol with its fd number and holds only a `Weak` to the state.
+//! 4. `connection_made` queued first, ahead of whatever output arrived
+//!    meanwhile; the call returns once it ran.
+//!
+//! A spawning future dropped before it returns kills the child
+//! (`KillOnDrop`). `close()` kills with SIGKILL and does not wait (asyncio);
+//! dropping the last handle does not kill (the child runs on and is reaped
+//! when it exits). `get_extra_info("subprocess")` gives the pid: there is no
+//! Popen object.
 
 use std::ffi::{OsStr, OsString};
 use std::future::Future;

@@ -1,6 +1,20 @@
 //! Opening stream connections: `create_connection` (with RFC 8305 Happy
 //! Eyeballs), `create_unix_connection`, `connect_accepted_socket`, and the
 //! listening sockets of `create_server` / `create_unix_server`.
+//!
+//! # Rules
+//! - **Lazy and `'static`.** A connection future does nothing until
+//!   polled and owns what it needs (a loop handle, copies of host names and
+//!   paths, a `'static` factory), so it can be handed to `create_task`, as a
+//!   coroutine object can.
+//! - **Returns after `connection_made`.** As asyncio's, `create_connection`
+//!   resolves once the protocol's `connection_made` ran. Dropped before that
+//!   (every path: host/port, `sock=`, Unix, an accepted socket, TLS,
+//!   `open_connection`), it closes the socket at once and the protocol is
+//!   never called (`AbandonUnlessMade` here, `AbortUnlessReady` in tls.rs).
+//! - **Unix socket files.** A stale socket file (connect refused) is
+//!   replaced; a live one is an `AddrInUse` error; a server removes only a
+//!   file it created (`OwnedPath`), and abstract names are never unlinked.
 
 use std::future::Future;
 use std::io;
