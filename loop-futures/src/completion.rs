@@ -289,6 +289,21 @@ impl<T, H> Completion<T, H> {
         }
     }
 
+    /// The error held by an `Ok` output nobody retrieved, as `probe` finds
+    /// it (the task's "never retrieved" report of an error output).
+    pub(crate) fn unretrieved_output_failure(
+        &self,
+        probe: fn(&T) -> Option<LoopError>,
+    ) -> Option<LoopError> {
+        if self.retrieved.get() {
+            return None;
+        }
+        match &*self.outcome.borrow() {
+            Outcome::Done(Ok(v)) => probe(v),
+            _ => None,
+        }
+    }
+
     pub(crate) fn state_name(&self) -> &'static str {
         match &*self.outcome.borrow() {
             Outcome::Pending => "pending",

@@ -33,6 +33,7 @@ mod error;
 mod future;
 mod panic_report;
 pub mod task;
+mod unretrieved;
 mod waitable;
 
 pub use cancel::{

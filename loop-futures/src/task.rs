@@ -71,7 +71,10 @@
 //! panic completes the task with an `ErrorKind::Panicked` error. An error
 //! nobody retrieved (by `.await`, `result()` or `exception()`) is reported to
 //! the loop's exception handler when the last `Task` handle is dropped: "Task
-//! exception was never retrieved".
+//! exception was never retrieved". So is an error *output* of the common
+//! types (`Result<(), E>` with `E` a `LoopError`, `io::Error`, boxed
+//! `Error`, `String` or `&str`: the list and why it is a list are in the
+//! source's unretrieved.rs).
 //!
 //! **Destruction.** If the body is dropped before it completed (the loop
 //! closed with the task pending), the task completes as cancelled, and in
@@ -133,6 +136,9 @@ struct TaskCore<T, L: LoopRef> {
     forwarded: Cell<Option<LoopError>>,
     /// Where the task was created (`create_task`'s caller), for reports.
     created: &'static Location<'static>,
+    /// Finds an error in the output (unretrieved.rs), for the "never
+    /// retrieved" report; chosen where `T: 'static` is known.
+    output_failure: fn(&T) -> Option<LoopError>,
 }
 
 impl<T, L: LoopRef> Clone for Task<T, L> {
@@ -193,6 +199,7 @@ where
         tracked: Cell::new(None),
         forwarded: Cell::new(None),
         created: Location::caller(),
+        output_failure: crate::unretrieved::output_failure::<F::Output>,
     });
     let weak: Weak<dyn AnyTask> = Rc::downgrade(&core) as Weak<dyn AnyTask>;
     core.registry_key.set(lp.tasks().insert(weak));
@@ -422,7 +429,11 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
 
 impl<T, L: LoopRef> Drop for TaskCore<T, L> {
     fn drop(&mut self) {
-        if let Some(err) = self.completion.unretrieved_error_any() {
+        let err = self.completion.unretrieved_error_any().or_else(|| {
+            self.completion
+                .unretrieved_output_failure(self.output_failure)
+        });
+        if let Some(err) = err {
             self.lp
                 .report_error("Task exception was never retrieved", &err);
         }
