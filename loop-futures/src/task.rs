@@ -113,17 +113,27 @@ pub struct Task<T, L: LoopRef> {
     core: Rc<TaskCore<T, L>>,
 }
 
+/// `TaskCore::flags`: the body was polled at least once.
+const STARTED: u8 = 1;
+/// `TaskCore::flags`: `cancel()` asked, its message in `cancel_request`.
+const CANCEL_REQUESTED: u8 = 2;
+/// `TaskCore::flags`: `tracked` holds cancellations handed to the body.
+const TRACKING: u8 = 4;
+
 struct TaskCore<T, L: LoopRef> {
     lp: L,
     id: u64,
     name: RefCell<Option<String>>,
     completion: Completion<T, Task<T, L>>,
+    /// The message of a pending `cancel()` request; set only with
+    /// [`CANCEL_REQUESTED`] in `flags`, so a poll reads it only then.
     cancel_request: RefCell<Option<String>>,
     cancelling: Cell<u32>,
     waker: RefCell<Option<Waker>>,
     registry_key: Cell<usize>,
-    /// The body was polled at least once.
-    started: Cell<bool>,
+    /// [`STARTED`], [`CANCEL_REQUESTED`], [`TRACKING`]: one load tells a
+    /// poll whether it may take the fast path.
+    flags: Cell<u8>,
     /// The cancellations handed to the body (delivered, or observed from an
     /// awaited future or task): if one is alive when the body returns, the
     /// body propagated it. Boxed: one word in every task, allocated only
@@ -195,7 +205,7 @@ where
         cancelling: Cell::new(0),
         waker: RefCell::new(None),
         registry_key: Cell::new(usize::MAX),
-        started: Cell::new(false),
+        flags: Cell::new(0),
         tracked: Cell::new(None),
         forwarded: Cell::new(None),
         created: Location::caller(),
@@ -274,23 +284,40 @@ enum Step<T> {
 }
 
 impl<T: 'static, L: LoopRef> TaskCore<T, L> {
+    /// One poll of the body. The fast path (no cancel request, nothing
+    /// delivered or observed) is kept small; everything about cancellation
+    /// is in the cold functions below.
+    #[inline]
     fn poll_body<F: StdFuture<Output = T>>(
         self: &Rc<Self>,
         future: Pin<&mut F>,
         cx: &mut Context<'_>,
     ) -> Poll<Step<T>> {
-        let mut delivery = None;
-        if let Some(msg) = self.cancel_request.borrow_mut().take() {
-            let err = LoopError::cancelled(msg);
-            if !self.started.get() {
-                // asyncio throws into a coroutine that never ran: it never
-                // starts.
-                return Poll::Ready(Step::Cancelled(err));
-            }
-            self.track(err.downgrade());
-            delivery = Some(err);
+        let flags = self.flags.get();
+        if flags & CANCEL_REQUESTED != 0 {
+            return self.poll_body_cancelled(future, cx);
         }
-        self.started.set(true);
+        self.flags.set(flags | STARTED);
+        let (polled, outer, ended) = self.poll_once(future, cx, None);
+        if !cancel::quiet(outer, ended) || self.flags.get() & CANCEL_REQUESTED != 0 {
+            return self.after_poll(polled, outer, ended);
+        }
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Step::Done(v)),
+            Err(payload) => Poll::Ready(self.panicked(payload)),
+        }
+    }
+
+    /// Polls the future once as the current task, with `delivery` armed;
+    /// returns what it returned and the contexts `enter` and `leave` gave.
+    #[inline(always)]
+    fn poll_once<F: StdFuture<Output = T>>(
+        &self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+        delivery: Option<LoopError>,
+    ) -> (std::thread::Result<Poll<T>>, cancel::Ctx, cancel::Ctx) {
         {
             let mut waker = self.waker.borrow_mut();
             match &*waker {
@@ -304,6 +331,38 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
         let ended = cancel::leave(outer);
         registry.current.set(prev);
+        (polled, outer, ended)
+    }
+
+    /// A poll with a cancel request pending: delivered to the body, or, if
+    /// the body never ran, the task ends at once (asyncio throws into a
+    /// coroutine that never ran: it never starts).
+    #[cold]
+    #[inline(never)]
+    fn poll_body_cancelled<F: StdFuture<Output = T>>(
+        self: &Rc<Self>,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Step<T>> {
+        let msg = self.take_cancel_request().unwrap_or_default();
+        let err = LoopError::cancelled(msg);
+        if self.flags.get() & STARTED == 0 {
+            return Poll::Ready(Step::Cancelled(err));
+        }
+        self.track(err.downgrade());
+        let (polled, outer, ended) = self.poll_once(future, cx, Some(err));
+        self.after_poll(polled, outer, ended)
+    }
+
+    /// The end of a poll that met a cancellation (or ran nested).
+    #[cold]
+    #[inline(never)]
+    fn after_poll(
+        self: &Rc<Self>,
+        polled: std::thread::Result<Poll<T>>,
+        outer: cancel::Ctx,
+        ended: cancel::Ctx,
+    ) -> Poll<Step<T>> {
         let undelivered = if cancel::quiet(outer, ended) {
             None
         } else {
@@ -320,8 +379,7 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
                 // Cancelled during its last step (asyncio's `_must_cancel`
                 // when the coroutine returns): `cancel()` said yes, so the
                 // task ends cancelled and the value is dropped.
-                let request = self.cancel_request.borrow_mut().take();
-                match (request, undelivered) {
+                match (self.take_cancel_request(), undelivered) {
                     (Some(msg), _) => {
                         Poll::Ready(Step::DoneCancelled(v, LoopError::cancelled(msg)))
                     }
@@ -329,11 +387,26 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
                     (None, None) => Poll::Ready(Step::Done(v)),
                 }
             }
-            Err(payload) => Poll::Ready(Step::Panicked(LoopError::panicked(
-                format!("task {}", self.name()),
-                payload,
-            ))),
+            Err(payload) => Poll::Ready(self.panicked(payload)),
         }
+    }
+
+    #[cold]
+    fn panicked(&self, payload: Box<dyn std::any::Any + Send>) -> Step<T> {
+        Step::Panicked(LoopError::panicked(
+            format!("task {}", self.name()),
+            payload,
+        ))
+    }
+
+    /// Takes the pending cancel request's message, if there is one.
+    fn take_cancel_request(&self) -> Option<String> {
+        let flags = self.flags.get();
+        if flags & CANCEL_REQUESTED == 0 {
+            return None;
+        }
+        self.flags.set(flags & !CANCEL_REQUESTED);
+        self.cancel_request.borrow_mut().take()
     }
 
     /// After a poll that met a cancellation (or ran nested): the delivery
@@ -364,6 +437,7 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         tracked.retain(WeakLoopError::is_alive);
         tracked.push(weak);
         self.tracked.set(Some(tracked));
+        self.flags.set(self.flags.get() | TRACKING);
     }
 
     #[cold]
@@ -385,6 +459,7 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
     #[inline]
     fn settle(&self, step: Step<T>) -> Result<T, LoopError> {
         match step {
+            Step::Done(v) if self.flags.get() & TRACKING == 0 => Ok(v),
             Step::Done(v) => match self.tracked.take() {
                 None => Ok(v),
                 Some(tracked) => match self.propagated(&tracked) {
@@ -709,6 +784,7 @@ impl<T: 'static, L: LoopRef> AnyTask for TaskCore<T, L> {
             return false;
         }
         *self.cancel_request.borrow_mut() = Some(msg.to_string());
+        self.flags.set(self.flags.get() | CANCEL_REQUESTED);
         self.cancelling.set(self.cancelling.get() + 1);
         let waker = self.waker.borrow().clone();
         if let Some(w) = waker {
@@ -721,7 +797,7 @@ impl<T: 'static, L: LoopRef> AnyTask for TaskCore<T, L> {
         let n = self.cancelling.get().saturating_sub(1);
         self.cancelling.set(n);
         if n == 0 {
-            self.cancel_request.borrow_mut().take();
+            self.take_cancel_request();
         }
         n
     }
