@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+pub mod load;
+
 /// The seed of every benchmark's PRNG, so that all systems see the same delays.
 pub const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 

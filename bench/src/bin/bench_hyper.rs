@@ -27,15 +27,15 @@
 
 use std::convert::Infallible;
 use std::error::Error;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
 
-use aioloop_bench::report;
+use aioloop_bench::load::{
+    announce_and_serve, exit_now, exit_on_stdin_eof, measure, tokio_accept_loop, Counters,
+};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -44,9 +44,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 type Res<T> = Result<T, Box<dyn Error>>;
-
-/// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
-const USER_HZ: f64 = 100.0;
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
 
@@ -120,27 +117,6 @@ impl Opts {
     }
 }
 
-/// Prints `line` on stdout and flushes (stdout is a pipe to xtask).
-fn say(line: &str) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-/// Exits the process once stdin reaches end-of-file (or fails).
-fn exit_on_stdin_eof() {
-    thread::spawn(|| {
-        let mut sink = [0u8; 256];
-        let mut stdin = io::stdin().lock();
-        while let Ok(n) = stdin.read(&mut sink) {
-            if n == 0 {
-                break;
-            }
-        }
-        std::process::exit(0);
-    });
-}
-
 // ---------------------------------------------------------------------------
 // Servers
 
@@ -164,15 +140,7 @@ fn server_aioloop(addr: SocketAddr) -> Res<()> {
     let l = lp.clone();
     lp.run_until_complete(async move {
         let server = loop_hyper::serve_http1(&l, addr, hyper::service::service_fn(hello)).await?;
-        let port = server
-            .sockets()
-            .first()
-            .and_then(|s| s.as_inet())
-            .map(|a| a.port())
-            .ok_or("the server has no inet socket")?;
-        say(&format!("listening on {port}"));
-        server.serve_forever().await?;
-        Ok::<(), Box<dyn Error>>(())
+        announce_and_serve(server).await
     })??;
     Ok(())
 }
@@ -184,54 +152,25 @@ fn server_tokio(addr: SocketAddr) -> Res<()> {
         .build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
-        say(&format!("listening on {}", listener.local_addr()?.port()));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new());
         let builder = Arc::new(builder);
-        let accept_loop = tokio::spawn(async move {
-            loop {
-                let (sock, _) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("bench-hyper server tokio: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = sock.set_nodelay(true);
-                let builder = builder.clone();
-                tokio::spawn(async move {
-                    let _ = builder
-                        .serve_connection(TokioIo::new(sock), hyper::service::service_fn(hello))
-                        .await;
-                });
+        tokio_accept_loop(listener, "bench-hyper server tokio", |sock| {
+            let builder = builder.clone();
+            async move {
+                let io = TokioIo::new(sock);
+                let _ = builder
+                    .serve_connection(io, hyper::service::service_fn(hello))
+                    .await;
             }
-        });
-        accept_loop.await?;
-        Ok::<(), Box<dyn Error>>(())
+        })
+        .await?;
+        Ok(())
     })
 }
 
 // ---------------------------------------------------------------------------
 // Load generator
-
-/// (user, sys) CPU time of process `pid` in seconds, from `/proc/<pid>/stat`.
-fn process_cpu_secs(pid: u32) -> io::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| io::Error::other("malformed /proc/<pid>/stat"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| -> io::Result<f64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .map(|t| t as f64 / USER_HZ)
-            .ok_or_else(|| io::Error::other("malformed /proc/<pid>/stat"))
-    };
-    Ok((tick(11)?, tick(12)?))
-}
 
 /// The length of a complete response at the start of `buf` (head and
 /// body), or `None` if more must be read; an error for anything but a
@@ -258,13 +197,9 @@ fn response_len(buf: &[u8]) -> io::Result<Option<usize>> {
 }
 
 /// One keep-alive connection's request/response loop until `stop`.
-async fn requests(
-    mut sock: TcpStream,
-    count: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) -> io::Result<()> {
+async fn requests(mut sock: TcpStream, counters: Counters) -> io::Result<()> {
     let mut buf = vec![0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
+    while !counters.stop.load(Ordering::Relaxed) {
         sock.write_all(REQUEST).await?;
         let mut filled = 0;
         loop {
@@ -286,7 +221,7 @@ async fn requests(
                 return Err(io::Error::other("a response over 4 KiB"));
             }
         }
-        count.fetch_add(1, Ordering::Relaxed);
+        counters.done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -297,52 +232,24 @@ fn client(o: &Opts) -> Res<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let count = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (reqs, secs, cpu) = rt.block_on(async {
+    let counters = Counters::default();
+    let window = rt.block_on(async {
         let mut tasks = Vec::with_capacity(o.conns);
         for _ in 0..o.conns {
             let sock = TcpStream::connect(addr).await?;
             sock.set_nodelay(true)?;
-            let (count, stop) = (count.clone(), stop.clone());
-            tasks.push(tokio::spawn(requests(sock, count, stop)));
+            tasks.push(tokio::spawn(requests(sock, counters.clone())));
         }
-        tokio::time::sleep(Duration::from_secs_f64(o.warmup)).await;
-        let cpu0 = o.server_pid.map(process_cpu_secs).transpose()?;
-        let (n0, t0) = (count.load(Ordering::Relaxed), Instant::now());
-        tokio::time::sleep(Duration::from_secs_f64(o.duration)).await;
-        let cpu1 = o.server_pid.map(process_cpu_secs).transpose()?;
-        let (n1, secs) = (count.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
-        stop.store(true, Ordering::Relaxed);
-        // A connection that failed before the window closed invalidates the run.
-        for t in tasks {
-            if t.is_finished() {
-                t.await??;
-            }
-        }
-        let cpu = cpu0.zip(cpu1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
-        Ok::<_, Box<dyn Error>>((n1 - n0, secs, cpu))
+        measure(
+            &counters,
+            tasks,
+            o.warmup,
+            o.duration,
+            o.server_pid,
+            "request",
+        )
+        .await
     })?;
-    if reqs == 0 {
-        return Err("no request was answered in the window".into());
-    }
-    let case = &o.case;
-    report(
-        &format!("{case}_reqs_per_s"),
-        system,
-        reqs as f64 / secs,
-        "req/s",
-        reqs,
-    );
-    if let Some((user, sys)) = cpu {
-        report(
-            &format!("{case}_cpu_us_per_req"),
-            system,
-            (user + sys) * 1e6 / reqs as f64,
-            "us/req",
-            reqs,
-        );
-    }
-    let _ = io::stdout().flush();
-    std::process::exit(0);
+    window.report(&o.case, system, "req", "req/s", false);
+    exit_now();
 }

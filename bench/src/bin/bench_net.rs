@@ -39,14 +39,16 @@
 //! Every subcommand raises its soft `RLIMIT_NOFILE` to the hard limit.
 
 use std::error::Error;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
 
+use aioloop_bench::load::{
+    announce_and_serve, exit_now, exit_on_stdin_eof, measure, say, tokio_accept_loop, Counters,
+};
 use aioloop_bench::report;
 use loop_core::EventLoop;
 use loop_net::{BaseProtocol, Protocol, ServerOptions, StreamLoopExt, Transport};
@@ -63,9 +65,6 @@ mod tls;
 mod udp;
 
 type Res<T> = Result<T, Box<dyn Error>>;
-
-/// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
-const USER_HZ: f64 = 100.0;
 
 /// Connects in flight at once while `idle` opens its connections (below
 /// every server's accept backlog).
@@ -179,28 +178,6 @@ fn raise_nofile_limit() {
     }
 }
 
-/// Prints `line` on stdout and flushes (stdout is a pipe to xtask).
-fn say(line: &str) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-/// Exits the process once stdin reaches end-of-file (or fails), from a
-/// thread that stays blocked in `read` until then.
-fn exit_on_stdin_eof() {
-    thread::spawn(|| {
-        let mut sink = [0u8; 256];
-        let mut stdin = io::stdin().lock();
-        while let Ok(n) = stdin.read(&mut sink) {
-            if n == 0 {
-                break;
-            }
-        }
-        std::process::exit(0);
-    });
-}
-
 // ---------------------------------------------------------------------------
 // Servers
 
@@ -246,15 +223,7 @@ fn server_aioloop(addr: SocketAddr) -> Res<()> {
         let server = lp2
             .create_server(|| Echo(None), &hosts, addr.port(), ServerOptions::default())
             .await?;
-        let port = server
-            .sockets()
-            .first()
-            .and_then(|s| s.as_inet())
-            .map(|a| a.port())
-            .ok_or("the server has no inet socket")?;
-        say(&format!("listening on {port}"));
-        server.serve_forever().await?;
-        Ok::<(), Box<dyn Error>>(())
+        announce_and_serve(server).await
     })??;
     Ok(())
 }
@@ -265,60 +234,25 @@ fn server_tokio(addr: SocketAddr) -> Res<()> {
         .build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
-        say(&format!("listening on {}", listener.local_addr()?.port()));
-        let accept_loop = tokio::spawn(async move {
+        tokio_accept_loop(listener, "bench-net server tokio", |mut sock| async move {
+            let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let (mut sock, _) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // EMFILE and the like: back off, as a real server would.
-                        eprintln!("bench-net server tokio: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
+                let n = match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
                 };
-                let _ = sock.set_nodelay(true);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if sock.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+                if sock.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
             }
-        });
-        accept_loop.await?;
-        Ok::<(), Box<dyn Error>>(())
+        })
+        .await?;
+        Ok(())
     })
 }
 
 // ---------------------------------------------------------------------------
 // Load generator
-
-/// (user, sys) CPU time of process `pid` in seconds, from `/proc/<pid>/stat`.
-fn process_cpu_secs(pid: u32) -> io::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may hold spaces: count from its closing ')'.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| io::Error::other("malformed /proc/<pid>/stat"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After ')': state is field 3, so utime (14) and stime (15) are at 11, 12.
-    let tick = |i: usize| -> io::Result<f64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .map(|t| t as f64 / USER_HZ)
-            .ok_or_else(|| io::Error::other("malformed /proc/<pid>/stat"))
-    };
-    Ok((tick(11)?, tick(12)?))
-}
 
 async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let sock = TcpStream::connect(addr).await?;
@@ -330,12 +264,11 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 async fn ping_pong<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut sock: S,
     size: usize,
-    count: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+    counters: Counters,
 ) -> io::Result<()> {
     let msg = vec![0x5au8; size];
     let mut buf = vec![0u8; size];
-    while !stop.load(Ordering::Relaxed) {
+    while !counters.stop.load(Ordering::Relaxed) {
         sock.write_all(&msg).await?;
         let mut got = 0;
         while got < size {
@@ -348,7 +281,7 @@ async fn ping_pong<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             }
             got += n;
         }
-        count.fetch_add(1, Ordering::Relaxed);
+        counters.done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -373,10 +306,9 @@ fn client(o: &Opts) -> Res<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let count = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    serve_marks(count.clone());
-    let (msgs, secs, cpu) = rt.block_on(async {
+    let counters = Counters::default();
+    serve_marks(counters.done.clone());
+    let window = rt.block_on(async {
         let mut socks = Vec::with_capacity(o.conns);
         for _ in 0..o.conns {
             socks.push(connect(addr).await?);
@@ -394,58 +326,31 @@ fn client(o: &Opts) -> Res<()> {
         say(&format!("connected {}", o.conns));
         let mut tasks = Vec::with_capacity(o.conns);
         for sock in socks {
-            let (count, stop) = (count.clone(), stop.clone());
-            tasks.push(tokio::spawn(ping_pong(sock, o.size, count, stop)));
+            tasks.push(tokio::spawn(ping_pong(sock, o.size, counters.clone())));
         }
         for sock in tls_socks {
-            let (count, stop) = (count.clone(), stop.clone());
-            tasks.push(tokio::spawn(ping_pong(sock, o.size, count, stop)));
+            tasks.push(tokio::spawn(ping_pong(sock, o.size, counters.clone())));
         }
-        tokio::time::sleep(Duration::from_secs_f64(o.warmup)).await;
-        let cpu0 = o.server_pid.map(process_cpu_secs).transpose()?;
-        let (n0, t0) = (count.load(Ordering::Relaxed), Instant::now());
-        tokio::time::sleep(Duration::from_secs_f64(o.duration)).await;
-        let cpu1 = o.server_pid.map(process_cpu_secs).transpose()?;
-        let (n1, secs) = (count.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
-        stop.store(true, Ordering::Relaxed);
-        // A connection that failed before the window closed invalidates the run.
-        for t in tasks {
-            if t.is_finished() {
-                t.await??;
-            }
-        }
-        let cpu = cpu0.zip(cpu1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
-        Ok::<_, Box<dyn Error>>((n1 - n0, secs, cpu))
+        measure(
+            &counters,
+            tasks,
+            o.warmup,
+            o.duration,
+            o.server_pid,
+            "message",
+        )
+        .await
     })?;
-    if msgs == 0 {
-        return Err("no message was echoed in the window".into());
-    }
-    let case = &o.case;
-    let per_s = msgs as f64 / secs;
-    report(&format!("{case}_msgs_per_s"), system, per_s, "msg/s", msgs);
-    let mb = per_s * o.size as f64 / 1e6;
-    report(&format!("{case}_mb_per_s"), system, mb, "MB/s", msgs);
-    if let Some((user, sys)) = cpu {
-        let us = (user + sys) * 1e6 / msgs as f64;
-        report(
-            &format!("{case}_cpu_us_per_msg"),
-            system,
-            us,
-            "us/msg",
-            msgs,
-        );
-        let us = user * 1e6 / msgs as f64;
-        report(
-            &format!("{case}_cpu_user_us_per_msg"),
-            system,
-            us,
-            "us/msg",
-            msgs,
-        );
-    }
-    // Do not wait for the connections to wind down: the process exit closes them.
-    let _ = io::stdout().flush();
-    std::process::exit(0);
+    window.report(&o.case, system, "msg", "msg/s", true);
+    let mb = window.done as f64 / window.secs * o.size as f64 / 1e6;
+    report(
+        &format!("{}_mb_per_s", o.case),
+        system,
+        mb,
+        "MB/s",
+        window.done,
+    );
+    exit_now();
 }
 
 // ---------------------------------------------------------------------------

@@ -16,7 +16,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use loop_core::EventLoop;
 use loop_net::rustls;
@@ -25,7 +24,9 @@ use loop_net::{StreamLoopExt, TlsServerOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::{say, Echo, Opts, Res};
+use aioloop_bench::load::{announce_and_serve, tokio_accept_loop};
+
+use super::{Echo, Opts, Res};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -78,15 +79,7 @@ pub(super) fn server_aioloop(addr: SocketAddr, o: &Opts) -> Res<()> {
         let server = lp2
             .create_server(|| Echo(None), &hosts, addr.port(), options)
             .await?;
-        let port = server
-            .sockets()
-            .first()
-            .and_then(|s| s.as_inet())
-            .map(|a| a.port())
-            .ok_or("the server has no inet socket")?;
-        say(&format!("listening on {port}"));
-        server.serve_forever().await?;
-        Ok::<(), Box<dyn std::error::Error>>(())
+        announce_and_serve(server).await
     })??;
     Ok(())
 }
@@ -98,19 +91,9 @@ pub(super) fn server_tokio(addr: SocketAddr, o: &Opts) -> Res<()> {
         .build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
-        say(&format!("listening on {}", listener.local_addr()?.port()));
-        loop {
-            let (sock, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("bench-net server tokio-rustls: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = sock.set_nodelay(true);
+        tokio_accept_loop(listener, "bench-net server tokio-rustls", |sock| {
             let acceptor = acceptor.clone();
-            tokio::spawn(async move {
+            async move {
                 let Ok(mut tls) = acceptor.accept(sock).await else {
                     return;
                 };
@@ -124,9 +107,9 @@ pub(super) fn server_tokio(addr: SocketAddr, o: &Opts) -> Res<()> {
                         return;
                     }
                 }
-            });
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), Box<dyn std::error::Error>>(())
+            }
+        })
+        .await?;
+        Ok(())
     })
 }

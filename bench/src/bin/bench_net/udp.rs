@@ -23,18 +23,19 @@
 //!   and `CASE_lost` (datagrams lost in the window).
 
 use std::error::Error;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use aioloop_bench::report;
 use loop_core::EventLoop;
 use loop_net::{DatagramLoopExt, DatagramOptions, DatagramProtocol, DatagramTransport, SockAddr};
 use tokio::net::UdpSocket;
 
-use super::{exit_on_stdin_eof, process_cpu_secs, say, Opts, Res};
+use aioloop_bench::load::{exit_now, measure, Counters};
+
+use super::{exit_on_stdin_eof, say, Opts, Res};
 
 /// How long a socket of the client waits for an echo before it counts the
 /// datagram as lost and sends the next one.
@@ -112,17 +113,11 @@ fn server_tokio(addr: SocketAddr) -> Res<()> {
 }
 
 /// One socket's ping-pong until `stop`.
-async fn ping_pong(
-    sock: UdpSocket,
-    size: usize,
-    count: Arc<AtomicU64>,
-    lost: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) -> io::Result<()> {
+async fn ping_pong(sock: UdpSocket, size: usize, counters: Counters) -> io::Result<()> {
     let mut msg = vec![0x5au8; size];
     let mut buf = vec![0u8; size + 64];
     let mut seq: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
+    while !counters.stop.load(Ordering::Relaxed) {
         seq += 1;
         let tag = seq.to_le_bytes();
         msg[..SEQ].copy_from_slice(&tag);
@@ -131,12 +126,12 @@ async fn ping_pong(
         loop {
             match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                 Err(_) => {
-                    lost.fetch_add(1, Ordering::Relaxed);
+                    counters.lost.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(n)) if n == size && buf[..SEQ] == tag => {
-                    count.fetch_add(1, Ordering::Relaxed);
+                    counters.done.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 // A late echo of a datagram already counted as lost.
@@ -156,78 +151,32 @@ pub(super) fn client(o: &Opts) -> Res<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let count = Arc::new(AtomicU64::new(0));
-    let lost = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (msgs, lost_n, secs, cpu) = rt.block_on(async {
+    let counters = Counters::default();
+    let window = rt.block_on(async {
         let mut tasks = Vec::with_capacity(o.conns);
         for _ in 0..o.conns {
             let sock = UdpSocket::bind("127.0.0.1:0").await?;
             sock.connect(addr).await?;
-            let (count, lost, stop) = (count.clone(), lost.clone(), stop.clone());
-            tasks.push(tokio::spawn(ping_pong(sock, o.size, count, lost, stop)));
+            tasks.push(tokio::spawn(ping_pong(sock, o.size, counters.clone())));
         }
-        tokio::time::sleep(Duration::from_secs_f64(o.warmup)).await;
-        let cpu0 = o.server_pid.map(process_cpu_secs).transpose()?;
-        let (n0, l0, t0) = (
-            count.load(Ordering::Relaxed),
-            lost.load(Ordering::Relaxed),
-            Instant::now(),
-        );
-        tokio::time::sleep(Duration::from_secs_f64(o.duration)).await;
-        let cpu1 = o.server_pid.map(process_cpu_secs).transpose()?;
-        let (n1, l1, secs) = (
-            count.load(Ordering::Relaxed),
-            lost.load(Ordering::Relaxed),
-            t0.elapsed().as_secs_f64(),
-        );
-        stop.store(true, Ordering::Relaxed);
-        // A socket that failed before the window closed invalidates the run.
-        for t in tasks {
-            if t.is_finished() {
-                t.await??;
-            }
-        }
-        let cpu = cpu0.zip(cpu1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
-        Ok::<_, Box<dyn Error>>((n1 - n0, l1 - l0, secs, cpu))
+        measure(
+            &counters,
+            tasks,
+            o.warmup,
+            o.duration,
+            o.server_pid,
+            "datagram",
+        )
+        .await
     })?;
-    if msgs == 0 {
-        return Err("no datagram was echoed in the window".into());
-    }
-    let case = &o.case;
+    window.report(&o.case, system, "msg", "msg/s", true);
+    let lost = window.lost as f64;
     report(
-        &format!("{case}_msgs_per_s"),
+        &format!("{}_lost", o.case),
         system,
-        msgs as f64 / secs,
-        "msg/s",
-        msgs,
-    );
-    if let Some((user, sys)) = cpu {
-        let us = (user + sys) * 1e6 / msgs as f64;
-        report(
-            &format!("{case}_cpu_us_per_msg"),
-            system,
-            us,
-            "us/msg",
-            msgs,
-        );
-        let us = user * 1e6 / msgs as f64;
-        report(
-            &format!("{case}_cpu_user_us_per_msg"),
-            system,
-            us,
-            "us/msg",
-            msgs,
-        );
-    }
-    report(
-        &format!("{case}_lost"),
-        system,
-        lost_n as f64,
+        lost,
         "datagrams",
-        msgs,
+        window.done,
     );
-    // Do not wait for the sockets' tasks: the process exit closes them.
-    let _ = io::stdout().flush();
-    std::process::exit(0);
+    exit_now();
 }
