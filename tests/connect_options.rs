@@ -597,7 +597,21 @@ fn unix_server_and_connection_take_a_given_socket() {
         // cleanup_socket (default true) applies to a given socket too.
         assert!(!path.exists());
 
-        // A TCP socket is not a Unix socket.
+        // A TCP socket is not a Unix socket, for the server either.
+        let opts = ServerOptions {
+            sock: Some(TcpListener::bind("127.0.0.1:0").unwrap().into()),
+            ..ServerOptions::default()
+        };
+        let err = l
+            .create_unix_server(client_factory(), std::path::Path::new(""), opts)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("A UNIX Domain Stream Socket was expected, got "),
+            "{err}"
+        );
         let tcp = TcpStream::connect(
             TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -660,21 +674,27 @@ fn ports_may_be_service_names() {
     let seen = record_exceptions(&lp);
     let l = lp.clone();
     run(&lp, async move {
-        // A name is resolved: connecting to "127.0.0.1":"discard" (port 9,
-        // nobody listens on loopback) is refused on port 9, not a resolver
-        // error. Only where /etc/services knows the name.
+        // A name is resolved: "127.0.0.1":"discard" is port 9 (refused
+        // there unless something listens on it: either way port 9, not a
+        // resolver error). Only where /etc/services knows the name.
         if std::fs::read_to_string("/etc/services").is_ok_and(|s| s.contains("discard")) {
             let opts = ConnectOptions {
                 all_errors: true,
                 ..ConnectOptions::default()
             };
-            let err = l
+            match l
                 .create_connection(client(), Some("127.0.0.1"), "discard", opts)
                 .await
-                .map(|_| ())
-                .unwrap_err();
-            let all = ConnectErrors::from_io(&err).expect("it connected to port 9");
-            assert_eq!(all.attempts()[0].0.port(), 9);
+            {
+                Ok((t, _)) => {
+                    assert_eq!(t.peername().unwrap().as_inet().unwrap().port(), 9);
+                    t.abort();
+                }
+                Err(err) => {
+                    let all = ConnectErrors::from_io(&err).unwrap_or_else(|| panic!("{err:?}"));
+                    assert_eq!(all.attempts()[0].0.port(), 9);
+                }
+            }
         } else {
             println!("no /etc/services entry for discard: checked numeric names only");
         }

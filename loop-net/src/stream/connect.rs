@@ -1,15 +1,6 @@
 //! Opening stream connections: `create_connection` (with RFC 8305 Happy
-//! Eyeballs), `create_unix_connection`, `connect_accepted_socket`; the
-//! listening sockets of `create_server` / `create_unix_server` are in
-//! `listen.rs`, sockets handed in (`sock=`) are checked by `given.rs`, and
-//! the errors of failed attempts are combined by `errors.rs`.
-
-mod errors;
-pub(crate) mod given;
-mod listen;
-
-pub use errors::ConnectErrors;
-pub(crate) use listen::{create_server, create_unix_server};
+//! Eyeballs), `create_unix_connection`, `connect_accepted_socket`, and the
+//! listening sockets of `create_server` / `create_unix_server`.
 
 use std::future::Future;
 use std::io;
@@ -28,6 +19,19 @@ use crate::dns::{self, AddrInfoHints, Service, SocketKind};
 use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol, ProtocolHandle};
 use crate::stream::Stream;
 use crate::transport::Transport;
+
+// The one error of a `create_connection` whose attempts all failed (errno
+// kept when they failed alike), and `ConnectErrors` for `all_errors`.
+mod errors;
+// Sockets handed in (`sock=`, `connect_accepted_socket`): checked to be
+// stream sockets of the right family, non-blocking, `TCP_NODELAY` on TCP.
+pub(crate) mod given;
+// The listening sockets of `create_server` / `create_unix_server`: bound
+// from hosts and port or a path, or handed in; `cleanup_socket`.
+mod listen;
+
+pub use errors::ConnectErrors;
+pub(crate) use listen::{create_server, create_unix_server};
 
 /// Something a protocol factory may return: a [`Protocol`], a
 /// [`Buffered`] protocol, or an existing [`ProtocolHandle`].
