@@ -765,8 +765,39 @@ fn ports_may_be_service_names() {
 mod tls {
     use super::*;
     use aioloop::rustls;
+    use std::rc::Rc;
     use std::sync::{Arc, Mutex};
     use tls_util::Pki;
+
+    /// A TLS server on 127.0.0.1 with `config` (connections recorded in
+    /// `acc`), and a TLS client connected to it trusting `pki`.
+    async fn tls_pair(
+        l: &EventLoop,
+        acc: &Rc<Accepted>,
+        config: Arc<rustls::ServerConfig>,
+        pki: &Pki,
+    ) -> (Server, u16, Transport) {
+        let server = l
+            .create_server(
+                acc.factory(Hooks::none),
+                &["127.0.0.1"],
+                0,
+                tls_util::serve_tls(TlsServerOptions::new(config)),
+            )
+            .await
+            .unwrap();
+        let port = port_of(&server);
+        let (t, _) = l
+            .create_connection(
+                client(),
+                Some("127.0.0.1"),
+                port,
+                tls_util::connect_tls(tls_util::client_opts(pki)),
+            )
+            .await
+            .unwrap();
+        (server, port, t)
+    }
 
     /// TLS over TCP gets `TCP_NODELAY` too: the client (host/port and
     /// `sock=`), the server's accepted connections, and
@@ -779,25 +810,7 @@ mod tls {
         let pki = Pki::new(&["localhost", "127.0.0.1"]);
         run(&lp, async move {
             let acc = Accepted::new();
-            let server = l
-                .create_server(
-                    acc.factory(Hooks::none),
-                    &["127.0.0.1"],
-                    0,
-                    tls_util::serve_tls(TlsServerOptions::new(pki.server_config())),
-                )
-                .await
-                .unwrap();
-            let port = port_of(&server);
-            let (t, _) = l
-                .create_connection(
-                    client(),
-                    Some("127.0.0.1"),
-                    port,
-                    tls_util::connect_tls(tls_util::client_opts(&pki)),
-                )
-                .await
-                .unwrap();
+            let (server, port, t) = tls_pair(&l, &acc, pki.server_config(), &pki).await;
             assert!(nodelay(&t), "TLS create_connection(host, port)");
             acc.until_made(1).await;
             assert!(nodelay(&acc.get(0).transport()), "TLS accepted");
@@ -899,26 +912,8 @@ mod tls {
         let s = snis.clone();
         run(&lp, async move {
             let acc = Accepted::new();
-            let server = l
-                .create_server(
-                    acc.factory(Hooks::none),
-                    &["127.0.0.1"],
-                    0,
-                    tls_util::serve_tls(TlsServerOptions::new(Arc::new(config))),
-                )
-                .await
-                .unwrap();
-            let port = port_of(&server);
             // With a name: SNI sent.
-            let (t, _) = l
-                .create_connection(
-                    client(),
-                    Some("127.0.0.1"),
-                    port,
-                    tls_util::connect_tls(tls_util::client_opts(&pki)),
-                )
-                .await
-                .unwrap();
+            let (server, port, t) = tls_pair(&l, &acc, Arc::new(config), &pki).await;
             // With "": none.
             let opts = TlsClientOptions::new(pki.client_config()).server_hostname("");
             let (t2, _) = l
