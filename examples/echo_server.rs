@@ -268,7 +268,9 @@ async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -
         .map_err(|e| io::Error::other(format!("cannot handle {name}: {e}")))?;
     }
 
-    let tcp_options = tcp_server_options(tls.as_ref())?;
+    // Checked once up front; made again for each listener (a
+    // `ServerOptions` may hold a socket, so it is not `Clone`).
+    tcp_server_options(tls.as_ref())?;
     let scheme = if tls.is_some() { "tls" } else { "tcp" };
     let mut servers = Vec::new();
     let mut datagram_endpoints: Vec<(DatagramTransport, aioloop::Future<()>)> = Vec::new();
@@ -276,7 +278,8 @@ async fn serve(lp: EventLoop, endpoints: Vec<Endpoint>, tls: Option<TlsFiles>) -
         let server = match endpoint {
             Endpoint::Tcp { host, port } => {
                 let hosts = [host.as_str()];
-                lp.create_server(Echo::default, &hosts, *port, tcp_options.clone())
+                let options = tcp_server_options(tls.as_ref())?;
+                lp.create_server(Echo::default, &hosts, *port, options)
                     .await
             }
             Endpoint::Unix(path) => {

@@ -564,7 +564,8 @@ fn tls_echo(lp: &EventLoop) -> Step {
         tls: Some(
             TlsServerOptions::new(Arc::new(server_config))
                 .handshake_timeout(limit)
-                .shutdown_timeout(limit),
+                .and_then(|o| o.shutdown_timeout(limit))
+                .map_err(err)?,
         ),
         ..ServerOptions::default()
     };
@@ -573,7 +574,8 @@ fn tls_echo(lp: &EventLoop) -> Step {
             TlsClientOptions::new(Arc::new(client_config))
                 .server_hostname("localhost")
                 .handshake_timeout(limit)
-                .shutdown_timeout(limit),
+                .and_then(|o| o.shutdown_timeout(limit))
+                .map_err(err)?,
         ),
         ..ConnectOptions::default()
     };

@@ -327,10 +327,10 @@ pub use loop_net as net;
 pub use loop_net::PipeLoopExt;
 #[cfg(feature = "net")]
 pub use loop_net::{
-    AddrInfo, AddrInfoFlags, AddrInfoHints, AddressFamily, AnyProtocol, Buffered, ConnectOptions,
-    ExtraInfo, IntoProtocol, IpProtocol, NameInfoFlags, NetLoopExt, ProtocolHandle, ResolveError,
-    SendfileNotAvailableError, ServerOptions, Service, SockAddr, SocketKind, StreamLoopExt,
-    WriteBufferLimits,
+    AddrInfo, AddrInfoFlags, AddrInfoHints, AddressFamily, AnyProtocol, Buffered, ConnectErrors,
+    ConnectOptions, ExtraInfo, IntoProtocol, IpProtocol, NameInfoFlags, NetLoopExt, ProtocolHandle,
+    ResolveError, SendfileNotAvailableError, ServerOptions, Service, SockAddr, SocketKind,
+    StreamLoopExt, WriteBufferLimits,
 };
 #[cfg(feature = "net")]
 pub use loop_net::{ClientTaskOutput, FlowControl, StreamError, StreamPair, StreamsLoopExt};

@@ -72,13 +72,10 @@ fn a_refused_connection_is_econnrefused() {
             .map(|_| ())
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        // The OS error itself, errno kept (issue 15; asyncio keeps it).
         assert_eq!(
             err.raw_os_error(),
-            None,
-            "the error is wrapped with the address: {err}"
-        );
-        assert!(
-            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            Some(rustix::io::Errno::CONNREFUSED.raw_os_error()),
             "{err}"
         );
         assert!(!made.get(), "a protocol was made for a refused connection");
@@ -505,13 +502,14 @@ fn a_panicking_pause_or_resume_writing_is_reported_with_transport_and_protocol()
 
 #[test]
 fn a_panicking_protocol_is_reported_and_loses_its_connection_once() {
-    for place in ["connection_made", "data_received", "eof_received"] {
+    // A panicking connection_made is reported but not fatal (issue 15):
+    // connect_options.rs `a_panic_in_connection_made_is_reported_and_the_transport_stays_open`.
+    for place in ["data_received", "eof_received"] {
         let lp = new_loop();
         let seen = record_exceptions(&lp);
         let l = lp.clone();
         let rec = run(&lp, async move {
             let hooks = match place {
-                "connection_made" => Hooks::none().on_made(|_, _| panic!("boom in made")),
                 "data_received" => Hooks::none().on_data(|_, _, _| panic!("boom in data")),
                 _ => Hooks::none().on_eof(|_, _| panic!("boom in eof")),
             };

@@ -339,7 +339,7 @@ fn handshake_timeout_fails_create_connection_with_timed_out() {
             0,
             ConnectOptions {
                 sock: Some(sock),
-                tls: Some(client_opts(&pki).handshake_timeout(timeout)),
+                tls: Some(client_opts(&pki).handshake_timeout(timeout).unwrap()),
                 ..ConnectOptions::default()
             },
         )
@@ -596,7 +596,9 @@ fn a_shutdown_that_times_out_after_close_notify_gives_connection_lost_a_timeout(
             let _ = hold.recv();
             drop(sock);
         });
-        let opts = client_opts(&pki).shutdown_timeout(Duration::from_millis(200));
+        let opts = client_opts(&pki)
+            .shutdown_timeout(Duration::from_millis(200))
+            .unwrap();
         let (t, _h, log) = rec_client(&l, port, connect_tls(opts)).await;
         t.close();
         log.until_lost().await;
@@ -620,11 +622,17 @@ fn zero_tls_timeouts_are_refused() {
         let port = listener.local_addr().unwrap().port();
         for (opts, name) in [
             (
-                client_opts(&pki).handshake_timeout(Duration::ZERO),
+                TlsClientOptions {
+                    handshake_timeout: Duration::ZERO,
+                    ..client_opts(&pki)
+                },
                 "ssl_handshake_timeout",
             ),
             (
-                client_opts(&pki).shutdown_timeout(Duration::ZERO),
+                TlsClientOptions {
+                    shutdown_timeout: Duration::ZERO,
+                    ..client_opts(&pki)
+                },
                 "ssl_shutdown_timeout",
             ),
         ] {
@@ -740,7 +748,8 @@ fn a_client_that_vanishes_mid_handshake_leaves_no_connection_behind() {
             &l,
             &acc,
             TlsServerOptions::new(pki.server_config())
-                .handshake_timeout(Duration::from_millis(300)),
+                .handshake_timeout(Duration::from_millis(300))
+                .unwrap(),
         )
         .await;
         let addr = server.sockets()[0].as_inet().unwrap();

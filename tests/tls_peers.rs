@@ -75,7 +75,9 @@ fn aioloop_client_against_openssl_s_server() {
     let seen = record_exceptions(&lp);
     let l = lp.clone();
     let server_der = pki.server_der.as_ref().to_vec();
-    let opts = client_opts(&pki).shutdown_timeout(Duration::from_secs(20));
+    let opts = client_opts(&pki)
+        .shutdown_timeout(Duration::from_secs(20))
+        .unwrap();
     run(&lp, async move {
         let log = Log::new();
         let lg = log.clone();

@@ -29,6 +29,7 @@
 //! | `await loop.sendfile(transport, file, offset, count, fallback=)` | [`SendfileLoopExt::sendfile`] with [`SendfileFallback`] (or a `bool`) |
 //! | `await loop.connect_read_pipe(factory, pipe)` / `connect_write_pipe(factory, pipe)` | [`PipeLoopExt::connect_read_pipe`], [`PipeLoopExt::connect_write_pipe`] (pipes, FIFOs, character devices, sockets) |
 //! | `socket.gaierror` / `SendfileNotAvailableError` | [`ResolveError`], [`SendfileNotAvailableError`] (inside an `io::Error`) |
+//! | `create_connection(..., all_errors=True)`'s `ExceptionGroup` | [`ConnectErrors`] (inside an `io::Error`; [`ConnectOptions::all_errors`]) |
 //!
 //! asyncio's high-level streams (beyond the low-level API), on
 //! [`StreamsLoopExt`]:
@@ -131,7 +132,7 @@ pub use protocol::{
 pub use rustls;
 pub use sendfile::transport::{SendfileFallback, SendfileLoopExt};
 pub use sendfile::SendfileNotAvailableError;
-pub use stream::connect::{Buffered, ConnectOptions, IntoProtocol, ServerOptions};
+pub use stream::connect::{Buffered, ConnectErrors, ConnectOptions, IntoProtocol, ServerOptions};
 pub use stream::ext::StreamLoopExt;
 pub use stream::server::Server;
 pub use streams::error::{IncompleteReadError, LimitOverrunError, StreamError};

@@ -684,6 +684,25 @@ pub(crate) fn report_protocol_panic(
     io::Error::other(err.to_string())
 }
 
+/// Reports a `connection_made` that panicked, as asyncio reports a
+/// callback that raised ("Exception in callback ..."): not fatal, the
+/// transport goes on (asyncio calls `connection_made` through `call_soon`).
+pub(crate) fn report_made_panic(
+    lp: &EventLoop,
+    payload: Box<dyn Any + Send>,
+    transport: String,
+    protocol: &AnyProtocol,
+) {
+    let name = protocol.type_name();
+    let err = LoopError::panicked(format!("{name}.connection_made()"), payload);
+    lp.call_exception_handler(
+        ExceptionContext::new(format!("Exception in callback {name}.connection_made()"))
+            .with_error(err)
+            .with("transport", transport)
+            .with("protocol", name),
+    );
+}
+
 impl AnyProtocol {
     /// Calls `connection_lost(error)`, catching a panic and reporting it to
     /// the exception handler (with `transport` as context). When the

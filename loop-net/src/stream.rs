@@ -54,7 +54,7 @@ use loop_core::{ErrorKind, EventLoop, LoopError};
 use crate::addr::SockAddr;
 use crate::flow::{Notice, WriteFlow};
 use crate::loop_slot::LoopSlot;
-use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
+use crate::protocol::{report_made_panic, report_protocol_panic, AnyProtocol, Made};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
@@ -186,25 +186,28 @@ impl Stream {
         }
         let protocol = self.protocol.borrow().clone();
         match protocol.deliver_connection_made(transport) {
-            Made::Called => {
-                self.made.set(true);
-                self.wake_made();
-                self.drain_deferred();
-                if self.state.get() == State::Open && !self.user_paused.get() {
-                    self.start_reading();
-                }
-            }
+            Made::Called => {}
             Made::Busy(t) => {
                 // Offered from inside one of the protocol's methods (it is
                 // shared with another transport): right after it returns.
                 let me = self.clone();
                 protocol.when_free(move || me.deliver_made(t));
+                return;
             }
             Made::Panicked(payload) => {
-                self.made.set(true);
-                self.wake_made();
-                self.protocol_failed("connection_made", payload);
+                // Reported, not fatal: asyncio runs connection_made as a
+                // loop callback, whose exception the loop reports, and the
+                // transport goes on (reading starts as usual).
+                if let Some(lp) = self.lp.get() {
+                    report_made_panic(&lp, payload, format!("fd={}", self.raw), &protocol);
+                }
             }
+        }
+        self.made.set(true);
+        self.wake_made();
+        self.drain_deferred();
+        if self.state.get() == State::Open && !self.user_paused.get() {
+            self.start_reading();
         }
     }
 

@@ -58,6 +58,7 @@ use std::task::{Context, Poll};
 
 use loop_core::{EventLoop, ExceptionContext, LoopError};
 
+use crate::dns::Service;
 use crate::protocol::{BaseProtocol, Protocol};
 use crate::stream::connect::{ConnectOptions, ServerOptions};
 use crate::stream::ext::StreamLoopExt;
@@ -350,12 +351,14 @@ mod sealed {
 /// ```
 pub trait StreamsLoopExt: sealed::Sealed {
     /// Connects to `host:port` over TCP and returns the connection's reader
-    /// and writer (asyncio's `asyncio.open_connection(host, port)`).
+    /// and writer (asyncio's `asyncio.open_connection(host, port)`). The
+    /// port is a number or a service name (a [`Service`], as for
+    /// [`create_connection`](StreamLoopExt::create_connection)).
     #[doc(alias = "asyncio.open_connection")]
     fn open_connection(
         &self,
         host: &str,
-        port: u16,
+        port: impl Into<Service>,
     ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static;
 
     /// [`open_connection`](Self::open_connection) with
@@ -366,7 +369,7 @@ pub trait StreamsLoopExt: sealed::Sealed {
     fn open_connection_with(
         &self,
         host: Option<&str>,
-        port: u16,
+        port: impl Into<Service>,
         options: ConnectOptions,
         limit: usize,
     ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static;
@@ -384,7 +387,7 @@ pub trait StreamsLoopExt: sealed::Sealed {
         &self,
         client_connected: C,
         hosts: &[&str],
-        port: u16,
+        port: impl Into<Service>,
         options: ServerOptions,
     ) -> impl Future<Output = io::Result<Server>> + 'static
     where
@@ -398,7 +401,7 @@ pub trait StreamsLoopExt: sealed::Sealed {
         &self,
         client_connected: C,
         hosts: &[&str],
-        port: u16,
+        port: impl Into<Service>,
         options: ServerOptions,
         limit: usize,
     ) -> impl Future<Output = io::Result<Server>> + 'static
@@ -499,7 +502,7 @@ impl StreamsLoopExt for EventLoop {
     fn open_connection(
         &self,
         host: &str,
-        port: u16,
+        port: impl Into<Service>,
     ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static {
         self.open_connection_with(Some(host), port, ConnectOptions::default(), DEFAULT_LIMIT)
     }
@@ -507,12 +510,13 @@ impl StreamsLoopExt for EventLoop {
     fn open_connection_with(
         &self,
         host: Option<&str>,
-        port: u16,
+        port: impl Into<Service>,
         options: ConnectOptions,
         limit: usize,
     ) -> impl Future<Output = io::Result<(StreamReader, StreamWriter)>> + 'static {
         let lp = self.clone();
         let host = host.map(str::to_owned);
+        let port = port.into();
         async move {
             open_stream(limit, |protocol| {
                 lp.create_connection(move || protocol, host.as_deref(), port, options)
@@ -525,7 +529,7 @@ impl StreamsLoopExt for EventLoop {
         &self,
         client_connected: C,
         hosts: &[&str],
-        port: u16,
+        port: impl Into<Service>,
         options: ServerOptions,
     ) -> impl Future<Output = io::Result<Server>> + 'static
     where
@@ -540,7 +544,7 @@ impl StreamsLoopExt for EventLoop {
         &self,
         client_connected: C,
         hosts: &[&str],
-        port: u16,
+        port: impl Into<Service>,
         options: ServerOptions,
         limit: usize,
     ) -> impl Future<Output = io::Result<Server>> + 'static
@@ -551,6 +555,7 @@ impl StreamsLoopExt for EventLoop {
     {
         let lp = self.clone();
         let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        let port = port.into();
         async move {
             let factory = server_factory(&lp, client_connected, limit)?;
             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();

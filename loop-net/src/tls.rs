@@ -16,7 +16,8 @@
 //! | `ssl.SSLError`, `SSLCertVerificationError` | an [`io::Error`] of kind `InvalidData` whose source is the [`rustls::Error`] (`e.get_ref()` and `downcast_ref::<rustls::Error>()`) |
 //! | handshake timeout (`ConnectionAbortedError` in asyncio) | an [`io::Error`] of kind `TimedOut` |
 //! | the peer's FIN during the handshake (`ConnectionResetError`) | an [`io::Error`] of kind `ConnectionReset` |
-//! | `ValueError` for a timeout `<= 0` | an [`io::Error`] of kind `InvalidInput` from `create_connection`, `start_tls`, `connect_accepted_socket_tls` (a server's options are not checked up front yet) |
+//! | `ValueError` for a timeout `<= 0` | an [`io::Error`] of kind `InvalidInput` from the options' builder methods ([`TlsClientOptions::handshake_timeout`], ...), and, for a zero set in the public fields, from `create_connection`, `create_server`, `start_tls`, `connect_accepted_socket_tls` before anything is connected |
+//! | `server_hostname=''` (no SNI; name matching off) | [`TlsClientOptions::server_hostname`]`("")`: no SNI is sent; name matching is the configuration's verifier's (see there) |
 //!
 //! A TLS connection is a [`Transport`] like any other: the same methods,
 //! flow control and lifecycle as the socket stream transport, with these
@@ -106,7 +107,7 @@ mod pem;
 
 use crate::addr::SockAddr;
 use crate::protocol::AnyProtocol;
-use crate::stream::connect::IntoProtocol;
+use crate::stream::connect::{given, IntoProtocol};
 use crate::stream::server::Starter;
 use crate::tls::stream::{Settings, TlsStream};
 use crate::transport::{ExtraInfo, Transport};
@@ -128,13 +129,29 @@ pub struct TlsClientOptions {
     /// (`server_hostname=`). `None`: the host given to `create_connection`
     /// (an error when there is none, as in asyncio). An IP address is
     /// matched against the certificate's IP addresses.
+    ///
+    /// `Some("")` (asyncio's `server_hostname=''`) sends no SNI. It does not
+    /// by itself turn name matching off, which is insecure: in rustls that
+    /// is the configuration's certificate verifier's business (as
+    /// `check_hostname` is the `SSLContext`'s in Python, whose `ssl` module
+    /// refuses a missing name while `check_hostname` is on). The verifier
+    /// gets the host given to `create_connection` as the name, or, without
+    /// one, the unspecified address `0.0.0.0`, which no certificate names:
+    /// to connect without name matching, install a verifier that ignores
+    /// the name (rustls' `ClientConfig::dangerous()`), knowing that it
+    /// allows a man-in-the-middle.
     pub server_hostname: Option<String>,
     /// How long the handshake may take before the connection is aborted
     /// with a `TimedOut` error (`ssl_handshake_timeout=`, default 60 s).
+    /// Zero is refused (by [`handshake_timeout`](Self::handshake_timeout),
+    /// and, set here, by the call that takes the options).
+    #[doc(alias = "ssl_handshake_timeout")]
     pub handshake_timeout: Duration,
     /// How long `close()` may wait for the flush and the peer's
     /// `close_notify` before it aborts the connection
-    /// (`ssl_shutdown_timeout=`, default 30 s).
+    /// (`ssl_shutdown_timeout=`, default 30 s). Zero is refused as for
+    /// [`handshake_timeout`](Self::handshake_timeout).
+    #[doc(alias = "ssl_shutdown_timeout")]
     pub shutdown_timeout: Duration,
 }
 
@@ -155,16 +172,24 @@ impl TlsClientOptions {
         self
     }
 
-    /// Sets [`handshake_timeout`](Self::handshake_timeout).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets [`handshake_timeout`](Self::handshake_timeout); zero is an
+    /// `InvalidInput` error (asyncio's `ValueError`, "ssl_handshake_timeout
+    /// should be a positive number, got 0").
+    #[doc(alias = "ssl_handshake_timeout")]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> io::Result<Self> {
+        check_timeout("ssl_handshake_timeout", timeout)?;
         self.handshake_timeout = timeout;
-        self
+        Ok(self)
     }
 
-    /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets [`shutdown_timeout`](Self::shutdown_timeout); zero is an
+    /// `InvalidInput` error, as for
+    /// [`handshake_timeout`](Self::handshake_timeout).
+    #[doc(alias = "ssl_shutdown_timeout")]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> io::Result<Self> {
+        check_timeout("ssl_shutdown_timeout", timeout)?;
         self.shutdown_timeout = timeout;
-        self
+        Ok(self)
     }
 }
 
@@ -176,8 +201,10 @@ pub struct TlsServerOptions {
     /// and key, client authentication, ALPN protocols, versions.
     pub config: Arc<rustls::ServerConfig>,
     /// As [`TlsClientOptions::handshake_timeout`] (default 60 s).
+    #[doc(alias = "ssl_handshake_timeout")]
     pub handshake_timeout: Duration,
     /// As [`TlsClientOptions::shutdown_timeout`] (default 30 s).
+    #[doc(alias = "ssl_shutdown_timeout")]
     pub shutdown_timeout: Duration,
 }
 
@@ -191,16 +218,24 @@ impl TlsServerOptions {
         }
     }
 
-    /// Sets [`handshake_timeout`](Self::handshake_timeout).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets [`handshake_timeout`](Self::handshake_timeout); zero is an
+    /// `InvalidInput` error (asyncio's `ValueError`, "ssl_handshake_timeout
+    /// should be a positive number, got 0").
+    #[doc(alias = "ssl_handshake_timeout")]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> io::Result<Self> {
+        check_timeout("ssl_handshake_timeout", timeout)?;
         self.handshake_timeout = timeout;
-        self
+        Ok(self)
     }
 
-    /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets [`shutdown_timeout`](Self::shutdown_timeout); zero is an
+    /// `InvalidInput` error, as for
+    /// [`handshake_timeout`](Self::handshake_timeout).
+    #[doc(alias = "ssl_shutdown_timeout")]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> io::Result<Self> {
+        check_timeout("ssl_shutdown_timeout", timeout)?;
         self.shutdown_timeout = timeout;
-        self
+        Ok(self)
     }
 }
 
@@ -467,7 +502,7 @@ impl TlsLoopExt for EventLoop {
     ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static {
         let lp = self.clone();
         async move {
-            check_timeouts(tls.handshake_timeout, tls.shutdown_timeout)?;
+            check_server(&tls)?;
             let sock = accepted_stream_socket(&lp, sock)?;
             let conn = rustls::ServerConnection::new(tls.config.clone()).map_err(tls_error)?;
             let (protocol, handle) = factory().into_protocol();
@@ -517,16 +552,7 @@ fn accepted_stream_socket(lp: &EventLoop, sock: OwnedFd) -> io::Result<OwnedFd> 
     if lp.is_closed() {
         return Err(loop_core::LoopError::closed().into());
     }
-    let kind = rustix::net::sockopt::socket_type(&sock)?;
-    if kind != rustix::net::SocketType::STREAM {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("A Stream Socket was expected, got {kind:?}"),
-        ));
-    }
-    let flags = rustix::fs::fcntl_getfl(&sock)?;
-    rustix::fs::fcntl_setfl(&sock, flags | rustix::fs::OFlags::NONBLOCK)?;
-    Ok(sock)
+    given::connected(sock, given::Families::Any)
 }
 
 /// Wraps a rustls error in an [`io::Error`] of kind `InvalidData` (the
@@ -542,24 +568,33 @@ pub(crate) fn check_client(tls: &TlsClientOptions, host: Option<&str>) -> io::Re
     server_name(tls, host).map(|_| ())
 }
 
-/// asyncio's `ValueError` for a timeout that is not positive.
+/// asyncio's checks of a server's options before anything listens.
+pub(crate) fn check_server(tls: &TlsServerOptions) -> io::Result<()> {
+    check_timeouts(tls.handshake_timeout, tls.shutdown_timeout)
+}
+
 fn check_timeouts(handshake: Duration, shutdown: Duration) -> io::Result<()> {
-    for (name, t) in [
-        ("ssl_handshake_timeout", handshake),
-        ("ssl_shutdown_timeout", shutdown),
-    ] {
-        if t.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{name} should be a positive number, got 0"),
-            ));
-        }
+    check_timeout("ssl_handshake_timeout", handshake)?;
+    check_timeout("ssl_shutdown_timeout", shutdown)
+}
+
+/// asyncio's `ValueError` for a timeout that is not positive.
+fn check_timeout(name: &str, t: Duration) -> io::Result<()> {
+    if t.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name} should be a positive number, got 0"),
+        ));
     }
     Ok(())
 }
 
 fn server_name(tls: &TlsClientOptions, host: Option<&str>) -> io::Result<ServerName<'static>> {
     let name = match (&tls.server_hostname, host) {
+        // No SNI (see `client_connection`): the verifier gets the host, or
+        // a name no certificate has.
+        (Some(n), Some(h)) if n.is_empty() => h,
+        (Some(n), None) if n.is_empty() => "0.0.0.0",
         (Some(n), _) => n.as_str(),
         (None, Some(h)) => h,
         (None, None) => {
@@ -582,6 +617,24 @@ fn server_name(tls: &TlsClientOptions, host: Option<&str>) -> io::Result<ServerN
     })
 }
 
+/// The client's TLS state for `host`: with `server_hostname` `""`, over a
+/// copy of the configuration that sends no SNI (asyncio's
+/// `server_hostname=''`).
+fn client_connection(
+    tls: &TlsClientOptions,
+    host: Option<&str>,
+) -> io::Result<rustls::ClientConnection> {
+    let name = server_name(tls, host)?;
+    let config = if tls.server_hostname.as_deref() == Some("") {
+        let mut config = (*tls.config).clone();
+        config.enable_sni = false;
+        Arc::new(config)
+    } else {
+        tls.config.clone()
+    };
+    rustls::ClientConnection::new(config, name).map_err(tls_error)
+}
+
 /// The client half of `create_connection(..., ssl=)`: the TLS transport
 /// over a connected socket, resolved after `connection_made`.
 pub(crate) async fn connect_tls<F: IntoProtocol>(
@@ -591,8 +644,7 @@ pub(crate) async fn connect_tls<F: IntoProtocol>(
     tls: TlsClientOptions,
     host: Option<&str>,
 ) -> io::Result<(Transport, F::Handle)> {
-    let name = server_name(&tls, host)?;
-    let conn = rustls::ClientConnection::new(tls.config.clone(), name).map_err(tls_error)?;
+    let conn = client_connection(&tls, host)?;
     let (protocol, handle) = factory().into_protocol();
     let (transport, stream) = TlsStream::start(
         lp,
@@ -651,8 +703,7 @@ async fn start_tls(
         TlsOptions::Client(o) => {
             // No host here: the name must be given, as in asyncio.
             check_timeouts(o.handshake_timeout, o.shutdown_timeout)?;
-            let name = server_name(o, None)?;
-            let conn = rustls::ClientConnection::new(o.config.clone(), name).map_err(tls_error)?;
+            let conn = client_connection(o, None)?;
             (rustls::Connection::Client(conn), Settings::client(o, false))
         }
         TlsOptions::Server(o) => {

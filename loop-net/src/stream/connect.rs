@@ -20,8 +20,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -30,11 +29,23 @@ use loop_core::EventLoop;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::addr::SockAddr;
-use crate::dns::{self, AddrInfoFlags, AddrInfoHints, SocketKind};
+use crate::dns::{self, AddrInfoHints, Service, SocketKind};
 use crate::protocol::{AnyProtocol, BufferedProtocol, Protocol, ProtocolHandle};
-use crate::stream::server::{Factory, Server};
 use crate::stream::Stream;
 use crate::transport::Transport;
+
+// The one error of a `create_connection` whose attempts all failed (errno
+// kept when they failed alike), and `ConnectErrors` for `all_errors`.
+mod errors;
+// Sockets handed in (`sock=`, `connect_accepted_socket`): checked to be
+// stream sockets of the right family, non-blocking, `TCP_NODELAY` on TCP.
+pub(crate) mod given;
+// The listening sockets of `create_server` / `create_unix_server`: bound
+// from hosts and port or a path, or handed in; `cleanup_socket`.
+mod listen;
+
+pub use errors::ConnectErrors;
+pub(crate) use listen::{create_server, create_unix_server};
 
 /// Something a protocol factory may return: a [`Protocol`], a
 /// [`Buffered`] protocol, or an existing [`ProtocolHandle`].
@@ -87,8 +98,19 @@ pub struct ConnectOptions {
     /// Reorder the addresses to alternate families, taking this many of the
     /// first family first (`interleave=`); defaults to 1 when a delay is set.
     pub interleave: Option<usize>,
-    /// An already connected socket to use instead of host and port (`sock=`).
+    /// An already connected socket to use instead of host and port (`sock=`):
+    /// a stream socket (anything else is an `InvalidInput` error, "A Stream
+    /// Socket was expected, got ..."), made non-blocking, with
+    /// `TCP_NODELAY` if it is TCP. Give it as `std::net::TcpStream::into()`
+    /// or any [`OwnedFd`].
     pub sock: Option<OwnedFd>,
+    /// When every attempt fails, return all their errors, not one (asyncio
+    /// 3.12's `all_errors=True`): the [`io::Error`] then carries a
+    /// [`ConnectErrors`] (get it with [`ConnectErrors::from_io`]) listing
+    /// each address with its own error, even when there was one address.
+    /// Default `false`: one error (see
+    /// [`create_connection`](crate::StreamLoopExt::create_connection)).
+    pub all_errors: bool,
     /// Speak TLS over the connection (`ssl=`, `server_hostname=`,
     /// `ssl_handshake_timeout=`, `ssl_shutdown_timeout=`; feature `tls`):
     /// `create_connection` returns once the handshake is done and
@@ -97,8 +119,9 @@ pub struct ConnectOptions {
     pub tls: Option<crate::tls::TlsClientOptions>,
 }
 
-/// Options of `create_server` (asyncio's keyword arguments).
-#[derive(Debug, Clone)]
+/// Options of `create_server` and `create_unix_server` (asyncio's keyword
+/// arguments).
+#[derive(Debug)]
 pub struct ServerOptions {
     /// Restrict to one family (`family=`).
     pub family: Option<crate::dns::AddressFamily>,
@@ -112,6 +135,19 @@ pub struct ServerOptions {
     pub reuse_port: bool,
     /// Start accepting at once (`start_serving=`, default true).
     pub start_serving: bool,
+    /// An already bound socket to serve on instead of hosts and port
+    /// (`sock=`): a stream socket (else `InvalidInput`, "A Stream Socket was
+    /// expected, got ..."), made non-blocking and listening with
+    /// [`backlog`](Self::backlog). `create_server` then takes no hosts and
+    /// port 0; `create_unix_server` takes an empty path and an `AF_UNIX`
+    /// socket. Give it as `std::net::TcpListener::into()`,
+    /// `std::os::unix::net::UnixListener::into()`, or any [`OwnedFd`].
+    pub sock: Option<OwnedFd>,
+    /// Unix servers: remove the socket file when the server closes, if the
+    /// path still names the socket it served on (asyncio 3.13's
+    /// `cleanup_socket=`, default true). Also for a socket given with
+    /// [`sock`](Self::sock).
+    pub cleanup_socket: bool,
     /// Speak TLS with every client (`ssl=`, `ssl_handshake_timeout=`,
     /// `ssl_shutdown_timeout=`; feature `tls`): each protocol's
     /// `connection_made` comes after its handshake.
@@ -127,20 +163,22 @@ impl Default for ServerOptions {
             reuse_address: true,
             reuse_port: false,
             start_serving: true,
+            sock: None,
+            cleanup_socket: true,
             #[cfg(feature = "tls")]
             tls: None,
         }
     }
 }
 
-fn inet_family(addr: &SocketAddr) -> AddressFamily {
+pub(crate) fn inet_family(addr: &SocketAddr) -> AddressFamily {
     match addr {
         SocketAddr::V4(_) => AddressFamily::INET,
         SocketAddr::V6(_) => AddressFamily::INET6,
     }
 }
 
-fn stream_socket(family: AddressFamily) -> io::Result<OwnedFd> {
+pub(crate) fn stream_socket(family: AddressFamily) -> io::Result<OwnedFd> {
     Ok(rustix::net::socket_with(
         family,
         SocketType::STREAM,
@@ -188,6 +226,7 @@ async fn connect_one(
         })?;
     }
     crate::sock::connect(lp, sock.as_fd(), SockAddr::Inet(addr)).await?;
+    // asyncio's `_set_nodelay`, as for every TCP transport (given.rs).
     let _ = rustix::net::sockopt::set_tcp_nodelay(&sock, true);
     Ok(sock)
 }
@@ -251,30 +290,11 @@ async fn connect_any(
     .await
 }
 
-/// One error for a failed `create_connection`: the error itself when every
-/// attempt failed the same way (asyncio), else "Multiple exceptions: ...".
-fn combine(errors: Vec<(SocketAddr, io::Error)>) -> io::Error {
-    if errors.is_empty() {
-        return io::Error::new(io::ErrorKind::NotFound, "getaddrinfo() returned empty list");
-    }
-    // asyncio compares the errors' text, which names the address: attempts
-    // on two addresses that failed alike are still "Multiple exceptions".
-    let kind = errors[0].1.kind();
-    let mut parts: Vec<String> = errors
-        .iter()
-        .map(|(a, e)| format!("Connect call failed {a}: {e}"))
-        .collect();
-    if parts.iter().all(|p| *p == parts[0]) {
-        return io::Error::new(kind, parts.swap_remove(0));
-    }
-    io::Error::new(kind, format!("Multiple exceptions: {}", parts.join(", ")))
-}
-
 pub(crate) async fn create_connection<F: IntoProtocol>(
     lp: &EventLoop,
     factory: impl FnOnce() -> F,
     host: Option<&str>,
-    port: u16,
+    port: Service,
     mut opts: ConnectOptions,
 ) -> io::Result<(Transport, F::Handle)> {
     ensure_open(lp)?;
@@ -290,8 +310,7 @@ pub(crate) async fn create_connection<F: IntoProtocol>(
                     "host/port and sock can not be specified at the same time",
                 ));
             }
-            set_nonblocking(&sock)?;
-            sock
+            given::connected(sock, given::Families::Any)?
         }
         None => {
             let hints = AddrInfoHints {
@@ -299,7 +318,7 @@ pub(crate) async fn create_connection<F: IntoProtocol>(
                 socktype: SocketKind::STREAM,
                 ..Default::default()
             };
-            let infos = dns::getaddrinfo(lp, host, port.into(), hints).await?;
+            let infos = dns::getaddrinfo(lp, host, port, hints).await?;
             let mut addrs: Vec<SocketAddr> = Vec::new();
             for i in infos {
                 if !addrs.contains(&i.addr) {
@@ -312,7 +331,7 @@ pub(crate) async fn create_connection<F: IntoProtocol>(
             }
             connect_any(lp, &addrs, opts.local_addr, opts.happy_eyeballs_delay)
                 .await
-                .map_err(combine)?
+                .map_err(|errors| errors::combine(errors, opts.all_errors))?
         }
     };
     #[cfg(feature = "tls")]
@@ -351,7 +370,7 @@ impl Drop for AbandonUnlessMade {
     }
 }
 
-fn ensure_open(lp: &EventLoop) -> io::Result<()> {
+pub(crate) fn ensure_open(lp: &EventLoop) -> io::Result<()> {
     if lp.is_closed() {
         return Err(loop_core::LoopError::closed().into());
     }
@@ -375,170 +394,19 @@ pub(crate) async fn connect_accepted_socket<F: IntoProtocol>(
     sock: OwnedFd,
 ) -> io::Result<(Transport, F::Handle)> {
     ensure_open(lp)?;
-    let kind = rustix::net::sockopt::socket_type(&sock)?;
-    if kind != SocketType::STREAM {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("A Stream Socket was expected, got {kind:?}"),
-        ));
-    }
-    set_nonblocking(&sock)?;
+    let sock = given::connected(sock, given::Families::Any)?;
     start_and_wait(lp, sock, factory).await
 }
 
-fn set_nonblocking(sock: &OwnedFd) -> io::Result<()> {
-    let flags = rustix::fs::fcntl_getfl(sock)?;
-    rustix::fs::fcntl_setfl(sock, flags | rustix::fs::OFlags::NONBLOCK)?;
-    Ok(())
-}
-
-fn factory_of<F: IntoProtocol>(factory: impl Fn() -> F + 'static) -> Factory {
-    Box::new(move || factory().into_protocol().0)
-}
-
-pub(crate) async fn create_server<F: IntoProtocol>(
+/// `create_unix_connection(sock=)`: a connected `AF_UNIX` stream socket.
+pub(crate) async fn unix_connection_on<F: IntoProtocol>(
     lp: &EventLoop,
-    factory: impl Fn() -> F + 'static,
-    hosts: &[&str],
-    port: u16,
-    opts: ServerOptions,
-) -> io::Result<Server> {
+    factory: impl FnOnce() -> F,
+    sock: OwnedFd,
+) -> io::Result<(Transport, F::Handle)> {
     ensure_open(lp)?;
-    let hints = AddrInfoHints {
-        family: opts.family.unwrap_or_default(),
-        socktype: SocketKind::STREAM,
-        flags: AddrInfoFlags::PASSIVE,
-        ..Default::default()
-    };
-    let mut addrs: Vec<SocketAddr> = Vec::new();
-    if hosts.is_empty() {
-        for i in dns::getaddrinfo(lp, None, port.into(), hints).await? {
-            if !addrs.contains(&i.addr) {
-                addrs.push(i.addr);
-            }
-        }
-    }
-    for host in hosts {
-        for i in dns::getaddrinfo(lp, Some(host), port.into(), hints).await? {
-            if !addrs.contains(&i.addr) {
-                addrs.push(i.addr);
-            }
-        }
-    }
-    let mut fds = Vec::with_capacity(addrs.len());
-    for addr in &addrs {
-        fds.push(listen_tcp(addr, &opts)?);
-    }
-    let server = Server::new(lp, fds, factory_of(factory), opts.backlog, true, None);
-    arm(server, &opts)
-}
-
-/// What every new server gets from its options: the TLS handshake of its
-/// connections, and serving at once unless `start_serving` is false.
-fn arm(server: Server, opts: &ServerOptions) -> io::Result<Server> {
-    #[cfg(feature = "tls")]
-    if let Some(tls) = opts.tls.clone() {
-        server.set_starter(crate::tls::server_starter(tls));
-    }
-    if opts.start_serving {
-        server.start_serving().map_err(io::Error::from)?;
-    }
-    Ok(server)
-}
-
-fn listen_tcp(addr: &SocketAddr, opts: &ServerOptions) -> io::Result<OwnedFd> {
-    let sock = stream_socket(inet_family(addr))?;
-    if opts.reuse_address {
-        rustix::net::sockopt::set_socket_reuseaddr(&sock, true)?;
-    }
-    if opts.reuse_port {
-        rustix::net::sockopt::set_socket_reuseport(&sock, true)?;
-    }
-    if addr.is_ipv6() {
-        // So that `::` and `0.0.0.0` can both be bound, as asyncio does.
-        rustix::net::sockopt::set_ipv6_v6only(&sock, true)?;
-    }
-    rustix::net::bind(&sock, addr).map_err(|e| {
-        let e = io::Error::from(e);
-        io::Error::new(
-            e.kind(),
-            format!("error while attempting to bind on address {addr}: {e}"),
-        )
-    })?;
-    rustix::net::listen(&sock, i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
-    Ok(sock)
-}
-
-pub(crate) fn create_unix_server<F: IntoProtocol>(
-    lp: &EventLoop,
-    factory: impl Fn() -> F + 'static,
-    path: &Path,
-    opts: ServerOptions,
-) -> io::Result<Server> {
-    ensure_open(lp)?;
-    let abstract_name = path.as_os_str().as_bytes().first() == Some(&0);
-    if !abstract_name {
-        remove_stale_socket(path)?;
-    }
-    let sock = stream_socket(AddressFamily::UNIX)?;
-    let addr = SockAddr::Unix(path.to_path_buf()).to_raw()?;
-    rustix::net::bind(&sock, &addr).map_err(|e| {
-        let e = io::Error::from(e);
-        io::Error::new(
-            e.kind(),
-            format!(
-                "error while attempting to bind on address {}: {e}",
-                path.display()
-            ),
-        )
-    })?;
-    rustix::net::listen(&sock, i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
-    let owned: Option<PathBuf> = (!abstract_name).then(|| path.to_path_buf());
-    let server = Server::new(
-        lp,
-        vec![sock],
-        factory_of(factory),
-        opts.backlog,
-        false,
-        owned,
-    );
-    arm(server, &opts)
-}
-
-/// Removes `path` only if it is a Unix socket nobody listens on (a connect
-/// gets `ECONNREFUSED`); a live socket is `AddrInUse`; any other file is left
-/// alone (bind then fails with `EADDRINUSE`).
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        return Ok(());
-    }
-    // A non-blocking connect, so that a live server with a full backlog
-    // (EAGAIN) cannot block the loop: it counts as live.
-    let probe = stream_socket(AddressFamily::UNIX)?;
-    let addr = SockAddr::Unix(path.to_path_buf()).to_raw()?;
-    match rustix::net::connect(&probe, &addr) {
-        Ok(()) | Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INPROGRESS) => {
-            Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "{}: a server is already listening on this socket",
-                    path.display()
-                ),
-            ))
-        }
-        Err(rustix::io::Errno::CONNREFUSED) => std::fs::remove_file(path).or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        }),
-        Err(_) => Ok(()),
-    }
+    let sock = given::connected(sock, given::Families::Unix)?;
+    start_and_wait(lp, sock, factory).await
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use loop_core::EventLoop;
 
+use crate::dns::Service;
 use crate::stream::connect::{self, ConnectOptions, IntoProtocol, ServerOptions};
 use crate::stream::server::Server;
 use crate::transport::Transport;
@@ -82,34 +83,44 @@ pub trait StreamLoopExt: sealed::Sealed {
     /// Opens a TCP connection to `host:port` (asyncio's
     /// `loop.create_connection(protocol_factory, host, port, ...)`).
     ///
-    /// The host is resolved (numeric hosts without a lookup); each address is
+    /// The host is resolved (numeric hosts without a lookup); `port` is a
+    /// number (`8080`), or a service name or number as text (`"http"`,
+    /// `"8080"`: a [`Service`], resolved as `getaddrinfo` does; an unknown
+    /// name is a [`ResolveError`](crate::ResolveError)). Each address is
     /// tried in order until one connects, or, with
     /// [`happy_eyeballs_delay`](ConnectOptions::happy_eyeballs_delay), raced
     /// as RFC 8305 describes (families interleaved). When every attempt fails,
-    /// the error is that attempt's error if there was one address, else one
-    /// error whose message lists each address's failure ("Multiple
-    /// exceptions: ...", as asyncio, whose messages name the address).
-    /// `host: None` with [`ConnectOptions::sock`] wraps an already connected
-    /// socket. Cancel (drop) the future to give up, for example under a
-    /// timeout.
+    /// the error is the first attempt's as the OS gave it
+    /// (`raw_os_error()` kept) if every attempt failed with the same errno,
+    /// else one error whose message lists each address's failure
+    /// ("Multiple exceptions: ...", as asyncio); with
+    /// [`all_errors`](ConnectOptions::all_errors), every attempt's error
+    /// ([`ConnectErrors`](crate::ConnectErrors)). The socket gets
+    /// `TCP_NODELAY`. `host: None` with [`ConnectOptions::sock`] wraps an
+    /// already connected socket (port 0). Cancel (drop) the future to give
+    /// up, for example under a timeout.
     #[doc(alias = "loop.create_connection")]
     fn create_connection<F: IntoProtocol>(
         &self,
         factory: impl FnOnce() -> F + 'static,
         host: Option<&str>,
-        port: u16,
+        port: impl Into<Service>,
         options: ConnectOptions,
     ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static;
 
-    /// Listens on `hosts` (every interface, IPv4 and IPv6, when empty) at
-    /// `port` (0: an ephemeral port) and accepts connections, each with a new
-    /// protocol from `factory` (asyncio's `loop.create_server`).
+    /// Listens on `hosts` (every interface, IPv4 and IPv6, when empty or
+    /// `""`) at `port` (0: an ephemeral port; a service name as text, as for
+    /// [`create_connection`](Self::create_connection)) and accepts
+    /// connections, each with a new protocol from `factory` (asyncio's
+    /// `loop.create_server`). Accepted TCP connections get `TCP_NODELAY`.
+    /// With [`ServerOptions::sock`], serves on that socket instead (then no
+    /// hosts and port 0).
     #[doc(alias = "loop.create_server")]
     fn create_server<F: IntoProtocol>(
         &self,
         factory: impl Fn() -> F + 'static,
         hosts: &[&str],
-        port: u16,
+        port: impl Into<Service>,
         options: ServerOptions,
     ) -> impl Future<Output = io::Result<Server>> + 'static;
 
@@ -122,11 +133,26 @@ pub trait StreamLoopExt: sealed::Sealed {
         path: &Path,
     ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static;
 
+    /// Wraps an already connected `AF_UNIX` stream socket (asyncio's
+    /// `loop.create_unix_connection(factory, sock=sock)`); resolves after
+    /// `connection_made`. Any other socket is refused (`InvalidInput`, "A
+    /// UNIX Domain Stream Socket was expected, got ...").
+    #[doc(alias = "loop.create_unix_connection")]
+    #[doc(alias = "sock")]
+    fn create_unix_connection_sock<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        sock: OwnedFd,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static;
+
     /// Listens on the Unix socket `path` (asyncio's
     /// `loop.create_unix_server`). A stale socket file (nobody listening: a
     /// connect is refused) is replaced; a live one is an `AddrInUse` error,
     /// never stolen. The file is removed when the server closes. A leading
-    /// NUL byte names a Linux abstract socket (no file).
+    /// NUL byte names a Linux abstract socket (no file). With
+    /// [`ServerOptions::sock`], serves on that `AF_UNIX` socket instead (then
+    /// `path` is empty: `Path::new("")`);
+    /// [`ServerOptions::cleanup_socket`] decides whether the file is removed.
     #[doc(alias = "loop.create_unix_server")]
     fn create_unix_server<F: IntoProtocol>(
         &self,
@@ -137,7 +163,9 @@ pub trait StreamLoopExt: sealed::Sealed {
 
     /// Wraps an already accepted (or connected) stream socket in a transport
     /// and protocol (asyncio's `loop.connect_accepted_socket`). The socket is
-    /// made non-blocking; a socket that is not a stream socket is refused.
+    /// made non-blocking and, if TCP, gets `TCP_NODELAY`; a socket that is
+    /// not a stream socket is refused (`InvalidInput`, "A Stream Socket was
+    /// expected, got ...").
     #[doc(alias = "loop.connect_accepted_socket")]
     fn connect_accepted_socket<F: IntoProtocol>(
         &self,
@@ -151,11 +179,12 @@ impl StreamLoopExt for EventLoop {
         &self,
         factory: impl FnOnce() -> F + 'static,
         host: Option<&str>,
-        port: u16,
+        port: impl Into<Service>,
         options: ConnectOptions,
     ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static {
         let lp = self.clone();
         let host = host.map(str::to_owned);
+        let port = port.into();
         async move { connect::create_connection(&lp, factory, host.as_deref(), port, options).await }
     }
 
@@ -163,11 +192,12 @@ impl StreamLoopExt for EventLoop {
         &self,
         factory: impl Fn() -> F + 'static,
         hosts: &[&str],
-        port: u16,
+        port: impl Into<Service>,
         options: ServerOptions,
     ) -> impl Future<Output = io::Result<Server>> + 'static {
         let lp = self.clone();
         let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        let port = port.into();
         async move {
             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
             connect::create_server(&lp, factory, &hosts, port, options).await
@@ -182,6 +212,15 @@ impl StreamLoopExt for EventLoop {
         let lp = self.clone();
         let path = path.to_owned();
         async move { connect::create_unix_connection(&lp, factory, &path).await }
+    }
+
+    fn create_unix_connection_sock<F: IntoProtocol>(
+        &self,
+        factory: impl FnOnce() -> F + 'static,
+        sock: OwnedFd,
+    ) -> impl Future<Output = io::Result<(Transport, F::Handle)>> + 'static {
+        let lp = self.clone();
+        async move { connect::unix_connection_on(&lp, factory, sock).await }
     }
 
     fn create_unix_server<F: IntoProtocol>(

@@ -205,10 +205,14 @@ impl Server {
     }
 
     /// Starts serving if needed and resolves when the server is closed
-    /// (asyncio's `serve_forever`, which runs until cancelled: here, drop the
-    /// future or call [`close`](Self::close)). Dropping the future before
-    /// the server is closed closes it, as cancelling asyncio's does: the
-    /// listening sockets are closed (accepted connections stay open).
+    /// (asyncio's `serve_forever`, which runs until cancelled). Cancelling
+    /// the task that awaits it closes the server (the listening sockets;
+    /// accepted connections stay open) and the await gives the task's
+    /// `Cancelled` error, as asyncio's `serve_forever` closes the server and
+    /// raises `CancelledError`; the task may handle it or let it end the task
+    /// cancelled. So does a `wait_for`/`timeout` around it that expires.
+    /// Dropping the future before the server is closed closes it too. It
+    /// returns `Ok` when someone else calls [`close`](Self::close).
     #[doc(alias = "Server.serve_forever")]
     pub fn serve_forever(&self) -> impl Future<Output = Result<(), LoopError>> + 'static {
         let server = self.clone();
@@ -216,17 +220,21 @@ impl Server {
             server.start_serving()?;
             let close_on_drop = CloseOnDrop(Some(server.clone()));
             let inner = server.inner.clone();
-            std::future::poll_fn(move |cx| {
+            let lp = inner.lp.clone();
+            let outcome = std::future::poll_fn(move |cx| {
+                // The awaiting task's cancellation (loop-futures' cancel.rs)
+                // is observed here, not left to the drop of the task's body.
+                loop_core::check_await(&lp, "Server.serve_forever")?;
                 if inner.closed.get() {
-                    return Poll::Ready(());
+                    return Poll::Ready(Ok(()));
                 }
                 inner.waiters.borrow_mut().push(cx.waker().clone());
                 Poll::Pending
             })
             .await;
-            let mut close_on_drop = close_on_drop;
-            close_on_drop.0 = None;
-            Ok(())
+            // Closed on an error (cancelled), or by someone else.
+            drop(close_on_drop);
+            outcome
         }
     }
 
