@@ -13,8 +13,11 @@
 //!   `open_connection`), it closes the socket at once and the protocol is
 //!   never called (`AbandonUnlessMade` here, `AbortUnlessReady` in tls.rs).
 //! - **Unix socket files.** A stale socket file (connect refused) is
-//!   replaced; a live one is an `AddrInUse` error; a server removes only a
-//!   file it created (`OwnedPath`), and abstract names are never unlinked.
+//!   replaced; a live one is an `AddrInUse` error. A server removes the
+//!   file it bound, or the file of a socket handed in with `sock=`, when it
+//!   closes, if the path still names that socket (`OwnedPath`;
+//!   `cleanup_socket = false` keeps it, asyncio 3.13); abstract names are
+//!   never unlinked.
 
 use std::future::Future;
 use std::io;
