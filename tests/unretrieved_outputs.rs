@@ -119,7 +119,7 @@ fn an_error_output_someone_retrieved_is_not_reported() {
         .create_task(async { Err::<(), String>("awaited".into()) })
         .unwrap();
     let dog = Watchdog::start(&lp);
-    let out = lp.run_until_complete(async move { inner.await }).unwrap();
+    let out = lp.run_until_complete(inner).unwrap();
     dog.disarm();
     assert!(matches!(out, Ok(Err(ref s)) if s == "awaited"));
     // Looked at with result().
