@@ -561,7 +561,7 @@ async fn open_unix(lp: &EventLoop, opts: &DatagramOptions) -> io::Result<Prepare
     if let Some(path) = &local {
         let abstract_name = path.as_os_str().as_bytes().first() == Some(&0);
         if !abstract_name {
-            remove_stale_socket(path)?;
+            crate::owned_path::remove_stale_socket(path, SocketType::DGRAM)?;
         }
         let addr = SockAddr::Unix(path.clone()).to_raw()?;
         rustix::net::bind(&sock, &addr).map_err(|e| bind_error(path.display(), e))?;
@@ -582,39 +582,4 @@ async fn open_unix(lp: &EventLoop, opts: &DatagramOptions) -> io::Result<Prepare
         remote: remote.map(SockAddr::Unix),
         owned_path,
     })
-}
-
-/// Removes `path` only if it is a socket file nobody is bound to (a
-/// datagram `connect` to it is refused); one in use is `AddrInUse`; any
-/// other file is left alone (`bind` then fails with `EADDRINUSE`).
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        return Ok(());
-    }
-    let probe = rustix::net::socket_with(
-        RawFamily::UNIX,
-        SocketType::DGRAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )?;
-    let addr = SockAddr::Unix(path.to_path_buf()).to_raw()?;
-    match rustix::net::connect(&probe, &addr) {
-        Ok(()) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{}: a socket is already bound to this path", path.display()),
-        )),
-        Err(rustix::io::Errno::CONNREFUSED) => std::fs::remove_file(path).or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        }),
-        // A stream socket's file (EPROTOTYPE), no permission, ...: leave it.
-        Err(_) => Ok(()),
-    }
 }

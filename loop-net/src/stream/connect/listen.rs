@@ -191,7 +191,7 @@ pub(crate) fn create_unix_server<F: IntoProtocol>(
 fn bind_unix(path: &Path, opts: &ServerOptions) -> io::Result<OwnedFd> {
     let abstract_name = path.as_os_str().as_bytes().first() == Some(&0);
     if !abstract_name {
-        remove_stale_socket(path)?;
+        crate::owned_path::remove_stale_socket(path, rustix::net::SocketType::STREAM)?;
     }
     let sock = stream_socket(AddressFamily::UNIX)?;
     let addr = SockAddr::Unix(path.to_path_buf()).to_raw()?;
@@ -207,40 +207,4 @@ fn bind_unix(path: &Path, opts: &ServerOptions) -> io::Result<OwnedFd> {
     })?;
     rustix::net::listen(&sock, i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
     Ok(sock)
-}
-
-/// Removes `path` only if it is a Unix socket nobody listens on (a connect
-/// gets `ECONNREFUSED`); a live socket is `AddrInUse`; any other file is left
-/// alone (bind then fails with `EADDRINUSE`).
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        return Ok(());
-    }
-    // A non-blocking connect, so that a live server with a full backlog
-    // (EAGAIN) cannot block the loop: it counts as live.
-    let probe = stream_socket(AddressFamily::UNIX)?;
-    let addr = SockAddr::Unix(path.to_path_buf()).to_raw()?;
-    match rustix::net::connect(&probe, &addr) {
-        Ok(()) | Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INPROGRESS) => {
-            Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "{}: a server is already listening on this socket",
-                    path.display()
-                ),
-            ))
-        }
-        Err(rustix::io::Errno::CONNREFUSED) => std::fs::remove_file(path).or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        }),
-        Err(_) => Ok(()),
-    }
 }
