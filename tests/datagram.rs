@@ -36,32 +36,12 @@ use aioloop::{
 };
 use futures_lite::future;
 
-use util::{capture_warnings, record_exceptions, warnings_on_this_thread, Seen, Watchdog, LIMIT};
+use util::{
+    capture_warnings, finish, on_loop, record_exceptions, run, warnings_on_this_thread, LIMIT,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// Runs `f` to completion on `lp` under a watchdog.
-fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: std::future::Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
-}
-
-/// Asserts the exception handler saw nothing, then closes the loop.
-fn finish(lp: &EventLoop, seen: &Rc<RefCell<Vec<Seen>>>) {
-    assert!(
-        seen.borrow().is_empty(),
-        "the exception handler was called: {:#?}",
-        seen.borrow()
-    );
-    lp.close().unwrap();
-}
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -392,10 +372,7 @@ fn number_of(d: &[u8]) -> u32 {
 
 #[test]
 fn udp_echo_between_two_endpoints() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, slog) = echo_server(&l).await;
         let (client, clog) = endpoint(&l, local(any_port())).await.unwrap();
         let to = SockAddr::from(inet(&server));
@@ -442,15 +419,11 @@ fn udp_echo_between_two_endpoints() {
         assert_eq!(clog.events().last(), Some(&Ev::Lost(None)));
         assert_eq!(slog.errors(), vec![]);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_connected_endpoint_sends_with_none_and_refuses_another_address() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, slog) = echo_server(&l).await;
         let to = inet(&server);
         let (client, clog) = endpoint(&l, DatagramOptions::default().with_remote_addr(to))
@@ -504,15 +477,11 @@ fn a_connected_endpoint_sends_with_none_and_refuses_another_address() {
             close_and_wait(t, log).await;
         }
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn icmp_port_unreachable_is_error_received_and_the_endpoint_keeps_working() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // A port nobody listens on: bound, then released.
         let port = UdpSocket::bind(any_port())
             .unwrap()
@@ -558,7 +527,6 @@ fn icmp_port_unreachable_is_error_received_and_the_endpoint_keeps_working() {
         close_and_wait(&client, &clog).await;
         close_and_wait(&server, &slog).await;
     });
-    finish(&lp, &seen);
 }
 
 fn libc_econnrefused() -> i32 {
@@ -571,10 +539,7 @@ const EMSGSIZE: i32 = 90;
 
 #[test]
 fn a_datagram_too_long_to_send_is_error_received_and_the_endpoint_keeps_working() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, slog) = echo_server(&l).await;
         let (client, clog) = endpoint(
             &l,
@@ -594,7 +559,6 @@ fn a_datagram_too_long_to_send_is_error_received_and_the_endpoint_keeps_working(
         close_and_wait(&client, &clog).await;
         close_and_wait(&server, &slog).await;
     });
-    finish(&lp, &seen);
 }
 
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`: `sendto` after close is
@@ -603,10 +567,7 @@ fn a_datagram_too_long_to_send_is_error_received_and_the_endpoint_keeps_working(
 #[test]
 fn the_fifth_send_after_close_logs_asyncios_warning_once() {
     capture_warnings();
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, _slog) = echo_server(&l).await;
         let to = SockAddr::from(inet(&server));
         let (t, _log) = endpoint(&l, local(any_port())).await.unwrap();
@@ -623,15 +584,11 @@ fn the_fifth_send_after_close_logs_asyncios_warning_once() {
             assert_eq!(warned(), usize::from(i >= 5), "after {i} sends");
         }
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn sendto_after_close_is_dropped_and_counted() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, slog) = echo_server(&l).await;
         let to = SockAddr::from(inet(&server));
         let (t, log) = endpoint(&l, local(any_port())).await.unwrap();
@@ -654,15 +611,11 @@ fn sendto_after_close_is_dropped_and_counted() {
         assert!(slog.data().is_empty());
         close_and_wait(&server, &slog).await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn reuse_port_is_opt_in_and_reuse_address_is_never_set() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let shared = || DatagramOptions {
             reuse_port: true,
             ..local(any_port())
@@ -713,15 +666,11 @@ fn reuse_port_is_opt_in_and_reuse_address_is_never_set() {
             close_and_wait(t, log).await;
         }
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn allow_broadcast_sets_so_broadcast_and_keeps_remote_addr_as_the_destination() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, slog) = echo_server(&l).await;
         let to = inet(&server);
         let (plain, plog) = endpoint(&l, local(any_port())).await.unwrap();
@@ -752,15 +701,11 @@ fn allow_broadcast_sets_so_broadcast_and_keeps_remote_addr_as_the_destination() 
             close_and_wait(t, log).await;
         }
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn an_existing_socket_is_used_as_it_is() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // A blocking std socket: made non-blocking.
         let std_sock = UdpSocket::bind(any_port()).unwrap();
         let addr = std_sock.local_addr().unwrap();
@@ -804,7 +749,6 @@ fn an_existing_socket_is_used_as_it_is() {
         close_and_wait(&client, &clog).await;
         close_and_wait(&server, &slog).await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -969,13 +913,10 @@ fn unix_datagram_endpoints_by_path_both_directions_and_their_files() {
 #[test]
 fn unix_abstract_names_have_no_file() {
     use std::os::unix::ffi::OsStringExt;
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
     let name = PathBuf::from(std::ffi::OsString::from_vec(
         format!("\0aioloop-dgram-{}", std::process::id()).into_bytes(),
     ));
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (a, alog) = endpoint(&l, local(name.clone())).await.unwrap();
         let (b, blog) = endpoint(
             &l,
@@ -989,15 +930,11 @@ fn unix_abstract_names_have_no_file() {
         close_and_wait(&b, &blog).await;
         close_and_wait(&a, &alog).await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_unix_datagram_longer_than_64_kib_is_dropped_and_reported() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (ours, theirs) = UnixDatagram::pair().unwrap();
         let (t, log) = endpoint(&l, DatagramOptions::default().with_sock(ours))
             .await
@@ -1013,7 +950,6 @@ fn a_unix_datagram_longer_than_64_kib_is_dropped_and_reported() {
         assert_eq!(log.data()[1].0.len(), 64 * 1024);
         close_and_wait(&t, &log).await;
     });
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------
@@ -1046,10 +982,7 @@ fn drain(peer: &UnixDatagram, out: &RefCell<Vec<Vec<u8>>>, notify: &Notify) {
 
 #[test]
 fn pause_writing_above_high_water_and_resume_writing_at_low_water_in_order() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // A socketpair whose receiver does not read: the kernel takes a few
         // datagrams, then says EAGAIN.
         let (ours, peer) = UnixDatagram::pair().unwrap();
@@ -1113,7 +1046,6 @@ fn pause_writing_above_high_water_and_resume_writing_at_low_water_in_order() {
         close_and_wait(&t, &log2).await;
         assert_eq!(log.lost(), 0);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -1223,10 +1155,7 @@ fn notices_caused_from_inside_a_callback_come_right_after_it() {
 fn a_send_error_while_paused_still_resumes_and_keeps_the_endpoint_open() {
     // Lesson 4: every error branch of the flush ends armed, resumed or
     // closed. The peer goes away while datagrams are queued: each fails.
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (ours, peer) = UnixDatagram::pair().unwrap();
         let (t, log) = endpoint(&l, DatagramOptions::default().with_sock(ours))
             .await
@@ -1246,7 +1175,6 @@ fn a_send_error_while_paused_still_resumes_and_keeps_the_endpoint_open() {
         assert_eq!(log.errors().len(), queued + 1);
         close_and_wait(&t, &log).await;
     });
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------
@@ -1254,10 +1182,7 @@ fn a_send_error_while_paused_still_resumes_and_keeps_the_endpoint_open() {
 
 #[test]
 fn close_flushes_the_queue_before_connection_lost_and_abort_drops_it() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // close: lost only after the peer took every queued datagram.
         let (ours, peer) = UnixDatagram::pair().unwrap();
         peer.set_nonblocking(true).unwrap();
@@ -1307,7 +1232,6 @@ fn close_flushes_the_queue_before_connection_lost_and_abort_drops_it() {
         assert_eq!(log.lost(), 1);
         log.assert_clean();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -1364,10 +1288,7 @@ fn the_endpoint_lets_go_of_its_protocol_after_connection_lost() {
 
 #[test]
 fn dropping_the_create_future_before_connection_made_closes_the_endpoint() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let log = Log::new();
         let lg = log.clone();
         let port = UdpSocket::bind(any_port()).unwrap().local_addr().unwrap();
@@ -1380,7 +1301,6 @@ fn dropping_the_create_future_before_connection_made_closes_the_endpoint() {
         // The port is free again.
         drop(UdpSocket::bind(port).expect("the endpoint's socket is closed"));
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -1419,10 +1339,7 @@ fn protocol_methods_may_call_back_into_the_transport() {
             self.log.done();
         }
     }
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (ours, peer) = UnixDatagram::pair().unwrap();
         peer.set_nonblocking(true).unwrap();
         let log = Log::new();
@@ -1451,7 +1368,6 @@ fn protocol_methods_may_call_back_into_the_transport() {
         assert_eq!(log.lost(), 1);
         log.assert_clean();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -1502,10 +1418,7 @@ fn a_panicking_datagram_received_is_reported_and_the_endpoint_keeps_working() {
 
 #[test]
 fn a_flooding_peer_does_not_delay_a_timer() {
-    let lp = EventLoop::new().unwrap();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, log) = endpoint(&l, local(any_port())).await.unwrap();
         let to = inet(&t);
         let stop = Arc::new(AtomicBool::new(false));
@@ -1546,7 +1459,6 @@ fn a_flooding_peer_does_not_delay_a_timer() {
         t.abort();
         log.until(|l| l.lost() > 0).await;
     });
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@
 mod util;
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -21,18 +20,6 @@ use aioloop::{
 };
 use futures_lite::future::{block_on, poll_once};
 use util::*;
-
-/// Runs `f` on `lp` under a watchdog.
-fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
-}
 
 fn stream() -> AddrInfoHints {
     AddrInfoHints {

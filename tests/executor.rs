@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use aioloop::{ErrorKind, EventLoop, Executor, Job};
+use aioloop::{ErrorKind, Executor, Job};
 use futures_lite::future::poll_once;
 use util::*;
 
@@ -41,13 +41,6 @@ impl Executor for DropsJobs {
     fn execute(&self, job: Job) {
         drop(job);
     }
-}
-
-fn run<T: 'static>(lp: &EventLoop, f: impl std::future::Future<Output = T> + 'static) -> T {
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
 }
 
 #[test]

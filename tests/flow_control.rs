@@ -65,10 +65,7 @@ const CHUNK: usize = 16 * 1024;
 /// marks on both sides of the pause; then lets the peer read and checks
 /// resume_writing and the bytes.
 fn pause_then_resume(grow: fn(&Transport, &[u8])) {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_quiet(&l, Hooks::none()).await;
         let (low, high) = t.get_write_buffer_limits();
         let (go, reader) = reader_on_signal(theirs);
@@ -114,7 +111,6 @@ fn pause_then_resume(grow: fn(&Transport, &[u8])) {
         );
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -132,10 +128,7 @@ fn writelines_pauses_above_high_and_resumes_at_low() {
 
 #[test]
 fn lowering_the_high_water_mark_pauses_at_once() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_quiet(&l, Hooks::none()).await;
         let (go, reader) = reader_on_signal(theirs);
         // Fill under the default mark (64 KiB).
@@ -162,15 +155,11 @@ fn lowering_the_high_water_mark_pauses_at_once() {
         assert!(reader.join().unwrap() == sent);
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_producer_task_that_respects_pause_writing_keeps_the_buffer_bounded() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_quiet(&l, Hooks::none()).await;
         let (_, high) = t.get_write_buffer_limits();
         // The peer reads in small bites, as a slow consumer, and only once
@@ -224,7 +213,6 @@ fn a_producer_task_that_respects_pause_writing_keeps_the_buffer_bounded() {
         assert_eq!(rec.count(&Ev::Pause), rec.count(&Ev::Resume));
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 /// A protocol that produces `total` bytes from connection_made and
@@ -325,10 +313,7 @@ fn a_protocol_producing_from_resume_writing_and_closing_there_loses_once() {
 
 #[test]
 fn set_protocol_while_paused_hands_the_pause_over() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, old, theirs) = connect_quiet(&l, Hooks::none()).await;
         let (go, reader) = reader_on_signal(theirs);
         let mut sent = Vec::new();
@@ -357,7 +342,6 @@ fn set_protocol_while_paused_hands_the_pause_over() {
         assert!(reader.join().unwrap() == sent);
         assert!(old.violations.borrow().is_empty() && new.violations.borrow().is_empty());
     });
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------
@@ -409,10 +393,7 @@ fn perform(act: Act, t: &Transport, r: &Recorder, adopted: &RefCell<Option<Rc<Re
 }
 
 fn reentrancy_case(cb: Cb, act: Act) {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let done = Rc::new(Cell::new(false));
         let adopted: Rc<RefCell<Option<Rc<Recorder>>>> = Rc::new(RefCell::new(None));
         let once = {
@@ -488,7 +469,6 @@ fn reentrancy_case(cb: Cb, act: Act) {
         drop(theirs);
         let _ = reader.join();
     });
-    finish(&lp, &seen);
 }
 
 trait WriteNow {

@@ -10,20 +10,8 @@ use std::error::Error as _;
 use std::fmt;
 use std::rc::Rc;
 
-use aioloop::{ErrorKind, EventLoop, Future, LoopError};
+use aioloop::{ErrorKind, Future, LoopError};
 use util::*;
-
-/// `run_until_complete` under a watchdog; panics if the loop errs or hangs.
-fn run<F>(lp: &EventLoop, future: F) -> F::Output
-where
-    F: std::future::Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(future).expect("run_until_complete");
-    dog.disarm();
-    out
-}
 
 /// An error type of the test's own, to check that any std error is kept.
 #[derive(Debug, Clone, PartialEq)]

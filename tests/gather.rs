@@ -24,17 +24,6 @@ fn virtual_loop() -> EventLoop {
         .unwrap()
 }
 
-fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: std::future::Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
-}
-
 /// A child that sleeps `ms` then gives `v`.
 fn after(
     lp: &EventLoop,

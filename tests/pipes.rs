@@ -129,10 +129,7 @@ fn lines_script(n: usize) -> String {
 
 #[test]
 fn a_read_pipe_gets_the_data_then_eof_then_connection_lost_once() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (r, w) = cloexec_pipe();
         let probe = r.try_clone().unwrap();
         assert!(!is_nonblocking(&probe));
@@ -170,15 +167,11 @@ fn a_read_pipe_gets_the_data_then_eof_then_connection_lost_once() {
         iterations(3).await;
         assert_eq!(rec.lost.get(), 1);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_read_pipe_refuses_the_write_api() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (r, _w) = cloexec_pipe();
         let (t, rec) = read_pipe(&l, r, Hooks::none()).await;
         for err in [
@@ -199,7 +192,6 @@ fn a_read_pipe_refuses_the_write_api() {
         assert_eq!(rec.events(), [Ev::Made, Ev::Lost(None)]);
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -233,10 +225,7 @@ fn a_read_pipe_reads_a_child_stdout_of_one_mebibyte_exactly() {
 
 #[test]
 fn a_read_pipe_with_a_buffered_protocol_gets_every_byte() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (r, w) = cloexec_pipe();
         let data = pattern(300_000, 1);
         let sent = data.clone();
@@ -256,7 +245,6 @@ fn a_read_pipe_with_a_buffered_protocol_gets_every_byte() {
         assert_eq!(rec.count(&Ev::Eof), 1);
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -294,10 +282,7 @@ fn pause_reading_stops_data_received_until_resume_reading() {
 
 #[test]
 fn pause_reading_inside_connection_made_holds_reading_back() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (r, w) = cloexec_pipe();
         File::from(w).write_all(b"waiting").unwrap(); // and EOF
         let hooks = Hooks::none().on_made(|t, _| {
@@ -316,7 +301,6 @@ fn pause_reading_inside_connection_made_holds_reading_back() {
         assert_eq!(rec.bytes(), b"waiting");
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 /// asyncio's `_read_ready`: a read error other than EAGAIN (and EIO) is
@@ -444,10 +428,7 @@ fn wc_counts_what_a_write_pipe_sends_and_a_read_pipe_gets_the_count() {
 
 #[test]
 fn writelines_with_more_buffers_than_iov_max_sends_them_all_in_order() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (r, w) = cloexec_pipe();
         let (go, reader) = reader_on_signal(r);
         let (t, rec) = write_pipe(&l, w, Hooks::none()).await;
@@ -463,7 +444,6 @@ fn writelines_with_more_buffers_than_iov_max_sends_them_all_in_order() {
         want.extend_from_slice(&chunks.concat());
         assert!(reader.join().unwrap() == want);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -500,10 +480,7 @@ fn a_reader_that_exits_mid_write_is_a_broken_pipe_not_a_hang() {
 
 #[test]
 fn the_reader_closing_is_seen_with_and_without_bytes_pending() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // Nothing pending: connection_lost(None), with no write at all.
         let (r, w) = cloexec_pipe();
         let (t, rec) = write_pipe(&l, w, Hooks::none()).await;
@@ -527,7 +504,6 @@ fn the_reader_closing_is_seen_with_and_without_bytes_pending() {
         assert_eq!(t.get_write_buffer_size(), 0, "the buffer is dropped");
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 const CHUNK: usize = 16 * 1024;
@@ -536,10 +512,7 @@ const CHUNK: usize = 16 * 1024;
 /// that does not read; then lets it read and checks resume_writing and the
 /// bytes.
 fn pause_then_resume(grow: fn(&Transport, &[u8])) {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (r, w) = cloexec_pipe();
         let (go, reader) = reader_on_signal(r);
         let (t, rec) = write_pipe(&l, w, Hooks::none()).await;
@@ -577,7 +550,6 @@ fn pause_then_resume(grow: fn(&Transport, &[u8])) {
             sent.len()
         );
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -595,10 +567,7 @@ fn writelines_pauses_above_high_and_resumes_at_low() {
 
 #[test]
 fn lowering_the_high_water_mark_pauses_and_set_protocol_hands_the_pause_over() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (r, w) = cloexec_pipe();
         let (go, reader) = reader_on_signal(r);
         let (t, rec) = write_pipe(&l, w, Hooks::none()).await;
@@ -630,7 +599,6 @@ fn lowering_the_high_water_mark_pauses_and_set_protocol_hands_the_pause_over() {
         assert_eq!(rec.lost.get(), 0, "the replaced protocol is not called");
         assert!(reader.join().unwrap() == data);
     });
-    finish(&lp, &seen);
 }
 
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`: writes to a closed write
@@ -640,10 +608,7 @@ fn lowering_the_high_water_mark_pauses_and_set_protocol_hands_the_pause_over() {
 #[test]
 fn the_fifth_write_after_close_logs_asyncios_warning_once() {
     capture_warnings();
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (_r, w) = cloexec_pipe();
         let (t, rec) = write_pipe(&l, w, Hooks::none()).await;
         t.close();
@@ -660,15 +625,11 @@ fn the_fifth_write_after_close_logs_asyncios_warning_once() {
             assert_eq!(warned(), usize::from(i >= 5), "after {i} writes");
         }
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn close_flushes_and_abort_drops_the_buffer() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // close: everything arrives, then connection_lost(None).
         let (r, w) = cloexec_pipe();
         let (go, reader) = reader_on_signal(r);
@@ -699,7 +660,6 @@ fn close_flushes_and_abort_drops_the_buffer() {
         assert!(reader.join().unwrap().len() < data.len());
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------
@@ -708,8 +668,6 @@ fn close_flushes_and_abort_drops_the_buffer() {
 #[test]
 fn a_fifo_carries_data_between_a_write_pipe_and_a_read_pipe() {
     use rustix::fs::{mknodat, open, FileType, Mode, CWD};
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let path = TempPath::new("fifo");
     mknodat(CWD, &path.0, FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
     // The read end first, non-blocking (a blocking open would wait for a
@@ -723,8 +681,7 @@ fn a_fifo_carries_data_between_a_write_pipe_and_a_read_pipe() {
     let w = open(&path.0, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).unwrap();
     let data = pattern(3 * MIB / 2, 6);
     let sent = data.clone();
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (_rt, got) = read_pipe(&l, File::from(r), Hooks::none()).await;
         let (t, rec) = write_pipe(&l, File::from(w), Hooks::none()).await;
         t.write(&sent).unwrap();
@@ -736,16 +693,12 @@ fn a_fifo_carries_data_between_a_write_pipe_and_a_read_pipe() {
         got.assert_clean_life();
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn dev_null_takes_everything_at_once() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let null = File::options().write(true).open("/dev/null").unwrap();
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec) = write_pipe(&l, null, Hooks::none()).await;
         t.write(&pattern(MIB, 0)).unwrap();
         t.writelines(&[b"a", b"b"]).unwrap();
@@ -754,7 +707,6 @@ fn dev_null_takes_everything_at_once() {
         rec.until_lost().await;
         assert_eq!(rec.events(), [Ev::Made, Ev::Lost(None)]);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -834,12 +786,9 @@ fn assert_refused(err: io::Error, what: &str) {
 
 #[test]
 fn a_regular_file_and_a_wrong_direction_are_refused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let path = TempPath::new("regular");
     std::fs::write(&path.0, b"not a pipe").unwrap();
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let file = File::open(&path.0).unwrap();
         let err = l
             .connect_read_pipe(
@@ -877,7 +826,6 @@ fn a_regular_file_and_a_wrong_direction_are_refused() {
             .unwrap_err();
         assert_refused(err, "not open for writing");
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -1073,10 +1021,7 @@ fn writing_and_closing_from_resume_writing_loses_the_connection_once() {
 /// (write, close, abort): no panic, connection_lost once.
 #[test]
 fn calls_from_inside_connection_made_and_connection_lost() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (r, w) = cloexec_pipe();
         let (go, reader) = reader_on_signal(r);
         let data = Rc::new(pattern(200_000, 11));
@@ -1116,7 +1061,6 @@ fn calls_from_inside_connection_made_and_connection_lost() {
         iterations(3).await;
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 /// A protocol that panics in data_received is reported once and loses its

@@ -5,7 +5,6 @@
 //! futures-io reads and writes, `wait`, signals, the readers' backpressure
 //! on the pipes, and a child that stops reading its input.
 
-mod process_util;
 mod util;
 
 use std::io;
@@ -14,7 +13,6 @@ use std::time::Duration;
 use aioloop::prelude::*;
 use aioloop::Stdio;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use process_util::*;
 use util::*;
 
 #[test]

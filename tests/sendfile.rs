@@ -590,12 +590,9 @@ fn bad_arguments_are_refused() {
 
 #[test]
 fn a_closing_transport_is_refused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let tmp = Rc::new(TempFile::with("closing", b"0123456789"));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         let (go, peer) = reader(theirs, b"");
         t.close();
@@ -606,7 +603,6 @@ fn a_closing_transport_is_refused() {
         rec.until_lost().await;
         assert_eq!(peer.join().unwrap(), b"");
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -761,12 +757,9 @@ fn closing_the_transport_stops_the_call() {
 /// Reading paused by the protocol before the call stays paused after it.
 #[test]
 fn reading_paused_by_the_user_stays_paused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let tmp = Rc::new(TempFile::with("user-paused", &pattern(100 * KIB, 11)));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         let (go, peer) = reader(theirs, b"");
         go.send(()).unwrap();
@@ -783,7 +776,6 @@ fn reading_paused_by_the_user_stays_paused() {
         close_and_wait(&t, &rec).await;
         assert_eq!(peer.join().unwrap().len(), 200 * KIB);
     });
-    finish(&lp, &seen);
 }
 
 /// A protocol installed with set_protocol during the call is told only what
@@ -836,12 +828,9 @@ fn set_protocol_during_the_call_hands_over_the_flow_control_state() {
 /// `_sendfile_compatible` either) is refused with `Unsupported`, untouched.
 #[test]
 fn a_transport_without_sendfile_support_is_refused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let tmp = Rc::new(TempFile::with("pipe", b"through a pipe"));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (rx, tx) = rustix::pipe::pipe().unwrap();
         let rec = Recorder::new();
         let r = rec.clone();
@@ -861,5 +850,4 @@ fn a_transport_without_sendfile_support_is_refused() {
         assert_eq!(&buf[..n], b"still usable");
         close_and_wait(&t, &rec).await;
     });
-    finish(&lp, &seen);
 }

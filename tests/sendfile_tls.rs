@@ -39,7 +39,7 @@ use aioloop::rustls;
 use aioloop::{SendfileFallback, SendfileNotAvailableError};
 use futures_lite::future::poll_once;
 use tls_util::*;
-use util::{new_loop, record_exceptions};
+use util::{finish, new_loop, on_loop, record_exceptions, run};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -240,14 +240,11 @@ async fn drive_for<F: Future>(
 /// around the file; then server to client from an offset to the end.
 #[test]
 fn a_file_range_goes_byte_exact_between_aioloop_tls_peers() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(6 * MIB + 11);
     let tmp = Rc::new(TempFile::with("range", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
     let data2 = data.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         for (version, fallback) in [
             (&rustls::version::TLS13, SendfileFallback::Allowed),
@@ -306,7 +303,6 @@ fn a_file_range_goes_byte_exact_between_aioloop_tls_peers() {
             assert_notices_paired(&slog, "server");
         }
     });
-    finish(&lp, &seen);
 }
 
 /// An aioloop client sends a range to Python's asyncio `ssl` server, which
@@ -340,12 +336,9 @@ fn a_file_range_goes_byte_exact_to_a_python_ssl_server() {
     let data = pattern(5 * MIB + 3);
     let tmp = Rc::new(TempFile::with("python", &data));
     let (offset, count) = (65_537u64, 3 * MIB as u64 + 1);
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let tmp2 = tmp.clone();
     let opts = client_opts(&pki);
-    run(&lp, async move {
+    on_loop(|l| async move {
         let log = Log::new();
         let lg = log.clone();
         let (t, _h) = l
@@ -365,7 +358,6 @@ fn a_file_range_goes_byte_exact_to_a_python_ssl_server() {
         assert_eq!(log.lost_kind(), Some(None), "{:?}", log.lost_error.borrow());
         assert_notices_paired(&log, "client");
     });
-    finish(&lp, &seen);
     let (status, text) = wait_bounded(reaper.take(), "tls_peer.py sink");
     assert!(status.success(), "tls_peer.py sink failed: {text}");
     let mut got = Vec::new();
@@ -389,13 +381,10 @@ fn an_aioloop_tls_server_sends_a_file_to_openssl_s_client() {
     let data = pattern(4 * MIB + 2_000);
     let tmp = Rc::new(TempFile::with("openssl", &data));
     let (offset, count) = (1_000u64, 4 * MIB as u64);
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let tmp2 = tmp.clone();
     let ca = pki.path("ca.pem");
     let tls = TlsServerOptions::new(pki.server_config());
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
             .create_server(recording_factory(&acc), &["127.0.0.1"], 0, serve_tls(tls))
@@ -442,7 +431,6 @@ fn an_aioloop_tls_server_sends_a_file_to_openssl_s_client() {
         server.wait_closed().await;
         got
     });
-    finish(&lp, &seen);
     let want = &data[offset as usize..(offset + count) as usize];
     assert_eq!(
         got.len(),
@@ -461,14 +449,11 @@ fn an_aioloop_tls_server_sends_a_file_to_openssl_s_client() {
 /// were; `Forced` copies as `Allowed` does.
 #[test]
 fn fallback_disabled_is_not_available_and_the_tls_transport_stays_usable() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(300 * KIB + 1);
     let tmp = Rc::new(TempFile::with("disabled", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
     let data2 = data.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let pair = Pair::connect(&l, &pki, None).await;
         tmp2.seek(3);
@@ -507,7 +492,6 @@ fn fallback_disabled_is_not_available_and_the_tls_transport_stays_usable() {
         assert_eq!(clog.lost_kind(), Some(None));
         assert!(clog.count(&Ev::Pause) == 0 && slog.count(&Ev::Pause) == 0);
     });
-    finish(&lp, &seen);
 }
 
 /// One sendfile at a time per TLS transport; none after `write_eof` (our
@@ -515,13 +499,10 @@ fn fallback_disabled_is_not_available_and_the_tls_transport_stays_usable() {
 /// read.
 #[test]
 fn a_second_tls_sendfile_and_one_after_write_eof_are_refused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(4 * MIB);
     let tmp = Rc::new(TempFile::with("second", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let pair = Pair::connect(&l, &pki, Some(&rustls::version::TLS13)).await;
         pair.throttle();
@@ -551,7 +532,6 @@ fn a_second_tls_sendfile_and_one_after_write_eof_are_refused() {
         assert_eq!(pair.slog.data.borrow().len(), data.len());
         pair.close().await;
     });
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------
@@ -563,14 +543,11 @@ fn a_second_tls_sendfile_and_one_after_write_eof_are_refused() {
 /// arrives whole.
 #[test]
 fn a_tls_peer_that_stops_reading_holds_the_buffer_bounded() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(16 * MIB + 5);
     let tmp = Rc::new(TempFile::with("stalled", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
     let data2 = data.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let pair = Pair::connect(&l, &pki, None).await;
         pair.throttle();
@@ -619,7 +596,6 @@ fn a_tls_peer_that_stops_reading_holds_the_buffer_bounded() {
         pair.close().await;
         assert_notices_paired(&clog, "client");
     });
-    finish(&lp, &seen);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -695,14 +671,11 @@ fn closing_a_tls_transport_mid_send_ends_the_call() {
 /// server gets is exactly the file up to there, then what is written next.
 #[test]
 fn a_dropped_tls_sendfile_restores_the_transport() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(8 * MIB);
     let tmp = Rc::new(TempFile::with("dropped", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
     let data2 = data.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let pair = Pair::connect(&l, &pki, None).await;
         pair.throttle();
@@ -736,7 +709,6 @@ fn a_dropped_tls_sendfile_restores_the_transport() {
         pair.close().await;
         assert_notices_paired(&clog, "client");
     });
-    finish(&lp, &seen);
 }
 
 /// A protocol paused before the call, replaced with `set_protocol` during
@@ -746,14 +718,11 @@ fn a_dropped_tls_sendfile_restores_the_transport() {
 /// high-water mark) paired with its `resume_writing`.
 #[test]
 fn set_protocol_during_a_tls_sendfile_hands_over_the_flow_control_state() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(2 * MIB + 9);
     let tmp = Rc::new(TempFile::with("set-protocol", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
     let data2 = data.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let pair = Pair::connect(&l, &pki, None).await;
         pair.throttle();
@@ -789,7 +758,6 @@ fn set_protocol_during_a_tls_sendfile_hands_over_the_flow_control_state() {
         pair.server.close();
         pair.server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------
@@ -823,10 +791,7 @@ fn lazy_reader() -> (
 /// (`InvalidState`), and the running one still completes.
 #[test]
 fn start_tls_and_a_zero_copy_sendfile_exclude_each_other() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let file = TempFile::with("exclusive", &pattern(8 * MIB));
 
@@ -903,5 +868,4 @@ fn start_tls_and_a_zero_copy_sendfile_exclude_each_other() {
         log.until_lost().await;
         assert_eq!(peer.join().unwrap(), 2 * MIB);
     });
-    finish(&lp, &seen);
 }

@@ -9,7 +9,6 @@ mod util;
 
 use std::cell::Cell;
 use std::fs::File;
-use std::future::Future;
 use std::io::{self, Read, Seek, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -27,18 +26,6 @@ use aioloop::{SendfileNotAvailableError, SockAddr};
 use futures_lite::future::poll_once;
 use rustix::net::{AddressFamily, RecvFlags, SocketFlags, SocketType};
 use util::*;
-
-/// Runs `f` on `lp` under a watchdog.
-fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
-}
 
 /// A non-blocking listener on an ephemeral loopback port.
 fn listener(addr: &str) -> (TcpListener, SocketAddr) {

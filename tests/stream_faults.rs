@@ -47,10 +47,7 @@ fn never_made() -> RecordingProtocol {
 
 #[test]
 fn a_refused_connection_is_econnrefused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -83,15 +80,11 @@ fn a_refused_connection_is_econnrefused() {
         );
         assert!(!made.get(), "a protocol was made for a refused connection");
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn an_unresolvable_host_keeps_the_resolver_code() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let err = l
             .create_connection(
                 never_made,
@@ -118,15 +111,11 @@ fn an_unresolvable_host_keeps_the_resolver_code() {
             .unwrap_err();
         assert!(ResolveError::from_io(&err).is_some(), "{err}");
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_port_in_use_is_addr_in_use() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // Taken by another socket, without reuse_port.
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
@@ -170,7 +159,6 @@ fn a_port_in_use_is_addr_in_use() {
         first.close();
         drop(taken);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -240,10 +228,7 @@ fn a_connect_abandoned_by_cancellation_leaves_nothing_behind() {
 #[test]
 fn the_fifth_write_after_the_loss_logs_asyncios_warning_once() {
     capture_warnings();
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, _theirs) = connect_quiet(&l, Hooks::none()).await;
         t.abort();
         rec.until_lost().await;
@@ -259,7 +244,6 @@ fn the_fifth_write_after_the_loss_logs_asyncios_warning_once() {
             assert_eq!(warned(), usize::from(i >= 5), "after {i} writes");
         }
     });
-    finish(&lp, &seen);
 }
 
 fn is_reset(kind: Option<io::ErrorKind>) -> bool {
@@ -271,10 +255,7 @@ fn is_reset(kind: Option<io::ErrorKind>) -> bool {
 
 #[test]
 fn a_peer_reset_during_a_write_loses_the_connection_with_the_error() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_quiet(&l, Hooks::none()).await;
         small_send_buffer(&t);
         t.write(&pattern(4 << 20, 5)).unwrap();
@@ -299,7 +280,6 @@ fn a_peer_reset_during_a_write_loses_the_connection_with_the_error() {
         assert_eq!(t.writes_after_lost(), 1);
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 fn libc_econnreset() -> i32 {
@@ -312,10 +292,7 @@ fn libc_epipe() -> i32 {
 
 #[test]
 fn a_peer_that_closes_while_reading_is_paused_is_seen_after_resume() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, mut theirs) = connect_quiet(&l, Hooks::none()).await;
         t.pause_reading();
         theirs.write_all(b"last words").unwrap();
@@ -332,15 +309,11 @@ fn a_peer_that_closes_while_reading_is_paused_is_seen_after_resume() {
         );
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_peer_that_resets_while_reading_is_paused_fails_the_next_write() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_quiet(&l, Hooks::none()).await;
         t.pause_reading();
         set_linger_zero(&theirs);
@@ -370,15 +343,11 @@ fn a_peer_that_resets_while_reading_is_paused_fails_the_next_write() {
         assert!(is_reset(rec.lost_kind()), "{:?}", rec.lost_error.borrow());
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn writes_after_close_abort_or_loss_are_dropped_and_counted() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // close() with nothing buffered: connection_lost is scheduled, later
         // writes are dropped (asyncio's _conn_lost).
         let (t, rec, mut theirs) = connect_quiet(&l, Hooks::none()).await;
@@ -422,15 +391,11 @@ fn writes_after_close_abort_or_loss_are_dropped_and_counted() {
         assert_eq!(t.writes_after_lost(), 0);
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_write_after_write_eof_is_an_invalid_state_error() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, mut theirs) = connect_quiet(&l, Hooks::none()).await;
         t.write(b"before").unwrap();
         t.write_eof().unwrap();
@@ -450,7 +415,6 @@ fn a_write_after_write_eof_is_an_invalid_state_error() {
         rec.until_lost().await;
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 /// Whether a context has `key` with a value containing `part`.
@@ -589,10 +553,7 @@ fn a_server_dropped_without_close_stops_listening_cleanly() {
     // Dropping the last Server handle closes its listening socket; the loop
     // must not keep a registration for that fd number, or the next socket
     // to get the number would never be polled.
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
             .create_server(
@@ -620,7 +581,6 @@ fn a_server_dropped_without_close_stops_listening_cleanly() {
             rec.until_lost().await;
         }
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -631,10 +591,7 @@ fn a_thousand_concurrent_connections_all_echo() {
         limit >= 2 * N as u64 + 64,
         "RLIMIT_NOFILE {limit} is too low for {N} connections"
     );
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
             .create_server(
@@ -698,7 +655,6 @@ fn a_thousand_concurrent_connections_all_echo() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 /// LESSONS 5 (uvloop: "unable to perform operation on <UVPoll closed=True>"

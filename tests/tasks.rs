@@ -13,18 +13,6 @@ use std::rc::Rc;
 use aioloop::{current_task, ErrorKind, EventLoop, Future, LoopError, Task, TaskBody, TaskRef};
 use util::*;
 
-/// `run_until_complete` under a watchdog; panics if the loop errs or hangs.
-fn run<F>(lp: &EventLoop, future: F) -> F::Output
-where
-    F: std::future::Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(future).expect("run_until_complete");
-    dog.disarm();
-    out
-}
-
 fn assert_kind<T: fmt::Debug>(r: Result<T, LoopError>, kind: ErrorKind) -> LoopError {
     match r {
         Err(e) => {

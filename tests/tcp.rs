@@ -127,10 +127,7 @@ async fn echo_once(
 
 #[test]
 fn echo_of_one_mebibyte_both_ways_is_byte_exact() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, acc, port) = echo_server(&l).await;
         let payload = pattern(1 << 20, 1);
         let (t, rec) = echo_once(&l, "127.0.0.1", port, payload.clone()).await;
@@ -156,15 +153,11 @@ fn echo_of_one_mebibyte_both_ways_is_byte_exact() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn buffered_protocols_receive_every_byte_on_both_ends() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = local_server(&l, acc.buffered_factory(Hooks::echo, 1000)).await;
         let port = port_of(&server, 0);
@@ -204,17 +197,13 @@ fn buffered_protocols_receive_every_byte_on_both_ends() {
         acc.get(0).assert_clean_life();
         server.close();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn create_connection_returns_after_connection_made() {
     // asyncio awaits a waiter set after connection_made: the protocol has its
     // transport when create_connection returns.
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (l4, addr) = std_listener("127.0.0.1:0");
         let (t, h, rec) = connect_rec(
             &l,
@@ -236,7 +225,6 @@ fn create_connection_returns_after_connection_made() {
         rec.assert_clean_life();
         drop(l4);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -291,10 +279,7 @@ fn a_server_on_several_hosts_listens_on_each() {
 
 #[test]
 fn port_zero_is_ephemeral_and_a_given_port_is_used() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, _acc, port) = echo_server(&l).await;
         assert_ne!(port, 0);
         // The address the kernel gave is the one a client reaches.
@@ -325,16 +310,12 @@ fn port_zero_is_ephemeral_and_a_given_port_is_used() {
         server.abort_clients();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn no_host_listens_on_every_interface() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let v6 = ipv6_loopback();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
             .create_server(acc.factory(Hooks::echo), &[], 0, ServerOptions::default())
@@ -369,7 +350,6 @@ fn no_host_listens_on_every_interface() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -377,10 +357,7 @@ fn backlog_bounds_the_listen_queue() {
     // With backlog 1 and nobody accepting (start_serving: false), the kernel
     // completes at most a couple of handshakes, then drops SYNs; once the
     // server serves, it accepts those that completed.
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let opts = ServerOptions {
             backlog: 1,
@@ -416,15 +393,11 @@ fn backlog_bounds_the_listen_queue() {
         server.wait_closed().await;
         drop(completed);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn reuse_port_lets_two_servers_share_a_port_and_both_accept() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let opts = || ServerOptions {
             reuse_port: true,
             ..ServerOptions::default()
@@ -464,15 +437,11 @@ fn reuse_port_lets_two_servers_share_a_port_and_both_accept() {
         s1.close();
         s2.close();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn start_serving_false_accepts_nothing_until_start_serving() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let opts = ServerOptions {
             start_serving: false,
@@ -508,15 +477,11 @@ fn start_serving_false_accepts_nothing_until_start_serving() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn close_stops_listening_and_new_connects_are_refused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, acc, port) = echo_server(&l).await;
         assert!(server.is_serving());
         assert_eq!(server.sockets().len(), 1);
@@ -539,15 +504,11 @@ fn close_stops_listening_and_new_connects_are_refused() {
         acc.until_all_lost(1).await;
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn wait_closed_resolves_only_after_every_connection_is_lost() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, acc, port) = echo_server(&l).await;
         let (t1, r1) = echo_once(&l, "127.0.0.1", port, b"one".to_vec()).await;
         let (t2, r2) = echo_once(&l, "127.0.0.1", port, b"two".to_vec()).await;
@@ -579,15 +540,11 @@ fn wait_closed_resolves_only_after_every_connection_is_lost() {
         // And again at once, now that everything is gone.
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn serve_forever_serves_and_returns_after_close() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let opts = ServerOptions {
             start_serving: false,
@@ -614,7 +571,6 @@ fn serve_forever_serves_and_returns_after_close() {
         acc.until_all_lost(1).await;
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -706,10 +662,7 @@ fn close_clients_flushes_and_abort_clients_drops() {
 
 #[test]
 fn get_loop_of_server_and_transport() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, acc, port) = echo_server(&l).await;
         assert!(server.get_loop().ptr_eq(&l));
         let (t, _) = echo_once(&l, "127.0.0.1", port, b"x".to_vec()).await;
@@ -719,15 +672,11 @@ fn get_loop_of_server_and_transport() {
         acc.until_all_lost(1).await;
         server.close();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn connect_accepted_socket_wraps_a_std_socket() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (listener, addr) = std_listener("127.0.0.1:0");
         let mut client = TcpStream::connect(addr).unwrap();
         bounded(&client);
@@ -767,7 +716,6 @@ fn connect_accepted_socket_wraps_a_std_socket() {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     });
-    finish(&lp, &seen);
 }
 
 fn is_nonblocking(s: &TcpStream) -> bool {
@@ -796,10 +744,7 @@ fn fd_kind(fd: std::os::fd::RawFd) -> String {
 
 #[test]
 fn create_connection_with_a_connected_sock() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (listener, addr) = std_listener("127.0.0.1:0");
         let sock = TcpStream::connect(addr).unwrap();
         let local = sock.local_addr().unwrap();
@@ -841,15 +786,11 @@ fn create_connection_with_a_connected_sock() {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn local_addr_binds_the_client_end() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (server, acc, port) = echo_server(&l).await;
         let local: SocketAddr = "127.0.0.2:0".parse().unwrap();
         let (t, _h, rec) = connect_rec(
@@ -895,7 +836,6 @@ fn local_addr_binds_the_client_end() {
         acc.until_all_lost(1).await;
         server.close();
     });
-    finish(&lp, &seen);
 }
 
 /// A host name that resolves to both `::1` and `127.0.0.1` here: `localhost`
@@ -937,10 +877,7 @@ async fn dual_stack_loopback(lp: &EventLoop) -> Option<(Option<&'static str>, Ve
 
 #[test]
 fn happy_eyeballs_races_past_an_address_that_never_answers() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let Some((host, addrs)) = dual_stack_loopback(&l).await else {
             return;
         };
@@ -995,15 +932,11 @@ fn happy_eyeballs_races_past_an_address_that_never_answers() {
         rec.assert_clean_life();
         drop((hole, good));
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn failed_attempts_are_aggregated_into_one_error() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // A port closed on both families.
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -1044,7 +977,6 @@ fn failed_attempts_are_aggregated_into_one_error() {
             None => println!("checked the single-address error only"),
         }
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -1052,10 +984,7 @@ fn clients_closed_before_connection_made_still_get_made_then_lost() {
     // abort_clients runs in the iteration after the accept, before the
     // connection_made that Stream::start scheduled: asyncio still delivers
     // connection_made, then connection_lost.
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let slot: Rc<RefCell<Option<Server>>> = Rc::new(RefCell::new(None));
         let (s, lp2) = (slot.clone(), l.clone());
@@ -1079,7 +1008,6 @@ fn clients_closed_before_connection_made_still_get_made_then_lost() {
         slot.borrow_mut().take();
         drop(client);
     });
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------
@@ -1087,10 +1015,7 @@ fn clients_closed_before_connection_made_still_get_made_then_lost() {
 
 #[test]
 fn a_small_write_is_sent_at_once() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, mut theirs) = connect_std(&l, Hooks::none()).await;
         t.write(b"now").unwrap();
         assert_eq!(t.get_write_buffer_size(), 0, "a small write was buffered");
@@ -1103,15 +1028,11 @@ fn a_small_write_is_sent_at_once() {
         rec.until_lost().await;
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn writelines_sends_every_chunk_in_order() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, mut theirs) = connect_std(&l, Hooks::none()).await;
         // Small: one vectored send, nothing buffered.
         t.writelines(&[b"ab", b"", b"cd", b"e"]).unwrap();
@@ -1136,15 +1057,11 @@ fn writelines_sends_every_chunk_in_order() {
         assert!(got == expected, "writelines reordered or lost bytes");
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn write_eof_half_closes_and_the_reply_still_arrives() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // The server answers at EOF, keeping the connection half-open to do
         // so, then closes.
         let acc = Accepted::new();
@@ -1189,15 +1106,11 @@ fn write_eof_half_closes_and_the_reply_still_arrives() {
         );
         server.close();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn eof_received_false_closes_and_true_keeps_writing_possible() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         // false (the default): the transport closes itself.
         let (t, rec, theirs) = connect_std(&l, Hooks::none()).await;
         theirs.shutdown(std::net::Shutdown::Write).unwrap();
@@ -1225,15 +1138,11 @@ fn eof_received_false_closes_and_true_keeps_writing_possible() {
         rec.until_lost().await;
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn close_flushes_then_connection_lost_once_never_from_close() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_std(&l, Hooks::none()).await;
         small_send_buffer(&t);
         let data = pattern(3 << 20, 9);
@@ -1270,15 +1179,11 @@ fn close_flushes_then_connection_lost_once_never_from_close() {
         rec.until_lost().await;
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn abort_drops_the_buffer_and_loses_the_connection_once() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_std(&l, Hooks::none()).await;
         small_send_buffer(&t);
         let data = pattern(2 << 20, 4);
@@ -1298,15 +1203,11 @@ fn abort_drops_the_buffer_and_loses_the_connection_once() {
         assert_eq!(rec.lost_kind(), None);
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn extra_info_names_and_typed_accessors() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_std(&l, Hooks::none()).await;
         let ours = theirs.peer_addr().unwrap();
         let peer_addr = theirs.local_addr().unwrap();
@@ -1334,15 +1235,11 @@ fn extra_info_names_and_typed_accessors() {
         assert_eq!(t.get_extra_info("socket"), None);
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn set_protocol_routes_later_callbacks_to_the_new_protocol() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, old, mut theirs) = connect_std(&l, Hooks::none()).await;
         let first = t.get_protocol();
         assert!(matches!(first, AnyProtocol::Streaming(_)));
@@ -1400,15 +1297,11 @@ fn set_protocol_routes_later_callbacks_to_the_new_protocol() {
         assert_eq!(old.lost.get() + new.lost.get(), 1);
         assert!(new.violations.borrow().is_empty() && old.violations.borrow().is_empty());
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn pause_reading_holds_data_until_resume_reading() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, mut theirs) = connect_std(&l, Hooks::none()).await;
         assert!(t.is_reading());
         t.pause_reading();
@@ -1430,15 +1323,11 @@ fn pause_reading_holds_data_until_resume_reading() {
         rec.until_lost().await;
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn write_buffer_limits_defaults_and_validation() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, _theirs) = connect_std(&l, Hooks::none()).await;
         assert_eq!(t.get_write_buffer_limits(), (16384, 65536));
         assert_eq!(t.get_write_buffer_size(), 0);
@@ -1460,7 +1349,6 @@ fn write_buffer_limits_defaults_and_validation() {
         t.close();
         rec.until_lost().await;
     });
-    finish(&lp, &seen);
 }
 
 /// A protocol that keeps its transport (as most do) and counts its drops.
@@ -1605,10 +1493,7 @@ fn pause_reading_inside_connection_made_holds() {
 /// poller waking at once on every iteration (a busy loop).
 #[test]
 fn the_transport_watches_for_writability_only_while_its_buffer_is_not_empty() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (t, rec, theirs) = connect_std(&l, Hooks::none()).await;
         let fd = t.fd().unwrap();
         // A small write leaves at once: nothing buffered, nothing watched.
@@ -1664,7 +1549,6 @@ fn the_transport_watches_for_writability_only_while_its_buffer_is_not_empty() {
         rec.until_lost().await;
         rec.assert_clean_life();
     });
-    finish(&lp, &seen);
 }
 
 /// LESSONS 9 (TCP half): `create_server` sets `SO_REUSEADDR` by default on
@@ -1675,10 +1559,7 @@ fn the_transport_watches_for_writability_only_while_its_buffer_is_not_empty() {
 /// default, and is refused without it.
 #[test]
 fn servers_set_so_reuseaddr_by_default_so_a_restart_binds_despite_time_wait() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let first = local_server(&l, acc.factory(Hooks::none)).await;
         let addr = first.sockets()[0].as_inet().unwrap();
@@ -1731,7 +1612,6 @@ fn servers_set_so_reuseaddr_by_default_so_a_restart_binds_despite_time_wait() {
         again.close();
         again.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 /// asyncio's `Protocol.data_received` and `DatagramProtocol.datagram_received`
@@ -1745,10 +1625,7 @@ fn a_protocol_that_overrides_nothing_drops_what_it_receives() {
     struct NoDatagrams;
     impl aioloop::DatagramProtocol for NoDatagrams {}
 
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let (listener, addr) = std_listener("127.0.0.1:0");
         let (t, _h) = l
             .create_connection(
@@ -1783,5 +1660,4 @@ fn a_protocol_that_overrides_nothing_drops_what_it_receives() {
         iterations(3).await;
         d.close();
     });
-    finish(&lp, &seen);
 }

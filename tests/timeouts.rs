@@ -24,17 +24,6 @@ fn virtual_loop() -> EventLoop {
         .unwrap()
 }
 
-fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: std::future::Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
-}
-
 #[test]
 fn wait_for_gives_the_result_when_it_comes_in_time() {
     let lp = virtual_loop();

@@ -25,7 +25,9 @@ use aioloop::prelude::*;
 use aioloop::rustls;
 use aioloop::{ExtraInfo, TlsConfig};
 use tls_util::*;
-use util::{capture_warnings, new_loop, record_exceptions, warnings_on_this_thread};
+use util::{
+    capture_warnings, finish, new_loop, on_loop, record_exceptions, run, warnings_on_this_thread,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -95,10 +97,7 @@ macro_rules! logging_base_protocol {
 
 #[test]
 fn one_mib_echoes_byte_exact_between_aioloop_client_and_server() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, TlsServerOptions::new(pki.server_config())).await;
@@ -126,7 +125,6 @@ fn one_mib_echoes_byte_exact_between_aioloop_client_and_server() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -146,10 +144,7 @@ fn buffered_protocol_and_writelines_over_tls_1_2() {
         }
     }
 
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let v12 = Some(&rustls::version::TLS12);
         let acc = Accepted::new();
@@ -192,15 +187,11 @@ fn buffered_protocol_and_writelines_over_tls_1_2() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn tls13_write_eof_sends_close_notify_and_keeps_reading() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, TlsServerOptions::new(pki.server_config())).await;
@@ -224,15 +215,11 @@ fn tls13_write_eof_sends_close_notify_and_keeps_reading() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn extra_info_reports_certificate_cipher_version_alpn_and_config() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost", "127.0.0.1"]);
         let acc = Accepted::new();
         let server_config = pki.server_config_with(&[b"h2", b"echo/1"], None);
@@ -310,7 +297,6 @@ fn extra_info_reports_certificate_cipher_version_alpn_and_config() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 /// A listener whose connections complete in the kernel and then hear
@@ -321,10 +307,7 @@ fn silent_listener() -> TcpListener {
 
 #[test]
 fn handshake_timeout_fails_create_connection_with_timed_out() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let listener = silent_listener();
         let sock: OwnedFd = TcpStream::connect(listener.local_addr().unwrap())
@@ -359,7 +342,6 @@ fn handshake_timeout_fails_create_connection_with_timed_out() {
         peer.read_to_end(&mut hello).unwrap();
         assert!(hello.first() == Some(&0x16), "a ClientHello was sent first");
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -464,10 +446,7 @@ fn wrong_hostname_fails_the_client() {
 
 #[test]
 fn a_plaintext_echo_peer_fails_the_handshake() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         // A plain TCP echo server: our ClientHello comes back at us.
@@ -490,15 +469,11 @@ fn a_plaintext_echo_peer_fails_the_handshake() {
         plain.close();
         plain.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn garbage_from_the_peer_fails_closes_and_leaves_nothing_registered() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -529,7 +504,6 @@ fn garbage_from_the_peer_fails_closes_and_leaves_nothing_registered() {
         assert!(matches!(l.remove_writer(raw), Ok(false)));
         peer.join().unwrap();
     });
-    finish(&lp, &seen);
 }
 
 /// A blocking rustls server on a thread: accepts one connection, completes
@@ -558,10 +532,7 @@ fn rustls_server_thread<T: Send + 'static>(
 /// `ConnectionResetError` (the peer read our ClientHello, then sent FIN).
 #[test]
 fn peer_fin_during_the_handshake_is_a_connection_reset() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let listener = silent_listener();
         let port = listener.local_addr().unwrap().port();
@@ -577,7 +548,6 @@ fn peer_fin_during_the_handshake_is_a_connection_reset() {
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
         peer.join().unwrap();
     });
-    finish(&lp, &seen);
 }
 
 /// asyncio's `_check_shutdown_timeout`: `close()` sent close_notify, the
@@ -585,10 +555,7 @@ fn peer_fin_during_the_handshake_is_a_connection_reset() {
 /// transport is closed and `connection_lost` gets a timeout error.
 #[test]
 fn a_shutdown_that_times_out_after_close_notify_gives_connection_lost_a_timeout() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let (release, hold) = mpsc::channel::<()>();
         let (port, peer) = rustls_server_thread(pki.server_config(), move |_conn, sock| {
@@ -604,17 +571,13 @@ fn a_shutdown_that_times_out_after_close_notify_gives_connection_lost_a_timeout(
         release.send(()).unwrap();
         peer.join().unwrap();
     });
-    finish(&lp, &seen);
 }
 
 /// asyncio's `ValueError` for `ssl_handshake_timeout` / `ssl_shutdown_timeout`
 /// of 0: refused before anything is connected.
 #[test]
 fn zero_tls_timeouts_are_refused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let listener = silent_listener();
         let port = listener.local_addr().unwrap().port();
@@ -639,7 +602,6 @@ fn zero_tls_timeouts_are_refused() {
         listener.set_nonblocking(true).unwrap();
         assert!(listener.accept().is_err());
     });
-    finish(&lp, &seen);
 }
 
 /// asyncio's SSLProtocol: `eof_received()` returning true has no effect
@@ -648,10 +610,7 @@ fn zero_tls_timeouts_are_refused() {
 #[test]
 fn eof_received_returning_true_over_tls_warns_and_closes() {
     capture_warnings();
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let (port, peer) = rustls_server_thread(pki.server_config(), |mut conn, mut sock| {
             conn.send_close_notify();
@@ -690,15 +649,11 @@ fn eof_received_returning_true_over_tls_warns_and_closes() {
         );
         peer.join().unwrap();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_truncated_record_then_eof_is_an_error_not_a_hang() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let (port, peer) = rustls_server_thread(pki.server_config(), |mut conn, mut sock| {
             conn.writer().write_all(&[7u8; 1000]).unwrap();
@@ -725,7 +680,6 @@ fn a_truncated_record_then_eof_is_an_error_not_a_hang() {
         );
         peer.join().unwrap();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -768,10 +722,7 @@ fn a_client_that_vanishes_mid_handshake_leaves_no_connection_behind() {
 
 #[test]
 fn a_cancelled_create_connection_closes_its_socket() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let listener = silent_listener();
         let sock: OwnedFd = TcpStream::connect(listener.local_addr().unwrap())
@@ -799,15 +750,11 @@ fn a_cancelled_create_connection_closes_its_socket() {
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap(); // EOF: the socket was closed
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn close_stops_delivery_at_once_and_still_ends_cleanly() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         let server = l
@@ -846,15 +793,11 @@ fn close_stops_delivery_at_once_and_still_ends_cleanly() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn unix_socket_tls_echo_and_accepted_socket_tls() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let path = pki.dir.join("tls.sock");
         let acc = Accepted::new();
@@ -911,17 +854,13 @@ fn unix_socket_tls_echo_and_accepted_socket_tls() {
         srv_log.until_lost().await;
         assert!(st.is_closing());
     });
-    finish(&lp, &seen);
 }
 
 // --- start_tls ---------------------------------------------------------------
 
 #[test]
 fn start_tls_takes_a_client_hello_pipelined_behind_the_starttls_reply() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -981,15 +920,11 @@ fn start_tls_takes_a_client_hello_pipelined_behind_the_starttls_reply() {
         assert_eq!(plain.writes_after_lost(), 1);
         assert!(!old.lost(), "the old protocol's connection went on as TLS");
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn start_tls_as_client_reads_server_bytes_already_in_the_socket() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -1044,15 +979,11 @@ fn start_tls_as_client_reads_server_bytes_already_in_the_socket() {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn start_tls_while_writing_is_paused_hands_over_paired_flow_control() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         // Small socket buffers on both ends, so that the write stays
         // mostly in the transport's buffer.
@@ -1132,7 +1063,6 @@ fn start_tls_while_writing_is_paused_hands_over_paired_flow_control() {
         );
         peer.join().unwrap().unwrap();
     });
-    finish(&lp, &seen);
 }
 
 /// Pauses reading inside every `data_received` and resumes from a
@@ -1281,10 +1211,7 @@ fn tls_write_path_pauses_above_high_and_resumes_at_low(grow: fn(&Transport, &[u8
     const N: usize = 4 * MIB;
     const HIGH: usize = 64 * 1024;
     const LOW: usize = 16 * 1024;
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         rustix::net::sockopt::set_socket_recv_buffer_size(&listener, 4096).unwrap();
@@ -1354,7 +1281,6 @@ fn tls_write_path_pauses_above_high_and_resumes_at_low(grow: fn(&Transport, &[u8
         let got = peer.join().unwrap().unwrap();
         assert!(got == data, "TLS plaintext lost or reordered");
     });
-    finish(&lp, &seen);
 }
 
 #[test]

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use aioloop::prelude::*;
 use tls_util::*;
-use util::{new_loop, record_exceptions};
+use util::on_loop;
 
 /// `n` lines of text whose reversals are all different.
 fn text_lines(n: usize) -> Vec<String> {
@@ -71,12 +71,9 @@ fn aioloop_client_against_openssl_s_server() {
     });
     let reaper = Reaper(Some(child));
 
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let server_der = pki.server_der.as_ref().to_vec();
     let opts = client_opts(&pki).shutdown_timeout(Duration::from_secs(20));
-    run(&lp, async move {
+    on_loop(|l| async move {
         let log = Log::new();
         let lg = log.clone();
         let (t, _h) = l
@@ -102,7 +99,6 @@ fn aioloop_client_against_openssl_s_server() {
         log.until_lost().await;
         assert_eq!(log.lost_kind(), Some(None), "{:?}", log.lost_error.borrow());
     });
-    finish(&lp, &seen);
     let child = reaper.take();
     let (status, out) = wait_bounded(child, "openssl s_server");
     assert!(status.success(), "openssl s_server failed: {out}");
@@ -115,12 +111,9 @@ fn openssl_s_client_against_an_aioloop_server() {
         return;
     }
     let pki = Pki::new(&["localhost"]);
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let ca = pki.path("ca.pem");
     let tls = TlsServerOptions::new(pki.server_config());
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
             .create_server(acc.echo_factory(), &["127.0.0.1"], 0, serve_tls(tls))
@@ -181,7 +174,6 @@ fn openssl_s_client_against_an_aioloop_server() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -204,11 +196,8 @@ fn aioloop_client_against_python_asyncio_ssl_server() {
     });
     let reaper = Reaper(Some(child));
 
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let opts = client_opts(&pki);
-    run(&lp, async move {
+    on_loop(|l| async move {
         let log = Log::new();
         let lg = log.clone();
         let (t, _h) = l
@@ -225,7 +214,6 @@ fn aioloop_client_against_python_asyncio_ssl_server() {
         log.until_lost().await;
         assert_eq!(log.lost_kind(), Some(None), "{:?}", log.lost_error.borrow());
     });
-    finish(&lp, &seen);
     let child = reaper.take();
     let (status, out) = wait_bounded(child, "tls_peer.py server");
     // Exit status 0: Python's connection ended without an error.
@@ -239,12 +227,9 @@ fn python_asyncio_ssl_client_against_an_aioloop_server() {
         return;
     }
     let pki = Pki::new(&["localhost"]);
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let ca = pki.path("ca.pem");
     let tls = TlsServerOptions::new(pki.server_config());
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
             .create_server(acc.echo_factory(), &["127.0.0.1"], 0, serve_tls(tls))
@@ -281,5 +266,4 @@ fn python_asyncio_ssl_client_against_an_aioloop_server() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }

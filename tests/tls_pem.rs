@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use aioloop::prelude::*;
 use aioloop::rustls::{self, CertificateError};
 use tls_util::*;
-use util::{new_loop, record_exceptions};
+use util::{new_loop, on_loop, record_exceptions, run};
 
 /// A temporary directory of certificates made by `openssl`.
 struct Certs {
@@ -553,10 +553,7 @@ fn s_server(c: &Certs, cert: &str, key: &str, extra: &[&str]) -> (Reaper, u16) {
 
 /// Connects `client` to an `openssl s_server -rev` and checks the reversed line.
 fn talk_to_s_server(port: u16, client: TlsClientOptions) -> io::Result<Vec<u8>> {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let log = Log::new();
         let lg = log.clone();
         let (t, _h) = l
@@ -575,7 +572,6 @@ fn talk_to_s_server(port: u16, client: TlsClientOptions) -> io::Result<Vec<u8>> 
         log.until_lost().await;
         Ok(peer)
     });
-    finish(&lp, &seen);
     got
 }
 

@@ -81,12 +81,9 @@ async fn connect_err(lp: &EventLoop, path: &Path) -> io::Error {
 
 #[test]
 fn unix_echo_of_one_mebibyte_and_addresses() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let tmp = TempPath::new("echo");
     let path = tmp.0.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, &path).await;
         assert!(is_socket(&path));
@@ -109,17 +106,13 @@ fn unix_echo_of_one_mebibyte_and_addresses() {
         server.close();
         server.wait_closed().await;
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn unix_write_eof_half_closes() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let tmp = TempPath::new("eof");
     let path = tmp.0.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
             .create_unix_server(
@@ -157,14 +150,10 @@ fn unix_write_eof_half_closes() {
         acc.get(0).assert_clean_life();
         server.close();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn a_stale_socket_file_is_replaced() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let tmp = TempPath::new("stale");
     let path = tmp.0.clone();
     // A socket file nobody listens on any more.
@@ -174,7 +163,7 @@ fn a_stale_socket_file_is_replaced() {
         UnixStream::connect(&path).unwrap_err().kind(),
         io::ErrorKind::ConnectionRefused
     );
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, &path).await;
         let (t, _) = echo_once(&l, &path, b"fresh".to_vec()).await;
@@ -182,7 +171,6 @@ fn a_stale_socket_file_is_replaced() {
         acc.until_all_lost(1).await;
         server.close();
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -234,15 +222,12 @@ fn a_live_socket_is_addr_in_use_and_its_server_keeps_working() {
 
 #[test]
 fn close_removes_the_file_the_server_created_and_nothing_else() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let tmp = TempPath::new("close");
     let path = tmp.0.clone();
     let regular = TempPath::new("regular");
     std::fs::write(&regular.0, b"not a socket").unwrap();
     let reg = regular.0.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, &path).await;
         let (t, rec) = echo_once(&l, &path, b"x".to_vec()).await;
@@ -263,25 +248,20 @@ fn close_removes_the_file_the_server_created_and_nothing_else() {
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         assert_eq!(std::fs::read(&reg).unwrap(), b"not a socket");
     });
-    finish(&lp, &seen);
 }
 
 #[test]
 fn connecting_to_a_missing_or_dead_path_fails() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let missing = TempPath::new("missing");
     let dead = TempPath::new("dead");
     drop(UnixListener::bind(&dead.0).unwrap());
     let (m, d) = (missing.0.clone(), dead.0.clone());
-    run(&lp, async move {
+    on_loop(|l| async move {
         let err = connect_err(&l, &m).await;
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
         let err = connect_err(&l, &d).await;
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     });
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -329,12 +309,9 @@ fn abstract_names_work_and_create_no_file() {
 
 #[test]
 fn unix_server_close_clients_and_wait_closed() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let tmp = TempPath::new("clients");
     let path = tmp.0.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, &path).await;
         let (_t1, r1) = echo_once(&l, &path, b"a".to_vec()).await;
@@ -353,7 +330,6 @@ fn unix_server_close_clients_and_wait_closed() {
         }
         assert!(r1.saw_eof() && r2.saw_eof());
     });
-    finish(&lp, &seen);
 }
 
 /// LESSONS 12: on close a server removes only the socket file *it* bound
@@ -364,12 +340,9 @@ fn unix_server_close_clients_and_wait_closed() {
 /// Dropping a server without `close` follows the same rule.
 #[test]
 fn close_leaves_a_socket_file_that_another_program_bound_over_ours() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
     let tmp = TempPath::new("rebound");
     let path = tmp.0.clone();
-    run(&lp, async move {
+    on_loop(|l| async move {
         for closing in [true, false] {
             let acc = Accepted::new();
             let server = echo_server(&l, &acc, &path).await;
@@ -392,5 +365,4 @@ fn close_leaves_a_socket_file_that_another_program_bound_over_ours() {
             std::fs::remove_file(&path).unwrap();
         }
     });
-    finish(&lp, &seen);
 }

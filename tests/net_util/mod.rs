@@ -17,33 +17,9 @@ use std::task::{Poll, Waker};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use aioloop::prelude::*;
 use aioloop::{BaseProtocol, BufferedProtocol, Protocol, Transport};
 
-use crate::util::{Seen, Watchdog, LIMIT};
-
-/// Runs `f` to completion on `lp` under a watchdog (the test fails instead of
-/// hanging).
-pub fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
-}
-
-/// Asserts the exception handler saw nothing, then closes the loop.
-pub fn finish(lp: &EventLoop, seen: &Rc<RefCell<Vec<Seen>>>) {
-    assert!(
-        seen.borrow().is_empty(),
-        "the exception handler was called: {:#?}",
-        seen.borrow()
-    );
-    lp.close().unwrap();
-}
+use crate::util::LIMIT;
 
 /// `len` bytes of a pattern that is unlikely to line up by chance.
 pub fn pattern(len: usize, seed: usize) -> Vec<u8> {

@@ -23,7 +23,7 @@ use aioloop::prelude::*;
 use aioloop::rustls;
 use aioloop::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::util::{Seen, Watchdog};
+use crate::util::{finish, Recorded};
 
 /// A certificate authority and a server certificate it signed.
 pub struct Pki {
@@ -154,31 +154,9 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Runs `f` to completion on `lp` under a watchdog.
-pub fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
-}
-
-/// Asserts the exception handler saw nothing, then closes the loop.
-pub fn finish(lp: &EventLoop, seen: &Rc<RefCell<Vec<Seen>>>) {
-    assert!(
-        seen.borrow().is_empty(),
-        "the exception handler was called: {:#?}",
-        seen.borrow()
-    );
-    lp.close().unwrap();
-}
-
 /// [`finish`], after dropping the reports of failed server-side
 /// handshakes (made in debug mode only, as asyncio: `AIOLOOP_DEBUG=1`).
-pub fn finish_allowing_handshake_reports(lp: &EventLoop, seen: &Rc<RefCell<Vec<Seen>>>) {
+pub fn finish_allowing_handshake_reports(lp: &EventLoop, seen: &Recorded) {
     seen.borrow_mut()
         .retain(|s| s.message != "SSL handshake failed");
     finish(lp, seen);
