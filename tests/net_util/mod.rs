@@ -1,10 +1,10 @@
-//! Helpers shared by the stream transport tests (tcp.rs, unix.rs,
-//! flow_control.rs, stream_faults.rs, accept_emfile.rs): a protocol that
+//! Helpers shared by the stream transport tests (net/tcp.rs, net/unix.rs,
+//! net/flow_control.rs, net/stream_faults.rs, accept_emfile.rs, ...): a protocol that
 //! records every callback and checks asyncio's state machine, event-driven
 //! waits, peers on real loopback sockets, and small system probes.
 //!
-//! Every test file that uses this module also declares `mod util;` (the
-//! watchdog and the exception recorder live there).
+//! Every test binary that uses this module also declares `mod util;` (the
+//! harness, the watchdog and the exception recorder live there).
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};

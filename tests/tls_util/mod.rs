@@ -1,10 +1,10 @@
-//! Helpers shared by the TLS tests (tls.rs, tls_peers.rs): a test PKI made
+//! Helpers shared by the TLS tests (tls/, ownership.rs, net/streams.rs): a test PKI made
 //! with rcgen (a CA, a server certificate for `localhost` and 127.0.0.1,
 //! PEM files for the external peers), rustls configurations with the ring
 //! provider, recording protocols, and the means to run external peers
 //! (`openssl`, `python3`) under bounds.
 //!
-//! Every test file that uses this module also declares `mod util;`.
+//! Every test binary that uses this module also declares `mod util;`.
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};

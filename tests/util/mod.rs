@@ -156,6 +156,17 @@ where
     (out, seen)
 }
 
+/// The name libtest gives test `name` of the module `module` (pass
+/// `module_path!()`): the module path without the crate's name, for tests
+/// that run their own binary again with `--exact`. A test file's module
+/// path depends on the binary it is grouped in, so it is never written out.
+pub fn test_path(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}
+
 /// Runs exactly one iteration (stop first, then `run_forever`).
 pub fn one_iteration(lp: &EventLoop) {
     lp.stop();
