@@ -19,17 +19,6 @@ use crate::util::*;
 use aioloop::{ErrorKind, EventLoop, Future, LoopError, Task, VirtualClock};
 
 /// `run_until_complete` under a watchdog; panics if the loop errs or hangs.
-fn run<F>(lp: &EventLoop, future: F) -> Result<F::Output, LoopError>
-where
-    F: StdFuture + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(future);
-    dog.disarm();
-    out
-}
-
 fn assert_cancelled<T: fmt::Debug>(r: Result<T, LoopError>, message: &str) {
     match r {
         Err(e) => {
@@ -113,7 +102,7 @@ fn cancelling_an_outer_task_cancels_the_inner_tasks_it_awaits_recursively() {
         .unwrap();
     one_iteration(&lp);
     assert!(outer.cancel(Some("from the top")));
-    assert_cancelled(flat(run(&lp, outer.clone())), "from the top");
+    assert_cancelled(flat(try_run(&lp, outer.clone())), "from the top");
     assert!(fut.cancelled());
     for (name, t) in [("inner", &inner), ("middle", &middle), ("outer", &outer)] {
         assert!(t.cancelled(), "{name} was not cancelled");
@@ -147,7 +136,7 @@ fn an_inner_task_that_handles_its_cancellation_gives_the_outer_its_value_and_the
         .unwrap();
     one_iteration(&lp);
     assert!(outer.cancel(None));
-    assert_eq!(run(&lp, outer.clone()).unwrap().unwrap().unwrap(), 43);
+    assert_eq!(try_run(&lp, outer.clone()).unwrap().unwrap().unwrap(), 43);
     assert_eq!(went_on.get(), 1);
     assert!(!outer.cancelled());
     assert!(inner.done() && !inner.cancelled());
@@ -175,7 +164,7 @@ fn a_task_catching_its_cancellation_returns_a_value_and_is_not_cancelled() {
     fut1.set_result(()).unwrap();
     one_iteration(&lp);
     assert!(task.cancel(None));
-    assert_eq!(run(&lp, task.clone()).unwrap().unwrap(), 42);
+    assert_eq!(try_run(&lp, task.clone()).unwrap().unwrap(), 42);
     assert!(fut2.cancelled());
     assert!(!task.cancelled());
     lp.close().unwrap();
@@ -202,7 +191,7 @@ fn a_task_ignoring_its_cancellation_goes_on_to_its_next_await() {
     assert!(futs[1].cancelled());
     assert!(!task.done());
     futs[2].set_result(42).unwrap();
-    assert_eq!(run(&lp, task.clone()).unwrap().unwrap().unwrap(), 42);
+    assert_eq!(try_run(&lp, task.clone()).unwrap().unwrap().unwrap(), 42);
     assert!(!futs[2].cancelled());
     assert!(!task.cancelled());
     lp.close().unwrap();
@@ -226,7 +215,7 @@ fn a_task_propagating_its_cancellation_with_question_mark_ends_cancelled_with_th
         .unwrap();
     one_iteration(&lp);
     task.cancel(Some("bye"));
-    assert_cancelled(flat(run(&lp, task.clone())), "bye");
+    assert_cancelled(flat(try_run(&lp, task.clone())), "bye");
     assert!(task.cancelled());
     assert_eq!(*seen.borrow(), vec!["err: bye".to_string()]);
     assert_eq!(after.get(), 0);
@@ -242,7 +231,7 @@ fn a_task_whose_awaited_future_is_cancelled_ends_cancelled() {
     let task = awaiting(&lp, &fut);
     one_iteration(&lp);
     fut.cancel(Some("inner"));
-    assert_cancelled(flat(run(&lp, task.clone())), "inner");
+    assert_cancelled(flat(try_run(&lp, task.clone())), "inner");
     assert!(task.cancelled());
     assert!(fut.cancelled());
     lp.close().unwrap();
@@ -265,7 +254,7 @@ fn cancelling_both_the_task_and_its_future_ends_the_task_cancelled() {
     one_iteration(&lp);
     fut.cancel(Some("future"));
     task.cancel(Some("task"));
-    assert!(is_cancelled(&flat(run(&lp, task.clone()))));
+    assert!(is_cancelled(&flat(try_run(&lp, task.clone()))));
     assert_eq!(seen.borrow().len(), 1, "the body saw the cancellation");
     assert!(task.done());
     assert!(fut.cancelled());
@@ -282,7 +271,7 @@ fn run_until_complete_of_a_cancelled_future_is_a_cancelled_error() {
         f.cancel(Some("gone"));
     })
     .unwrap();
-    assert_cancelled(run(&lp, fut), "gone");
+    assert_cancelled(try_run(&lp, fut), "gone");
     lp.close().unwrap();
 }
 
@@ -304,7 +293,7 @@ fn awaiting_a_done_future_after_cancel_gives_cancelled_and_leaves_its_value() {
     one_iteration(&lp);
     fut.set_result(7).unwrap();
     task.cancel(Some("late"));
-    assert_cancelled(flat(run(&lp, task.clone())), "late");
+    assert_cancelled(flat(try_run(&lp, task.clone())), "late");
     assert!(task.cancelled());
     assert_eq!(*seen.borrow(), vec!["err: late".to_string()]);
     assert_eq!(fut.result().unwrap(), 7, "the value was not moved out");
@@ -327,7 +316,7 @@ fn a_task_cancelling_itself_then_awaiting_a_nested_task_cancels_the_nested_task(
         })
         .unwrap();
     *me.borrow_mut() = Some(task.clone());
-    assert!(is_cancelled(&flat(run(&lp, task.clone()))));
+    assert!(is_cancelled(&flat(try_run(&lp, task.clone()))));
     assert!(task.cancelled());
     assert!(nested.cancelled());
     assert!(fut.cancelled());
@@ -350,7 +339,7 @@ fn sleep_observes_the_cancellation_at_its_await() {
         .unwrap();
     one_iteration(&lp);
     task.cancel(Some("wake up"));
-    assert_cancelled(flat(run(&lp, task.clone())), "wake up");
+    assert_cancelled(flat(try_run(&lp, task.clone())), "wake up");
     assert_eq!(*seen.borrow(), vec!["Err(Cancelled)".to_string()]);
     assert!(task.cancelled());
     lp.close().unwrap();
@@ -377,7 +366,7 @@ fn a_run_in_executor_future_observes_the_cancellation() {
         .unwrap();
     one_iteration(&lp);
     task.cancel(Some("no more"));
-    assert_cancelled(flat(run(&lp, task.clone())), "no more");
+    assert_cancelled(flat(try_run(&lp, task.clone())), "no more");
     assert!(task.cancelled());
     assert_eq!(*seen.borrow(), vec!["err: no more".to_string()]);
     // The job may not have started yet (then it is skipped, and the
@@ -409,7 +398,7 @@ fn a_cancelled_executor_job_that_has_not_started_is_skipped() {
     let task = lp.create_task(job).unwrap();
     one_iteration(&lp);
     task.cancel(None);
-    assert!(is_cancelled(&flat(run(&lp, task.clone()))));
+    assert!(is_cancelled(&flat(try_run(&lp, task.clone()))));
     let jobs: Vec<aioloop::Job> = held.0.borrow_mut().drain(..).collect();
     assert_eq!(jobs.len(), 1);
     for j in jobs {
@@ -466,7 +455,7 @@ fn uncancel_lets_a_task_handle_a_cancellation_and_be_cancelled_again() {
     assert!(!task.done(), "the task handled it and sleeps again");
     assert!(task.cancel(None));
     assert_eq!(task.cancelling(), 1);
-    assert!(is_cancelled(&flat(run(&lp, task.clone()))));
+    assert!(is_cancelled(&flat(try_run(&lp, task.clone()))));
     assert!(task.cancelled());
     task.uncancel();
     assert!(task.cancelled(), "uncancel() no longer matters once done");
@@ -485,7 +474,7 @@ fn uncancel_to_zero_withdraws_an_undelivered_request() {
     one_iteration(&lp);
     assert!(!fut.cancelled(), "a withdrawn request was delivered");
     fut.set_result(1).unwrap();
-    assert_eq!(run(&lp, task.clone()).unwrap().unwrap().unwrap(), 2);
+    assert_eq!(try_run(&lp, task.clone()).unwrap().unwrap().unwrap(), 2);
     lp.close().unwrap();
 }
 
@@ -507,7 +496,7 @@ fn a_task_awaiting_itself_fails_at_once_with_a_clear_error() {
         })
         .unwrap();
     *me.borrow_mut() = Some(task.clone());
-    let err = run(&lp, task.clone()).unwrap().unwrap().unwrap_err();
+    let err = try_run(&lp, task.clone()).unwrap().unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidState, "{err:?}");
     assert!(
         err.message().contains("Task cannot await on itself"),
@@ -524,7 +513,7 @@ fn a_task_awaiting_a_future_of_another_loop_fails_at_once() {
     let fut = other.create_future::<u32>();
     let f = fut.clone();
     let task = lp.create_task(f).unwrap();
-    let err = run(&lp, task).unwrap().unwrap().unwrap_err();
+    let err = try_run(&lp, task).unwrap().unwrap().unwrap_err();
     assert!(
         err.message().contains("attached to a different loop"),
         "{err}"
@@ -543,7 +532,7 @@ fn awaiting_a_done_future_of_another_loop_gives_its_value() {
     let fut = other.create_future::<u32>();
     fut.set_result(3).unwrap();
     let task = lp.create_task(fut).unwrap();
-    assert_eq!(run(&lp, task).unwrap().unwrap().unwrap(), 3);
+    assert_eq!(try_run(&lp, task).unwrap().unwrap().unwrap(), 3);
     lp.close().unwrap();
     other.close().unwrap();
 }
@@ -555,7 +544,7 @@ fn a_task_awaiting_a_task_of_another_loop_fails_at_once() {
     let foreign = other.create_task(async { 1 }).unwrap();
     let f = foreign.clone();
     let task = lp.create_task(f).unwrap();
-    let err = run(&lp, task).unwrap().unwrap().unwrap_err();
+    let err = try_run(&lp, task).unwrap().unwrap().unwrap_err();
     assert!(
         err.message().contains("attached to a different loop"),
         "{err}"
@@ -569,7 +558,7 @@ fn run_until_complete_given_another_loops_future_fails_at_once() {
     let lp = new_loop();
     let other = new_loop();
     let fut = other.create_future::<u32>();
-    let out = run(&lp, fut.clone());
+    let out = try_run(&lp, fut.clone());
     let err = match out {
         Err(e) | Ok(Err(e)) => e,
         Ok(Ok(v)) => panic!("got {v}"),
@@ -699,7 +688,7 @@ mod net {
             .unwrap();
         one_iteration(&lp);
         task.cancel(Some("no data"));
-        let out = run(&lp, task.clone());
+        let out = try_run(&lp, task.clone());
         assert!(
             task.cancelled(),
             "the io::Error kept the cancellation: {out:?}"
@@ -726,7 +715,7 @@ mod net {
             .unwrap();
         one_iteration(&lp);
         task.cancel(Some("x"));
-        let (kind, msg) = run(&lp, task).unwrap().unwrap();
+        let (kind, msg) = try_run(&lp, task).unwrap().unwrap();
         assert_eq!(kind, ErrorKind::Cancelled);
         assert_eq!(msg, "x");
         lp.close().unwrap();
@@ -747,13 +736,13 @@ mod net {
             .unwrap();
         one_iteration(&lp);
         task.cancel(Some("stop reading"));
-        let out = run(&lp, task.clone());
+        let out = try_run(&lp, task.clone());
         assert!(task.cancelled(), "{out:?}");
         assert_eq!(*seen.borrow(), vec!["err: stop reading".to_string()]);
         // The reader is free for the next read.
         reader.feed_data(b"hi").unwrap();
         let r = reader.clone();
-        let again = run(&lp, async move { r.read(10).await }).unwrap();
+        let again = try_run(&lp, async move { r.read(10).await }).unwrap();
         assert_eq!(again.unwrap(), b"hi");
         lp.close().unwrap();
     }
@@ -774,7 +763,7 @@ mod net {
             .unwrap();
         one_iteration(&lp);
         task.cancel(Some("no drain"));
-        let out = run(&lp, task.clone());
+        let out = try_run(&lp, task.clone());
         assert!(task.cancelled(), "{out:?}");
         assert_eq!(*seen.borrow(), vec!["err: no drain".to_string()]);
         assert_cancelled(out.map(|_| ()), "no drain");
@@ -817,12 +806,14 @@ mod process {
         assert!(!task.done(), "spawning failed: {:?}", task.take_result());
         one_iteration(&lp);
         task.cancel(Some("stop waiting"));
-        let out = run(&lp, task.clone());
+        let out = try_run(&lp, task.clone());
         assert!(task.cancelled(), "{out:?}");
         assert_eq!(*seen.borrow(), vec!["err: stop waiting".to_string()]);
         let p = proc_slot.borrow_mut().take().unwrap();
         p.kill().unwrap();
-        let code = run(&lp, async move { p.wait().await }).unwrap().unwrap();
+        let code = try_run(&lp, async move { p.wait().await })
+            .unwrap()
+            .unwrap();
         assert_eq!(code, -9);
         lp.close().unwrap();
     }

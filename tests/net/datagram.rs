@@ -24,7 +24,6 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use aioloop::prelude::*;
@@ -35,7 +34,8 @@ use aioloop::{
 use futures_lite::future;
 
 use crate::util::{
-    capture_warnings, finish, on_loop, record_exceptions, run, warnings_on_this_thread, LIMIT,
+    capture_warnings, finish, on_loop, record_exceptions, run, warnings_on_this_thread, Notify,
+    LIMIT,
 };
 
 // ---------------------------------------------------------------------------
@@ -57,33 +57,6 @@ fn local(addr: impl Into<DatagramAddr>) -> DatagramOptions {
 
 fn errno(e: &io::Error) -> Option<i32> {
     e.raw_os_error()
-}
-
-/// Wakers of everything waiting for a protocol callback.
-#[derive(Default)]
-struct Notify(RefCell<Vec<Waker>>);
-
-impl Notify {
-    fn wake(&self) {
-        let wakers = std::mem::take(&mut *self.0.borrow_mut());
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    /// Resolves once `cond` holds; re-checked after every notification.
-    fn until<'a>(
-        &'a self,
-        mut cond: impl FnMut() -> bool + 'a,
-    ) -> impl std::future::Future<Output = ()> + 'a {
-        std::future::poll_fn(move |cx| {
-            if cond() {
-                return Poll::Ready(());
-            }
-            self.0.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        })
-    }
 }
 
 /// One protocol callback, as recorded.

@@ -8,18 +8,16 @@
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use aioloop::{BaseProtocol, BufferedProtocol, Protocol, Transport};
 
-use crate::util::LIMIT;
+use crate::util::{Notify, LIMIT};
 
 /// `len` bytes of a pattern that is unlikely to line up by chance.
 pub fn pattern(len: usize, seed: usize) -> Vec<u8> {
@@ -30,34 +28,6 @@ pub fn pattern(len: usize, seed: usize) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------
 // Event-driven waits
-
-/// Wakers of everything waiting for a change (a protocol callback, a new
-/// connection).
-#[derive(Default)]
-pub struct Notify(RefCell<Vec<Waker>>);
-
-impl Notify {
-    pub fn wake(&self) {
-        let wakers = std::mem::take(&mut *self.0.borrow_mut());
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    /// Resolves once `cond` holds; re-checked after every notification.
-    pub fn until<'a>(
-        &'a self,
-        mut cond: impl FnMut() -> bool + 'a,
-    ) -> impl Future<Output = ()> + 'a {
-        std::future::poll_fn(move |cx| {
-            if cond() {
-                return Poll::Ready(());
-            }
-            self.0.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        })
-    }
-}
 
 /// Lets the loop run `n` full iterations (each one polls for I/O).
 pub async fn iterations(n: usize) {

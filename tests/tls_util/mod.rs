@@ -8,14 +8,12 @@
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::thread;
 use std::time::Duration;
 
@@ -23,7 +21,7 @@ use aioloop::prelude::*;
 use aioloop::rustls;
 use aioloop::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::util::{finish, Recorded};
+use crate::util::{finish, Notify, Recorded};
 
 /// A certificate authority and a server certificate it signed.
 pub struct Pki {
@@ -165,33 +163,6 @@ pub fn finish_allowing_handshake_reports(lp: &EventLoop, seen: &Recorded) {
 /// `len` bytes of a pattern that is unlikely to line up by chance.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-/// Wakers of everything waiting for a protocol event.
-#[derive(Default)]
-pub struct Notify(RefCell<Vec<Waker>>);
-
-impl Notify {
-    pub fn wake(&self) {
-        let wakers = std::mem::take(&mut *self.0.borrow_mut());
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    /// Resolves once `cond` holds; re-checked after every notification.
-    pub fn until<'a>(
-        &'a self,
-        mut cond: impl FnMut() -> bool + 'a,
-    ) -> impl Future<Output = ()> + 'a {
-        std::future::poll_fn(move |cx| {
-            if cond() {
-                return Poll::Ready(());
-            }
-            self.0.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        })
-    }
 }
 
 /// One protocol callback.

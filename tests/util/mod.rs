@@ -10,10 +10,11 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use aioloop::{ErrorKind, EventLoop};
+use aioloop::{ErrorKind, EventLoop, LoopError};
 
 /// How long a test may run before its watchdog stops the loop. Generous: it
 /// is a failure guard for a loaded 2-core machine, never a synchronisation.
@@ -97,10 +98,20 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
+    try_run(lp, f).expect("run_until_complete")
+}
+
+/// [`run`] that returns `run_until_complete`'s error instead of failing
+/// (the watchdog still fails the test if it fires).
+pub fn try_run<F>(lp: &EventLoop, f: F) -> Result<F::Output, LoopError>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
     let dog = Watchdog::start(lp);
     let out = lp.run_until_complete(f);
     dog.disarm();
-    out.expect("run_until_complete")
+    out
 }
 
 /// Asserts the exception handler saw nothing, then closes the loop.
@@ -203,6 +214,34 @@ pub fn record_exceptions(lp: &EventLoop) -> Recorded {
         });
     });
     seen
+}
+
+/// Wakers of everything waiting for a change (a protocol callback, a new
+/// connection).
+#[derive(Default)]
+pub struct Notify(RefCell<Vec<Waker>>);
+
+impl Notify {
+    pub fn wake(&self) {
+        let wakers = std::mem::take(&mut *self.0.borrow_mut());
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Resolves once `cond` holds; re-checked after every notification.
+    pub fn until<'a>(
+        &'a self,
+        mut cond: impl FnMut() -> bool + 'a,
+    ) -> impl Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            if cond() {
+                return Poll::Ready(());
+            }
+            self.0.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
 }
 
 /// A value that counts its drops (single-threaded).
