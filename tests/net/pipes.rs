@@ -193,8 +193,6 @@ fn a_read_pipe_refuses_the_write_api() {
 
 #[test]
 fn a_read_pipe_reads_a_child_stdout_of_one_mebibyte_exactly() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let n = MIB / 64;
     let mut child = Command::new("sh")
         .arg("-c")
@@ -204,8 +202,7 @@ fn a_read_pipe_reads_a_child_stdout_of_one_mebibyte_exactly() {
         .spawn()
         .expect("sh");
     let stdout = child.stdout.take().unwrap();
-    let l = lp.clone();
-    let rec = run(&lp, async move {
+    let rec = on_loop(|l| async move {
         let (_t, rec) = read_pipe(&l, stdout, Hooks::none()).await;
         rec.until_lost().await;
         rec
@@ -217,7 +214,6 @@ fn a_read_pipe_reads_a_child_stdout_of_one_mebibyte_exactly() {
     assert_eq!(rec.count(&Ev::Eof), 1);
     assert_eq!(rec.events().last(), Some(&Ev::Lost(None)));
     rec.assert_clean_life();
-    finish(&lp, &seen);
 }
 
 #[test]
@@ -392,8 +388,6 @@ fn a_write_pipe_feeds_a_child_stdin_one_mebibyte_then_write_eof() {
 
 #[test]
 fn wc_counts_what_a_write_pipe_sends_and_a_read_pipe_gets_the_count() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let mut child = Command::new("wc")
         .arg("-c")
         .stdin(Stdio::piped())
@@ -402,8 +396,7 @@ fn wc_counts_what_a_write_pipe_sends_and_a_read_pipe_gets_the_count() {
         .expect("wc");
     let stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let l = lp.clone();
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let (_rt, out) = read_pipe(&l, stdout, Hooks::none()).await;
         let (t, rec) = write_pipe(&l, stdin, Hooks::none()).await;
         // writelines: one vectored write, the rest buffered.
@@ -420,7 +413,6 @@ fn wc_counts_what_a_write_pipe_sends_and_a_read_pipe_gets_the_count() {
     assert!(wait_child(child).success());
     let text = String::from_utf8(got).unwrap();
     assert_eq!(text.trim(), MIB.to_string());
-    finish(&lp, &seen);
 }
 
 #[test]

@@ -59,10 +59,7 @@ fn the_prelude_brings_sockaddr_datagram_addr_stdio_and_signal_names() {
 
 #[test]
 fn peer_and_socket_addresses_print_as_host_colon_port() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    let (peer, sock, server_port, client_port, fd) = run(&lp, async move {
+    let (peer, sock, server_port, client_port, fd) = on_loop(|l| async move {
         let server = l
             .create_server(Keep::default, &["127.0.0.1"], 0, ServerOptions::default())
             .await
@@ -84,7 +81,6 @@ fn peer_and_socket_addresses_print_as_host_colon_port() {
     assert_eq!(peer, format!("127.0.0.1:{server_port}"));
     assert_eq!(sock, format!("127.0.0.1:{client_port}"));
     assert!(fd.parse::<i32>().unwrap() > 2, "{fd}");
-    finish(&lp, &seen);
 }
 
 /// Mixes loop calls and I/O in one function with one error type.

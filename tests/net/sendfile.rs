@@ -143,13 +143,10 @@ fn loop_kind(e: &std::io::Error) -> Option<ErrorKind> {
 
 #[test]
 fn sends_a_file_byte_exact_over_tcp() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(4 * MIB + 123, 1);
     let tmp = Rc::new(TempFile::with("tcp", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    let (got, sent) = run(&lp, async move {
+    let (got, sent) = on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         let (go, peer) = reader(theirs, b"");
         go.send(()).unwrap();
@@ -168,21 +165,17 @@ fn sends_a_file_byte_exact_over_tcp() {
         "the peer got {} bytes, not the file",
         got.len()
     );
-    finish(&lp, &seen);
 }
 
 #[test]
 fn sends_a_file_over_unix_sockets() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(MIB + 5, 2);
     let tmp = Rc::new(TempFile::with("unix", &data));
     let path = TempPath::new("sendfile");
     let listener = UnixListener::bind(&path.0).unwrap();
-    let l = lp.clone();
     let p = path.0.clone();
     let tmp2 = tmp.clone();
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let rec = Recorder::new();
         let r = rec.clone();
         let (t, _h) = l
@@ -204,17 +197,13 @@ fn sends_a_file_over_unix_sockets() {
         peer.join().unwrap()
     });
     assert!(got == data[5..], "the peer got {} bytes", got.len());
-    finish(&lp, &seen);
 }
 
 #[test]
 fn offset_and_count_are_exact() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let len = 3 * MIB + 17;
     let data = pattern(len, 3);
     let tmp = Rc::new(TempFile::with("range", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
     let d = data.clone();
     let cases: Vec<(u64, Option<u64>, SendfileFallback)> =
@@ -232,7 +221,7 @@ fn offset_and_count_are_exact() {
                 ]
             })
             .collect();
-    let (got, expected) = run(&lp, async move {
+    let (got, expected) = on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         let (go, peer) = reader(theirs, b"");
         go.send(()).unwrap();
@@ -261,7 +250,6 @@ fn offset_and_count_are_exact() {
     });
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "the bytes differ");
-    finish(&lp, &seen);
 }
 
 /// A sparse 3 GiB file with markers near 0, around 2 GiB and at the end;
@@ -341,15 +329,12 @@ fn files_over_2_gib_and_ranges_crossing_it() {
 
 #[test]
 fn buffered_bytes_go_first_and_writes_during_the_call_are_refused() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(2 * MIB + 9, 4);
     let before = vec![b'A'; MIB];
     let tmp = Rc::new(TempFile::with("order", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
     let b = before.clone();
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         small_send_buffer(&t);
         let (go, peer) = reader(theirs, b"");
@@ -381,7 +366,6 @@ fn buffered_bytes_go_first_and_writes_during_the_call_are_refused() {
     expected.extend_from_slice(b"after");
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "the bytes are out of order");
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------
@@ -393,13 +377,10 @@ fn buffered_bytes_go_first_and_writes_during_the_call_are_refused() {
 /// paired afterwards.
 #[test]
 fn forced_fallback_is_exact_bounded_and_keeps_notices_paired() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(8 * MIB + 3, 5);
     let tmp = Rc::new(TempFile::with("fallback", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         // Small enough that the transport has to buffer, large enough not
         // to crawl.
@@ -436,7 +417,6 @@ fn forced_fallback_is_exact_bounded_and_keeps_notices_paired() {
         peer.join().unwrap()
     });
     assert!(got == data, "the peer got {} bytes", got.len());
-    finish(&lp, &seen);
 }
 
 fn data_len(t: &TempFile) -> u64 {
@@ -447,13 +427,10 @@ fn data_len(t: &TempFile) -> u64 {
 /// mark) gets its resume_writing when the call ends, not during it.
 #[test]
 fn a_paused_protocol_is_resumed_after_the_call() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(MIB, 6);
     let tmp = Rc::new(TempFile::with("paused", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         small_send_buffer(&t);
         let (go, peer) = reader(theirs, b"");
@@ -477,7 +454,6 @@ fn a_paused_protocol_is_resumed_after_the_call() {
     let mut expected = vec![b'B'; 512 * KIB];
     expected.extend_from_slice(&data);
     assert!(got == expected);
-    finish(&lp, &seen);
 }
 
 /// `sendfile(2)` refuses an `O_APPEND` destination with `EINVAL`: a real
@@ -485,13 +461,10 @@ fn a_paused_protocol_is_resumed_after_the_call() {
 /// disabled: `SendfileNotAvailableError`, nothing sent, position unchanged.
 #[test]
 fn einval_from_sendfile_falls_back_or_is_not_available() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(3 * MIB + 1, 7);
     let tmp = Rc::new(TempFile::with("einval", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         let (go, peer) = reader(theirs, b"");
         go.send(()).unwrap();
@@ -521,7 +494,6 @@ fn einval_from_sendfile_falls_back_or_is_not_available() {
         peer.join().unwrap()
     });
     assert!(got == data, "the peer got {} bytes", got.len());
-    finish(&lp, &seen);
 }
 
 // ---------------------------------------------------------------------------
@@ -604,15 +576,12 @@ fn a_closing_transport_is_refused() {
 
 #[test]
 fn one_sendfile_at_a_time_and_only_on_its_own_loop() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(16 * MIB, 8);
     let tmp = Rc::new(TempFile::with("twice", &data));
     let other = new_loop();
     let o = other.clone();
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         small_send_buffer(&t);
         let (go, peer) = reader(theirs, b"");
@@ -631,7 +600,6 @@ fn one_sendfile_at_a_time_and_only_on_its_own_loop() {
     });
     other.close().unwrap();
     assert!(got == tmp_data(&tmp));
-    finish(&lp, &seen);
 }
 
 fn tmp_data(t: &TempFile) -> Vec<u8> {
@@ -780,13 +748,10 @@ fn reading_paused_by_the_user_stays_paused() {
 /// so the new one is never paused and gets no notice at all.
 #[test]
 fn set_protocol_during_the_call_hands_over_the_flow_control_state() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
     let data = pattern(MIB, 12);
     let tmp = Rc::new(TempFile::with("set-protocol", &data));
-    let l = lp.clone();
     let tmp2 = tmp.clone();
-    let got = run(&lp, async move {
+    let got = on_loop(|l| async move {
         let (t, rec, theirs) = connect_tcp(&l).await;
         small_send_buffer(&t);
         let (go, peer) = reader(theirs, b"");
@@ -817,7 +782,6 @@ fn set_protocol_during_the_call_hands_over_the_flow_control_state() {
     let mut expected = vec![b'C'; 512 * KIB];
     expected.extend_from_slice(&data);
     assert!(got == expected);
-    finish(&lp, &seen);
 }
 
 /// A transport kind that does not take part in sendfile (today: the write
