@@ -423,10 +423,7 @@ fn a_service_that_waits_is_woken_through_the_connection_waker() {
 
 #[test]
 fn a_panicking_service_is_reported_and_its_connection_closed() {
-    let lp = new_loop();
-    let seen = record_exceptions(&lp);
-    let l = lp.clone();
-    run(&lp, async move {
+    let ((), seen) = on_loop_recording(|l| async move {
         let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
             if req.uri().path() == "/panic" {
                 panic!("the service panicked");
@@ -469,6 +466,4 @@ fn a_panicking_service_is_reported_and_its_connection_closed() {
             .contains("the service panicked"),
         "{seen:#?}"
     );
-    drop(seen);
-    lp.close().unwrap();
 }
