@@ -22,6 +22,7 @@ use aioloop::prelude::*;
 use net_util::*;
 use rustix::net::{AddressFamily, SocketType};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+use util::run;
 
 fn highest_open_fd() -> u64 {
     std::fs::read_dir("/proc/self/fd")

@@ -22,6 +22,9 @@
 //! No sleeps as synchronisation: waits are on protocol state, bounded by the
 //! watchdog; the timers below only spread the peer's writes out in time so
 //! that the CPU used while waiting can be measured.
+//!
+//! Its own test binary: the 64 MiB test bounds the peak resident size of the
+//! whole process (`VmHWM`), which tests running beside it would raise.
 
 mod util;
 

@@ -23,6 +23,10 @@
 //! No sleeps as synchronisation: the loop is awaited on protocol events,
 //! children are released through pipes and FIFOs, and every wait is bounded
 //! by the watchdog.
+//!
+//! Its own test binary: two tests count the descriptors of the whole process
+//! (`/proc/self/fd`) under `process_util::exclusive()`, which only the tests
+//! of this binary take.
 
 mod process_util;
 mod util;

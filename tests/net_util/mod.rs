@@ -1,49 +1,23 @@
-//! Helpers shared by the stream transport tests (tcp.rs, unix.rs,
-//! flow_control.rs, stream_faults.rs, accept_emfile.rs): a protocol that
+//! Helpers shared by the stream transport tests (net/tcp.rs, net/unix.rs,
+//! net/flow_control.rs, net/stream_faults.rs, accept_emfile.rs, ...): a protocol that
 //! records every callback and checks asyncio's state machine, event-driven
 //! waits, peers on real loopback sockets, and small system probes.
 //!
-//! Every test file that uses this module also declares `mod util;` (the
-//! watchdog and the exception recorder live there).
+//! Every test binary that uses this module also declares `mod util;` (the
+//! harness, the watchdog and the exception recorder live there).
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use aioloop::prelude::*;
 use aioloop::{BaseProtocol, BufferedProtocol, Protocol, Transport};
 
-use crate::util::{Seen, Watchdog, LIMIT};
-
-/// Runs `f` to completion on `lp` under a watchdog (the test fails instead of
-/// hanging).
-pub fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
-}
-
-/// Asserts the exception handler saw nothing, then closes the loop.
-pub fn finish(lp: &EventLoop, seen: &Rc<RefCell<Vec<Seen>>>) {
-    assert!(
-        seen.borrow().is_empty(),
-        "the exception handler was called: {:#?}",
-        seen.borrow()
-    );
-    lp.close().unwrap();
-}
+use crate::util::{Notify, LIMIT};
 
 /// `len` bytes of a pattern that is unlikely to line up by chance.
 pub fn pattern(len: usize, seed: usize) -> Vec<u8> {
@@ -54,34 +28,6 @@ pub fn pattern(len: usize, seed: usize) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------
 // Event-driven waits
-
-/// Wakers of everything waiting for a change (a protocol callback, a new
-/// connection).
-#[derive(Default)]
-pub struct Notify(RefCell<Vec<Waker>>);
-
-impl Notify {
-    pub fn wake(&self) {
-        let wakers = std::mem::take(&mut *self.0.borrow_mut());
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    /// Resolves once `cond` holds; re-checked after every notification.
-    pub fn until<'a>(
-        &'a self,
-        mut cond: impl FnMut() -> bool + 'a,
-    ) -> impl Future<Output = ()> + 'a {
-        std::future::poll_fn(move |cx| {
-            if cond() {
-                return Poll::Ready(());
-            }
-            self.0.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        })
-    }
-}
 
 /// Lets the loop run `n` full iterations (each one polls for I/O).
 pub async fn iterations(n: usize) {

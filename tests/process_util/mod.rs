@@ -130,14 +130,6 @@ pub fn shape(evs: &[Ev]) -> Vec<Ev> {
         .collect()
 }
 
-/// Runs `fut` to completion under the watchdog.
-pub fn run<T: 'static>(lp: &EventLoop, fut: impl std::future::Future<Output = T> + 'static) -> T {
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(fut).expect("run_until_complete");
-    dog.disarm();
-    out
-}
-
 /// Tests that count the process's fds run alone; the others share.
 pub static FDS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 

@@ -1,21 +1,19 @@
-//! Helpers shared by the TLS tests (tls.rs, tls_peers.rs): a test PKI made
+//! Helpers shared by the TLS tests (tls/, ownership.rs, net/streams.rs): a test PKI made
 //! with rcgen (a CA, a server certificate for `localhost` and 127.0.0.1,
 //! PEM files for the external peers), rustls configurations with the ring
 //! provider, recording protocols, and the means to run external peers
 //! (`openssl`, `python3`) under bounds.
 //!
-//! Every test file that uses this module also declares `mod util;`.
+//! Every test binary that uses this module also declares `mod util;`.
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::thread;
 use std::time::Duration;
 
@@ -23,7 +21,7 @@ use aioloop::prelude::*;
 use aioloop::rustls;
 use aioloop::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::util::{Seen, Watchdog};
+use crate::util::{finish, Notify, Recorded};
 
 /// A certificate authority and a server certificate it signed.
 pub struct Pki {
@@ -154,31 +152,9 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Runs `f` to completion on `lp` under a watchdog.
-pub fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let dog = Watchdog::start(lp);
-    let out = lp.run_until_complete(f).expect("run_until_complete");
-    dog.disarm();
-    out
-}
-
-/// Asserts the exception handler saw nothing, then closes the loop.
-pub fn finish(lp: &EventLoop, seen: &Rc<RefCell<Vec<Seen>>>) {
-    assert!(
-        seen.borrow().is_empty(),
-        "the exception handler was called: {:#?}",
-        seen.borrow()
-    );
-    lp.close().unwrap();
-}
-
 /// [`finish`], after dropping the reports of failed server-side
 /// handshakes (made in debug mode only, as asyncio: `AIOLOOP_DEBUG=1`).
-pub fn finish_allowing_handshake_reports(lp: &EventLoop, seen: &Rc<RefCell<Vec<Seen>>>) {
+pub fn finish_allowing_handshake_reports(lp: &EventLoop, seen: &Recorded) {
     seen.borrow_mut()
         .retain(|s| s.message != "SSL handshake failed");
     finish(lp, seen);
@@ -187,33 +163,6 @@ pub fn finish_allowing_handshake_reports(lp: &EventLoop, seen: &Rc<RefCell<Vec<S
 /// `len` bytes of a pattern that is unlikely to line up by chance.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-/// Wakers of everything waiting for a protocol event.
-#[derive(Default)]
-pub struct Notify(RefCell<Vec<Waker>>);
-
-impl Notify {
-    pub fn wake(&self) {
-        let wakers = std::mem::take(&mut *self.0.borrow_mut());
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    /// Resolves once `cond` holds; re-checked after every notification.
-    pub fn until<'a>(
-        &'a self,
-        mut cond: impl FnMut() -> bool + 'a,
-    ) -> impl Future<Output = ()> + 'a {
-        std::future::poll_fn(move |cx| {
-            if cond() {
-                return Poll::Ready(());
-            }
-            self.0.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        })
-    }
 }
 
 /// One protocol callback.

@@ -1,16 +1,20 @@
-//! Helpers shared by the integration tests: failure-guard watchdogs, an
-//! exception-handler recorder, drop counters and one-iteration runs.
+//! Helpers shared by the integration tests: the harness ([`on_loop`]: a
+//! loop with an exception recorder, the body run under a watchdog, the loop
+//! closed and the reports checked), failure-guard watchdogs, drop counters
+//! and one-iteration runs.
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use aioloop::{ErrorKind, EventLoop};
+use aioloop::{ErrorKind, EventLoop, LoopError};
 
 /// How long a test may run before its watchdog stops the loop. Generous: it
 /// is a failure guard for a loaded 2-core machine, never a synchronisation.
@@ -81,8 +85,97 @@ impl Drop for Watchdog {
 /// `run_forever` under a watchdog; panics if the loop errs or hangs.
 pub fn run_bounded(lp: &EventLoop) {
     let dog = Watchdog::start(lp);
-    lp.run_forever().expect("run_forever");
+    let out = lp.run_forever();
     dog.disarm();
+    out.expect("run_forever");
+}
+
+/// Runs `f` to completion on `lp` under a [`Watchdog`]: the test fails with
+/// the watchdog's message instead of hanging, and with the loop's error if
+/// `run_until_complete` refuses.
+pub fn run<F>(lp: &EventLoop, f: F) -> F::Output
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    try_run(lp, f).expect("run_until_complete")
+}
+
+/// [`run`] that returns `run_until_complete`'s error instead of failing
+/// (the watchdog still fails the test if it fires).
+pub fn try_run<F>(lp: &EventLoop, f: F) -> Result<F::Output, LoopError>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let dog = Watchdog::start(lp);
+    let out = lp.run_until_complete(f);
+    dog.disarm();
+    out
+}
+
+/// Asserts the exception handler saw nothing, then closes the loop.
+pub fn finish(lp: &EventLoop, seen: &Recorded) {
+    assert_no_exceptions(seen);
+    lp.close().unwrap();
+}
+
+/// Panics, listing them, if the exception handler recorded anything.
+pub fn assert_no_exceptions(seen: &Recorded) {
+    assert!(
+        seen.borrow().is_empty(),
+        "the exception handler was called: {:#?}",
+        seen.borrow()
+    );
+}
+
+/// The test harness: a new loop (default backend, honouring
+/// `AIOLOOP_BACKEND` and `AIOLOOP_DEBUG`) with an exception recorder; runs
+/// `body(loop)` to completion under a [`Watchdog`], closes the loop, and
+/// asserts the exception handler was never called (before or during the
+/// close). Returns the body's output.
+///
+/// ```ignore
+/// on_loop(|lp| async move {
+///     lp.sleep(Duration::ZERO).await;
+/// });
+/// ```
+pub fn on_loop<B, F>(body: B) -> F::Output
+where
+    B: FnOnce(EventLoop) -> F,
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let (out, seen) = on_loop_recording(body);
+    assert_no_exceptions(&seen);
+    out
+}
+
+/// [`on_loop`] for tests that expect exception reports: the same run and
+/// close, but the recorded reports are returned, unchecked, with the
+/// body's output.
+pub fn on_loop_recording<B, F>(body: B) -> (F::Output, Recorded)
+where
+    B: FnOnce(EventLoop) -> F,
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let out = run(&lp, body(lp.clone()));
+    lp.close().expect("closing the loop");
+    (out, seen)
+}
+
+/// The name libtest gives test `name` of the module `module` (pass
+/// `module_path!()`): the module path without the crate's name, for tests
+/// that run their own binary again with `--exact`. A test file's module
+/// path depends on the binary it is grouped in, so it is never written out.
+pub fn test_path(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
 }
 
 /// Runs exactly one iteration (stop first, then `run_forever`).
@@ -102,8 +195,11 @@ pub struct Seen {
     pub extra: Vec<(String, String)>,
 }
 
+/// What [`record_exceptions`] keeps: every context, in order.
+pub type Recorded = Rc<RefCell<Vec<Seen>>>;
+
 /// Installs an exception handler that records every context.
-pub fn record_exceptions(lp: &EventLoop) -> Rc<RefCell<Vec<Seen>>> {
+pub fn record_exceptions(lp: &EventLoop) -> Recorded {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
     lp.set_exception_handler(move |_lp, ctx| {
@@ -118,6 +214,34 @@ pub fn record_exceptions(lp: &EventLoop) -> Rc<RefCell<Vec<Seen>>> {
         });
     });
     seen
+}
+
+/// Wakers of everything waiting for a change (a protocol callback, a new
+/// connection).
+#[derive(Default)]
+pub struct Notify(RefCell<Vec<Waker>>);
+
+impl Notify {
+    pub fn wake(&self) {
+        let wakers = std::mem::take(&mut *self.0.borrow_mut());
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Resolves once `cond` holds; re-checked after every notification.
+    pub fn until<'a>(
+        &'a self,
+        mut cond: impl FnMut() -> bool + 'a,
+    ) -> impl Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            if cond() {
+                return Poll::Ready(());
+            }
+            self.0.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
 }
 
 /// A value that counts its drops (single-threaded).

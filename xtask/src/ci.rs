@@ -28,7 +28,7 @@ const STEPS: &[Step] = &[
             "--workspace",
             "--all-targets",
             // The optional `hyper` feature (off by default) is built and
-            // tested too: its module, example and tests/hyper.rs.
+            // tested too: its module, example and tests/ecosystem/hyper_on_loop.rs.
             "--features",
             "hyper",
             "--",
