@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use loop_core::{EventLoop, ExceptionContext, LoopError};
+use loop_core::{EventLoop, ExceptionContext, LoopError, WaiterList};
 
 use crate::transport::Transport;
 
@@ -162,7 +162,7 @@ struct Hooks {
     /// Work deferred while the protocol was in use, in order.
     deferred: RefCell<VecDeque<Box<dyn FnOnce()>>>,
     /// Tasks in [`ProtocolHandle::wait_until`].
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaiterList,
 }
 
 impl<P> ProtocolCell<P> {
@@ -261,25 +261,20 @@ impl<P: ?Sized> ProtocolCell<P> {
         }
         // Also a mutable call made by the deferred work.
         let waiters = if self.hooks.changed.replace(false) {
-            std::mem::take(&mut *self.hooks.waiters.borrow_mut())
+            self.hooks.waiters.take()
         } else {
-            Vec::new()
+            WaiterList::new()
         };
         // Waiters kept (after a look, nothing changed) keep it armed.
-        let kept = !self.hooks.waiters.borrow().is_empty();
+        let kept = !self.hooks.waiters.is_empty();
         self.hooks.armed.set(kept);
         drop(_reset);
-        for w in waiters {
-            w.wake();
-        }
+        waiters.wake_all();
     }
 
     /// Registers `waker` to be woken after the next call into the protocol.
     fn add_waiter(&self, waker: &Waker) {
-        let mut waiters = self.hooks.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(waker)) {
-            waiters.push(waker.clone());
-        }
+        self.hooks.waiters.register(waker);
         self.hooks.armed.set(true);
     }
 }

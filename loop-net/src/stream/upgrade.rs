@@ -23,15 +23,15 @@
 //! Afterwards `close`/`abort` on the old handle act on the successor
 //! (`Server::close_clients` keeps reaching the connection).
 
+use loop_core::WaiterList;
 use std::cell::{Cell, RefCell};
-use std::task::Waker;
 
 use crate::transport::Transport;
 
 /// A stream transport's upgrade state.
 #[derive(Default)]
 pub(super) struct UpgradeState {
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaiterList,
     successor: RefCell<Option<Transport>>,
     /// A `start_tls` waits for the buffer to drain before taking the socket.
     detaching: Cell<bool>,
@@ -46,10 +46,7 @@ impl UpgradeState {
 
     /// Wakes an upgrade waiting for the buffer to drain.
     pub(super) fn wake(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 
     /// Runs `f` on the transport that took this one's socket over; false
@@ -155,7 +152,7 @@ mod detach {
                     let protocol = me.protocol.borrow().clone();
                     protocol.when_free(move || waker.wake());
                 } else {
-                    me.upgrade.waiters.borrow_mut().push(cx.waker().clone());
+                    me.upgrade.waiters.register(cx.waker());
                 }
                 Poll::Pending
             })

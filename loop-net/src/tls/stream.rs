@@ -42,10 +42,10 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
-use loop_core::{EventLoop, LoopError, TimerHandle};
+use loop_core::{EventLoop, LoopError, TimerHandle, WaiterList};
 use rustls::Connection;
 
 use crate::addr::SockAddr;
@@ -184,7 +184,7 @@ pub(crate) struct TlsStream {
     made: Cell<bool>,
     /// The waiter (`create_connection`, `start_tls`) may return.
     ready: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaiterList,
     failure: RefCell<Option<io::Error>>,
     handshake_timer: RefCell<Option<TimerHandle>>,
     shutdown_timer: RefCell<Option<TimerHandle>>,
@@ -254,7 +254,7 @@ impl TlsStream {
             dropped_on_loss: Cell::new(0),
             made: Cell::new(false),
             ready: Cell::new(false),
-            waiters: RefCell::new(Vec::new()),
+            waiters: WaiterList::new(),
             failure: RefCell::new(None),
             handshake_timer: RefCell::new(None),
             shutdown_timer: RefCell::new(None),
@@ -319,7 +319,7 @@ impl TlsStream {
                 });
                 return Poll::Ready(Err(err));
             }
-            me.waiters.borrow_mut().push(cx.waker().clone());
+            me.waiters.register(cx.waker());
             Poll::Pending
         })
     }
@@ -349,10 +349,7 @@ impl TlsStream {
     }
 
     fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 
     fn set_ready(&self) {
