@@ -39,6 +39,7 @@ use std::task::{Context, Poll, Waker};
 
 use loop_core::{EventLoop, ExceptionContext, LoopError, WaiterList};
 
+use crate::lifecycle::Made;
 use crate::transport::Transport;
 
 /// What every protocol receives: the connection's start and end, and the
@@ -623,24 +624,20 @@ impl AnyProtocol {
     }
 }
 
-/// What came of offering `connection_made` to a protocol
-/// ([`AnyProtocol::deliver_connection_made`]).
-pub(crate) enum Made {
-    /// It was called and returned.
-    Called,
-    /// The protocol is in use (the offer came from inside one of its
-    /// methods): it was not called, and the transport is handed back to be
-    /// offered again when it is free ([`AnyProtocol::when_free`]).
-    Busy(Transport),
-    /// It panicked: the payload, for the transport to report
-    /// ([`report_protocol_panic`]) before it closes.
-    Panicked(Box<dyn Any + Send>),
-}
+impl crate::lifecycle::LifeProtocol for AnyProtocol {
+    type Handle = Transport;
 
-impl AnyProtocol {
+    fn in_use(&self) -> bool {
+        AnyProtocol::in_use(self)
+    }
+
+    fn when_free(&self, f: impl FnOnce() + 'static) {
+        AnyProtocol::when_free(self, f)
+    }
+
     /// Calls `connection_made(transport)`, catching a panic; a protocol in
     /// use is not called (every stream-like transport's first delivery).
-    pub(crate) fn deliver_connection_made(&self, transport: Transport) -> Made {
+    fn offer_made(&self, transport: Transport) -> Made<Transport> {
         let mut arg = Some(transport);
         let called = catch_unwind(AssertUnwindSafe(|| {
             self.try_base(|p| {
@@ -720,6 +717,12 @@ impl AnyProtocol {
     /// that keeps its `Transport` is no `Rc` cycle.
     pub(crate) fn released() -> AnyProtocol {
         AnyProtocol::Streaming(Rc::new(ProtocolCell::new(Released)))
+    }
+}
+
+impl crate::lifecycle::Released for AnyProtocol {
+    fn released() -> AnyProtocol {
+        AnyProtocol::released()
     }
 }
 

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use rustix::net::RecvFlags;
 
 use super::{io_error, State, Stream};
+use crate::lifecycle::LifecycleOwner;
 use crate::protocol::AnyProtocol;
 
 /// How much one `recv` asks for (asyncio's `max_size` is 256 KiB; 64 KiB
@@ -30,11 +31,15 @@ thread_local! {
 
 impl Stream {
     pub(super) fn start_reading(self: &Rc<Self>) {
-        if self.reading.get() || self.read_eof.get() || self.state.get() != State::Open {
+        if self.reading.get() || self.read_eof.get() || self.life.state() != State::Open {
             return;
         }
         let me = self.clone();
-        match self.lp.add_reader(self.raw, move || me.on_readable()) {
+        match self
+            .life
+            .lp()
+            .add_reader(self.raw, move || me.on_readable())
+        {
             Ok(()) => self.reading.set(true),
             Err(e) => self.fatal(io_error(e)),
         }
@@ -42,15 +47,15 @@ impl Stream {
 
     pub(super) fn stop_reading(&self) {
         if self.reading.replace(false) {
-            let _ = self.lp.remove_reader(self.raw);
+            let _ = self.life.lp().remove_reader(self.raw);
         }
     }
 
     fn on_readable(self: &Rc<Self>) {
-        if self.state.get() != State::Open || !self.reading.get() {
+        if self.life.state() != State::Open || !self.reading.get() {
             return;
         }
-        let protocol = self.protocol.borrow().clone();
+        let protocol = self.life.protocol();
         let outcome = catch_unwind(AssertUnwindSafe(|| self.read_into(&protocol)));
         match outcome {
             Ok(Some(Ok(0))) => self.on_eof(&protocol),
@@ -70,7 +75,7 @@ impl Stream {
         self.stop_reading();
         let me = self.clone();
         protocol.when_free(move || {
-            if me.made.get() && !me.user_paused.get() {
+            if me.life.is_made() && !me.user_paused.get() {
                 me.start_reading();
             }
         });

@@ -24,7 +24,11 @@ impl Stream {
             return;
         }
         let me = self.clone();
-        match self.lp.add_writer(self.raw, move || me.on_writable()) {
+        match self
+            .life
+            .lp()
+            .add_writer(self.raw, move || me.on_writable())
+        {
             Ok(()) => self.writing.set(true),
             Err(e) => self.fatal(io_error(e)),
         }
@@ -32,7 +36,7 @@ impl Stream {
 
     pub(super) fn stop_writing(&self) {
         if self.writing.replace(false) {
-            let _ = self.lp.remove_writer(self.raw);
+            let _ = self.life.lp().remove_writer(self.raw);
         }
     }
 
@@ -75,7 +79,7 @@ impl Stream {
             return;
         }
         self.stop_writing();
-        if self.state.get() == State::Closing {
+        if self.life.state() == State::Closing {
             self.schedule_lost(None);
         } else if self.eof.get() {
             let _ = self.with_fd(|fd| rustix::net::shutdown(fd, Shutdown::Write));
@@ -128,7 +132,7 @@ impl Stream {
                 "Cannot call write() after write_eof()",
             ));
         }
-        if self.state.get() == State::Lost || self.lost_scheduled.get() {
+        if self.life.state() == State::Lost || self.life.lost_claimed() {
             crate::transport::count_dropped_write(
                 &self.writes_after_lost,
                 "socket.send() raised exception.",
@@ -195,15 +199,15 @@ impl Stream {
     /// stranded.
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
-            let protocol = self.protocol.borrow().clone();
-            match self.lp.get() {
+            let protocol = self.life.protocol();
+            match self.life.lp().get() {
                 Some(lp) => notice.deliver(&lp, &protocol, || Some(format!("fd={}", self.raw))),
                 None => None,
             }
         });
-        if !delivered && self.lp.get().is_some() {
+        if !delivered && self.life.lp().get().is_some() {
             let me = self.rc();
-            let protocol = self.protocol.borrow().clone();
+            let protocol = self.life.protocol();
             self.flow
                 .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
         }

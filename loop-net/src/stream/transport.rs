@@ -23,7 +23,7 @@ impl TransportImpl for Stream {
     }
 
     fn write_eof(&self) -> Result<(), LoopError> {
-        if self.state.get() != State::Open || self.eof.get() {
+        if self.life.state() != State::Open || self.eof.get() {
             return Ok(());
         }
         self.eof.set(true);
@@ -50,11 +50,11 @@ impl TransportImpl for Stream {
     }
 
     fn is_closing(&self) -> bool {
-        self.state.get() != State::Open
+        self.life.state() != State::Open
     }
 
     fn set_protocol(&self, protocol: AnyProtocol) {
-        let old = self.protocol.replace(protocol);
+        let old = self.life.replace_protocol(protocol);
         drop(old);
         self.sendfile.protocol_replaced();
         if self.flow.is_paused() {
@@ -63,11 +63,11 @@ impl TransportImpl for Stream {
     }
 
     fn get_protocol(&self) -> AnyProtocol {
-        self.protocol.borrow().clone()
+        self.life.protocol()
     }
 
     fn pause_reading(&self) {
-        if self.state.get() == State::Open {
+        if self.life.state() == State::Open {
             // Remembered, so that a pause from inside connection_made holds
             // when the transport would start reading after it.
             self.user_paused.set(true);
@@ -76,14 +76,14 @@ impl TransportImpl for Stream {
     }
 
     fn resume_reading(&self) {
-        if self.state.get() == State::Open {
+        if self.life.state() == State::Open {
             self.user_paused.set(false);
             self.rc().start_reading();
         }
     }
 
     fn is_reading(&self) -> bool {
-        self.state.get() == State::Open && self.reading.get()
+        self.life.state() == State::Open && self.reading.get()
     }
 
     fn write_buffer_size(&self) -> usize {
@@ -113,7 +113,7 @@ impl TransportImpl for Stream {
     }
 
     fn get_loop(&self) -> Option<EventLoop> {
-        self.lp.get()
+        self.life.lp().get()
     }
 
     fn writes_after_lost(&self) -> u64 {

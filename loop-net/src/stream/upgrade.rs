@@ -71,7 +71,6 @@ mod detach {
     use std::task::Poll;
 
     use super::super::{LostHook, State, Stream};
-    use crate::protocol::AnyProtocol;
     use crate::transport::Transport;
     use crate::write_buffer::WriteBufferLimits;
     use loop_core::{ErrorKind, LoopError};
@@ -93,7 +92,7 @@ mod detach {
     impl Drop for ResumeOnDrop {
         fn drop(&mut self) {
             self.stream.upgrade.detaching.set(false);
-            if self.armed && self.was_reading && self.stream.state.get() == State::Open {
+            if self.armed && self.was_reading && self.stream.life.state() == State::Open {
                 self.stream.start_reading();
             }
         }
@@ -102,8 +101,8 @@ mod detach {
     impl Stream {
         /// See the module docs.
         pub(crate) async fn detach_for_upgrade(self: &Rc<Self>) -> io::Result<Detached> {
-            if self.state.get() != State::Open
-                || self.lost_scheduled.get()
+            if self.life.state() != State::Open
+                || self.life.lost_claimed()
                 || self.eof.get()
                 || self.read_eof.get()
                 || self.upgrade.successor.borrow().is_some()
@@ -131,13 +130,13 @@ mod detach {
             self.stop_reading();
             let me = self.clone();
             std::future::poll_fn(move |cx| {
-                if me.state.get() != State::Open || me.lost_scheduled.get() {
+                if me.life.state() != State::Open || me.life.lost_claimed() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::ConnectionAborted,
                         "start_tls(): the connection was lost while its buffer drained",
                     )));
                 }
-                let drained = me.made.get() && me.buffer.borrow().is_empty();
+                let drained = me.life.is_made() && me.buffer.borrow().is_empty();
                 if drained && !me.flow.is_empty() {
                     // Notices are owed: deliver them now.
                     me.drain_deferred();
@@ -149,7 +148,7 @@ mod detach {
                     // Still owed: the protocol is in use, and gets them
                     // right after it is free; look again then.
                     let waker = cx.waker().clone();
-                    let protocol = me.protocol.borrow().clone();
+                    let protocol = me.life.protocol();
                     protocol.when_free(move || waker.wake());
                 } else {
                     me.upgrade.waiters.register(cx.waker());
@@ -164,10 +163,8 @@ mod detach {
                 .borrow_mut()
                 .take()
                 .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-            self.state.set(State::Lost);
-            self.lost_scheduled.set(true);
+            let released = self.life.hand_over();
             let on_lost = self.on_lost.borrow_mut().take();
-            let released = self.protocol.replace(AnyProtocol::released());
             drop(released);
             Ok(Detached {
                 fd,
