@@ -79,7 +79,7 @@ impl TlsStream {
                 "Cannot call write() after write_eof()",
             ));
         }
-        if self.dead() || !matches!(self.state.get(), State::Handshaking | State::Open) {
+        if self.dead() || !matches!(self.state(), State::Handshaking | State::Open) {
             // Closing sent (or is sending) close_notify: nothing may follow.
             self.writes_after_lost.set(self.writes_after_lost.get() + 1);
             return Ok(());
@@ -97,7 +97,7 @@ impl TlsStream {
             self.fatal(e);
             return Ok(());
         }
-        if self.state.get() == State::Handshaking {
+        if self.state() == State::Handshaking {
             // rustls sends it when the handshake completes.
             self.pre_handshake.set(self.pre_handshake.get() + total);
             self.maybe_pause_protocol();
@@ -139,8 +139,8 @@ impl TlsStream {
             return;
         }
         self.stop_writing();
-        match self.state.get() {
-            State::Closing if !self.lost_scheduled.get() => self.flushed_on_close(),
+        match self.state() {
+            State::Closing if !self.life.lost_claimed() => self.flushed_on_close(),
             State::Open if self.eof.get() => self.shutdown_write(),
             _ => {}
         }
@@ -157,7 +157,7 @@ impl TlsStream {
     }
 
     pub(super) fn maybe_pause_protocol(&self) {
-        if self.made.get() && self.flow.pause_if_above(self.write_buffer_len()) {
+        if self.life.is_made() && self.flow.pause_if_above(self.write_buffer_len()) {
             self.notify(Notice::Pause);
         }
     }
@@ -179,8 +179,8 @@ impl TlsStream {
     /// Delivers the queued flow-control notices in order (flow.rs).
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
-            let protocol = self.protocol.borrow().clone();
-            match self.lp.get() {
+            let protocol = self.life.protocol();
+            match self.life.lp().get() {
                 Some(lp) => {
                     notice.deliver(&lp, &protocol, || Some(format!("fd={} (TLS)", self.raw)))
                 }
@@ -197,7 +197,7 @@ impl TlsStream {
     /// (shared with the notices, flow.rs) drains and kicks everything.
     pub(super) fn when_protocol_free(&self, f: impl FnOnce(&Rc<TlsStream>) + 'static) {
         let me = self.rc();
-        let protocol = self.protocol.borrow().clone();
+        let protocol = self.life.protocol();
         self.flow.drain_when_free(
             |job| protocol.when_free(job),
             move || {

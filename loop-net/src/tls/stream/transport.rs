@@ -40,7 +40,7 @@ impl TransportImpl for TlsStream {
     }
 
     fn write_eof(&self) -> Result<(), LoopError> {
-        match self.state.get() {
+        match self.state() {
             State::Open if !self.eof.get() && !self.dead() => {}
             State::Handshaking => {
                 return Err(LoopError::new(
@@ -78,15 +78,15 @@ impl TransportImpl for TlsStream {
     }
 
     fn is_closing(&self) -> bool {
-        self.lost_scheduled.get()
+        self.life.lost_claimed()
             || matches!(
-                self.state.get(),
+                self.state(),
                 State::Closing | State::ShuttingDown | State::Lost
             )
     }
 
     fn set_protocol(&self, protocol: AnyProtocol) {
-        let old = self.protocol.replace(protocol);
+        let old = self.life.replace_protocol(protocol);
         drop(old);
         self.sendfile.protocol_replaced();
         if self.flow.is_paused() {
@@ -95,26 +95,26 @@ impl TransportImpl for TlsStream {
     }
 
     fn get_protocol(&self) -> AnyProtocol {
-        self.protocol.borrow().clone()
+        self.life.protocol()
     }
 
     fn pause_reading(&self) {
-        if matches!(self.state.get(), State::Open | State::Handshaking) && !self.dead() {
+        if matches!(self.state(), State::Open | State::Handshaking) && !self.dead() {
             self.app_paused.set(true);
-            if self.state.get() == State::Open {
+            if self.state() == State::Open {
                 self.stop_reading();
             }
         }
     }
 
     fn resume_reading(&self) {
-        if self.app_paused.replace(false) && !self.dead() && self.state.get() == State::Open {
+        if self.app_paused.replace(false) && !self.dead() && self.state() == State::Open {
             self.rc().schedule_kick();
         }
     }
 
     fn is_reading(&self) -> bool {
-        matches!(self.state.get(), State::Open | State::Handshaking)
+        matches!(self.state(), State::Open | State::Handshaking)
             && !self.dead()
             && !self.app_paused.get()
             && !self.peer_closed.get()
@@ -182,7 +182,7 @@ impl TransportImpl for TlsStream {
     }
 
     fn get_loop(&self) -> Option<EventLoop> {
-        self.lp.get()
+        self.life.lp().get()
     }
 
     fn writes_after_lost(&self) -> u64 {
