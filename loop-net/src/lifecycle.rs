@@ -172,6 +172,7 @@ impl<P: Clone + Released> Lifecycle<P> {
     /// without `connection_lost` (its successor delivers it), the protocol
     /// swapped out and returned for the caller to drop. The loop is kept:
     /// the old handle forwards to its successor.
+    #[cfg(feature = "tls")]
     pub(crate) fn hand_over(&self) -> P {
         self.state.set(LifeState::Lost);
         self.lost_claimed.set(true);
