@@ -39,6 +39,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
@@ -218,6 +219,22 @@ pub(crate) enum Made<H> {
     Panicked(Box<dyn Any + Send>),
 }
 
+/// Offers `connection_made` through `try_call`, which is given the handle
+/// (in an `Option` it takes it from) and returns `None` without calling
+/// the protocol when it is in use; a panic is caught.
+pub(crate) fn offer_made_with<H>(
+    handle: H,
+    try_call: impl FnOnce(&mut Option<H>) -> Option<()>,
+) -> Made<H> {
+    let mut arg = Some(handle);
+    let called = catch_unwind(AssertUnwindSafe(|| try_call(&mut arg)));
+    match called {
+        Ok(Some(())) => Made::Called,
+        Ok(None) => Made::Busy(arg.take().expect("connection_made was not called")),
+        Err(payload) => Made::Panicked(payload),
+    }
+}
+
 /// A protocol slot the loop-net transports deliver to.
 pub(crate) trait LifeProtocol: Clone + Released + 'static {
     /// The transport handle `connection_made` gets.
@@ -346,4 +363,206 @@ fn call_connection_lost<T: LifecycleOwner>(me: &Rc<T>, error: Option<io::Error>)
 /// whose `connection_made` never ran.
 pub(crate) fn finish_lost<T: LifecycleOwner>(me: &T) {
     me.life().finish(|| me.close_resources(), || me.lost_hook());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    /// A protocol that records what it is given (the real protocols are
+    /// exercised through every transport by the integration tests).
+    #[derive(Clone, Default)]
+    struct Log(Rc<RefCell<Vec<&'static str>>>);
+
+    impl Log {
+        fn push(&self, what: &'static str) {
+            self.0.borrow_mut().push(what);
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.0.borrow().clone()
+        }
+    }
+
+    impl Released for Log {
+        fn released() -> Log {
+            Log::default()
+        }
+    }
+
+    impl LifeProtocol for Log {
+        type Handle = ();
+        fn in_use(&self) -> bool {
+            false
+        }
+        fn when_free(&self, f: impl FnOnce() + 'static) {
+            f()
+        }
+        fn offer_made(&self, (): ()) -> Made<()> {
+            self.push("connection_made");
+            Made::Called
+        }
+    }
+
+    struct Owner {
+        life: Lifecycle<Log>,
+        closed: Cell<u32>,
+    }
+
+    impl LifecycleOwner for Owner {
+        type Protocol = Log;
+        fn life(&self) -> &Lifecycle<Log> {
+            &self.life
+        }
+        fn after_made(self: &Rc<Self>) {
+            self.life.protocol().push("start I/O");
+        }
+        fn protocol_failed(self: &Rc<Self>, _: &str, _: Box<dyn Any + Send>) {
+            unreachable!("the log does not panic")
+        }
+        fn deliver_lost(self: &Rc<Self>, protocol: &Log, _: Option<io::Error>) {
+            protocol.push("connection_lost");
+        }
+        fn close_resources(&self) {
+            self.closed.set(self.closed.get() + 1);
+        }
+    }
+
+    fn owner(lp: &EventLoop, log: &Log) -> Rc<Owner> {
+        Rc::new(Owner {
+            life: Lifecycle::new(lp, log.clone()),
+            closed: Cell::new(0),
+        })
+    }
+
+    /// Runs the loop until the callbacks queued so far (and theirs) ran.
+    fn settle(lp: &EventLoop) {
+        lp.run_until_complete(async {}).unwrap();
+        lp.run_until_complete(async {}).unwrap();
+    }
+
+    #[test]
+    fn states_go_one_way() {
+        let lp = EventLoop::new().unwrap();
+        let life = Lifecycle::new(&lp, Log::default());
+        assert_eq!(life.state(), LifeState::Open);
+        assert!(life.begin_closing());
+        assert_eq!(life.state(), LifeState::Closing);
+        assert!(!life.begin_closing(), "closing twice is a no-op");
+        life.force_closing();
+        assert_eq!(life.state(), LifeState::Closing);
+        life.finish(|| {}, || {});
+        assert_eq!(life.state(), LifeState::Lost);
+        life.force_closing();
+        assert!(!life.begin_closing());
+        assert_eq!(life.state(), LifeState::Lost, "Lost is final");
+    }
+
+    #[test]
+    fn connection_lost_is_claimed_once() {
+        let lp = EventLoop::new().unwrap();
+        let life = Lifecycle::new(&lp, Log::default());
+        assert!(!life.lost_claimed());
+        assert!(life.claim_lost());
+        assert!(!life.claim_lost());
+        assert!(life.lost_claimed());
+    }
+
+    #[test]
+    fn finish_releases_the_protocol_then_the_loop() {
+        let lp = EventLoop::new().unwrap();
+        let weak = lp.downgrade();
+        let log = Log::default();
+        let life = Lifecycle::new(&lp, log.clone());
+        assert_eq!(Rc::strong_count(&log.0), 2);
+        let order = Log::default();
+        life.finish(|| order.push("close"), || order.push("hook"));
+        assert_eq!(order.calls(), ["close", "hook"]);
+        assert_eq!(Rc::strong_count(&log.0), 1, "the protocol was let go");
+        assert!(life.get_loop().is_none(), "the loop was let go");
+        drop(lp);
+        assert!(weak.upgrade().is_none(), "the lifecycle kept its loop");
+    }
+
+    /// Counts its wake-ups.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn made_waiters_register_once_and_wake_on_made_or_loss() {
+        let lp = EventLoop::new().unwrap();
+        for lose in [false, true] {
+            let life = Lifecycle::new(&lp, Log::default());
+            let count = Arc::new(Counter(AtomicUsize::new(0)));
+            let waker = Waker::from(count.clone());
+            let mut cx = Context::from_waker(&waker);
+            assert!(life.poll_made(&mut cx).is_pending());
+            assert!(life.poll_made(&mut cx).is_pending());
+            if lose {
+                life.finish(|| {}, || {});
+            } else {
+                life.set_made();
+            }
+            assert_eq!(
+                count.0.load(Ordering::SeqCst),
+                1,
+                "one registration, one wake"
+            );
+            assert!(life.poll_made(&mut cx).is_ready());
+        }
+    }
+
+    #[test]
+    fn connection_made_comes_first_and_connection_lost_once_through_the_loop() {
+        let lp = EventLoop::new().unwrap();
+        let log = Log::default();
+        let me = owner(&lp, &log);
+        schedule_made(&me, ()).unwrap();
+        // Closed before connection_made ran, twice.
+        assert!(me.life.begin_closing());
+        schedule_lost(&me, None);
+        schedule_lost(&me, None);
+        assert!(log.calls().is_empty(), "nothing is delivered synchronously");
+        settle(&lp);
+        assert_eq!(
+            log.calls(),
+            ["connection_made", "start I/O", "connection_lost"]
+        );
+        assert_eq!(me.life.state(), LifeState::Lost);
+        assert_eq!(me.closed.get(), 1);
+        assert!(me.life.get_loop().is_none());
+        assert!(me.life.protocol().calls().is_empty(), "released");
+    }
+
+    #[test]
+    fn a_transport_lost_before_connection_made_never_calls_its_protocol() {
+        let lp = EventLoop::new().unwrap();
+        let log = Log::default();
+        let me = owner(&lp, &log);
+        schedule_made(&me, ()).unwrap();
+        // Abandoned (the waiting future was dropped) before it ran.
+        finish_lost(&*me);
+        settle(&lp);
+        assert!(log.calls().is_empty());
+        assert_eq!(me.closed.get(), 1);
+    }
+
+    #[test]
+    fn on_a_closed_loop_the_transport_is_released_at_once() {
+        let lp = EventLoop::new().unwrap();
+        let log = Log::default();
+        let me = owner(&lp, &log);
+        lp.close().unwrap();
+        schedule_lost(&me, None);
+        assert_eq!(me.life.state(), LifeState::Lost);
+        assert_eq!(me.closed.get(), 1);
+        assert!(log.calls().is_empty());
+    }
 }

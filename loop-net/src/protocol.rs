@@ -39,7 +39,7 @@ use std::task::{Context, Poll, Waker};
 
 use loop_core::{EventLoop, ExceptionContext, LoopError, WaiterList};
 
-use crate::lifecycle::Made;
+use crate::lifecycle::{offer_made_with, Made};
 use crate::transport::Transport;
 
 /// What every protocol receives: the connection's start and end, and the
@@ -638,19 +638,13 @@ impl crate::lifecycle::LifeProtocol for AnyProtocol {
     /// Calls `connection_made(transport)`, catching a panic; a protocol in
     /// use is not called (every stream-like transport's first delivery).
     fn offer_made(&self, transport: Transport) -> Made<Transport> {
-        let mut arg = Some(transport);
-        let called = catch_unwind(AssertUnwindSafe(|| {
+        offer_made_with(transport, |arg| {
             self.try_base(|p| {
                 if let Some(t) = arg.take() {
                     p.connection_made(t)
                 }
             })
-        }));
-        match called {
-            Ok(Some(())) => Made::Called,
-            Ok(None) => Made::Busy(arg.take().expect("connection_made was not called")),
-            Err(payload) => Made::Panicked(payload),
-        }
+        })
     }
 }
 

@@ -262,19 +262,13 @@ impl LifeProtocol for DynProtocol {
     }
 
     fn offer_made(&self, transport: DatagramTransport) -> Made<DatagramTransport> {
-        let mut arg = Some(transport);
-        let called = catch_unwind(AssertUnwindSafe(|| {
+        lifecycle::offer_made_with(transport, |arg| {
             self.try_call(|p| {
                 if let Some(t) = arg.take() {
                     p.connection_made(t)
                 }
             })
-        }));
-        match called {
-            Ok(Some(())) => Made::Called,
-            Ok(None) => Made::Busy(arg.take().expect("connection_made was not called")),
-            Err(payload) => Made::Panicked(payload),
-        }
+        })
     }
 }
 
