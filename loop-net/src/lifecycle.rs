@@ -14,7 +14,7 @@
 //!   schedules `connection_lost` after it. If the protocol is in use when
 //!   it is due (shared with another transport, the offer came from inside
 //!   one of its methods), it is delivered right after that method returns
-//!   ([`ProtocolCell`](crate::ProtocolCell)'s `when_free`), never retried
+//!   ([`ProtocolHandle::when_free`](crate::ProtocolHandle::when_free)), never retried
 //!   on a timer. Tasks waiting for it ([`Lifecycle::poll_made`]) are woken
 //!   when it ran or the transport is lost.
 //! - **`connection_lost` exactly once, through `call_soon`.** Whichever path
@@ -30,10 +30,11 @@
 //!   loop alive). The protocol is dropped outside any borrow of the
 //!   transport's state, since its `Drop` is user code.
 //!
-//! The loop-net kinds drive these steps through [`LifecycleOwner`] and the
-//! functions [`deliver_made`], [`schedule_lost`] and [`finish_lost`]; the
-//! subprocess transport, whose calls go through a queue of their own, uses
-//! [`Lifecycle`]'s methods directly.
+//! The loop-net kinds drive these steps through the crate's
+//! `LifecycleOwner` trait and its `schedule_made`, `schedule_lost` and
+//! `finish_lost` functions; the subprocess transport (loop-process), whose
+//! calls go through a queue of their own, uses [`Lifecycle`]'s methods
+//! directly.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};

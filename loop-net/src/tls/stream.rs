@@ -33,9 +33,9 @@
 //!   read and the input discarded until the peer's `close_notify` or EOF
 //!   (bounded by the same timer), so that closing does not turn unread
 //!   input into a reset that could destroy our last bytes at the peer.
-//! - `Lost`: `connection_lost` ran (exactly once, through `call_soon`,
-//!   after `connection_made`), the socket is closed, the protocol released.
-//!   `abort()` and fatal errors schedule it at once, dropping the buffer.
+//! - `Lost`: as for every transport ([`Lifecycle`](crate::lifecycle)).
+//!   `abort()` and fatal errors schedule `connection_lost` at once, dropping
+//!   the buffer.
 
 use std::cell::{Cell, RefCell};
 use std::io;
