@@ -62,6 +62,8 @@ mod transport;
 mod upgrade;
 
 pub(crate) use input::READ_SIZE;
+#[cfg(feature = "tls")]
+pub(crate) use transport::{socket_extra_info, socket_transport_methods};
 use upgrade::UpgradeState;
 
 use crate::lifecycle::{self, LifeState as State, Lifecycle, LifecycleOwner};

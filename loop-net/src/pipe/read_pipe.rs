@@ -355,37 +355,23 @@ mod tests {
 
     use super::ReadPipe;
     use crate::protocol::{AnyProtocol, ProtocolHandle};
-    use crate::test_protocol::Rec;
+    use crate::test_protocol::{check_in_use_read, Rec};
 
-    /// As the stream transport's test (stream/input.rs): a readiness that
-    /// finds the protocol in use reads nothing, unwatches the pipe (no
-    /// spin) and reads again once it is free (nothing lost).
+    /// See `check_in_use_read` (test_protocol.rs).
     #[test]
     fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
         let lp = EventLoop::new().unwrap();
         let (read_end, write_end) = rustix::pipe::pipe().unwrap();
         let h = ProtocolHandle::new(Rec::default());
         let (t, pipe) = ReadPipe::start(&lp, read_end, AnyProtocol::from(h.clone())).unwrap();
-        let h2 = h.clone();
-        lp.run_until_complete(async move { h2.wait_until(|p: &Rec| p.made).await })
-            .unwrap();
-        assert!(pipe.reader.on.get());
         let mut writer = std::fs::File::from(write_end);
-        writer.write_all(b"hello").unwrap();
-        h.with_mut(|p| {
-            pipe.on_readable();
-            assert!(p.got.is_empty(), "re-entered");
-            assert!(!pipe.reader.on.get(), "still watched while in use");
-        });
-        assert!(pipe.reader.on.get(), "not watched again once free");
-        let h2 = h.clone();
-        let got = lp
-            .run_until_complete(async move {
-                h2.wait_until(|p: &Rec| (p.got.len() >= 5).then(|| p.got.clone()))
-                    .await
-            })
-            .unwrap();
-        assert_eq!(got, b"hello");
+        check_in_use_read(
+            &lp,
+            &h,
+            |data| writer.write_all(data).unwrap(),
+            || pipe.on_readable(),
+            || pipe.reader.on.get(),
+        );
         t.close();
         drop(writer);
         lp.run_until_complete(async {}).unwrap();

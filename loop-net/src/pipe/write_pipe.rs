@@ -42,7 +42,7 @@ use super::{
     ensure_open, launch, prepare_pipe_fd, sigpipe, start_watch, stop_watch, wait_made, Dir, FdKind,
     Life, PipeDirection, PipeEnd, Watch,
 };
-use crate::flow::{Notice, WriteFlow};
+use crate::flow::{FlowOwner, Notice, WriteFlow};
 use crate::lifecycle::{self, LifeState as State};
 use crate::protocol::AnyProtocol;
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
@@ -281,25 +281,6 @@ impl WritePipe {
         }
     }
 
-    fn maybe_pause_protocol(&self) {
-        if self.flow.pause_if_above(self.buffer.borrow().len()) {
-            self.notify(Notice::Pause);
-        }
-    }
-
-    fn maybe_resume_protocol(&self) {
-        if self.flow.resume_if_at_or_below(self.buffer.borrow().len()) {
-            self.notify(Notice::Resume);
-        }
-    }
-
-    /// Delivers a flow-control notice now, or right after the protocol's
-    /// running method (or `with_mut` closure) returns if it is in use.
-    fn notify(&self, notice: Notice) {
-        self.flow.push(notice);
-        self.drain_deferred();
-    }
-
     /// Delivers the queued notices in order (flow.rs), once
     /// `connection_made` was; for a protocol in use, the rest right after
     /// it is free.
@@ -307,20 +288,26 @@ impl WritePipe {
         if !self.life.is_made() {
             return; // delivered right after connection_made
         }
-        let delivered = self.flow.drain(|notice| {
-            let protocol = self.life.protocol();
-            let transport = || Some(format!("write pipe fd={}", self.life.raw));
-            match self.life.lp().get() {
-                Some(lp) => notice.deliver(&lp, &protocol, transport),
-                None => None,
-            }
-        });
-        if !delivered && self.life.lp().get().is_some() {
+        if !self
+            .flow
+            .drain_to(&self.life, || format!("write pipe fd={}", self.life.raw))
+        {
             let me = self.rc();
-            let protocol = self.life.protocol();
             self.flow
-                .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
+                .drain_later(&self.life, move || me.drain_deferred());
         }
+    }
+}
+
+impl FlowOwner for WritePipe {
+    fn flow(&self) -> &WriteFlow<Notice> {
+        &self.flow
+    }
+    fn buffered(&self) -> usize {
+        self.buffer.borrow().len()
+    }
+    fn drain_notices(&self) {
+        self.drain_deferred();
     }
 }
 

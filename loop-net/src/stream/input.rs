@@ -158,13 +158,10 @@ mod tests {
 
     use crate::protocol::{AnyProtocol, ProtocolHandle};
     use crate::stream::Stream;
-    use crate::test_protocol::Rec;
+    use crate::test_protocol::{check_in_use_read, Rec};
     use crate::transport::Transport;
 
-    /// The loop never dispatches while a protocol is in use; this calls the
-    /// read path from inside a `with_mut` closure to see what it would do:
-    /// read nothing, stop watching the socket (a level-triggered reader left
-    /// registered would spin the loop), and read again once it is free.
+    /// See `check_in_use_read` (test_protocol.rs).
     #[test]
     fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
         let lp = EventLoop::new().unwrap();
@@ -178,25 +175,15 @@ mod tests {
         let h = ProtocolHandle::new(Rec::default());
         let (t, stream): (Transport, Rc<Stream>) =
             Stream::start_rc(&lp, ours, AnyProtocol::from(h.clone()), None).unwrap();
-        let h2 = h.clone();
-        lp.run_until_complete(async move { h2.wait_until(|p: &Rec| p.made).await })
-            .unwrap();
-        assert!(stream.reading.get());
-        rustix::io::write(&theirs, b"hello").unwrap();
-        h.with_mut(|p| {
-            stream.on_readable();
-            assert!(p.got.is_empty(), "re-entered");
-            assert!(!stream.reading.get(), "still watched while in use");
-        });
-        assert!(stream.reading.get(), "not watched again once free");
-        let h2 = h.clone();
-        let got = lp
-            .run_until_complete(async move {
-                h2.wait_until(|p: &Rec| (p.got.len() >= 5).then(|| p.got.clone()))
-                    .await
-            })
-            .unwrap();
-        assert_eq!(got, b"hello");
+        check_in_use_read(
+            &lp,
+            &h,
+            |data| {
+                rustix::io::write(&theirs, data).unwrap();
+            },
+            || stream.on_readable(),
+            || stream.reading.get(),
+        );
         t.abort();
         drop(theirs);
         lp.run_until_complete(async {}).unwrap();

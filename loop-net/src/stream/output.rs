@@ -12,6 +12,7 @@ use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendFlags, Shutdown};
 
 use super::{io_error, Notice, State, Stream};
+use crate::flow::{FlowOwner, WriteFlow};
 
 /// The most buffers `writelines` hands to one `sendmsg`: an array of this
 /// many `IoSlice`s lives on the stack (1 KiB), and Linux refuses more than
@@ -44,16 +45,11 @@ impl Stream {
         if !self.writing.get() {
             return;
         }
-        let sent = {
-            let buffer = self.buffer.borrow();
-            if buffer.is_empty() {
-                Ok(0)
-            } else {
-                self.with_fd(|fd| buffer.send_to(fd))
-                    .unwrap_or(Ok(0))
-                    .map_err(io::Error::from)
-            }
-        };
+        let sent = self.buffer.borrow().send_pending(|buffer| {
+            self.with_fd(|fd| buffer.send_to(fd))
+                .unwrap_or(Ok(0))
+                .map_err(io::Error::from)
+        });
         match sent {
             Ok(n) => {
                 self.buffer.borrow_mut().consume(n);
@@ -172,45 +168,33 @@ impl Stream {
         Ok(())
     }
 
-    pub(super) fn maybe_pause_protocol(&self) {
-        if self.flow.pause_if_above(self.buffer.borrow().len()) {
-            self.notify(Notice::Pause);
-        }
-    }
-
-    fn maybe_resume_protocol(&self) {
-        if self.flow.resume_if_at_or_below(self.buffer.borrow().len()) {
-            self.notify(Notice::Resume);
-        }
-    }
-
-    /// Delivers a flow-control notice now, or right after the protocol's
-    /// running method (or `with_mut` closure) returns if it is in use.
-    pub(super) fn notify(&self, notice: Notice) {
-        if self.sendfile.holds_notices() {
-            return; // told when the sendfile ends
-        }
-        self.flow.push(notice);
-        self.drain_deferred();
-    }
-
     /// Delivers the queued notices in order (flow.rs); for a protocol in
     /// use, the rest is delivered right after it is free, so no notice is
     /// stranded.
     pub(super) fn drain_deferred(&self) {
-        let delivered = self.flow.drain(|notice| {
-            let protocol = self.life.protocol();
-            match self.life.lp().get() {
-                Some(lp) => notice.deliver(&lp, &protocol, || Some(format!("fd={}", self.raw))),
-                None => None,
-            }
-        });
-        if !delivered && self.life.lp().get().is_some() {
+        if !self
+            .flow
+            .drain_to(&self.life, || format!("fd={}", self.raw))
+        {
             let me = self.rc();
-            let protocol = self.life.protocol();
             self.flow
-                .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
+                .drain_later(&self.life, move || me.drain_deferred());
         }
+    }
+}
+
+impl FlowOwner for Stream {
+    fn flow(&self) -> &WriteFlow<Notice> {
+        &self.flow
+    }
+    fn buffered(&self) -> usize {
+        self.buffer.borrow().len()
+    }
+    fn drain_notices(&self) {
+        self.drain_deferred();
+    }
+    fn holds_notices(&self) -> bool {
+        self.sendfile.holds_notices()
     }
 }
 

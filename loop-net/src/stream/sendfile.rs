@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use loop_core::{ErrorKind, LoopError};
 
 use super::{Notice, State, Stream};
+use crate::flow::FlowOwner;
 use crate::sendfile::transport::{closed_during_sendfile, SendfileSupport};
 
 impl SendfileSupport for Stream {

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use loop_core::ExceptionContext;
 
+use crate::flow::FlowOwner;
 use crate::lifecycle;
 use crate::transport::Transport;
 

@@ -18,7 +18,7 @@ use loop_core::{ErrorKind, LoopError};
 use rustix::net::{SendAncillaryBuffer, SendFlags, Shutdown};
 
 use super::{State, TlsStream};
-use crate::flow::Notice;
+use crate::flow::{FlowOwner, Notice, WriteFlow};
 
 impl TlsStream {
     /// Moves everything rustls has to send into the socket (or, for what it
@@ -111,17 +111,10 @@ impl TlsStream {
         if !self.writing.get() {
             return;
         }
-        let sent = {
-            let buffer = self.buffer.borrow();
-            if buffer.is_empty() {
-                Ok(0)
-            } else {
-                self.sendmsg(&{
-                    let (a, b) = buffer.as_slices();
-                    [IoSlice::new(a), IoSlice::new(b)]
-                })
-            }
-        };
+        let sent = self.buffer.borrow().send_pending(|buffer| {
+            let (a, b) = buffer.as_slices();
+            self.sendmsg(&[IoSlice::new(a), IoSlice::new(b)])
+        });
         match sent {
             Ok(n) => {
                 self.buffer.borrow_mut().consume(n);
@@ -156,38 +149,12 @@ impl TlsStream {
         self.buffer.borrow().len() + self.pre_handshake.get()
     }
 
-    pub(super) fn maybe_pause_protocol(&self) {
-        if self.life.is_made() && self.flow.pause_if_above(self.write_buffer_len()) {
-            self.notify(Notice::Pause);
-        }
-    }
-
-    fn maybe_resume_protocol(&self) {
-        if self.flow.resume_if_at_or_below(self.write_buffer_len()) {
-            self.notify(Notice::Resume);
-        }
-    }
-
-    pub(super) fn notify(&self, notice: Notice) {
-        if self.sendfile.holds_notices() {
-            return; // told when the sendfile ends (tls/stream/sendfile.rs)
-        }
-        self.flow.push(notice);
-        self.drain_deferred();
-    }
-
     /// Delivers the queued flow-control notices in order (flow.rs).
     pub(super) fn drain_deferred(&self) {
-        let delivered = self.flow.drain(|notice| {
-            let protocol = self.life.protocol();
-            match self.life.lp().get() {
-                Some(lp) => {
-                    notice.deliver(&lp, &protocol, || Some(format!("fd={} (TLS)", self.raw)))
-                }
-                None => None,
-            }
-        });
-        if !delivered {
+        if !self
+            .flow
+            .drain_to(&self.life, || format!("fd={} (TLS)", self.raw))
+        {
             self.when_protocol_free(|me| me.drain_deferred());
         }
     }
@@ -205,6 +172,26 @@ impl TlsStream {
                 me.kick();
             },
         );
+    }
+}
+
+impl FlowOwner for TlsStream {
+    fn flow(&self) -> &WriteFlow<Notice> {
+        &self.flow
+    }
+    fn buffered(&self) -> usize {
+        self.write_buffer_len()
+    }
+    fn drain_notices(&self) {
+        self.drain_deferred();
+    }
+    /// Not before the protocol may be given anything.
+    fn may_pause(&self) -> bool {
+        self.life.is_made()
+    }
+    /// Held while a sendfile runs (tls/stream/sendfile.rs).
+    fn holds_notices(&self) -> bool {
+        self.sendfile.holds_notices()
     }
 }
 

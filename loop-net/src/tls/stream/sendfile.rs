@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use loop_core::{ErrorKind, LoopError};
 
 use super::{State, TlsStream};
+use crate::flow::FlowOwner;
 use crate::flow::Notice;
 use crate::sendfile::transport::{closed_during_sendfile, SendfileSupport};
 

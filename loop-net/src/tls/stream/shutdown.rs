@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use loop_core::{ExceptionContext, LoopError};
 
+use crate::flow::FlowOwner;
 use crate::lifecycle::{self, Lifecycle, LifecycleOwner};
 use crate::protocol::AnyProtocol;
 
