@@ -262,8 +262,10 @@ pub(crate) trait FlowOwner {
     fn flow(&self) -> &WriteFlow<Notice>;
     /// What counts against the water marks.
     fn buffered(&self) -> usize;
-    /// Delivers what is owed (the transport's drain, with its deferral).
-    fn drain_notices(&self);
+    /// Delivers what is owed, in order ([`WriteFlow::drain_to`]); for a
+    /// protocol in use, the rest right after it is free, so no notice is
+    /// stranded.
+    fn drain_deferred(&self);
     /// Whether `pause_writing` may be owed now (TLS: once the protocol may
     /// be given anything).
     fn may_pause(&self) -> bool {
@@ -293,7 +295,7 @@ pub(crate) trait FlowOwner {
     /// (or `with_mut` closure) returns if it is in use.
     fn notify(&self, notice: Notice) {
         if self.flow().owe(notice, self.holds_notices()) {
-            self.drain_notices();
+            self.drain_deferred();
         }
     }
 }

@@ -48,7 +48,7 @@ use std::rc::Rc;
 use loop_core::{ErrorKind, EventLoop, LoopError};
 
 use crate::addr::SockAddr;
-use crate::flow::{Notice, WriteFlow};
+use crate::flow::{FlowOwner, Notice, WriteFlow};
 use crate::protocol::{report_protocol_panic, AnyProtocol};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};

@@ -280,10 +280,15 @@ impl WritePipe {
             lifecycle::schedule_lost(self, None);
         }
     }
+}
 
-    /// Delivers the queued notices in order (flow.rs), once
-    /// `connection_made` was; for a protocol in use, the rest right after
-    /// it is free.
+impl FlowOwner for WritePipe {
+    fn flow(&self) -> &WriteFlow<Notice> {
+        &self.flow
+    }
+    fn buffered(&self) -> usize {
+        self.buffer.borrow().len()
+    }
     fn drain_deferred(&self) {
         if !self.life.is_made() {
             return; // delivered right after connection_made
@@ -296,18 +301,6 @@ impl WritePipe {
             self.flow
                 .drain_later(&self.life, move || me.drain_deferred());
         }
-    }
-}
-
-impl FlowOwner for WritePipe {
-    fn flow(&self) -> &WriteFlow<Notice> {
-        &self.flow
-    }
-    fn buffered(&self) -> usize {
-        self.buffer.borrow().len()
-    }
-    fn drain_notices(&self) {
-        self.drain_deferred();
     }
 }
 

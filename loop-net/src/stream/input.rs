@@ -17,6 +17,7 @@ use std::rc::Rc;
 use rustix::net::RecvFlags;
 
 use super::{io_error, State, Stream};
+use crate::flow::FlowOwner;
 use crate::lifecycle::LifecycleOwner;
 use crate::protocol::AnyProtocol;
 

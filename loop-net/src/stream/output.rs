@@ -167,20 +167,6 @@ impl Stream {
         self.maybe_pause_protocol();
         Ok(())
     }
-
-    /// Delivers the queued notices in order (flow.rs); for a protocol in
-    /// use, the rest is delivered right after it is free, so no notice is
-    /// stranded.
-    pub(super) fn drain_deferred(&self) {
-        if !self
-            .flow
-            .drain_to(&self.life, || format!("fd={}", self.raw))
-        {
-            let me = self.rc();
-            self.flow
-                .drain_later(&self.life, move || me.drain_deferred());
-        }
-    }
 }
 
 impl FlowOwner for Stream {
@@ -190,8 +176,15 @@ impl FlowOwner for Stream {
     fn buffered(&self) -> usize {
         self.buffer.borrow().len()
     }
-    fn drain_notices(&self) {
-        self.drain_deferred();
+    fn drain_deferred(&self) {
+        if !self
+            .flow
+            .drain_to(&self.life, || format!("fd={}", self.raw))
+        {
+            let me = self.rc();
+            self.flow
+                .drain_later(&self.life, move || me.drain_deferred());
+        }
     }
     fn holds_notices(&self) -> bool {
         self.sendfile.holds_notices()

@@ -71,6 +71,7 @@ mod detach {
     use std::task::Poll;
 
     use super::super::{LostHook, State, Stream};
+    use crate::flow::FlowOwner;
     use crate::transport::Transport;
     use crate::write_buffer::WriteBufferLimits;
     use loop_core::{ErrorKind, LoopError};

@@ -49,7 +49,7 @@ use loop_core::{EventLoop, LoopError, TimerHandle, WaiterList};
 use rustls::Connection;
 
 use crate::addr::SockAddr;
-use crate::flow::WriteFlow;
+use crate::flow::{FlowOwner, WriteFlow};
 use crate::lifecycle::{LifeState, Lifecycle, LifecycleOwner};
 use crate::protocol::AnyProtocol;
 use crate::sendfile::transport::SendfileState;

@@ -25,6 +25,7 @@ use crate::protocol::AnyProtocol;
 use crate::stream::READ_SIZE;
 use crate::tls::tls_error;
 
+use crate::flow::FlowOwner;
 use crate::lifecycle::LifecycleOwner;
 
 use super::{State, TlsStream};

@@ -149,16 +149,6 @@ impl TlsStream {
         self.buffer.borrow().len() + self.pre_handshake.get()
     }
 
-    /// Delivers the queued flow-control notices in order (flow.rs).
-    pub(super) fn drain_deferred(&self) {
-        if !self
-            .flow
-            .drain_to(&self.life, || format!("fd={} (TLS)", self.raw))
-        {
-            self.when_protocol_free(|me| me.drain_deferred());
-        }
-    }
-
     /// Runs `f`, then kicks, once the protocol is free (right after its
     /// running method or `with_mut` closure returns); one pending deferral
     /// (shared with the notices, flow.rs) drains and kicks everything.
@@ -182,8 +172,13 @@ impl FlowOwner for TlsStream {
     fn buffered(&self) -> usize {
         self.write_buffer_len()
     }
-    fn drain_notices(&self) {
-        self.drain_deferred();
+    fn drain_deferred(&self) {
+        if !self
+            .flow
+            .drain_to(&self.life, || format!("fd={} (TLS)", self.raw))
+        {
+            self.when_protocol_free(|me| me.drain_deferred());
+        }
     }
     /// Not before the protocol may be given anything.
     fn may_pause(&self) -> bool {
