@@ -41,6 +41,7 @@ use rustix::net::SocketAddrAny;
 
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
+use crate::lifecycle::{LifeState as State, Lifecycle};
 use crate::protocol::{ProtocolCell, ProtocolHandle};
 use crate::transport::ExtraInfo;
 use crate::write_buffer::WriteBufferLimits;
@@ -137,8 +138,6 @@ impl<P: DatagramProtocol> From<ProtocolHandle<P>> for ProtocolHandle<dyn Datagra
 }
 
 type DynProtocol = Rc<ProtocolCell<dyn DatagramProtocol>>;
-
-use crate::lifecycle::{LifeState as State, Lifecycle};
 
 enum Notice {
     Pause,

@@ -49,6 +49,7 @@ use loop_core::{ErrorKind, EventLoop, LoopError};
 
 use crate::addr::SockAddr;
 use crate::flow::{FlowOwner, Notice, WriteFlow};
+use crate::lifecycle::{self, LifeState as State, Lifecycle, LifecycleOwner};
 use crate::protocol::{report_protocol_panic, AnyProtocol};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
@@ -65,8 +66,6 @@ pub(crate) use input::READ_SIZE;
 #[cfg(feature = "tls")]
 pub(crate) use transport::{socket_extra_info, socket_transport_methods};
 use upgrade::UpgradeState;
-
-use crate::lifecycle::{self, LifeState as State, Lifecycle, LifecycleOwner};
 
 /// Called when a transport's connection is lost (servers count their
 /// connections this way).
