@@ -748,3 +748,52 @@ fn a_tls_transport_kept_after_connection_lost_does_not_keep_its_loop() {
     );
     drop(t);
 }
+
+/// A subprocess protocol that counts `connection_made` and
+/// `connection_lost`.
+#[cfg(feature = "process")]
+struct CountingSubprocess(Rc<Cell<u32>>);
+
+#[cfg(feature = "process")]
+impl aioloop::SubprocessProtocol for CountingSubprocess {
+    fn connection_made(&mut self, _: aioloop::SubprocessTransport) {
+        self.0.set(self.0.get() + 1);
+    }
+    fn connection_lost(&mut self, _: Option<io::Error>) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[cfg(feature = "process")]
+#[test]
+fn a_subprocess_transport_kept_after_connection_lost_does_not_keep_its_loop() {
+    use aioloop::{SubprocessLoopExt, SubprocessOptions};
+    let _serial = serial();
+    let lp = new_loop();
+    let weak = lp.downgrade();
+    let calls = Rc::new(Cell::new(0));
+    let (t, _) = lp
+        .run_until_complete({
+            let lp = lp.clone();
+            let calls = calls.clone();
+            async move {
+                lp.subprocess_exec(
+                    move || CountingSubprocess(calls),
+                    "true",
+                    Vec::<&str>::new(),
+                    SubprocessOptions::new(),
+                )
+                .await
+            }
+        })
+        .unwrap()
+        .unwrap();
+    run_until(&lp, &calls, 2); // connection_made, connection_lost
+    assert!(t.get_loop().is_none(), "released with connection_lost");
+    drop(lp);
+    assert!(
+        weak.upgrade().is_none(),
+        "the SubprocessTransport kept after connection_lost kept its loop"
+    );
+    drop(t);
+}

@@ -31,7 +31,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::event_loop::EventLoop;
-use crate::{ErrorKind, LoopError};
+use crate::{ErrorKind, LoopError, WaiterList};
 
 /// A unit of blocking work handed to an [`Executor`].
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -82,17 +82,18 @@ impl Executor for BlockingPool {
 #[derive(Default)]
 struct JobCounter {
     in_flight: AtomicUsize,
-    waiters: Mutex<Vec<Waker>>,
+    waiters: Mutex<WaiterList>,
 }
 
 impl JobCounter {
     fn finished(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let waiters =
-                std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-            for w in waiters {
-                w.wake();
-            }
+            let waiters = self
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            waiters.wake_all();
         }
     }
 }
@@ -332,7 +333,7 @@ impl EventLoop {
                 jobs.waiters
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(cx.waker().clone());
+                    .register(cx.waker());
                 // Re-check: the last job may have finished before we registered.
                 if jobs.in_flight.load(Ordering::Acquire) == 0 {
                     Poll::Ready(())

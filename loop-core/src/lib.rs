@@ -114,7 +114,7 @@ pub use handle::{Handle, TimerHandle};
 pub use io::FileDescriptor;
 pub use loop_futures::{
     cancellation_pending, check_await, deliver_cancellation, observe_cancellation,
-    take_cancellation, Waitable, WeakLoopError,
+    take_cancellation, Waitable, WaiterList, WeakLoopError,
 };
 pub use loop_futures::{CallbackId, TaskBody, TaskRef};
 pub use loop_futures::{ErrorKind, LoopError, PanicError};

@@ -35,6 +35,7 @@ mod panic_report;
 pub mod task;
 mod unretrieved;
 mod waitable;
+mod waiters;
 
 pub use cancel::{
     cancellation_pending, check_await, deliver_cancellation, observe_cancellation,
@@ -46,6 +47,7 @@ pub use future::Future;
 pub use panic_report::QuietPanics;
 pub use task::{launch, prepare, spawn, Task, TaskBody, TaskRef, TaskRegistry};
 pub use waitable::Waitable;
+pub use waiters::WaiterList;
 
 /// What futures and tasks need from the loop they belong to.
 ///

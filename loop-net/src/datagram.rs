@@ -7,21 +7,16 @@
 //! (datagram/endpoint.rs), its read path (datagram/recv.rs) and its send
 //! queue with the flow control and the notices (datagram/send.rs).
 //!
-//! # State machine
-//! `Open -> Closing -> Lost`, one way only, as the stream transport.
-//! `connection_made` is always delivered first, through `call_soon`; reading
-//! starts after it. `close()` moves to `Closing` and stops reading; the
-//! queued datagrams are still sent, then `connection_lost(None)` is
-//! scheduled. `abort()` drops the queue and schedules it at once; so does a
-//! fatal error (a watcher that cannot be registered, a panic in
-//! `connection_made`). Whichever comes first schedules `connection_lost`
-//! (through `call_soon`, never synchronously; `lost_scheduled` makes it
-//! exactly once); when it runs the socket is closed, a Unix socket file this
-//! endpoint bound is removed, the state is `Lost`, and the endpoint lets go
-//! of its protocol (a protocol that keeps its `DatagramTransport` would
-//! otherwise be an `Rc` cycle). `sendto` after `close()` drops the datagram
-//! and counts it ([`DatagramTransport::sends_after_close`]): never an error,
-//! never a panic.
+//! # Lifecycle
+//! [`Lifecycle`](crate::lifecycle)'s states and rules. `close()` stops
+//! reading; the queued datagrams are still sent, then `connection_lost(None)`
+//! is scheduled. `abort()` drops the queue and schedules it at once; so
+//! does a fatal error (a watcher that cannot be registered, a panic in
+//! `connection_made`). When it has run, the socket is closed and a Unix
+//! socket file this endpoint bound is removed. `sendto` after `close()`
+//! drops the datagram and counts it
+//! ([`DatagramTransport::sends_after_close`]): never an error, never a
+//! panic.
 //!
 //! # Errors do not close the endpoint
 //! As in asyncio, a failed send or receive (`ECONNREFUSED` after an ICMP
@@ -40,14 +35,13 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
-use std::task::Waker;
 
 use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::net::SocketAddrAny;
 
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
-use crate::loop_slot::LoopSlot;
+use crate::lifecycle::{LifeState as State, Lifecycle};
 use crate::protocol::{ProtocolCell, ProtocolHandle};
 use crate::transport::ExtraInfo;
 use crate::write_buffer::WriteBufferLimits;
@@ -145,13 +139,6 @@ impl<P: DatagramProtocol> From<ProtocolHandle<P>> for ProtocolHandle<dyn Datagra
 
 type DynProtocol = Rc<ProtocolCell<dyn DatagramProtocol>>;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum State {
-    Open,
-    Closing,
-    Lost,
-}
-
 enum Notice {
     Pause,
     Resume,
@@ -177,12 +164,10 @@ struct Queued {
 
 pub(crate) struct Endpoint {
     me: Weak<Endpoint>,
-    /// Released once `connection_lost` has run (loop_slot.rs).
-    lp: LoopSlot,
+    /// The state, the protocol and the loop (lifecycle.rs).
+    life: Lifecycle<DynProtocol>,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
-    state: Cell<State>,
-    protocol: RefCell<DynProtocol>,
     queue: RefCell<VecDeque<Queued>>,
     /// Bytes queued, plus [`DATAGRAM_OVERHEAD`] per datagram.
     buffer_size: Cell<usize>,
@@ -190,10 +175,6 @@ pub(crate) struct Endpoint {
     flow: WriteFlow<Notice>,
     reading: Cell<bool>,
     writing: Cell<bool>,
-    lost_scheduled: Cell<bool>,
-    /// `connection_made` was delivered.
-    made: Cell<bool>,
-    made_waiters: RefCell<Vec<Waker>>,
     sends_after_close: Cell<u64>,
     connected: bool,
     remote: Option<SockAddr>,
@@ -260,7 +241,7 @@ impl DatagramTransport {
     /// Whether the endpoint is closing or closed.
     #[doc(alias = "BaseTransport.is_closing")]
     pub fn is_closing(&self) -> bool {
-        self.inner.state.get() != State::Open
+        self.inner.life.state() != State::Open
     }
 
     /// Replaces the protocol. If writing is paused, the new protocol gets
@@ -269,7 +250,7 @@ impl DatagramTransport {
     #[doc(alias = "BaseTransport.set_protocol")]
     pub fn set_protocol(&self, protocol: impl Into<ProtocolHandle<dyn DatagramProtocol>>) {
         let new = protocol.into().cell;
-        let old = self.inner.protocol.replace(new);
+        let old = self.inner.life.replace_protocol(new);
         drop(old);
         if self.inner.flow.is_paused() {
             self.inner.notify(Notice::Pause);
@@ -282,7 +263,7 @@ impl DatagramTransport {
     #[doc(alias = "BaseTransport.get_protocol")]
     pub fn get_protocol(&self) -> ProtocolHandle<dyn DatagramProtocol> {
         ProtocolHandle {
-            cell: self.inner.protocol.borrow().clone(),
+            cell: self.inner.life.protocol(),
         }
     }
 
@@ -368,7 +349,7 @@ impl DatagramTransport {
     /// run (asyncio's transport sets its `_loop` to `None` then), so an
     /// endpoint kept after that does not keep its loop alive.
     pub fn get_loop(&self) -> Option<EventLoop> {
-        self.inner.lp.get()
+        self.inner.life.get_loop()
     }
 
     /// Whether two handles are the same endpoint.

@@ -29,6 +29,7 @@ use std::rc::Rc;
 
 use loop_core::{EventLoop, ExceptionContext, LoopError};
 
+use crate::lifecycle::Lifecycle;
 use crate::protocol::AnyProtocol;
 use crate::write_buffer::WriteBufferLimits;
 
@@ -209,6 +210,93 @@ impl<N> WriteFlow<N> {
             pending.set(false);
             f();
         }));
+    }
+}
+
+impl WriteFlow<Notice> {
+    /// Owes `notice` unless `held` (a sendfile holds the notices: the
+    /// protocol is told when it ends); true when the caller should drain.
+    pub(crate) fn owe(&self, notice: Notice, held: bool) -> bool {
+        if !held {
+            self.push(notice);
+        }
+        !held
+    }
+
+    /// [`drain`](Self::drain) to the protocol of a stream-like transport's
+    /// lifecycle (a panic reported with `transport` as context). Once the
+    /// loop is released, what is owed is dropped.
+    pub(crate) fn drain_to(
+        &self,
+        life: &Lifecycle<AnyProtocol>,
+        transport: impl Fn() -> String,
+    ) -> bool {
+        self.drain(|notice| {
+            let protocol = life.protocol();
+            match life.get_loop() {
+                Some(lp) => notice.deliver(&lp, &protocol, || Some(transport())),
+                None => None,
+            }
+        })
+    }
+
+    /// After a [`drain_to`](Self::drain_to) that found the protocol in use:
+    /// runs `again` (the transport's drain) once it is free, unless the
+    /// loop is released.
+    pub(crate) fn drain_later(
+        &self,
+        life: &Lifecycle<AnyProtocol>,
+        again: impl FnOnce() + 'static,
+    ) {
+        if life.get_loop().is_some() {
+            let protocol = life.protocol();
+            self.drain_when_free(|job| protocol.when_free(job), again);
+        }
+    }
+}
+
+/// A transport whose writes a [`WriteFlow<Notice>`] controls: the
+/// water-mark checks and the owing of notices, written once (the socket
+/// stream, the TLS stream, the write pipe).
+pub(crate) trait FlowOwner {
+    fn flow(&self) -> &WriteFlow<Notice>;
+    /// What counts against the water marks.
+    fn buffered(&self) -> usize;
+    /// Delivers what is owed, in order ([`WriteFlow::drain_to`]); for a
+    /// protocol in use, the rest right after it is free, so no notice is
+    /// stranded.
+    fn drain_deferred(&self);
+    /// Whether `pause_writing` may be owed now (TLS: once the protocol may
+    /// be given anything).
+    fn may_pause(&self) -> bool {
+        true
+    }
+    /// Whether notices are held (a sendfile runs: the protocol is told
+    /// when it ends).
+    fn holds_notices(&self) -> bool {
+        false
+    }
+
+    /// Every path that grows the buffer ends here.
+    fn maybe_pause_protocol(&self) {
+        if self.may_pause() && self.flow().pause_if_above(self.buffered()) {
+            self.notify(Notice::Pause);
+        }
+    }
+
+    /// Every path that shrinks the buffer ends here.
+    fn maybe_resume_protocol(&self) {
+        if self.flow().resume_if_at_or_below(self.buffered()) {
+            self.notify(Notice::Resume);
+        }
+    }
+
+    /// Delivers a notice now, or right after the protocol's running method
+    /// (or `with_mut` closure) returns if it is in use.
+    fn notify(&self, notice: Notice) {
+        if self.flow().owe(notice, self.holds_notices()) {
+            self.drain_deferred();
+        }
     }
 }
 

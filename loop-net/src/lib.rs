@@ -98,6 +98,7 @@ mod datagram;
 mod dns;
 mod ext;
 mod flow;
+pub mod lifecycle;
 mod loop_slot;
 mod owned_path;
 mod pipe;

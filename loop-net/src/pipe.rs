@@ -17,13 +17,9 @@
 //! `O_WRONLY`/`O_RDWR` to write). It is switched to `O_NONBLOCK`, and the
 //! transport owns it from then on: it is closed after `connection_lost`.
 //!
-//! # State machine
-//! `Open -> Closing -> Lost`, one way only, as the socket stream transport
-//! (stream.rs). `connection_made` is delivered first, through `call_soon`;
-//! `connection_lost` exactly once, through `call_soon`, never synchronously
-//! (`lost_scheduled` guards the one scheduling). When it has run, the fd is
-//! unregistered and closed, the state is `Lost`, and the transport lets go
-//! of its protocol (a protocol that keeps its `Transport` is no `Rc` cycle).
+//! # Lifecycle
+//! [`Lifecycle`](crate::lifecycle)'s states and rules; when
+//! `connection_lost` has run, the fd is unregistered and closed.
 //!
 //! # Fds that cannot be polled
 //! Some character devices (`/dev/null`, `/dev/zero`) cannot be registered
@@ -45,14 +41,13 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
 use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 
-use crate::loop_slot::LoopSlot;
-use crate::protocol::{report_protocol_panic, AnyProtocol, Made};
+use crate::lifecycle::{self, Lifecycle, LifecycleOwner};
+use crate::protocol::{report_protocol_panic, AnyProtocol};
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 
 mod read_pipe;
@@ -124,13 +119,6 @@ pub(crate) fn prepare_pipe_fd(fd: &OwnedFd, dir: PipeDirection) -> io::Result<Pi
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum State {
-    Open,
-    Closing,
-    Lost,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Dir {
     Read,
     Write,
@@ -148,50 +136,35 @@ struct Watch {
 }
 
 /// The part of a pipe transport's state that both directions share: the
-/// lifecycle, the fd and the protocol.
+/// lifecycle (through `Deref`) and the fd.
 struct Life {
-    /// Released once `connection_lost` has run (loop_slot.rs).
-    lp: LoopSlot,
+    cycle: Lifecycle<AnyProtocol>,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     info: PipeFd,
-    state: Cell<State>,
-    protocol: RefCell<AnyProtocol>,
-    lost_scheduled: Cell<bool>,
-    /// `connection_made` was delivered.
-    made: Cell<bool>,
-    made_waiters: RefCell<Vec<Waker>>,
+}
+
+impl std::ops::Deref for Life {
+    type Target = Lifecycle<AnyProtocol>;
+
+    fn deref(&self) -> &Lifecycle<AnyProtocol> {
+        &self.cycle
+    }
 }
 
 impl Life {
     fn new(lp: &EventLoop, fd: OwnedFd, info: PipeFd, protocol: AnyProtocol) -> Life {
         Life {
-            lp: LoopSlot::new(lp),
+            cycle: Lifecycle::new(lp, protocol),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             info,
-            state: Cell::new(State::Open),
-            protocol: RefCell::new(protocol),
-            lost_scheduled: Cell::new(false),
-            made: Cell::new(false),
-            made_waiters: RefCell::new(Vec::new()),
         }
     }
 
     fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
         let guard = self.fd.borrow();
         guard.as_ref().map(|fd| f(fd.as_fd()))
-    }
-
-    fn protocol(&self) -> AnyProtocol {
-        self.protocol.borrow().clone()
-    }
-
-    fn wake_made(&self) {
-        let waiters = std::mem::take(&mut *self.made_waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
     }
 
     fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
@@ -206,14 +179,14 @@ impl Life {
     }
 }
 
-/// What the shared lifecycle code needs from each kind of pipe transport.
+/// What the shared code needs from each kind of pipe transport.
 trait PipeEnd: Sized + 'static {
-    fn life(&self) -> &Life;
+    fn shared(&self) -> &Life;
     fn watch(&self, dir: Dir) -> &Watch;
     /// The fd is ready in direction `dir` (or an emulated tick ran).
     fn on_ready(self: &Rc<Self>, dir: Dir);
     /// `connection_made` was delivered: start the transport's I/O.
-    fn after_made(self: &Rc<Self>);
+    fn start_io(self: &Rc<Self>);
     /// Closes at once (drops buffered bytes) and schedules
     /// `connection_lost(error)`.
     fn force_close(self: &Rc<Self>, error: Option<io::Error>);
@@ -223,17 +196,52 @@ trait PipeEnd: Sized + 'static {
     const NAME: &'static str;
 }
 
+impl<T: PipeEnd> LifecycleOwner for T {
+    type Protocol = AnyProtocol;
+
+    fn life(&self) -> &Lifecycle<AnyProtocol> {
+        &self.shared().cycle
+    }
+
+    fn after_made(self: &Rc<Self>) {
+        self.start_io();
+    }
+
+    fn protocol_failed(self: &Rc<Self>, what: &str, payload: Box<dyn std::any::Any + Send>) {
+        let life = self.shared();
+        let context = format!("{} fd={}", T::NAME, life.raw);
+        let protocol = life.protocol();
+        let error = match life.get_loop() {
+            Some(lp) => report_protocol_panic(&lp, what, payload, context, &protocol),
+            None => io::Error::other(format!("protocol.{what}() call failed")),
+        };
+        self.force_close(Some(error));
+    }
+
+    fn deliver_lost(self: &Rc<Self>, protocol: &AnyProtocol, error: Option<io::Error>) {
+        let life = self.shared();
+        if let Some(lp) = life.get_loop() {
+            let context = format!("{} fd={}", T::NAME, life.raw);
+            let _ = protocol.deliver_connection_lost(&lp, error, &context);
+        }
+    }
+
+    fn close_resources(&self) {
+        stop_watch(self, Dir::Read);
+        stop_watch(self, Dir::Write);
+        self.on_finished();
+        // Unregistered first, closed second (the poller's contract).
+        let fd = self.shared().fd.borrow_mut().take();
+        drop(fd);
+    }
+}
+
 /// Wraps `pipe` in its `Transport`, schedules `connection_made`.
 fn launch<T: PipeEnd + TransportImpl>(pipe: Rc<T>) -> io::Result<(Transport, Rc<T>)> {
     let transport = Transport {
         inner: pipe.clone(),
     };
-    let t = transport.clone();
-    let me = pipe.clone();
-    pipe.life()
-        .lp
-        .call_soon(move || deliver_made(&me, t))
-        .map_err(io::Error::from)?;
+    lifecycle::schedule_made(&pipe, transport.clone()).map_err(io::Error::from)?;
     Ok((transport, pipe))
 }
 
@@ -244,42 +252,10 @@ fn ensure_open(lp: &EventLoop) -> io::Result<()> {
     Ok(())
 }
 
-/// Calls `connection_made` (always first: a `close`/`abort` before it only
-/// schedules `connection_lost` after it), then starts the I/O.
-fn deliver_made<T: PipeEnd>(me: &Rc<T>, transport: Transport) {
-    let life = me.life();
-    let made = life.protocol().deliver_connection_made(transport);
-    match made {
-        Made::Called => {
-            life.made.set(true);
-            life.wake_made();
-            me.after_made();
-        }
-        Made::Busy(t) => {
-            // Offered from inside one of the protocol's methods (it is
-            // shared with another transport): right after it returns.
-            let again = me.clone();
-            life.protocol().when_free(move || deliver_made(&again, t));
-        }
-        Made::Panicked(payload) => {
-            life.made.set(true);
-            life.wake_made();
-            protocol_failed(me, "connection_made", payload);
-        }
-    }
-}
-
 /// Resolves once `connection_made` ran, or the transport is lost.
 fn wait_made<T: PipeEnd>(me: &Rc<T>) -> impl std::future::Future<Output = ()> + 'static {
     let me = me.clone();
-    std::future::poll_fn(move |cx| {
-        let life = me.life();
-        if life.made.get() || life.state.get() == State::Lost {
-            return Poll::Ready(());
-        }
-        life.made_waiters.borrow_mut().push(cx.waker().clone());
-        Poll::Pending
-    })
+    std::future::poll_fn(move |cx| me.shared().poll_made(cx))
 }
 
 fn is_eperm(e: &LoopError) -> bool {
@@ -298,11 +274,15 @@ fn start_watch<T: PipeEnd>(me: &Rc<T>, dir: Dir, emulate: bool) -> Result<(), Lo
         schedule_tick(me, dir);
         return Ok(());
     }
-    let life = me.life();
+    let life = me.shared();
     let m = me.clone();
     let registered = match dir {
-        Dir::Read => life.lp.add_reader(life.raw, move || m.on_ready(Dir::Read)),
-        Dir::Write => life.lp.add_writer(life.raw, move || m.on_ready(Dir::Write)),
+        Dir::Read => life
+            .lp()
+            .add_reader(life.raw, move || m.on_ready(Dir::Read)),
+        Dir::Write => life
+            .lp()
+            .add_writer(life.raw, move || m.on_ready(Dir::Write)),
     };
     match registered {
         Ok(()) => {
@@ -322,10 +302,10 @@ fn start_watch<T: PipeEnd>(me: &Rc<T>, dir: Dir, emulate: bool) -> Result<(), Lo
 fn stop_watch<T: PipeEnd>(me: &T, dir: Dir) {
     let w = me.watch(dir);
     if w.on.replace(false) && !w.emulated.get() {
-        let life = me.life();
+        let life = me.shared();
         let _ = match dir {
-            Dir::Read => life.lp.remove_reader(life.raw),
-            Dir::Write => life.lp.remove_writer(life.raw),
+            Dir::Read => life.lp().remove_reader(life.raw),
+            Dir::Write => life.lp().remove_writer(life.raw),
         };
     }
 }
@@ -338,7 +318,7 @@ fn schedule_tick<T: PipeEnd>(me: &Rc<T>, dir: Dir) {
         return;
     }
     let m = me.clone();
-    let scheduled = me.life().lp.call_soon(move || {
+    let scheduled = me.shared().lp().call_soon(move || {
         let w = m.watch(dir);
         w.tick_pending.set(false);
         if w.on.get() {
@@ -351,76 +331,4 @@ fn schedule_tick<T: PipeEnd>(me: &Rc<T>, dir: Dir) {
     if scheduled.is_err() {
         w.tick_pending.set(false);
     }
-}
-
-fn schedule_lost<T: PipeEnd>(me: &Rc<T>, error: Option<io::Error>) {
-    let life = me.life();
-    if life.lost_scheduled.replace(true) {
-        return;
-    }
-    let m = me.clone();
-    if life
-        .lp
-        .call_soon(move || call_connection_lost(&m, error))
-        .is_err()
-    {
-        // The loop is closed: nothing can be delivered; release the fd.
-        finish_lost(me);
-    }
-}
-
-fn call_connection_lost<T: PipeEnd>(me: &Rc<T>, error: Option<io::Error>) {
-    let life = me.life();
-    if life.state.get() == State::Lost {
-        return;
-    }
-    let protocol = life.protocol();
-    if protocol.in_use() {
-        // Reached from inside one of the protocol's methods: right after it
-        // returns (after a connection_made deferred the same way).
-        let m = me.clone();
-        protocol.when_free(move || call_connection_lost(&m, error));
-        return;
-    }
-    if life.made.get() {
-        let context = format!("{} fd={}", T::NAME, life.raw);
-        // The protocol is free: this cannot be handed back.
-        if let Some(lp) = life.lp.get() {
-            let _ = protocol.deliver_connection_lost(&lp, error, &context);
-        }
-    }
-    // Else connection_made was never delivered: neither is connection_lost.
-    drop(protocol);
-    finish_lost(me);
-}
-
-/// The end: unregister, close the fd, let go of the protocol.
-fn finish_lost<T: PipeEnd>(me: &Rc<T>) {
-    let life = me.life();
-    life.state.set(State::Lost);
-    life.lost_scheduled.set(true);
-    life.wake_made();
-    stop_watch(&**me, Dir::Read);
-    stop_watch(&**me, Dir::Write);
-    me.on_finished();
-    // Unregistered first, closed second (the poller's contract).
-    let fd = life.fd.borrow_mut().take();
-    drop(fd);
-    // Break the protocol -> transport -> protocol cycle; the protocol's own
-    // Drop runs outside any borrow of ours.
-    let released = life.protocol.replace(AnyProtocol::released());
-    drop(released);
-    // And the loop (see stream.rs).
-    life.lp.release();
-}
-
-fn protocol_failed<T: PipeEnd>(me: &Rc<T>, what: &str, payload: Box<dyn std::any::Any + Send>) {
-    let life = me.life();
-    let context = format!("{} fd={}", T::NAME, life.raw);
-    let protocol = life.protocol.borrow().clone();
-    let error = match life.lp.get() {
-        Some(lp) => report_protocol_panic(&lp, what, payload, context, &protocol),
-        None => io::Error::other(format!("protocol.{what}() call failed")),
-    };
-    me.force_close(Some(error));
 }

@@ -37,8 +37,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use loop_core::{EventLoop, ExceptionContext, LoopError};
+use loop_core::{EventLoop, ExceptionContext, LoopError, WaiterList};
 
+use crate::lifecycle::{offer_made_with, Made};
 use crate::transport::Transport;
 
 /// What every protocol receives: the connection's start and end, and the
@@ -162,7 +163,7 @@ struct Hooks {
     /// Work deferred while the protocol was in use, in order.
     deferred: RefCell<VecDeque<Box<dyn FnOnce()>>>,
     /// Tasks in [`ProtocolHandle::wait_until`].
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaiterList,
 }
 
 impl<P> ProtocolCell<P> {
@@ -261,25 +262,20 @@ impl<P: ?Sized> ProtocolCell<P> {
         }
         // Also a mutable call made by the deferred work.
         let waiters = if self.hooks.changed.replace(false) {
-            std::mem::take(&mut *self.hooks.waiters.borrow_mut())
+            self.hooks.waiters.take()
         } else {
-            Vec::new()
+            WaiterList::new()
         };
         // Waiters kept (after a look, nothing changed) keep it armed.
-        let kept = !self.hooks.waiters.borrow().is_empty();
+        let kept = !self.hooks.waiters.is_empty();
         self.hooks.armed.set(kept);
         drop(_reset);
-        for w in waiters {
-            w.wake();
-        }
+        waiters.wake_all();
     }
 
     /// Registers `waker` to be woken after the next call into the protocol.
     fn add_waiter(&self, waker: &Waker) {
-        let mut waiters = self.hooks.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(waker)) {
-            waiters.push(waker.clone());
-        }
+        self.hooks.waiters.register(waker);
         self.hooks.armed.set(true);
     }
 }
@@ -628,37 +624,27 @@ impl AnyProtocol {
     }
 }
 
-/// What came of offering `connection_made` to a protocol
-/// ([`AnyProtocol::deliver_connection_made`]).
-pub(crate) enum Made {
-    /// It was called and returned.
-    Called,
-    /// The protocol is in use (the offer came from inside one of its
-    /// methods): it was not called, and the transport is handed back to be
-    /// offered again when it is free ([`AnyProtocol::when_free`]).
-    Busy(Transport),
-    /// It panicked: the payload, for the transport to report
-    /// ([`report_protocol_panic`]) before it closes.
-    Panicked(Box<dyn Any + Send>),
-}
+impl crate::lifecycle::LifeProtocol for AnyProtocol {
+    type Handle = Transport;
 
-impl AnyProtocol {
+    fn in_use(&self) -> bool {
+        AnyProtocol::in_use(self)
+    }
+
+    fn when_free(&self, f: impl FnOnce() + 'static) {
+        AnyProtocol::when_free(self, f)
+    }
+
     /// Calls `connection_made(transport)`, catching a panic; a protocol in
     /// use is not called (every stream-like transport's first delivery).
-    pub(crate) fn deliver_connection_made(&self, transport: Transport) -> Made {
-        let mut arg = Some(transport);
-        let called = catch_unwind(AssertUnwindSafe(|| {
+    fn offer_made(&self, transport: Transport) -> Made<Transport> {
+        offer_made_with(transport, |arg| {
             self.try_base(|p| {
                 if let Some(t) = arg.take() {
                     p.connection_made(t)
                 }
             })
-        }));
-        match called {
-            Ok(Some(())) => Made::Called,
-            Ok(None) => Made::Busy(arg.take().expect("connection_made was not called")),
-            Err(payload) => Made::Panicked(payload),
-        }
+        })
     }
 }
 
@@ -744,6 +730,12 @@ impl AnyProtocol {
     /// that keeps its `Transport` is no `Rc` cycle.
     pub(crate) fn released() -> AnyProtocol {
         AnyProtocol::Streaming(Rc::new(ProtocolCell::new(Released)))
+    }
+}
+
+impl crate::lifecycle::Released for AnyProtocol {
+    fn released() -> AnyProtocol {
+        AnyProtocol::released()
     }
 }
 

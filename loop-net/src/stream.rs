@@ -1,16 +1,12 @@
 //! The socket stream transport (TCP and Unix stream sockets).
 //!
-//! # State machine
-//! `Open -> Closing -> Lost`, one way only. `close()` moves to `Closing` and
-//! stops reading; the buffered bytes are still sent, then `connection_lost`
-//! is scheduled. `abort()` and fatal errors drop the buffer and schedule it at
-//! once. Whichever comes first schedules `connection_lost` (through
-//! `call_soon`, never synchronously) and nothing schedules it twice
-//! (`lost_scheduled`); when it runs, the socket is closed and the state is
-//! `Lost`. Writes after that are dropped and counted. The transport then lets
-//! go of its protocol (asyncio sets `_protocol = None`): a protocol that
-//! keeps its `Transport` would otherwise keep both alive forever, a cycle of
-//! `Rc`s leaked with every connection.
+//! # Lifecycle
+//! `Open -> Closing -> Lost` and the rules of `connection_made` and
+//! `connection_lost` are [`Lifecycle`](crate::lifecycle)'s. Here, `close()`
+//! stops reading and lets the buffered bytes go out before `connection_lost`
+//! is scheduled; `abort()` and fatal errors drop the buffer (its size is
+//! kept for `dropped_on_loss`) and schedule it at once. Writes after that
+//! are dropped and counted.
 //!
 //! # Read path
 //! The loop watches the socket level-triggered while the transport reads.
@@ -52,9 +48,9 @@ use std::rc::Rc;
 use loop_core::{ErrorKind, EventLoop, LoopError};
 
 use crate::addr::SockAddr;
-use crate::flow::{Notice, WriteFlow};
-use crate::loop_slot::LoopSlot;
-use crate::protocol::{report_made_panic, report_protocol_panic, AnyProtocol, Made};
+use crate::flow::{FlowOwner, Notice, WriteFlow};
+use crate::lifecycle::{self, LifeState as State, Lifecycle, LifecycleOwner};
+use crate::protocol::{report_made_panic, report_protocol_panic, AnyProtocol};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
@@ -67,14 +63,9 @@ mod transport;
 mod upgrade;
 
 pub(crate) use input::READ_SIZE;
+#[cfg(feature = "tls")]
+pub(crate) use transport::{socket_extra_info, socket_transport_methods};
 use upgrade::UpgradeState;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum State {
-    Open,
-    Closing,
-    Lost,
-}
 
 /// Called when a transport's connection is lost (servers count their
 /// connections this way).
@@ -82,12 +73,10 @@ pub(crate) type LostHook = Box<dyn FnOnce()>;
 
 pub(crate) struct Stream {
     me: std::rc::Weak<Stream>,
-    /// Released once `connection_lost` has run (loop_slot.rs).
-    lp: LoopSlot,
+    /// The state, the protocol and the loop (lifecycle.rs).
+    life: Lifecycle<AnyProtocol>,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
-    state: Cell<State>,
-    protocol: RefCell<AnyProtocol>,
     buffer: RefCell<WriteBuffer>,
     /// Water marks and the pause/resume notices owed (flow.rs).
     flow: WriteFlow,
@@ -97,12 +86,8 @@ pub(crate) struct Stream {
     /// The peer's EOF was delivered: reading never starts again (asyncio
     /// removes the reader and `resume_reading` does not re-add it).
     read_eof: Cell<bool>,
-    lost_scheduled: Cell<bool>,
     /// Bytes the buffer held when a forced close (abort, error) dropped it.
     dropped_on_loss: Cell<usize>,
-    /// `connection_made` was delivered.
-    made: Cell<bool>,
-    made_waiters: RefCell<Vec<std::task::Waker>>,
     /// `pause_reading()` was called (and not undone by `resume_reading()`).
     user_paused: Cell<bool>,
     writes_after_lost: Cell<u64>,
@@ -145,21 +130,16 @@ impl Stream {
         let sockname = rustix::net::getsockname(&fd).ok().map(SockAddr::from_raw);
         let stream = Rc::new_cyclic(|me| Stream {
             me: me.clone(),
-            lp: LoopSlot::new(lp),
+            life: Lifecycle::new(lp, protocol),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
-            state: Cell::new(State::Open),
-            protocol: RefCell::new(protocol),
             buffer: RefCell::new(WriteBuffer::default()),
             flow: WriteFlow::new(WriteBufferLimits::default()),
             reading: Cell::new(false),
             writing: Cell::new(false),
             eof: Cell::new(false),
             read_eof: Cell::new(false),
-            lost_scheduled: Cell::new(false),
             dropped_on_loss: Cell::new(0),
-            made: Cell::new(false),
-            made_waiters: RefCell::new(Vec::new()),
             user_paused: Cell::new(false),
             writes_after_lost: Cell::new(0),
             peername,
@@ -171,64 +151,15 @@ impl Stream {
         let transport = Transport {
             inner: stream.clone(),
         };
-        let t = transport.clone();
-        let me = stream.clone();
-        lp.call_soon(move || me.deliver_made(t))?;
+        lifecycle::schedule_made(&stream, transport.clone())?;
         Ok((transport, stream))
-    }
-
-    /// Calls `connection_made` (always first: a `close`/`abort` before it
-    /// only schedules `connection_lost` after it), then starts reading.
-    fn deliver_made(self: &Rc<Self>, transport: Transport) {
-        if self.state.get() == State::Lost {
-            // Abandoned before this ran: the protocol is never called.
-            return;
-        }
-        let protocol = self.protocol.borrow().clone();
-        match protocol.deliver_connection_made(transport) {
-            Made::Called => {}
-            Made::Busy(t) => {
-                // Offered from inside one of the protocol's methods (it is
-                // shared with another transport): right after it returns.
-                let me = self.clone();
-                protocol.when_free(move || me.deliver_made(t));
-                return;
-            }
-            Made::Panicked(payload) => {
-                // Reported, not fatal: asyncio runs connection_made as a
-                // loop callback, whose exception the loop reports, and the
-                // transport goes on (reading starts as usual).
-                if let Some(lp) = self.lp.get() {
-                    report_made_panic(&lp, payload, format!("fd={}", self.raw), &protocol);
-                }
-            }
-        }
-        self.made.set(true);
-        self.wake_made();
-        self.drain_deferred();
-        if self.state.get() == State::Open && !self.user_paused.get() {
-            self.start_reading();
-        }
-    }
-
-    fn wake_made(&self) {
-        let waiters = std::mem::take(&mut *self.made_waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
     }
 
     /// Resolves once `connection_made` was called (or the transport is
     /// lost), as asyncio's `create_connection` waits for it.
     pub(crate) fn wait_made(self: &Rc<Self>) -> impl std::future::Future<Output = ()> + 'static {
         let me = self.clone();
-        std::future::poll_fn(move |cx| {
-            if me.made.get() || me.state.get() == State::Lost {
-                return std::task::Poll::Ready(());
-            }
-            me.made_waiters.borrow_mut().push(cx.waker().clone());
-            std::task::Poll::Pending
-        })
+        std::future::poll_fn(move |cx| me.life.poll_made(cx))
     }
 
     /// The future waiting for `connection_made` was dropped before it ran
@@ -237,11 +168,10 @@ impl Stream {
     /// scheduled does nothing. Too late once `connection_made` ran: the
     /// caller then returns the transport.
     pub(crate) fn abandon(&self) {
-        if self.made.get() || self.state.get() == State::Lost {
+        if self.life.is_made() || self.life.state() == State::Lost {
             return;
         }
-        self.lost_scheduled.set(true);
-        self.finish_lost();
+        lifecycle::finish_lost(self);
     }
 
     /// The `Rc` of `self`, for the callbacks registered with the loop.
@@ -255,10 +185,9 @@ impl Stream {
     }
 
     fn close_impl(self: &Rc<Self>) {
-        if self.state.get() != State::Open {
+        if !self.life.begin_closing() {
             return;
         }
-        self.state.set(State::Closing);
         self.sendfile.wake();
         self.stop_reading();
         if self.buffer.borrow().is_empty() {
@@ -267,14 +196,14 @@ impl Stream {
     }
 
     fn force_close(self: &Rc<Self>, error: Option<io::Error>) {
-        if self.lost_scheduled.get() {
+        if self.life.lost_claimed() {
             return;
         }
         self.dropped_on_loss.set(self.buffer.borrow().len());
         self.buffer.borrow_mut().clear();
         self.stop_writing();
         self.stop_reading();
-        self.state.set(State::Closing);
+        self.life.force_closing();
         self.sendfile.wake();
         self.schedule_lost(error);
     }
@@ -283,70 +212,70 @@ impl Stream {
         self.force_close(Some(error));
     }
 
+    fn schedule_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        lifecycle::schedule_lost(self, error);
+    }
+}
+
+impl LifecycleOwner for Stream {
+    type Protocol = AnyProtocol;
+
+    fn life(&self) -> &Lifecycle<AnyProtocol> {
+        &self.life
+    }
+
+    fn after_made(self: &Rc<Self>) {
+        self.drain_deferred();
+        if self.life.state() == State::Open && !self.user_paused.get() {
+            self.start_reading();
+        }
+    }
+
     fn protocol_failed(self: &Rc<Self>, what: &str, payload: Box<dyn std::any::Any + Send>) {
-        let protocol = self.protocol.borrow().clone();
+        let protocol = self.life.protocol();
         let context = format!("fd={}", self.raw);
-        let error = match self.lp.get() {
+        let error = match self.life.get_loop() {
             Some(lp) => report_protocol_panic(&lp, what, payload, context, &protocol),
             None => io::Error::other(format!("protocol.{what}() call failed")),
         };
         self.force_close(Some(error));
     }
 
-    fn schedule_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        if self.lost_scheduled.replace(true) {
-            return;
+    /// Reported, not fatal: asyncio runs `connection_made` as a loop
+    /// callback, whose exception the loop reports, and the socket
+    /// transport goes on (reading starts as usual).
+    fn made_panicked(self: &Rc<Self>, payload: Box<dyn std::any::Any + Send>) -> bool {
+        if let Some(lp) = self.life.get_loop() {
+            let protocol = self.life.protocol();
+            report_made_panic(&lp, payload, format!("fd={}", self.raw), &protocol);
         }
+        true
+    }
+
+    fn lost_scheduled(self: &Rc<Self>) {
         self.upgrade.wake();
-        let me = self.clone();
-        let scheduled = self.lp.call_soon(move || me.call_connection_lost(error));
-        if scheduled.is_err() {
-            // The loop is closed: nothing can be delivered; release the socket.
-            self.finish_lost();
+    }
+
+    fn deliver_lost(self: &Rc<Self>, protocol: &AnyProtocol, error: Option<io::Error>) {
+        if let Some(lp) = self.life.get_loop() {
+            let _ = protocol.deliver_connection_lost(&lp, error, &format!("fd={}", self.raw));
         }
     }
 
-    fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        let protocol = self.protocol.borrow().clone();
-        if protocol.in_use() {
-            // Reached from inside one of the protocol's methods: right after
-            // it returns (after a connection_made deferred the same way).
-            let me = self.clone();
-            protocol.when_free(move || me.call_connection_lost(error));
-            return;
-        }
-        if self.made.get() || self.state.get() == State::Lost {
-            let context = format!("fd={}", self.raw);
-            // The protocol is free: this cannot be handed back.
-            if let Some(lp) = self.lp.get() {
-                let _ = protocol.deliver_connection_lost(&lp, error, &context);
-            }
-        }
-        // Else connection_made was never delivered: neither is connection_lost.
-        drop(protocol);
-        self.finish_lost();
-    }
-
-    fn finish_lost(&self) {
-        self.state.set(State::Lost);
+    fn close_resources(&self) {
         self.sendfile.wake();
-        self.wake_made();
         self.stop_reading();
         self.stop_writing();
         let fd = self.fd.borrow_mut().take();
         drop(fd);
-        // Break the protocol -> transport -> protocol cycle; the protocol's
-        // own Drop runs outside any borrow of ours.
-        let released = self.protocol.replace(AnyProtocol::released());
+    }
+
+    fn lost_hook(&self) {
         // Taken first: no borrow of ours is held while the hook runs.
         let hook = self.on_lost.borrow_mut().take();
         if let Some(hook) = hook {
             hook();
         }
-        drop(released);
-        // And the loop (asyncio sets `_loop = None`): a `Transport` kept
-        // after this does not keep the loop alive.
-        self.lp.release();
     }
 }
 

@@ -82,6 +82,19 @@ impl WriteBuffer {
         }
     }
 
+    /// Sends what is buffered with `send` (given the buffer); `Ok(0)`
+    /// without calling it when nothing is.
+    pub(crate) fn send_pending<E>(
+        &self,
+        send: impl FnOnce(&Self) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        if self.is_empty() {
+            Ok(0)
+        } else {
+            send(self)
+        }
+    }
+
     /// Drops the first `n` bytes (those the kernel accepted).
     pub(crate) fn consume(&mut self, n: usize) {
         let n = n.min(self.len());

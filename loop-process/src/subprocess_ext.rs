@@ -298,7 +298,7 @@ async fn spawn<P: SubprocessProtocol>(
         }
     }
     inner.start();
-    inner.made().await.map_err(io::Error::from)?;
+    inner.made().await;
     guard.0 = None;
     Ok((SubprocessTransport { inner }, handle))
 }

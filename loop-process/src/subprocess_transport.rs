@@ -38,10 +38,13 @@
 //! reads again.
 //!
 //! # The end
-//! `connection_lost` is queued once the return code is known and every
-//! pipe transport has called its `connection_lost` (asyncio's
-//! `_try_finish`). After it ran, the protocol and the pipes are released (a
-//! protocol that keeps its transport is no `Rc` cycle).
+//! The lifecycle is loop-net's [`Lifecycle`] (its rules are stated there):
+//! `connection_lost` is claimed and queued once the return code is known
+//! and every pipe transport has called its `connection_lost` (asyncio's
+//! `_try_finish`). After it ran, the pipes, the protocol (a protocol that
+//! keeps its transport is no `Rc` cycle) and the loop are released
+//! (asyncio's `_call_connection_lost` sets `_loop`, `_proc` and `_protocol`
+//! to `None`).
 //!
 //! # Who keeps the child
 //! Until the child exits, the watcher (the loop's reader on the pidfd, or
@@ -60,6 +63,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use loop_core::{EventLoop, ExceptionContext, LoopError};
+use loop_net::lifecycle::{LifeState, Lifecycle};
 use loop_net::{BaseProtocol, Protocol, ProtocolHandle, Transport};
 use rustix::process::{Pid, Signal};
 
@@ -130,27 +134,23 @@ struct PipeSlot {
 
 /// The state of one child (see the module docs).
 pub(crate) struct Inner {
-    lp: EventLoop,
+    /// `connection_made`/`connection_lost` bookkeeping, the protocol and the
+    /// loop (loop-net's lifecycle.rs).
+    life: Lifecycle<Option<ProtocolHandle<dyn SubprocessProtocol>>>,
     pid: Pid,
     args: Vec<OsString>,
     /// The pidfd, while the child is not reaped (pidfd watcher only).
     pidfd: RefCell<Option<OwnedFd>>,
     returncode: Cell<Option<i32>>,
+    /// `close()` was called (asyncio's `_closed`: what `is_closing` says,
+    /// also after `connection_lost`).
     closed: Cell<bool>,
     /// Whether the child was handed to the orphan reaper (its loop closed
     /// before it exited): no signal may be sent any more.
     orphaned: Cell<bool>,
-    /// Whether `connection_lost` was queued.
-    finished: Cell<bool>,
-    /// Whether `connection_lost` ran (asyncio's `_proc = None`): signals
-    /// are refused with ESRCH from then on.
-    lost: Cell<bool>,
     /// Whether the pipes are connected and `connection_made` queued.
     started: Cell<bool>,
-    /// Whether `connection_made` ran.
-    made: Cell<bool>,
     pipes: RefCell<Vec<PipeSlot>>,
-    protocol: RefCell<Option<ProtocolHandle<dyn SubprocessProtocol>>>,
     calls: RefCell<VecDeque<Call>>,
     /// The bytes of the `Call::Data` in `calls`.
     queued_bytes: Cell<usize>,
@@ -158,8 +158,6 @@ pub(crate) struct Inner {
     /// A drain is deferred until the protocol is free.
     drain_deferred: Cell<bool>,
     exit_waiters: RefCell<Vec<loop_core::Future<i32>>>,
-    /// Completed once `connection_made` ran (what `subprocess_exec` awaits).
-    made_signal: loop_core::Future<()>,
 }
 
 impl Inner {
@@ -171,31 +169,27 @@ impl Inner {
         protocol: ProtocolHandle<dyn SubprocessProtocol>,
     ) -> Rc<Inner> {
         Rc::new(Inner {
-            lp: lp.clone(),
+            life: Lifecycle::new(lp, Some(protocol)),
             pid,
             args,
             pidfd: RefCell::new(pidfd),
             returncode: Cell::new(None),
             closed: Cell::new(false),
             orphaned: Cell::new(false),
-            finished: Cell::new(false),
-            lost: Cell::new(false),
             started: Cell::new(false),
-            made: Cell::new(false),
             pipes: RefCell::new(Vec::new()),
-            protocol: RefCell::new(Some(protocol)),
             calls: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             flush_scheduled: Cell::new(false),
             drain_deferred: Cell::new(false),
             exit_waiters: RefCell::new(Vec::new()),
-            made_signal: lp.create_future(),
         })
     }
 
-    /// Resolves once `connection_made` ran.
-    pub(crate) fn made(&self) -> loop_core::Future<()> {
-        self.made_signal.clone()
+    /// Resolves once `connection_made` ran (what `subprocess_exec` awaits).
+    pub(crate) fn made(self: &Rc<Self>) -> impl std::future::Future<Output = ()> + 'static {
+        let me = self.clone();
+        std::future::poll_fn(move |cx| me.life.poll_made(cx))
     }
 
     pub(crate) fn pidfd_raw(&self) -> Option<RawFd> {
@@ -248,11 +242,7 @@ impl Inner {
             pid: self.pid,
             pidfd,
         });
-        let protocol = self
-            .protocol
-            .try_borrow_mut()
-            .ok()
-            .and_then(|mut p| p.take());
+        let protocol = self.life.replace_protocol(None);
         let pipes = self
             .pipes
             .try_borrow_mut()
@@ -283,11 +273,10 @@ impl Inner {
     /// asyncio's `_try_finish`: queue `connection_lost` once the child
     /// exited and every pipe closed.
     fn try_finish(self: &Rc<Self>) {
-        if self.finished.get() || self.returncode.get().is_none() || !self.started.get() {
+        if self.life.lost_claimed() || self.returncode.get().is_none() || !self.started.get() {
             return;
         }
-        if self.pipes.borrow().iter().all(|p| p.disconnected) {
-            self.finished.set(true);
+        if self.pipes.borrow().iter().all(|p| p.disconnected) && self.life.claim_lost() {
             self.calls.borrow_mut().push_back(Call::Lost);
             self.schedule_flush();
         }
@@ -298,7 +287,7 @@ impl Inner {
     /// calls are delivered (see the module docs).
     fn data_received(self: &Rc<Self>, fd: i32, data: &[u8]) {
         if self.can_call_now() {
-            let protocol = self.protocol.borrow().clone();
+            let protocol = self.life.protocol();
             let Some(p) = protocol else {
                 return;
             };
@@ -345,7 +334,7 @@ impl Inner {
     }
 
     fn can_call_now(&self) -> bool {
-        self.made.get() && self.calls.borrow().is_empty()
+        self.life.is_made() && self.calls.borrow().is_empty()
     }
 
     /// Makes `call` at once if nothing is queued and the protocol is free;
@@ -353,7 +342,7 @@ impl Inner {
     fn deliver(self: &Rc<Self>, call: Call) {
         let mut call = Some(call);
         if self.can_call_now() {
-            let protocol = self.protocol.borrow().clone();
+            let protocol = self.life.protocol();
             let Some(p) = protocol else {
                 return;
             };
@@ -374,7 +363,7 @@ impl Inner {
         }
         let call = call.expect("not made");
         self.calls.borrow_mut().push_back(call);
-        if self.made.get() || self.started.get() {
+        if self.life.is_made() || self.started.get() {
             self.schedule_flush();
             self.drain_when_free();
         }
@@ -383,7 +372,7 @@ impl Inner {
     /// Drains right after the protocol's running method (or `with_mut`
     /// closure) returns, if it is in use.
     fn drain_when_free(self: &Rc<Self>) {
-        let Some(p) = self.protocol.borrow().clone() else {
+        let Some(p) = self.life.protocol() else {
             return;
         };
         if self.drain_deferred.replace(true) {
@@ -401,7 +390,11 @@ impl Inner {
             return;
         }
         let me = self.clone();
-        if self.lp.call_soon(move || me.flush()).is_err() {
+        let scheduled = match self.life.get_loop() {
+            Some(lp) => lp.call_soon(move || me.flush()).is_ok(),
+            None => false,
+        };
+        if !scheduled {
             // A closed loop: nothing will run again.
             self.flush_scheduled.set(false);
         }
@@ -421,10 +414,10 @@ impl Inner {
     /// no read can happen while it delivers (reads come from the loop), and
     /// a `pause_reading` the protocol makes meanwhile then stands.
     fn drain(self: &Rc<Self>) {
-        if !self.made.get() && !self.started.get() {
+        if !self.life.is_made() && !self.started.get() {
             return;
         }
-        match self.protocol.borrow().as_ref() {
+        match self.life.protocol() {
             Some(p) if p.is_in_use() => {}
             _ => self.release_pipes(),
         }
@@ -432,7 +425,7 @@ impl Inner {
             if self.calls.borrow().is_empty() {
                 return;
             }
-            let Some(protocol) = self.protocol.borrow().clone() else {
+            let Some(protocol) = self.life.protocol() else {
                 self.calls.borrow_mut().clear();
                 self.queued_bytes.set(0);
                 return;
@@ -464,12 +457,11 @@ impl Inner {
         let name = call.name();
         match call {
             Call::Made => {
-                self.made.set(true);
+                self.life.set_made();
                 let t = SubprocessTransport {
                     inner: self.clone(),
                 };
                 self.guarded(name, || p.connection_made(t));
-                let _ = self.made_signal.set_result(());
             }
             Call::Data(fd, data) => self.guarded(name, || p.pipe_data_received(fd, &data)),
             Call::PipeLost(fd, err) => self.guarded(name, || p.pipe_connection_lost(fd, err)),
@@ -483,7 +475,10 @@ impl Inner {
     /// Runs one protocol method; a panic goes to the exception handler.
     fn guarded(&self, name: &'static str, f: impl FnOnce()) {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-            self.lp.call_exception_handler(
+            let Some(lp) = self.life.get_loop() else {
+                return;
+            };
+            lp.call_exception_handler(
                 ExceptionContext::new(format!("subprocess protocol.{name}() failed"))
                     .with_error(LoopError::panicked(name, payload))
                     .with("pid", self.pid.as_raw_nonzero().get().to_string()),
@@ -492,29 +487,37 @@ impl Inner {
     }
 
     /// After `connection_lost`: wake the waiters of [`wait`]
-    /// (asyncio's `_call_connection_lost`), let go of the protocol and the
-    /// pipes.
+    /// (asyncio's `_call_connection_lost`), let go of the pipes, the
+    /// protocol and the loop ([`Lifecycle::finish`]).
     ///
     /// [`wait`]: SubprocessTransport::wait
     fn release(&self) {
-        self.lost.set(true);
-        if let Some(code) = self.returncode.get() {
-            let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
-            for w in waiters {
-                let _ = w.set_result(code);
-            }
-        }
-        self.queued_bytes.set(0);
-        let protocol = self.protocol.borrow_mut().take();
-        let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
-        drop(protocol);
-        drop(pipes);
+        self.life.finish(
+            || {
+                if let Some(code) = self.returncode.get() {
+                    let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
+                    for w in waiters {
+                        let _ = w.set_result(code);
+                    }
+                }
+                self.queued_bytes.set(0);
+                let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
+                drop(pipes);
+            },
+            || {},
+        );
+    }
+
+    /// Whether `connection_lost` ran (asyncio's `_proc = None`): signals
+    /// are refused with ESRCH from then on.
+    fn is_lost(&self) -> bool {
+        self.life.state() == LifeState::Lost
     }
 
     fn send_signal(&self, signal: i32) -> io::Result<()> {
         let sig = to_signal(signal)?;
         // asyncio's `_check_proc`: refused once `connection_lost` ran.
-        if self.lost.get() {
+        if self.is_lost() {
             return Err(no_such_process());
         }
         // Exited (and reaped: the pid may be another process's now), but
@@ -644,6 +647,7 @@ impl SubprocessTransport {
         if self.inner.closed.replace(true) {
             return;
         }
+        self.inner.life.begin_closing();
         let pipes: Vec<Transport> = self
             .inner
             .pipes
@@ -693,10 +697,11 @@ impl SubprocessTransport {
         async move {
             // Done only once `connection_lost` ran (the exit alone is not
             // enough: the pipes may still be open).
-            if let (true, Some(code)) = (inner.lost.get(), inner.returncode.get()) {
+            if let (true, Some(code)) = (inner.is_lost(), inner.returncode.get()) {
                 return Ok(code);
             }
-            let fut = inner.lp.create_future::<i32>();
+            let lp = inner.life.get_loop().ok_or_else(LoopError::closed)?;
+            let fut = lp.create_future::<i32>();
             inner.exit_waiters.borrow_mut().push(fut.clone());
             drop(inner);
             fut.await.map_err(io::Error::from)
@@ -714,9 +719,11 @@ impl SubprocessTransport {
         self.inner.queued_bytes.get()
     }
 
-    /// The loop the child is watched by.
-    pub fn get_loop(&self) -> EventLoop {
-        self.inner.lp.clone()
+    /// The loop the child is watched by; `None` once `connection_lost` has
+    /// run (asyncio's transport sets its `_loop` to `None` then), so a
+    /// transport kept after that does not keep its loop alive.
+    pub fn get_loop(&self) -> Option<EventLoop> {
+        self.inner.life.get_loop()
     }
 
     /// Whether two handles are the same transport.

@@ -354,6 +354,7 @@ fn pause_writing_caused_inside_a_callback_comes_right_after_it() {
             let t = self.transport.as_ref().unwrap();
             let log = self.log.clone();
             t.get_loop()
+                .expect("connection_lost has not run")
                 .call_soon(move || log.borrow_mut().push("next callback"))
                 .unwrap();
             let stdin = t.get_pipe_transport(0).unwrap();

@@ -10,13 +10,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::task::Poll;
 
 use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 
 use crate::addr::SockAddr;
 use crate::flow::WriteFlow;
-use crate::loop_slot::LoopSlot;
+use crate::lifecycle::{self, LifeProtocol, Lifecycle, LifecycleOwner, Made};
 use crate::protocol::ProtocolCell;
 use crate::write_buffer::WriteBufferLimits;
 
@@ -77,19 +76,14 @@ impl Endpoint {
         };
         let ep = Rc::new_cyclic(|me| Endpoint {
             me: me.clone(),
-            lp: LoopSlot::new(lp),
+            life: Lifecycle::new(lp, protocol),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
-            state: Cell::new(State::Open),
-            protocol: RefCell::new(protocol),
             queue: RefCell::new(VecDeque::new()),
             buffer_size: Cell::new(0),
             flow: WriteFlow::new(WriteBufferLimits::default()),
             reading: Cell::new(false),
             writing: Cell::new(false),
-            lost_scheduled: Cell::new(false),
-            made: Cell::new(false),
-            made_waiters: RefCell::new(Vec::new()),
             sends_after_close: Cell::new(0),
             connected,
             remote,
@@ -100,9 +94,7 @@ impl Endpoint {
             owned_path: RefCell::new(owned_path),
         });
         let transport = DatagramTransport { inner: ep.clone() };
-        let t = transport.clone();
-        let me = ep.clone();
-        lp.call_soon(move || me.deliver_made(t))?;
+        lifecycle::schedule_made(&ep, transport.clone())?;
         Ok((transport, ep))
     }
 
@@ -110,13 +102,7 @@ impl Endpoint {
     /// lost), as asyncio's `create_datagram_endpoint` waits for it.
     pub(crate) fn wait_made(self: &Rc<Self>) -> impl std::future::Future<Output = ()> + 'static {
         let me = self.clone();
-        std::future::poll_fn(move |cx| {
-            if me.made.get() || me.state.get() == State::Lost {
-                return Poll::Ready(());
-            }
-            me.made_waiters.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        })
+        std::future::poll_fn(move |cx| me.life.poll_made(cx))
     }
 
     pub(super) fn rc(&self) -> Rc<Endpoint> {
@@ -130,47 +116,10 @@ impl Endpoint {
         guard.as_ref().map(|fd| f(fd.as_fd()))
     }
 
-    fn wake_made(&self) {
-        let waiters = std::mem::take(&mut *self.made_waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
-    }
-
-    fn deliver_made(self: &Rc<Self>, transport: DatagramTransport) {
-        let protocol = self.protocol.borrow().clone();
-        if protocol.in_use() {
-            // Offered from inside one of the protocol's methods (it is
-            // shared with another endpoint): right after it returns.
-            let me = self.clone();
-            protocol.when_free(move || me.deliver_made(transport));
-            return;
-        }
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_call(|p| p.connection_made(transport))
-        }));
-        drop(protocol);
-        self.made.set(true);
-        self.wake_made();
-        match outcome {
-            Ok(_) => {
-                self.drain_deferred();
-                if self.state.get() == State::Open {
-                    self.start_reading();
-                }
-            }
-            Err(payload) => {
-                let err = self.report_panic("connection_made", payload);
-                self.force_close(Some(io::Error::other(err.to_string())));
-            }
-        }
-    }
-
     pub(super) fn close_impl(self: &Rc<Self>) {
-        if self.state.get() != State::Open {
+        if !self.life.begin_closing() {
             return;
         }
-        self.state.set(State::Closing);
         self.stop_reading();
         if self.queue.borrow().is_empty() {
             self.schedule_lost(None);
@@ -178,7 +127,7 @@ impl Endpoint {
     }
 
     pub(super) fn force_close(self: &Rc<Self>, error: Option<io::Error>) {
-        if self.lost_scheduled.get() {
+        if self.life.lost_claimed() {
             return;
         }
         let dropped = std::mem::take(&mut *self.queue.borrow_mut());
@@ -186,52 +135,108 @@ impl Endpoint {
         self.buffer_size.set(0);
         self.stop_writing();
         self.stop_reading();
-        self.state.set(State::Closing);
+        self.life.force_closing();
         self.schedule_lost(error);
     }
 
     pub(super) fn schedule_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        if self.lost_scheduled.replace(true) {
+        lifecycle::schedule_lost(self, error);
+    }
+
+    pub(super) fn report_panic(
+        &self,
+        what: &str,
+        payload: Box<dyn std::any::Any + Send>,
+    ) -> LoopError {
+        let name = self
+            .life
+            .protocol()
+            .peek(|p| p.protocol_type_name())
+            .unwrap_or("<protocol in use>");
+        let err = LoopError::panicked(format!("{name}.{what}()"), payload);
+        self.life.lp().call_exception_handler(
+            ExceptionContext::new(format!("protocol.{what}() call failed."))
+                .with_error(err.clone())
+                .with("transport", format!("datagram fd={}", self.raw))
+                .with("protocol", name),
+        );
+        err
+    }
+
+    pub(super) fn start_reading(self: &Rc<Self>) {
+        if self.reading.get() || self.life.state() != State::Open {
             return;
         }
         let me = self.clone();
-        if self
-            .lp
-            .call_soon(move || me.call_connection_lost(error))
-            .is_err()
+        match self
+            .life
+            .lp()
+            .add_reader(self.raw, move || me.on_readable())
         {
-            // The loop is closed: nothing can be delivered; release the socket.
-            self.finish_lost();
+            Ok(()) => self.reading.set(true),
+            Err(e) => self.force_close(Some(e.into())),
         }
     }
 
-    fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        let protocol = self.protocol.borrow().clone();
-        if protocol.in_use() {
-            // Reached from inside one of the protocol's methods: right after
-            // it returns (after a connection_made deferred the same way).
-            let me = self.clone();
-            protocol.when_free(move || me.call_connection_lost(error));
+    pub(super) fn stop_reading(&self) {
+        if self.reading.replace(false) {
+            let _ = self.life.lp().remove_reader(self.raw);
+        }
+    }
+
+    pub(super) fn start_writing(self: &Rc<Self>) {
+        if self.writing.get() {
             return;
         }
-        if self.made.get() {
-            // Whatever is still owed to the protocol comes first.
-            self.drain_deferred();
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                protocol.try_call(|p| p.connection_lost(error))
-            }));
-            if let Err(payload) = outcome {
-                self.report_panic("connection_lost", payload);
-            }
+        let me = self.clone();
+        match self
+            .life
+            .lp()
+            .add_writer(self.raw, move || me.on_writable())
+        {
+            Ok(()) => self.writing.set(true),
+            Err(e) => self.force_close(Some(e.into())),
         }
-        // Else connection_made was never delivered: neither is connection_lost.
-        drop(protocol);
-        self.finish_lost();
     }
 
-    fn finish_lost(&self) {
-        self.state.set(State::Lost);
-        self.wake_made();
+    pub(super) fn stop_writing(&self) {
+        if self.writing.replace(false) {
+            let _ = self.life.lp().remove_writer(self.raw);
+        }
+    }
+}
+
+impl LifecycleOwner for Endpoint {
+    type Protocol = DynProtocol;
+
+    fn life(&self) -> &Lifecycle<DynProtocol> {
+        &self.life
+    }
+
+    fn after_made(self: &Rc<Self>) {
+        self.drain_deferred();
+        if self.life.state() == State::Open {
+            self.start_reading();
+        }
+    }
+
+    fn protocol_failed(self: &Rc<Self>, what: &str, payload: Box<dyn std::any::Any + Send>) {
+        let err = self.report_panic(what, payload);
+        self.force_close(Some(io::Error::other(err.to_string())));
+    }
+
+    fn deliver_lost(self: &Rc<Self>, protocol: &DynProtocol, error: Option<io::Error>) {
+        // Whatever is still owed to the protocol comes first.
+        self.drain_deferred();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            protocol.try_call(|p| p.connection_lost(error))
+        }));
+        if let Err(payload) = outcome {
+            self.report_panic("connection_lost", payload);
+        }
+    }
+
+    fn close_resources(&self) {
         self.stop_reading();
         self.stop_writing();
         let fd = self.fd.borrow_mut().take();
@@ -242,69 +247,34 @@ impl Endpoint {
         drop(queue);
         self.buffer_size.set(0);
         self.flow.clear();
-        // Break the protocol -> transport -> protocol cycle; the protocol's
-        // own Drop runs outside any borrow of ours.
-        let released = self
-            .protocol
-            .replace(Rc::new(ProtocolCell::new(Released)) as DynProtocol);
-        drop(released);
-        // And the loop (see stream.rs).
-        self.lp.release();
+    }
+}
+
+impl LifeProtocol for DynProtocol {
+    type Handle = DatagramTransport;
+
+    fn in_use(&self) -> bool {
+        ProtocolCell::in_use(self)
     }
 
-    pub(super) fn report_panic(
-        &self,
-        what: &str,
-        payload: Box<dyn std::any::Any + Send>,
-    ) -> LoopError {
-        let name = self
-            .protocol
-            .try_borrow()
-            .ok()
-            .and_then(|p| p.peek(|p| p.protocol_type_name()))
-            .unwrap_or("<protocol in use>");
-        let err = LoopError::panicked(format!("{name}.{what}()"), payload);
-        self.lp.call_exception_handler(
-            ExceptionContext::new(format!("protocol.{what}() call failed."))
-                .with_error(err.clone())
-                .with("transport", format!("datagram fd={}", self.raw))
-                .with("protocol", name),
-        );
-        err
+    fn when_free(&self, f: impl FnOnce() + 'static) {
+        ProtocolCell::when_free(self, f)
     }
 
-    pub(super) fn start_reading(self: &Rc<Self>) {
-        if self.reading.get() || self.state.get() != State::Open {
-            return;
-        }
-        let me = self.clone();
-        match self.lp.add_reader(self.raw, move || me.on_readable()) {
-            Ok(()) => self.reading.set(true),
-            Err(e) => self.force_close(Some(e.into())),
-        }
+    fn offer_made(&self, transport: DatagramTransport) -> Made<DatagramTransport> {
+        lifecycle::offer_made_with(transport, |arg| {
+            self.try_call(|p| {
+                if let Some(t) = arg.take() {
+                    p.connection_made(t)
+                }
+            })
+        })
     }
+}
 
-    pub(super) fn stop_reading(&self) {
-        if self.reading.replace(false) {
-            let _ = self.lp.remove_reader(self.raw);
-        }
-    }
-
-    pub(super) fn start_writing(self: &Rc<Self>) {
-        if self.writing.get() {
-            return;
-        }
-        let me = self.clone();
-        match self.lp.add_writer(self.raw, move || me.on_writable()) {
-            Ok(()) => self.writing.set(true),
-            Err(e) => self.force_close(Some(e.into())),
-        }
-    }
-
-    pub(super) fn stop_writing(&self) {
-        if self.writing.replace(false) {
-            let _ = self.lp.remove_writer(self.raw);
-        }
+impl crate::lifecycle::Released for DynProtocol {
+    fn released() -> DynProtocol {
+        Rc::new(ProtocolCell::new(Released))
     }
 }
 

@@ -42,15 +42,15 @@ thread_local! {
 
 impl Endpoint {
     pub(super) fn on_readable(self: &Rc<Self>) {
-        if self.state.get() != State::Open || !self.reading.get() {
+        if self.life.state() != State::Open || !self.reading.get() {
             return;
         }
-        let protocol = self.protocol.borrow().clone();
+        let protocol = self.life.protocol();
         if protocol.in_use() {
             self.stop_reading();
             let me = self.clone();
             protocol.when_free(move || {
-                if me.state.get() == State::Open {
+                if me.life.state() == State::Open {
                     me.start_reading();
                 }
             });
@@ -67,7 +67,7 @@ impl Endpoint {
         let mut outcome = Ok(());
         let mut what = "";
         for _ in 0..DATAGRAMS_PER_READINESS {
-            if self.state.get() != State::Open || !self.reading.get() {
+            if self.life.state() != State::Open || !self.reading.get() {
                 break;
             }
             let got = self.recv_one(&mut buf);
@@ -80,7 +80,7 @@ impl Endpoint {
             } else {
                 "error_received"
             };
-            let current = self.protocol.borrow().clone();
+            let current = self.life.protocol();
             outcome = catch_unwind(AssertUnwindSafe(|| {
                 current.try_call(|p| match got {
                     Ok(Some((n, addr))) => p.datagram_received(&buf[..n], addr),

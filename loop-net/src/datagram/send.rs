@@ -82,7 +82,7 @@ impl Endpoint {
                 ));
             }
         };
-        if self.state.get() != State::Open {
+        if self.life.state() != State::Open {
             crate::transport::count_dropped_write(
                 &self.sends_after_close,
                 "socket.send() raised exception.",
@@ -138,7 +138,7 @@ impl Endpoint {
         self.maybe_resume_protocol();
         if self.queue.borrow().is_empty() {
             self.stop_writing();
-            if self.state.get() == State::Closing {
+            if self.life.state() == State::Closing {
                 self.schedule_lost(None);
             }
         }
@@ -169,7 +169,7 @@ impl Endpoint {
     /// Delivers a notice now, or right after the protocol's running method
     /// (or `with_mut` closure) returns if it is in use.
     pub(super) fn notify(&self, notice: Notice) {
-        if self.state.get() == State::Lost {
+        if self.life.state() == State::Lost {
             return;
         }
         self.flow.push(notice);
@@ -181,10 +181,10 @@ impl Endpoint {
     /// stranded.
     pub(super) fn drain_deferred(&self) {
         let delivered = self.flow.drain(|notice| {
-            if self.state.get() == State::Lost {
+            if self.life.state() == State::Lost {
                 return None; // the protocol is released: nothing is owed
             }
-            let protocol = self.protocol.borrow().clone();
+            let protocol = self.life.protocol();
             if protocol.in_use() {
                 return Some(notice);
             }
@@ -202,9 +202,9 @@ impl Endpoint {
             }
             None
         });
-        if !delivered && self.lp.get().is_some() {
+        if !delivered && self.life.get_loop().is_some() {
             let me = self.rc();
-            let protocol = self.protocol.borrow().clone();
+            let protocol = self.life.protocol();
             self.flow
                 .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
         }

@@ -30,9 +30,10 @@ use loop_core::{ErrorKind, EventLoop, ExceptionContext, LoopError};
 use rustix::io::Errno;
 
 use super::{
-    ensure_open, launch, prepare_pipe_fd, protocol_failed, schedule_lost, start_watch, stop_watch,
-    wait_made, Dir, Life, PipeDirection, PipeEnd, State, Watch,
+    ensure_open, launch, prepare_pipe_fd, start_watch, stop_watch, wait_made, Dir, Life,
+    PipeDirection, PipeEnd, Watch,
 };
+use crate::lifecycle::{self, LifeState as State, LifecycleOwner};
 use crate::protocol::AnyProtocol;
 use crate::stream::READ_SIZE;
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
@@ -98,7 +99,7 @@ impl ReadPipe {
     }
 
     fn start_reading(self: &Rc<Self>) {
-        if self.life.state.get() != State::Open || self.paused.get() || !self.life.made.get() {
+        if self.life.state() != State::Open || self.paused.get() || !self.life.is_made() {
             return;
         }
         if let Err(e) = start_watch(self, Dir::Read, true) {
@@ -107,7 +108,7 @@ impl ReadPipe {
     }
 
     fn on_readable(self: &Rc<Self>) {
-        if self.life.state.get() != State::Open || !self.reader.on.get() {
+        if self.life.state() != State::Open || !self.reader.on.get() {
             return;
         }
         let protocol = self.life.protocol();
@@ -129,7 +130,7 @@ impl ReadPipe {
                     self.force_close(Some(e));
                 }
             },
-            Err(payload) => protocol_failed(self, stage.get(), payload),
+            Err(payload) => self.protocol_failed(stage.get(), payload),
         }
     }
 
@@ -144,7 +145,7 @@ impl ReadPipe {
             Some(code) => io::Error::from_raw_os_error(code),
             None => io::Error::new(e.kind(), e.to_string()),
         };
-        self.life.lp.call_exception_handler(
+        self.life.lp().call_exception_handler(
             ExceptionContext::new("Fatal read error on pipe transport")
                 .with_error(copy)
                 .with("transport", format!("{} fd={}", Self::NAME, self.life.raw)),
@@ -215,12 +216,11 @@ impl ReadPipe {
     }
 
     fn close_impl(self: &Rc<Self>) {
-        if self.life.state.get() != State::Open {
+        if !self.life.begin_closing() {
             return;
         }
-        self.life.state.set(State::Closing);
         stop_watch(&**self, Dir::Read);
-        schedule_lost(self, None);
+        lifecycle::schedule_lost(self, None);
     }
 
     fn not_supported(what: &str) -> LoopError {
@@ -234,7 +234,7 @@ impl ReadPipe {
 impl PipeEnd for ReadPipe {
     const NAME: &'static str = "read pipe";
 
-    fn life(&self) -> &Life {
+    fn shared(&self) -> &Life {
         &self.life
     }
 
@@ -251,17 +251,17 @@ impl PipeEnd for ReadPipe {
         }
     }
 
-    fn after_made(self: &Rc<Self>) {
+    fn start_io(self: &Rc<Self>) {
         self.start_reading();
     }
 
     fn force_close(self: &Rc<Self>, error: Option<io::Error>) {
-        if self.life.lost_scheduled.get() {
+        if self.life.lost_claimed() {
             return;
         }
-        self.life.state.set(State::Closing);
+        self.life.force_closing();
         stop_watch(&**self, Dir::Read);
-        schedule_lost(self, error);
+        lifecycle::schedule_lost(self, error);
     }
 }
 
@@ -291,14 +291,14 @@ impl TransportImpl for ReadPipe {
     }
 
     fn is_closing(&self) -> bool {
-        self.life.state.get() != State::Open
+        self.life.state() != State::Open
     }
 
     fn set_protocol(&self, protocol: AnyProtocol) {
-        if self.life.state.get() == State::Lost {
+        if self.life.state() == State::Lost {
             return;
         }
-        let old = self.life.protocol.replace(protocol);
+        let old = self.life.replace_protocol(protocol);
         drop(old);
     }
 
@@ -307,21 +307,21 @@ impl TransportImpl for ReadPipe {
     }
 
     fn pause_reading(&self) {
-        if self.life.state.get() != State::Open || self.paused.replace(true) {
+        if self.life.state() != State::Open || self.paused.replace(true) {
             return;
         }
         stop_watch(self, Dir::Read);
     }
 
     fn resume_reading(&self) {
-        if self.life.state.get() != State::Open || !self.paused.replace(false) {
+        if self.life.state() != State::Open || !self.paused.replace(false) {
             return;
         }
         self.rc().start_reading();
     }
 
     fn is_reading(&self) -> bool {
-        self.life.state.get() == State::Open && !self.paused.get()
+        self.life.state() == State::Open && !self.paused.get()
     }
 
     fn write_buffer_size(&self) -> usize {
@@ -339,7 +339,7 @@ impl TransportImpl for ReadPipe {
     }
 
     fn get_loop(&self) -> Option<EventLoop> {
-        self.life.lp.get()
+        self.life.lp().get()
     }
 
     fn writes_after_lost(&self) -> u64 {
@@ -355,37 +355,23 @@ mod tests {
 
     use super::ReadPipe;
     use crate::protocol::{AnyProtocol, ProtocolHandle};
-    use crate::test_protocol::Rec;
+    use crate::test_protocol::{check_in_use_read, Rec};
 
-    /// As the stream transport's test (stream/input.rs): a readiness that
-    /// finds the protocol in use reads nothing, unwatches the pipe (no
-    /// spin) and reads again once it is free (nothing lost).
+    /// See `check_in_use_read` (test_protocol.rs).
     #[test]
     fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
         let lp = EventLoop::new().unwrap();
         let (read_end, write_end) = rustix::pipe::pipe().unwrap();
         let h = ProtocolHandle::new(Rec::default());
         let (t, pipe) = ReadPipe::start(&lp, read_end, AnyProtocol::from(h.clone())).unwrap();
-        let h2 = h.clone();
-        lp.run_until_complete(async move { h2.wait_until(|p: &Rec| p.made).await })
-            .unwrap();
-        assert!(pipe.reader.on.get());
         let mut writer = std::fs::File::from(write_end);
-        writer.write_all(b"hello").unwrap();
-        h.with_mut(|p| {
-            pipe.on_readable();
-            assert!(p.got.is_empty(), "re-entered");
-            assert!(!pipe.reader.on.get(), "still watched while in use");
-        });
-        assert!(pipe.reader.on.get(), "not watched again once free");
-        let h2 = h.clone();
-        let got = lp
-            .run_until_complete(async move {
-                h2.wait_until(|p: &Rec| (p.got.len() >= 5).then(|| p.got.clone()))
-                    .await
-            })
-            .unwrap();
-        assert_eq!(got, b"hello");
+        check_in_use_read(
+            &lp,
+            &h,
+            |data| writer.write_all(data).unwrap(),
+            || pipe.on_readable(),
+            || pipe.reader.on.get(),
+        );
         t.close();
         drop(writer);
         lp.run_until_complete(async {}).unwrap();

@@ -39,10 +39,11 @@ use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 
 use super::{
-    ensure_open, launch, prepare_pipe_fd, schedule_lost, sigpipe, start_watch, stop_watch,
-    wait_made, Dir, FdKind, Life, PipeDirection, PipeEnd, State, Watch,
+    ensure_open, launch, prepare_pipe_fd, sigpipe, start_watch, stop_watch, wait_made, Dir, FdKind,
+    Life, PipeDirection, PipeEnd, Watch,
 };
-use crate::flow::{Notice, WriteFlow};
+use crate::flow::{FlowOwner, Notice, WriteFlow};
+use crate::lifecycle::{self, LifeState as State};
 use crate::protocol::AnyProtocol;
 use crate::transport::{ExtraInfo, Transport, TransportImpl};
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
@@ -120,7 +121,7 @@ impl WritePipe {
     }
 
     fn start_hangup_watch(self: &Rc<Self>) {
-        if !self.watches_hangup() || self.life.lost_scheduled.get() {
+        if !self.watches_hangup() || self.life.lost_claimed() {
             return;
         }
         // A FIFO or socket can always be polled; if the registration fails
@@ -130,7 +131,7 @@ impl WritePipe {
 
     /// The reader closed (or a socket peer sent something): close now.
     fn on_hangup(self: &Rc<Self>) {
-        if self.life.lost_scheduled.get() || !self.hangup.on.get() {
+        if self.life.lost_claimed() || !self.hangup.on.get() {
             return;
         }
         let error = if self.buffer.borrow().is_empty() {
@@ -192,7 +193,7 @@ impl WritePipe {
                 "Cannot call write() after write_eof()",
             ));
         }
-        if self.life.state.get() != State::Open || self.life.lost_scheduled.get() {
+        if self.life.state() != State::Open || self.life.lost_claimed() {
             // asyncio's pipe drops writes once it is closing, and counts them.
             crate::transport::count_dropped_write(
                 &self.writes_after_lost,
@@ -232,7 +233,7 @@ impl WritePipe {
     }
 
     fn on_writable(self: &Rc<Self>) {
-        if !self.writer.on.get() || self.life.lost_scheduled.get() {
+        if !self.writer.on.get() || self.life.lost_claimed() {
             return;
         }
         let sent = {
@@ -260,66 +261,45 @@ impl WritePipe {
     /// is empty stop watching writability and finish a close.
     fn after_drain(self: &Rc<Self>) {
         self.maybe_resume_protocol();
-        if !self.buffer.borrow().is_empty() || self.life.lost_scheduled.get() {
+        if !self.buffer.borrow().is_empty() || self.life.lost_claimed() {
             return;
         }
         stop_watch(&**self, Dir::Write);
-        if self.life.state.get() == State::Closing {
+        if self.life.state() == State::Closing {
             stop_watch(&**self, Dir::Read);
-            schedule_lost(self, None);
+            lifecycle::schedule_lost(self, None);
         }
     }
 
     fn close_impl(self: &Rc<Self>) {
-        if self.life.state.get() != State::Open {
+        if !self.life.begin_closing() {
             return;
         }
-        self.life.state.set(State::Closing);
         if self.buffer.borrow().is_empty() {
             stop_watch(&**self, Dir::Read);
-            schedule_lost(self, None);
+            lifecycle::schedule_lost(self, None);
         }
     }
+}
 
-    fn maybe_pause_protocol(&self) {
-        if self.flow.pause_if_above(self.buffer.borrow().len()) {
-            self.notify(Notice::Pause);
-        }
+impl FlowOwner for WritePipe {
+    fn flow(&self) -> &WriteFlow<Notice> {
+        &self.flow
     }
-
-    fn maybe_resume_protocol(&self) {
-        if self.flow.resume_if_at_or_below(self.buffer.borrow().len()) {
-            self.notify(Notice::Resume);
-        }
+    fn buffered(&self) -> usize {
+        self.buffer.borrow().len()
     }
-
-    /// Delivers a flow-control notice now, or right after the protocol's
-    /// running method (or `with_mut` closure) returns if it is in use.
-    fn notify(&self, notice: Notice) {
-        self.flow.push(notice);
-        self.drain_deferred();
-    }
-
-    /// Delivers the queued notices in order (flow.rs), once
-    /// `connection_made` was; for a protocol in use, the rest right after
-    /// it is free.
     fn drain_deferred(&self) {
-        if !self.life.made.get() {
+        if !self.life.is_made() {
             return; // delivered right after connection_made
         }
-        let delivered = self.flow.drain(|notice| {
-            let protocol = self.life.protocol();
-            let transport = || Some(format!("write pipe fd={}", self.life.raw));
-            match self.life.lp.get() {
-                Some(lp) => notice.deliver(&lp, &protocol, transport),
-                None => None,
-            }
-        });
-        if !delivered && self.life.lp.get().is_some() {
+        if !self
+            .flow
+            .drain_to(&self.life, || format!("write pipe fd={}", self.life.raw))
+        {
             let me = self.rc();
-            let protocol = self.life.protocol();
             self.flow
-                .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
+                .drain_later(&self.life, move || me.drain_deferred());
         }
     }
 }
@@ -327,7 +307,7 @@ impl WritePipe {
 impl PipeEnd for WritePipe {
     const NAME: &'static str = "write pipe";
 
-    fn life(&self) -> &Life {
+    fn shared(&self) -> &Life {
         &self.life
     }
 
@@ -345,21 +325,21 @@ impl PipeEnd for WritePipe {
         }
     }
 
-    fn after_made(self: &Rc<Self>) {
+    fn start_io(self: &Rc<Self>) {
         self.drain_deferred();
         self.start_hangup_watch();
     }
 
     fn force_close(self: &Rc<Self>, error: Option<io::Error>) {
-        if self.life.lost_scheduled.get() {
+        if self.life.lost_claimed() {
             return;
         }
         self.dropped_on_loss.set(self.buffer.borrow().len());
         self.buffer.borrow_mut().clear();
         stop_watch(&**self, Dir::Write);
         stop_watch(&**self, Dir::Read);
-        self.life.state.set(State::Closing);
-        schedule_lost(self, error);
+        self.life.force_closing();
+        lifecycle::schedule_lost(self, error);
     }
 
     fn on_finished(&self) {
@@ -380,7 +360,7 @@ impl TransportImpl for WritePipe {
     /// asyncio's: the same as `close` for a pipe (flush, close the fd,
     /// `connection_lost(None)`), except that a later `write` is an error.
     fn write_eof(&self) -> Result<(), LoopError> {
-        if self.life.state.get() != State::Open {
+        if self.life.state() != State::Open {
             return Ok(());
         }
         self.eof.set(true);
@@ -401,14 +381,14 @@ impl TransportImpl for WritePipe {
     }
 
     fn is_closing(&self) -> bool {
-        self.life.state.get() != State::Open
+        self.life.state() != State::Open
     }
 
     fn set_protocol(&self, protocol: AnyProtocol) {
-        if self.life.state.get() == State::Lost {
+        if self.life.state() == State::Lost {
             return;
         }
-        let old = self.life.protocol.replace(protocol);
+        let old = self.life.replace_protocol(protocol);
         drop(old);
         if self.flow.is_paused() {
             // The new protocol inherits the pause, so that the
@@ -447,7 +427,7 @@ impl TransportImpl for WritePipe {
     }
 
     fn get_loop(&self) -> Option<EventLoop> {
-        self.life.lp.get()
+        self.life.lp().get()
     }
 
     fn writes_after_lost(&self) -> u64 {

@@ -17,6 +17,8 @@ use std::rc::Rc;
 use rustix::net::RecvFlags;
 
 use super::{io_error, State, Stream};
+use crate::flow::FlowOwner;
+use crate::lifecycle::LifecycleOwner;
 use crate::protocol::AnyProtocol;
 
 /// How much one `recv` asks for (asyncio's `max_size` is 256 KiB; 64 KiB
@@ -30,11 +32,15 @@ thread_local! {
 
 impl Stream {
     pub(super) fn start_reading(self: &Rc<Self>) {
-        if self.reading.get() || self.read_eof.get() || self.state.get() != State::Open {
+        if self.reading.get() || self.read_eof.get() || self.life.state() != State::Open {
             return;
         }
         let me = self.clone();
-        match self.lp.add_reader(self.raw, move || me.on_readable()) {
+        match self
+            .life
+            .lp()
+            .add_reader(self.raw, move || me.on_readable())
+        {
             Ok(()) => self.reading.set(true),
             Err(e) => self.fatal(io_error(e)),
         }
@@ -42,15 +48,15 @@ impl Stream {
 
     pub(super) fn stop_reading(&self) {
         if self.reading.replace(false) {
-            let _ = self.lp.remove_reader(self.raw);
+            let _ = self.life.lp().remove_reader(self.raw);
         }
     }
 
     fn on_readable(self: &Rc<Self>) {
-        if self.state.get() != State::Open || !self.reading.get() {
+        if self.life.state() != State::Open || !self.reading.get() {
             return;
         }
-        let protocol = self.protocol.borrow().clone();
+        let protocol = self.life.protocol();
         let outcome = catch_unwind(AssertUnwindSafe(|| self.read_into(&protocol)));
         match outcome {
             Ok(Some(Ok(0))) => self.on_eof(&protocol),
@@ -70,7 +76,7 @@ impl Stream {
         self.stop_reading();
         let me = self.clone();
         protocol.when_free(move || {
-            if me.made.get() && !me.user_paused.get() {
+            if me.life.is_made() && !me.user_paused.get() {
                 me.start_reading();
             }
         });
@@ -153,13 +159,10 @@ mod tests {
 
     use crate::protocol::{AnyProtocol, ProtocolHandle};
     use crate::stream::Stream;
-    use crate::test_protocol::Rec;
+    use crate::test_protocol::{check_in_use_read, Rec};
     use crate::transport::Transport;
 
-    /// The loop never dispatches while a protocol is in use; this calls the
-    /// read path from inside a `with_mut` closure to see what it would do:
-    /// read nothing, stop watching the socket (a level-triggered reader left
-    /// registered would spin the loop), and read again once it is free.
+    /// See `check_in_use_read` (test_protocol.rs).
     #[test]
     fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
         let lp = EventLoop::new().unwrap();
@@ -173,25 +176,15 @@ mod tests {
         let h = ProtocolHandle::new(Rec::default());
         let (t, stream): (Transport, Rc<Stream>) =
             Stream::start_rc(&lp, ours, AnyProtocol::from(h.clone()), None).unwrap();
-        let h2 = h.clone();
-        lp.run_until_complete(async move { h2.wait_until(|p: &Rec| p.made).await })
-            .unwrap();
-        assert!(stream.reading.get());
-        rustix::io::write(&theirs, b"hello").unwrap();
-        h.with_mut(|p| {
-            stream.on_readable();
-            assert!(p.got.is_empty(), "re-entered");
-            assert!(!stream.reading.get(), "still watched while in use");
-        });
-        assert!(stream.reading.get(), "not watched again once free");
-        let h2 = h.clone();
-        let got = lp
-            .run_until_complete(async move {
-                h2.wait_until(|p: &Rec| (p.got.len() >= 5).then(|| p.got.clone()))
-                    .await
-            })
-            .unwrap();
-        assert_eq!(got, b"hello");
+        check_in_use_read(
+            &lp,
+            &h,
+            |data| {
+                rustix::io::write(&theirs, data).unwrap();
+            },
+            || stream.on_readable(),
+            || stream.reading.get(),
+        );
         t.abort();
         drop(theirs);
         lp.run_until_complete(async {}).unwrap();

@@ -12,6 +12,7 @@ use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendFlags, Shutdown};
 
 use super::{io_error, Notice, State, Stream};
+use crate::flow::{FlowOwner, WriteFlow};
 
 /// The most buffers `writelines` hands to one `sendmsg`: an array of this
 /// many `IoSlice`s lives on the stack (1 KiB), and Linux refuses more than
@@ -24,7 +25,11 @@ impl Stream {
             return;
         }
         let me = self.clone();
-        match self.lp.add_writer(self.raw, move || me.on_writable()) {
+        match self
+            .life
+            .lp()
+            .add_writer(self.raw, move || me.on_writable())
+        {
             Ok(()) => self.writing.set(true),
             Err(e) => self.fatal(io_error(e)),
         }
@@ -32,7 +37,7 @@ impl Stream {
 
     pub(super) fn stop_writing(&self) {
         if self.writing.replace(false) {
-            let _ = self.lp.remove_writer(self.raw);
+            let _ = self.life.lp().remove_writer(self.raw);
         }
     }
 
@@ -40,16 +45,11 @@ impl Stream {
         if !self.writing.get() {
             return;
         }
-        let sent = {
-            let buffer = self.buffer.borrow();
-            if buffer.is_empty() {
-                Ok(0)
-            } else {
-                self.with_fd(|fd| buffer.send_to(fd))
-                    .unwrap_or(Ok(0))
-                    .map_err(io::Error::from)
-            }
-        };
+        let sent = self.buffer.borrow().send_pending(|buffer| {
+            self.with_fd(|fd| buffer.send_to(fd))
+                .unwrap_or(Ok(0))
+                .map_err(io::Error::from)
+        });
         match sent {
             Ok(n) => {
                 self.buffer.borrow_mut().consume(n);
@@ -75,7 +75,7 @@ impl Stream {
             return;
         }
         self.stop_writing();
-        if self.state.get() == State::Closing {
+        if self.life.state() == State::Closing {
             self.schedule_lost(None);
         } else if self.eof.get() {
             let _ = self.with_fd(|fd| rustix::net::shutdown(fd, Shutdown::Write));
@@ -128,7 +128,7 @@ impl Stream {
                 "Cannot call write() after write_eof()",
             ));
         }
-        if self.state.get() == State::Lost || self.lost_scheduled.get() {
+        if self.life.state() == State::Lost || self.life.lost_claimed() {
             crate::transport::count_dropped_write(
                 &self.writes_after_lost,
                 "socket.send() raised exception.",
@@ -167,46 +167,27 @@ impl Stream {
         self.maybe_pause_protocol();
         Ok(())
     }
+}
 
-    pub(super) fn maybe_pause_protocol(&self) {
-        if self.flow.pause_if_above(self.buffer.borrow().len()) {
-            self.notify(Notice::Pause);
-        }
+impl FlowOwner for Stream {
+    fn flow(&self) -> &WriteFlow<Notice> {
+        &self.flow
     }
-
-    fn maybe_resume_protocol(&self) {
-        if self.flow.resume_if_at_or_below(self.buffer.borrow().len()) {
-            self.notify(Notice::Resume);
-        }
+    fn buffered(&self) -> usize {
+        self.buffer.borrow().len()
     }
-
-    /// Delivers a flow-control notice now, or right after the protocol's
-    /// running method (or `with_mut` closure) returns if it is in use.
-    pub(super) fn notify(&self, notice: Notice) {
-        if self.sendfile.holds_notices() {
-            return; // told when the sendfile ends
-        }
-        self.flow.push(notice);
-        self.drain_deferred();
-    }
-
-    /// Delivers the queued notices in order (flow.rs); for a protocol in
-    /// use, the rest is delivered right after it is free, so no notice is
-    /// stranded.
-    pub(super) fn drain_deferred(&self) {
-        let delivered = self.flow.drain(|notice| {
-            let protocol = self.protocol.borrow().clone();
-            match self.lp.get() {
-                Some(lp) => notice.deliver(&lp, &protocol, || Some(format!("fd={}", self.raw))),
-                None => None,
-            }
-        });
-        if !delivered && self.lp.get().is_some() {
+    fn drain_deferred(&self) {
+        if !self
+            .flow
+            .drain_to(&self.life, || format!("fd={}", self.raw))
+        {
             let me = self.rc();
-            let protocol = self.protocol.borrow().clone();
             self.flow
-                .drain_when_free(|job| protocol.when_free(job), move || me.drain_deferred());
+                .drain_later(&self.life, move || me.drain_deferred());
         }
+    }
+    fn holds_notices(&self) -> bool {
+        self.sendfile.holds_notices()
     }
 }
 

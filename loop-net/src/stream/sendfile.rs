@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use loop_core::{ErrorKind, LoopError};
 
 use super::{Notice, State, Stream};
+use crate::flow::FlowOwner;
 use crate::sendfile::transport::{closed_during_sendfile, SendfileSupport};
 
 impl SendfileSupport for Stream {
@@ -48,7 +49,7 @@ impl SendfileSupport for Stream {
         let Some(told_paused) = self.sendfile.end() else {
             return;
         };
-        if self.lost_scheduled.get() || self.state.get() == State::Lost {
+        if self.life.lost_claimed() || self.life.state() == State::Lost {
             return;
         }
         let paused = self.flow.is_paused();
@@ -66,7 +67,7 @@ impl SendfileSupport for Stream {
         cx: &mut Context<'_>,
         at_most: Option<usize>,
     ) -> Poll<io::Result<()>> {
-        if self.state.get() != State::Open || self.lost_scheduled.get() {
+        if self.life.state() != State::Open || self.life.lost_claimed() {
             return Poll::Ready(Err(closed_during_sendfile()));
         }
         if let Some(n) = at_most {

@@ -22,10 +22,10 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
-use loop_core::{EventLoop, ExceptionContext, LoopError};
+use loop_core::{EventLoop, ExceptionContext, LoopError, WaiterList};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 
@@ -75,7 +75,7 @@ pub(crate) struct ServerInner {
     clients: RefCell<Vec<Option<Transport>>>,
     free: RefCell<Vec<usize>>,
     active: Cell<usize>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaiterList,
     /// A Unix socket file this server bound, removed on close (if it is
     /// still ours).
     unix_path: RefCell<Option<OwnedPath>>,
@@ -113,7 +113,7 @@ impl Server {
                 clients: RefCell::new(Vec::new()),
                 free: RefCell::new(Vec::new()),
                 active: Cell::new(0),
-                waiters: RefCell::new(Vec::new()),
+                waiters: WaiterList::new(),
                 unix_path: RefCell::new(unix_path.and_then(OwnedPath::bound)),
                 starter: RefCell::new(None),
             }),
@@ -199,7 +199,7 @@ impl Server {
             if inner.closed.get() && inner.active.get() == 0 {
                 return Poll::Ready(());
             }
-            inner.waiters.borrow_mut().push(cx.waker().clone());
+            inner.waiters.register(cx.waker());
             Poll::Pending
         })
     }
@@ -228,7 +228,7 @@ impl Server {
                 if inner.closed.get() {
                     return Poll::Ready(Ok(()));
                 }
-                inner.waiters.borrow_mut().push(cx.waker().clone());
+                inner.waiters.register(cx.waker());
                 Poll::Pending
             })
             .await;
@@ -387,10 +387,7 @@ impl ServerInner {
     }
 
     fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 }
 

@@ -23,15 +23,15 @@
 //! Afterwards `close`/`abort` on the old handle act on the successor
 //! (`Server::close_clients` keeps reaching the connection).
 
+use loop_core::WaiterList;
 use std::cell::{Cell, RefCell};
-use std::task::Waker;
 
 use crate::transport::Transport;
 
 /// A stream transport's upgrade state.
 #[derive(Default)]
 pub(super) struct UpgradeState {
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaiterList,
     successor: RefCell<Option<Transport>>,
     /// A `start_tls` waits for the buffer to drain before taking the socket.
     detaching: Cell<bool>,
@@ -46,10 +46,7 @@ impl UpgradeState {
 
     /// Wakes an upgrade waiting for the buffer to drain.
     pub(super) fn wake(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 
     /// Runs `f` on the transport that took this one's socket over; false
@@ -74,7 +71,7 @@ mod detach {
     use std::task::Poll;
 
     use super::super::{LostHook, State, Stream};
-    use crate::protocol::AnyProtocol;
+    use crate::flow::FlowOwner;
     use crate::transport::Transport;
     use crate::write_buffer::WriteBufferLimits;
     use loop_core::{ErrorKind, LoopError};
@@ -96,7 +93,7 @@ mod detach {
     impl Drop for ResumeOnDrop {
         fn drop(&mut self) {
             self.stream.upgrade.detaching.set(false);
-            if self.armed && self.was_reading && self.stream.state.get() == State::Open {
+            if self.armed && self.was_reading && self.stream.life.state() == State::Open {
                 self.stream.start_reading();
             }
         }
@@ -105,8 +102,8 @@ mod detach {
     impl Stream {
         /// See the module docs.
         pub(crate) async fn detach_for_upgrade(self: &Rc<Self>) -> io::Result<Detached> {
-            if self.state.get() != State::Open
-                || self.lost_scheduled.get()
+            if self.life.state() != State::Open
+                || self.life.lost_claimed()
                 || self.eof.get()
                 || self.read_eof.get()
                 || self.upgrade.successor.borrow().is_some()
@@ -134,13 +131,13 @@ mod detach {
             self.stop_reading();
             let me = self.clone();
             std::future::poll_fn(move |cx| {
-                if me.state.get() != State::Open || me.lost_scheduled.get() {
+                if me.life.state() != State::Open || me.life.lost_claimed() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::ConnectionAborted,
                         "start_tls(): the connection was lost while its buffer drained",
                     )));
                 }
-                let drained = me.made.get() && me.buffer.borrow().is_empty();
+                let drained = me.life.is_made() && me.buffer.borrow().is_empty();
                 if drained && !me.flow.is_empty() {
                     // Notices are owed: deliver them now.
                     me.drain_deferred();
@@ -152,10 +149,10 @@ mod detach {
                     // Still owed: the protocol is in use, and gets them
                     // right after it is free; look again then.
                     let waker = cx.waker().clone();
-                    let protocol = me.protocol.borrow().clone();
+                    let protocol = me.life.protocol();
                     protocol.when_free(move || waker.wake());
                 } else {
-                    me.upgrade.waiters.borrow_mut().push(cx.waker().clone());
+                    me.upgrade.waiters.register(cx.waker());
                 }
                 Poll::Pending
             })
@@ -167,10 +164,8 @@ mod detach {
                 .borrow_mut()
                 .take()
                 .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-            self.state.set(State::Lost);
-            self.lost_scheduled.set(true);
+            let released = self.life.hand_over();
             let on_lost = self.on_lost.borrow_mut().take();
-            let released = self.protocol.replace(AnyProtocol::released());
             drop(released);
             Ok(Detached {
                 fd,

@@ -33,24 +33,24 @@
 //!   read and the input discarded until the peer's `close_notify` or EOF
 //!   (bounded by the same timer), so that closing does not turn unread
 //!   input into a reset that could destroy our last bytes at the peer.
-//! - `Lost`: `connection_lost` ran (exactly once, through `call_soon`,
-//!   after `connection_made`), the socket is closed, the protocol released.
-//!   `abort()` and fatal errors schedule it at once, dropping the buffer.
+//! - `Lost`: as for every transport ([`Lifecycle`](crate::lifecycle)).
+//!   `abort()` and fatal errors schedule `connection_lost` at once, dropping
+//!   the buffer.
 
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
-use loop_core::{EventLoop, LoopError, TimerHandle};
+use loop_core::{EventLoop, LoopError, TimerHandle, WaiterList};
 use rustls::Connection;
 
 use crate::addr::SockAddr;
-use crate::flow::WriteFlow;
-use crate::loop_slot::LoopSlot;
+use crate::flow::{FlowOwner, WriteFlow};
+use crate::lifecycle::{LifeState, Lifecycle, LifecycleOwner};
 use crate::protocol::AnyProtocol;
 use crate::sendfile::transport::SendfileState;
 use crate::stream::LostHook;
@@ -65,6 +65,9 @@ mod sendfile;
 mod shutdown;
 mod transport;
 
+/// The TLS transport's states (see the module docs): the lifecycle's
+/// `Open`, `Closing` and `Lost` (lifecycle.rs) with the TLS steps before
+/// and after ([`Phase`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Handshaking,
@@ -72,6 +75,14 @@ enum State {
     Closing,
     ShuttingDown,
     Lost,
+}
+
+/// What the TLS transport adds to the lifecycle's states.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Handshaking,
+    Running,
+    ShuttingDown,
 }
 
 /// A [`TlsStream::start`] that failed: the error, and the lost hook it was
@@ -139,8 +150,9 @@ impl Settings {
 
 pub(crate) struct TlsStream {
     me: Weak<TlsStream>,
-    /// Released once `connection_lost` has run (loop_slot.rs).
-    lp: LoopSlot,
+    /// The lifecycle's state, the protocol and the loop (lifecycle.rs).
+    life: Lifecycle<AnyProtocol>,
+    phase: Cell<Phase>,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     conn: RefCell<Connection>,
@@ -150,8 +162,6 @@ pub(crate) struct TlsStream {
     report_failure: bool,
     handshake_timeout: Duration,
     shutdown_timeout: Duration,
-    state: Cell<State>,
-    protocol: RefCell<AnyProtocol>,
     buffer: RefCell<WriteBuffer>,
     /// Water marks and the pause/resume notices owed (flow.rs).
     flow: WriteFlow,
@@ -176,15 +186,11 @@ pub(crate) struct TlsStream {
     pending_in: RefCell<Vec<u8>>,
     /// Plaintext written before the handshake completed (held by rustls).
     pre_handshake: Cell<usize>,
-    lost_scheduled: Cell<bool>,
     /// Bytes the buffer held when a forced close (abort, error) dropped it.
     dropped_on_loss: Cell<usize>,
-    /// Data may be delivered: `connection_made` ran (or, for `start_tls`,
-    /// the caller was woken).
-    made: Cell<bool>,
     /// The waiter (`create_connection`, `start_tls`) may return.
     ready: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaiterList,
     failure: RefCell<Option<io::Error>>,
     handshake_timer: RefCell<Option<TimerHandle>>,
     shutdown_timer: RefCell<Option<TimerHandle>>,
@@ -225,7 +231,8 @@ impl TlsStream {
         let stalled = !settings.received.is_empty();
         let stream = Rc::new_cyclic(|me| TlsStream {
             me: me.clone(),
-            lp: LoopSlot::new(lp),
+            life: Lifecycle::new(lp, protocol),
+            phase: Cell::new(Phase::Handshaking),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             conn: RefCell::new(conn),
@@ -235,8 +242,6 @@ impl TlsStream {
             report_failure: settings.report_failure,
             handshake_timeout: settings.handshake_timeout,
             shutdown_timeout: settings.shutdown_timeout,
-            state: Cell::new(State::Handshaking),
-            protocol: RefCell::new(protocol),
             buffer: RefCell::new(WriteBuffer::default()),
             flow: WriteFlow::new(settings.limits.unwrap_or_default()),
             reading: Cell::new(false),
@@ -250,11 +255,9 @@ impl TlsStream {
             stalled: Cell::new(stalled),
             pending_in: RefCell::new(settings.received),
             pre_handshake: Cell::new(0),
-            lost_scheduled: Cell::new(false),
             dropped_on_loss: Cell::new(0),
-            made: Cell::new(false),
             ready: Cell::new(false),
-            waiters: RefCell::new(Vec::new()),
+            waiters: WaiterList::new(),
             failure: RefCell::new(None),
             handshake_timer: RefCell::new(None),
             shutdown_timer: RefCell::new(None),
@@ -296,8 +299,6 @@ impl TlsStream {
     /// lost hook goes back to the caller, who accounts for the connection.
     fn discard(self: &Rc<Self>) -> Option<LostHook> {
         let on_lost = self.on_lost.borrow_mut().take();
-        self.state.set(State::Lost);
-        self.lost_scheduled.set(true);
         self.finish_lost();
         on_lost
     }
@@ -310,7 +311,7 @@ impl TlsStream {
             if me.ready.get() {
                 return Poll::Ready(Ok(()));
             }
-            if me.state.get() == State::Lost {
+            if me.state() == State::Lost {
                 let err = me.failure.borrow_mut().take().unwrap_or_else(|| {
                     io::Error::new(
                         io::ErrorKind::ConnectionAborted,
@@ -319,7 +320,7 @@ impl TlsStream {
                 });
                 return Poll::Ready(Err(err));
             }
-            me.waiters.borrow_mut().push(cx.waker().clone());
+            me.waiters.register(cx.waker());
             Poll::Pending
         })
     }
@@ -329,7 +330,7 @@ impl TlsStream {
         if self.ready.get() {
             return;
         }
-        if self.state.get() == State::Handshaking {
+        if self.state() == State::Handshaking {
             self.end_handshake(
                 io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -337,11 +338,9 @@ impl TlsStream {
                 ),
                 false,
             );
-        } else if !self.made.get() {
+        } else if !self.life.is_made() {
             // Handshake done, `connection_made` scheduled but not run: the
             // protocol is never called; close the socket now.
-            self.state.set(State::Lost);
-            self.lost_scheduled.set(true);
             self.finish_lost();
         } else {
             self.force_close(None);
@@ -349,15 +348,39 @@ impl TlsStream {
     }
 
     fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 
     fn set_ready(&self) {
         self.ready.set(true);
         self.wake_waiters();
+    }
+
+    fn state(&self) -> State {
+        match (self.life.state(), self.phase.get()) {
+            (LifeState::Lost, _) => State::Lost,
+            (_, Phase::Handshaking) => State::Handshaking,
+            (LifeState::Open, _) => State::Open,
+            (LifeState::Closing, Phase::ShuttingDown) => State::ShuttingDown,
+            (LifeState::Closing, Phase::Running) => State::Closing,
+        }
+    }
+
+    /// Moves on (`Lost` is reached only through `finish_lost`).
+    fn set_state(&self, state: State) {
+        match state {
+            State::Handshaking => self.phase.set(Phase::Handshaking),
+            State::Open => self.phase.set(Phase::Running),
+            State::Closing => {
+                self.phase.set(Phase::Running);
+                self.life.force_closing();
+            }
+            State::ShuttingDown => {
+                self.phase.set(Phase::ShuttingDown);
+                self.life.force_closing();
+            }
+            State::Lost => debug_assert!(false, "Lost is reached through finish_lost"),
+        }
     }
 
     fn rc(&self) -> Rc<TlsStream> {
@@ -373,7 +396,7 @@ impl TlsStream {
 
     /// Not a transport's user yet, or no longer: nothing may be written.
     fn dead(&self) -> bool {
-        self.lost_scheduled.get() || self.state.get() == State::Lost
+        self.life.lost_claimed() || self.state() == State::Lost
     }
 
     // --- Registration ------------------------------------------------------
@@ -383,17 +406,19 @@ impl TlsStream {
             return Ok(());
         }
         let me = self.clone();
-        self.lp.add_reader(self.raw, move || me.on_readable())?;
+        self.life
+            .lp()
+            .add_reader(self.raw, move || me.on_readable())?;
         self.reading.set(true);
         Ok(())
     }
 
     /// Watches the socket for reading if the state wants it.
     fn start_reading(self: &Rc<Self>) {
-        let wanted = match self.state.get() {
+        let wanted = match self.state() {
             State::Handshaking | State::ShuttingDown => true,
             State::Open => {
-                self.made.get()
+                self.life.is_made()
                     && !self.app_paused.get()
                     && !self.tcp_eof.get()
                     && !self.peer_closed.get()
@@ -410,7 +435,7 @@ impl TlsStream {
 
     fn stop_reading(&self) {
         if self.reading.replace(false) {
-            let _ = self.lp.remove_reader(self.raw);
+            let _ = self.life.lp().remove_reader(self.raw);
         }
     }
 
@@ -419,7 +444,11 @@ impl TlsStream {
             return;
         }
         let me = self.clone();
-        match self.lp.add_writer(self.raw, move || me.on_writable()) {
+        match self
+            .life
+            .lp()
+            .add_writer(self.raw, move || me.on_writable())
+        {
             Ok(()) => self.writing.set(true),
             Err(e) => self.fail(e.into()),
         }
@@ -427,7 +456,7 @@ impl TlsStream {
 
     fn stop_writing(&self) {
         if self.writing.replace(false) {
-            let _ = self.lp.remove_writer(self.raw);
+            let _ = self.life.lp().remove_writer(self.raw);
         }
     }
 
@@ -446,7 +475,7 @@ impl TlsStream {
             return;
         }
         let me = self.clone();
-        if self.lp.call_soon(move || me.kick()).is_err() {
+        if self.life.lp().call_soon(move || me.kick()).is_err() {
             self.kick_scheduled.set(false);
         }
     }
@@ -454,9 +483,9 @@ impl TlsStream {
     /// Delivers what waits for the protocol, then reads the socket again.
     fn kick(self: &Rc<Self>) {
         self.kick_scheduled.set(false);
-        let go = match self.state.get() {
+        let go = match self.state() {
             State::Handshaking => true,
-            State::Open => self.made.get() && !self.app_paused.get(),
+            State::Open => self.life.is_made() && !self.app_paused.get(),
             _ => false,
         };
         if go {

@@ -3,11 +3,12 @@
 //! The `Handshaking` state is described in tls/stream.rs.
 
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use loop_core::ExceptionContext;
 
+use crate::flow::FlowOwner;
+use crate::lifecycle;
 use crate::transport::Transport;
 
 use super::{State, TlsStream};
@@ -17,7 +18,7 @@ impl TlsStream {
         if let Some(t) = self.handshake_timer.borrow_mut().take() {
             t.cancel();
         }
-        self.state.set(State::Open);
+        self.set_state(State::Open);
         self.pre_handshake.set(0);
         // Nothing is read until the protocol may be given data.
         self.stop_reading();
@@ -26,16 +27,19 @@ impl TlsStream {
             let t = Transport {
                 inner: self.clone(),
             };
-            self.lp.call_soon(move || me.deliver_made(t))
+            lifecycle::schedule_made(&me, t)
         } else {
             // start_tls: its caller resumes first (its wake-up is queued
             // now), then delivery starts.
             self.set_ready();
-            self.lp.call_soon(move || {
-                me.made.set(true);
-                me.maybe_pause_protocol();
-                me.kick();
-            })
+            self.life
+                .lp()
+                .call_soon(move || {
+                    me.life.set_made();
+                    me.maybe_pause_protocol();
+                    me.kick();
+                })
+                .map(drop)
         };
         if scheduled.is_err() {
             self.finish_lost();
@@ -44,7 +48,7 @@ impl TlsStream {
 
     pub(super) fn on_handshake_timeout(self: &Rc<Self>) {
         self.handshake_timer.borrow_mut().take();
-        if self.state.get() == State::Handshaking {
+        if self.state() == State::Handshaking {
             self.handshake_failed(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -64,19 +68,20 @@ impl TlsStream {
     /// [`handshake_failed`](Self::handshake_failed); `report: false` when
     /// the user ended it (`close`, `abort`, `Server::close_clients`).
     pub(super) fn end_handshake(self: &Rc<Self>, error: io::Error, report: bool) {
-        if self.state.get() != State::Handshaking {
+        if self.state() != State::Handshaking {
             return;
         }
-        self.state.set(State::Lost);
-        self.lost_scheduled.set(true);
+        // Ended: a call the report below leads to finds it so.
+        self.set_state(State::Closing);
+        self.life.claim_lost();
         if self.report_failure {
-            if report && self.lp.get_debug() {
+            if report && self.life.lp().get_debug() {
                 let peer = self
                     .peername
                     .as_ref()
                     .map(|a| format!("{a:?}"))
                     .unwrap_or_default();
-                self.lp.call_exception_handler(
+                self.life.lp().call_exception_handler(
                     ExceptionContext::new("SSL handshake failed")
                         .with_error(error)
                         .with("peername", peer)
@@ -91,48 +96,10 @@ impl TlsStream {
 
     /// A failure: of the handshake, or of the open connection.
     pub(super) fn fail(self: &Rc<Self>, error: io::Error) {
-        if self.state.get() == State::Handshaking {
+        if self.state() == State::Handshaking {
             self.handshake_failed(error);
         } else {
             self.fatal(error);
-        }
-    }
-
-    fn deliver_made(self: &Rc<Self>, transport: Transport) {
-        if self.state.get() == State::Lost {
-            return;
-        }
-        let protocol = self.protocol.borrow().clone();
-        let mut arg = Some(transport);
-        let made = catch_unwind(AssertUnwindSafe(|| {
-            protocol.try_base(|p| {
-                if let Some(t) = arg.take() {
-                    p.connection_made(t)
-                }
-            })
-        }));
-        match made {
-            Ok(Some(())) => {
-                self.made.set(true);
-                self.set_ready();
-                self.drain_deferred();
-                self.maybe_pause_protocol();
-                if self.state.get() == State::Open {
-                    self.kick();
-                }
-            }
-            Ok(None) => {
-                // Offered from inside one of the protocol's methods (it is
-                // shared with another transport): right after it returns.
-                let me = self.clone();
-                let t = arg.take().expect("not consumed");
-                protocol.when_free(move || me.deliver_made(t));
-            }
-            Err(payload) => {
-                self.made.set(true);
-                self.set_ready();
-                self.protocol_failed("connection_made", payload);
-            }
         }
     }
 }

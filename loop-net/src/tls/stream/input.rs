@@ -25,6 +25,9 @@ use crate::protocol::AnyProtocol;
 use crate::stream::READ_SIZE;
 use crate::tls::tls_error;
 
+use crate::flow::FlowOwner;
+use crate::lifecycle::LifecycleOwner;
+
 use super::{State, TlsStream};
 
 thread_local! {
@@ -56,13 +59,13 @@ impl TlsStream {
             return;
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            match self.state.get() {
+            match self.state() {
                 State::Lost | State::Closing => return,
                 State::Open => {
-                    if !self.made.get() || self.app_paused.get() {
+                    if !self.life.is_made() || self.app_paused.get() {
                         return;
                     }
-                    if self.protocol.borrow().in_use() {
+                    if self.life.protocol().in_use() {
                         // Cannot be (the loop dispatches between
                         // callbacks); the bytes wait in the socket,
                         // unwatched until the protocol is free.
@@ -172,7 +175,7 @@ impl TlsStream {
             }
             Ok(_) if !flushed => false,
             Ok(_) => {
-                if self.state.get() == State::Handshaking && !self.conn.borrow().is_handshaking() {
+                if self.state() == State::Handshaking && !self.conn.borrow().is_handshaking() {
                     self.handshake_complete();
                 }
                 !self.dead()
@@ -184,7 +187,7 @@ impl TlsStream {
     /// (or is discarded, when closing) and more may be fed.
     fn deliver_plaintext(self: &Rc<Self>) -> bool {
         loop {
-            match self.state.get() {
+            match self.state() {
                 State::Lost => return false,
                 State::Handshaking => return true,
                 State::Closing | State::ShuttingDown => {
@@ -193,14 +196,14 @@ impl TlsStream {
                 }
                 State::Open => {}
             }
-            if self.lost_scheduled.get() {
+            if self.life.lost_claimed() {
                 return false;
             }
-            if !self.made.get() || self.app_paused.get() || self.peer_closed.get() {
+            if !self.life.is_made() || self.app_paused.get() || self.peer_closed.get() {
                 self.stalled.set(true);
                 return false;
             }
-            let protocol = self.protocol.borrow().clone();
+            let protocol = self.life.protocol();
             match self.deliver_one(&protocol) {
                 Delivery::Data => continue,
                 Delivery::Empty => return true,
@@ -298,7 +301,7 @@ impl TlsStream {
         };
         if ended {
             self.peer_closed.set(true);
-            if self.state.get() == State::ShuttingDown {
+            if self.state() == State::ShuttingDown {
                 self.schedule_lost(None);
             }
         }
@@ -328,7 +331,7 @@ impl TlsStream {
     fn on_tcp_eof(self: &Rc<Self>) {
         self.tcp_eof.set(true);
         self.stop_reading();
-        match self.state.get() {
+        match self.state() {
             // asyncio's `eof_received` in DO_HANDSHAKE: ConnectionResetError.
             State::Handshaking => self.handshake_failed(io::Error::new(
                 io::ErrorKind::ConnectionReset,

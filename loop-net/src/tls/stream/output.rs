@@ -18,7 +18,7 @@ use loop_core::{ErrorKind, LoopError};
 use rustix::net::{SendAncillaryBuffer, SendFlags, Shutdown};
 
 use super::{State, TlsStream};
-use crate::flow::Notice;
+use crate::flow::{FlowOwner, Notice, WriteFlow};
 
 impl TlsStream {
     /// Moves everything rustls has to send into the socket (or, for what it
@@ -79,7 +79,7 @@ impl TlsStream {
                 "Cannot call write() after write_eof()",
             ));
         }
-        if self.dead() || !matches!(self.state.get(), State::Handshaking | State::Open) {
+        if self.dead() || !matches!(self.state(), State::Handshaking | State::Open) {
             // Closing sent (or is sending) close_notify: nothing may follow.
             self.writes_after_lost.set(self.writes_after_lost.get() + 1);
             return Ok(());
@@ -97,7 +97,7 @@ impl TlsStream {
             self.fatal(e);
             return Ok(());
         }
-        if self.state.get() == State::Handshaking {
+        if self.state() == State::Handshaking {
             // rustls sends it when the handshake completes.
             self.pre_handshake.set(self.pre_handshake.get() + total);
             self.maybe_pause_protocol();
@@ -111,17 +111,10 @@ impl TlsStream {
         if !self.writing.get() {
             return;
         }
-        let sent = {
-            let buffer = self.buffer.borrow();
-            if buffer.is_empty() {
-                Ok(0)
-            } else {
-                self.sendmsg(&{
-                    let (a, b) = buffer.as_slices();
-                    [IoSlice::new(a), IoSlice::new(b)]
-                })
-            }
-        };
+        let sent = self.buffer.borrow().send_pending(|buffer| {
+            let (a, b) = buffer.as_slices();
+            self.sendmsg(&[IoSlice::new(a), IoSlice::new(b)])
+        });
         match sent {
             Ok(n) => {
                 self.buffer.borrow_mut().consume(n);
@@ -139,8 +132,8 @@ impl TlsStream {
             return;
         }
         self.stop_writing();
-        match self.state.get() {
-            State::Closing if !self.lost_scheduled.get() => self.flushed_on_close(),
+        match self.state() {
+            State::Closing if !self.life.lost_claimed() => self.flushed_on_close(),
             State::Open if self.eof.get() => self.shutdown_write(),
             _ => {}
         }
@@ -156,48 +149,12 @@ impl TlsStream {
         self.buffer.borrow().len() + self.pre_handshake.get()
     }
 
-    pub(super) fn maybe_pause_protocol(&self) {
-        if self.made.get() && self.flow.pause_if_above(self.write_buffer_len()) {
-            self.notify(Notice::Pause);
-        }
-    }
-
-    fn maybe_resume_protocol(&self) {
-        if self.flow.resume_if_at_or_below(self.write_buffer_len()) {
-            self.notify(Notice::Resume);
-        }
-    }
-
-    pub(super) fn notify(&self, notice: Notice) {
-        if self.sendfile.holds_notices() {
-            return; // told when the sendfile ends (tls/stream/sendfile.rs)
-        }
-        self.flow.push(notice);
-        self.drain_deferred();
-    }
-
-    /// Delivers the queued flow-control notices in order (flow.rs).
-    pub(super) fn drain_deferred(&self) {
-        let delivered = self.flow.drain(|notice| {
-            let protocol = self.protocol.borrow().clone();
-            match self.lp.get() {
-                Some(lp) => {
-                    notice.deliver(&lp, &protocol, || Some(format!("fd={} (TLS)", self.raw)))
-                }
-                None => None,
-            }
-        });
-        if !delivered {
-            self.when_protocol_free(|me| me.drain_deferred());
-        }
-    }
-
     /// Runs `f`, then kicks, once the protocol is free (right after its
     /// running method or `with_mut` closure returns); one pending deferral
     /// (shared with the notices, flow.rs) drains and kicks everything.
     pub(super) fn when_protocol_free(&self, f: impl FnOnce(&Rc<TlsStream>) + 'static) {
         let me = self.rc();
-        let protocol = self.protocol.borrow().clone();
+        let protocol = self.life.protocol();
         self.flow.drain_when_free(
             |job| protocol.when_free(job),
             move || {
@@ -205,6 +162,31 @@ impl TlsStream {
                 me.kick();
             },
         );
+    }
+}
+
+impl FlowOwner for TlsStream {
+    fn flow(&self) -> &WriteFlow<Notice> {
+        &self.flow
+    }
+    fn buffered(&self) -> usize {
+        self.write_buffer_len()
+    }
+    fn drain_deferred(&self) {
+        if !self
+            .flow
+            .drain_to(&self.life, || format!("fd={} (TLS)", self.raw))
+        {
+            self.when_protocol_free(|me| me.drain_deferred());
+        }
+    }
+    /// Not before the protocol may be given anything.
+    fn may_pause(&self) -> bool {
+        self.life.is_made()
+    }
+    /// Held while a sendfile runs (tls/stream/sendfile.rs).
+    fn holds_notices(&self) -> bool {
+        self.sendfile.holds_notices()
     }
 }
 

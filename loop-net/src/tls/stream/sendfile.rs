@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use loop_core::{ErrorKind, LoopError};
 
 use super::{State, TlsStream};
+use crate::flow::FlowOwner;
 use crate::flow::Notice;
 use crate::sendfile::transport::{closed_during_sendfile, SendfileSupport};
 
@@ -36,7 +37,7 @@ impl SendfileSupport for TlsStream {
     }
 
     fn sendfile_begin(&self) -> Result<(), LoopError> {
-        match self.state.get() {
+        match self.state() {
             State::Open if !self.dead() => {}
             State::Handshaking => {
                 return Err(LoopError::new(
@@ -82,7 +83,7 @@ impl SendfileSupport for TlsStream {
         cx: &mut Context<'_>,
         at_most: Option<usize>,
     ) -> Poll<io::Result<()>> {
-        if self.state.get() != State::Open || self.dead() {
+        if self.state() != State::Open || self.dead() {
             return Poll::Ready(Err(closed_during_sendfile()));
         }
         if let Some(n) = at_most {

@@ -1,20 +1,23 @@
 //! Closing the TLS transport (a child module of `tls_stream`): `close()`
 //! with its flush, `close_notify` and half-close under the shutdown timer,
 //! `abort()` and fatal errors, and the one `connection_lost` (the
-//! `Closing`, `ShuttingDown` and `Lost` states of tls/stream.rs).
+//! `Closing`, `ShuttingDown` and `Lost` states of tls/stream.rs; the rules
+//! of `connection_lost` are lifecycle.rs's).
 
 use std::io;
 use std::rc::Rc;
 
 use loop_core::{ExceptionContext, LoopError};
 
+use crate::flow::FlowOwner;
+use crate::lifecycle::{self, Lifecycle, LifecycleOwner};
 use crate::protocol::AnyProtocol;
 
 use super::{State, TlsStream};
 
 impl TlsStream {
     pub(super) fn close_impl(self: &Rc<Self>) {
-        match self.state.get() {
+        match self.state() {
             State::Handshaking => self.end_handshake(
                 io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -23,14 +26,15 @@ impl TlsStream {
                 false,
             ),
             State::Open => {
-                self.state.set(State::Closing);
+                self.set_state(State::Closing);
                 self.sendfile.wake();
                 self.stop_reading();
                 self.pending_in.borrow_mut().clear();
                 self.conn.borrow_mut().send_close_notify();
                 let me = self.clone();
                 if let Ok(t) = self
-                    .lp
+                    .life
+                    .lp()
                     .call_later(self.shutdown_timeout, move || me.on_shutdown_timeout())
                 {
                     *self.shutdown_timer.borrow_mut() = Some(t);
@@ -38,7 +42,7 @@ impl TlsStream {
                 if !self.flush_tls() {
                     return;
                 }
-                if self.buffer.borrow().is_empty() && !self.lost_scheduled.get() {
+                if self.buffer.borrow().is_empty() && !self.life.lost_claimed() {
                     self.flushed_on_close();
                 }
             }
@@ -53,17 +57,17 @@ impl TlsStream {
             self.schedule_lost(None);
             return;
         }
-        self.state.set(State::ShuttingDown);
+        self.set_state(State::ShuttingDown);
         // The peer's close_notify may already sit in rustls.
         self.discard_plaintext();
-        if !self.lost_scheduled.get() {
+        if !self.life.lost_claimed() {
             self.start_reading();
         }
     }
 
     fn on_shutdown_timeout(self: &Rc<Self>) {
         self.shutdown_timer.borrow_mut().take();
-        match self.state.get() {
+        match self.state() {
             State::Closing => self.force_close(Some(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -83,7 +87,7 @@ impl TlsStream {
     }
 
     pub(super) fn force_close(self: &Rc<Self>, error: Option<io::Error>) {
-        if self.state.get() == State::Handshaking {
+        if self.state() == State::Handshaking {
             // An error reaches here only from user code (a panicking
             // callback cannot run before the handshake): do not report it.
             let report = error.is_some();
@@ -96,7 +100,7 @@ impl TlsStream {
             self.end_handshake(error, report);
             return;
         }
-        if self.lost_scheduled.get() {
+        if self.life.lost_claimed() {
             return;
         }
         self.dropped_on_loss.set(self.buffer.borrow().len());
@@ -105,9 +109,7 @@ impl TlsStream {
         self.stop_writing();
         self.stop_reading();
         self.cancel_timers();
-        if self.state.get() != State::Lost {
-            self.state.set(State::Closing);
-        }
+        self.set_state(State::Closing);
         self.sendfile.wake();
         self.schedule_lost(error);
     }
@@ -116,14 +118,39 @@ impl TlsStream {
         self.force_close(Some(error));
     }
 
-    pub(super) fn protocol_failed(
-        self: &Rc<Self>,
-        what: &str,
-        payload: Box<dyn std::any::Any + Send>,
-    ) {
-        let name = self.protocol.borrow().type_name();
+    pub(super) fn schedule_lost(self: &Rc<Self>, error: Option<io::Error>) {
+        lifecycle::schedule_lost(self, error);
+    }
+
+    /// Closes the socket and lets go of everything (lifecycle.rs).
+    pub(super) fn finish_lost(&self) {
+        lifecycle::finish_lost(self);
+    }
+}
+
+impl LifecycleOwner for TlsStream {
+    type Protocol = AnyProtocol;
+
+    fn life(&self) -> &Lifecycle<AnyProtocol> {
+        &self.life
+    }
+
+    fn made_delivered(&self) {
+        self.set_ready();
+    }
+
+    fn after_made(self: &Rc<Self>) {
+        self.drain_deferred();
+        self.maybe_pause_protocol();
+        if self.state() == State::Open {
+            self.kick();
+        }
+    }
+
+    fn protocol_failed(self: &Rc<Self>, what: &str, payload: Box<dyn std::any::Any + Send>) {
+        let name = self.life.protocol().type_name();
         let err = LoopError::panicked(format!("{name}.{what}()"), payload);
-        self.lp.call_exception_handler(
+        self.life.lp().call_exception_handler(
             ExceptionContext::new(format!("Fatal error: protocol.{what}() call failed."))
                 .with_error(err.clone())
                 .with("transport", format!("fd={} (TLS)", self.raw))
@@ -132,48 +159,22 @@ impl TlsStream {
         self.force_close(Some(io::Error::other(err.to_string())));
     }
 
-    pub(super) fn schedule_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        if self.lost_scheduled.replace(true) {
-            return;
-        }
+    fn lost_scheduled(self: &Rc<Self>) {
         self.sendfile.wake();
         self.stop_reading();
-        let me = self.clone();
-        if self
-            .lp
-            .call_soon(move || me.call_connection_lost(error))
-            .is_err()
-        {
-            self.finish_lost();
+    }
+
+    fn owes_lost(&self) -> bool {
+        !self.announce || self.life.is_made()
+    }
+
+    fn deliver_lost(self: &Rc<Self>, protocol: &AnyProtocol, error: Option<io::Error>) {
+        if let Some(lp) = self.life.get_loop() {
+            let _ = protocol.deliver_connection_lost(&lp, error, "TLS transport");
         }
     }
 
-    fn call_connection_lost(self: &Rc<Self>, error: Option<io::Error>) {
-        if self.state.get() == State::Lost {
-            return;
-        }
-        let protocol = self.protocol.borrow().clone();
-        if protocol.in_use() {
-            // Reached from inside one of the protocol's methods: right after
-            // it returns (after a connection_made deferred the same way).
-            let me = self.clone();
-            protocol.when_free(move || me.call_connection_lost(error));
-            return;
-        }
-        if !self.announce || self.made.get() {
-            // The protocol is free: this cannot be handed back.
-            if let Some(lp) = self.lp.get() {
-                let _ = protocol.deliver_connection_lost(&lp, error, "TLS transport");
-            }
-        }
-        // Else connection_made was never delivered: neither is connection_lost.
-        drop(protocol);
-        self.finish_lost();
-    }
-
-    /// Closes the socket and lets go of everything (see stream.rs).
-    pub(super) fn finish_lost(&self) {
-        self.state.set(State::Lost);
+    fn close_resources(&self) {
         self.sendfile.wake();
         self.cancel_timers();
         self.stop_reading();
@@ -183,14 +184,13 @@ impl TlsStream {
         let fd = self.fd.borrow_mut().take();
         drop(fd);
         self.wake_waiters();
-        let released = self.protocol.replace(AnyProtocol::released());
+    }
+
+    fn lost_hook(&self) {
         // Taken first: no borrow of ours is held while the hook runs.
         let hook = self.on_lost.borrow_mut().take();
         if let Some(hook) = hook {
             hook();
         }
-        drop(released);
-        // And the loop (see stream.rs).
-        self.lp.release();
     }
 }

@@ -1,18 +1,16 @@
 //! The TLS transport's `Transport` methods (a child module of
 //! `tls_stream`), and what `get_extra_info` reports about the session.
 
-use std::os::fd::AsRawFd;
-
 use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustls::ProtocolVersion;
 
 use crate::protocol::AnyProtocol;
+use crate::stream::{socket_extra_info, socket_transport_methods};
 use crate::tls::CipherInfo;
 use crate::transport::{ExtraInfo, TransportImpl};
 use crate::write_buffer::WriteBufferLimits;
 
 use super::{State, TlsStream};
-use crate::flow::Notice;
 
 impl TlsStream {
     fn version(&self) -> Option<ProtocolVersion> {
@@ -29,18 +27,10 @@ fn version_name(v: ProtocolVersion) -> String {
 }
 
 impl TransportImpl for TlsStream {
-    fn write(&self, data: &[u8]) -> Result<(), LoopError> {
-        self.sendfile.check_write()?;
-        self.rc().write_impl(&[data])
-    }
-
-    fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError> {
-        self.sendfile.check_write()?;
-        self.rc().write_impl(chunks)
-    }
+    socket_transport_methods!();
 
     fn write_eof(&self) -> Result<(), LoopError> {
-        match self.state.get() {
+        match self.state() {
             State::Open if !self.eof.get() && !self.dead() => {}
             State::Handshaking => {
                 return Err(LoopError::new(
@@ -78,43 +68,30 @@ impl TransportImpl for TlsStream {
     }
 
     fn is_closing(&self) -> bool {
-        self.lost_scheduled.get()
+        self.life.lost_claimed()
             || matches!(
-                self.state.get(),
+                self.state(),
                 State::Closing | State::ShuttingDown | State::Lost
             )
     }
 
-    fn set_protocol(&self, protocol: AnyProtocol) {
-        let old = self.protocol.replace(protocol);
-        drop(old);
-        self.sendfile.protocol_replaced();
-        if self.flow.is_paused() {
-            self.notify(Notice::Pause);
-        }
-    }
-
-    fn get_protocol(&self) -> AnyProtocol {
-        self.protocol.borrow().clone()
-    }
-
     fn pause_reading(&self) {
-        if matches!(self.state.get(), State::Open | State::Handshaking) && !self.dead() {
+        if matches!(self.state(), State::Open | State::Handshaking) && !self.dead() {
             self.app_paused.set(true);
-            if self.state.get() == State::Open {
+            if self.state() == State::Open {
                 self.stop_reading();
             }
         }
     }
 
     fn resume_reading(&self) {
-        if self.app_paused.replace(false) && !self.dead() && self.state.get() == State::Open {
+        if self.app_paused.replace(false) && !self.dead() && self.state() == State::Open {
             self.rc().schedule_kick();
         }
     }
 
     fn is_reading(&self) -> bool {
-        matches!(self.state.get(), State::Open | State::Handshaking)
+        matches!(self.state(), State::Open | State::Handshaking)
             && !self.dead()
             && !self.app_paused.get()
             && !self.peer_closed.get()
@@ -125,24 +102,11 @@ impl TransportImpl for TlsStream {
         self.write_buffer_len()
     }
 
-    fn write_buffer_limits(&self) -> WriteBufferLimits {
-        self.flow.limits()
-    }
-
-    fn set_write_buffer_limits(&self, limits: WriteBufferLimits) {
-        self.flow.set_limits(limits);
-        self.maybe_pause_protocol();
-    }
-
     fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        if let Some(info) = socket_extra_info(name, &self.peername, &self.sockname, &self.fd) {
+            return info;
+        }
         match name {
-            "peername" => self.peername.clone().map(ExtraInfo::Addr),
-            "sockname" => self.sockname.clone().map(ExtraInfo::Addr),
-            "socket" => self
-                .fd
-                .borrow()
-                .as_ref()
-                .map(|fd| ExtraInfo::Fd(fd.as_raw_fd())),
             "sslcontext" => Some(ExtraInfo::TlsConfig(self.config.clone())),
             "server_hostname" => self.server_hostname.clone().map(ExtraInfo::Text),
             _ => {
@@ -179,21 +143,5 @@ impl TransportImpl for TlsStream {
                 }
             }
         }
-    }
-
-    fn get_loop(&self) -> Option<EventLoop> {
-        self.lp.get()
-    }
-
-    fn writes_after_lost(&self) -> u64 {
-        self.writes_after_lost.get()
-    }
-
-    fn dropped_on_loss(&self) -> usize {
-        self.dropped_on_loss.get()
-    }
-
-    fn sendfile_support(&self) -> Option<&dyn crate::sendfile::transport::SendfileSupport> {
-        Some(self)
     }
 }
