@@ -44,6 +44,11 @@ pub(crate) trait Callback {
     /// The sequence number given to `enter_heap`.
     fn seq(&self) -> u64;
     fn location(&self) -> &'static Location<'static>;
+    /// A timer's deadline (`None` for a `call_soon` callback): reports name
+    /// a timer as a `TimerHandle`, as asyncio does.
+    fn when(&self) -> Option<Instant> {
+        None
+    }
 }
 
 pub(crate) struct CallbackCell<F> {
@@ -61,6 +66,63 @@ impl<F: FnOnce() + 'static> CallbackCell<F> {
             f: Cell::new(Some(f)),
             location,
         })
+    }
+}
+
+impl<F: FnOnce() + 'static> CallbackCell<F> {
+    /// A timer's cell: the same, with its deadline beside it (only timers
+    /// pay for the extra 16 bytes).
+    pub(crate) fn new_timer_rc(
+        f: F,
+        location: &'static Location<'static>,
+        when: Instant,
+    ) -> Rc<dyn Callback> {
+        Rc::new(TimerCell {
+            cell: CallbackCell {
+                flags: Cell::new(0),
+                f: Cell::new(Some(f)),
+                location,
+            },
+            when,
+        })
+    }
+}
+
+/// The cell of a `call_later`/`call_at` timer.
+struct TimerCell<F> {
+    cell: CallbackCell<F>,
+    when: Instant,
+}
+
+impl<F: FnOnce()> Callback for TimerCell<F> {
+    #[inline]
+    fn run(&self) {
+        self.cell.run()
+    }
+    fn cancel(&self) -> bool {
+        self.cell.cancel()
+    }
+    #[inline]
+    fn is_cancelled(&self) -> bool {
+        self.cell.is_cancelled()
+    }
+    #[inline]
+    fn enter_heap(&self, seq: u64) {
+        self.cell.enter_heap(seq)
+    }
+    #[inline]
+    fn leave_heap(&self) {
+        self.cell.leave_heap()
+    }
+    #[inline]
+    fn seq(&self) -> u64 {
+        self.cell.seq()
+    }
+    fn location(&self) -> &'static Location<'static> {
+        self.cell.location
+    }
+    fn when(&self) -> Option<Instant> {
+        Some(self.when)
     }
 }
 
@@ -145,6 +207,10 @@ impl Handle {
         self.cell.location()
     }
 
+    /// How reports name a scheduled callback: `<Handle scheduled at
+    /// file:line:col>`, or for a timer `<TimerHandle when=... scheduled at
+    /// ...>` (asyncio's reprs, with the scheduling site for the callback's
+    /// name).
     pub(crate) fn describe(cell: &dyn Callback) -> String {
         let loc = cell.location();
         let state = if cell.is_cancelled() {
@@ -152,8 +218,12 @@ impl Handle {
         } else {
             ""
         };
+        let (kind, when) = match cell.when() {
+            Some(when) => ("TimerHandle", format!(" when={when:?}")),
+            None => ("Handle", String::new()),
+        };
         format!(
-            "<Handle{state} scheduled at {}:{}:{}>",
+            "<{kind}{state}{when} scheduled at {}:{}:{}>",
             loc.file(),
             loc.line(),
             loc.column()
@@ -204,7 +274,10 @@ impl TimerHandle {
         self.handle.cancelled()
     }
 
-    /// The loop time at which the callback is due.
+    /// The loop time at which the callback is due. For a timer that is
+    /// never due (a delay too large for the clock, asyncio's `inf`), the
+    /// latest instant the clock can represent: later than any other
+    /// timer's.
     #[doc(alias = "TimerHandle.when")]
     pub fn when(&self) -> Instant {
         self.when
@@ -218,16 +291,7 @@ impl TimerHandle {
 
 impl fmt::Debug for TimerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let loc = self.location();
-        let state = if self.cancelled() { " cancelled" } else { "" };
-        write!(
-            f,
-            "<TimerHandle{state} when={:?} scheduled at {}:{}:{}>",
-            self.when,
-            loc.file(),
-            loc.line(),
-            loc.column()
-        )
+        f.write_str(&Handle::describe(&*self.handle.cell))
     }
 }
 

@@ -1,0 +1,465 @@
+//! Loop-core behaviours of issue 15, each as asyncio has it:
+//! - `call_soon_threadsafe` and `call_soon` share one FIFO order by time of
+//!   call;
+//! - a delay too large to represent (`Duration::MAX`) waits forever, until
+//!   cancelled, as asyncio's `inf`; it keeps neither `run_forever` from
+//!   blocking nor `run_until_complete` from finishing;
+//! - `shutdown_default_executor(timeout)` returns when the timeout expires,
+//!   with asyncio's warning, even while the executor's threads still run;
+//! - `add_reader`/`add_writer`/`remove_*` on an fd that a transport, a
+//!   server or a pipe owns is refused, naming the owner; once it closes the
+//!   fd is free again;
+//! - a slow-callback report names a timer as a `TimerHandle` and a task step
+//!   by the task's name.
+//!
+//! Peers are real (loopback TCP, pipes, threads released by channels); no
+//! sleep synchronises anything, and every wait is bounded by a watchdog.
+
+mod util;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aioloop::{ErrorKind, EventLoop, Executor, Job};
+use util::*;
+
+/// The order in which `Send` callbacks ran.
+type SendLog = Arc<Mutex<Vec<&'static str>>>;
+
+fn push(log: &SendLog, what: &'static str) -> impl FnOnce() + Send + 'static {
+    let log = log.clone();
+    move || log.lock().unwrap().push(what)
+}
+
+// ---------------------------------------------------------------------------
+// 1. One FIFO for call_soon_threadsafe and call_soon.
+
+#[test]
+fn threadsafe_callback_from_another_thread_before_call_soon_runs_first() {
+    let lp = new_loop();
+    let log: SendLog = Arc::default();
+    let (l, log2) = (lp.clone(), log.clone());
+    lp.call_soon(move || {
+        // The other thread's call returns (join) before our call_soon.
+        let handle = l.handle();
+        let log3 = log2.clone();
+        std::thread::spawn(move || {
+            handle
+                .call_soon_threadsafe(push(&log3, "threadsafe 1"))
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        l.call_soon(push(&log2, "soon 1")).unwrap();
+        let handle = l.handle();
+        let log3 = log2.clone();
+        std::thread::spawn(move || {
+            handle
+                .call_soon_threadsafe(push(&log3, "threadsafe 2"))
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        l.call_soon(push(&log2, "soon 2")).unwrap();
+        let l2 = l.clone();
+        l.call_soon(move || l2.stop()).unwrap();
+    })
+    .unwrap();
+    run_bounded(&lp);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["threadsafe 1", "soon 1", "threadsafe 2", "soon 2"]
+    );
+    lp.close().unwrap();
+}
+
+#[test]
+fn threadsafe_callback_from_the_loop_thread_keeps_its_place() {
+    let lp = new_loop();
+    let log: SendLog = Arc::default();
+    let handle = lp.handle();
+    handle.call_soon_threadsafe(push(&log, "a")).unwrap();
+    lp.call_soon(push(&log, "b")).unwrap();
+    lp.call_soon_threadsafe(push(&log, "c")).unwrap();
+    lp.call_soon_threadsafe(push(&log, "d")).unwrap();
+    lp.call_soon(push(&log, "e")).unwrap();
+    one_iteration(&lp);
+    assert_eq!(*log.lock().unwrap(), ["a", "b", "c", "d", "e"]);
+    // The same while the loop runs, from a callback.
+    log.lock().unwrap().clear();
+    let (l, log2) = (lp.clone(), log.clone());
+    lp.call_soon(move || {
+        l.call_soon(push(&log2, "1")).unwrap();
+        l.handle().call_soon_threadsafe(push(&log2, "2")).unwrap();
+        l.call_soon(push(&log2, "3")).unwrap();
+        let l2 = l.clone();
+        l.call_soon(move || l2.stop()).unwrap();
+    })
+    .unwrap();
+    run_bounded(&lp);
+    assert_eq!(*log.lock().unwrap(), ["1", "2", "3"]);
+    lp.close().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 2. A delay too large to represent waits forever.
+
+#[test]
+fn sleep_duration_max_waits_until_cancelled() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let outcome = Rc::new(Cell::new(None));
+    let o = outcome.clone();
+    let task = lp
+        .create_task(async move {
+            let r = l.sleep(Duration::MAX).await;
+            o.set(Some(r.map_err(|e| e.kind())));
+        })
+        .unwrap();
+    // Many iterations pass (a timer fires in each of them) without the
+    // sleep ending.
+    let l = lp.clone();
+    let ticks = Rc::new(Cell::new(0));
+    let t = ticks.clone();
+    lp.run_until_complete(async move {
+        for _ in 0..20 {
+            l.sleep(Duration::from_millis(1)).await.unwrap();
+            t.set(t.get() + 1);
+        }
+    })
+    .unwrap();
+    assert_eq!(ticks.get(), 20);
+    assert_eq!(outcome.get(), None, "sleep(Duration::MAX) ended early");
+    assert!(!task.done());
+    task.cancel(None);
+    let dog = Watchdog::start(&lp);
+    let _ = lp.run_until_complete(task).unwrap();
+    dog.disarm();
+    assert_eq!(outcome.get(), Some(Err(ErrorKind::Cancelled)));
+    lp.close().unwrap();
+}
+
+#[test]
+fn call_later_duration_max_is_pending_until_cancelled() {
+    let lp = new_loop();
+    let drops = counter();
+    let guard = DropCount(drops.clone());
+    let timer = lp
+        .call_later(Duration::MAX, move || {
+            let _keep = &guard;
+            panic!("an infinite timer ran");
+        })
+        .expect("call_later(Duration::MAX) schedules a timer that never fires");
+    // asyncio's `when()` is `inf`; here the latest instant the clock holds.
+    let century = Duration::from_secs(3600 * 24 * 365 * 100);
+    assert!(timer.when() > lp.time() + century, "{timer:?}");
+    // It keeps neither run_until_complete from finishing...
+    let l = lp.clone();
+    let dog = Watchdog::start(&lp);
+    lp.run_until_complete(async move { l.sleep(Duration::from_millis(2)).await })
+        .unwrap()
+        .unwrap();
+    dog.disarm();
+    assert!(!timer.cancelled());
+    assert_eq!(drops.get(), 0, "the loop keeps the callback alive");
+    // ...nor run_forever from blocking: nothing is due, so the poll has no
+    // timeout (a thread wakes the loop to stop it).
+    assert_eq!(
+        lp.timer_heap_len(),
+        0,
+        "an infinite timer is not in the heap"
+    );
+    let handle = lp.handle();
+    let stopper = std::thread::spawn(move || handle.stop().unwrap());
+    run_bounded(&lp);
+    stopper.join().unwrap();
+    timer.cancel();
+    assert!(timer.cancelled());
+    assert_eq!(drops.get(), 1, "cancelling drops the callback");
+    lp.close().unwrap();
+}
+
+#[test]
+fn infinite_timers_are_dropped_by_close() {
+    let lp = new_loop();
+    let drops = counter();
+    let guard = DropCount(drops.clone());
+    let timer = lp.call_later(Duration::MAX, move || drop(guard)).unwrap();
+    let at = lp
+        .call_at(
+            lp.time() + Duration::from_secs(3600 * 24 * 365 * 100),
+            || {},
+        )
+        .unwrap();
+    assert!(timer.when() > at.when());
+    one_iteration(&lp);
+    drop(timer);
+    assert_eq!(
+        drops.get(),
+        0,
+        "dropping the handle does not cancel the timer"
+    );
+    lp.close().unwrap();
+    assert_eq!(drops.get(), 1, "close drops what the infinite timer held");
+}
+
+#[test]
+fn wait_for_and_threadsafe_timers_accept_duration_max() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let out = lp
+        .run_until_complete(async move {
+            let never = l.handle().call_later_threadsafe(Duration::MAX, || {
+                panic!("an infinite thread-safe timer ran")
+            })?;
+            let v = aioloop::wait_for(
+                async {
+                    l.sleep(Duration::from_millis(1)).await?;
+                    Ok::<_, aioloop::LoopError>(7)
+                },
+                Duration::MAX,
+            )
+            .await?;
+            assert!(!never.fired());
+            never.cancel();
+            Ok::<_, aioloop::LoopError>(v)
+        })
+        .unwrap();
+    assert_eq!(out.unwrap(), 7);
+    lp.close().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 3. shutdown_default_executor returns at its timeout.
+
+const JOIN_WARNING: &str = "The executor did not finishing joining its threads within";
+
+/// Runs `body` on a loop of its own thread and returns its result, or fails
+/// the test (after `release`, so that nothing stays blocked) when it does not
+/// finish within the watchdog's limit.
+fn on_loop_thread<T: Send + 'static>(
+    release: mpsc::Sender<()>,
+    body: impl FnOnce(EventLoop) -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let lp = new_loop();
+        let out = body(lp.clone());
+        let _ = tx.send(out);
+        drop(lp);
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(out) => {
+            t.join().unwrap();
+            out
+        }
+        Err(_) => {
+            let _ = release.send(());
+            panic!("shutdown_default_executor did not return within {LIMIT:?}");
+        }
+    }
+}
+
+#[test]
+fn shutdown_default_executor_returns_at_its_timeout_with_a_warning() {
+    capture_warnings();
+    let (release, blocked) = mpsc::channel::<()>();
+    let blocked = Arc::new(Mutex::new(blocked));
+    let b = blocked.clone();
+    let (out, warnings, still_running) = on_loop_thread(release.clone(), move |lp| {
+        let job = lp
+            .run_in_executor(move || {
+                let _ = b.lock().unwrap().recv();
+            })
+            .unwrap();
+        let start = Instant::now();
+        let out = lp
+            .run_until_complete(lp.shutdown_default_executor(Some(Duration::from_millis(50))))
+            .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        let still = lp.executor_jobs_in_flight();
+        drop(job);
+        (
+            out.map_err(|e| e.to_string()),
+            warnings_on_this_thread(),
+            still,
+        )
+    });
+    assert_eq!(out, Ok(()), "the timeout is a warning, not an error");
+    assert_eq!(still_running, 1, "the job was still blocked");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w == &format!("{JOIN_WARNING} 0.05 seconds.")),
+        "{warnings:?}"
+    );
+    release.send(()).unwrap();
+}
+
+/// An executor with threads of its own, joined by its shutdown (as
+/// `ThreadPoolExecutor.shutdown(wait=True)`).
+#[derive(Default)]
+struct JoiningPool {
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    joined: Arc<AtomicUsize>,
+}
+
+impl Executor for JoiningPool {
+    fn execute(&self, job: Job) {
+        self.threads.lock().unwrap().push(std::thread::spawn(job));
+    }
+
+    fn join(&self) -> Option<Job> {
+        let threads = self.threads.clone();
+        let joined = self.joined.clone();
+        Some(Box::new(move || {
+            let all = std::mem::take(&mut *threads.lock().unwrap());
+            for t in all {
+                let _ = t.join();
+                joined.fetch_add(1, Ordering::SeqCst);
+            }
+        }))
+    }
+}
+
+#[test]
+fn shutdown_default_executor_does_not_wait_past_its_timeout_for_the_join() {
+    capture_warnings();
+    let (release, blocked) = mpsc::channel::<()>();
+    let joined = Arc::new(AtomicUsize::new(0));
+    let j = joined.clone();
+    let (out, warnings) = on_loop_thread(release.clone(), move |lp| {
+        let pool = JoiningPool {
+            joined: j,
+            ..JoiningPool::default()
+        };
+        let threads = pool.threads.clone();
+        lp.set_default_executor(pool);
+        // Every job ends at once; one of the pool's threads lingers until
+        // released: the join is what takes longer than the timeout.
+        let job = lp.run_in_executor(|| 5).unwrap();
+        assert_eq!(lp.run_until_complete(job).unwrap().unwrap(), 5);
+        threads.lock().unwrap().push(std::thread::spawn(move || {
+            let _ = blocked.recv();
+        }));
+        let out = lp
+            .run_until_complete(lp.shutdown_default_executor(Some(Duration::from_millis(50))))
+            .unwrap();
+        (out.map_err(|e| e.to_string()), warnings_on_this_thread())
+    });
+    assert_eq!(out, Ok(()));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w == &format!("{JOIN_WARNING} 0.05 seconds.")),
+        "{warnings:?}"
+    );
+    release.send(()).unwrap();
+}
+
+#[test]
+fn shutdown_default_executor_waits_for_a_quick_join_without_warning() {
+    capture_warnings();
+    let (release, _blocked) = mpsc::channel::<()>();
+    let joined = Arc::new(AtomicUsize::new(0));
+    let j = joined.clone();
+    let (out, warnings) = on_loop_thread(release, move |lp| {
+        lp.set_default_executor(JoiningPool {
+            joined: j,
+            ..JoiningPool::default()
+        });
+        let job = lp.run_in_executor(|| 5).unwrap();
+        assert_eq!(lp.run_until_complete(job).unwrap().unwrap(), 5);
+        let out = lp
+            .run_until_complete(lp.shutdown_default_executor(Some(LIMIT)))
+            .unwrap();
+        (out.map_err(|e| e.to_string()), warnings_on_this_thread())
+    });
+    assert_eq!(out, Ok(()));
+    assert_eq!(
+        joined.load(Ordering::SeqCst),
+        1,
+        "the pool's thread was joined"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains(JOIN_WARNING)),
+        "{warnings:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 5. Slow-callback reports name timers and tasks.
+
+/// Works on the loop thread for `d`: the slow work being measured, not a
+/// synchronisation.
+fn busy_wait(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+fn slow_loop() -> EventLoop {
+    let lp = EventLoop::builder().debug(true).build().unwrap();
+    lp.set_slow_callback_duration(Duration::from_millis(20));
+    lp
+}
+
+#[test]
+fn a_slow_timer_callback_is_reported_as_a_timer_handle() {
+    capture_warnings();
+    let lp = slow_loop();
+    let timer = lp
+        .call_later(Duration::from_millis(1), || {
+            busy_wait(Duration::from_millis(40))
+        })
+        .unwrap();
+    let site = format!("{}:{}", timer.location().file(), timer.location().line());
+    let l = lp.clone();
+    lp.run_until_complete(async move { l.sleep(Duration::from_millis(5)).await })
+        .unwrap()
+        .unwrap();
+    let found: Vec<String> = warnings_on_this_thread()
+        .into_iter()
+        .filter(|w| w.contains(&site))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("Executing <TimerHandle when="),
+        "{}",
+        found[0]
+    );
+    assert!(found[0].contains(" seconds"), "{}", found[0]);
+    lp.close().unwrap();
+}
+
+#[test]
+fn a_slow_task_step_is_reported_by_the_task_name() {
+    capture_warnings();
+    let lp = slow_loop();
+    let l = lp.clone();
+    let task = lp
+        .create_task_named(
+            async move {
+                l.sleep(Duration::from_millis(1)).await.unwrap();
+                busy_wait(Duration::from_millis(40));
+            },
+            "slowpoke",
+        )
+        .unwrap();
+    lp.run_until_complete(task).unwrap().unwrap();
+    let found: Vec<String> = warnings_on_this_thread()
+        .into_iter()
+        .filter(|w| w.contains("slowpoke"))
+        .collect();
+    assert_eq!(found.len(), 1, "{:?}", warnings_on_this_thread());
+    assert!(found[0].starts_with("Executing <Task "), "{}", found[0]);
+    assert!(found[0].contains("name='slowpoke'"), "{}", found[0]);
+    assert!(found[0].contains(" seconds"), "{}", found[0]);
+    lp.close().unwrap();
+}
