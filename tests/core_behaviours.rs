@@ -15,6 +15,8 @@
 //! Peers are real (loopback TCP, pipes, threads released by channels); no
 //! sleep synchronises anything, and every wait is bounded by a watchdog.
 
+#[cfg(feature = "net")]
+mod net_util;
 mod util;
 
 use std::cell::Cell;
@@ -181,6 +183,32 @@ fn call_later_duration_max_is_pending_until_cancelled() {
     timer.cancel();
     assert!(timer.cancelled());
     assert_eq!(drops.get(), 1, "cancelling drops the callback");
+    lp.close().unwrap();
+}
+
+/// Replaces timers.rs's `an_unrepresentable_delay_is_an_invalid_argument`
+/// (the old behaviour): on a virtual clock too, an infinite timer is never
+/// the next deadline, so the clock is not jumped to it.
+#[test]
+fn a_virtual_clock_never_jumps_to_an_infinite_timer() {
+    let clock = aioloop::VirtualClock::new();
+    let lp = EventLoop::builder()
+        .virtual_clock(clock.clone())
+        .build()
+        .unwrap();
+    let start = lp.time();
+    for delay in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        lp.call_later(delay, || panic!("an infinite timer ran"))
+            .unwrap();
+    }
+    assert_eq!(lp.timer_heap_len(), 0);
+    let l = lp.clone();
+    let dog = Watchdog::start(&lp);
+    lp.run_until_complete(async move { l.sleep(Duration::from_secs(3600)).await })
+        .unwrap()
+        .unwrap();
+    dog.disarm();
+    assert_eq!(lp.time() - start, Duration::from_secs(3600));
     lp.close().unwrap();
 }
 
@@ -462,4 +490,130 @@ fn a_slow_task_step_is_reported_by_the_task_name() {
     assert!(found[0].contains("name='slowpoke'"), "{}", found[0]);
     assert!(found[0].contains(" seconds"), "{}", found[0]);
     lp.close().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 4. The fd of a transport, a server or a pipe is not the user's to watch.
+
+#[cfg(feature = "net")]
+mod fd_claims {
+    use std::os::fd::RawFd;
+
+    use aioloop::prelude::*;
+    use rustix::pipe::{pipe_with, PipeFlags};
+
+    use super::net_util::*;
+    use super::util::*;
+
+    /// Every watcher call on `fd` is refused, naming `owner`.
+    #[track_caller]
+    fn assert_refused(lp: &EventLoop, fd: RawFd, owner: &str) {
+        let results = [
+            ("add_reader", lp.add_reader(fd, || {}).map(|_| false)),
+            ("add_writer", lp.add_writer(fd, || {}).map(|_| false)),
+            ("remove_reader", lp.remove_reader(fd)),
+            ("remove_writer", lp.remove_writer(fd)),
+        ];
+        for (what, r) in results {
+            let err = r.expect_err(what);
+            assert_eq!(err.kind(), ErrorKind::InvalidState, "{what}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("File descriptor {fd} is used by {owner}")),
+                "{what}: {text}"
+            );
+        }
+    }
+
+    /// The claim is gone: the fd is closed now, so watching it fails as for
+    /// any closed fd (or succeeds, if another socket took the number), and
+    /// never names the old owner.
+    #[track_caller]
+    fn assert_released(lp: &EventLoop, fd: RawFd) {
+        match lp.add_reader(fd, || {}) {
+            Ok(()) => {
+                lp.remove_reader(fd).unwrap();
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+                assert!(!e.to_string().contains("is used by"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_tcp_transport_and_a_server_own_their_fds() {
+        let lp = new_loop();
+        let seen = record_exceptions(&lp);
+        let l = lp.clone();
+        run(&lp, async move {
+            let acc = Accepted::new();
+            let server = l
+                .create_server(
+                    acc.factory(Hooks::none),
+                    &["127.0.0.1"],
+                    0,
+                    ServerOptions::default(),
+                )
+                .await
+                .unwrap();
+            let listener = server.listener_fds()[0];
+            assert_refused(&l, listener, "server");
+            let port = server.sockets()[0].as_inet().unwrap().port();
+            let rec = Recorder::new();
+            let r = rec.clone();
+            let (t, _) = l
+                .create_connection(
+                    move || RecordingProtocol::new(&r, Hooks::none()),
+                    Some("127.0.0.1"),
+                    port,
+                    ConnectOptions::default(),
+                )
+                .await
+                .unwrap();
+            let fd = t.fd().unwrap();
+            assert_refused(&l, fd, "transport");
+            // The transport still works: the refused calls changed nothing.
+            acc.until_made(1).await;
+            t.write(b"ping").unwrap();
+            let peer = acc.get(0);
+            peer.until(|p| p.data_len() == 4).await;
+            let peer_fd = peer.transport().fd().unwrap();
+            assert_refused(&l, peer_fd, "transport");
+            t.close();
+            rec.until_lost().await;
+            assert_released(&l, fd);
+            server.close();
+            server.abort_clients();
+            server.wait_closed().await;
+            assert_released(&l, listener);
+        });
+        finish(&lp, &seen);
+    }
+
+    #[test]
+    fn a_pipe_transport_owns_its_fd() {
+        let lp = new_loop();
+        let seen = record_exceptions(&lp);
+        let l = lp.clone();
+        run(&lp, async move {
+            let (read_end, write_end) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+            let rec = Recorder::new();
+            let r = rec.clone();
+            let (t, _) = l
+                .connect_read_pipe(move || RecordingProtocol::new(&r, Hooks::none()), read_end)
+                .await
+                .unwrap();
+            let Some(ExtraInfo::Fd(fd)) = t.get_extra_info("pipe") else {
+                panic!("a pipe transport's fd");
+            };
+            assert_refused(&l, fd, "transport");
+            rustix::io::write(&write_end, b"x").unwrap();
+            rec.until(|p| p.data_len() == 1).await;
+            drop(write_end);
+            rec.until_lost().await;
+            assert_released(&l, fd);
+        });
+        finish(&lp, &seen);
+    }
 }

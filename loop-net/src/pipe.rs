@@ -166,7 +166,7 @@ struct Life {
 impl Life {
     fn new(lp: &EventLoop, fd: OwnedFd, info: PipeFd, protocol: AnyProtocol) -> Life {
         Life {
-            lp: LoopSlot::new(lp),
+            lp: LoopSlot::owning(lp, fd.as_raw_fd(), "pipe transport"),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             info,

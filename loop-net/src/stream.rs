@@ -145,7 +145,7 @@ impl Stream {
         let sockname = rustix::net::getsockname(&fd).ok().map(SockAddr::from_raw);
         let stream = Rc::new_cyclic(|me| Stream {
             me: me.clone(),
-            lp: LoopSlot::new(lp),
+            lp: LoopSlot::owning(lp, fd.as_raw_fd(), "socket transport"),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             state: Cell::new(State::Open),

@@ -77,7 +77,7 @@ impl Endpoint {
         };
         let ep = Rc::new_cyclic(|me| Endpoint {
             me: me.clone(),
-            lp: LoopSlot::new(lp),
+            lp: LoopSlot::owning(lp, fd.as_raw_fd(), "datagram transport"),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             state: Cell::new(State::Open),

@@ -225,7 +225,7 @@ impl TlsStream {
         let stalled = !settings.received.is_empty();
         let stream = Rc::new_cyclic(|me| TlsStream {
             me: me.clone(),
-            lp: LoopSlot::new(lp),
+            lp: LoopSlot::owning(lp, fd.as_raw_fd(), "TLS transport"),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             conn: RefCell::new(conn),
