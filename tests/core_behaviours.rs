@@ -38,8 +38,27 @@ fn push(log: &SendLog, what: &'static str) -> impl FnOnce() + Send + 'static {
     move || log.lock().unwrap().push(what)
 }
 
+/// Runs `lp.sleep(d)` to its end under a watchdog.
+fn sleep_on(lp: &EventLoop, d: Duration) {
+    let l = lp.clone();
+    let dog = Watchdog::start(lp);
+    lp.run_until_complete(async move { l.sleep(d).await })
+        .unwrap()
+        .unwrap();
+    dog.disarm();
+}
+
 // ---------------------------------------------------------------------------
 // 1. One FIFO for call_soon_threadsafe and call_soon.
+
+/// Sends `what` through `lp`'s thread-safe door from a new thread, and
+/// returns once that call returned (the join orders it before what follows).
+fn send_from_another_thread(lp: &EventLoop, log: &SendLog, what: &'static str) {
+    let (handle, f) = (lp.handle(), push(log, what));
+    std::thread::spawn(move || handle.call_soon_threadsafe(f).unwrap())
+        .join()
+        .unwrap();
+}
 
 #[test]
 fn threadsafe_callback_from_another_thread_before_call_soon_runs_first() {
@@ -47,26 +66,9 @@ fn threadsafe_callback_from_another_thread_before_call_soon_runs_first() {
     let log: SendLog = Arc::default();
     let (l, log2) = (lp.clone(), log.clone());
     lp.call_soon(move || {
-        // The other thread's call returns (join) before our call_soon.
-        let handle = l.handle();
-        let log3 = log2.clone();
-        std::thread::spawn(move || {
-            handle
-                .call_soon_threadsafe(push(&log3, "threadsafe 1"))
-                .unwrap()
-        })
-        .join()
-        .unwrap();
+        send_from_another_thread(&l, &log2, "threadsafe 1");
         l.call_soon(push(&log2, "soon 1")).unwrap();
-        let handle = l.handle();
-        let log3 = log2.clone();
-        std::thread::spawn(move || {
-            handle
-                .call_soon_threadsafe(push(&log3, "threadsafe 2"))
-                .unwrap()
-        })
-        .join()
-        .unwrap();
+        send_from_another_thread(&l, &log2, "threadsafe 2");
         l.call_soon(push(&log2, "soon 2")).unwrap();
         let l2 = l.clone();
         l.call_soon(move || l2.stop()).unwrap();
@@ -161,12 +163,7 @@ fn call_later_duration_max_is_pending_until_cancelled() {
     let century = Duration::from_secs(3600 * 24 * 365 * 100);
     assert!(timer.when() > lp.time() + century, "{timer:?}");
     // It keeps neither run_until_complete from finishing...
-    let l = lp.clone();
-    let dog = Watchdog::start(&lp);
-    lp.run_until_complete(async move { l.sleep(Duration::from_millis(2)).await })
-        .unwrap()
-        .unwrap();
-    dog.disarm();
+    sleep_on(&lp, Duration::from_millis(2));
     assert!(!timer.cancelled());
     assert_eq!(drops.get(), 0, "the loop keeps the callback alive");
     // ...nor run_forever from blocking: nothing is due, so the poll has no
@@ -202,12 +199,7 @@ fn a_virtual_clock_never_jumps_to_an_infinite_timer() {
             .unwrap();
     }
     assert_eq!(lp.timer_heap_len(), 0);
-    let l = lp.clone();
-    let dog = Watchdog::start(&lp);
-    lp.run_until_complete(async move { l.sleep(Duration::from_secs(3600)).await })
-        .unwrap()
-        .unwrap();
-    dog.disarm();
+    sleep_on(&lp, Duration::from_secs(3600));
     assert_eq!(lp.time() - start, Duration::from_secs(3600));
     lp.close().unwrap();
 }
@@ -448,10 +440,7 @@ fn a_slow_timer_callback_is_reported_as_a_timer_handle() {
         })
         .unwrap();
     let site = format!("{}:{}", timer.location().file(), timer.location().line());
-    let l = lp.clone();
-    lp.run_until_complete(async move { l.sleep(Duration::from_millis(5)).await })
-        .unwrap()
-        .unwrap();
+    sleep_on(&lp, Duration::from_millis(5));
     let found: Vec<String> = warnings_on_this_thread()
         .into_iter()
         .filter(|w| w.contains(&site))
