@@ -7,8 +7,8 @@
 //! - `shutdown_default_executor(timeout)` returns when the timeout expires,
 //!   with asyncio's warning, even while the executor's threads still run;
 //! - `add_reader`/`add_writer`/`remove_*` on an fd that a transport, a
-//!   server or a pipe owns is refused, naming the owner; once it closes the
-//!   fd is free again;
+//!   server, a pipe or a datagram endpoint owns is refused, naming the
+//!   owner; once it closes the fd is free again;
 //! - a slow-callback report names a timer as a `TimerHandle` and a task step
 //!   by the task's name.
 //!
@@ -486,7 +486,9 @@ fn a_slow_task_step_is_reported_by_the_task_name() {
 
 #[cfg(feature = "net")]
 mod fd_claims {
+    use std::cell::Cell;
     use std::os::fd::RawFd;
+    use std::rc::Rc;
 
     use aioloop::prelude::*;
     use rustix::pipe::{pipe_with, PipeFlags};
@@ -601,6 +603,41 @@ mod fd_claims {
             rec.until(|p| p.data_len() == 1).await;
             drop(write_end);
             rec.until_lost().await;
+            assert_released(&l, fd);
+        });
+        finish(&lp, &seen);
+    }
+
+    /// Wakes `notify` when the endpoint's connection is lost.
+    struct LostFlag(Rc<Cell<bool>>, Rc<Notify>);
+
+    impl DatagramProtocol for LostFlag {
+        fn connection_lost(&mut self, _: Option<std::io::Error>) {
+            self.0.set(true);
+            self.1.wake();
+        }
+    }
+
+    #[test]
+    fn a_datagram_transport_owns_its_fd() {
+        let lp = new_loop();
+        let seen = record_exceptions(&lp);
+        let l = lp.clone();
+        run(&lp, async move {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (lost, notify) = (Rc::new(Cell::new(false)), Rc::new(Notify::default()));
+            let (lo, no) = (lost.clone(), notify.clone());
+            let (t, _) = l
+                .create_datagram_endpoint(
+                    move || LostFlag(lo, no),
+                    DatagramOptions::default().with_sock(sock),
+                )
+                .await
+                .unwrap();
+            let fd = t.fd().unwrap();
+            assert_refused(&l, fd, "transport");
+            t.close();
+            notify.until(|| lost.get()).await;
             assert_released(&l, fd);
         });
         finish(&lp, &seen);

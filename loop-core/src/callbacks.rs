@@ -16,7 +16,7 @@ impl EventLoop {
     /// callback runs in the following iteration, never in the current one.
     ///
     /// Returns a [`Handle`] to cancel it. Errors with
-    /// [`ErrorKind::Closed`] on a closed loop.
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) on a closed loop.
     ///
     /// ```
     /// use loop_core::EventLoop;

@@ -193,7 +193,10 @@ impl LoopHandle {
             })
     }
 
-    /// Asks the loop to stop after its current iteration, from any thread.
+    /// Asks the loop to stop, from any thread: the request takes its place
+    /// in the ready queue behind what was queued before it (as asyncio's
+    /// `call_soon_threadsafe(loop.stop)`), and the loop stops after the
+    /// iteration that runs it.
     #[doc(alias = "loop.stop")]
     pub fn stop(&self) -> Result<(), LoopError> {
         self.shared.inject(Injected::Stop).map_err(|(err, _)| err)
