@@ -78,7 +78,7 @@ impl EventLoop {
         callback: impl FnOnce() + 'static,
     ) -> Result<TimerHandle, LoopError> {
         self.check_open()?;
-        let cell = CallbackCell::new_timer_rc(callback, Location::caller(), when);
+        let cell = CallbackCell::new_rc(callback, Location::caller());
         self.inner.timers.borrow_mut().push(when, cell.clone());
         Ok(TimerHandle {
             handle: Handle { cell },
@@ -92,7 +92,7 @@ impl EventLoop {
     fn call_never(&self, callback: impl FnOnce() + 'static) -> Result<TimerHandle, LoopError> {
         self.check_open()?;
         let when = crate::clock::latest_instant(self.time());
-        let cell = CallbackCell::new_timer_rc(callback, Location::caller(), when);
+        let cell = CallbackCell::new_rc(callback, Location::caller());
         self.inner.timers.borrow_mut().push_never(cell.clone());
         Ok(TimerHandle {
             handle: Handle { cell },

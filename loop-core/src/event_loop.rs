@@ -459,8 +459,14 @@ impl EventLoop {
         for item in ready {
             let mut item = Some(item);
             guarded(&mut || {
-                if let Some(Ready::Callback(cb)) = &item {
-                    cb.cancel();
+                match &item {
+                    Some(Ready::Callback(cb)) => {
+                        cb.cancel();
+                    }
+                    Some(Ready::Timer(t)) => {
+                        t.1.cancel();
+                    }
+                    _ => {}
                 }
                 drop(item.take());
             });
@@ -605,10 +611,14 @@ impl EventLoop {
         if has_timers {
             let now = inner.clock.now();
             let mut ready = inner.ready.borrow_mut();
-            inner
-                .timers
-                .borrow_mut()
-                .pop_due(now, |cb| ready.push(Ready::Callback(cb)));
+            let mut timers = inner.timers.borrow_mut();
+            if inner.debug.enabled() {
+                timers.pop_due(now, |when, cb| {
+                    ready.push(Ready::Timer(Box::new((when, cb))))
+                });
+            } else {
+                timers.pop_due(now, |_, cb| ready.push(Ready::Callback(cb)));
+            }
         }
 
         // 4. Run exactly what is ready now.
@@ -631,7 +641,11 @@ impl EventLoop {
         let outcome = match item {
             Ready::Callback(cb) => match catch_unwind(AssertUnwindSafe(|| cb.run())) {
                 Ok(()) => return,
-                Err(p) => (p, Some(Handle::describe(&*cb))),
+                Err(p) => (p, Some(Handle::describe(&*cb, None))),
+            },
+            Ready::Timer(t) => match catch_unwind(AssertUnwindSafe(|| t.1.run())) {
+                Ok(()) => return,
+                Err(p) => (p, Some(Handle::describe(&*t.1, Some(t.0)))),
             },
             Ready::Io(w) => match catch_unwind(AssertUnwindSafe(|| w.fire())) {
                 Ok(()) => return,

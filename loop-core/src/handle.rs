@@ -44,11 +44,6 @@ pub(crate) trait Callback {
     /// The sequence number given to `enter_heap`.
     fn seq(&self) -> u64;
     fn location(&self) -> &'static Location<'static>;
-    /// A timer's deadline (`None` for a `call_soon` callback): reports name
-    /// a timer as a `TimerHandle`, as asyncio does.
-    fn when(&self) -> Option<Instant> {
-        None
-    }
 }
 
 pub(crate) struct CallbackCell<F> {
@@ -66,63 +61,6 @@ impl<F: FnOnce() + 'static> CallbackCell<F> {
             f: Cell::new(Some(f)),
             location,
         })
-    }
-}
-
-impl<F: FnOnce() + 'static> CallbackCell<F> {
-    /// A timer's cell: the same, with its deadline beside it (only timers
-    /// pay for the extra 16 bytes).
-    pub(crate) fn new_timer_rc(
-        f: F,
-        location: &'static Location<'static>,
-        when: Instant,
-    ) -> Rc<dyn Callback> {
-        Rc::new(TimerCell {
-            cell: CallbackCell {
-                flags: Cell::new(0),
-                f: Cell::new(Some(f)),
-                location,
-            },
-            when,
-        })
-    }
-}
-
-/// The cell of a `call_later`/`call_at` timer.
-struct TimerCell<F> {
-    cell: CallbackCell<F>,
-    when: Instant,
-}
-
-impl<F: FnOnce()> Callback for TimerCell<F> {
-    #[inline]
-    fn run(&self) {
-        self.cell.run()
-    }
-    fn cancel(&self) -> bool {
-        self.cell.cancel()
-    }
-    #[inline]
-    fn is_cancelled(&self) -> bool {
-        self.cell.is_cancelled()
-    }
-    #[inline]
-    fn enter_heap(&self, seq: u64) {
-        self.cell.enter_heap(seq)
-    }
-    #[inline]
-    fn leave_heap(&self) {
-        self.cell.leave_heap()
-    }
-    #[inline]
-    fn seq(&self) -> u64 {
-        self.cell.seq()
-    }
-    fn location(&self) -> &'static Location<'static> {
-        self.cell.location
-    }
-    fn when(&self) -> Option<Instant> {
-        Some(self.when)
     }
 }
 
@@ -208,17 +146,17 @@ impl Handle {
     }
 
     /// How reports name a scheduled callback: `<Handle scheduled at
-    /// file:line:col>`, or for a timer `<TimerHandle when=... scheduled at
-    /// ...>` (asyncio's reprs, with the scheduling site for the callback's
-    /// name).
-    pub(crate) fn describe(cell: &dyn Callback) -> String {
+    /// file:line:col>`, or for a timer (`when`: its deadline) `<TimerHandle
+    /// when=... scheduled at ...>` (asyncio's reprs, with the scheduling
+    /// site for the callback's name).
+    pub(crate) fn describe(cell: &dyn Callback, when: Option<Instant>) -> String {
         let loc = cell.location();
         let state = if cell.is_cancelled() {
             " cancelled"
         } else {
             ""
         };
-        let (kind, when) = match cell.when() {
+        let (kind, when) = match when {
             Some(when) => ("TimerHandle", format!(" when={when:?}")),
             None => ("Handle", String::new()),
         };
@@ -233,7 +171,7 @@ impl Handle {
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&Handle::describe(&*self.cell))
+        f.write_str(&Handle::describe(&*self.cell, None))
     }
 }
 
@@ -291,7 +229,7 @@ impl TimerHandle {
 
 impl fmt::Debug for TimerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&Handle::describe(&*self.handle.cell))
+        f.write_str(&Handle::describe(&*self.handle.cell, Some(self.when)))
     }
 }
 

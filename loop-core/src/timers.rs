@@ -366,7 +366,8 @@ impl TimerQueue {
 
     /// Moves every live entry due at `now` to `out`, earliest first (within
     /// [`ITERATION_BUDGET`] for the cancelled entries met on the way).
-    pub(crate) fn pop_due(&mut self, now: Instant, mut out: impl FnMut(Rc<dyn Callback>)) {
+    /// Hands every live due entry to `out` (deadline, callback), in order.
+    pub(crate) fn pop_due(&mut self, now: Instant, mut out: impl FnMut(Instant, Rc<dyn Callback>)) {
         let mut budget = ITERATION_BUDGET;
         loop {
             // Nothing is due if the smallest deadline, cancelled or not, is
@@ -383,7 +384,7 @@ impl TimerQueue {
             if let Some(e) = self.pop_head(from_old) {
                 self.len -= 1;
                 e.cb.leave_heap();
-                out(e.cb);
+                out(e.when, e.cb);
             }
         }
     }
@@ -438,7 +439,7 @@ mod tests {
 
     fn run_due(q: &mut TimerQueue, now: Instant) {
         let mut due = Vec::new();
-        q.pop_due(now, |cb| due.push(cb));
+        q.pop_due(now, |_, cb| due.push(cb));
         for cb in due {
             cb.run();
         }
