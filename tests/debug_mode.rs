@@ -174,7 +174,7 @@ fn slow_timers_readers_and_tasks_are_reported_too() {
             .any(|e| e.text.contains("<reader/writer callback>")),
         "{mine:?}"
     );
-    assert!(mine.iter().any(|e| e.text.contains("<task>")), "{mine:?}");
+    assert!(mine.iter().any(|e| e.text.contains("<Task ")), "{mine:?}");
     lp.close().unwrap();
 }
 

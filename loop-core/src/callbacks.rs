@@ -8,7 +8,7 @@ use crate::event_loop::EventLoop;
 use crate::handle::{CallbackCell, Handle, TimerHandle};
 use crate::ready_queue::Ready;
 use crate::threadsafe::{Injected, LoopHandle};
-use crate::{ErrorKind, LoopError};
+use crate::LoopError;
 
 impl EventLoop {
     /// Schedules `callback` to run in the next iteration. Callbacks run in
@@ -16,7 +16,7 @@ impl EventLoop {
     /// callback runs in the following iteration, never in the current one.
     ///
     /// Returns a [`Handle`] to cancel it. Errors with
-    /// [`ErrorKind::Closed`] on a closed loop.
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) on a closed loop.
     ///
     /// ```
     /// use loop_core::EventLoop;
@@ -50,7 +50,11 @@ impl EventLoop {
     /// runs early; timers due at the same time run in scheduling order.
     ///
     /// A delay so large that the deadline cannot be represented (such as
-    /// `Duration::MAX`) is an [`ErrorKind::InvalidArgument`] error.
+    /// `Duration::MAX`) makes a timer that is never due, as asyncio's
+    /// `call_later(math.inf, ...)`: its callback is kept until the timer is
+    /// cancelled or the loop closes, it never wakes the loop, and its
+    /// [`when`](TimerHandle::when) is the latest instant the clock can
+    /// represent.
     #[doc(alias = "loop.call_later")]
     #[track_caller]
     pub fn call_later(
@@ -58,13 +62,10 @@ impl EventLoop {
         delay: Duration,
         callback: impl FnOnce() + 'static,
     ) -> Result<TimerHandle, LoopError> {
-        let when = self.time().checked_add(delay).ok_or_else(|| {
-            LoopError::new(
-                ErrorKind::InvalidArgument,
-                format!("call_later: delay {delay:?} puts the deadline beyond what the clock can represent"),
-            )
-        })?;
-        self.call_at(when, callback)
+        match self.time().checked_add(delay) {
+            Some(when) => self.call_at(when, callback),
+            None => self.call_never(callback),
+        }
     }
 
     /// Schedules `callback` to run at `when`, a point of [`time`](Self::time).
@@ -79,6 +80,20 @@ impl EventLoop {
         self.check_open()?;
         let cell = CallbackCell::new_rc(callback, Location::caller());
         self.inner.timers.borrow_mut().push(when, cell.clone());
+        Ok(TimerHandle {
+            handle: Handle { cell },
+            when,
+            stats: self.inner.timer_stats.clone(),
+        })
+    }
+
+    /// A timer that is never due (see [`call_later`](Self::call_later)).
+    #[track_caller]
+    fn call_never(&self, callback: impl FnOnce() + 'static) -> Result<TimerHandle, LoopError> {
+        self.check_open()?;
+        let when = crate::clock::latest_instant(self.time());
+        let cell = CallbackCell::new_rc(callback, Location::caller());
+        self.inner.timers.borrow_mut().push_never(cell.clone());
         Ok(TimerHandle {
             handle: Handle { cell },
             when,

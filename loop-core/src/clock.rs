@@ -103,6 +103,23 @@ impl Clock {
     }
 }
 
+/// The latest instant after `from` that [`Instant`] can represent: what
+/// [`TimerHandle::when`](crate::TimerHandle::when) says of a timer that is
+/// never due (asyncio's `inf`). A binary search over whole seconds: rare
+/// (only for such timers) and at most 64 `checked_add`s.
+pub(crate) fn latest_instant(from: Instant) -> Instant {
+    let (mut fits, mut overflows) = (0u64, u64::MAX);
+    while overflows - fits > 1 {
+        let mid = fits + (overflows - fits) / 2;
+        if from.checked_add(Duration::from_secs(mid)).is_some() {
+            fits = mid;
+        } else {
+            overflows = mid;
+        }
+    }
+    from + Duration::from_secs(fits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

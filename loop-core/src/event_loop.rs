@@ -78,8 +78,6 @@ pub(crate) struct Inner {
     pub(crate) executor: ExecutorState,
     pub(crate) asyncgens: RefCell<AsyncGenRegistry>,
     pub(crate) tasks: loop_futures::TaskRegistry,
-    /// The receiving end of the thread-safe channel; `None` once closed.
-    injected_rx: RefCell<Option<std::sync::mpsc::Receiver<Injected>>>,
     pub(crate) task_factory: RefCell<Option<Rc<dyn crate::tasks::TaskFactory>>>,
 }
 
@@ -223,17 +221,17 @@ impl Builder {
             .map_err(|e| LoopError::io(format!("creating the {backend:?} poller"), e))?;
         let debug = self.debug.unwrap_or_else(crate::debug::debug_from_env);
         let (shared, injected_rx) = Shared::new(notifier);
+        let shared = Arc::new(shared);
         let timer_stats = Rc::new(TimerStats::default());
         Ok(EventLoop {
             owner: true,
             inner: Rc::new(Inner {
-                shared: Arc::new(shared),
-                injected_rx: RefCell::new(Some(injected_rx)),
+                ready: RefCell::new(ReadyQueue::new(shared.clone(), injected_rx)),
+                shared,
                 reactor,
                 state: Cell::new(RunState::Idle),
                 close_after_run: Cell::new(false),
                 stopping: Cell::new(false),
-                ready: RefCell::default(),
                 timers: RefCell::new(TimerQueue::new(timer_stats.clone())),
                 timer_stats,
                 io: RefCell::default(),
@@ -254,7 +252,6 @@ impl Builder {
 #[derive(Default)]
 struct Scratch {
     events: Vec<Readiness>,
-    injected: Vec<Injected>,
     batch: VecDeque<Ready>,
 }
 
@@ -436,13 +433,12 @@ impl EventLoop {
         let _quiet = loop_futures::QuietPanics::enter();
         let inner = &*self.inner;
         inner.shared.close();
-        let rx = inner.injected_rx.borrow_mut().take();
+        let (ready, rx) = inner.ready.borrow_mut().take_all();
         let injected: Vec<Injected> = rx
             .as_ref()
             .map(|rx| rx.try_iter().collect())
             .unwrap_or_default();
         drop(rx);
-        let ready = inner.ready.borrow_mut().take_all();
         let timers = inner.timers.borrow_mut().take_all();
         let watchers = self.clear_watchers();
         // Dropping user closures and futures may run user `Drop` code; do it
@@ -463,8 +459,14 @@ impl EventLoop {
         for item in ready {
             let mut item = Some(item);
             guarded(&mut || {
-                if let Some(Ready::Callback(cb)) = &item {
-                    cb.cancel();
+                match &item {
+                    Some(Ready::Callback(cb)) => {
+                        cb.cancel();
+                    }
+                    Some(Ready::Timer(t)) => {
+                        t.1.cancel();
+                    }
+                    _ => {}
                 }
                 drop(item.take());
             });
@@ -593,19 +595,7 @@ impl EventLoop {
                 s.events.clear();
             }
         }
-        if let Some(rx) = &*inner.injected_rx.borrow() {
-            shared.drain_into(rx, &mut s.injected);
-        }
-        if !s.injected.is_empty() {
-            let mut ready = inner.ready.borrow_mut();
-            for item in s.injected.drain(..) {
-                match item {
-                    Injected::Callback(f) => ready.push(Ready::Boxed(f)),
-                    Injected::Task(r) => ready.push(Ready::Task(r)),
-                    Injected::Stop => inner.stopping.set(true),
-                }
-            }
-        }
+        inner.ready.borrow_mut().take_injected();
 
         if let Some(err) = shared.take_wake_failure() {
             self.call_exception_handler(
@@ -621,10 +611,14 @@ impl EventLoop {
         if has_timers {
             let now = inner.clock.now();
             let mut ready = inner.ready.borrow_mut();
-            inner
-                .timers
-                .borrow_mut()
-                .pop_due(now, |cb| ready.push(Ready::Callback(cb)));
+            let mut timers = inner.timers.borrow_mut();
+            if inner.debug.enabled() {
+                timers.pop_due(now, |when, cb| {
+                    ready.push(Ready::Timer(Box::new((when, cb))))
+                });
+            } else {
+                timers.pop_due(now, |_, cb| ready.push(Ready::Callback(cb)));
+            }
         }
 
         // 4. Run exactly what is ready now.
@@ -647,7 +641,11 @@ impl EventLoop {
         let outcome = match item {
             Ready::Callback(cb) => match catch_unwind(AssertUnwindSafe(|| cb.run())) {
                 Ok(()) => return,
-                Err(p) => (p, Some(Handle::describe(&*cb))),
+                Err(p) => (p, Some(Handle::describe(&*cb, None))),
+            },
+            Ready::Timer(t) => match catch_unwind(AssertUnwindSafe(|| t.1.run())) {
+                Ok(()) => return,
+                Err(p) => (p, Some(Handle::describe(&*t.1, Some(t.0)))),
             },
             Ready::Io(w) => match catch_unwind(AssertUnwindSafe(|| w.fire())) {
                 Ok(()) => return,
@@ -661,6 +659,10 @@ impl EventLoop {
                 Ok(()) => return,
                 Err(p) => (p, Some("<call_soon_threadsafe callback>".to_string())),
             },
+            Ready::Stop => {
+                self.inner.stopping.set(true);
+                return;
+            }
         };
         let (payload, handle) = outcome;
         let what = handle.clone().unwrap_or_default();
@@ -675,10 +677,32 @@ impl EventLoop {
         if item.is_cancelled() {
             return;
         }
-        let what = item.describe();
+        let is_task = matches!(item, Ready::Task(_));
+        let what = if is_task {
+            self.inner.tasks.track_last_polled();
+            String::new()
+        } else {
+            item.describe()
+        };
         let start = Instant::now();
         self.run_item(item);
-        self.check_slow_callback(&what, start.elapsed());
+        let took = start.elapsed();
+        let task = if is_task {
+            self.inner.tasks.take_last_polled()
+        } else {
+            None
+        };
+        if took < self.slow_callback_duration() {
+            return;
+        }
+        // A task step is named after it ran, by the task it polled (asyncio
+        // prints the task's repr, state included).
+        let what = match (is_task, task) {
+            (true, Some(task)) => describe_task(&task),
+            (true, None) => "<Task step>".to_string(),
+            (false, _) => what,
+        };
+        self.check_slow_callback(&what, took);
     }
 
     /// Number of callbacks waiting for the next iteration (for tests and
@@ -739,4 +763,17 @@ impl Drop for RunGuard {
             let _ = self.lp.close();
         }
     }
+}
+
+/// A task as slow-callback reports name it (asyncio's `Task` repr: state
+/// and name).
+fn describe_task(task: &loop_futures::TaskRef) -> String {
+    let state = if task.cancelled() {
+        "cancelled"
+    } else if task.done() {
+        "finished"
+    } else {
+        "pending"
+    };
+    format!("<Task {state} name='{}' id={}>", task.get_name(), task.id())
 }

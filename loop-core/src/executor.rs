@@ -10,7 +10,9 @@
 //!   awaiting task, whose wake-up enters the loop through its thread-safe
 //!   queue: the result is always consumed on the loop thread;
 //! - jobs in flight are counted, so [`shutdown_default_executor`] can wait for
-//!   them, up to a timeout (`blocking` has no join of its own);
+//!   them, up to a timeout (`blocking` has no join of its own); an executor
+//!   with threads to join hands over a blocking join ([`Executor::join`]),
+//!   which runs on a thread of its own, so that the timeout bounds it too;
 //! - a job an executor drops without running completes its future with an
 //!   [`ErrorKind::InvalidState`] error instead of leaving it pending forever.
 //!
@@ -60,10 +62,23 @@ pub trait Executor {
     /// completes its future with an error.
     fn execute(&self, job: Job);
 
-    /// Called once by [`EventLoop::shutdown_default_executor`] after the
-    /// loop's jobs finished (or the wait timed out), and by
+    /// Tells the executor to stop (asyncio's `shutdown(wait=False)`): jobs
+    /// already handed over still run. It runs on the loop thread, so it must
+    /// not block. Called once by [`EventLoop::shutdown_default_executor`]
+    /// after the loop's jobs finished (or its timeout expired), and by
     /// [`EventLoop::close`]. The default does nothing.
     fn shutdown(&self) {}
+
+    /// The wait for the executor's own threads to end, if it has any to
+    /// join (the `wait=True` half of asyncio's `shutdown`).
+    /// [`EventLoop::shutdown_default_executor`] calls it after
+    /// [`shutdown`](Self::shutdown) and runs the returned job on a thread of
+    /// its own, waiting for it only up to its timeout, as asyncio runs
+    /// `executor.shutdown(wait=True)` on a new thread. The default has
+    /// nothing to join.
+    fn join(&self) -> Option<Job> {
+        None
+    }
 }
 
 /// The default executor: the `blocking` crate's shared thread pool (threads
@@ -86,6 +101,25 @@ struct JobCounter {
 }
 
 impl JobCounter {
+    /// Resolves once nothing is in flight.
+    fn all_done(self: Arc<Self>) -> impl Future<Output = ()> {
+        std::future::poll_fn(move |cx| {
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return Poll::Ready(());
+            }
+            self.waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .register(cx.waker());
+            // Re-check: the last job may have finished before we registered.
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
     fn finished(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             let waiters = self
@@ -309,13 +343,17 @@ impl EventLoop {
         self.inner.executor.jobs.in_flight.load(Ordering::Acquire)
     }
 
-    /// Refuses further `run_in_executor` calls and waits until every job of
-    /// this loop has finished, up to `timeout` (`None`: no limit); then shuts
-    /// the executor down.
+    /// Refuses further `run_in_executor` calls, waits until every job of
+    /// this loop has finished, shuts the executor down, and waits for its
+    /// threads to end ([`Executor::join`], run on a thread of its own): all
+    /// of it up to `timeout` (`None`: no limit).
     ///
-    /// When the timeout passes first, resolves to an [`ErrorKind::Timeout`]
-    /// error that says how many jobs are still running (they keep running;
-    /// a thread cannot be stopped safely). Await it on this loop.
+    /// When the timeout expires first it returns all the same, as asyncio
+    /// does, after logging asyncio's warning ("The executor did not
+    /// finishing joining its threads within {timeout} seconds.", through
+    /// [`debug::warn`](crate::debug::warn)) and telling the executor to stop.
+    /// The jobs and threads still running go on (a thread cannot be stopped
+    /// safely). Await it on this loop.
     #[doc(alias = "loop.shutdown_default_executor")]
     pub fn shutdown_default_executor(
         &self,
@@ -325,56 +363,56 @@ impl EventLoop {
         async move {
             lp.check_open()?;
             lp.inner.executor.shut_down.set(true);
+            let executor = lp.inner.executor.custom.borrow().clone();
             let jobs = lp.inner.executor.jobs.clone();
-            let all_done = std::future::poll_fn(move |cx| {
-                if jobs.in_flight.load(Ordering::Acquire) == 0 {
-                    return Poll::Ready(());
+            let stopped = Cell::new(false);
+            let stop = || {
+                if !stopped.replace(true) {
+                    if let Some(e) = &executor {
+                        e.shutdown();
+                    }
                 }
-                jobs.waiters
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .register(cx.waker());
-                // Re-check: the last job may have finished before we registered.
-                if jobs.in_flight.load(Ordering::Acquire) == 0 {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            });
+            };
+            let all_done = async {
+                jobs.all_done().await;
+                stop();
+                let Some(join) = executor.as_ref().and_then(|e| e.join()) else {
+                    return Ok(());
+                };
+                let joined = Arc::new(JobCounter::default());
+                joined.in_flight.store(1, Ordering::Release);
+                let j = joined.clone();
+                std::thread::Builder::new()
+                    .name("aioloop-executor-join".into())
+                    .spawn(move || {
+                        let _ = catch_unwind(AssertUnwindSafe(join));
+                        j.finished();
+                    })
+                    .map_err(|e| LoopError::io("starting the executor's join thread", e))?;
+                joined.all_done().await;
+                Ok(())
+            };
             let finished = match timeout {
-                None => {
-                    all_done.await;
-                    true
-                }
+                None => Some(all_done.await),
                 Some(t) => {
                     let sleep = lp.sleep(t);
-                    futures_lite::future::or(
-                        async {
-                            all_done.await;
-                            true
-                        },
-                        async {
-                            let _ = sleep.await;
-                            false
-                        },
-                    )
+                    futures_lite::future::or(async { Some(all_done.await) }, async {
+                        let _ = sleep.await;
+                        None
+                    })
                     .await
                 }
             };
-            let executor = lp.inner.executor.custom.borrow().clone();
-            if let Some(e) = executor {
-                e.shutdown();
-            }
-            if finished {
-                Ok(())
-            } else {
-                Err(LoopError::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "The executor did not finish its jobs within {timeout:?}: {} still running",
-                        lp.executor_jobs_in_flight()
-                    ),
-                ))
+            stop();
+            match finished {
+                Some(result) => result,
+                None => {
+                    let secs = timeout.unwrap_or_default().as_secs_f64();
+                    crate::debug::warn(&format!(
+                        "The executor did not finishing joining its threads within {secs:?} seconds."
+                    ));
+                    Ok(())
+                }
             }
         }
     }

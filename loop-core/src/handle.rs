@@ -145,15 +145,23 @@ impl Handle {
         self.cell.location()
     }
 
-    pub(crate) fn describe(cell: &dyn Callback) -> String {
+    /// How reports name a scheduled callback: `<Handle scheduled at
+    /// file:line:col>`, or for a timer (`when`: its deadline) `<TimerHandle
+    /// when=... scheduled at ...>` (asyncio's reprs, with the scheduling
+    /// site for the callback's name).
+    pub(crate) fn describe(cell: &dyn Callback, when: Option<Instant>) -> String {
         let loc = cell.location();
         let state = if cell.is_cancelled() {
             " cancelled"
         } else {
             ""
         };
+        let (kind, when) = match when {
+            Some(when) => ("TimerHandle", format!(" when={when:?}")),
+            None => ("Handle", String::new()),
+        };
         format!(
-            "<Handle{state} scheduled at {}:{}:{}>",
+            "<{kind}{state}{when} scheduled at {}:{}:{}>",
             loc.file(),
             loc.line(),
             loc.column()
@@ -163,7 +171,7 @@ impl Handle {
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&Handle::describe(&*self.cell))
+        f.write_str(&Handle::describe(&*self.cell, None))
     }
 }
 
@@ -204,7 +212,10 @@ impl TimerHandle {
         self.handle.cancelled()
     }
 
-    /// The loop time at which the callback is due.
+    /// The loop time at which the callback is due. For a timer that is
+    /// never due (a delay too large for the clock, asyncio's `inf`), the
+    /// latest instant the clock can represent: later than any other
+    /// timer's.
     #[doc(alias = "TimerHandle.when")]
     pub fn when(&self) -> Instant {
         self.when
@@ -218,16 +229,7 @@ impl TimerHandle {
 
 impl fmt::Debug for TimerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let loc = self.location();
-        let state = if self.cancelled() { " cancelled" } else { "" };
-        write!(
-            f,
-            "<TimerHandle{state} when={:?} scheduled at {}:{}:{}>",
-            self.when,
-            loc.file(),
-            loc.line(),
-            loc.column()
-        )
+        f.write_str(&Handle::describe(&*self.handle.cell, Some(self.when)))
     }
 }
 

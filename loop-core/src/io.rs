@@ -14,6 +14,11 @@
 //! cancels the old `Handle`. The registry's `RefCell` is never borrowed while
 //! a watcher runs, so a callback may add or remove any watcher, its own
 //! included.
+//!
+//! An fd that a transport, a server or a pipe owns is *claimed* (see
+//! `fd_claim.rs`): the user's `add_*`/`remove_*` on it are refused, as
+//! asyncio's `_ensure_fd_no_transport` refuses them; the owner registers
+//! through its [`FdClaim`](crate::FdClaim).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -130,6 +135,8 @@ pub(crate) struct FdRegistry {
     slots: Vec<Option<FdEntry>>,
     free: Vec<usize>,
     by_fd: HashMap<RawFd, usize>,
+    /// The fds that a transport, a server or a pipe owns (see `fd_claim.rs`).
+    pub(crate) claims: crate::fd_claim::Claims,
 }
 
 impl FdRegistry {
@@ -189,7 +196,10 @@ impl EventLoop {
     /// Adding a reader for an fd that has one replaces the callback. `fd` is a
     /// raw fd number or a reference to a socket ([`FileDescriptor`]). The fd
     /// stays owned by the caller, who must remove the reader before closing it
-    /// (as in asyncio). An fd that is not open gives an [`ErrorKind::Io`]
+    /// (as in asyncio). An fd that a transport, a server or a pipe owns is
+    /// refused with [`ErrorKind::InvalidState`] ("File descriptor 7 is used
+    /// by transport ..."), as are `remove_*` on it, until it closes. An fd
+    /// that is not open gives an [`ErrorKind::Io`]
     /// error (`EBADF`); one that cannot be polled (a regular file) gives
     /// `EPERM`; a negative one gives [`ErrorKind::InvalidArgument`].
     ///
@@ -218,7 +228,7 @@ impl EventLoop {
         fd: impl FileDescriptor,
         callback: impl FnMut() + 'static,
     ) -> Result<(), LoopError> {
-        self.add_watcher(fd.raw_fd(), Direction::Read, callback)
+        self.add_watcher(fd.raw_fd(), Direction::Read, callback, None)
     }
 
     /// Stops watching `fd` for readability; returns whether a reader was
@@ -226,7 +236,7 @@ impl EventLoop {
     /// loop it returns `Ok(false)`.
     #[doc(alias = "loop.remove_reader")]
     pub fn remove_reader(&self, fd: impl FileDescriptor) -> Result<bool, LoopError> {
-        self.remove_watcher(fd.raw_fd(), Direction::Read)
+        self.remove_watcher(fd.raw_fd(), Direction::Read, None)
     }
 
     /// Runs `callback` on the loop whenever `fd` is writable, until
@@ -238,21 +248,47 @@ impl EventLoop {
         fd: impl FileDescriptor,
         callback: impl FnMut() + 'static,
     ) -> Result<(), LoopError> {
-        self.add_watcher(fd.raw_fd(), Direction::Write, callback)
+        self.add_watcher(fd.raw_fd(), Direction::Write, callback, None)
     }
 
     /// Stops watching `fd` for writability; returns whether a writer was
     /// registered.
     #[doc(alias = "loop.remove_writer")]
     pub fn remove_writer(&self, fd: impl FileDescriptor) -> Result<bool, LoopError> {
-        self.remove_watcher(fd.raw_fd(), Direction::Write)
+        self.remove_watcher(fd.raw_fd(), Direction::Write, None)
     }
 
-    fn add_watcher(
+    /// Whether a reader is registered for `fd` (for tests and diagnostics:
+    /// it asks without touching anything, on a claimed fd too).
+    pub fn has_reader(&self, fd: impl FileDescriptor) -> bool {
+        self.has_watcher(fd.raw_fd(), Direction::Read)
+    }
+
+    /// Whether a writer is registered for `fd` (for tests and diagnostics,
+    /// as [`has_reader`](Self::has_reader)).
+    pub fn has_writer(&self, fd: impl FileDescriptor) -> bool {
+        self.has_watcher(fd.raw_fd(), Direction::Write)
+    }
+
+    fn has_watcher(&self, fd: RawFd, dir: Direction) -> bool {
+        let reg = self.inner.io.borrow();
+        let Some(Some(entry)) = reg.by_fd.get(&fd).map(|&key| &reg.slots[key]) else {
+            return false;
+        };
+        match dir {
+            Direction::Read => entry.reader.is_some(),
+            Direction::Write => entry.writer.is_some(),
+        }
+    }
+
+    /// `claim`: the id of the caller's claim on `fd` (an owner registering
+    /// its own fd), `None` for the user's calls, refused on a claimed fd.
+    pub(crate) fn add_watcher(
         &self,
         fd: RawFd,
         dir: Direction,
         callback: impl FnMut() + 'static,
+        claim: Option<u64>,
     ) -> Result<(), LoopError> {
         let what = match dir {
             Direction::Read => "add_reader",
@@ -260,6 +296,7 @@ impl EventLoop {
         };
         self.check_open()?;
         check_fd(fd, what)?;
+        self.inner.io.borrow().claims.check(fd, claim)?;
         let watcher: Rc<dyn Watcher> = Rc::new(WatcherCell {
             cancelled: Cell::new(false),
             f: RefCell::new(Some(callback)),
@@ -324,7 +361,13 @@ impl EventLoop {
         Ok(())
     }
 
-    fn remove_watcher(&self, fd: RawFd, dir: Direction) -> Result<bool, LoopError> {
+    /// `claim` as for [`add_watcher`](Self::add_watcher).
+    pub(crate) fn remove_watcher(
+        &self,
+        fd: RawFd,
+        dir: Direction,
+        claim: Option<u64>,
+    ) -> Result<bool, LoopError> {
         if self.is_closed() {
             return Ok(false);
         }
@@ -339,6 +382,7 @@ impl EventLoop {
         let (removed, orphan) = {
             let mut reg = inner.io.borrow_mut();
             let reg = &mut *reg;
+            reg.claims.check(fd, claim)?;
             let Some(&key) = reg.by_fd.get(&fd) else {
                 return Ok(false);
             };

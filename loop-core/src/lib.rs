@@ -86,6 +86,7 @@ pub mod debug;
 mod event_loop;
 mod exception;
 mod executor;
+mod fd_claim;
 mod gather;
 mod handle;
 mod io;
@@ -107,6 +108,7 @@ pub use clock::VirtualClock;
 pub use event_loop::{Builder, EventLoop, WeakEventLoop};
 pub use exception::{ExceptionContext, ExceptionHandler};
 pub use executor::{BlockingPool, Executor, ExecutorFuture, Job};
+pub use fd_claim::FdClaim;
 #[doc(alias = "asyncio.gather")]
 pub use gather::gather;
 pub use gather::{Gather, GatherAll};

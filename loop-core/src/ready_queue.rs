@@ -3,6 +3,19 @@
 //! # Invariants
 //! - **FIFO.** Items run in the order they were queued: `call_soon` order,
 //!   then readiness and due timers in the order the iteration found them.
+//! - **One order for both doors (issue 15).** A callback sent through the
+//!   thread-safe queue ([`LoopHandle::call_soon_threadsafe`](crate::LoopHandle::call_soon_threadsafe),
+//!   from any thread, the loop's own included) takes its place in this queue
+//!   before anything the loop thread queues after that call returned. The
+//!   channel's receiver lives here, and every [`push`](ReadyQueue::push)
+//!   first moves what the channel holds into the queue when the `pending`
+//!   flag (set by the sender after its send) says there is something: so a
+//!   `call_soon_threadsafe` that happened before a `call_soon` runs before
+//!   it, as with asyncio's one deque. Calls that race (neither returned
+//!   before the other began) may land in either order. An idle channel costs
+//!   `push` one relaxed atomic load. A stop request from another thread
+//!   queues [`Ready::Stop`], which stops the loop when its turn comes (as
+//!   asyncio's `call_soon_threadsafe(loop.stop)`).
 //! - **One batch per iteration.** The loop swaps the whole queue out (an O(1)
 //!   `mem::swap` with an empty deque that keeps its capacity) and runs exactly
 //!   that batch. Anything queued while the batch runs (a callback scheduled
@@ -10,25 +23,36 @@
 //!   runs in the next iteration: asyncio's `ntodo` snapshot, without holding a
 //!   borrow while user code runs.
 //! - **Three kinds of work, no boxing beyond the one allocation each already
-//!   has:** a scheduled callback (`Rc<dyn Callback>`), an fd watcher
+//!   has (but a due timer's deadline, boxed beside it in debug mode):** a scheduled callback (`Rc<dyn Callback>`), an fd watcher
 //!   (`Rc<dyn Watcher>`) and a task's `Runnable` from async-task.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::handle::Callback;
+use crate::handle::{Callback, Handle};
 use crate::io::Watcher;
+use crate::threadsafe::{Injected, Shared};
 
 /// One unit of ready work.
 pub(crate) enum Ready {
     /// A `call_soon` / due timer callback.
     Callback(Rc<dyn Callback>),
+    /// A due timer's callback with its deadline, queued so in debug mode
+    /// only: the slow-callback report names it `<TimerHandle when=...>`.
+    /// Boxed, so that `Ready` stays 24 bytes and timer cells carry no
+    /// deadline of their own.
+    Timer(Box<(Instant, Rc<dyn Callback>)>),
     /// A reader or writer whose fd was reported ready.
     Io(Rc<dyn Watcher>),
     /// A task to poll.
     Task(async_task::Runnable),
     /// A callback sent by `call_soon_threadsafe` (already boxed by its sender).
     Boxed(Box<dyn FnOnce() + 'static>),
+    /// A stop request sent by [`LoopHandle::stop`](crate::LoopHandle::stop).
+    Stop,
 }
 
 impl Ready {
@@ -36,32 +60,75 @@ impl Ready {
     pub(crate) fn is_cancelled(&self) -> bool {
         match self {
             Ready::Callback(c) => c.is_cancelled(),
+            Ready::Timer(t) => t.1.is_cancelled(),
             Ready::Io(w) => w.is_cancelled(),
-            Ready::Task(_) | Ready::Boxed(_) => false,
+            Ready::Task(_) | Ready::Boxed(_) | Ready::Stop => false,
         }
     }
 
     /// A short description for debug-mode reports.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Ready::Callback(c) => crate::handle::Handle::describe(&**c),
+            Ready::Callback(c) => Handle::describe(&**c, None),
+            Ready::Timer(t) => Handle::describe(&*t.1, Some(t.0)),
             Ready::Io(_) => "<reader/writer callback>".to_string(),
-            Ready::Task(_) => "<task>".to_string(),
+            Ready::Task(_) => "<Task step>".to_string(),
             Ready::Boxed(_) => "<call_soon_threadsafe callback>".to_string(),
+            Ready::Stop => "<stop request>".to_string(),
+        }
+    }
+
+    fn from_injected(item: Injected) -> Ready {
+        match item {
+            Injected::Callback(f) => Ready::Boxed(f),
+            Injected::Task(r) => Ready::Task(r),
+            Injected::Stop => Ready::Stop,
         }
     }
 }
 
-/// The queue itself: a `VecDeque` that keeps its capacity across iterations.
-#[derive(Default)]
+/// The queue itself: a `VecDeque` that keeps its capacity across iterations,
+/// and the receiving end of the thread-safe channel (`None` once closed).
 pub(crate) struct ReadyQueue {
     items: VecDeque<Ready>,
+    shared: Arc<Shared>,
+    inbox: Option<Receiver<Injected>>,
 }
 
 impl ReadyQueue {
+    pub(crate) fn new(shared: Arc<Shared>, inbox: Receiver<Injected>) -> Self {
+        ReadyQueue {
+            items: VecDeque::new(),
+            shared,
+            inbox: Some(inbox),
+        }
+    }
+
+    /// Queues `item` behind everything queued before, the thread-safe
+    /// channel's contents included (see the module docs).
     #[inline]
     pub(crate) fn push(&mut self, item: Ready) {
+        if self.shared.has_pending_relaxed() {
+            self.take_injected();
+        }
         self.items.push_back(item);
+    }
+
+    /// Moves what other threads sent into the queue (one relaxed atomic
+    /// load when nothing is pending).
+    #[inline]
+    pub(crate) fn take_injected(&mut self) {
+        if !self.shared.has_pending_relaxed() {
+            return;
+        }
+        let ReadyQueue {
+            items,
+            shared,
+            inbox,
+        } = self;
+        if let Some(rx) = inbox {
+            shared.drain(rx, |item| items.push_back(Ready::from_injected(item)));
+        }
     }
 
     #[inline]
@@ -81,8 +148,9 @@ impl ReadyQueue {
         std::mem::swap(&mut self.items, batch);
     }
 
-    /// Empties the queue; the caller drops the items outside any borrow.
-    pub(crate) fn take_all(&mut self) -> VecDeque<Ready> {
-        std::mem::take(&mut self.items)
+    /// Empties the queue and closes the channel: later sends fail. The
+    /// caller drops the items outside any borrow.
+    pub(crate) fn take_all(&mut self) -> (VecDeque<Ready>, Option<Receiver<Injected>>) {
+        (std::mem::take(&mut self.items), self.inbox.take())
     }
 }

@@ -15,6 +15,9 @@ impl EventLoop {
     /// A future that completes `delay` from now (loop time): asyncio's
     /// `asyncio.sleep`, on this loop.
     ///
+    /// A delay too large for the clock (`Duration::MAX`) waits forever, as
+    /// asyncio's `sleep(math.inf)`: until the awaiting task is cancelled.
+    ///
     /// When the task awaiting it is cancelled, its timer is cancelled and it
     /// gives the delivered `Cancelled` error (see the
     /// [cancellation rule](loop_futures::task#cancellation)).
@@ -53,7 +56,8 @@ pub(crate) struct Deadline {
 }
 
 impl Deadline {
-    /// `deadline` `None`: beyond what the clock can represent.
+    /// `deadline` `None`: beyond what the clock can represent, so never
+    /// (asyncio's `inf`): it stays pending until dropped.
     pub(crate) fn new(lp: &EventLoop, deadline: Option<Instant>) -> Self {
         Deadline {
             lp: lp.clone(),
@@ -64,16 +68,15 @@ impl Deadline {
     }
 
     /// `Ready(Ok)` once the deadline passed; `Ready(Err)` when the timer
-    /// cannot be scheduled (closed loop, unrepresentable deadline).
+    /// cannot be scheduled (closed loop). Never ready without a deadline.
     pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LoopError>> {
         if self.state.fired.get() {
             return Poll::Ready(Ok(()));
         }
         let Some(deadline) = self.deadline else {
-            return Poll::Ready(Err(LoopError::new(
-                crate::ErrorKind::InvalidArgument,
-                "sleep: the delay puts the deadline beyond what the clock can represent",
-            )));
+            // Nothing to schedule: only the awaiting task's cancellation (or
+            // a timeout around it) ends this wait.
+            return Poll::Pending;
         };
         *self.state.waker.borrow_mut() = Some(cx.waker().clone());
         if self.timer.is_none() {
@@ -115,8 +118,7 @@ impl Drop for Deadline {
 /// The future of [`EventLoop::sleep`]. Dropping it cancels its timer.
 ///
 /// Resolves to `Err` when its timer cannot be scheduled (the loop is
-/// closed, or the delay puts the deadline beyond what the clock can hold),
-/// and with the delivered `Cancelled` error when the task awaiting it is
+/// closed), and with the delivered `Cancelled` error when the task awaiting it is
 /// cancelled.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {

@@ -10,9 +10,11 @@
 //! [`Notifier`](crate::reactor::Notifier) to wake the loop, which writes the
 //! eventfd only if the loop may be asleep.
 //!
-//! The loop drains the channel once per iteration, after the poll, and only
-//! when `pending` is set, so an idle channel costs one atomic load per
-//! iteration. Closing the loop drops the receiver: queued items are dropped
+//! The loop drains the channel after the poll of each iteration, and before
+//! each push onto its ready queue, only when `pending` is set: so an idle
+//! channel costs one atomic load per push, and a callback sent before a
+//! `call_soon` runs before it (the ready queue's module docs state the
+//! invariant). Closing the loop drops the receiver: queued items are dropped
 //! with it, on the loop thread, and later sends fail and hand the item back;
 //! it also closes the notifier's wake-up fd at once, however many
 //! `LoopHandle`s live (see `Notifier` for why that cannot race a `notify`).
@@ -103,11 +105,21 @@ impl Shared {
         self.pending.load(Ordering::SeqCst)
     }
 
-    /// Moves the queued items into `out` (cheap when nothing is pending).
+    /// Whether something may wait in the channel, without ordering (the
+    /// ready queue's check before each push).
     #[inline]
-    pub(crate) fn drain_into(&self, rx: &Receiver<Injected>, out: &mut Vec<Injected>) {
+    pub(crate) fn has_pending_relaxed(&self) -> bool {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Hands the queued items to `out` in the order they were sent (cheap
+    /// when nothing is pending).
+    #[inline]
+    pub(crate) fn drain(&self, rx: &Receiver<Injected>, mut out: impl FnMut(Injected)) {
         if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::SeqCst) {
-            out.extend(rx.try_iter());
+            for item in rx.try_iter() {
+                out(item);
+            }
         }
     }
 
@@ -181,7 +193,10 @@ impl LoopHandle {
             })
     }
 
-    /// Asks the loop to stop after its current iteration, from any thread.
+    /// Asks the loop to stop, from any thread: the request takes its place
+    /// in the ready queue behind what was queued before it (as asyncio's
+    /// `call_soon_threadsafe(loop.stop)`), and the loop stops after the
+    /// iteration that runs it.
     #[doc(alias = "loop.stop")]
     pub fn stop(&self) -> Result<(), LoopError> {
         self.shared.inject(Injected::Stop).map_err(|(err, _)| err)

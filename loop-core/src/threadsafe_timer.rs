@@ -181,12 +181,7 @@ fn push_entry(lp: &EventLoop, shared: Arc<TsShared>, delay: Duration) -> Result<
         return Ok(());
     }
     lp.check_open()?;
-    let when = lp.time().checked_add(delay).ok_or_else(|| {
-        LoopError::new(
-            crate::ErrorKind::InvalidArgument,
-            format!("call_later_threadsafe: delay {delay:?} puts the deadline beyond what the clock can represent"),
-        )
-    })?;
+    let when = lp.time().checked_add(delay);
     let id = shared.id;
     let entry = Rc::new(TsEntry {
         shared,
@@ -197,7 +192,11 @@ fn push_entry(lp: &EventLoop, shared: Arc<TsShared>, delay: Duration) -> Result<
     });
     ENTRIES.with(|m| m.borrow_mut().insert(id, Rc::downgrade(&entry)));
     let cell: Rc<dyn Callback> = entry;
-    lp.inner.timers.borrow_mut().push(when, cell);
+    match when {
+        Some(when) => lp.inner.timers.borrow_mut().push(when, cell),
+        // Never due (asyncio's `inf`): kept until cancelled or closed.
+        None => lp.inner.timers.borrow_mut().push_never(cell),
+    }
     Ok(())
 }
 
@@ -243,10 +242,12 @@ impl LoopHandle {
     /// [`TimerHandle`](crate::TimerHandle) is (compacted when cancelled
     /// entries dominate), and its callback is dropped at once.
     ///
+    /// A delay too large for the clock (`Duration::MAX`) makes a timer that
+    /// never runs until cancelled, as with
+    /// [`call_later`](crate::EventLoop::call_later).
+    ///
     /// Errors: [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the loop
-    /// is closed; [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
-    /// when the deadline cannot be represented (on the loop thread only;
-    /// from elsewhere such a timer never runs).
+    /// is closed.
     ///
     /// ```
     /// use loop_core::EventLoop;

@@ -50,6 +50,13 @@
 //!   unit, a cancelled head popped [`HEAD_COST`]); `pop_due` leaves cancelled
 //!   heads alone unless they hide a due entry. Only the live due entries it
 //!   hands out are unbudgeted: their callbacks run in that iteration anyway.
+//! - **Infinite timers stay out of the heap.** A delay too large for the
+//!   clock (`call_later(Duration::MAX, ..)`, asyncio's `inf`) can never be
+//!   due: its callback is kept in the `never` list (so that it lives until it
+//!   is cancelled or the loop closes, as asyncio keeps such a handle in its
+//!   heap) and takes no part in ordering, timeouts or [`len`](TimerQueue::len),
+//!   so it neither wakes the loop nor keeps `run_forever` from blocking. The
+//!   list drops its cancelled entries whenever it doubles.
 //! - **No user code under a borrow.** Dropping a cancelled entry runs no user
 //!   code (its closure was dropped at cancel time). [`TimerQueue::take_all`]
 //!   hands live entries back to the caller, who drops them outside any borrow.
@@ -198,7 +205,14 @@ pub(crate) struct TimerQueue {
     len: usize,
     seq: u64,
     stats: Rc<TimerStats>,
+    /// The callbacks of infinite timers (never due).
+    never: Vec<Rc<dyn Callback>>,
+    /// `never`'s length at which its cancelled entries are dropped.
+    never_prune_at: usize,
 }
+
+/// The smallest `never_prune_at`.
+const NEVER_PRUNE_MIN: usize = 64;
 
 impl TimerQueue {
     pub(crate) fn new(stats: Rc<TimerStats>) -> Self {
@@ -208,7 +222,18 @@ impl TimerQueue {
             len: 0,
             seq: 0,
             stats,
+            never: Vec::new(),
+            never_prune_at: NEVER_PRUNE_MIN,
         }
+    }
+
+    /// Keeps the callback of a timer that is never due (see the module docs).
+    pub(crate) fn push_never(&mut self, cb: Rc<dyn Callback>) {
+        if self.never.len() >= self.never_prune_at {
+            self.never.retain(|c| !c.is_cancelled());
+            self.never_prune_at = (self.never.len() * 2).max(NEVER_PRUNE_MIN);
+        }
+        self.never.push(cb);
     }
 
     pub(crate) fn push(&mut self, when: Instant, cb: Rc<dyn Callback>) {
@@ -341,7 +366,8 @@ impl TimerQueue {
 
     /// Moves every live entry due at `now` to `out`, earliest first (within
     /// [`ITERATION_BUDGET`] for the cancelled entries met on the way).
-    pub(crate) fn pop_due(&mut self, now: Instant, mut out: impl FnMut(Rc<dyn Callback>)) {
+    /// Hands every live due entry to `out` (deadline, callback), in order.
+    pub(crate) fn pop_due(&mut self, now: Instant, mut out: impl FnMut(Instant, Rc<dyn Callback>)) {
         let mut budget = ITERATION_BUDGET;
         loop {
             // Nothing is due if the smallest deadline, cancelled or not, is
@@ -358,7 +384,7 @@ impl TimerQueue {
             if let Some(e) = self.pop_head(from_old) {
                 self.len -= 1;
                 e.cb.leave_heap();
-                out(e.cb);
+                out(e.when, e.cb);
             }
         }
     }
@@ -369,12 +395,14 @@ impl TimerQueue {
         self.len = 0;
         let near = mem::take(&mut self.near).v;
         let old = mem::take(&mut self.old).v;
+        let never = mem::take(&mut self.never);
         near.into_iter()
             .chain(old)
             .map(|e| {
                 e.cb.leave_heap();
                 e.cb
             })
+            .chain(never)
             .collect()
     }
 
@@ -411,7 +439,7 @@ mod tests {
 
     fn run_due(q: &mut TimerQueue, now: Instant) {
         let mut due = Vec::new();
-        q.pop_due(now, |cb| due.push(cb));
+        q.pop_due(now, |_, cb| due.push(cb));
         for cb in due {
             cb.run();
         }

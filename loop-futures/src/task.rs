@@ -313,7 +313,7 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
     /// returns what it returned and the contexts `enter` and `leave` gave.
     #[inline(always)]
     fn poll_once<F: StdFuture<Output = T>>(
-        &self,
+        self: &Rc<Self>,
         future: Pin<&mut F>,
         cx: &mut Context<'_>,
         delivery: Option<LoopError>,
@@ -327,6 +327,11 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         }
         let registry = self.lp.tasks();
         let prev = registry.current.replace(self.registry_key.get());
+        if registry.track_last.get() {
+            let me: Rc<dyn AnyTask> = self.clone();
+            let old = registry.last.borrow_mut().replace(me);
+            drop(old);
+        }
         let outer = cancel::enter(cancel::loop_id(&self.lp), delivery);
         let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
         let ended = cancel::leave(outer);
@@ -903,6 +908,10 @@ pub struct TaskRegistry {
     free: RefCell<Vec<usize>>,
     /// The key of the task being polled (`usize::MAX`: none).
     current: Cell<usize>,
+    /// Whether a poll records its task in `last` (the loop's debug mode
+    /// names a slow task step by it).
+    track_last: Cell<bool>,
+    last: RefCell<Option<Rc<dyn AnyTask>>>,
 }
 
 impl Default for TaskRegistry {
@@ -911,6 +920,8 @@ impl Default for TaskRegistry {
             slots: RefCell::default(),
             free: RefCell::default(),
             current: Cell::new(usize::MAX),
+            track_last: Cell::new(false),
+            last: RefCell::new(None),
         }
     }
 }
@@ -955,6 +966,23 @@ impl TaskRegistry {
         let slots = self.slots.borrow();
         let task = slots.get(key)?.as_ref()?.upgrade()?;
         Some(TaskRef(task))
+    }
+
+    /// From now on, remember the task that a poll runs, for
+    /// [`take_last_polled`](Self::take_last_polled) (the loop's debug mode
+    /// names a slow task step by it).
+    pub fn track_last_polled(&self) {
+        self.track_last.set(true);
+        let old = self.last.borrow_mut().take();
+        drop(old);
+    }
+
+    /// The task polled since [`track_last_polled`](Self::track_last_polled),
+    /// if one was; stops remembering.
+    pub fn take_last_polled(&self) -> Option<TaskRef> {
+        self.track_last.set(false);
+        let last = self.last.borrow_mut().take();
+        last.map(TaskRef)
     }
 
     /// Handles to every live task.

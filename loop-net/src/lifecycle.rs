@@ -40,6 +40,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -84,10 +85,23 @@ pub struct Lifecycle<P> {
 }
 
 impl<P: Clone + Released> Lifecycle<P> {
-    /// An `Open` transport of `lp` driving `protocol`.
+    /// An `Open` transport of `lp` driving `protocol`, owning no single
+    /// fd of its own (the subprocess transport: its pipes are transports).
     pub fn new(lp: &EventLoop, protocol: P) -> Lifecycle<P> {
+        Lifecycle::with_slot(LoopSlot::new(lp), protocol)
+    }
+
+    /// An `Open` transport of `lp` driving `protocol` that owns `fd`: the
+    /// fd is claimed (loop-core's `claim_fd`), so the user's `add_reader`
+    /// and friends on it are refused, naming `transport <{kind} fd=N>`,
+    /// until the transport is released.
+    pub(crate) fn owning(lp: &EventLoop, protocol: P, fd: RawFd, kind: &str) -> Lifecycle<P> {
+        Lifecycle::with_slot(LoopSlot::owning(lp, fd, kind), protocol)
+    }
+
+    fn with_slot(lp: LoopSlot, protocol: P) -> Lifecycle<P> {
         Lifecycle {
-            lp: LoopSlot::new(lp),
+            lp,
             state: Cell::new(LifeState::Open),
             lost_claimed: Cell::new(false),
             made: Cell::new(false),

@@ -9,17 +9,33 @@
 //! under the same names, so a call site reads as a call on the loop; after
 //! the release they answer as a closed loop does (`ErrorKind::Closed`,
 //! `Ok(false)` for a removal, nothing reported).
+//!
+//! A transport made with [`LoopSlot::owning`] also holds the loop's claim on
+//! its fd (`loop_core::FdClaim`, issue 15): the user's `add_reader` and
+//! friends on that fd are refused, naming the transport, while the slot's
+//! own forwarders register through the claim. The claim goes with the loop
+//! at [`release`](LoopSlot::release), right after the transport closed its
+//! fd.
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
-use loop_core::{EventLoop, ExceptionContext, Handle, LoopError};
+use loop_core::{EventLoop, ExceptionContext, FdClaim, Handle, LoopError};
 
-pub(crate) struct LoopSlot(RefCell<Option<EventLoop>>);
+pub(crate) struct LoopSlot(RefCell<Option<EventLoop>>, RefCell<Option<FdClaim>>);
 
 impl LoopSlot {
+    /// The slot of a transport that owns no fd of its own (nothing is
+    /// claimed).
     pub(crate) fn new(lp: &EventLoop) -> LoopSlot {
-        LoopSlot(RefCell::new(Some(lp.clone())))
+        LoopSlot(RefCell::new(Some(lp.clone())), RefCell::new(None))
+    }
+
+    /// The slot of a transport that owns `fd`: it claims the fd for
+    /// `transport <{kind} fd={fd}>` (see the module docs).
+    pub(crate) fn owning(lp: &EventLoop, fd: RawFd, kind: &str) -> LoopSlot {
+        let claim = lp.claim_fd(fd, format!("transport <{kind} fd={fd}>"));
+        LoopSlot(RefCell::new(Some(lp.clone())), RefCell::new(Some(claim)))
     }
 
     /// The loop, until [`release`](Self::release).
@@ -28,10 +44,18 @@ impl LoopSlot {
         self.0.borrow().clone()
     }
 
-    /// Lets go of the loop (the transport's connection is lost).
+    /// Lets go of the loop and of the fd's claim (the transport's
+    /// connection is lost, its fd closed).
     pub(crate) fn release(&self) {
+        let claim = self.1.borrow_mut().take();
+        drop(claim);
         let lp = self.0.borrow_mut().take();
         drop(lp);
+    }
+
+    /// The claim, when it is on `fd`.
+    fn claim_on(&self, fd: RawFd) -> Option<std::cell::Ref<'_, FdClaim>> {
+        std::cell::Ref::filter_map(self.1.borrow(), |c| c.as_ref().filter(|c| c.fd() == fd)).ok()
     }
 
     #[track_caller]
@@ -52,19 +76,39 @@ impl LoopSlot {
     }
 
     pub(crate) fn add_reader(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<(), LoopError> {
-        self.get().ok_or_else(LoopError::closed)?.add_reader(fd, f)
+        let lp = self.get().ok_or_else(LoopError::closed)?;
+        match self.claim_on(fd) {
+            Some(claim) => claim.add_reader(f),
+            None => lp.add_reader(fd, f),
+        }
     }
 
     pub(crate) fn add_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<(), LoopError> {
-        self.get().ok_or_else(LoopError::closed)?.add_writer(fd, f)
+        let lp = self.get().ok_or_else(LoopError::closed)?;
+        match self.claim_on(fd) {
+            Some(claim) => claim.add_writer(f),
+            None => lp.add_writer(fd, f),
+        }
     }
 
     pub(crate) fn remove_reader(&self, fd: RawFd) -> Result<bool, LoopError> {
-        self.get().map_or(Ok(false), |lp| lp.remove_reader(fd))
+        let Some(lp) = self.get() else {
+            return Ok(false);
+        };
+        match self.claim_on(fd) {
+            Some(claim) => claim.remove_reader(),
+            None => lp.remove_reader(fd),
+        }
     }
 
     pub(crate) fn remove_writer(&self, fd: RawFd) -> Result<bool, LoopError> {
-        self.get().map_or(Ok(false), |lp| lp.remove_writer(fd))
+        let Some(lp) = self.get() else {
+            return Ok(false);
+        };
+        match self.claim_on(fd) {
+            Some(claim) => claim.remove_writer(),
+            None => lp.remove_writer(fd),
+        }
     }
 
     #[cfg(feature = "tls")]

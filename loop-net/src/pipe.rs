@@ -155,7 +155,7 @@ impl std::ops::Deref for Life {
 impl Life {
     fn new(lp: &EventLoop, fd: OwnedFd, info: PipeFd, protocol: AnyProtocol) -> Life {
         Life {
-            cycle: Lifecycle::new(lp, protocol),
+            cycle: Lifecycle::owning(lp, protocol, fd.as_raw_fd(), "pipe transport"),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             info,

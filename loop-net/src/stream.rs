@@ -130,7 +130,7 @@ impl Stream {
         let sockname = rustix::net::getsockname(&fd).ok().map(SockAddr::from_raw);
         let stream = Rc::new_cyclic(|me| Stream {
             me: me.clone(),
-            life: Lifecycle::new(lp, protocol),
+            life: Lifecycle::owning(lp, protocol, fd.as_raw_fd(), "socket transport"),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             buffer: RefCell::new(WriteBuffer::default()),

@@ -222,13 +222,13 @@ fn shutdown_default_executor_times_out_on_a_stuck_job() {
         .unwrap();
     started_rx.recv_timeout(LIMIT).expect("the job started");
     let lp2 = lp.clone();
-    let err = run(&lp, async move {
+    // asyncio returns at the timeout with a warning, not an error (issue
+    // 15; the warning is checked in core_behaviours.rs).
+    run(&lp, async move {
         lp2.shutdown_default_executor(Some(Duration::from_millis(30)))
             .await
-            .unwrap_err()
+            .unwrap()
     });
-    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert!(err.to_string().contains("1 still running"), "{err}");
     assert_eq!(lp.executor_jobs_in_flight(), 1);
     // Let the job end so its thread is not left blocked.
     release_tx.send(()).unwrap();

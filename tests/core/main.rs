@@ -5,10 +5,14 @@
 //! `mod` line below. Where a new test goes, and which tests must stay in
 //! binaries of their own, is written in `tests/README.md`.
 
+#[cfg(feature = "net")]
+#[path = "../net_util/mod.rs"]
+mod net_util;
 #[path = "../util/mod.rs"]
 mod util;
 
 mod callbacks;
+mod core_behaviours;
 mod executor;
 mod lifecycle;
 mod readiness;

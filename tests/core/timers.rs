@@ -2,7 +2,7 @@
 //! real clock, TimerHandle::when and cancel, O(1) cancel with a purge spread
 //! over iterations, churn with a bounded heap, a mass cancel under the
 //! virtual clock, far deadlines with the VirtualClock and on the real clock,
-//! overflowing delays, and sleep().
+//! and sleep() (overflowing delays: core_behaviours.rs).
 
 use std::cell::Cell;
 use std::os::fd::AsRawFd;
@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
-use aioloop::{ErrorKind, EventLoop, TimerHandle, VirtualClock};
+use aioloop::{EventLoop, TimerHandle, VirtualClock};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -414,26 +414,6 @@ fn twelve_days_and_one_year_with_the_virtual_clock() {
         "no real waiting"
     );
     lp.close().unwrap();
-}
-
-#[test]
-fn an_unrepresentable_delay_is_an_invalid_argument() {
-    for (lp, _) in [virtual_loop(), (new_loop(), VirtualClock::new())] {
-        for delay in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
-            let err = lp.call_later(delay, || {}).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
-        }
-        assert_eq!(lp.timer_heap_len(), 0);
-        let lp2 = lp.clone();
-        let r = lp
-            .run_until_complete(async move { lp2.sleep(Duration::MAX).await })
-            .unwrap();
-        assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidArgument);
-        // The loop is unharmed.
-        stop_after(&lp, Duration::from_millis(1));
-        run_bounded(&lp);
-        lp.close().unwrap();
-    }
 }
 
 #[test]

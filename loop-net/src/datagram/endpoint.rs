@@ -76,7 +76,7 @@ impl Endpoint {
         };
         let ep = Rc::new_cyclic(|me| Endpoint {
             me: me.clone(),
-            life: Lifecycle::new(lp, protocol),
+            life: Lifecycle::owning(lp, protocol, fd.as_raw_fd(), "datagram transport"),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             queue: RefCell::new(VecDeque::new()),

@@ -25,7 +25,7 @@ use std::rc::{Rc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
-use loop_core::{EventLoop, ExceptionContext, LoopError, WaiterList};
+use loop_core::{EventLoop, ExceptionContext, FdClaim, LoopError, WaiterList};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 
@@ -60,6 +60,9 @@ pub struct Server {
 }
 
 struct Listener {
+    /// The loop's claim on `fd` (issue 15): the user's `add_reader` on it
+    /// is refused; ours goes through it. Released before `fd` closes.
+    claim: FdClaim,
     fd: OwnedFd,
     watched: Cell<bool>,
 }
@@ -99,6 +102,10 @@ impl Server {
                     fds.into_iter()
                         .map(|fd| {
                             Rc::new(Listener {
+                                claim: lp.claim_fd(fd.as_raw_fd(), {
+                                    let kind = if tcp { "TCP" } else { "Unix" };
+                                    format!("server <{kind} server fd={}>", fd.as_raw_fd())
+                                }),
                                 fd,
                                 watched: Cell::new(false),
                             })
@@ -164,7 +171,7 @@ impl Server {
         let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
         for l in &listeners {
             if l.watched.replace(false) {
-                let _ = inner.lp.remove_reader(l.fd.as_raw_fd());
+                let _ = l.claim.remove_reader();
             }
         }
         drop(listeners);
@@ -280,7 +287,7 @@ impl ServerInner {
         }
         let server = Rc::downgrade(me);
         let listener = Rc::downgrade(l);
-        me.lp.add_reader(l.fd.as_raw_fd(), move || {
+        l.claim.add_reader(move || {
             if let (Some(s), Some(l)) = (server.upgrade(), listener.upgrade()) {
                 ServerInner::accept_ready(&s, &l);
             }
@@ -313,7 +320,7 @@ impl ServerInner {
                             .with("socket", format!("fd={}", l.fd.as_raw_fd())),
                     );
                     if l.watched.replace(false) {
-                        let _ = me.lp.remove_reader(l.fd.as_raw_fd());
+                        let _ = l.claim.remove_reader();
                     }
                     let (server, listener) = (Rc::downgrade(me), Rc::downgrade(l));
                     let _ = me.lp.call_later(ACCEPT_RETRY_DELAY, move || {
@@ -400,7 +407,7 @@ impl Drop for ServerInner {
     fn drop(&mut self) {
         for l in self.listeners.get_mut().drain(..) {
             if l.watched.replace(false) {
-                let _ = self.lp.remove_reader(l.fd.as_raw_fd());
+                let _ = l.claim.remove_reader();
             }
         }
         drop(self.unix_path.get_mut().take());

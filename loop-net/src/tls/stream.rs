@@ -231,7 +231,7 @@ impl TlsStream {
         let stalled = !settings.received.is_empty();
         let stream = Rc::new_cyclic(|me| TlsStream {
             me: me.clone(),
-            life: Lifecycle::new(lp, protocol),
+            life: Lifecycle::owning(lp, protocol, fd.as_raw_fd(), "TLS transport"),
             phase: Cell::new(Phase::Handshaking),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
