@@ -17,7 +17,7 @@
 //! | handshake timeout (`ConnectionAbortedError` in asyncio) | an [`io::Error`] of kind `TimedOut` |
 //! | the peer's FIN during the handshake (`ConnectionResetError`) | an [`io::Error`] of kind `ConnectionReset` |
 //! | `ValueError` for a timeout `<= 0` | an [`io::Error`] of kind `InvalidInput` from the options' builder methods ([`TlsClientOptions::handshake_timeout`], ...), and, for a zero set in the public fields, from `create_connection`, `create_server`, `start_tls`, `connect_accepted_socket_tls` before anything is connected |
-//! | `server_hostname=''` (no SNI; name matching off) | [`TlsClientOptions::server_hostname`]`("")`: no SNI is sent; name matching is the configuration's verifier's (see there) |
+//! | `server_hostname=''` (no SNI; name matching off) | [`TlsClientOptions::server_hostname`]`("")`: no SNI is sent; name matching is the configuration's verifier's (see there): off with [`TlsClientOptions::from_ca_file_without_hostname_check`] (`check_hostname = False`) |
 //!
 //! A TLS connection is a [`Transport`] like any other: the same methods,
 //! flow control and lifecycle as the socket stream transport, with these
@@ -137,9 +137,11 @@ pub struct TlsClientOptions {
     /// refuses a missing name while `check_hostname` is on). The verifier
     /// gets the host given to `create_connection` as the name, or, without
     /// one, the unspecified address `0.0.0.0`, which no certificate names:
-    /// to connect without name matching, install a verifier that ignores
-    /// the name (rustls' `ClientConfig::dangerous()`), knowing that it
-    /// allows a man-in-the-middle.
+    /// to connect without name matching, build the options with
+    /// [`from_ca_file_without_hostname_check`](Self::from_ca_file_without_hostname_check)
+    /// (Python's `check_hostname = False`), or install a verifier that
+    /// ignores the name (rustls' `ClientConfig::dangerous()`), knowing that
+    /// it allows a man-in-the-middle.
     pub server_hostname: Option<String>,
     /// How long the handshake may take before the connection is aborted
     /// with a `TimedOut` error (`ssl_handshake_timeout=`, default 60 s).

@@ -418,6 +418,57 @@ fn a_certificate_for_another_host_is_refused_even_as_the_exact_anchor() {
     connect_through(server, client).connect.unwrap();
 }
 
+/// asyncio's `server_hostname=''` with `ctx.check_hostname = False`: no
+/// SNI and no host-name matching, only when asked for by the options; the
+/// certificate must still be one the CA file vouches for.
+#[test]
+fn server_hostname_empty_turns_name_matching_off_only_when_asked() {
+    if !have_openssl("server_hostname_empty_turns_name_matching_off_only_when_asked") {
+        return;
+    }
+    let c = Certs::new();
+    c.self_signed("other", "other.example");
+    c.self_signed("stranger", "other.example");
+    let server =
+        TlsServerOptions::from_pem_files(c.path("other.pem"), c.path("other.key")).unwrap();
+    // By default the name is still checked (against the host connected to).
+    let client = TlsClientOptions::from_ca_file(c.path("other.pem"))
+        .unwrap()
+        .server_hostname("");
+    let err = connect_through(server.clone(), client).connect.unwrap_err();
+    assert!(
+        matches!(
+            rustls_error(&err),
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+    // Turned off explicitly: the certificate for another name is accepted.
+    let client = TlsClientOptions::from_ca_file_without_hostname_check(c.path("other.pem"))
+        .unwrap()
+        .server_hostname("");
+    connect_through(server.clone(), client).connect.unwrap();
+    // The chain is still checked: a certificate the file does not vouch for
+    // is refused (here a self-signed CA certificate that is not the anchor:
+    // `CaUsedAsEndEntity`), for a reason other than its name.
+    let client = TlsClientOptions::from_ca_file_without_hostname_check(c.path("stranger.pem"))
+        .unwrap()
+        .server_hostname("");
+    let err = connect_through(server, client).connect.unwrap_err();
+    assert!(
+        matches!(
+            rustls_error(&err),
+            Some(rustls::Error::InvalidCertificate(e)) if !matches!(
+                e,
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            )
+        ),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
     if !have_openssl("mutual_tls_requires_a_client_certificate_from_the_client_ca") {

@@ -29,6 +29,22 @@ pub(crate) struct AnchorServerVerifier {
     pub(crate) inner: Arc<dyn ServerCertVerifier>,
 }
 
+/// A server verifier that checks everything `inner` checks but the host
+/// name: the chain, dates and signatures as `inner` does, and a
+/// `NotValidForName` from `inner` (which rustls' WebPki verifier and
+/// [`AnchorServerVerifier`] return only after the chain and dates passed)
+/// is accepted. Insecure: any certificate from a trusted issuer passes,
+/// whoever it was issued to (asyncio's `check_hostname = False`).
+pub(crate) struct NoHostnameCheck {
+    pub(crate) inner: Arc<dyn ServerCertVerifier>,
+}
+
+impl fmt::Debug for NoHostnameCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NoHostnameCheck").finish_non_exhaustive()
+    }
+}
+
 /// A client-certificate verifier (mutual TLS): exact anchor match first,
 /// else `inner`.
 pub(crate) struct AnchorClientVerifier {
@@ -101,6 +117,36 @@ impl ServerCertVerifier for AnchorServerVerifier {
         }
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    forward_signature_checks!();
+
+    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
+}
+
+impl ServerCertVerifier for NoHostnameCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     forward_signature_checks!();

@@ -14,7 +14,9 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use super::anchor::{AnchorClientVerifier, AnchorServerVerifier};
+use rustls::client::danger::ServerCertVerifier;
+
+use super::anchor::{AnchorClientVerifier, AnchorServerVerifier, NoHostnameCheck};
 use super::{tls_error, TlsClientOptions, TlsServerOptions};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -97,7 +99,7 @@ impl TlsClientOptions {
     #[doc(alias = "load_verify_locations")]
     #[doc(alias = "cafile")]
     pub fn from_ca_file(ca_file: impl AsRef<Path>) -> io::Result<Self> {
-        let config = client_config(ca_file.as_ref(), None)?;
+        let config = client_config(ca_file.as_ref(), None, true)?;
         Ok(TlsClientOptions::new(Arc::new(config)))
     }
 
@@ -114,7 +116,31 @@ impl TlsClientOptions {
     ) -> io::Result<Self> {
         let chain = load_certs(cert_file.as_ref())?;
         let key = load_key(key_file.as_ref())?;
-        let config = client_config(ca_file.as_ref(), Some((chain, key)))?;
+        let config = client_config(ca_file.as_ref(), Some((chain, key)), true)?;
+        Ok(TlsClientOptions::new(Arc::new(config)))
+    }
+
+    /// [`from_ca_file`](Self::from_ca_file) with host-name matching turned
+    /// off: Python's `ctx.check_hostname = False` (with
+    /// `server_hostname=''`, asyncio's way of connecting to a server by a
+    /// name its certificate does not carry). The certificate must still
+    /// come from (or be) a certificate of `ca_file` and be within its dates.
+    ///
+    /// **Insecure**: any certificate the CA file vouches for is accepted,
+    /// whoever it was issued to, which lets anyone holding one stand in the
+    /// middle. Use it only when asked for explicitly.
+    ///
+    /// ```no_run
+    /// use loop_net::TlsClientOptions;
+    /// // asyncio: ctx = ssl.create_default_context(cafile="ca.pem");
+    /// //          ctx.check_hostname = False; server_hostname=""
+    /// let tls = TlsClientOptions::from_ca_file_without_hostname_check("ca.pem")?.server_hostname("");
+    /// # let _ = tls;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[doc(alias = "check_hostname")]
+    pub fn from_ca_file_without_hostname_check(ca_file: impl AsRef<Path>) -> io::Result<Self> {
+        let config = client_config(ca_file.as_ref(), None, false)?;
         Ok(TlsClientOptions::new(Arc::new(config)))
     }
 }
@@ -122,6 +148,7 @@ impl TlsClientOptions {
 fn client_config(
     ca_file: &Path,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    check_hostname: bool,
 ) -> io::Result<ClientConfig> {
     let provider = provider();
     let (roots, anchors) = load_roots(ca_file)?;
@@ -129,7 +156,11 @@ fn client_config(
         rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(builder_error)?;
-    let verifier = Arc::new(AnchorServerVerifier { anchors, inner });
+    let mut verifier: Arc<dyn ServerCertVerifier> =
+        Arc::new(AnchorServerVerifier { anchors, inner });
+    if !check_hostname {
+        verifier = Arc::new(NoHostnameCheck { inner: verifier });
+    }
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?
