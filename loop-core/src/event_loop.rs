@@ -595,7 +595,9 @@ impl EventLoop {
                 s.events.clear();
             }
         }
-        inner.ready.borrow_mut().take_injected();
+        if shared.has_pending_relaxed() {
+            inner.ready.borrow_mut().take_injected();
+        }
 
         if let Some(err) = shared.take_wake_failure() {
             self.call_exception_handler(

@@ -106,21 +106,28 @@ impl ReadyQueue {
 
     /// Queues `item` behind everything queued before, the thread-safe
     /// channel's contents included (see the module docs).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, item: Ready) {
         if self.shared.has_pending_relaxed() {
-            self.take_injected();
+            self.take_injected_now();
         }
         self.items.push_back(item);
     }
 
     /// Moves what other threads sent into the queue (one relaxed atomic
     /// load when nothing is pending).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_injected(&mut self) {
-        if !self.shared.has_pending_relaxed() {
-            return;
+        if self.shared.has_pending_relaxed() {
+            self.take_injected_now();
         }
+    }
+
+    /// The slow half of [`take_injected`](Self::take_injected): something
+    /// is pending.
+    #[cold]
+    #[inline(never)]
+    fn take_injected_now(&mut self) {
         let ReadyQueue {
             items,
             shared,
