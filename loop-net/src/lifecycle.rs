@@ -23,7 +23,9 @@
 //!   waits for a protocol in use as `connection_made` does, and is
 //!   delivered only if `connection_made` was.
 //! - **Release.** When it has run ([`Lifecycle::finish`]), the transport
-//!   closes what it owns, then lets go of its protocol (a protocol that
+//!   closes what it owns and gives up its fd's claim (loop-core's
+//!   `claim_fd`: the number is anyone's again), then lets go of its
+//!   protocol (a protocol that
 //!   keeps its transport would otherwise be an `Rc` cycle leaked with every
 //!   connection; asyncio sets `_protocol = None`) and of its loop (asyncio
 //!   sets `_loop = None`: a transport kept after this does not keep the
@@ -204,6 +206,9 @@ impl<P: Clone + Released> Lifecycle<P> {
         self.lost_claimed.set(true);
         self.made_waiters.wake_all();
         close();
+        // The fd is closed: its number is free for anyone, user code that
+        // runs below included (the protocol's `Drop`, the hook).
+        self.lp.release_claim();
         let released = self.protocol.replace(P::released());
         hook();
         drop(released);

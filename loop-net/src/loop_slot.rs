@@ -44,6 +44,12 @@ impl LoopSlot {
         self.0.borrow().clone()
     }
 
+    /// Lets go of the fd's claim (the fd was just closed), keeping the loop.
+    pub(crate) fn release_claim(&self) {
+        let claim = self.1.borrow_mut().take();
+        drop(claim);
+    }
+
     /// Lets go of the loop and of the fd's claim (the transport's
     /// connection is lost, its fd closed).
     pub(crate) fn release(&self) {

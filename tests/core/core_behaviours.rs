@@ -578,6 +578,89 @@ mod fd_claims {
         finish(&lp, &seen);
     }
 
+    /// What a protocol found when it was dropped: the user code that runs
+    /// last in a transport's life, after its fd was closed.
+    type Found = Rc<std::cell::RefCell<Option<Result<(), String>>>>;
+
+    /// Watches, from its `Drop`, the fd number its transport had.
+    struct WatchOnDrop {
+        lp: EventLoop,
+        fd: Cell<RawFd>,
+        found: Found,
+    }
+
+    impl BaseProtocol for WatchOnDrop {
+        fn connection_made(&mut self, t: Transport) {
+            self.fd.set(t.fd().unwrap());
+        }
+    }
+
+    impl Protocol for WatchOnDrop {}
+
+    impl Drop for WatchOnDrop {
+        fn drop(&mut self) {
+            let fd = self.fd.get();
+            let r = match self.lp.add_reader(fd, || {}) {
+                Ok(()) => self
+                    .lp
+                    .remove_reader(fd)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) if e.to_string().contains("is used by") => Err(e.to_string()),
+                Err(_) => Ok(()),
+            };
+            *self.found.borrow_mut() = Some(r);
+        }
+    }
+
+    /// The claim goes with the fd: a protocol dropped after
+    /// `connection_lost` (user code) may watch the fd number its transport
+    /// had (another socket may have it by then) without being refused in
+    /// the old transport's name.
+    #[test]
+    fn the_claim_is_released_before_the_protocol_is_dropped() {
+        let lp = new_loop();
+        let seen = record_exceptions(&lp);
+        let l = lp.clone();
+        let found: Found = Rc::default();
+        let f = found.clone();
+        run(&lp, async move {
+            let acc = Accepted::new();
+            let server = l
+                .create_server(
+                    acc.factory(Hooks::none),
+                    &["127.0.0.1"],
+                    0,
+                    ServerOptions::default(),
+                )
+                .await
+                .unwrap();
+            let port = server.sockets()[0].as_inet().unwrap().port();
+            let me = l.clone();
+            let (t, _) = l
+                .create_connection(
+                    move || WatchOnDrop {
+                        lp: me,
+                        fd: Cell::new(-1),
+                        found: f,
+                    },
+                    Some("127.0.0.1"),
+                    port,
+                    ConnectOptions::default(),
+                )
+                .await
+                .unwrap();
+            t.close();
+            drop(t);
+            server.close();
+            server.abort_clients();
+            server.wait_closed().await;
+        });
+        finish(&lp, &seen);
+        let r = found.borrow_mut().take().expect("the protocol was dropped");
+        assert_eq!(r, Ok(()));
+    }
+
     #[test]
     fn a_pipe_transport_owns_its_fd() {
         let lp = new_loop();
