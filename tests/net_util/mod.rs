@@ -107,9 +107,20 @@ impl Recorder {
     /// gets `connection_made`, so it starts connected, with `transport`.
     pub fn adopted(notify: Rc<Notify>, transport: &Transport) -> Rc<Recorder> {
         let r = Recorder::with_notify(notify);
-        r.state.set(St::Made);
-        *r.transport.borrow_mut() = Some(transport.clone());
+        r.adopt(transport);
         r
+    }
+
+    /// Connects a fresh recorder to `transport` without `connection_made`:
+    /// for a protocol handed to `start_tls`, whose transport is known only
+    /// once the upgrade returns. A callback before this is an illegal
+    /// transition.
+    pub fn adopt(&self, transport: &Transport) {
+        if self.state.get() != St::Start {
+            self.violation(format!("adopted in state {:?}", self.state.get()));
+        }
+        self.state.set(St::Made);
+        *self.transport.borrow_mut() = Some(transport.clone());
     }
 
     fn violation(&self, what: String) -> ! {
