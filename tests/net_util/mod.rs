@@ -107,9 +107,20 @@ impl Recorder {
     /// gets `connection_made`, so it starts connected, with `transport`.
     pub fn adopted(notify: Rc<Notify>, transport: &Transport) -> Rc<Recorder> {
         let r = Recorder::with_notify(notify);
-        r.state.set(St::Made);
-        *r.transport.borrow_mut() = Some(transport.clone());
+        r.adopt(transport);
         r
+    }
+
+    /// Connects a fresh recorder to `transport` without `connection_made`:
+    /// for a protocol handed to `start_tls`, whose transport is known only
+    /// once the upgrade returns. A callback before this is an illegal
+    /// transition.
+    pub fn adopt(&self, transport: &Transport) {
+        if self.state.get() != St::Start {
+            self.violation(format!("adopted in state {:?}", self.state.get()));
+        }
+        self.state.set(St::Made);
+        *self.transport.borrow_mut() = Some(transport.clone());
     }
 
     fn violation(&self, what: String) -> ! {
@@ -223,6 +234,20 @@ impl Recorder {
         self.lost_error.borrow().as_ref().map(|e| e.0)
     }
 
+    /// Whether `connection_lost` was called.
+    pub fn is_lost(&self) -> bool {
+        self.lost.get() > 0
+    }
+
+    /// How the connection ended: `None` before `connection_lost`,
+    /// `Some(None)` for a clean end, `Some(Some(kind))` for an error.
+    pub fn lost_outcome(&self) -> Option<Option<io::ErrorKind>> {
+        self.events.borrow().iter().find_map(|e| match e {
+            Ev::Lost(k) => Some(*k),
+            _ => None,
+        })
+    }
+
     /// Resolves once `cond` holds.
     pub async fn until(self: &Rc<Self>, cond: impl Fn(&Recorder) -> bool) {
         let me = self.clone();
@@ -239,6 +264,12 @@ impl Recorder {
 
     pub async fn until_data(self: &Rc<Self>, n: usize) {
         self.until(move |r| r.data_len() >= n).await
+    }
+
+    /// Resolves once `n` bytes arrived or the connection was lost (the
+    /// test then checks which).
+    pub async fn until_data_or_lost(self: &Rc<Self>, n: usize) {
+        self.until(move |r| r.data_len() >= n || r.is_lost()).await
     }
 
     /// Asserts a clean life: no illegal transition, `connection_made` first,
@@ -281,6 +312,18 @@ impl Hooks {
     /// Writes every received byte back.
     pub fn echo() -> Hooks {
         Hooks::none().on_data(|t, _, d| t.write(d).unwrap())
+    }
+
+    /// Echoes with flow control: reading pauses while writing is paused.
+    pub fn echo_paced() -> Hooks {
+        Hooks::echo()
+            .on_pause(|t, _| t.pause_reading())
+            .on_resume(|t, _| t.resume_reading())
+    }
+
+    /// `eof_received` returns `true`: the protocol keeps its half open.
+    pub fn keep_open() -> Hooks {
+        Hooks::none().on_eof(|_, _| true)
     }
 
     pub fn on_made(mut self, f: impl FnMut(&Transport, &Recorder) + 'static) -> Self {

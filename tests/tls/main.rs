@@ -7,6 +7,8 @@
 //! binaries of their own, is written in `tests/README.md`.
 #![cfg(feature = "tls")]
 
+#[path = "../net_util/mod.rs"]
+mod net_util;
 #[path = "../tls_util/mod.rs"]
 mod tls_util;
 #[path = "../util/mod.rs"]

@@ -31,8 +31,9 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::net_util::{Accepted, Ev, Hooks, Recorder, RecordingProtocol};
 use crate::tls_util::*;
-use crate::util::{finish, new_loop, on_loop, record_exceptions, run};
+use crate::util::{finish, new_loop, on_loop, record_exceptions, run, Notify};
 use aioloop::prelude::*;
 use aioloop::rustls;
 use aioloop::{SendfileFallback, SendfileNotAvailableError};
@@ -105,7 +106,7 @@ fn loop_kind(e: &std::io::Error) -> Option<ErrorKind> {
 
 /// Every `pause_writing` is followed by one `resume_writing` before the
 /// next, and the protocol ends resumed.
-fn assert_notices_paired(log: &Log, who: &str) {
+fn assert_notices_paired(log: &Recorder, who: &str) {
     let mut paused = false;
     for e in log.events() {
         match e {
@@ -123,26 +124,15 @@ fn assert_notices_paired(log: &Log, who: &str) {
     assert!(!paused, "{who}: left paused: {:?}", log.events());
 }
 
-/// A server factory of recording (not echoing) protocols.
-fn recording_factory(acc: &Accepted) -> impl Fn() -> Rec + 'static {
-    let acc = acc.clone();
-    move || {
-        let log = Log::new();
-        acc.logs.borrow_mut().push(log.clone());
-        acc.notify.wake();
-        Rec(log)
-    }
-}
-
 /// A TLS connection between an aioloop client and an aioloop server, both
 /// with recording protocols.
 struct Pair {
     server: Server,
     client: Transport,
-    clog: Rc<Log>,
+    clog: Rc<Recorder>,
     /// The server side's transport, and its log.
     served: Transport,
-    slog: Rc<Log>,
+    slog: Rc<Recorder>,
 }
 
 impl Pair {
@@ -154,20 +144,25 @@ impl Pair {
         let acc = Accepted::new();
         let tls = TlsServerOptions::new(pki.server_config_with(&[], version));
         let server = lp
-            .create_server(recording_factory(&acc), &["127.0.0.1"], 0, serve_tls(tls))
+            .create_server(acc.factory(Hooks::none), &["127.0.0.1"], 0, serve_tls(tls))
             .await
             .unwrap();
         let port = server.sockets()[0].as_inet().unwrap().port();
-        let clog = Log::new();
+        let clog = Recorder::new();
         let lg = clog.clone();
         let opts = TlsClientOptions::new(pki.client_config_with(&[], version))
             .server_hostname("localhost");
         let (client, _h) = lp
-            .create_connection(move || Rec(lg), Some("127.0.0.1"), port, connect_tls(opts))
+            .create_connection(
+                move || RecordingProtocol::new(&lg, Hooks::none()),
+                Some("127.0.0.1"),
+                port,
+                connect_tls(opts),
+            )
             .await
             .unwrap();
-        acc.notify.until(|| acc.len() > 0).await;
-        let slog = acc.log(0);
+        acc.until_count(1).await;
+        let slog = acc.get(0);
         slog.until(|l| l.events().contains(&Ev::Made)).await;
         let served = slog.transport();
         Pair {
@@ -272,12 +267,12 @@ fn a_file_range_goes_byte_exact_between_aioloop_tls_peers() {
                 .await
                 .expect("the server's sendfile");
             assert_eq!(back, data2.len() as u64 - 7);
-            pair.clog.until_data(data2.len() - 7).await;
+            pair.clog.until_data_or_lost(data2.len() - 7).await;
 
             let mut want = b"<".to_vec();
             want.extend_from_slice(&data2[offset as usize..(offset + count) as usize]);
             want.push(b'>');
-            pair.slog.until_data(want.len()).await;
+            pair.slog.until_data_or_lost(want.len()).await;
             assert!(
                 *pair.slog.data.borrow() == want,
                 "{version:?}: the server got {} bytes, not the range",
@@ -291,7 +286,7 @@ fn a_file_range_goes_byte_exact_between_aioloop_tls_peers() {
             let (clog, slog) = (pair.clog.clone(), pair.slog.clone());
             pair.close().await;
             assert_eq!(
-                clog.lost_kind(),
+                clog.lost_outcome(),
                 Some(None),
                 "{:?}",
                 clog.lost_error.borrow()
@@ -336,10 +331,15 @@ fn a_file_range_goes_byte_exact_to_a_python_ssl_server() {
     let tmp2 = tmp.clone();
     let opts = client_opts(&pki);
     on_loop(|l| async move {
-        let log = Log::new();
+        let log = Recorder::new();
         let lg = log.clone();
         let (t, _h) = l
-            .create_connection(move || Rec(lg), Some("127.0.0.1"), port, connect_tls(opts))
+            .create_connection(
+                move || RecordingProtocol::new(&lg, Hooks::none()),
+                Some("127.0.0.1"),
+                port,
+                connect_tls(opts),
+            )
             .await
             .expect("TLS connection to Python");
         t.write(b"head").unwrap();
@@ -352,7 +352,12 @@ fn a_file_range_goes_byte_exact_to_a_python_ssl_server() {
         t.write(b"tail").unwrap();
         t.close();
         log.until_lost().await;
-        assert_eq!(log.lost_kind(), Some(None), "{:?}", log.lost_error.borrow());
+        assert_eq!(
+            log.lost_outcome(),
+            Some(None),
+            "{:?}",
+            log.lost_error.borrow()
+        );
         assert_notices_paired(&log, "client");
     });
     let (status, text) = wait_bounded(reaper.take(), "tls_peer.py sink");
@@ -384,7 +389,7 @@ fn an_aioloop_tls_server_sends_a_file_to_openssl_s_client() {
     let got = on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
-            .create_server(recording_factory(&acc), &["127.0.0.1"], 0, serve_tls(tls))
+            .create_server(acc.factory(Hooks::none), &["127.0.0.1"], 0, serve_tls(tls))
             .await
             .unwrap();
         let port = server.sockets()[0].as_inet().unwrap().port();
@@ -410,8 +415,8 @@ fn an_aioloop_tls_server_sends_a_file_to_openssl_s_client() {
                 Ok(got)
             })
             .unwrap();
-        acc.notify.until(|| acc.len() > 0).await;
-        let log = acc.log(0);
+        acc.until_count(1).await;
+        let log = acc.get(0);
         log.until(|l| l.events().contains(&Ev::Made)).await;
         let t = log.transport();
         let sent = l
@@ -468,10 +473,10 @@ fn fallback_disabled_is_not_available_and_the_tls_transport_stays_usable() {
         }
         // Still usable both ways.
         pair.client.write(b"ping").unwrap();
-        pair.slog.until_data(4).await;
+        pair.slog.until_data_or_lost(4).await;
         assert_eq!(*pair.slog.data.borrow(), b"ping");
         pair.served.write(b"pong").unwrap();
-        pair.clog.until_data(4).await;
+        pair.clog.until_data_or_lost(4).await;
         assert_eq!(*pair.clog.data.borrow(), b"pong");
         // Forced: the copy, as for every TLS transport.
         let sent = l
@@ -482,11 +487,11 @@ fn fallback_disabled_is_not_available_and_the_tls_transport_stays_usable() {
         assert_eq!(tmp2.pos(), data2.len() as u64);
         let mut want = b"ping".to_vec();
         want.extend_from_slice(&data2[10..]);
-        pair.slog.until_data(want.len()).await;
+        pair.slog.until_data_or_lost(want.len()).await;
         assert!(*pair.slog.data.borrow() == want);
         let (clog, slog) = (pair.clog.clone(), pair.slog.clone());
         pair.close().await;
-        assert_eq!(clog.lost_kind(), Some(None));
+        assert_eq!(clog.lost_outcome(), Some(None));
         assert!(clog.count(&Ev::Pause) == 0 && slog.count(&Ev::Pause) == 0);
     });
 }
@@ -513,7 +518,7 @@ fn a_second_tls_sendfile_and_one_after_write_eof_are_refused() {
         assert!(e.to_string().contains("already in progress"), "{e}");
         pair.unthrottle();
         assert_eq!(first.await.unwrap(), data.len() as u64);
-        pair.slog.until_data(data.len()).await;
+        pair.slog.until_data_or_lost(data.len()).await;
         assert!(*pair.slog.data.borrow() == data);
 
         pair.client.write_eof().unwrap();
@@ -581,7 +586,7 @@ fn a_tls_peer_that_stops_reading_holds_the_buffer_bounded() {
             "the write buffer reached {max} bytes (bound {bound})"
         );
         assert!(pair.clog.count(&Ev::Pause) <= 1, "{:?}", pair.clog.events());
-        pair.slog.until_data(data2.len()).await;
+        pair.slog.until_data_or_lost(data2.len()).await;
         assert!(
             *pair.slog.data.borrow() == data2,
             "the server's bytes differ"
@@ -695,13 +700,13 @@ fn a_dropped_tls_sendfile_restores_the_transport() {
         pair.client.write(b"after").unwrap();
         let mut want = data2[..pos].to_vec();
         want.extend_from_slice(b"after");
-        pair.slog.until_data(want.len()).await;
+        pair.slog.until_data_or_lost(want.len()).await;
         assert!(
             *pair.slog.data.borrow() == want,
             "the file up to its position, then the write"
         );
         pair.served.write(b"reply").unwrap();
-        pair.clog.until_data(5).await;
+        pair.clog.until_data_or_lost(5).await;
         let clog = pair.clog.clone();
         pair.close().await;
         assert_notices_paired(&clog, "client");
@@ -728,10 +733,12 @@ fn set_protocol_during_a_tls_sendfile_hands_over_the_flow_control_state() {
         assert_eq!(pair.clog.events(), vec![Ev::Made, Ev::Pause]);
         let mut call = pin!(l.sendfile(&pair.client, &tmp2.file, 0, None, true));
         assert!(poll_once(&mut call).await.is_none());
-        let new = Log::new();
-        *new.transport.borrow_mut() = Some(pair.client.clone());
+        let new = Recorder::adopted(Rc::new(Notify::default()), &pair.client);
         pair.client
-            .set_protocol(ProtocolHandle::new(Rec(new.clone())));
+            .set_protocol(ProtocolHandle::new(RecordingProtocol::new(
+                &new,
+                Hooks::none(),
+            )));
         pair.unthrottle();
         assert_eq!(call.await.unwrap(), data2.len() as u64);
         let told = new.events();
@@ -743,13 +750,13 @@ fn set_protocol_during_a_tls_sendfile_hands_over_the_flow_control_state() {
         );
         let mut want = before;
         want.extend_from_slice(&data2);
-        pair.slog.until_data(want.len()).await;
+        pair.slog.until_data_or_lost(want.len()).await;
         assert!(*pair.slog.data.borrow() == want);
         new.until(|l| l.count(&Ev::Pause) == l.count(&Ev::Resume))
             .await;
         pair.client.close();
         new.until_lost().await;
-        assert_eq!(new.lost_kind(), Some(None));
+        assert_eq!(new.lost_outcome(), Some(None));
         assert_notices_paired(&new, "the new protocol");
         pair.slog.until_lost().await;
         pair.server.close();
@@ -794,12 +801,12 @@ fn start_tls_and_a_zero_copy_sendfile_exclude_each_other() {
 
         // 1. A sendfile under way refuses start_tls.
         let (addr, go, peer) = lazy_reader();
-        let log = Log::new();
+        let log = Recorder::new();
         let (plain, proto) = l
             .create_connection(
                 {
                     let log = log.clone();
-                    move || Rec(log)
+                    move || RecordingProtocol::new(&log, Hooks::none())
                 },
                 Some("127.0.0.1"),
                 addr.port(),
@@ -832,12 +839,12 @@ fn start_tls_and_a_zero_copy_sendfile_exclude_each_other() {
 
         // 2. A start_tls waiting for the buffer to drain refuses sendfile.
         let (addr, go, peer) = lazy_reader();
-        let log = Log::new();
+        let log = Recorder::new();
         let (plain, proto) = l
             .create_connection(
                 {
                     let log = log.clone();
-                    move || Rec(log)
+                    move || RecordingProtocol::new(&log, Hooks::none())
                 },
                 Some("127.0.0.1"),
                 addr.port(),

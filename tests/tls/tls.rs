@@ -18,6 +18,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::net_util::{Accepted, Ev, Hooks, Recorder, RecordingBuffered, RecordingProtocol};
 use crate::tls_util::*;
 use crate::util::{
     capture_warnings, finish, new_loop, on_loop, record_exceptions, run, warnings_on_this_thread,
@@ -33,23 +34,33 @@ fn port_of(server: &Server) -> u16 {
 }
 
 /// A TLS echo server on 127.0.0.1 with `pki`'s certificate.
-async fn echo_server(lp: &EventLoop, acc: &Accepted, tls: TlsServerOptions) -> Server {
-    lp.create_server(acc.echo_factory(), &["127.0.0.1"], 0, serve_tls(tls))
-        .await
-        .unwrap()
+async fn echo_server(lp: &EventLoop, acc: &Rc<Accepted>, tls: TlsServerOptions) -> Server {
+    lp.create_server(
+        acc.factory(Hooks::echo_paced),
+        &["127.0.0.1"],
+        0,
+        serve_tls(tls),
+    )
+    .await
+    .unwrap()
 }
 
-/// Connects a recording [`Rec`] client to 127.0.0.1:`port` with `opts`
+/// Connects a [`RecordingProtocol`] client to 127.0.0.1:`port` with `opts`
 /// (plain or TLS); returns its transport, handle and log.
 async fn rec_client(
     lp: &EventLoop,
     port: u16,
     opts: ConnectOptions,
-) -> (Transport, ProtocolHandle<Rec>, Rc<Log>) {
-    let log = Log::new();
+) -> (Transport, ProtocolHandle<RecordingProtocol>, Rc<Recorder>) {
+    let log = Recorder::new();
     let lg = log.clone();
     let (t, h) = lp
-        .create_connection(move || Rec(lg), Some("127.0.0.1"), port, opts)
+        .create_connection(
+            move || RecordingProtocol::new(&lg, Hooks::none()),
+            Some("127.0.0.1"),
+            port,
+            opts,
+        )
         .await
         .unwrap();
     (t, h, log)
@@ -60,36 +71,25 @@ async fn rec_tls_client(
     lp: &EventLoop,
     server: &Server,
     pki: &Pki,
-) -> (Transport, ProtocolHandle<Rec>, Rc<Log>) {
+) -> (Transport, ProtocolHandle<RecordingProtocol>, Rc<Recorder>) {
     rec_client(lp, port_of(server), connect_tls(client_opts(pki))).await
 }
 
-/// The error of a [`Rec`] client's `create_connection` that must fail.
+/// The error of a [`RecordingProtocol`] client's `create_connection` that must fail.
 async fn connect_err(
     lp: &EventLoop,
     host: Option<&str>,
     port: u16,
     opts: ConnectOptions,
 ) -> io::Error {
-    lp.create_connection(|| Rec(Log::new()), host, port, opts)
-        .await
-        .unwrap_err()
-}
-
-/// Implements `BaseProtocol` for a protocol struct with a `log: Rc<Log>`
-/// field: it keeps the transport in the log and records `Made` / `Lost`.
-macro_rules! logging_base_protocol {
-    ($ty:ty) => {
-        impl BaseProtocol for $ty {
-            fn connection_made(&mut self, t: Transport) {
-                *self.log.transport.borrow_mut() = Some(t);
-                self.log.push(Ev::Made);
-            }
-            fn connection_lost(&mut self, e: Option<io::Error>) {
-                self.log.push(Ev::Lost(e.map(|e| e.kind())));
-            }
-        }
-    };
+    lp.create_connection(
+        || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
+        host,
+        port,
+        opts,
+    )
+    .await
+    .unwrap_err()
 }
 
 #[test]
@@ -106,18 +106,23 @@ fn one_mib_echoes_byte_exact_between_aioloop_client_and_server() {
         for chunk in data.chunks(48 * 1024 + 7) {
             t.write(chunk).unwrap();
         }
-        log.until_data(MIB).await;
+        log.until_data_or_lost(MIB).await;
         assert!(*log.data.borrow() == data, "the echo differs");
         t.close();
         assert!(t.is_closing());
         log.until_lost().await;
-        assert_eq!(log.lost_kind(), Some(None), "{:?}", log.lost_error.borrow());
+        assert_eq!(
+            log.lost_outcome(),
+            Some(None),
+            "{:?}",
+            log.lost_error.borrow()
+        );
         assert_eq!(log.count(&Ev::Pause), log.count(&Ev::Resume));
-        let srv = acc.log(0);
+        let srv = acc.get(0);
         srv.until_lost().await;
         // The client's close_notify is the server's EOF; it closed cleanly.
         assert!(srv.events().contains(&Ev::Eof));
-        assert_eq!(srv.lost_kind(), Some(None));
+        assert_eq!(srv.lost_outcome(), Some(None));
         assert_eq!(srv.count(&Ev::Made), 1);
         server.close();
         server.wait_closed().await;
@@ -126,21 +131,6 @@ fn one_mib_echoes_byte_exact_between_aioloop_client_and_server() {
 
 #[test]
 fn buffered_protocol_and_writelines_over_tls_1_2() {
-    struct Buf {
-        log: Rc<Log>,
-        buf: Vec<u8>,
-    }
-    logging_base_protocol!(Buf);
-    impl BufferedProtocol for Buf {
-        fn get_buffer(&mut self, _hint: usize) -> &mut [u8] {
-            &mut self.buf[..1000] // smaller than a record: several reads each
-        }
-        fn buffer_updated(&mut self, n: usize) {
-            self.log.data.borrow_mut().extend_from_slice(&self.buf[..n]);
-            self.log.push(Ev::Data(n));
-        }
-    }
-
     on_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let v12 = Some(&rustls::version::TLS12);
@@ -151,18 +141,14 @@ fn buffered_protocol_and_writelines_over_tls_1_2() {
             TlsServerOptions::new(pki.server_config_with(&[], v12)),
         )
         .await;
-        let log = Log::new();
+        let log = Recorder::new();
         let lg = log.clone();
         let tls =
             TlsClientOptions::new(pki.client_config_with(&[], v12)).server_hostname("localhost");
         let (t, _h) = l
             .create_connection(
-                move || {
-                    Buffered(Buf {
-                        log: lg,
-                        buf: vec![0; 4096],
-                    })
-                },
+                // A buffer smaller than a record: several reads each.
+                move || Buffered(RecordingBuffered::new(&lg, Hooks::none(), 1000)),
                 Some("127.0.0.1"),
                 port_of(&server),
                 connect_tls(tls),
@@ -176,11 +162,11 @@ fn buffered_protocol_and_writelines_over_tls_1_2() {
         let data = pattern(200_000);
         let (a, b) = data.split_at(70_001);
         t.writelines(&[a, b]).unwrap();
-        log.until_data(data.len()).await;
+        log.until_data_or_lost(data.len()).await;
         assert!(*log.data.borrow() == data);
         t.close();
         log.until_lost().await;
-        assert_eq!(log.lost_kind(), Some(None));
+        assert_eq!(log.lost_outcome(), Some(None));
         server.close();
         server.wait_closed().await;
     });
@@ -205,8 +191,8 @@ fn tls13_write_eof_sends_close_notify_and_keeps_reading() {
         let ev = log.events();
         let eof_at = ev.iter().position(|e| *e == Ev::Eof).expect("eof_received");
         assert!(ev[..eof_at].iter().all(|e| !matches!(e, Ev::Lost(_))));
-        assert_eq!(log.lost_kind(), Some(None));
-        let srv = acc.log(0);
+        assert_eq!(log.lost_outcome(), Some(None));
+        let srv = acc.get(0);
         srv.until_lost().await;
         assert!(srv.events().contains(&Ev::Eof));
         server.close();
@@ -263,7 +249,7 @@ fn extra_info_reports_certificate_cipher_version_alpn_and_config() {
 
         // The server's side: no client certificate, the same suite.
         acc.notify.until(|| acc.len() == 1).await;
-        let srv = acc.log(0);
+        let srv = acc.get(0);
         srv.until(|l| l.count(&Ev::Made) == 1).await;
         let st = srv.transport();
         assert_eq!(st.peer_certificate(), None);
@@ -274,7 +260,7 @@ fn extra_info_reports_certificate_cipher_version_alpn_and_config() {
         // A plain transport has none of these.
         let plain = l
             .create_server(
-                Accepted::new().echo_factory(),
+                Accepted::new().factory(Hooks::echo_paced),
                 &["127.0.0.1"],
                 0,
                 Default::default(),
@@ -376,7 +362,7 @@ fn unknown_ca_fails_the_client_and_is_reported_by_a_debug_server() {
         server.wait_closed().await;
         assert_eq!(server.active_connections(), 0);
         assert_eq!(acc.len(), 1);
-        assert!(acc.log(0).events().is_empty());
+        assert!(acc.get(0).events().is_empty());
         let reports = s.borrow();
         assert_eq!(reports.len(), 1, "{reports:#?}");
         assert_eq!(reports[0].message, "SSL handshake failed");
@@ -448,7 +434,12 @@ fn a_plaintext_echo_peer_fails_the_handshake() {
         let acc = Accepted::new();
         // A plain TCP echo server: our ClientHello comes back at us.
         let plain = l
-            .create_server(acc.echo_factory(), &["127.0.0.1"], 0, Default::default())
+            .create_server(
+                acc.factory(Hooks::echo_paced),
+                &["127.0.0.1"],
+                0,
+                Default::default(),
+            )
             .await
             .unwrap();
         let err = connect_err(
@@ -461,7 +452,7 @@ fn a_plaintext_echo_peer_fails_the_handshake() {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         assert!(rustls_error(&err).is_some(), "{err:?}");
         // The socket was closed: the echo server's connection ends.
-        let srv = acc.log(0);
+        let srv = acc.get(0);
         srv.until_lost().await;
         plain.close();
         plain.wait_closed().await;
@@ -566,7 +557,7 @@ fn a_shutdown_that_times_out_after_close_notify_gives_connection_lost_a_timeout(
         let (t, _h, log) = rec_client(&l, port, connect_tls(opts)).await;
         t.close();
         log.until_lost().await;
-        assert_eq!(log.lost_kind(), Some(Some(io::ErrorKind::TimedOut)));
+        assert_eq!(log.lost_outcome(), Some(Some(io::ErrorKind::TimedOut)));
         release.send(()).unwrap();
         peer.join().unwrap();
     });
@@ -628,12 +619,11 @@ fn eof_received_returning_true_over_tls_warns_and_closes() {
         });
         // Set before the connection exists: the close_notify may be read
         // as soon as connection_made ran.
-        let log = Log::new();
-        log.keep_open.set(true);
+        let log = Recorder::new();
         let lg = log.clone();
         let (_t, _h) = l
             .create_connection(
-                move || Rec(lg),
+                move || RecordingProtocol::new(&lg, Hooks::keep_open()),
                 Some("127.0.0.1"),
                 port,
                 connect_tls(client_opts(&pki)),
@@ -642,7 +632,7 @@ fn eof_received_returning_true_over_tls_warns_and_closes() {
             .unwrap();
         log.until_lost().await;
         assert!(log.events().contains(&Ev::Eof));
-        assert_eq!(log.lost_kind(), Some(None));
+        assert_eq!(log.lost_outcome(), Some(None));
         let warned = warnings_on_this_thread();
         assert_eq!(
             warned
@@ -674,7 +664,7 @@ fn a_truncated_record_then_eof_is_an_error_not_a_hang() {
         });
         let (_t, _h, log) = rec_client(&l, port, connect_tls(client_opts(&pki))).await;
         log.until_lost().await;
-        assert_eq!(log.lost_kind(), Some(Some(io::ErrorKind::UnexpectedEof)));
+        assert_eq!(log.lost_outcome(), Some(Some(io::ErrorKind::UnexpectedEof)));
         assert!(
             log.data.borrow().is_empty(),
             "half a record decrypts to nothing"
@@ -720,7 +710,7 @@ fn a_client_that_vanishes_mid_handshake_leaves_no_connection_behind() {
         // wait_closed resolves once both connections are gone.
         server.wait_closed().await;
         assert_eq!(server.active_connections(), 0);
-        assert!(acc.log(0).events().is_empty() && acc.log(1).events().is_empty());
+        assert!(acc.get(0).events().is_empty() && acc.get(1).events().is_empty());
         drop(silent);
     });
     finish_allowing_handshake_reports(&lp, &seen);
@@ -736,7 +726,7 @@ fn a_cancelled_create_connection_closes_its_socket() {
             .into();
         let raw = sock.as_raw_fd();
         let connect = l.create_connection(
-            || Rec(Log::new()),
+            || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
             None,
             0,
             ConnectOptions {
@@ -765,15 +755,7 @@ fn close_stops_delivery_at_once_and_still_ends_cleanly() {
         let acc = Accepted::new();
         let server = l
             .create_server(
-                {
-                    let acc = acc.clone();
-                    move || {
-                        let log = Log::new();
-                        acc.logs.borrow_mut().push(log.clone());
-                        acc.notify.wake();
-                        Rec(log)
-                    }
-                },
+                acc.factory(Hooks::none),
                 &["127.0.0.1"],
                 0,
                 serve_tls(TlsServerOptions::new(pki.server_config())),
@@ -782,20 +764,20 @@ fn close_stops_delivery_at_once_and_still_ends_cleanly() {
             .unwrap();
         let (t, _h, log) = rec_tls_client(&l, &server, &pki).await;
         acc.notify.until(|| acc.len() == 1).await;
-        let srv = acc.log(0);
+        let srv = acc.get(0);
         srv.until(|l| l.count(&Ev::Made) == 1).await;
         // The server streams 4 MiB; we close after the first bytes.
         srv.transport().write(&pattern(4 * MIB)).unwrap();
-        log.until_data(1).await;
+        log.until_data_or_lost(1).await;
         t.close();
         assert!(!t.is_reading());
         let got = log.data.borrow().len();
         log.until_lost().await;
         assert_eq!(log.data.borrow().len(), got, "data_received after close()");
-        assert_eq!(log.lost_kind(), Some(None));
+        assert_eq!(log.lost_outcome(), Some(None));
         // The server got our close_notify, flushed, and closed cleanly.
         srv.until_lost().await;
-        assert_eq!(srv.lost_kind(), Some(None));
+        assert_eq!(srv.lost_outcome(), Some(None));
         server.close();
         server.wait_closed().await;
     });
@@ -809,20 +791,24 @@ fn unix_socket_tls_echo_and_accepted_socket_tls() {
         let acc = Accepted::new();
         let server = l
             .create_unix_server(
-                acc.echo_factory(),
+                acc.factory(Hooks::echo_paced),
                 &path,
                 serve_tls(TlsServerOptions::new(pki.server_config())),
             )
             .await
             .unwrap();
-        let log = Log::new();
+        let log = Recorder::new();
         let lg = log.clone();
         let (t, _h) = l
-            .create_unix_connection_tls(move || Rec(lg), &path, client_opts(&pki))
+            .create_unix_connection_tls(
+                move || RecordingProtocol::new(&lg, Hooks::none()),
+                &path,
+                client_opts(&pki),
+            )
             .await
             .unwrap();
         t.write(b"over a unix socket").unwrap();
-        log.until_data(18).await;
+        log.until_data_or_lost(18).await;
         assert_eq!(&*log.data.borrow(), b"over a unix socket");
         t.close();
         log.until_lost().await;
@@ -831,29 +817,36 @@ fn unix_socket_tls_echo_and_accepted_socket_tls() {
 
         // connect_accepted_socket with TLS, over a socketpair.
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let srv_log = Log::echoing();
+        let srv_log = Recorder::new();
         let sl = srv_log.clone();
         let server_side = {
             let l = l.clone();
             let tls = TlsServerOptions::new(pki.server_config());
-            l.connect_accepted_socket_tls(move || Rec(sl), OwnedFd::from(a), tls)
+            l.connect_accepted_socket_tls(
+                move || RecordingProtocol::new(&sl, Hooks::echo_paced()),
+                OwnedFd::from(a),
+                tls,
+            )
         };
-        let client_side = l.connect_accepted_socket(|| Rec(Log::new()), OwnedFd::from(b));
+        let client_side = l.connect_accepted_socket(
+            || RecordingProtocol::new(&Recorder::new(), Hooks::none()),
+            OwnedFd::from(b),
+        );
         // b as a *plain* transport would not speak TLS; use it through
         // start_tls instead.
         let (plain, _h) = client_side.await.unwrap();
-        let cl = Log::new();
+        let cl = Recorder::new();
         let upgrade = l.start_tls(
             &plain,
-            ProtocolHandle::new(Rec(cl.clone())),
+            ProtocolHandle::new(RecordingProtocol::new(&cl, Hooks::none())),
             client_opts(&pki),
         );
         let (server_done, client_done) = futures_lite::future::zip(server_side, upgrade).await;
         let (st, _sh) = server_done.unwrap();
         let ct = client_done.unwrap();
-        *cl.transport.borrow_mut() = Some(ct.clone());
+        cl.adopt(&ct);
         ct.write(b"pair").unwrap();
-        cl.until_data(4).await;
+        cl.until_data_or_lost(4).await;
         assert_eq!(&*cl.data.borrow(), b"pair");
         ct.close();
         cl.until_lost().await;
@@ -901,11 +894,11 @@ fn start_tls_takes_a_client_hello_pipelined_behind_the_starttls_reply() {
         let received = old.data.borrow().clone();
         assert_eq!(&received[..4], b"OK\r\n");
         let pipelined = received[4..].to_vec();
-        let new = Log::echoing();
+        let new = Recorder::new();
         let tls = l
             .start_tls_with_data(
                 &plain,
-                ProtocolHandle::new(Rec(new.clone())),
+                ProtocolHandle::new(RecordingProtocol::new(&new, Hooks::echo_paced())),
                 TlsServerOptions::new(pki.server_config()),
                 pipelined,
             )
@@ -914,17 +907,20 @@ fn start_tls_takes_a_client_hello_pipelined_behind_the_starttls_reply() {
         // No connection_made for start_tls (asyncio's rule), and no data
         // before the caller had the transport.
         assert!(new.events().is_empty());
-        *new.transport.borrow_mut() = Some(tls.clone());
+        new.adopt(&tls);
         new.until_lost().await;
         assert_eq!(&*new.data.borrow(), b"ping over tls");
-        assert_eq!(new.lost_kind(), Some(None));
+        assert_eq!(new.lost_outcome(), Some(None));
         assert_eq!(peer.join().unwrap().unwrap(), b"ping over tls");
         // The old transport handed over everything and says nothing more.
         assert!(plain.is_closing());
         assert_eq!(plain.fd(), None);
         plain.write(b"dropped").unwrap();
         assert_eq!(plain.writes_after_lost(), 1);
-        assert!(!old.lost(), "the old protocol's connection went on as TLS");
+        assert!(
+            !old.is_lost(),
+            "the old protocol's connection went on as TLS"
+        );
     });
 }
 
@@ -953,32 +949,32 @@ fn start_tls_as_client_reads_server_bytes_already_in_the_socket() {
             Ok(())
         });
         let (plain, _h, old) = rec_client(&l, port, Default::default()).await;
-        old.until_data(11).await;
+        old.until_data_or_lost(11).await;
         plain.write(b"STARTTLS\r\n").unwrap();
-        old.until_data(15).await;
+        old.until_data_or_lost(15).await;
         assert_eq!(&*old.data.borrow(), b"220 ready\r\nOK\r\n");
-        let new = Log::new();
+        let new = Recorder::new();
         let tls = l
             .start_tls(
                 &plain,
-                ProtocolHandle::new(Rec(new.clone())),
+                ProtocolHandle::new(RecordingProtocol::new(&new, Hooks::none())),
                 client_opts(&pki),
             )
             .await
             .unwrap();
-        *new.transport.borrow_mut() = Some(tls.clone());
-        new.until_data(9).await;
+        new.adopt(&tls);
+        new.until_data_or_lost(9).await;
         assert_eq!(&*new.data.borrow(), b"greetings");
         tls.write(b"bye").unwrap();
         tls.write_eof().unwrap();
         new.until_lost().await;
-        assert_eq!(new.lost_kind(), Some(None));
+        assert_eq!(new.lost_outcome(), Some(None));
         peer.join().unwrap().unwrap();
         // A TLS transport cannot be upgraded again.
         let err = l
             .start_tls(
                 &tls,
-                ProtocolHandle::new(Rec(Log::new())),
+                ProtocolHandle::new(RecordingProtocol::new(&Recorder::new(), Hooks::none())),
                 client_opts(&pki),
             )
             .await
@@ -1017,8 +1013,8 @@ fn start_tls_while_writing_is_paused_hands_over_paired_flow_control() {
             Ok(())
         });
         // One protocol, before and after the upgrade (the usual case).
-        let log = Log::new();
-        let proto = ProtocolHandle::new(Rec(log.clone()));
+        let log = Recorder::new();
+        let proto = ProtocolHandle::new(RecordingProtocol::new(&log, Hooks::none()));
         let p = proto.clone();
         let sock = rustix::net::socket(
             rustix::net::AddressFamily::INET,
@@ -1074,22 +1070,14 @@ fn start_tls_while_writing_is_paused_hands_over_paired_flow_control() {
 /// Pauses reading inside every `data_received` and resumes from a
 /// callback of the next iteration: the undelivered rest of each read waits
 /// in the transport, in order.
-struct Stutter {
-    log: Rc<Log>,
-    lp: EventLoop,
-}
-
-logging_base_protocol!(Stutter);
-
-impl Protocol for Stutter {
-    fn data_received(&mut self, data: &[u8]) {
-        self.log.data.borrow_mut().extend_from_slice(data);
-        self.log.push(Ev::Data(data.len()));
-        let t = self.log.transport();
+fn stutter(lp: &EventLoop) -> Hooks {
+    let lp = lp.clone();
+    Hooks::none().on_data(move |t, _, _| {
         t.pause_reading();
         assert!(!t.is_reading());
-        self.lp.call_soon(move || t.resume_reading()).unwrap();
-    }
+        let t = t.clone();
+        lp.call_soon(move || t.resume_reading()).unwrap();
+    })
 }
 
 #[test]
@@ -1101,11 +1089,11 @@ fn pausing_inside_data_received_keeps_every_byte_in_order() {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         let server = echo_server(&l, &acc, TlsServerOptions::new(pki.server_config())).await;
-        let log = Log::new();
+        let log = Recorder::new();
         let (lg, lp2) = (log.clone(), l.clone());
         let (t, _h) = l
             .create_connection(
-                move || Stutter { log: lg, lp: lp2 },
+                move || RecordingProtocol::new(&lg, stutter(&lp2)),
                 Some("127.0.0.1"),
                 port_of(&server),
                 connect_tls(client_opts(&pki)),
@@ -1114,13 +1102,13 @@ fn pausing_inside_data_received_keeps_every_byte_in_order() {
             .unwrap();
         let data = pattern(MIB);
         t.write(&data).unwrap();
-        log.until_data(MIB).await;
+        log.until_data_or_lost(MIB).await;
         assert!(*log.data.borrow() == data, "bytes lost or reordered");
         // Each delivery is at most one decrypted record.
         assert!(log.events().len() > MIB / (16 * 1024));
         t.close();
         log.until_lost().await;
-        assert_eq!(log.lost_kind(), Some(None));
+        assert_eq!(log.lost_outcome(), Some(None));
         server.close();
         server.wait_closed().await;
     });
@@ -1129,19 +1117,10 @@ fn pausing_inside_data_received_keeps_every_byte_in_order() {
 
 /// A server protocol that answers the first bytes and then closes (or
 /// aborts) from inside `data_received`.
-struct AnswerThenEnd {
-    log: Rc<Log>,
-    abort: bool,
-}
-
-logging_base_protocol!(AnswerThenEnd);
-
-impl Protocol for AnswerThenEnd {
-    fn data_received(&mut self, data: &[u8]) {
-        self.log.push(Ev::Data(data.len()));
-        let t = self.log.transport();
+fn answer_then_end(abort: bool) -> Hooks {
+    Hooks::none().on_data(move |t, _, _| {
         t.write(b"bye").unwrap();
-        if self.abort {
+        if abort {
             t.abort();
         } else {
             t.close();
@@ -1151,7 +1130,7 @@ impl Protocol for AnswerThenEnd {
         t.close();
         t.abort();
         assert!(t.is_closing());
-    }
+    })
 }
 
 #[test]
@@ -1162,14 +1141,11 @@ fn close_and_abort_from_inside_data_received_end_the_connection_once() {
         let l = lp.clone();
         run(&lp, async move {
             let pki = Pki::new(&["localhost"]);
-            let srv = Log::new();
+            let srv = Recorder::new();
             let s = srv.clone();
             let server = l
                 .create_server(
-                    move || AnswerThenEnd {
-                        log: s.clone(),
-                        abort,
-                    },
+                    move || RecordingProtocol::new(&s, answer_then_end(abort)),
                     &["127.0.0.1"],
                     0,
                     serve_tls(TlsServerOptions::new(pki.server_config())),
@@ -1188,15 +1164,15 @@ fn close_and_abort_from_inside_data_received_end_the_connection_once() {
                     .count(),
                 1
             );
-            assert_eq!(srv.lost_kind(), Some(None));
+            assert_eq!(srv.lost_outcome(), Some(None));
             if abort {
                 // No close_notify: the client sees a truncation.
                 assert!(log.data.borrow().is_empty() || &*log.data.borrow() == b"bye");
-                assert!(matches!(log.lost_kind(), Some(Some(_))));
+                assert!(matches!(log.lost_outcome(), Some(Some(_))));
             } else {
                 assert_eq!(&*log.data.borrow(), b"bye");
                 assert!(log.events().contains(&Ev::Eof));
-                assert_eq!(log.lost_kind(), Some(None));
+                assert_eq!(log.lost_outcome(), Some(None));
             }
             server.close();
             server.wait_closed().await;
@@ -1247,11 +1223,11 @@ fn tls_write_path_pauses_above_high_and_resumes_at_low(grow: fn(&Transport, &[u8
         .unwrap();
         rustix::net::sockopt::set_socket_send_buffer_size(&sock, 4096).unwrap();
         rustix::net::connect(&sock, &addr).unwrap();
-        let log = Log::new();
+        let log = Recorder::new();
         let lg = log.clone();
         let (t, _h) = l
             .create_connection(
-                move || Rec(lg),
+                move || RecordingProtocol::new(&lg, Hooks::none()),
                 None,
                 0,
                 ConnectOptions {
@@ -1283,7 +1259,12 @@ fn tls_write_path_pauses_above_high_and_resumes_at_low(grow: fn(&Transport, &[u8
         assert_eq!(log.count(&Ev::Resume), 1);
         t.close();
         log.until_lost().await;
-        assert_eq!(log.lost_kind(), Some(None), "{:?}", log.lost_error.borrow());
+        assert_eq!(
+            log.lost_outcome(),
+            Some(None),
+            "{:?}",
+            log.lost_error.borrow()
+        );
         let got = peer.join().unwrap().unwrap();
         assert!(got == data, "TLS plaintext lost or reordered");
     });

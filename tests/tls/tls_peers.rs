@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
+use crate::net_util::{Accepted, Ev, Hooks, Recorder, RecordingProtocol};
 use crate::tls_util::*;
 use crate::util::on_loop;
 use aioloop::prelude::*;
@@ -73,10 +74,15 @@ fn aioloop_client_against_openssl_s_server() {
         .shutdown_timeout(Duration::from_secs(20))
         .unwrap();
     on_loop(|l| async move {
-        let log = Log::new();
+        let log = Recorder::new();
         let lg = log.clone();
         let (t, _h) = l
-            .create_connection(move || Rec(lg), Some("127.0.0.1"), port, connect_tls(opts))
+            .create_connection(
+                move || RecordingProtocol::new(&lg, Hooks::none()),
+                Some("127.0.0.1"),
+                port,
+                connect_tls(opts),
+            )
             .await
             .expect("TLS connection to openssl s_server");
         assert_eq!(t.peer_certificate(), Some(server_der));
@@ -89,14 +95,19 @@ fn aioloop_client_against_openssl_s_server() {
             want.extend(line.bytes().rev());
             want.push(b'\n');
         }
-        log.until_data(want.len()).await;
+        log.until_data_or_lost(want.len()).await;
         assert!(
             *log.data.borrow() == want,
             "s_server's reversed lines differ"
         );
         t.close();
         log.until_lost().await;
-        assert_eq!(log.lost_kind(), Some(None), "{:?}", log.lost_error.borrow());
+        assert_eq!(
+            log.lost_outcome(),
+            Some(None),
+            "{:?}",
+            log.lost_error.borrow()
+        );
     });
     let child = reaper.take();
     let (status, out) = wait_bounded(child, "openssl s_server");
@@ -115,7 +126,12 @@ fn openssl_s_client_against_an_aioloop_server() {
     on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
-            .create_server(acc.echo_factory(), &["127.0.0.1"], 0, serve_tls(tls))
+            .create_server(
+                acc.factory(Hooks::echo_paced),
+                &["127.0.0.1"],
+                0,
+                serve_tls(tls),
+            )
             .await
             .unwrap();
         let port = server.sockets()[0].as_inet().unwrap().port();
@@ -164,10 +180,10 @@ fn openssl_s_client_against_an_aioloop_server() {
             })
             .unwrap();
         driver.await.unwrap().unwrap();
-        acc.log(0).until_lost().await;
-        assert_eq!(acc.log(0).lost_kind(), Some(None));
+        acc.get(0).until_lost().await;
+        assert_eq!(acc.get(0).lost_outcome(), Some(None));
         assert!(
-            acc.log(0).events().contains(&Ev::Eof),
+            acc.get(0).events().contains(&Ev::Eof),
             "s_client's close_notify"
         );
         server.close();
@@ -197,21 +213,31 @@ fn aioloop_client_against_python_asyncio_ssl_server() {
 
     let opts = client_opts(&pki);
     on_loop(|l| async move {
-        let log = Log::new();
+        let log = Recorder::new();
         let lg = log.clone();
         let (t, _h) = l
-            .create_connection(move || Rec(lg), Some("127.0.0.1"), port, connect_tls(opts))
+            .create_connection(
+                move || RecordingProtocol::new(&lg, Hooks::none()),
+                Some("127.0.0.1"),
+                port,
+                connect_tls(opts),
+            )
             .await
             .expect("TLS connection to Python");
         let data = pattern(1 << 20);
         for chunk in data.chunks(48 * 1024 + 7) {
             t.write(chunk).unwrap();
         }
-        log.until_data(data.len()).await;
+        log.until_data_or_lost(data.len()).await;
         assert!(*log.data.borrow() == data, "Python's echo differs");
         t.close();
         log.until_lost().await;
-        assert_eq!(log.lost_kind(), Some(None), "{:?}", log.lost_error.borrow());
+        assert_eq!(
+            log.lost_outcome(),
+            Some(None),
+            "{:?}",
+            log.lost_error.borrow()
+        );
     });
     let child = reaper.take();
     let (status, out) = wait_bounded(child, "tls_peer.py server");
@@ -231,7 +257,12 @@ fn python_asyncio_ssl_client_against_an_aioloop_server() {
     on_loop(|l| async move {
         let acc = Accepted::new();
         let server = l
-            .create_server(acc.echo_factory(), &["127.0.0.1"], 0, serve_tls(tls))
+            .create_server(
+                acc.factory(Hooks::echo_paced),
+                &["127.0.0.1"],
+                0,
+                serve_tls(tls),
+            )
             .await
             .unwrap();
         let port = server.sockets()[0].as_inet().unwrap().port();
@@ -260,8 +291,8 @@ fn python_asyncio_ssl_client_against_an_aioloop_server() {
             out.contains("ok: echoed 1048576 bytes over TLSv1.3"),
             "{out}"
         );
-        acc.log(0).until_lost().await;
-        assert_eq!(acc.log(0).lost_kind(), Some(None));
+        acc.get(0).until_lost().await;
+        assert_eq!(acc.get(0).lost_outcome(), Some(None));
         server.close();
         server.wait_closed().await;
     });

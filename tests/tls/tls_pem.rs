@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::net_util::{Accepted, Ev, Hooks, Recorder, RecordingProtocol};
 use crate::tls_util::*;
 use crate::util::{new_loop, on_loop, record_exceptions, run};
 use aioloop::prelude::*;
@@ -227,15 +228,20 @@ fn connect_through(server: TlsServerOptions, client: TlsClientOptions) -> Outcom
     let out = run(&lp, async move {
         let acc = Accepted::new();
         let srv = l
-            .create_server(acc.echo_factory(), &["127.0.0.1"], 0, serve_tls(server))
+            .create_server(
+                acc.factory(Hooks::echo_paced),
+                &["127.0.0.1"],
+                0,
+                serve_tls(server),
+            )
             .await
             .unwrap();
         let port = srv.sockets()[0].as_inet().unwrap().port();
-        let log = Log::new();
+        let log = Recorder::new();
         let lg = log.clone();
         let connected = l
             .create_connection(
-                move || Rec(lg),
+                move || RecordingProtocol::new(&lg, Hooks::none()),
                 Some("127.0.0.1"),
                 port,
                 connect_tls(client),
@@ -250,18 +256,18 @@ fn connect_through(server: TlsServerOptions, client: TlsClientOptions) -> Outcom
         };
         if let Ok((t, _h)) = connected {
             t.write(b"hello over pem\n").unwrap();
-            log.until_data(15).await;
+            log.until_data_or_lost(15).await;
             t.close();
             log.until_lost().await;
             out.echoed = log.data.borrow().clone();
-            out.client_lost = log.lost_kind();
+            out.client_lost = log.lost_outcome();
         }
         // The server's connection. It echoed: it was made; wait for its
         // end. Else the handshake failed on one side, which ends it on
         // both (TLS 1.3: the server completes only on the client's
         // Finished), so what it did so far is all it will do.
         if acc.len() > 0 {
-            let server_log = acc.log(0);
+            let server_log = acc.get(0);
             out.server_made = server_log.events().contains(&Ev::Made);
             if !out.echoed.is_empty() {
                 assert!(out.server_made, "an echo without connection_made");
@@ -602,11 +608,11 @@ fn s_server(c: &Certs, cert: &str, key: &str, extra: &[&str]) -> (Reaper, u16) {
 /// Connects `client` to an `openssl s_server -rev` and checks the reversed line.
 fn talk_to_s_server(port: u16, client: TlsClientOptions) -> io::Result<Vec<u8>> {
     let got = on_loop(|l| async move {
-        let log = Log::new();
+        let log = Recorder::new();
         let lg = log.clone();
         let (t, _h) = l
             .create_connection(
-                move || Rec(lg),
+                move || RecordingProtocol::new(&lg, Hooks::none()),
                 Some("127.0.0.1"),
                 port,
                 connect_tls(client),
@@ -614,7 +620,7 @@ fn talk_to_s_server(port: u16, client: TlsClientOptions) -> io::Result<Vec<u8>> 
             .await?;
         let peer = t.peer_certificate().unwrap_or_default();
         t.write(b"abc pem\n").unwrap();
-        log.until_data(8).await;
+        log.until_data_or_lost(8).await;
         assert_eq!(&log.data.borrow()[..], b"mep cba\n");
         t.close();
         log.until_lost().await;
@@ -750,7 +756,12 @@ fn openssl_s_client_verifies_an_aioloop_server_made_from_pem_files() {
         let (ok, got, out) = run(&lp, async move {
             let acc = Accepted::new();
             let server = l
-                .create_server(acc.echo_factory(), &["127.0.0.1"], 0, serve_tls(tls))
+                .create_server(
+                    acc.factory(Hooks::echo_paced),
+                    &["127.0.0.1"],
+                    0,
+                    serve_tls(tls),
+                )
                 .await
                 .unwrap();
             let port = server.sockets()[0].as_inet().unwrap().port();

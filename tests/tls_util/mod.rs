@@ -1,17 +1,18 @@
 //! Helpers shared by the TLS tests (tls/, ownership.rs, net/streams.rs): a test PKI made
 //! with rcgen (a CA, a server certificate for `localhost` and 127.0.0.1,
 //! PEM files for the external peers), rustls configurations with the ring
-//! provider, recording protocols, and the means to run external peers
-//! (`openssl`, `python3`) under bounds.
+//! provider, and the means to run external peers (`openssl`, `python3`)
+//! under bounds.
 //!
-//! Every test binary that uses this module also declares `mod util;`.
+//! Every test binary that uses this module also declares `mod util;`. The
+//! TLS tests record their protocols' callbacks with net_util's
+//! `RecordingProtocol` / `Recorder`, the one recording protocol of the
+//! stream tests.
 #![allow(dead_code)]
 
-use std::cell::{Cell, RefCell};
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -21,7 +22,7 @@ use aioloop::prelude::*;
 use aioloop::rustls;
 use aioloop::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::util::{finish, Notify, Recorded};
+use crate::util::{finish, Recorded};
 
 /// A certificate authority and a server certificate it signed.
 pub struct Pki {
@@ -163,172 +164,6 @@ pub fn finish_allowing_handshake_reports(lp: &EventLoop, seen: &Recorded) {
 /// `len` bytes of a pattern that is unlikely to line up by chance.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-/// One protocol callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ev {
-    Made,
-    Data(usize),
-    Eof,
-    Lost(Option<io::ErrorKind>),
-    Pause,
-    Resume,
-}
-
-/// What a [`Rec`] protocol saw; shared with the test.
-#[derive(Default)]
-pub struct Log {
-    pub notify: Notify,
-    pub events: RefCell<Vec<Ev>>,
-    pub data: RefCell<Vec<u8>>,
-    pub transport: RefCell<Option<Transport>>,
-    pub lost_error: RefCell<Option<String>>,
-    /// Echo what arrives (a server).
-    pub echo: Cell<bool>,
-    /// `eof_received`'s answer.
-    pub keep_open: Cell<bool>,
-}
-
-impl Log {
-    pub fn new() -> Rc<Log> {
-        Rc::new(Log::default())
-    }
-
-    pub fn echoing() -> Rc<Log> {
-        let log = Log::new();
-        log.echo.set(true);
-        log
-    }
-
-    pub fn push(&self, e: Ev) {
-        self.events.borrow_mut().push(e);
-        self.notify.wake();
-    }
-
-    pub fn events(&self) -> Vec<Ev> {
-        self.events.borrow().clone()
-    }
-
-    pub fn lost(&self) -> bool {
-        self.events
-            .borrow()
-            .iter()
-            .any(|e| matches!(e, Ev::Lost(_)))
-    }
-
-    pub fn lost_kind(&self) -> Option<Option<io::ErrorKind>> {
-        self.events.borrow().iter().find_map(|e| match e {
-            Ev::Lost(k) => Some(*k),
-            _ => None,
-        })
-    }
-
-    pub fn count(&self, e: &Ev) -> usize {
-        self.events.borrow().iter().filter(|x| *x == e).count()
-    }
-
-    pub fn transport(&self) -> Transport {
-        self.transport
-            .borrow()
-            .clone()
-            .expect("connection_made ran")
-    }
-
-    pub async fn until(&self, cond: impl Fn(&Log) -> bool) {
-        self.notify.until(|| cond(self)).await
-    }
-
-    pub async fn until_lost(&self) {
-        self.until(|l| l.lost()).await
-    }
-
-    pub async fn until_data(&self, n: usize) {
-        self.until(|l| l.data.borrow().len() >= n || l.lost()).await
-    }
-}
-
-/// A protocol that records everything into its [`Log`] (and echoes, with
-/// flow control, when the log says so).
-pub struct Rec(pub Rc<Log>);
-
-impl BaseProtocol for Rec {
-    fn connection_made(&mut self, t: Transport) {
-        *self.0.transport.borrow_mut() = Some(t);
-        self.0.push(Ev::Made);
-    }
-
-    fn connection_lost(&mut self, error: Option<io::Error>) {
-        *self.0.lost_error.borrow_mut() = error.as_ref().map(|e| e.to_string());
-        self.0.push(Ev::Lost(error.map(|e| e.kind())));
-    }
-
-    fn pause_writing(&mut self) {
-        if self.0.echo.get() {
-            if let Some(t) = &*self.0.transport.borrow() {
-                t.pause_reading();
-            }
-        }
-        self.0.push(Ev::Pause);
-    }
-
-    fn resume_writing(&mut self) {
-        if self.0.echo.get() {
-            if let Some(t) = &*self.0.transport.borrow() {
-                t.resume_reading();
-            }
-        }
-        self.0.push(Ev::Resume);
-    }
-}
-
-impl Protocol for Rec {
-    fn data_received(&mut self, data: &[u8]) {
-        if self.0.echo.get() {
-            if let Some(t) = &*self.0.transport.borrow() {
-                t.write(data).unwrap();
-            }
-        }
-        self.0.data.borrow_mut().extend_from_slice(data);
-        self.0.push(Ev::Data(data.len()));
-    }
-
-    fn eof_received(&mut self) -> bool {
-        self.0.push(Ev::Eof);
-        self.0.keep_open.get()
-    }
-}
-
-/// A server factory whose protocols record into logs the test can reach.
-#[derive(Clone, Default)]
-pub struct Accepted {
-    pub logs: Rc<RefCell<Vec<Rc<Log>>>>,
-    pub notify: Rc<Notify>,
-}
-
-impl Accepted {
-    pub fn new() -> Accepted {
-        Accepted::default()
-    }
-
-    /// A factory of echoing [`Rec`]s.
-    pub fn echo_factory(&self) -> impl Fn() -> Rec + 'static {
-        let me = self.clone();
-        move || {
-            let log = Log::echoing();
-            me.logs.borrow_mut().push(log.clone());
-            me.notify.wake();
-            Rec(log)
-        }
-    }
-
-    pub fn log(&self, i: usize) -> Rc<Log> {
-        self.logs.borrow()[i].clone()
-    }
-
-    pub fn len(&self) -> usize {
-        self.logs.borrow().len()
-    }
 }
 
 /// TLS client options trusting `pki` for `localhost`.
