@@ -588,15 +588,18 @@ impl EventLoop {
                 shared.notifier.set_parked(false);
             }
             res.map_err(|e| LoopError::io("polling for I/O", e))?;
-            if !s.events.is_empty() {
-                let io = inner.io.borrow();
-                let mut ready = inner.ready.borrow_mut();
-                io.dispatch(&s.events, |r| ready.push(r));
-                s.events.clear();
-            }
         }
+        // What other threads sent before the poll returned goes first (as
+        // in asyncio, where it is in `_ready` before the events are
+        // appended); the events and due timers below then need no check.
         if shared.has_pending_relaxed() {
             inner.ready.borrow_mut().take_injected();
+        }
+        if !s.events.is_empty() {
+            let io = inner.io.borrow();
+            let mut ready = inner.ready.borrow_mut();
+            io.dispatch(&s.events, |r| ready.push_found(r));
+            s.events.clear();
         }
 
         if let Some(err) = shared.take_wake_failure() {
@@ -616,10 +619,10 @@ impl EventLoop {
             let mut timers = inner.timers.borrow_mut();
             if inner.debug.enabled() {
                 timers.pop_due(now, |when, cb| {
-                    ready.push(Ready::Timer(Box::new((when, cb))))
+                    ready.push_found(Ready::Timer(Box::new((when, cb))))
                 });
             } else {
-                timers.pop_due(now, |_, cb| ready.push(Ready::Callback(cb)));
+                timers.pop_due(now, |_, cb| ready.push_found(Ready::Callback(cb)));
             }
         }
 

@@ -114,6 +114,14 @@ impl ReadyQueue {
         self.items.push_back(item);
     }
 
+    /// Queues what the iteration found (ready fds, due timers) right after
+    /// it drained the thread-safe channel: nothing sent later can have
+    /// happened before, so no check (see the module docs).
+    #[inline(always)]
+    pub(crate) fn push_found(&mut self, item: Ready) {
+        self.items.push_back(item);
+    }
+
     /// Moves what other threads sent into the queue (one relaxed atomic
     /// load when nothing is pending).
     #[inline(always)]
