@@ -11,7 +11,11 @@
 //!   first moves what the channel holds into the queue when the `pending`
 //!   flag (set by the sender after its send) says there is something: so a
 //!   `call_soon_threadsafe` that happened before a `call_soon` runs before
-//!   it, as with asyncio's one deque. Calls that race (neither returned
+//!   it, as with asyncio's one deque. The iteration drains the channel
+//!   right after its poll and then queues the ready fds and due timers it
+//!   found without the check ([`push_found`](ReadyQueue::push_found)): what
+//!   was sent during the poll goes first, as in asyncio, where it is in
+//!   `_ready` before the events are appended. Calls that race (neither returned
 //!   before the other began) may land in either order. An idle channel costs
 //!   `push` one relaxed atomic load. A stop request from another thread
 //!   queues [`Ready::Stop`], which stops the loop when its turn comes (as
