@@ -23,26 +23,6 @@ impl fmt::Display for MyError {
 
 impl std::error::Error for MyError {}
 
-fn assert_kind<T: fmt::Debug>(r: Result<T, LoopError>, kind: ErrorKind) -> LoopError {
-    match r {
-        Err(e) => {
-            assert_eq!(e.kind(), kind, "unexpected error {e:?}");
-            e
-        }
-        Ok(v) => panic!("expected a {kind:?} error, got Ok({v:?})"),
-    }
-}
-
-/// The reports with `message`, out of everything the handler recorded (in
-/// debug mode other reports may appear too).
-fn reports(seen: &Log<Seen>, message: &str) -> Vec<Seen> {
-    seen.borrow()
-        .iter()
-        .filter(|s| s.message == message)
-        .cloned()
-        .collect()
-}
-
 const NEVER_RETRIEVED: &str = "Future exception was never retrieved";
 
 // ---------------------------------------------------------------------------

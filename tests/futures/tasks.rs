@@ -5,31 +5,10 @@
 //! 10 000-task smoke test.
 
 use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::rc::Rc;
 
 use crate::util::*;
 use aioloop::{current_task, ErrorKind, EventLoop, Future, LoopError, Task, TaskBody, TaskRef};
-
-fn assert_kind<T: fmt::Debug>(r: Result<T, LoopError>, kind: ErrorKind) -> LoopError {
-    match r {
-        Err(e) => {
-            assert_eq!(e.kind(), kind, "unexpected error {e:?}");
-            e
-        }
-        Ok(v) => panic!("expected a {kind:?} error, got Ok({v:?})"),
-    }
-}
-
-/// The reports with `message`, out of everything the handler recorded (in
-/// debug mode, e.g. with `AIOLOOP_DEBUG=1`, other reports may appear too).
-fn reports(seen: &Log<Seen>, message: &str) -> Vec<Seen> {
-    seen.borrow()
-        .iter()
-        .filter(|s| s.message == message)
-        .cloned()
-        .collect()
-}
 
 const NEVER_RETRIEVED: &str = "Task exception was never retrieved";
 const DESTROYED_PENDING: &str = "Task was destroyed but it is pending!";

@@ -322,3 +322,25 @@ pub fn capture_warnings() {
         log::set_max_level(log::LevelFilter::Warn);
     });
 }
+
+/// The error of `r`, which must be of `kind` (the test fails otherwise).
+#[track_caller]
+pub fn assert_kind<T: std::fmt::Debug>(r: Result<T, LoopError>, kind: ErrorKind) -> LoopError {
+    match r {
+        Err(e) => {
+            assert_eq!(e.kind(), kind, "unexpected error {e:?}");
+            e
+        }
+        Ok(v) => panic!("expected a {kind:?} error, got Ok({v:?})"),
+    }
+}
+
+/// The reports with `message`, out of everything the handler recorded (in
+/// debug mode, e.g. with `AIOLOOP_DEBUG=1`, other reports may appear too).
+pub fn reports(seen: &Log<Seen>, message: &str) -> Vec<Seen> {
+    seen.borrow()
+        .iter()
+        .filter(|s| s.message == message)
+        .cloned()
+        .collect()
+}
