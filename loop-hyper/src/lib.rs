@@ -45,6 +45,7 @@ mod futures_io;
 mod io;
 mod rt;
 mod serve;
+mod sleep_queue;
 
 pub use futures_io::FuturesIo;
 pub use io::{HyperStream, MAX_BUFFERED};

@@ -1,14 +1,22 @@
 //! hyper's runtime traits on the loop: [`LoopExecutor`] (hyper's
 //! `Executor`) and [`LoopTimer`] (hyper's `Timer`).
 //!
-//! hyper's sleeps must be `Send + Sync`, and the loop's timers are not:
-//! a [`LoopSleep`] holds a [`ThreadSafeTimerHandle`] from
-//! `LoopHandle::call_later_threadsafe` (loop-core's threadsafe_timer.rs),
-//! a timer on the loop's own heap that any thread can cancel. A sleep
-//! schedules its timer at its first poll (hyper drops it unpolled when the
-//! request is already buffered), cancels it when dropped (a cancel on the
-//! loop thread is counted for the heap's purge, so the per-request
-//! header-read sleep does not pile up), and `Timer::reset` reuses it.
+//! hyper's sleeps must be `Send + Sync`, and the loop's timers are not. A
+//! [`LoopSleep`] schedules its wake-up at its first poll (hyper drops it
+//! unpolled when the request is already buffered):
+//! - polled on the loop's thread (hyper's connections on the loop always
+//!   are), it joins the loop thread's sleep queue (sleep_queue.rs): one
+//!   loop timer for all such sleeps, a sleep dropped or reset leaves the
+//!   queue at once (O(1), its waker dropped), so the per-request
+//!   header-read sleep costs no loop timer and no allocation of its own;
+//! - polled on another thread, it schedules a thread-safe loop timer
+//!   (`LoopHandle::call_later_threadsafe`, loop-core's
+//!   threadsafe_timer.rs), cancelled when the sleep is dropped or reset; a
+//!   sleep armed on the loop's thread and then polled elsewhere moves to
+//!   such a timer.
+//!
+//! `Timer::reset` reuses the sleep's box (a new deadline, scheduled at the
+//! next poll).
 
 use std::fmt;
 use std::future::Future;
@@ -19,6 +27,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use loop_core::{EventLoop, LoopHandle, ThreadSafeTimerHandle};
+
+use crate::sleep_queue::{self, Polled, SleepKey};
 
 /// hyper's [`Executor`](hyper::rt::Executor) on the loop: each future
 /// becomes a task of the loop ([`EventLoop::create_task`]). The futures
@@ -57,13 +67,13 @@ where
     }
 }
 
-/// hyper's [`Timer`](hyper::rt::Timer) on the loop's timers: each sleep is
-/// a [`LoopHandle::call_later_threadsafe`] timer, so sleeps are `Send +
-/// Sync` (as hyper requires) while they run on the loop's own timer heap.
+/// hyper's [`Timer`](hyper::rt::Timer) on the loop's timers: its sleeps are
+/// `Send + Sync` (as hyper requires) and wake on the loop's own
+/// timers (see [`LoopSleep`]).
 ///
-/// A sleep schedules its timer at its first poll (a sleep that is dropped
-/// unpolled, as hyper's header-read timeout is when the request is already
-/// buffered, costs no timer), and cancels it when dropped. Give it to
+/// A sleep schedules its wake-up at its first poll (a sleep that is
+/// dropped unpolled, as hyper's header-read timeout is when the request is
+/// already buffered, costs nothing), and takes it back when dropped. Give it to
 /// hyper's builders (`http1::Builder::timer`) to enable the header-read
 /// timeout and keep-alive timers.
 #[derive(Clone, Debug)]
@@ -105,7 +115,8 @@ impl hyper::rt::Timer for LoopTimer {
     }
 }
 
-/// What a sleep and its loop timer share.
+/// What a sleep and its thread-safe loop timer share (a sleep polled off
+/// the loop's thread).
 #[derive(Default)]
 struct Wake {
     fired: AtomicBool,
@@ -122,22 +133,49 @@ impl Wake {
     }
 }
 
+/// Where a sleep's wake-up is scheduled.
+enum Armed {
+    /// Not yet polled (or reset): nothing scheduled.
+    No,
+    /// In the loop thread's sleep queue (sleep_queue.rs).
+    Local(SleepKey),
+    /// A thread-safe loop timer (polled off the loop's thread).
+    Remote {
+        wake: Arc<Wake>,
+        timer: ThreadSafeTimerHandle,
+    },
+    /// The deadline passed.
+    Fired,
+}
+
 /// A sleep of [`LoopTimer`]: `Send + Sync`; ready at its deadline (never
-/// early, by the loop's timers); its loop timer is cancelled when it is
-/// dropped or reset.
+/// early, by the loop's clock); dropping or resetting it takes it out of
+/// the loop's timers and drops its waker.
+///
+/// Polled on the loop's thread (as hyper's connections on the loop are), a
+/// sleep joins the loop's sleep queue: one loop timer serves all of them,
+/// and a sleep dropped before its deadline costs no timer of its own (the
+/// queue's timer, if that sleep armed it, lapses at its deadline and runs
+/// nothing). Polled on another thread, it schedules a thread-safe loop
+/// timer ([`LoopHandle::call_later_threadsafe`]), cancelled when dropped.
 pub struct LoopSleep {
     handle: LoopHandle,
     /// `None`: a deadline beyond what `Instant` can hold (never ready).
     deadline: Option<Instant>,
-    wake: Arc<Wake>,
-    timer: Option<ThreadSafeTimerHandle>,
+    armed: Armed,
 }
 
 impl fmt::Debug for LoopSleep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let armed = match &self.armed {
+            Armed::No => "no",
+            Armed::Local(_) => "loop thread",
+            Armed::Remote { .. } => "thread-safe timer",
+            Armed::Fired => "fired",
+        };
         f.debug_struct("LoopSleep")
             .field("deadline", &self.deadline)
-            .field("timer", &self.timer)
+            .field("armed", &armed)
             .finish()
     }
 }
@@ -147,19 +185,78 @@ impl LoopSleep {
         LoopSleep {
             handle,
             deadline,
-            wake: Arc::new(Wake::default()),
-            timer: None,
+            armed: Armed::No,
         }
     }
 
-    /// Moves the deadline: the current loop timer (if any) is cancelled and
-    /// a new one is scheduled at the next poll.
+    /// Moves the deadline: what was scheduled is taken back, and the new
+    /// deadline is scheduled at the next poll.
     fn reset(&mut self, deadline: Instant) {
-        if let Some(t) = self.timer.take() {
-            t.cancel();
-        }
+        self.disarm();
         self.deadline = Some(deadline);
-        self.wake = Arc::new(Wake::default());
+    }
+
+    /// Takes back what was scheduled (from any thread).
+    fn disarm(&mut self) {
+        match std::mem::replace(&mut self.armed, Armed::No) {
+            Armed::Local(key) => match self.handle.running_here() {
+                Some(lp) => sleep_queue::disarm(&lp, key),
+                None => {
+                    // A closed loop dropped its queue already.
+                    let handle = self.handle.clone();
+                    let _ = self.handle.call_soon_threadsafe(move || {
+                        if let Some(lp) = handle.running_here() {
+                            sleep_queue::disarm(&lp, key);
+                        }
+                    });
+                }
+            },
+            Armed::Remote { timer, .. } => timer.cancel(),
+            Armed::No | Armed::Fired => {}
+        }
+    }
+
+    /// Schedules the wake-up at `deadline`: in the loop's queue when polled
+    /// on the loop's thread, else a thread-safe timer.
+    fn arm(&mut self, deadline: Instant, cx: &Context<'_>) -> Poll<()> {
+        let now = Instant::now();
+        if deadline <= now {
+            self.armed = Armed::Fired;
+            return Poll::Ready(());
+        }
+        let delay = deadline - now;
+        if let Some(lp) = self.handle.running_here() {
+            // The loop's clock (maybe virtual) counts the delay, as
+            // `call_later` would.
+            let Some(when) = lp.time().checked_add(delay) else {
+                // Beyond the clock: never due.
+                return Poll::Pending;
+            };
+            return match sleep_queue::arm(&lp, when, cx.waker()) {
+                Ok(key) => {
+                    self.armed = Armed::Local(key);
+                    Poll::Pending
+                }
+                // A closed loop runs nothing: the sleep is over.
+                Err(()) => {
+                    self.armed = Armed::Fired;
+                    Poll::Ready(())
+                }
+            };
+        }
+        let wake = Arc::new(Wake::default());
+        *wake.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        let w = wake.clone();
+        match self.handle.call_later_threadsafe(delay, move || w.fire()) {
+            Ok(timer) => {
+                self.armed = Armed::Remote { wake, timer };
+                Poll::Pending
+            }
+            Err(_) => {
+                self.armed = Armed::Fired;
+                Poll::Ready(())
+            }
+        }
     }
 }
 
@@ -168,47 +265,54 @@ impl Future for LoopSleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        if this.wake.fired.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
         let Some(deadline) = this.deadline else {
             return Poll::Pending;
         };
-        if this.timer.is_none() {
-            let now = Instant::now();
-            if deadline <= now {
-                return Poll::Ready(());
+        match &this.armed {
+            Armed::Fired => Poll::Ready(()),
+            Armed::No => this.arm(deadline, cx),
+            Armed::Local(key) => {
+                let key = *key;
+                let Some(lp) = this.handle.running_here() else {
+                    // Moved off the loop's thread: a thread-safe timer
+                    // takes over (the deadline stays).
+                    this.disarm();
+                    return this.arm(deadline, cx);
+                };
+                match sleep_queue::poll(&lp, key, cx.waker()) {
+                    Polled::Fired => {
+                        this.armed = Armed::Fired;
+                        Poll::Ready(())
+                    }
+                    Polled::Pending => Poll::Pending,
+                    Polled::Gone => {
+                        this.armed = Armed::No;
+                        this.arm(deadline, cx)
+                    }
+                }
             }
-            *this.wake.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
-            let wake = this.wake.clone();
-            match this
-                .handle
-                .call_later_threadsafe(deadline - now, move || wake.fire())
-            {
-                Ok(t) => this.timer = Some(t),
-                // A closed loop runs nothing: the sleep is over.
-                Err(_) => return Poll::Ready(()),
+            Armed::Remote { wake, .. } => {
+                if wake.fired.load(Ordering::Acquire) {
+                    return Poll::Ready(());
+                }
+                let mut slot = wake.waker.lock().unwrap_or_else(|e| e.into_inner());
+                // Fired between the check above and the lock: the waker was taken.
+                if wake.fired.load(Ordering::Acquire) {
+                    return Poll::Ready(());
+                }
+                match &mut *slot {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    other => *other = Some(cx.waker().clone()),
+                }
+                Poll::Pending
             }
-            return Poll::Pending;
         }
-        let mut slot = this.wake.waker.lock().unwrap_or_else(|e| e.into_inner());
-        // Fired between the check above and the lock: the waker was taken.
-        if this.wake.fired.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        match &mut *slot {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            other => *other = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
 }
 
 impl Drop for LoopSleep {
     fn drop(&mut self) {
-        if let Some(t) = self.timer.take() {
-            t.cancel();
-        }
+        self.disarm();
     }
 }
 
@@ -217,12 +321,35 @@ impl hyper::rt::Sleep for LoopSleep {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sleep_queue;
+    use futures_lite::future::poll_once;
     use hyper::rt::Timer;
+    use loop_core::VirtualClock;
+    use std::cell::RefCell;
+    use std::rc::Rc;
 
     fn assert_send_sync<T: Send + Sync>(_: &T) {}
 
+    /// A waker that counts its wake-ups; its `Arc`'s strong count tells
+    /// whether a sleep still holds it.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn far() -> Option<Instant> {
+        Some(Instant::now() + Duration::from_secs(3600))
+    }
+
     #[test]
-    fn sleeps_are_send_sync_fire_on_time_and_cancel_when_dropped() {
+    fn sleeps_are_send_sync_fire_on_time_and_release_their_waker_when_dropped() {
         let lp = EventLoop::new().unwrap();
         let timer = LoopTimer::new(&lp);
         let l = lp.clone();
@@ -233,23 +360,17 @@ mod tests {
             sleep.await;
             assert!(start.elapsed() >= Duration::from_millis(30));
 
-            // Polled once (its loop timer scheduled), then dropped: the
-            // timer is cancelled and its callback released.
-            let mut dropped = Box::pin(LoopSleep::new(
-                l.handle(),
-                Some(Instant::now() + Duration::from_secs(3600)),
-            ));
-            assert!(futures_lite::future::poll_once(dropped.as_mut())
-                .await
-                .is_none());
-            let wake = Arc::downgrade(&dropped.wake);
-            let handle_state = dropped.timer.as_ref().map(|t| t.cancelled());
-            assert_eq!(handle_state, Some(false));
+            // Polled once (scheduled), then dropped: its waker is dropped
+            // at once, nothing of the sleep is left scheduled.
+            let w = Arc::new(Counting::default());
+            let waker = Waker::from(w.clone());
+            let mut dropped = Box::pin(LoopSleep::new(l.handle(), far()));
+            let mut cx = Context::from_waker(&waker);
+            assert!(dropped.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(Arc::strong_count(&w), 3, "the sleep holds its waker");
             drop(dropped);
-            assert!(
-                wake.upgrade().is_none(),
-                "the timer's callback still holds the sleep's state"
-            );
+            assert_eq!(Arc::strong_count(&w), 2, "the dropped sleep kept its waker");
+            assert_eq!(sleep_queue::stats(&l).map(|s| s.1), Some(0));
 
             // reset moves the deadline of the same sleep.
             let mut s = timer.sleep(Duration::from_secs(3600));
@@ -260,5 +381,148 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(60));
         })
         .unwrap();
+    }
+
+    #[test]
+    fn per_request_sleeps_share_one_loop_timer_and_leave_no_garbage() {
+        // hyper's header-read timeout on a kept-alive connection: a sleep
+        // made, polled once and dropped per request.
+        let lp = EventLoop::new().unwrap();
+        let timer = LoopTimer::new(&lp);
+        let l = lp.clone();
+        lp.run_until_complete(async move {
+            let mut most = 0;
+            for _ in 0..10_000 {
+                let mut s = timer.sleep(Duration::from_secs(30));
+                assert!(poll_once(s.as_mut()).await.is_none());
+                drop(s);
+                let (heap, in_use, _) = sleep_queue::stats(&l).unwrap();
+                assert_eq!(in_use, 0);
+                most = most.max(heap);
+            }
+            let (_, _, timers) = sleep_queue::stats(&l).unwrap();
+            assert_eq!(timers, 1, "a loop timer per sleep");
+            assert!(most <= sleep_queue::MIN_PURGE + 2, "heap grew to {most}");
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn sleeps_wake_in_deadline_order_on_the_loops_clock() {
+        // A virtual clock: the loop jumps to each deadline instead of waiting.
+        let clock = VirtualClock::new();
+        let lp = EventLoop::builder()
+            .virtual_clock(clock.clone())
+            .build()
+            .unwrap();
+        let timer = LoopTimer::new(&lp);
+        let l = lp.clone();
+        lp.run_until_complete(async move {
+            let start = l.time();
+            let woke = Rc::new(RefCell::new(Vec::new()));
+            let mut tasks = Vec::new();
+            // Out of order, a tie, and far apart (hours).
+            for (i, secs) in [(0, 7200u64), (1, 5), (2, 3600), (3, 5), (4, 60)] {
+                let s = timer.sleep(Duration::from_secs(secs));
+                let (woke, l2) = (woke.clone(), l.clone());
+                tasks.push(l.create_task(async move {
+                    s.await;
+                    // The deadline is hyper's (real time) until the first
+                    // poll converts what is left of it to the loop's clock:
+                    // the real time in between is all it may be early by.
+                    let at = l2.time() - start;
+                    let slack = Duration::from_secs(30);
+                    assert!(
+                        at + slack >= Duration::from_secs(secs),
+                        "sleep {i} woke at {at:?}"
+                    );
+                    woke.borrow_mut().push(i);
+                }));
+            }
+            // One dropped before its deadline (it armed the queue's timer).
+            let mut early = timer.sleep(Duration::from_secs(1));
+            assert!(poll_once(early.as_mut()).await.is_none());
+            drop(early);
+            for t in tasks {
+                t.unwrap().await.unwrap();
+            }
+            let order = woke.borrow().clone();
+            assert!(
+                order == [1, 3, 4, 2, 0] || order == [3, 1, 4, 2, 0],
+                "{order:?}"
+            );
+            // Nothing left: the queue left the thread's table.
+            assert!(sleep_queue::stats(&l).is_none());
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_sleep_armed_on_the_loop_thread_can_be_polled_and_dropped_elsewhere() {
+        let lp = EventLoop::new().unwrap();
+        let timer = LoopTimer::new(&lp);
+        let l = lp.clone();
+        lp.run_until_complete(async move {
+            // Armed here, awaited on another thread: a thread-safe timer
+            // takes over and it still fires.
+            let mut s = timer.sleep(Duration::from_millis(20));
+            assert!(poll_once(s.as_mut()).await.is_none());
+            let start = Instant::now();
+            let job = l.run_in_executor(move || futures_lite::future::block_on(s));
+            job.unwrap().await.unwrap();
+            assert!(start.elapsed() < Duration::from_secs(60));
+
+            // Armed here, dropped on another thread: the loop frees its
+            // place (and its waker) when the disarm arrives.
+            let w = Arc::new(Counting::default());
+            let waker = Waker::from(w.clone());
+            let mut s = timer.sleep(Duration::from_secs(3600));
+            assert!(s
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+            drop(waker);
+            assert_eq!(Arc::strong_count(&w), 2);
+            l.run_in_executor(move || drop(s)).unwrap().await.unwrap();
+            for _ in 0..100 {
+                if Arc::strong_count(&w) == 1 {
+                    break;
+                }
+                futures_lite::future::yield_now().await;
+            }
+            assert_eq!(Arc::strong_count(&w), 1, "the queue kept the waker");
+            assert_eq!(sleep_queue::stats(&l).map(|s| s.1), Some(0));
+            assert_eq!(w.0.load(Ordering::SeqCst), 0);
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn each_loop_on_a_thread_has_its_own_queue() {
+        // A loop closed with a sleep still armed, then another loop on the
+        // same thread: its sleeps use its own queue and fire.
+        let first = EventLoop::new().unwrap();
+        let timer = LoopTimer::new(&first);
+        let pending = first
+            .run_until_complete(async move {
+                let mut s = timer.sleep(Duration::from_secs(3600));
+                assert!(poll_once(s.as_mut()).await.is_none());
+                s
+            })
+            .unwrap();
+        first.close().unwrap();
+        let second = EventLoop::new().unwrap();
+        let timer = LoopTimer::new(&second);
+        let l = second.clone();
+        second
+            .run_until_complete(async move {
+                let start = Instant::now();
+                timer.sleep(Duration::from_millis(10)).await;
+                assert!(start.elapsed() >= Duration::from_millis(10));
+                // The closed loop's sleep is over (its loop runs nothing).
+                pending.await;
+                assert!(sleep_queue::stats(&l).is_none());
+            })
+            .unwrap();
     }
 }
