@@ -19,6 +19,9 @@ use crate::flow::{FlowOwner, WriteFlow};
 /// `IOV_MAX` (1024) in one call.
 const MAX_IOV: usize = 64;
 
+/// Groups of up to this many buffers are sent from a smaller array.
+const FEW_IOV: usize = 4;
+
 impl Stream {
     fn start_writing(self: &Rc<Self>) {
         if self.writing.get() {
@@ -93,21 +96,13 @@ impl Stream {
     fn sendv_now(&self, chunks: &[&[u8]]) -> io::Result<usize> {
         let mut total = 0;
         for group in chunks.chunks(MAX_IOV) {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            for (slot, chunk) in iov.iter_mut().zip(group) {
-                *slot = IoSlice::new(chunk);
-            }
-            let iov = &iov[..group.len()];
-            let sent_now = sent(|| {
-                self.with_fd(|fd| {
-                    rustix::net::sendmsg(
-                        fd,
-                        iov,
-                        &mut SendAncillaryBuffer::default(),
-                        SendFlags::NOSIGNAL,
-                    )
-                })
-            });
+            // Most writes are a few buffers (hyper's head and body): fill
+            // a small array for them rather than zeroing 1 KiB per call.
+            let sent_now = if group.len() <= FEW_IOV {
+                self.send_group::<FEW_IOV>(group)
+            } else {
+                self.send_group::<MAX_IOV>(group)
+            };
             let n = match sent_now {
                 Ok(n) => n,
                 Err(e) if total == 0 => return Err(e),
@@ -119,6 +114,25 @@ impl Stream {
             }
         }
         Ok(total)
+    }
+
+    /// One `sendmsg` of `group` (at most `N` buffers) from an array of `N`.
+    fn send_group<const N: usize>(&self, group: &[&[u8]]) -> io::Result<usize> {
+        let mut iov = [IoSlice::new(&[]); N];
+        for (slot, chunk) in iov.iter_mut().zip(group) {
+            *slot = IoSlice::new(chunk);
+        }
+        let iov = &iov[..group.len()];
+        sent(|| {
+            self.with_fd(|fd| {
+                rustix::net::sendmsg(
+                    fd,
+                    iov,
+                    &mut SendAncillaryBuffer::default(),
+                    SendFlags::NOSIGNAL,
+                )
+            })
+        })
     }
 
     fn check_writable(&self) -> Result<bool, LoopError> {
