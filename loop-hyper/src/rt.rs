@@ -199,18 +199,15 @@ impl LoopSleep {
     /// Takes back what was scheduled (from any thread).
     fn disarm(&mut self) {
         match std::mem::replace(&mut self.armed, Armed::No) {
-            Armed::Local(key) => match self.handle.running_here() {
-                Some(lp) => sleep_queue::disarm(&lp, key),
-                None => {
-                    // A closed loop dropped its queue already.
-                    let handle = self.handle.clone();
+            Armed::Local(key) => {
+                if !sleep_queue::disarm(key) {
+                    // Off the loop's thread: the loop frees it (a closed
+                    // loop dropped its queue already).
                     let _ = self.handle.call_soon_threadsafe(move || {
-                        if let Some(lp) = handle.running_here() {
-                            sleep_queue::disarm(&lp, key);
-                        }
+                        sleep_queue::disarm(key);
                     });
                 }
-            },
+            }
             Armed::Remote { timer, .. } => timer.cancel(),
             Armed::No | Armed::Fired => {}
         }
@@ -271,26 +268,19 @@ impl Future for LoopSleep {
         match &this.armed {
             Armed::Fired => Poll::Ready(()),
             Armed::No => this.arm(deadline, cx),
-            Armed::Local(key) => {
-                let key = *key;
-                let Some(lp) = this.handle.running_here() else {
-                    // Moved off the loop's thread: a thread-safe timer
-                    // takes over (the deadline stays).
-                    this.disarm();
-                    return this.arm(deadline, cx);
-                };
-                match sleep_queue::poll(&lp, key, cx.waker()) {
-                    Polled::Fired => {
-                        this.armed = Armed::Fired;
-                        Poll::Ready(())
-                    }
-                    Polled::Pending => Poll::Pending,
-                    Polled::Gone => {
-                        this.armed = Armed::No;
-                        this.arm(deadline, cx)
-                    }
+            Armed::Local(key) => match sleep_queue::poll(*key, cx.waker()) {
+                Polled::Fired => {
+                    this.armed = Armed::Fired;
+                    Poll::Ready(())
                 }
-            }
+                Polled::Pending => Poll::Pending,
+                Polled::Elsewhere => {
+                    // Moved off the loop's thread (a thread-safe timer takes
+                    // over, the deadline stays), or its loop closed.
+                    this.disarm();
+                    this.arm(deadline, cx)
+                }
+            },
             Armed::Remote { wake, .. } => {
                 if wake.fired.load(Ordering::Acquire) {
                     return Poll::Ready(());

@@ -19,10 +19,11 @@
 //!   plain values (no allocation per sleep once the vectors have grown).
 //! - Disarming (the sleep dropped, reset, or moved to another thread) frees
 //!   the slot at once and drops its waker; its heap entry becomes stale.
-//!   When stale entries are more than [`MIN_PURGE`] and more than the live
-//!   ones, the heap is rebuilt from the live entries (O(n) for n/2 disarms:
-//!   O(1) amortised, and the heap stays within about twice the live sleeps).
-//! - One loop timer (`armed`) is scheduled at or before the earliest live
+//!   When stale entries are more than [`MIN_PURGE`] and more than twice the
+//!   live ones, the heap is rebuilt from the live entries (O(n) for at
+//!   least 2n/3 disarms: O(1) amortised, and the heap stays within three
+//!   times the live sleeps plus [`MIN_PURGE`]).
+//! - One loop timer (`timer`) is scheduled at or before the earliest live
 //!   deadline. A sleep with a later deadline (hyper's are always later: the
 //!   same timeout from a later now) schedules nothing. When the timer runs
 //!   it wakes the due sleeps, then schedules itself again for the earliest
@@ -34,9 +35,11 @@
 //!   deadline is converted when it is armed, as a loop timer's delay is.
 //!   A sleep never wakes before its deadline by that clock.
 //! - The queues live in a thread-local table, one per loop, keyed by a
-//!   [`WeakEventLoop`]; a queue leaves the table when it holds no sleep and
-//!   no timer, and queues of closed or dropped loops are dropped when the
-//!   next queue is made.
+//!   [`WeakEventLoop`] (to arm) and by an id unique across threads (which a
+//!   sleep's key carries: finding its queue in this thread's table is what
+//!   says the sleep is on its loop's thread); a queue leaves the table when
+//!   it holds no sleep and no timer, and queues of closed or dropped loops
+//!   are dropped when the next queue is made.
 //! - Wakers are woken, and the loop's timer scheduled, with no borrow of a
 //!   queue held.
 
@@ -44,18 +47,22 @@ use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Waker;
 use std::time::Instant;
 
 use loop_core::{EventLoop, TimerHandle, WeakEventLoop};
 
-/// Stale heap entries tolerated before a purge (and at most as many as the
-/// live ones).
-pub(crate) const MIN_PURGE: usize = 64;
+/// Stale heap entries tolerated before a purge (and at most twice as many
+/// as the live ones).
+pub(crate) const MIN_PURGE: usize = 128;
 
 /// A sleep's place in its loop's queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SleepKey {
+    /// The queue's id: unique across threads, so a queue found by it in
+    /// this thread's table proves that this is the loop's thread.
+    queue: u64,
     index: u32,
     generation: u32,
 }
@@ -67,9 +74,9 @@ pub(crate) enum Polled {
     Fired,
     /// Still waiting (the waker was updated).
     Pending,
-    /// The key is not in this loop's queue (the queue was dropped with a
-    /// closed loop): arm again.
-    Gone,
+    /// The key's queue is not on this thread (another thread, or the
+    /// queue was dropped with its closed loop): arm again.
+    Elsewhere,
 }
 
 #[derive(Default)]
@@ -88,6 +95,7 @@ enum SlotState {
 
 /// One loop's sleeps.
 struct Queue {
+    id: u64,
     lp: WeakEventLoop,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -106,8 +114,11 @@ struct Queue {
 
 type QueueRef = Rc<RefCell<Queue>>;
 
+static NEXT_QUEUE_ID: AtomicU64 = AtomicU64::new(1);
+
 thread_local! {
-    static QUEUES: RefCell<Vec<(WeakEventLoop, QueueRef)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's queues, one per loop: (loop, queue id, queue).
+    static QUEUES: RefCell<Vec<(WeakEventLoop, u64, QueueRef)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Queue {
@@ -136,7 +147,7 @@ impl Queue {
     /// Rebuilds the heap from its live entries once stale ones dominate.
     fn maybe_purge(&mut self) {
         let stale = self.stale();
-        if stale > MIN_PURGE && stale > self.armed_slots {
+        if stale > MIN_PURGE && stale > 2 * self.armed_slots {
             let heap = std::mem::take(&mut self.heap);
             let mut live = heap.into_vec();
             live.retain(|Reverse((_, i, g))| self.is_live(*i, *g));
@@ -165,12 +176,14 @@ impl Queue {
 fn queue_of(lp: &EventLoop) -> QueueRef {
     QUEUES.with(|qs| {
         let mut qs = qs.borrow_mut();
-        if let Some((_, q)) = qs.iter().find(|(w, _)| w.is(lp)) {
+        if let Some((_, _, q)) = qs.iter().find(|(w, _, _)| w.is(lp)) {
             return q.clone();
         }
         // Rare (a loop's first sleep): drop the queues of loops gone or closed.
-        qs.retain(|(w, _)| w.upgrade().is_some_and(|l| !l.is_closed()));
+        qs.retain(|(w, _, _)| w.upgrade().is_some_and(|l| !l.is_closed()));
+        let id = NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed);
         let q = Rc::new(RefCell::new(Queue {
+            id,
             lp: lp.downgrade(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -180,18 +193,18 @@ fn queue_of(lp: &EventLoop) -> QueueRef {
             timer: None,
             timers_scheduled: 0,
         }));
-        qs.push((lp.downgrade(), q.clone()));
+        qs.push((lp.downgrade(), id, q.clone()));
         q
     })
 }
 
-/// The queue of `lp` if it has one.
-fn existing_queue(lp: &EventLoop) -> Option<QueueRef> {
+/// The queue `id` if it is on this thread.
+fn queue_by_id(id: u64) -> Option<QueueRef> {
     QUEUES.with(|qs| {
         qs.borrow()
             .iter()
-            .find(|(w, _)| w.is(lp))
-            .map(|(_, q)| q.clone())
+            .find(|(_, i, _)| *i == id)
+            .map(|(_, _, q)| q.clone())
     })
 }
 
@@ -202,7 +215,7 @@ fn retire_if_idle(q: &QueueRef) {
     }
     let _ = QUEUES.try_with(|qs| {
         if let Ok(mut qs) = qs.try_borrow_mut() {
-            qs.retain(|(_, other)| !Rc::ptr_eq(other, q));
+            qs.retain(|(_, _, other)| !Rc::ptr_eq(other, q));
         }
     });
 }
@@ -231,7 +244,12 @@ pub(crate) fn arm(lp: &EventLoop, when: Instant, waker: &Waker) -> Result<SleepK
         qb.heap.push(Reverse((when, index, generation)));
         qb.maybe_purge();
         let reschedule = qb.timer.as_ref().is_none_or(|(at, _)| when < *at);
-        (SleepKey { index, generation }, reschedule)
+        let key = SleepKey {
+            queue: qb.id,
+            index,
+            generation,
+        };
+        (key, reschedule)
     };
     if reschedule {
         schedule(lp, &q, when);
@@ -286,17 +304,17 @@ fn fire(q: &QueueRef) {
 }
 
 /// Whether the sleep of `key` fired; else its waker becomes `waker`.
-pub(crate) fn poll(lp: &EventLoop, key: SleepKey, waker: &Waker) -> Polled {
-    let Some(q) = existing_queue(lp) else {
-        return Polled::Gone;
+pub(crate) fn poll(key: SleepKey, waker: &Waker) -> Polled {
+    let Some(q) = queue_by_id(key.queue) else {
+        return Polled::Elsewhere;
     };
     {
         let mut qb = q.borrow_mut();
         let Some(slot) = qb.slots.get_mut(key.index as usize) else {
-            return Polled::Gone;
+            return Polled::Elsewhere;
         };
         if slot.generation != key.generation {
-            return Polled::Gone;
+            return Polled::Elsewhere;
         }
         match &mut slot.state {
             SlotState::Armed(w) => {
@@ -306,7 +324,7 @@ pub(crate) fn poll(lp: &EventLoop, key: SleepKey, waker: &Waker) -> Polled {
                 }
                 return Polled::Pending;
             }
-            SlotState::Free => return Polled::Gone,
+            SlotState::Free => return Polled::Elsewhere,
             SlotState::Fired => {}
         }
         qb.release(key.index);
@@ -316,16 +334,17 @@ pub(crate) fn poll(lp: &EventLoop, key: SleepKey, waker: &Waker) -> Polled {
 }
 
 /// Frees the sleep of `key` (dropped, reset or moved off the loop thread):
-/// its waker is dropped now, its heap entry goes stale.
-pub(crate) fn disarm(lp: &EventLoop, key: SleepKey) {
-    let Some(q) = existing_queue(lp) else {
-        return;
+/// its waker is dropped now, its heap entry goes stale. `false` if the
+/// key's queue is not on this thread (see [`Polled::Elsewhere`]).
+pub(crate) fn disarm(key: SleepKey) -> bool {
+    let Some(q) = queue_by_id(key.queue) else {
+        return false;
     };
     let state = {
         let mut qb = q.borrow_mut();
         match qb.slots.get(key.index as usize) {
             Some(s) if s.generation == key.generation && !matches!(s.state, SlotState::Free) => {}
-            _ => return,
+            _ => return true,
         }
         let state = qb.release(key.index);
         qb.maybe_purge();
@@ -334,13 +353,15 @@ pub(crate) fn disarm(lp: &EventLoop, key: SleepKey) {
     retire_if_idle(&q);
     // The waker is dropped with no borrow held.
     drop(state);
+    true
 }
 
 /// For the tests: (heap entries, slots in use, loop timers scheduled so
 /// far) of `lp`'s queue, if it has one.
 #[cfg(test)]
 pub(crate) fn stats(lp: &EventLoop) -> Option<(usize, usize, u64)> {
-    existing_queue(lp).map(|q| {
+    let id = QUEUES.with(|qs| qs.borrow().iter().find(|(w, _, _)| w.is(lp)).map(|e| e.1));
+    id.and_then(queue_by_id).map(|q| {
         let q = q.borrow();
         (q.heap.len(), q.in_use, q.timers_scheduled)
     })
