@@ -334,16 +334,20 @@ mod tests {
         }
     }
 
+    /// Runs `test` on a new loop, with a timer on that loop.
+    fn with_timer<F: Future<Output = ()> + 'static>(test: impl FnOnce(EventLoop, LoopTimer) -> F) {
+        let lp = EventLoop::new().unwrap();
+        let timer = LoopTimer::new(&lp);
+        lp.run_until_complete(test(lp.clone(), timer)).unwrap();
+    }
+
     fn far() -> Option<Instant> {
         Some(Instant::now() + Duration::from_secs(3600))
     }
 
     #[test]
     fn sleeps_are_send_sync_fire_on_time_and_release_their_waker_when_dropped() {
-        let lp = EventLoop::new().unwrap();
-        let timer = LoopTimer::new(&lp);
-        let l = lp.clone();
-        lp.run_until_complete(async move {
+        with_timer(|l, timer| async move {
             let start = Instant::now();
             let sleep = timer.sleep(Duration::from_millis(30));
             assert_send_sync(&sleep);
@@ -369,18 +373,14 @@ mod tests {
             s.await;
             assert!(start.elapsed() >= Duration::from_millis(20));
             assert!(start.elapsed() < Duration::from_secs(60));
-        })
-        .unwrap();
+        });
     }
 
     #[test]
     fn per_request_sleeps_share_one_loop_timer_and_leave_no_garbage() {
         // hyper's header-read timeout on a kept-alive connection: a sleep
         // made, polled once and dropped per request.
-        let lp = EventLoop::new().unwrap();
-        let timer = LoopTimer::new(&lp);
-        let l = lp.clone();
-        lp.run_until_complete(async move {
+        with_timer(|l, timer| async move {
             let mut most = 0;
             for _ in 0..10_000 {
                 let mut s = timer.sleep(Duration::from_secs(30));
@@ -393,8 +393,7 @@ mod tests {
             let (_, _, timers) = sleep_queue::stats(&l).unwrap();
             assert_eq!(timers, 1, "a loop timer per sleep");
             assert!(most <= sleep_queue::MIN_PURGE + 2, "heap grew to {most}");
-        })
-        .unwrap();
+        });
     }
 
     #[test]
@@ -449,10 +448,7 @@ mod tests {
 
     #[test]
     fn a_sleep_armed_on_the_loop_thread_can_be_polled_and_dropped_elsewhere() {
-        let lp = EventLoop::new().unwrap();
-        let timer = LoopTimer::new(&lp);
-        let l = lp.clone();
-        lp.run_until_complete(async move {
+        with_timer(|l, timer| async move {
             // Armed here, awaited on another thread: a thread-safe timer
             // takes over and it still fires.
             let mut s = timer.sleep(Duration::from_millis(20));
@@ -483,8 +479,7 @@ mod tests {
             assert_eq!(Arc::strong_count(&w), 1, "the queue kept the waker");
             assert_eq!(sleep_queue::stats(&l).map(|s| s.1), Some(0));
             assert_eq!(w.0.load(Ordering::SeqCst), 0);
-        })
-        .unwrap();
+        });
     }
 
     #[test]
