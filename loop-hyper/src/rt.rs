@@ -492,8 +492,10 @@ mod tests {
             .run_until_complete(async move {
                 let mut s = timer.sleep(Duration::from_secs(3600));
                 assert!(poll_once(s.as_mut()).await.is_none());
-                s
+                // (In an Option: the block hands the sleep out, unawaited.)
+                Some(s)
             })
+            .unwrap()
             .unwrap();
         first.close().unwrap();
         let second = EventLoop::new().unwrap();
