@@ -424,6 +424,8 @@ fn the_default_backend_follows_aioloop_backend() {
     let expected = match std::env::var("AIOLOOP_BACKEND").as_deref() {
         Ok("polling") => Backend::Polling,
         Ok("epoll") => Backend::Epoll,
+        // io_uring where the kernel offers it (tests/core/uring.rs needs it).
+        Ok("uring") => Backend::Uring,
         _ if cfg!(target_os = "linux") => Backend::Epoll,
         _ => Backend::Polling,
     };
