@@ -498,6 +498,29 @@ fn on_uring_a_socket_closed_after_remove_reader_closes_at_once() {
     lp.close().unwrap();
 }
 
+/// The same after the registration changed in the same iteration (the
+/// old poll's removal queued by the change, not yet submitted): a reader,
+/// a writer added and removed, then the reader removed and the fd closed.
+#[test]
+fn on_uring_a_socket_closed_after_modify_and_remove_closes_at_once() {
+    let lp = uring_loop();
+    let (peer, a) = pair();
+    let fd = a.as_raw_fd();
+    lp.add_reader(fd, || {}).unwrap();
+    let h = lp.call_later(Duration::from_millis(10), || {}).unwrap();
+    iterations(&lp, 1);
+    h.cancel();
+    lp.add_writer(fd, || {}).unwrap();
+    assert!(lp.remove_writer(fd).unwrap());
+    assert!(lp.remove_reader(fd).unwrap());
+    drop(a);
+    peer.set_nonblocking(false).unwrap();
+    peer.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!((&peer).read(&mut buf).unwrap(), 0, "EOF");
+    lp.close().unwrap();
+}
+
 /// The same for the loop's `close()`: every watched socket is let go.
 #[test]
 fn on_uring_close_lets_go_of_every_watched_socket() {

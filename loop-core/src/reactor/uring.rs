@@ -68,9 +68,11 @@
 //! - **Nothing reports a deleted registration, and `delete` lets go of the
 //!   file.** A poll in flight holds a reference on the *file*, not the fd:
 //!   the caller may close the fd right after `delete`, and the socket must
-//!   close then (a peer waits for the FIN). So `delete` of an armed
-//!   registration submits its `POLL_REMOVE` at once (one system call, as
-//!   epoll's `EPOLL_CTL_DEL`); an unarmed one needs nothing.
+//!   close then (a peer waits for the FIN). So `delete` submits, before it
+//!   returns, the `POLL_REMOVE` of the registration's poll in flight, and
+//!   one that a `modify` queued since the last submission (an epoch counter
+//!   of submissions tells): one system call, as epoll's `EPOLL_CTL_DEL`. A
+//!   registration with no poll in the kernel needs nothing.
 //! - **Errors.** A poll that fails with `EBADF` (the fd was closed before
 //!   the poll was armed) ends its registration silently, as epoll forgets a
 //!   closed file; any other failure is reported as readable and writable,
@@ -123,6 +125,10 @@ struct Reg {
     armed: Option<u64>,
     /// The key is in `State::to_arm` (at most once).
     queued: bool,
+    /// `modify` queued a `POLL_REMOVE` of this registration's previous poll
+    /// at this submission epoch: until the epoch moves on, that poll is
+    /// still in the kernel (see `delete`).
+    remove_queued_at: Option<u64>,
 }
 
 struct State {
@@ -137,6 +143,8 @@ struct State {
     wake_fd: RawFd,
     /// Its multishot poll is in flight.
     wake_armed: bool,
+    /// Counts the submissions (every `io_uring_enter` that submits).
+    epoch: u64,
 }
 
 pub(crate) struct UringReactor {
@@ -183,6 +191,7 @@ impl UringReactor {
                 next_gen: 1,
                 wake_fd: wake.as_raw_fd(),
                 wake_armed: false,
+                epoch: 0,
             }),
         };
         {
@@ -190,7 +199,7 @@ impl UringReactor {
             // multishot polls refuses it at submission, with EINVAL.
             let mut st = reactor.state.borrow_mut();
             st.arm_wake()?;
-            st.ring.submit()?;
+            st.submit()?;
             let mut cq = st.ring.completion();
             cq.sync();
             if let Some(cqe) = cq.next() {
@@ -246,6 +255,7 @@ impl UringReactor {
             interest,
             armed: None,
             queued: true,
+            remove_queued_at: None,
         });
         st.to_arm.push(key);
         Ok(())
@@ -267,6 +277,7 @@ impl UringReactor {
             st.to_arm.push(key);
         }
         if let Some(ud) = armed {
+            reg.remove_queued_at = Some(st.epoch);
             st.push(&opcode::PollRemove::new(ud).build().user_data(IGNORED))?;
         }
         Ok(())
@@ -274,15 +285,21 @@ impl UringReactor {
 
     /// Stops watching `key`. A poll in flight is cancelled *now* (the
     /// caller may close the fd next, and the kernel's reference on the file
-    /// must go with it); its completion, if one comes, is stale.
+    /// must go with it): its `POLL_REMOVE`, and one that `modify` queued
+    /// since the last submission, are submitted before this returns. Their
+    /// completions, and the poll's if it completed meanwhile, are stale.
     pub(crate) fn delete(&self, _fd: RawFd, key: usize) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
         let Some(reg) = st.regs.get_mut(key).and_then(Option::take) else {
             return Err(errno(Errno::NOENT));
         };
+        let mut submit = reg.remove_queued_at == Some(st.epoch);
         if let Some(ud) = reg.armed {
             st.push(&opcode::PollRemove::new(ud).build().user_data(IGNORED))?;
-            st.ring.submit()?;
+            submit = true;
+        }
+        if submit {
+            st.submit()?;
         }
         Ok(())
     }
@@ -317,11 +334,14 @@ impl UringReactor {
             None => st.ring.submit_and_wait(1),
         };
         match res {
-            Ok(_) => {}
+            // Submitted (ETIME: and the timeout passed). An epoch too many
+            // (nothing was queued) only means no pending removal.
+            Ok(_) => st.epoch += 1,
             Err(e) => match Errno::from_io_error(&e) {
-                // The timeout passed; a signal came; the completion ring
-                // is full (read it now, submit next time).
-                Some(Errno::TIME) | Some(Errno::INTR) | Some(Errno::BUSY) | Some(Errno::AGAIN) => {}
+                Some(Errno::TIME) => st.epoch += 1,
+                // A signal came, or the completion ring is full: read it
+                // now; what was not submitted goes with the next enter.
+                Some(Errno::INTR) | Some(Errno::BUSY) | Some(Errno::AGAIN) => {}
                 _ => return Err(e),
             },
         }
@@ -343,6 +363,13 @@ fn poll_flags(interest: Interest) -> u32 {
 }
 
 impl State {
+    /// Submits what is queued, without waiting.
+    fn submit(&mut self) -> io::Result<usize> {
+        let n = self.ring.submit()?;
+        self.epoch += 1;
+        Ok(n)
+    }
+
     /// Pushes one SQE, submitting what is queued first if the ring is full.
     fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
         loop {
@@ -353,7 +380,7 @@ impl State {
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
                 return Ok(());
             }
-            self.ring.submit()?;
+            self.submit()?;
         }
     }
 

@@ -199,6 +199,11 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
             name: "aioloop",
             server: Server::Rust("aioloop"),
         },
+        // The io_uring backend (readiness only so far: issue 14).
+        System {
+            name: "aioloop-uring",
+            server: Server::Rust("aioloop-uring"),
+        },
         System {
             name: "tokio",
             server: Server::Rust("tokio"),
