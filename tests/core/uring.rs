@@ -374,6 +374,32 @@ fn on_uring_add_reports_bad_fds_at_once_as_epoll_does() {
     lp.close().unwrap();
 }
 
+/// epoll answers `EPOLL_CTL_MOD` with ENOENT when the fd number now names
+/// another file (the watched one was closed by a dup2 over it); so does
+/// the uring backend, at once, and the registration is forgotten.
+#[test]
+fn on_uring_a_change_on_an_fd_that_now_names_another_file_fails_at_once() {
+    let lp = uring_loop();
+    let (_pa, a) = pair();
+    let (_pb, b) = pair();
+    let mut fd_a: OwnedFd = a.into();
+    let n = fd_a.as_raw_fd();
+    lp.add_reader(n, || {}).unwrap();
+    one_iteration(&lp);
+    rustix::io::dup2(&b, &mut fd_a).unwrap();
+    let err = lp.add_writer(n, || {}).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert_eq!(
+        err.io_error().and_then(|e| e.raw_os_error()),
+        Some(2),
+        "ENOENT: {err}"
+    );
+    assert!(lp.has_reader(n), "the reader stays as it was");
+    assert!(!lp.has_writer(n));
+    one_iteration(&lp);
+    lp.close().unwrap();
+}
+
 #[test]
 fn on_uring_timers_never_fire_early() {
     let lp = uring_loop();

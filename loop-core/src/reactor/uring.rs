@@ -19,10 +19,8 @@
 //! (`IORING_ENTER_EXT_ARG`, nanoseconds, never rounded down, so timers never
 //! fire early). A zero-timeout wait with nothing to submit makes no system
 //! call at all: it only reads the completion ring. Errors that epoll reports
-//! synchronously at `add` are still synchronous here: `add` checks the fd
-//! with one `fstat` (`EBADF` for a closed fd, `EPERM` for a regular file or
-//! a directory, as `epoll_ctl` answers), the same one system call epoll's
-//! `add` costs.
+//! synchronously at `add` and `modify` are still synchronous here (see
+//! the invariants below).
 //!
 //! # Oneshot polls, re-armed: why not multishot
 //! A multishot poll posts a completion when the file *wakes its waiters*
@@ -78,10 +76,15 @@
 //!   closed file; any other failure is reported as readable and writable,
 //!   so that the callback runs and meets the error, and is re-armed (epoll
 //!   reports `EPOLLERR` every iteration the same way).
-//! - **Differences from epoll.** `modify` is not checked against a closed
-//!   fd (it is queued, never a system call); a character device that has no
-//!   poll method (`/dev/null`) is accepted and reported always ready, as
-//!   `poll(2)` reports it, where epoll refuses it with `EPERM`.
+//! - **Checks at the call, as epoll.** `add` and `modify` check the fd with
+//!   one `fstat` (their one system call, as `epoll_ctl` is epoll's), so
+//!   that what epoll answers at once is answered at once: `EBADF` for a
+//!   closed fd, `EPERM` for a regular file or a directory at `add`, and
+//!   `ENOENT` at `modify` when the fd number now names another file (the
+//!   identity `(st_dev, st_ino)` recorded at `add` differs).
+//! - **Difference from epoll.** A character device that has no poll method
+//!   (`/dev/null`) is accepted and reported always ready, as `poll(2)`
+//!   reports it, where epoll refuses it with `EPERM`.
 //!
 //! # Availability
 //! [`UringReactor::new`] probes what this backend uses: `io_uring_setup`
@@ -120,6 +123,9 @@ const MAX_REAP: usize = 4096;
 /// One registration: a slot of `State::regs`, indexed by key.
 struct Reg {
     fd: RawFd,
+    /// The file's identity at `add` (`st_dev`, `st_ino`): `modify` checks
+    /// that the fd number still names this file.
+    file: FileId,
     interest: Interest,
     /// The `user_data` of this registration's poll in the kernel, if any.
     armed: Option<u64>,
@@ -150,6 +156,25 @@ struct State {
 pub(crate) struct UringReactor {
     /// Borrowed only inside one reactor call, never across user code.
     state: RefCell<State>,
+}
+
+/// `(st_dev, st_ino)`: which file an fd number names.
+type FileId = (u64, u64);
+
+/// The identity of the file `fd` names, with `add`'s checks: `EBADF` for a
+/// closed fd, `EPERM` for a regular file or a directory (what `epoll_ctl`
+/// answers for a file that cannot be polled).
+fn file_id(fd: RawFd) -> io::Result<FileId> {
+    // SAFETY: io.rs passes only non-negative fds; used for this one call.
+    let st = rustix::fs::fstat(unsafe { borrow_fd(fd) })?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if matches!(
+        kind,
+        rustix::fs::FileType::RegularFile | rustix::fs::FileType::Directory
+    ) {
+        return Err(errno(Errno::PERM));
+    }
+    Ok((st.st_dev, st.st_ino))
 }
 
 fn errno(e: Errno) -> io::Error {
@@ -235,16 +260,7 @@ impl UringReactor {
         if u32::try_from(key).is_err() {
             return Err(errno(Errno::NOSPC));
         }
-        // SAFETY: io.rs passes only non-negative fds; used for this one call.
-        let st = rustix::fs::fstat(unsafe { borrow_fd(fd) })?;
-        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-        if matches!(
-            kind,
-            rustix::fs::FileType::RegularFile | rustix::fs::FileType::Directory
-        ) {
-            // What epoll_ctl answers for a file that cannot be polled.
-            return Err(errno(Errno::PERM));
-        }
+        let file = file_id(fd)?;
         let mut st = self.state.borrow_mut();
         if key >= st.regs.len() {
             st.regs.resize_with(key + 1, || None);
@@ -252,6 +268,7 @@ impl UringReactor {
         debug_assert!(st.regs[key].is_none(), "key {key} registered twice");
         st.regs[key] = Some(Reg {
             fd,
+            file,
             interest,
             armed: None,
             queued: true,
@@ -263,13 +280,22 @@ impl UringReactor {
 
     /// Changes what `key` waits for: its poll in flight (if any) is
     /// cancelled and a new one is armed by the next `wait`, both queued.
+    /// Fails as `EPOLL_CTL_MOD` does when the fd was closed (`EBADF`) or
+    /// now names another file (`ENOENT`: the watched file is gone), which
+    /// costs one `fstat`, as epoll's modify costs one `epoll_ctl`.
     pub(crate) fn modify(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
+        let file = file_id(fd).map_err(|e| match Errno::from_io_error(&e) {
+            Some(Errno::PERM) => errno(Errno::NOENT),
+            _ => e,
+        })?;
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let Some(Some(reg)) = st.regs.get_mut(key) else {
             return Err(errno(Errno::NOENT));
         };
-        reg.fd = fd;
+        if reg.fd != fd || reg.file != file {
+            return Err(errno(Errno::NOENT));
+        }
         reg.interest = interest;
         let armed = reg.armed.take();
         if !reg.queued {
