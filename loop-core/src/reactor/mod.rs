@@ -1,6 +1,6 @@
 //! The reactor: the poller behind the loop, as a small set of backends.
 //!
-//! # Why two backends
+//! # Why three backends
 //! The `polling` crate is portable, but on Linux its `wait` costs three or four
 //! syscalls more than needed: it re-arms its notify eventfd each time and, with
 //! a timeout, programs a timerfd; its default registration mode is oneshot (one
@@ -12,7 +12,14 @@
 //! never re-armed, and the wake-up eventfd read only when it fired.
 //! Elsewhere, and on Linux when forced (`Backend::Polling`, or
 //! `AIOLOOP_BACKEND=polling`), the [`portable`] backend uses `polling` in level
-//! mode. The whole test suite runs on both (`cargo xtask ci` does both runs).
+//! mode. The third, [`uring`] (`Backend::Uring`, Linux, opt-in), takes
+//! readiness through io_uring: registration changes are queued in the
+//! submission ring and go to the kernel with the next wait, in one
+//! `io_uring_enter` whose own argument is the timeout; its module doc has
+//! its invariants. It is probed when the loop is created and, where the
+//! kernel refuses it, the loop runs the platform default instead, with one
+//! debug line. The whole test suite runs on all three (`cargo xtask ci`
+//! does every run).
 //!
 //! # Waking the loop from another thread
 //! [`Notifier`] is the `Send + Sync` half. The loop sets `parked` just before it
