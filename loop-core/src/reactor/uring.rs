@@ -16,8 +16,8 @@
 //! `add`, `modify` and `delete` write SQEs into the submission ring (or
 //! queue a key for arming); the next `wait` submits them and waits in one
 //! `io_uring_enter`, with the timeout as that call's own argument
-//! (`IORING_ENTER_EXT_ARG`, nanoseconds, never rounded down, so timers never
-//! fire early). A zero-timeout wait with nothing to submit makes no system
+//! (`IORING_ENTER_EXT_ARG`; rounded up to whole milliseconds as the epoll
+//! backend's, so timers never fire early and the two backends wake alike). A zero-timeout wait with nothing to submit makes no system
 //! call at all: it only reads the completion ring. Errors that epoll reports
 //! synchronously at `add` and `modify` are still synchronous here (see
 //! the invariants below).
@@ -353,7 +353,7 @@ impl UringReactor {
                 }
             }
             Some(d) => {
-                let ts = types::Timespec::from(d);
+                let ts = types::Timespec::from(round_up_to_ms(d));
                 let args = types::SubmitArgs::new().timespec(&ts);
                 st.ring.submitter().submit_with_args(1, &args)
             }
@@ -374,6 +374,15 @@ impl UringReactor {
         st.reap(out, notifier);
         Ok(())
     }
+}
+
+/// `d` rounded up to whole milliseconds, as the epoll backend's timeout
+/// (`epoll_pwait` takes milliseconds, rounded up): timers never fire early,
+/// and a heap of timers a few microseconds apart is served in millisecond
+/// batches, not one wake-up each.
+fn round_up_to_ms(d: Duration) -> Duration {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 /// The poll events of `interest` (`POLLERR`/`POLLHUP` always come).
@@ -537,5 +546,27 @@ impl State {
                 writable,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_up_to_ms;
+    use std::time::Duration;
+
+    #[test]
+    fn the_timeout_is_rounded_up_to_whole_milliseconds() {
+        let cases = [
+            (Duration::ZERO, Duration::ZERO),
+            (Duration::from_nanos(1), Duration::from_millis(1)),
+            (Duration::from_micros(999), Duration::from_millis(1)),
+            (Duration::from_millis(1), Duration::from_millis(1)),
+            (Duration::from_micros(1001), Duration::from_millis(2)),
+            (Duration::from_secs(3), Duration::from_secs(3)),
+        ];
+        for (d, want) in cases {
+            assert_eq!(round_up_to_ms(d), want, "{d:?}");
+        }
+        assert!(round_up_to_ms(Duration::MAX) >= Duration::from_secs(u64::MAX / 1000));
     }
 }
