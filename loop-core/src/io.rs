@@ -72,6 +72,9 @@ impl<F: FnMut()> Watcher for WatcherCell<F> {
 
 type WatcherRc = Rc<dyn Watcher>;
 
+/// What `take_all` hands back per fd: the fd, its poller key, its watchers.
+pub(crate) type Registration = (RawFd, usize, Vec<WatcherRc>);
+
 /// The file descriptor argument of `add_reader` and friends: a raw fd number
 /// (asyncio takes an int), a [`BorrowedFd`], or a *reference* to anything
 /// with an fd (`&TcpStream`, `&UnixStream`, `&OwnedFd`...).
@@ -166,7 +169,7 @@ impl FdRegistry {
 
     /// Empties the registry; the caller deletes the fds from the poller and
     /// drops the watchers outside the borrow.
-    pub(crate) fn take_all(&mut self) -> Vec<(RawFd, usize, Vec<Rc<dyn Watcher>>)> {
+    pub(crate) fn take_all(&mut self) -> Vec<Registration> {
         self.by_fd.clear();
         self.free.clear();
         self.slots

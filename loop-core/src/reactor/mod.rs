@@ -126,8 +126,9 @@ enum ReactorKind {
     #[cfg(target_os = "linux")]
     Epoll(epoll::EpollReactor),
     Portable(portable::PortableReactor),
+    /// Boxed: the ring's handle is ten times the size of the others.
     #[cfg(target_os = "linux")]
-    Uring(uring::UringReactor),
+    Uring(Box<uring::UringReactor>),
 }
 
 /// The error of a call on a closed reactor (the loop refuses such calls
@@ -174,7 +175,7 @@ impl Reactor {
     #[cfg(target_os = "linux")]
     fn uring() -> io::Result<(ReactorKind, NotifierKind)> {
         let (r, n) = uring::UringReactor::new()?;
-        Ok((ReactorKind::Uring(r), NotifierKind::Eventfd(n)))
+        Ok((ReactorKind::Uring(Box::new(r)), NotifierKind::Eventfd(n)))
     }
 
     #[cfg(not(target_os = "linux"))]
