@@ -43,61 +43,25 @@ fn pair() -> (UnixStream, UnixStream) {
     (a, b)
 }
 
-/// Runs `n` iterations (each one `one_iteration`).
+/// Runs `n` iterations (`one_iteration`: they do not block, and each
+/// submits the registrations' polls and reads what completed).
 fn iterations(lp: &EventLoop, n: usize) {
     for _ in 0..n {
         one_iteration(lp);
     }
 }
 
-/// Runs the loop until `cond` holds, at most `LIMIT` of wall time, one
-/// iteration at a time (each may block until an fd is ready or the
-/// backstop timer fires).
+/// Runs iterations until `cond` holds, for at most `LIMIT` of wall time.
 fn iterate_until(lp: &EventLoop, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + LIMIT;
     while !cond() {
         assert!(Instant::now() < deadline, "the condition never held");
-        let h = lp.call_later(Duration::from_millis(20), || {}).unwrap();
-        lp.run_until_complete(futures_lite::future::yield_now())
-            .unwrap();
-        h.cancel();
+        one_iteration(lp);
     }
 }
 
 // ---------------------------------------------------------------------------
 // Choosing the backend
-
-#[test]
-fn the_builder_chooses_uring_and_the_loop_reports_it() {
-    let lp = uring_loop();
-    // A reader round trip and a thread-safe wake-up of a blocked loop.
-    let (mut a, b) = pair();
-    let got = counter();
-    let (g, lp2, b) = (got.clone(), lp.clone(), Rc::new(b));
-    let b2 = b.clone();
-    lp.add_reader(b.as_raw_fd(), move || {
-        let mut buf = [0u8; 4];
-        assert_eq!((&*b2).read(&mut buf).unwrap(), 4);
-        bump(&g);
-        lp2.remove_reader(b2.as_raw_fd()).unwrap();
-        lp2.stop();
-    })
-    .unwrap();
-    a.write_all(b"abcd").unwrap();
-    run_bounded(&lp);
-    assert_eq!(got.get(), 1);
-    let h = lp.handle();
-    let (go, wait) = std::sync::mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        wait.recv().unwrap();
-        h.call_soon_threadsafe(|| aioloop::running_loop().unwrap().stop())
-            .unwrap();
-    });
-    lp.call_soon(move || go.send(()).unwrap()).unwrap();
-    run_bounded(&lp);
-    t.join().unwrap();
-    lp.close().unwrap();
-}
 
 const CHILD: &str = "AIOLOOP_URING_TEST_CHILD";
 
@@ -304,9 +268,7 @@ fn on_uring_a_reader_runs_every_iteration_while_its_fd_stays_readable() {
     // draining may still carry the last completion.
     iterations(&lp, 2);
     let before = runs.get();
-    let h = lp.call_later(Duration::from_millis(30), || {}).unwrap();
     iterations(&lp, 3);
-    h.cancel();
     assert_eq!(runs.get(), before, "not readable: not run");
     a.write_all(b"more").unwrap();
     iterate_until(&lp, || runs.get() > before);
@@ -339,9 +301,7 @@ fn on_uring_an_error_is_reported_to_the_reader_and_the_writer() {
     let (reads, writes) = (counter(), counter());
     let r = reads.clone();
     lp.add_reader(fd, move || bump(&r)).unwrap();
-    let h = lp.call_later(Duration::from_millis(30), || {}).unwrap();
     iterations(&lp, 2);
-    h.cancel();
     assert_eq!(reads.get(), 0);
     drop(rd);
     iterate_until(&lp, || reads.get() > 0);
@@ -436,9 +396,7 @@ fn on_uring_a_completion_of_a_deleted_registration_is_not_reported() {
     let r = a_runs.clone();
     lp.add_reader(a.as_raw_fd(), move || bump(&r)).unwrap();
     // Arm A's poll in the kernel (A is not readable yet).
-    let h = lp.call_later(Duration::from_millis(10), || {}).unwrap();
     iterations(&lp, 1);
-    h.cancel();
     assert_eq!(a_runs.get(), 0);
     // A turns readable: its completion is posted now, unreaped.
     pa.write_all(b"x").unwrap();
@@ -447,9 +405,7 @@ fn on_uring_a_completion_of_a_deleted_registration_is_not_reported() {
     let b_runs = counter();
     let r = b_runs.clone();
     lp.add_reader(b.as_raw_fd(), move || bump(&r)).unwrap();
-    let h = lp.call_later(Duration::from_millis(30), || {}).unwrap();
     iterations(&lp, 3);
-    h.cancel();
     assert_eq!(b_runs.get(), 0, "A's stale completion was reported for B");
     assert_eq!(a_runs.get(), 0, "A was removed before its completion");
     lp.remove_reader(b.as_raw_fd()).unwrap();
@@ -466,9 +422,7 @@ fn on_uring_the_same_fd_number_registered_again_sees_only_its_new_file() {
     let r = old_runs.clone();
     let n = a.as_raw_fd();
     lp.add_reader(n, move || bump(&r)).unwrap();
-    let h = lp.call_later(Duration::from_millis(10), || {}).unwrap();
     iterations(&lp, 1);
-    h.cancel();
     pa.write_all(b"old").unwrap();
     assert!(lp.remove_reader(n).unwrap());
     // Number n now names a new socket: dup2 closes A's file and puts C's
@@ -482,9 +436,7 @@ fn on_uring_the_same_fd_number_registered_again_sees_only_its_new_file() {
     let new_runs = counter();
     let r = new_runs.clone();
     lp.add_reader(n, move || bump(&r)).unwrap();
-    let h = lp.call_later(Duration::from_millis(30), || {}).unwrap();
     iterations(&lp, 3);
-    h.cancel();
     assert_eq!(new_runs.get(), 0, "the old file's data was reported");
     assert_eq!(old_runs.get(), 0);
     pc.write_all(b"new").unwrap();
@@ -507,9 +459,7 @@ fn on_uring_a_socket_closed_after_remove_reader_closes_at_once() {
     let r = runs.clone();
     lp.add_reader(a.as_raw_fd(), move || bump(&r)).unwrap();
     // Arm the poll in the kernel.
-    let h = lp.call_later(Duration::from_millis(10), || {}).unwrap();
     iterations(&lp, 1);
-    h.cancel();
     assert!(lp.remove_reader(a.as_raw_fd()).unwrap());
     drop(a);
     // The loop does not run again: the peer must see EOF now.
@@ -533,9 +483,7 @@ fn on_uring_a_socket_closed_after_modify_and_remove_closes_at_once() {
     let (peer, a) = pair();
     let fd = a.as_raw_fd();
     lp.add_reader(fd, || {}).unwrap();
-    let h = lp.call_later(Duration::from_millis(10), || {}).unwrap();
     iterations(&lp, 1);
-    h.cancel();
     lp.add_writer(fd, || {}).unwrap();
     assert!(lp.remove_writer(fd).unwrap());
     assert!(lp.remove_reader(fd).unwrap());
@@ -553,9 +501,7 @@ fn on_uring_close_lets_go_of_every_watched_socket() {
     let lp = uring_loop();
     let (peer, a) = pair();
     lp.add_reader(a.as_raw_fd(), || {}).unwrap();
-    let h = lp.call_later(Duration::from_millis(10), || {}).unwrap();
     iterations(&lp, 1);
-    h.cancel();
     lp.close().unwrap();
     drop(a);
     peer.set_nonblocking(false).unwrap();
@@ -574,9 +520,7 @@ fn on_uring_modify_from_read_to_write_reports_only_writability() {
     let (reads, writes) = (counter(), counter());
     let r = reads.clone();
     lp.add_reader(fd, move || bump(&r)).unwrap();
-    let h = lp.call_later(Duration::from_millis(10), || {}).unwrap();
     iterations(&lp, 1);
-    h.cancel();
     // Readable now (completion posted, unreaped), then read -> write.
     peer.write_all(b"data").unwrap();
     let w = writes.clone();
