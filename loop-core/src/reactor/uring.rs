@@ -13,14 +13,14 @@
 //! SQE here points at memory.
 //!
 //! # What runs where
-//! `add`, `modify` and `delete` write SQEs into the submission ring (or
-//! queue a key for arming); the next `wait` submits them and waits in one
-//! `io_uring_enter`, with the timeout as that call's own argument
-//! (`IORING_ENTER_EXT_ARG`; rounded up to whole milliseconds as the epoll
-//! backend's, so timers never fire early and the two backends wake alike). A zero-timeout wait with nothing to submit makes no system
-//! call at all: it only reads the completion ring. Errors that epoll reports
-//! synchronously at `add` and `modify` are still synchronous here (see
-//! the invariants below).
+//! `add` and `modify` check the fd (one `fstat`, see below) and queue the
+//! change: a key to arm, a `POLL_REMOVE` in the submission ring. The next
+//! `wait` submits everything and waits in one `io_uring_enter`, with the
+//! timeout as that call's own argument (`IORING_ENTER_EXT_ARG`; rounded up
+//! to whole milliseconds as the epoll backend's, so timers never fire early
+//! and both backends wake alike). A zero-timeout wait with nothing to
+//! submit makes no system call at all: it only reads the completion ring.
+//! `delete` alone may submit at once (see the invariants).
 //!
 //! # Oneshot polls, re-armed: why not multishot
 //! A multishot poll posts a completion when the file *wakes its waiters*
@@ -290,21 +290,27 @@ impl UringReactor {
         })?;
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
-        let Some(Some(reg)) = st.regs.get_mut(key) else {
-            return Err(errno(Errno::NOENT));
+        let armed = match st.regs.get(key) {
+            Some(Some(reg)) if reg.fd == fd && reg.file == file => reg.armed,
+            _ => return Err(errno(Errno::NOENT)),
         };
-        if reg.fd != fd || reg.file != file {
-            return Err(errno(Errno::NOENT));
-        }
-        reg.interest = interest;
-        let armed = reg.armed.take();
-        if !reg.queued {
-            reg.queued = true;
-            st.to_arm.push(key);
-        }
+        // First the one step that can fail, so that a failure changes nothing.
         if let Some(ud) = armed {
-            reg.remove_queued_at = Some(st.epoch);
             st.push(&opcode::PollRemove::new(ud).build().user_data(IGNORED))?;
+        }
+        // After the push: a full ring made it submit what came before.
+        // (`push` does not touch the registrations: the slot is still there.)
+        let epoch = st.epoch;
+        if let Some(Some(reg)) = st.regs.get_mut(key) {
+            reg.interest = interest;
+            if armed.is_some() {
+                reg.armed = None;
+                reg.remove_queued_at = Some(epoch);
+            }
+            if !reg.queued {
+                reg.queued = true;
+                st.to_arm.push(key);
+            }
         }
         Ok(())
     }
