@@ -9,6 +9,35 @@ use std::time::Duration;
 
 pub mod load;
 
+/// A loop on `backend` (`None`: `EventLoop::new()`, the default backend,
+/// honouring `AIOLOOP_BACKEND`). Fails when the loop runs another backend
+/// than the one asked for (an unavailable io_uring falls back to epoll), so
+/// that no result is reported under the wrong name.
+pub fn aioloop_loop(
+    backend: Option<loop_core::Backend>,
+) -> Result<loop_core::EventLoop, Box<dyn std::error::Error>> {
+    let Some(b) = backend else {
+        return Ok(loop_core::EventLoop::new()?);
+    };
+    let lp = loop_core::EventLoop::builder().backend(b).build()?;
+    if lp.backend() != b {
+        return Err(format!(
+            "the {b:?} backend is unavailable here (got {:?})",
+            lp.backend()
+        )
+        .into());
+    }
+    Ok(lp)
+}
+
+/// The backend an aioloop system name asks for: `...-uring` is io_uring,
+/// anything else the default.
+pub fn backend_of_system(system: &str) -> Option<loop_core::Backend> {
+    system
+        .ends_with("-uring")
+        .then_some(loop_core::Backend::Uring)
+}
+
 /// The seed of every benchmark's PRNG, so that all systems see the same delays.
 pub const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 

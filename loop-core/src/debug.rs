@@ -90,6 +90,17 @@ impl EventLoop {
     }
 }
 
+/// One debug line of the loop's own (asyncio's `logger.debug`): through the
+/// `log` crate (target `aioloop`, level debug) when a logger is installed;
+/// otherwise to stderr, and only when `debug` (the loop's debug mode) is on.
+pub(crate) fn debug_line(debug: bool, msg: &str) {
+    if logger_installed() {
+        log::debug!(target: "aioloop", "{msg}");
+    } else if debug {
+        eprintln!("aioloop: {msg}");
+    }
+}
+
 /// Logs a warning the way the loop's own reports go (asyncio's
 /// `logger.warning`): through the `log` crate (target `aioloop`) when a
 /// logger is installed, to stderr otherwise. For the extension crates'

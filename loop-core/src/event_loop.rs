@@ -209,7 +209,10 @@ impl Builder {
         self
     }
 
-    /// Creates the loop: an epoll (or `polling`) instance and an eventfd.
+    /// Creates the loop: an epoll instance (or an io_uring, or a `polling`
+    /// poller) and an eventfd. A [`Backend::Uring`] that the kernel does not
+    /// offer falls back to the platform default; [`EventLoop::backend`] says
+    /// which runs.
     pub fn build(self) -> Result<EventLoop, LoopError> {
         let backend = match self.backend {
             Some(b) => b,
@@ -217,9 +220,9 @@ impl Builder {
                 Backend::from_env().map_err(|m| LoopError::new(ErrorKind::InvalidArgument, m))?
             }
         };
-        let (reactor, notifier) = Reactor::new(backend)
-            .map_err(|e| LoopError::io(format!("creating the {backend:?} poller"), e))?;
         let debug = self.debug.unwrap_or_else(crate::debug::debug_from_env);
+        let (reactor, notifier) = Reactor::new(backend, debug)
+            .map_err(|e| LoopError::io(format!("creating the {backend:?} poller"), e))?;
         let (shared, injected_rx) = Shared::new(notifier);
         let shared = Arc::new(shared);
         let timer_stats = Rc::new(TimerStats::default());
@@ -268,7 +271,9 @@ impl EventLoop {
         Builder::default()
     }
 
-    /// The poller this loop uses.
+    /// The poller this loop actually uses: the one asked for, except that a
+    /// loop asked for [`Backend::Uring`] where io_uring is unavailable runs
+    /// the platform default.
     pub fn backend(&self) -> Backend {
         self.inner.reactor.backend()
     }

@@ -72,6 +72,9 @@ impl<F: FnMut()> Watcher for WatcherCell<F> {
 
 type WatcherRc = Rc<dyn Watcher>;
 
+/// What `take_all` hands back per fd: the fd, its poller key, its watchers.
+pub(crate) type Registration = (RawFd, usize, Vec<WatcherRc>);
+
 /// The file descriptor argument of `add_reader` and friends: a raw fd number
 /// (asyncio takes an int), a [`BorrowedFd`], or a *reference* to anything
 /// with an fd (`&TcpStream`, `&UnixStream`, `&OwnedFd`...).
@@ -166,13 +169,14 @@ impl FdRegistry {
 
     /// Empties the registry; the caller deletes the fds from the poller and
     /// drops the watchers outside the borrow.
-    pub(crate) fn take_all(&mut self) -> Vec<(RawFd, Vec<Rc<dyn Watcher>>)> {
+    pub(crate) fn take_all(&mut self) -> Vec<Registration> {
         self.by_fd.clear();
         self.free.clear();
         self.slots
             .drain(..)
-            .flatten()
-            .map(|e| (e.fd, e.reader.into_iter().chain(e.writer).collect()))
+            .enumerate()
+            .filter_map(|(key, e)| Some((key, e?)))
+            .map(|(key, e)| (e.fd, key, e.reader.into_iter().chain(e.writer).collect()))
             .collect()
     }
 }
@@ -395,13 +399,13 @@ impl EventLoop {
             if interest.is_empty() {
                 // The fd may already be closed (EBADF) or closed and gone from
                 // the epoll set (ENOENT); either way it is no longer watched.
-                let _ = inner.reactor.delete(fd);
+                let _ = inner.reactor.delete(fd, key);
                 reg.slots[key] = None;
                 reg.free.push(key);
                 reg.by_fd.remove(&fd);
             } else if inner.reactor.modify(fd, key, interest).is_err() {
                 // The fd was closed behind our back: forget it entirely.
-                let _ = inner.reactor.delete(fd);
+                let _ = inner.reactor.delete(fd, key);
                 orphan = reg.slots[key].take().and_then(|e| e.reader.or(e.writer));
                 reg.free.push(key);
                 reg.by_fd.remove(&fd);
@@ -420,8 +424,8 @@ impl EventLoop {
     pub(crate) fn clear_watchers(&self) -> Vec<Rc<dyn Watcher>> {
         let all = self.inner.io.borrow_mut().take_all();
         let mut out = Vec::with_capacity(all.len());
-        for (fd, watchers) in all {
-            let _ = self.inner.reactor.delete(fd);
+        for (fd, key, watchers) in all {
+            let _ = self.inner.reactor.delete(fd, key);
             out.extend(watchers);
         }
         out

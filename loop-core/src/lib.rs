@@ -74,7 +74,10 @@
 //!
 //! On Linux the loop polls with epoll directly; elsewhere, or when forced with
 //! [`Backend::Polling`] or `AIOLOOP_BACKEND=polling`, with the `polling`
-//! crate. See the `reactor` module's source for why.
+//! crate. On Linux, [`Backend::Uring`] or `AIOLOOP_BACKEND=uring` chooses
+//! io_uring (opt-in; probed at loop creation, with a fall back to epoll
+//! where the kernel refuses it: [`EventLoop::backend`] says which runs).
+//! See the `reactor` module's source for why.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![doc(test(attr(deny(warnings))))]

@@ -60,14 +60,15 @@ pub(crate) enum Watcher {
     Sigchld,
 }
 
-/// The watcher for children of `lp`: pidfds on the epoll backend when the
-/// kernel has them, SIGCHLD otherwise.
+/// The watcher for children of `lp`: pidfds on the epoll and io_uring
+/// backends when the kernel has them, SIGCHLD otherwise (the `polling`
+/// backend keeps the SIGCHLD path tested).
 pub(crate) fn choose(lp: &EventLoop) -> Watcher {
     static PIDFD_WORKS: OnceLock<bool> = OnceLock::new();
     let works = *PIDFD_WORKS.get_or_init(|| {
         cfg!(target_os = "linux") && crate::pidfd::open(rustix::process::getpid()).is_ok()
     });
-    if works && lp.backend() == Backend::Epoll {
+    if works && matches!(lp.backend(), Backend::Epoll | Backend::Uring) {
         Watcher::Pidfd
     } else {
         Watcher::Sigchld

@@ -20,3 +20,4 @@ mod reentrancy;
 mod run;
 mod threadsafe;
 mod timers;
+mod uring;

@@ -1,6 +1,7 @@
 //! fd readiness: add_reader / add_writer / remove_*, level triggering,
 //! replacement, removal from inside, hang-ups, bad fds, many fds at once, and
-//! both backends (the suite also runs whole with AIOLOOP_BACKEND=polling).
+//! every backend (the suite also runs whole with AIOLOOP_BACKEND=polling and
+//! with AIOLOOP_BACKEND=uring; tests/core/uring.rs has the io_uring cases).
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -394,10 +395,12 @@ fn reader_round_trip(lp: &EventLoop) {
 }
 
 #[test]
-fn both_backends_chosen_explicitly() {
+fn every_backend_chosen_explicitly_is_the_one_that_runs() {
     let mut backends = vec![Backend::Polling];
     if cfg!(target_os = "linux") {
-        backends.push(Backend::Epoll);
+        // io_uring too: the loop must report the backend it runs
+        // (tests/core/uring.rs has the rest of the uring tests).
+        backends.extend([Backend::Epoll, Backend::Uring]);
     }
     for backend in backends {
         let lp = EventLoop::builder().backend(backend).build().unwrap();
@@ -424,6 +427,8 @@ fn the_default_backend_follows_aioloop_backend() {
     let expected = match std::env::var("AIOLOOP_BACKEND").as_deref() {
         Ok("polling") => Backend::Polling,
         Ok("epoll") => Backend::Epoll,
+        // io_uring where the kernel offers it (tests/core/uring.rs needs it).
+        Ok("uring") => Backend::Uring,
         _ if cfg!(target_os = "linux") => Backend::Epoll,
         _ => Backend::Polling,
     };

@@ -309,7 +309,7 @@ fn eventfds() -> Vec<i32> {
 }
 
 /// Whether thread `tid` of this process sleeps in the poller (state S, and
-/// in epoll when the kernel says where).
+/// in epoll or io_uring_enter when the kernel says where).
 fn asleep_in_the_poller(tid: &str) -> bool {
     let task = format!("/proc/self/task/{tid}");
     let Ok(stat) = std::fs::read_to_string(format!("{task}/stat")) else {
@@ -322,9 +322,12 @@ fn asleep_in_the_poller(tid: &str) -> bool {
     let wchan = std::fs::read_to_string(format!("{task}/wchan")).unwrap_or_default();
     let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
     let nr = syscall.split_whitespace().next().unwrap_or("");
+    // epoll_wait, epoll_pwait, epoll_pwait2; io_uring_enter (426) for the
+    // io_uring backend.
     let in_epoll = wchan.contains("epoll")
-        || (cfg!(target_arch = "x86_64") && ["232", "281", "441"].contains(&nr))
-        || (cfg!(target_arch = "aarch64") && ["22", "441"].contains(&nr));
+        || wchan.contains("io_cqring_wait")
+        || (cfg!(target_arch = "x86_64") && ["232", "281", "441", "426"].contains(&nr))
+        || (cfg!(target_arch = "aarch64") && ["22", "441", "426"].contains(&nr));
     in_epoll || (wchan.is_empty() && nr.is_empty())
 }
 

@@ -76,17 +76,17 @@ const CORE: &[Case] = &[
     },
     Case {
         name: "timers",
-        systems: &["aioloop", "tokio"],
+        systems: &["aioloop", "aioloop-uring", "tokio"],
         pinned: false,
     },
     Case {
         name: "wake",
-        systems: &["aioloop-epoll", "aioloop-polling", "tokio"],
+        systems: &["aioloop-epoll", "aioloop-polling", "aioloop-uring", "tokio"],
         pinned: false,
     },
     Case {
         name: "wake",
-        systems: &["aioloop-epoll", "aioloop-polling", "tokio"],
+        systems: &["aioloop-epoll", "aioloop-polling", "aioloop-uring", "tokio"],
         pinned: true,
     },
 ];

@@ -61,6 +61,13 @@ const STEPS: &[Step] = &[
         env: &[("AIOLOOP_BACKEND", "polling")],
     },
     Step {
+        // The io_uring backend (tests/core/uring.rs checks that the kernel
+        // offers it, so this run cannot silently test epoll instead).
+        name: "test (AIOLOOP_BACKEND=uring)",
+        args: &["test", "--workspace", "--features", "hyper"],
+        env: &[("AIOLOOP_BACKEND", "uring")],
+    },
+    Step {
         name: "test (AIOLOOP_DEBUG=1)",
         args: &["test", "--workspace", "--features", "hyper"],
         env: &[("AIOLOOP_DEBUG", "1")],

@@ -17,8 +17,8 @@ usage: cargo xtask <command> [options]
 
 commands:
   ci                      fmt --check, clippy -D warnings, test (default backend,
-                          AIOLOOP_BACKEND=polling, AIOLOOP_DEBUG=1), doc -D warnings,
-                          api-check
+                          AIOLOOP_BACKEND=polling, AIOLOOP_BACKEND=uring,
+                          AIOLOOP_DEBUG=1), doc -D warnings, api-check
   api-check               docs/api-entries.txt vs docs/API.md rows, doc aliases
                           (target/doc search index, else sources) and named tests
   bench [SUITE] [OPTIONS] run benchmark suites side by side with tokio

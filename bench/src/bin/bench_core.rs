@@ -2,7 +2,7 @@
 //! per process.
 //!
 //! ```text
-//! bench-core --system <aioloop|aioloop-epoll|aioloop-polling|tokio|tokio-spawn>
+//! bench-core --system <aioloop|aioloop-epoll|aioloop-polling|aioloop-uring|tokio|tokio-spawn>
 //!            --case <call_soon|chain|timer_cancel|cancel_iteration|timer_churn|timers|wake>
 //!            [--quick] [--n N]
 //! ```
@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         "aioloop" => System::Aioloop(None),
         "aioloop-epoll" => System::Aioloop(Some(Backend::Epoll)),
         "aioloop-polling" => System::Aioloop(Some(Backend::Polling)),
+        "aioloop-uring" => System::Aioloop(Some(Backend::Uring)),
         "tokio" => System::Tokio,
         "tokio-spawn" => System::TokioSpawn,
         other => {
@@ -197,10 +198,7 @@ fn run(args: &Args, system: System) -> Res<()> {
 // Construction
 
 fn make_loop(backend: Option<Backend>) -> Res<EventLoop> {
-    Ok(match backend {
-        None => EventLoop::new()?,
-        Some(b) => EventLoop::builder().backend(b).build()?,
-    })
+    aioloop_bench::aioloop_loop(backend)
 }
 
 fn tokio_rt() -> Res<Runtime> {

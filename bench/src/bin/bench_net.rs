@@ -50,7 +50,6 @@ use aioloop_bench::load::{
     announce_and_serve, exit_now, exit_on_stdin_eof, measure, say, tokio_accept_loop, Counters,
 };
 use aioloop_bench::report;
-use loop_core::EventLoop;
 use loop_net::{BaseProtocol, Protocol, ServerOptions, StreamLoopExt, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -185,12 +184,13 @@ fn server(o: &Opts) -> Res<()> {
     let addr: SocketAddr = o.addr.parse()?;
     exit_on_stdin_eof();
     match o.system.as_deref() {
-        Some("aioloop") => server_aioloop(addr),
+        Some(s @ ("aioloop" | "aioloop-uring")) => server_aioloop(addr, s),
         Some("tokio") => server_tokio(addr),
-        Some("aioloop-tls") => tls::server_aioloop(addr, o),
+        Some(s @ ("aioloop-tls" | "aioloop-tls-uring")) => tls::server_aioloop(addr, o, s),
         Some("tokio-rustls") => tls::server_tokio(addr, o),
         Some(other) => Err(format!(
-            "unknown system `{other}` (aioloop, tokio, aioloop-tls, tokio-rustls)"
+            "unknown system `{other}` (aioloop, aioloop-uring, tokio, aioloop-tls, \
+             aioloop-tls-uring, tokio-rustls)"
         )
         .into()),
         None => Err("--system is required".into()),
@@ -214,8 +214,8 @@ impl Protocol for Echo {
     }
 }
 
-fn server_aioloop(addr: SocketAddr) -> Res<()> {
-    let lp = EventLoop::new()?;
+fn server_aioloop(addr: SocketAddr, system: &str) -> Res<()> {
+    let lp = aioloop_bench::aioloop_loop(aioloop_bench::backend_of_system(system))?;
     let lp2 = lp.clone();
     let host = addr.ip().to_string();
     lp.run_until_complete(async move {

@@ -1,6 +1,6 @@
 //! The reactor: the poller behind the loop, as a small set of backends.
 //!
-//! # Why two backends
+//! # Why three backends
 //! The `polling` crate is portable, but on Linux its `wait` costs three or four
 //! syscalls more than needed: it re-arms its notify eventfd each time and, with
 //! a timeout, programs a timerfd; its default registration mode is oneshot (one
@@ -12,7 +12,14 @@
 //! never re-armed, and the wake-up eventfd read only when it fired.
 //! Elsewhere, and on Linux when forced (`Backend::Polling`, or
 //! `AIOLOOP_BACKEND=polling`), the [`portable`] backend uses `polling` in level
-//! mode. The whole test suite runs on both (`cargo xtask ci` does both runs).
+//! mode. The third, [`uring`] (`Backend::Uring`, Linux, opt-in), takes
+//! readiness through io_uring: registration changes are queued in the
+//! submission ring and go to the kernel with the next wait, in one
+//! `io_uring_enter` whose own argument is the timeout; its module doc has
+//! its invariants. It is probed when the loop is created and, where the
+//! kernel refuses it, the loop runs the platform default instead, with one
+//! debug line. The whole test suite runs on all three (`cargo xtask ci`
+//! does every run).
 //!
 //! # Waking the loop from another thread
 //! [`Notifier`] is the `Send + Sync` half. The loop sets `parked` just before it
@@ -31,13 +38,17 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 pub(crate) mod epoll;
 pub(crate) mod portable;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
 
 /// Which poller a loop uses.
 ///
 /// The default is [`Backend::Epoll`] on Linux and [`Backend::Polling`]
-/// elsewhere; the environment variable `AIOLOOP_BACKEND` (`epoll` or
-/// `polling`) overrides the default for loops built without an explicit
-/// [`Builder::backend`](crate::Builder::backend).
+/// elsewhere; the environment variable `AIOLOOP_BACKEND` (`epoll`,
+/// `polling` or `uring`) overrides the default for loops built without an
+/// explicit [`Builder::backend`](crate::Builder::backend).
+/// [`EventLoop::backend`](crate::EventLoop::backend) tells which one a loop
+/// actually runs (a loop asked for [`Backend::Uring`] may run epoll).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Backend {
@@ -46,6 +57,12 @@ pub enum Backend {
     Epoll,
     /// The portable `polling` crate in level mode (every platform it supports).
     Polling,
+    /// io_uring (Linux only), level-triggered through oneshot polls that are
+    /// re-armed in the same `io_uring_enter` as the wait. Probed when the loop
+    /// is created: where io_uring is unavailable (an old kernel, the
+    /// `kernel.io_uring_disabled` sysctl, a seccomp policy, another platform)
+    /// the loop falls back to the platform default and logs one debug line.
+    Uring,
 }
 
 impl Backend {
@@ -54,9 +71,10 @@ impl Backend {
         match std::env::var("AIOLOOP_BACKEND") {
             Ok(v) if v.eq_ignore_ascii_case("epoll") => Ok(Backend::Epoll),
             Ok(v) if v.eq_ignore_ascii_case("polling") => Ok(Backend::Polling),
+            Ok(v) if v.eq_ignore_ascii_case("uring") => Ok(Backend::Uring),
             Ok(v) if v.is_empty() => Ok(Backend::platform_default()),
             Ok(v) => Err(format!(
-                "AIOLOOP_BACKEND={v:?} is not a backend: use \"epoll\" or \"polling\""
+                "AIOLOOP_BACKEND={v:?} is not a backend: use \"epoll\", \"polling\" or \"uring\""
             )),
             Err(_) => Ok(Backend::platform_default()),
         }
@@ -108,6 +126,9 @@ enum ReactorKind {
     #[cfg(target_os = "linux")]
     Epoll(epoll::EpollReactor),
     Portable(portable::PortableReactor),
+    /// Boxed: the ring's handle is ten times the size of the others.
+    #[cfg(target_os = "linux")]
+    Uring(Box<uring::UringReactor>),
 }
 
 /// The error of a call on a closed reactor (the loop refuses such calls
@@ -117,13 +138,61 @@ fn closed() -> io::Error {
 }
 
 impl Reactor {
-    /// A reactor of `backend` and the notifier that wakes it.
-    pub(crate) fn new(backend: Backend) -> io::Result<(Reactor, Notifier)> {
-        let (kind, notifier) = match backend {
+    /// A reactor of `backend` and the notifier that wakes it. A
+    /// [`Backend::Uring`] that is unavailable falls back to the platform
+    /// default, with one debug line (to the `log` crate when a logger is
+    /// installed, to stderr when `debug` is on); the reactor's
+    /// [`backend`](Self::backend) is the one that runs.
+    pub(crate) fn new(backend: Backend, debug: bool) -> io::Result<(Reactor, Notifier)> {
+        let (backend, kind, notifier) = match backend {
+            Backend::Uring => match Self::uring() {
+                Ok((kind, notifier)) => (Backend::Uring, kind, notifier),
+                Err(e) => {
+                    let fallback = Backend::platform_default();
+                    crate::debug::debug_line(
+                        debug,
+                        &format!(
+                            "io_uring is unavailable ({}); using the {fallback:?} backend",
+                            uring_unavailable_reason(&e)
+                        ),
+                    );
+                    let (kind, notifier) = Self::make(fallback)?;
+                    (fallback, kind, notifier)
+                }
+            },
+            other => {
+                let (kind, notifier) = Self::make(other)?;
+                (other, kind, notifier)
+            }
+        };
+        let reactor = Reactor {
+            backend,
+            kind: RefCell::new(Some(kind)),
+        };
+        Ok((reactor, Notifier::new(notifier)))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn uring() -> io::Result<(ReactorKind, NotifierKind)> {
+        let (r, n) = uring::UringReactor::new()?;
+        Ok((ReactorKind::Uring(Box::new(r)), NotifierKind::Eventfd(n)))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn uring() -> io::Result<(ReactorKind, NotifierKind)> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring exists only on Linux",
+        ))
+    }
+
+    /// The poller of `backend`, which is not `Uring`.
+    fn make(backend: Backend) -> io::Result<(ReactorKind, NotifierKind)> {
+        Ok(match backend {
             #[cfg(target_os = "linux")]
             Backend::Epoll => {
                 let (r, n) = epoll::EpollReactor::new()?;
-                (ReactorKind::Epoll(r), NotifierKind::Epoll(n))
+                (ReactorKind::Epoll(r), NotifierKind::Eventfd(n))
             }
             #[cfg(not(target_os = "linux"))]
             Backend::Epoll => {
@@ -132,16 +201,11 @@ impl Reactor {
                     "the epoll backend exists only on Linux",
                 ))
             }
-            Backend::Polling => {
+            Backend::Polling | Backend::Uring => {
                 let (r, n) = portable::PortableReactor::new()?;
                 (ReactorKind::Portable(r), NotifierKind::Portable(n))
             }
-        };
-        let reactor = Reactor {
-            backend,
-            kind: RefCell::new(Some(kind)),
-        };
-        Ok((reactor, Notifier::new(notifier)))
+        })
     }
 
     pub(crate) fn backend(&self) -> Backend {
@@ -164,6 +228,8 @@ impl Reactor {
             #[cfg(target_os = "linux")]
             ReactorKind::Epoll(r) => r.add(fd, key, interest),
             ReactorKind::Portable(r) => r.add(fd, key, interest),
+            #[cfg(target_os = "linux")]
+            ReactorKind::Uring(r) => r.add(fd, key, interest),
         })
     }
 
@@ -172,14 +238,21 @@ impl Reactor {
             #[cfg(target_os = "linux")]
             ReactorKind::Epoll(r) => r.modify(fd, key, interest),
             ReactorKind::Portable(r) => r.modify(fd, key, interest),
+            #[cfg(target_os = "linux")]
+            ReactorKind::Uring(r) => r.modify(fd, key, interest),
         })
     }
 
-    pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
+    /// Stops watching `fd`, registered under `key`. Once this returns,
+    /// nothing is reported for the registration and the poller holds no
+    /// reference on the fd's file: the caller may close it.
+    pub(crate) fn delete(&self, fd: RawFd, key: usize) -> io::Result<()> {
         self.with(|kind| match kind {
             #[cfg(target_os = "linux")]
             ReactorKind::Epoll(r) => r.delete(fd),
             ReactorKind::Portable(r) => r.delete(fd),
+            #[cfg(target_os = "linux")]
+            ReactorKind::Uring(r) => r.delete(fd, key),
         })
     }
 
@@ -195,6 +268,8 @@ impl Reactor {
         self.with(|kind| match kind {
             #[cfg(target_os = "linux")]
             ReactorKind::Epoll(r) => r.wait(out, timeout, notifier),
+            #[cfg(target_os = "linux")]
+            ReactorKind::Uring(r) => r.wait(out, timeout, notifier),
             ReactorKind::Portable(r) => {
                 let res = r.wait(out, timeout);
                 // polling consumes its own notifications inside `wait`.
@@ -233,8 +308,9 @@ pub(crate) struct Notifier {
 }
 
 pub(crate) enum NotifierKind {
+    /// The eventfd the epoll and io_uring backends watch.
     #[cfg(target_os = "linux")]
-    Epoll(std::os::fd::OwnedFd),
+    Eventfd(std::os::fd::OwnedFd),
     Portable(std::sync::Arc<polling::Poller>),
 }
 
@@ -259,7 +335,7 @@ impl Notifier {
         let kind = self.kind.read().unwrap_or_else(|e| e.into_inner());
         let res = match &*kind {
             #[cfg(target_os = "linux")]
-            Some(NotifierKind::Epoll(fd)) => epoll::write_eventfd(fd),
+            Some(NotifierKind::Eventfd(fd)) => epoll::write_eventfd(fd),
             Some(NotifierKind::Portable(p)) => p.notify(),
             None => Ok(()),
         };
@@ -290,6 +366,28 @@ impl Notifier {
     pub(crate) fn close(&self) {
         let kind = self.kind.write().unwrap_or_else(|e| e.into_inner()).take();
         drop(kind);
+    }
+}
+
+/// Why io_uring could not be used, for the fallback's debug line: the
+/// usual causes of each errno that `io_uring_setup`, the register probe or
+/// the first submission answer.
+pub(crate) fn uring_unavailable_reason(e: &io::Error) -> String {
+    let why = match e.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
+        Some(rustix::io::Errno::NOSYS) => "the kernel or a seccomp policy refuses io_uring_setup",
+        Some(rustix::io::Errno::PERM) | Some(rustix::io::Errno::ACCESS) => {
+            "kernel.io_uring_disabled or a security policy forbids it"
+        }
+        Some(rustix::io::Errno::INVAL) => "the kernel is too old for what this backend uses",
+        Some(rustix::io::Errno::NOMEM)
+        | Some(rustix::io::Errno::MFILE)
+        | Some(rustix::io::Errno::NFILE) => "out of memory or descriptors",
+        _ => "",
+    };
+    if why.is_empty() {
+        e.to_string()
+    } else {
+        format!("{why}: {e}")
     }
 }
 

@@ -199,6 +199,11 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
             name: "aioloop",
             server: Server::Rust("aioloop"),
         },
+        // The io_uring backend (readiness only so far: issue 14).
+        System {
+            name: "aioloop-uring",
+            server: Server::Rust("aioloop-uring"),
+        },
         System {
             name: "tokio",
             server: Server::Rust("tokio"),
@@ -402,6 +407,9 @@ const NOTES: &[&str] = &[
     "1k_x1 measures the scheduler's wake-up latency more than the loop: reported, not judged",
     "ratios: > 1 means the row's system beats the reference (throughput: system/ref; CPU, \
      syscalls and memory: ref/system)",
+    "aioloop-uring = the same aioloop server on the io_uring backend (Backend::Uring): \
+     readiness only (oneshot polls re-armed in the wait's io_uring_enter); recv and send \
+     are still one system call each (the completion path is the next step of issue 14)",
 ];
 
 // ---------------------------------------------------------------------------
@@ -885,7 +893,7 @@ fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
     }
     println!();
     println!(
-        "{:<13} | {:<8} | {:>9} | {:>8} | {:>14} | {:>12} | {:>12} | {:>13} | {:>13}",
+        "{:<13} | {:<13} | {:>9} | {:>8} | {:>14} | {:>12} | {:>12} | {:>13} | {:>13}",
         "case",
         "system",
         "msgs/s",
@@ -896,7 +904,7 @@ fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
         "vs tokio t|c",
         "vs uvloop t|c"
     );
-    println!("{}", "-".repeat(127));
+    println!("{}", "-".repeat(132));
     let mut loads: Vec<String> = Vec::new();
     for load in LOADS {
         let case = load.case();
@@ -921,7 +929,7 @@ fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
             };
             let sc = m("syscalls_per_msg");
             println!(
-                "{:<13} | {:<8} | {:>9} | {:>8} | {:>14} | {:>12} | {:>12} | {:>13} | {:>13}",
+                "{:<13} | {:<13} | {:>9} | {:>8} | {:>14} | {:>12} | {:>12} | {:>13} | {:>13}",
                 case,
                 sys,
                 fmt_num(m("msgs_per_s")),
@@ -943,10 +951,10 @@ fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
     if results.series.iter().any(|s| s.case == idle) {
         println!();
         println!(
-            "{:<13} | {:<8} | {:>14} | {:>8} | {:>9}",
+            "{:<13} | {:<13} | {:>14} | {:>8} | {:>9}",
             "case", "system", "bytes/conn", "vs tokio", "vs uvloop"
         );
-        println!("{}", "-".repeat(66));
+        println!("{}", "-".repeat(71));
         for sys in systems {
             let r = |reference: &str| {
                 if *sys == reference {
@@ -956,7 +964,7 @@ fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
                 }
             };
             println!(
-                "{:<13} | {:<8} | {:>14} | {:>8} | {:>9}",
+                "{:<13} | {:<13} | {:>14} | {:>8} | {:>9}",
                 format!("idle_{}", plan.idle_conns),
                 sys,
                 fmt_num(series_median(results, &idle, sys)),
@@ -972,7 +980,7 @@ fn print_report(results: &Results, plan: &Plan, quick: bool, systems: &[&str]) {
         println!("syscalls per echoed message on {STRACE_CASE} (strace -c -f -p <server>):");
         for sys in systems {
             let (total, list) = compare::syscall_breakdown(results, &total_case, sys, 8);
-            println!("  {sys:<8} {total:>6} total: {list}");
+            println!("  {sys:<13} {total:>6} total: {list}");
         }
     }
     // Spread of the headline metric.

@@ -21,7 +21,9 @@ pub(super) const CASE: &str = "tls_1k_x10";
 const CONNS: usize = 10;
 const SIZE: usize = 1024;
 
-pub(super) const SYSTEMS: &[&str] = &["aioloop-tls", "tokio-rustls"];
+/// The first two are the ratio's pair; `aioloop-tls-uring` is the same
+/// server on the io_uring backend.
+pub(super) const SYSTEMS: &[&str] = &["aioloop-tls", "tokio-rustls", "aioloop-tls-uring"];
 
 /// What the report and the JSON say about the case.
 pub(super) const NOTE: &str =
@@ -93,13 +95,13 @@ pub(super) fn print_report(results: &Results) {
     println!("{CASE} (medians):");
     println!("  {NOTE}");
     println!(
-        "{:<14} | {:>10} | {:>15}",
+        "{:<18} | {:>10} | {:>15}",
         "system", "msgs/s", "server CPU us/msg"
     );
-    println!("{}", "-".repeat(46));
+    println!("{}", "-".repeat(50));
     for sys in SYSTEMS {
         println!(
-            "{:<14} | {:>10} | {:>15}",
+            "{:<18} | {:>10} | {:>15}",
             sys,
             fmt_num(med(results, "msgs_per_s", sys)),
             fmt_num(med(results, "cpu_us_per_msg", sys))

@@ -81,7 +81,7 @@ pub(super) fn print_report(results: &Results, systems: &[&str]) {
     println!("{CASE} (medians; ratios > 1: the row's system is better; t = msgs/s, c = CPU/msg):");
     println!("  {NOTE}");
     println!(
-        "{:<8} | {:>9} | {:>14} | {:>11} | {:>7} | {:>13} | {:>13} | spread msgs/s",
+        "{:<13} | {:>9} | {:>14} | {:>11} | {:>7} | {:>13} | {:>13} | spread msgs/s",
         "system",
         "msgs/s",
         "srv CPU us/msg",
@@ -90,7 +90,7 @@ pub(super) fn print_report(results: &Results, systems: &[&str]) {
         "vs tokio t|c",
         "vs uvloop t|c"
     );
-    println!("{}", "-".repeat(112));
+    println!("{}", "-".repeat(117));
     for sys in systems {
         let m = |metric: &str| series_median(results, &format!("{CASE}_{metric}"), sys);
         let vs = |reference: &str| {
@@ -112,7 +112,7 @@ pub(super) fn print_report(results: &Results, systems: &[&str]) {
             })
             .unwrap_or_default();
         println!(
-            "{:<8} | {:>9} | {:>14} | {:>11} | {:>7} | {:>13} | {:>13} | {}",
+            "{:<13} | {:>9} | {:>14} | {:>11} | {:>7} | {:>13} | {:>13} | {}",
             sys,
             fmt_num(m("msgs_per_s")),
             fmt_num(m("cpu_us_per_msg")),

@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use loop_core::EventLoop;
 use loop_net::rustls;
 use loop_net::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use loop_net::{StreamLoopExt, TlsServerOptions};
@@ -65,9 +64,9 @@ fn tls_dir(o: &Opts) -> Res<&str> {
         .ok_or_else(|| "--tls-dir is required for a TLS server".into())
 }
 
-pub(super) fn server_aioloop(addr: SocketAddr, o: &Opts) -> Res<()> {
+pub(super) fn server_aioloop(addr: SocketAddr, o: &Opts, system: &str) -> Res<()> {
     let config = server_config(tls_dir(o)?)?;
-    let lp = EventLoop::new()?;
+    let lp = aioloop_bench::aioloop_loop(aioloop_bench::backend_of_system(system))?;
     let lp2 = lp.clone();
     let host = addr.ip().to_string();
     lp.run_until_complete(async move {

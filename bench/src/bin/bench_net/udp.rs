@@ -29,7 +29,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aioloop_bench::report;
-use loop_core::EventLoop;
 use loop_net::{DatagramLoopExt, DatagramOptions, DatagramProtocol, DatagramTransport, SockAddr};
 use tokio::net::UdpSocket;
 
@@ -48,9 +47,11 @@ pub(super) fn server(o: &Opts) -> Res<()> {
     let addr: SocketAddr = o.addr.parse()?;
     exit_on_stdin_eof();
     match o.system.as_deref() {
-        Some("aioloop") => server_aioloop(addr),
+        Some(s @ ("aioloop" | "aioloop-uring")) => server_aioloop(addr, s),
         Some("tokio") => server_tokio(addr),
-        Some(other) => Err(format!("unknown system `{other}` (aioloop, tokio)").into()),
+        Some(other) => {
+            Err(format!("unknown system `{other}` (aioloop, aioloop-uring, tokio)").into())
+        }
         None => Err("--system is required".into()),
     }
 }
@@ -71,8 +72,8 @@ impl DatagramProtocol for Echo {
     }
 }
 
-fn server_aioloop(addr: SocketAddr) -> Res<()> {
-    let lp = EventLoop::new()?;
+fn server_aioloop(addr: SocketAddr, system: &str) -> Res<()> {
+    let lp = aioloop_bench::aioloop_loop(aioloop_bench::backend_of_system(system))?;
     let lp2 = lp.clone();
     lp.run_until_complete(async move {
         let (transport, _proto) = lp2
