@@ -601,9 +601,9 @@ impl EventLoop {
             inner.ready.borrow_mut().take_injected();
         }
         if !s.events.is_empty() {
-            let io = inner.io.borrow();
+            let mut io = inner.io.borrow_mut();
             let mut ready = inner.ready.borrow_mut();
-            io.dispatch(&s.events, |r| ready.push_found(r));
+            io.dispatch(&s.events, &inner.reactor, |r| ready.push_found(r));
             s.events.clear();
         }
 

@@ -105,6 +105,25 @@ impl FdClaim {
         self.add(Direction::Read, callback)
     }
 
+    /// [`add_reader`](Self::add_reader), edge-triggered where the backend
+    /// allows it (epoll); returns whether it is.
+    ///
+    /// Edge-triggered, the callback runs when the fd *becomes* readable
+    /// instead of in every iteration while it stays readable: the kernel
+    /// does not look at the fd again in each wait (a few percent of a
+    /// busy server's CPU). The owner must then read again itself (say with
+    /// [`call_soon`](EventLoop::call_soon)) after a read that filled its
+    /// buffer or was interrupted, since no new report comes for data left
+    /// unread. A report of a hang-up or an error turns the registration
+    /// level-triggered for good, so that an EOF queued behind data is still
+    /// reported; so does a writer registered on the same fd, while it is.
+    /// Removing and adding the reader again (pausing) is safe: adding looks
+    /// at the fd and reports it if it is readable.
+    pub fn add_reader_edge(&self, callback: impl FnMut() + 'static) -> Result<bool, LoopError> {
+        let lp = self.lp.upgrade().ok_or_else(LoopError::closed)?;
+        lp.add_watcher_mode(self.fd, Direction::Read, callback, Some(self.id), true)
+    }
+
     /// [`EventLoop::add_writer`] on the claimed fd, for its owner.
     pub fn add_writer(&self, callback: impl FnMut() + 'static) -> Result<(), LoopError> {
         self.add(Direction::Write, callback)

@@ -7,6 +7,16 @@
 //! level-triggered, so a reader runs in every iteration while its fd stays
 //! readable, as in asyncio; nothing is re-armed per event.
 //!
+//! # Edge-triggered readers
+//! An owner may register its reader edge-triggered
+//! ([`FdClaim::add_reader_edge`](crate::FdClaim::add_reader_edge); the
+//! socket transport does): on epoll the kernel then skips the re-check of
+//! the fd in every wait while it stays readable. The registration is
+//! level-triggered again while a writer shares the fd, and for good once a
+//! report says the peer hung up or the fd has an error (`dispatch` turns
+//! it, before the reader runs), so that an EOF queued behind data is still
+//! reported. The user's `add_reader` is always level-triggered.
+//!
 //! When the poll reports a slot ready, the loop clones the watcher `Rc` into
 //! the ready queue; it runs in step 4 of the iteration with every other ready
 //! callback. Removing or replacing a watcher cancels the old `Rc`, so a
@@ -114,13 +124,29 @@ struct FdEntry {
     fd: RawFd,
     reader: Option<Rc<dyn Watcher>>,
     writer: Option<Rc<dyn Watcher>>,
+    /// The reader asked for edge triggering and the backend honours it.
+    edge: bool,
+    /// An edge-triggered report said the peer hung up (or an error): the
+    /// registration stays level-triggered from then on.
+    hup: bool,
 }
 
 impl FdEntry {
+    fn new(fd: RawFd) -> FdEntry {
+        FdEntry {
+            fd,
+            reader: None,
+            writer: None,
+            edge: false,
+            hup: false,
+        }
+    }
+
     fn interest(&self) -> Interest {
         Interest {
             read: self.reader.is_some(),
             write: self.writer.is_some(),
+            edge: self.edge && self.reader.is_some() && self.writer.is_none() && !self.hup,
         }
     }
 
@@ -148,12 +174,25 @@ impl FdRegistry {
         self.by_fd.len()
     }
 
-    /// Queues the watchers of every readiness report.
-    pub(crate) fn dispatch(&self, events: &[Readiness], mut push: impl FnMut(Ready)) {
+    /// Queues the watchers of every readiness report. An edge-triggered
+    /// registration whose report says the peer hung up turns
+    /// level-triggered here (one `epoll_ctl`, once per connection).
+    pub(crate) fn dispatch(
+        &mut self,
+        events: &[Readiness],
+        reactor: &crate::reactor::Reactor,
+        mut push: impl FnMut(Ready),
+    ) {
         for ev in events {
-            let Some(Some(entry)) = self.slots.get(ev.key) else {
+            let Some(Some(entry)) = self.slots.get_mut(ev.key) else {
                 continue;
             };
+            if ev.hup && entry.interest().edge {
+                entry.hup = true;
+                // Should this fail (the fd closed behind our back), the
+                // reader still runs now and meets the error.
+                let _ = reactor.modify(entry.fd, ev.key, entry.interest());
+            }
             if ev.readable {
                 if let Some(w) = &entry.reader {
                     push(Ready::Io(w.clone()));
@@ -294,6 +333,21 @@ impl EventLoop {
         callback: impl FnMut() + 'static,
         claim: Option<u64>,
     ) -> Result<(), LoopError> {
+        self.add_watcher_mode(fd, dir, callback, claim, false)
+            .map(|_| ())
+    }
+
+    /// [`add_watcher`](Self::add_watcher), edge-triggered if `edge` (a
+    /// reader only) and the backend honours it; returns whether it does.
+    pub(crate) fn add_watcher_mode(
+        &self,
+        fd: RawFd,
+        dir: Direction,
+        callback: impl FnMut() + 'static,
+        claim: Option<u64>,
+        edge: bool,
+    ) -> Result<bool, LoopError> {
+        let edge = edge && dir == Direction::Read && self.inner.reactor.supports_edge();
         let what = match dir {
             Direction::Read => "add_reader",
             Direction::Write => "add_writer",
@@ -313,11 +367,16 @@ impl EventLoop {
             if let Some(&key) = reg.by_fd.get(&fd) {
                 let entry = reg.slots[key].as_mut().expect("registered slot");
                 let before = entry.interest();
+                let old_edge = entry.edge;
+                if dir == Direction::Read {
+                    entry.edge = edge;
+                }
                 let old = entry.slot(dir).replace(watcher);
                 let after = entry.interest();
                 match (before != after).then(|| inner.reactor.modify(fd, key, after)) {
                     Some(Err(e)) => {
                         // Put things back as they were.
+                        entry.edge = old_edge;
                         let new = std::mem::replace(entry.slot(dir), old).expect("just set");
                         Err((LoopError::io(format!("{what}(fd={fd})"), e), new))
                     }
@@ -325,11 +384,8 @@ impl EventLoop {
                 }
             } else {
                 let key = reg.free.pop().unwrap_or(reg.slots.len());
-                let mut entry = FdEntry {
-                    fd,
-                    reader: None,
-                    writer: None,
-                };
+                let mut entry = FdEntry::new(fd);
+                entry.edge = edge;
                 *entry.slot(dir) = Some(watcher);
                 match inner.reactor.add(fd, key, entry.interest()) {
                     Err(e) => {
@@ -362,7 +418,7 @@ impl EventLoop {
         if let Some(old) = replaced {
             old.cancel();
         }
-        Ok(())
+        Ok(edge)
     }
 
     /// `claim` as for [`add_watcher`](Self::add_watcher).
@@ -394,6 +450,9 @@ impl EventLoop {
             let Some(old) = entry.slot(dir).take() else {
                 return Ok(false);
             };
+            if dir == Direction::Read {
+                entry.edge = false;
+            }
             let interest = entry.interest();
             let mut orphan = None;
             if interest.is_empty() {

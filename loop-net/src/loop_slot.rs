@@ -89,6 +89,21 @@ impl LoopSlot {
         }
     }
 
+    /// [`add_reader`](Self::add_reader), edge-triggered where the backend
+    /// allows it on a claimed fd (see loop-core's `FdClaim::add_reader_edge`);
+    /// returns whether it is.
+    pub(crate) fn add_reader_edge(
+        &self,
+        fd: RawFd,
+        f: impl FnMut() + 'static,
+    ) -> Result<bool, LoopError> {
+        let lp = self.get().ok_or_else(LoopError::closed)?;
+        match self.claim_on(fd) {
+            Some(claim) => claim.add_reader_edge(f),
+            None => lp.add_reader(fd, f).map(|()| false),
+        }
+    }
+
     pub(crate) fn add_writer(&self, fd: RawFd, f: impl FnMut() + 'static) -> Result<(), LoopError> {
         let lp = self.get().ok_or_else(LoopError::closed)?;
         match self.claim_on(fd) {

@@ -81,6 +81,11 @@ pub(crate) struct Stream {
     /// Water marks and the pause/resume notices owed (flow.rs).
     flow: WriteFlow,
     reading: Cell<bool>,
+    /// The reader is edge-triggered (input.rs says what that asks of it).
+    edge: Cell<bool>,
+    /// Reads so far: a re-read scheduled after a full read is skipped if
+    /// another read ran in between (it scheduled its own).
+    reads: Cell<u64>,
     writing: Cell<bool>,
     eof: Cell<bool>,
     /// The peer's EOF was delivered: reading never starts again (asyncio
@@ -136,6 +141,8 @@ impl Stream {
             buffer: RefCell::new(WriteBuffer::default()),
             flow: WriteFlow::new(WriteBufferLimits::default()),
             reading: Cell::new(false),
+            edge: Cell::new(false),
+            reads: Cell::new(0),
             writing: Cell::new(false),
             eof: Cell::new(false),
             read_eof: Cell::new(false),

@@ -18,6 +18,7 @@ mod util;
 mod connect_options;
 mod datagram;
 mod dns;
+mod edge_reads;
 mod flow_control;
 mod pipes;
 mod prelude;

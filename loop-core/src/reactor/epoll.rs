@@ -51,6 +51,9 @@ impl EpollReactor {
         if interest.write {
             flags |= epoll::EventFlags::OUT;
         }
+        if interest.edge {
+            flags |= epoll::EventFlags::ET;
+        }
         flags
     }
 
@@ -129,6 +132,7 @@ impl EpollReactor {
                         epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::PRI,
                     ),
                 writable: err || f.contains(epoll::EventFlags::OUT),
+                hup: err || f.contains(epoll::EventFlags::RDHUP),
             });
         }
         // A full buffer means more may be waiting: grow for the next call.

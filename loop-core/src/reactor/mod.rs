@@ -94,6 +94,12 @@ impl Backend {
 pub(crate) struct Interest {
     pub(crate) read: bool,
     pub(crate) write: bool,
+    /// Edge-triggered: report the fd when it *becomes* ready, not in every
+    /// wait while it stays ready (see `io.rs`, "Edge-triggered readers").
+    /// Only the epoll backend honours it; the others stay level-triggered,
+    /// which is always correct for such a reader (it only reads more often
+    /// than it must).
+    pub(crate) edge: bool,
 }
 
 impl Interest {
@@ -110,6 +116,10 @@ pub(crate) struct Readiness {
     pub(crate) key: usize,
     pub(crate) readable: bool,
     pub(crate) writable: bool,
+    /// The peer hung up or the fd has an error (epoll's `RDHUP`, `HUP` or
+    /// `ERR`): an edge-triggered registration must fall back to level
+    /// triggering, or an EOF queued behind data would never be reported.
+    pub(crate) hup: bool,
 }
 
 /// The loop's poller: one backend until [`close`](Reactor::close) releases
@@ -210,6 +220,11 @@ impl Reactor {
 
     pub(crate) fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether [`Interest::edge`] is honoured (only epoll's is).
+    pub(crate) fn supports_edge(&self) -> bool {
+        self.backend == Backend::Epoll
     }
 
     /// Runs `f` on the open backend, or fails with `EBADF` once closed.

@@ -78,6 +78,7 @@ impl PortableReactor {
                 key: ev.key,
                 readable: ev.readable || err,
                 writable: ev.writable || err,
+                hup: err,
             });
         }
         Ok(())

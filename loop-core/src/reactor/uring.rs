@@ -550,6 +550,7 @@ impl State {
                 key,
                 readable,
                 writable,
+                hup: false,
             });
         }
     }

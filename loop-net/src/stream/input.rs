@@ -3,6 +3,20 @@
 //! thread's shared read buffer (or a `BufferedProtocol`'s own), and the
 //! peer's EOF.
 //!
+//! # Edge-triggered
+//! The reader is registered edge-triggered where the backend allows it
+//! (epoll: the kernel does not look at the socket again in every wait while
+//! it stays readable, which tokio's sockets also avoid). A report then means
+//! "became readable", so the path keeps three rules:
+//! - a `recv` that filled its buffer, or was interrupted, schedules another
+//!   read with `call_soon` (the next iteration, as a level-triggered report
+//!   would), unless some other read ran first;
+//! - a report of the peer's hang-up (or an error) turns the registration
+//!   level-triggered for good (loop-core does it), so an EOF queued behind
+//!   data is still read;
+//! - pausing removes the reader and resuming adds it again, and adding looks
+//!   at the socket: data that came in between is reported at once.
+//!
 //! The protocol is free whenever the loop dispatches (no borrow of it lives
 //! between callbacks). Should a readiness ever find it in use (a protocol
 //! method that somehow runs the dispatch), nothing is read: the socket is
@@ -39,9 +53,12 @@ impl Stream {
         match self
             .life
             .lp()
-            .add_reader(self.raw, move || me.on_readable())
+            .add_reader_edge(self.raw, move || me.on_readable())
         {
-            Ok(()) => self.reading.set(true),
+            Ok(edge) => {
+                self.edge.set(edge);
+                self.reading.set(true);
+            }
             Err(e) => self.fatal(io_error(e)),
         }
     }
@@ -57,18 +74,43 @@ impl Stream {
             return;
         }
         let protocol = self.life.protocol();
+        self.reads.set(self.reads.get().wrapping_add(1));
         let outcome = catch_unwind(AssertUnwindSafe(|| self.read_into(&protocol)));
         match outcome {
-            Ok(Some(Ok(0))) => self.on_eof(&protocol),
-            Ok(Some(Ok(_))) => {}
+            Ok(Some(Ok((0, _)))) => self.on_eof(&protocol),
+            Ok(Some(Ok((_, full)))) => {
+                if full {
+                    self.read_again();
+                }
+            }
             Ok(None) => self.read_when_free(&protocol),
             Ok(Some(Err(e))) => match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {}
+                io::ErrorKind::Interrupted => self.read_again(),
                 _ => self.fatal(e),
             },
             Err(payload) => self.protocol_failed("data_received", payload),
         }
         self.drain_deferred();
+    }
+
+    /// After a read that may have left data behind: an edge-triggered
+    /// reader gets no new report for it, so read again next iteration
+    /// (unless another read runs first). Level-triggered, the report comes.
+    fn read_again(self: &Rc<Self>) {
+        if !self.edge.get() {
+            return;
+        }
+        let Some(lp) = self.life.lp().get() else {
+            return;
+        };
+        let seen = self.reads.get();
+        let me = self.clone();
+        let _ = lp.call_soon(move || {
+            if me.reads.get() == seen {
+                me.on_readable();
+            }
+        });
     }
 
     /// The protocol is in use: stop watching the socket until it is free.
@@ -82,9 +124,9 @@ impl Stream {
         });
     }
 
-    /// One `recv` into the protocol; `None` (nothing read) when the
-    /// protocol is in use.
-    fn read_into(&self, protocol: &AnyProtocol) -> Option<io::Result<usize>> {
+    /// One `recv` into the protocol: the bytes read and whether they filled
+    /// the buffer; `None` (nothing read) when the protocol is in use.
+    fn read_into(&self, protocol: &AnyProtocol) -> Option<io::Result<(usize, bool)>> {
         match protocol {
             AnyProtocol::Streaming(p) => p.try_call(|p| {
                 let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
@@ -100,7 +142,7 @@ impl Stream {
                         if n > 0 {
                             p.data_received(&buf[..n]);
                         }
-                        Ok(n)
+                        Ok((n, n == buf.len()))
                     }
                     Some(Err(e)) => Err(io::Error::from(e)),
                 };
@@ -120,6 +162,7 @@ impl Stream {
                         "get_buffer() returned an empty buffer",
                     ));
                 }
+                let asked = target.len();
                 let got =
                     self.with_fd(|fd| rustix::net::recv(fd, &mut *target, RecvFlags::empty()));
                 match got {
@@ -129,7 +172,7 @@ impl Stream {
                         if n > 0 {
                             p.buffer_updated(n);
                         }
-                        Ok(n)
+                        Ok((n, n == asked))
                     }
                     Some(Err(e)) => Err(io::Error::from(e)),
                 }
