@@ -2,8 +2,12 @@
 //! module of `pipe`, whose shared lifecycle it plugs into ([`PipeEnd`]).
 //!
 //! Write first, buffer only the rest: `write()` writes at once when nothing
-//! is buffered, and the fd is watched for writability only while the buffer
-//! is non-empty. Every path that grows the buffer ends in
+//! is buffered, and the fd is watched for writability while the buffer is
+//! non-empty, and until the first readiness after it emptied: the watch is
+//! dropped lazily, at that readiness if nothing was written meanwhile. A
+//! producer that refills the buffer from a task woken by the drain (a
+//! `StreamWriter` awaiting `drain()`) so costs no `epoll_ctl` per refill,
+//! and an idle pipe at most one spurious readiness. Every path that grows the buffer ends in
 //! `maybe_pause_protocol`, every path that shrinks it in
 //! `maybe_resume_protocol`; the notices are delivered synchronously, or right
 //! after the protocol's running callback when it is the caller (as in
@@ -236,15 +240,17 @@ impl WritePipe {
         if !self.writer.on.get() || self.life.lost_claimed() {
             return;
         }
+        if self.buffer.borrow().is_empty() {
+            // The buffer emptied at an earlier readiness and nothing was
+            // written since: stop watching now (see the module docs).
+            stop_watch(&**self, Dir::Write);
+            return;
+        }
         let sent = {
             let buffer = self.buffer.borrow();
-            if buffer.is_empty() {
-                Ok(0)
-            } else {
-                self.write_now(&{
-                    let (a, b) = buffer.as_slices();
-                    [a, b]
-                })
+            match buffer.as_slices() {
+                (one, []) => self.write_now(&[one]),
+                (a, b) => self.write_now(&[a, b]),
             }
         };
         match sent {
@@ -258,14 +264,15 @@ impl WritePipe {
     }
 
     /// After bytes left the buffer: resume the protocol, and when the buffer
-    /// is empty stop watching writability and finish a close.
+    /// is empty finish a close. Writability stays watched until its next
+    /// readiness finds the buffer still empty (see the module docs).
     fn after_drain(self: &Rc<Self>) {
         self.maybe_resume_protocol();
         if !self.buffer.borrow().is_empty() || self.life.lost_claimed() {
             return;
         }
-        stop_watch(&**self, Dir::Write);
         if self.life.state() == State::Closing {
+            stop_watch(&**self, Dir::Write);
             stop_watch(&**self, Dir::Read);
             lifecycle::schedule_lost(self, None);
         }
@@ -276,6 +283,7 @@ impl WritePipe {
             return;
         }
         if self.buffer.borrow().is_empty() {
+            stop_watch(&**self, Dir::Write);
             stop_watch(&**self, Dir::Read);
             lifecycle::schedule_lost(self, None);
         }
