@@ -6,7 +6,8 @@
 //! - read pipe: data exact, EOF → `eof_received` then `connection_lost(None)`
 //!   exactly once; pause/resume reading; a `BufferedProtocol`; the write API
 //!   refused with `InvalidState`;
-//! - write pipe: write first, buffer the rest; `write_eof`/`close` flush then
+//! - write pipe: write first, buffer the rest (copied, or the caller's own
+//!   buffer with `write_owned`); `write_eof`/`close` flush then
 //!   lose the connection; `pause_writing` above the high-water mark and
 //!   `resume_writing` at the low one (LESSONS A2); the reader going away,
 //!   with and without bytes pending (`BrokenPipe`), never a hang or a panic;
@@ -551,6 +552,101 @@ fn writelines_pauses_above_high_and_resumes_at_low() {
     pause_then_resume(|t, c| {
         let (a, b) = c.split_at(c.len() / 3);
         t.writelines(&[a, &[], b]).unwrap()
+    });
+}
+
+#[test]
+fn write_owned_pauses_above_high_and_resumes_at_low() {
+    pause_then_resume(|t, c| t.write_owned(c.to_vec()).unwrap());
+}
+
+/// `write_owned` keeps the caller's buffer, uncopied, until its last byte
+/// is written, in order with copied writes before and after it, and lets
+/// go of it then; `cat` (a real child) gets every byte in order.
+#[test]
+fn write_owned_keeps_the_buffer_until_written_and_cat_gets_every_byte_in_order() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let out = TempPath::new("pipe-cat-owned");
+    let mut child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(File::create(&out.0).unwrap())
+        .spawn()
+        .expect("cat");
+    let stdin = child.stdin.take().unwrap();
+    let big: Rc<[u8]> = pattern(MIB, 5).into();
+    let b = big.clone();
+    let l = lp.clone();
+    run(&lp, async move {
+        let (t, rec) = write_pipe(&l, stdin, Hooks::none()).await;
+        let base = Rc::strong_count(&b);
+        t.write(b"head ").unwrap();
+        // A pipe takes 64 KiB at most: the rest is kept.
+        t.write_owned(b.clone()).unwrap();
+        assert_eq!(Rc::strong_count(&b), base + 1, "kept, not copied");
+        let kept = t.get_write_buffer_size();
+        assert!(kept > 0 && kept <= MIB, "{kept} bytes buffered");
+        t.write(b" middle ").unwrap();
+        t.write_owned(b" short tail".to_vec()).unwrap();
+        t.writelines(&[b" lines", b" "]).unwrap();
+        t.write_owned(b.clone()).unwrap();
+        assert_eq!(Rc::strong_count(&b), base + 2);
+        let small = b"x".repeat(100);
+        assert_eq!(
+            t.get_write_buffer_size(),
+            kept + b" middle  short tail lines ".len() + MIB,
+            "flow control counts every buffered byte"
+        );
+        t.write_eof().unwrap();
+        assert_eq!(
+            t.write_owned(small).map_err(|e| e.kind()),
+            Err(ErrorKind::InvalidState)
+        );
+        rec.until_lost().await;
+        assert_eq!(rec.events().last(), Some(&Ev::Lost(None)));
+        assert_eq!(Rc::strong_count(&b), base, "written buffers are let go");
+        rec.assert_clean_life();
+    });
+    assert!(wait_child(child).success());
+    let expected = [
+        &b"head "[..],
+        &big,
+        b" middle ",
+        b" short tail",
+        b" lines ",
+        &big,
+    ]
+    .concat();
+    assert!(
+        std::fs::read(&out.0).unwrap() == expected,
+        "cat wrote other bytes"
+    );
+    finish(&lp, &seen);
+}
+
+/// `abort` (and so any forced close) lets go of the buffers `write_owned`
+/// kept at once; the reader sees EOF early.
+#[test]
+fn abort_lets_go_of_the_buffers_write_owned_kept() {
+    on_loop(|l| async move {
+        let (r, w) = cloexec_pipe();
+        let (go, reader) = reader_on_signal(r);
+        let (t, rec) = write_pipe(&l, w, Hooks::none()).await;
+        let big: Rc<[u8]> = pattern(MIB, 6).into();
+        t.write_owned(big.clone()).unwrap();
+        t.write_owned(big.clone()).unwrap();
+        assert_eq!(Rc::strong_count(&big), 3);
+        let buffered = t.get_write_buffer_size();
+        assert!(buffered > MIB, "{buffered} bytes buffered");
+        t.abort();
+        assert_eq!(Rc::strong_count(&big), 1, "abort dropped them");
+        assert_eq!(t.get_write_buffer_size(), 0);
+        assert_eq!(t.dropped_on_loss(), buffered);
+        rec.until_lost().await;
+        assert_eq!(rec.events().last(), Some(&Ev::Lost(None)));
+        go.send(()).unwrap();
+        assert!(reader.join().unwrap().len() < MIB);
+        rec.assert_clean_life();
     });
 }
 
