@@ -241,6 +241,112 @@ fn a_read_pipe_with_a_buffered_protocol_gets_every_byte() {
     });
 }
 
+/// A `BufferedProtocol` whose `get_vec_buffer` gives the read pipe its own
+/// vector: every read is appended to it (not zeroed first), and
+/// `buffer_updated` follows each read with its count.
+#[test]
+fn a_buffered_protocol_with_get_vec_buffer_gets_the_reads_appended_to_its_vector() {
+    struct Append {
+        vec: Vec<u8>,
+        updated: Rc<Cell<usize>>,
+        done: Rc<Cell<bool>>,
+        out: Rc<std::cell::RefCell<Vec<u8>>>,
+    }
+    impl BaseProtocol for Append {
+        fn connection_lost(&mut self, _: Option<io::Error>) {
+            *self.out.borrow_mut() = std::mem::take(&mut self.vec);
+            self.done.set(true);
+        }
+    }
+    impl BufferedProtocol for Append {
+        fn get_buffer(&mut self, _: usize) -> &mut [u8] {
+            unreachable!("a read pipe uses get_vec_buffer when it is given")
+        }
+        fn buffer_updated(&mut self, n: usize) {
+            self.updated.set(self.updated.get() + n);
+        }
+        fn get_vec_buffer(&mut self, _: usize) -> Option<&mut Vec<u8>> {
+            Some(&mut self.vec)
+        }
+    }
+    on_loop(|l| async move {
+        let (r, w) = cloexec_pipe();
+        let data = pattern(300_000, 2);
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || File::from(w).write_all(&sent).unwrap());
+        let (updated, done) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
+        let out = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let (u, d, o) = (updated.clone(), done.clone(), out.clone());
+        let (_t, h) = l
+            .connect_read_pipe(
+                move || {
+                    aioloop::Buffered(Append {
+                        vec: Vec::new(),
+                        updated: u,
+                        done: d,
+                        out: o,
+                    })
+                },
+                r,
+            )
+            .await
+            .unwrap();
+        h.wait_until(|_: &Append| done.get()).await;
+        writer.join().unwrap();
+        assert!(*out.borrow() == data, "the vector holds other bytes");
+        assert_eq!(updated.get(), data.len());
+    });
+}
+
+/// `StreamReader::feed_directly_from`: the read pipe appends to the
+/// reader's buffer itself; the reader's backpressure pauses the pipe past
+/// twice its limit and reading resumes it; every byte arrives in order,
+/// then the reader's EOF; the protocol it replaced gets the end of the pipe
+/// (`eof_received`, `connection_lost`) but no data.
+#[test]
+fn a_stream_reader_fed_directly_from_a_read_pipe_keeps_order_backpressure_and_the_end() {
+    on_loop(|l| async move {
+        let (r, w) = cloexec_pipe();
+        let data = pattern(MIB, 8);
+        let sent = data.clone();
+        let (first, first_written) = mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let mut f = File::from(w);
+            // 64 KiB fit an empty pipe: written before the loop reads.
+            f.write_all(&sent[..64 * 1024]).unwrap();
+            first.send(()).unwrap();
+            f.write_all(&sent[64 * 1024..]).unwrap();
+        });
+        first_written.recv_timeout(LIMIT).unwrap();
+        let (t, rec) = read_pipe(&l, r, Hooks::none()).await;
+        let limit = 16 * 1024;
+        let reader = aioloop::StreamReader::with_limit(limit).unwrap();
+        reader.feed_directly_from(&t);
+        assert!(reader.transport().is_some_and(|x| x.ptr_eq(&t)));
+        let mut bound = 0;
+        while reader.buffered() == 0 {
+            iterations(1).await;
+            bound += 1;
+            assert!(bound < 1_000_000, "the pipe was never read");
+        }
+        assert!(reader.buffered() > 2 * limit);
+        assert!(!t.is_reading(), "past twice the limit: the pipe is paused");
+        let held = reader.buffered();
+        iterations(3).await;
+        assert_eq!(reader.buffered(), held, "a paused pipe is not read");
+        let got = reader.read_to_end().await.unwrap();
+        assert!(got == data, "the reader got other bytes ({})", got.len());
+        assert!(reader.at_eof());
+        rec.until_lost().await;
+        writer.join().unwrap();
+        assert_eq!(
+            rec.events(),
+            [Ev::Made, Ev::Eof, Ev::Lost(None)],
+            "the replaced protocol sees the end, not the data"
+        );
+    });
+}
+
 #[test]
 fn pause_reading_stops_data_received_until_resume_reading() {
     let lp = new_loop();
