@@ -106,6 +106,28 @@ fn is_nonblocking(probe: &OwnedFd) -> bool {
         .contains(OFlags::NONBLOCK)
 }
 
+/// `cat` writing what it reads to a temporary file: the child, its stdin
+/// and the file.
+fn cat_to_file(name: &str) -> (Child, std::process::ChildStdin, TempPath) {
+    let out = TempPath::new(name);
+    let mut child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(File::create(&out.0).unwrap())
+        .spawn()
+        .expect("cat");
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin, out)
+}
+
+/// `cat` (from [`cat_to_file`]) ends well, having written `expected`.
+fn assert_cat_wrote(child: Child, out: &TempPath, expected: &[u8]) {
+    assert!(wait_child(child).success());
+    assert!(
+        std::fs::read(&out.0).unwrap() == expected,
+        "cat wrote other bytes"
+    );
+}
+
 fn wait_child(mut child: Child) -> std::process::ExitStatus {
     // The child's input is closed by now, so it ends on its own.
     child.wait().expect("waiting for the child")
@@ -453,13 +475,7 @@ fn a_read_error_is_reported_and_loses_the_connection_with_the_error() {
 fn a_write_pipe_feeds_a_child_stdin_one_mebibyte_then_write_eof() {
     let lp = new_loop();
     let seen = record_exceptions(&lp);
-    let out = TempPath::new("pipe-cat");
-    let mut child = Command::new("cat")
-        .stdin(Stdio::piped())
-        .stdout(File::create(&out.0).unwrap())
-        .spawn()
-        .expect("cat");
-    let stdin = child.stdin.take().unwrap();
+    let (child, stdin, out) = cat_to_file("pipe-cat");
     let data = pattern(MIB, 3);
     let sent = data.clone();
     let l = lp.clone();
@@ -485,11 +501,7 @@ fn a_write_pipe_feeds_a_child_stdin_one_mebibyte_then_write_eof() {
         assert_eq!(t.get_write_buffer_size(), 0);
         rec.assert_clean_life();
     });
-    assert!(wait_child(child).success());
-    assert!(
-        std::fs::read(&out.0).unwrap() == data,
-        "cat wrote other bytes"
-    );
+    assert_cat_wrote(child, &out, &data);
     finish(&lp, &seen);
 }
 
@@ -673,13 +685,7 @@ fn write_owned_pauses_above_high_and_resumes_at_low() {
 fn write_owned_keeps_the_buffer_until_written_and_cat_gets_every_byte_in_order() {
     let lp = new_loop();
     let seen = record_exceptions(&lp);
-    let out = TempPath::new("pipe-cat-owned");
-    let mut child = Command::new("cat")
-        .stdin(Stdio::piped())
-        .stdout(File::create(&out.0).unwrap())
-        .spawn()
-        .expect("cat");
-    let stdin = child.stdin.take().unwrap();
+    let (child, stdin, out) = cat_to_file("pipe-cat-owned");
     let big: Rc<[u8]> = pattern(MIB, 5).into();
     let b = big.clone();
     let l = lp.clone();
@@ -713,7 +719,6 @@ fn write_owned_keeps_the_buffer_until_written_and_cat_gets_every_byte_in_order()
         assert_eq!(Rc::strong_count(&b), base, "written buffers are let go");
         rec.assert_clean_life();
     });
-    assert!(wait_child(child).success());
     let expected = [
         &b"head "[..],
         &big,
@@ -723,10 +728,7 @@ fn write_owned_keeps_the_buffer_until_written_and_cat_gets_every_byte_in_order()
         &big,
     ]
     .concat();
-    assert!(
-        std::fs::read(&out.0).unwrap() == expected,
-        "cat wrote other bytes"
-    );
+    assert_cat_wrote(child, &out, &expected);
     finish(&lp, &seen);
 }
 
