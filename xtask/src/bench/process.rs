@@ -441,7 +441,7 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
     };
     println!();
     println!(
-        "{:<9} | {:<15} | {:>8} | {:>9} | {:>12} | {:>14} | {:>13} | {:>13}",
+        "{:<9} | {:<20} | {:>8} | {:>9} | {:>12} | {:>14} | {:>13} | {:>13}",
         "case",
         "system",
         "spawn/s",
@@ -451,7 +451,7 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
         "vs tokio t|c",
         "vs uvloop t|c"
     );
-    println!("{}", "-".repeat(119));
+    println!("{}", "-".repeat(124));
     for case in ["spawn_seq", "spawn_16"] {
         if !results
             .series
@@ -462,8 +462,11 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
         }
         for sys in systems {
             let m = |metric: &str| series_median(results, &format!("{case}_{metric}"), sys);
+            if m("per_s").is_nan() {
+                continue; // a system that runs pipe_256m only
+            }
             println!(
-                "{:<9} | {:<15} | {:>8} | {:>9} | {:>12} | {:>14} | {:>13} | {:>13}",
+                "{:<9} | {:<20} | {:>8} | {:>9} | {:>12} | {:>14} | {:>13} | {:>13}",
                 case,
                 sys,
                 cell(m("per_s")),
@@ -488,15 +491,15 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
     if !pipes.is_empty() {
         println!();
         println!(
-            "{:<14} | {:<15} | {:>8} | {:>9} | {:>12} | {:>13} | {:>13}",
+            "{:<14} | {:<20} | {:>8} | {:>9} | {:>12} | {:>13} | {:>13}",
             "case", "system", "MB/s", "CPU ms/GB", "syscalls/MiB", "vs tokio t|c", "vs uvloop t|c"
         );
-        println!("{}", "-".repeat(107));
+        println!("{}", "-".repeat(112));
         for case in pipes {
             for sys in systems {
                 let m = |metric: &str| series_median(results, &format!("{case}_{metric}"), sys);
                 println!(
-                    "{:<14} | {:<15} | {:>8} | {:>9} | {:>12} | {:>13} | {:>13}",
+                    "{:<14} | {:<20} | {:>8} | {:>9} | {:>12} | {:>13} | {:>13}",
                     case,
                     sys,
                     cell(m("mb_per_s")),
@@ -522,8 +525,11 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
             if traced.follow { " -f" } else { "" }
         );
         for sys in systems {
+            if series_median(results, &total_case, sys).is_nan() {
+                continue; // not traced in this case
+            }
             let (total, list) = compare::syscall_breakdown(results, &total_case, sys, 10);
-            println!("  {sys:<15} {total:>7} total: {list}");
+            println!("  {sys:<20} {total:>7} total: {list}");
         }
     }
     // Spread of the headline metrics.
