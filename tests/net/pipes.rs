@@ -675,7 +675,7 @@ fn writelines_pauses_above_high_and_resumes_at_low() {
 
 #[test]
 fn write_owned_pauses_above_high_and_resumes_at_low() {
-    pause_then_resume(|t, c| t.write_owned(c.to_vec()).unwrap());
+    pause_then_resume(|t, c| t.write_owned(Rc::<[u8]>::from(c)).unwrap());
 }
 
 /// `write_owned` keeps the caller's buffer, uncopied, until its last byte
@@ -699,7 +699,7 @@ fn write_owned_keeps_the_buffer_until_written_and_cat_gets_every_byte_in_order()
         let kept = t.get_write_buffer_size();
         assert!(kept > 0 && kept <= MIB, "{kept} bytes buffered");
         t.write(b" middle ").unwrap();
-        t.write_owned(b" short tail".to_vec()).unwrap();
+        t.write_owned(String::from(" short tail")).unwrap();
         t.writelines(&[b" lines", b" "]).unwrap();
         t.write_owned(b.clone()).unwrap();
         assert_eq!(Rc::strong_count(&b), base + 2);
