@@ -4,8 +4,9 @@
 //! fd, the lifecycle (`connection_made`, `connection_lost`, the release of
 //! the fd and the protocol) and the emulation of readiness for fds that
 //! cannot be polled. The read end is in pipe/read_pipe.rs, the write end in
-//! pipe/write_pipe.rs, the SIGPIPE guard of its writes in sigpipe.rs (child
-//! modules, so that they reach the shared state without widening it).
+//! pipe/write_pipe.rs, its buffer in pipe/write_queue.rs, the SIGPIPE guard
+//! of its writes in sigpipe.rs (child modules, so that they reach the shared
+//! state without widening it).
 //!
 //! # What a pipe transport accepts
 //! The fd must be a FIFO (a pipe or a named pipe), a socket or a character
@@ -53,6 +54,7 @@ use crate::transport::{ExtraInfo, Transport, TransportImpl};
 mod read_pipe;
 mod sigpipe;
 mod write_pipe;
+mod write_queue;
 
 pub(crate) use read_pipe::ReadPipe;
 pub(crate) use write_pipe::WritePipe;

@@ -129,9 +129,28 @@ pub trait BufferedProtocol: BaseProtocol {
     #[doc(alias = "BufferedProtocol.get_buffer")]
     fn get_buffer(&mut self, size_hint: usize) -> &mut [u8];
 
-    /// `n` bytes were written at the start of the last buffer.
+    /// `n` bytes were written at the start of the last buffer (or, after
+    /// [`get_vec_buffer`](Self::get_vec_buffer), appended to the vector).
     #[doc(alias = "BufferedProtocol.buffer_updated")]
     fn buffer_updated(&mut self, n: usize);
+
+    /// Optional, instead of [`get_buffer`](Self::get_buffer): a growable
+    /// buffer of the protocol's own that the transport appends its next
+    /// read to without zeroing it first (asyncio has no counterpart: a
+    /// Python buffer is always initialised). The transport reserves room
+    /// for `size_hint` more bytes, reads into the vector's spare capacity,
+    /// grows its length by what it read, and then always calls
+    /// [`buffer_updated`](Self::buffer_updated) with that count: 0 when
+    /// nothing was read (the fd was not ready, an error, or the end of
+    /// file, which `eof_received` follows). `None`, the default: the
+    /// transport asks [`get_buffer`](Self::get_buffer).
+    ///
+    /// Read pipes (`connect_read_pipe`, a child's stdout and stderr) honour
+    /// it; the other transports always use `get_buffer`.
+    fn get_vec_buffer(&mut self, size_hint: usize) -> Option<&mut Vec<u8>> {
+        let _ = size_hint;
+        None
+    }
 
     /// As [`Protocol::eof_received`].
     #[doc(alias = "BufferedProtocol.eof_received")]

@@ -32,9 +32,17 @@ pub(crate) fn count_dropped_write(counter: &std::cell::Cell<u64>, warning: &str)
     }
 }
 
+/// A buffer given to [`Transport::write_owned`], boxed.
+pub(crate) type OwnedBuf = Box<dyn AsRef<[u8]>>;
+
 /// What a kind of transport implements; [`Transport`] forwards to it.
 pub(crate) trait TransportImpl {
     fn write(&self, data: &[u8]) -> Result<(), LoopError>;
+    /// [`Transport::write_owned`]: by default the bytes are copied, as
+    /// `write` does; a kind that can keep the buffer overrides it.
+    fn write_owned(&self, data: OwnedBuf) -> Result<(), LoopError> {
+        self.write(AsRef::<[u8]>::as_ref(&*data))
+    }
     fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError>;
     fn write_eof(&self) -> Result<(), LoopError>;
     fn can_write_eof(&self) -> bool;
@@ -160,6 +168,25 @@ impl Transport {
     #[doc(alias = "WriteTransport.write")]
     pub fn write(&self, data: &[u8]) -> Result<(), LoopError> {
         self.inner.write(data)
+    }
+
+    /// Writes `data`, a buffer the transport may keep instead of copying
+    /// it: asyncio's `write(data)` as uvloop does it for a `bytes` object,
+    /// which it keeps by reference. What the kernel does not take at once
+    /// is buffered, as with [`write`](Self::write), with the same
+    /// errors, flow control and water marks; the difference is only the
+    /// copy.
+    ///
+    /// A write pipe (`connect_write_pipe`, a child's stdin) keeps `data`
+    /// until its last byte is written (a rest under 4 KiB is copied
+    /// instead) and drops it then, or at `abort`, or when the connection is
+    /// lost. The other transports copy the rest, as `write` does. Meant for
+    /// large buffers that would otherwise be copied: an `Rc<[u8]>` shared
+    /// by many writes, a `Vec<u8>` the caller is done with. Costs one small
+    /// allocation (the box) per call.
+    #[doc(alias = "WriteTransport.write")]
+    pub fn write_owned<B: AsRef<[u8]> + 'static>(&self, data: B) -> Result<(), LoopError> {
+        self.inner.write_owned(Box::new(data))
     }
 
     /// Writes several buffers, with one vectored system call when the socket

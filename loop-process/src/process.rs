@@ -6,6 +6,12 @@
 //! its limit is buffered, and resumes it as the user reads), and stdin is a
 //! [`StreamWriter`] over the stdin pipe whose [`FlowControl`] the protocol
 //! feeds from `pause_writing` / `resume_writing` / `pipe_connection_lost(0)`.
+//! Once the child runs, the stdout and stderr pipes append their reads to
+//! the readers' buffers themselves ([`StreamReader::feed_directly_from`]: no
+//! copy, where asyncio's `pipe_data_received` copies into `feed_data`); the
+//! protocol still gets their `pipe_connection_lost`, so the end of each
+//! stream (`feed_eof`) and the process's `connection_lost` keep their order
+//! after the last byte.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -247,6 +253,13 @@ pub(crate) async fn create(
     let (transport, _) = lp
         .subprocess_exec(move || protocol, program, args, options)
         .await?;
+    // The pipes append their reads to the readers' buffers themselves (no
+    // copy); the protocol above still hears of their end.
+    for (fd, reader) in [(1, &stdout), (2, &stderr)] {
+        if let (Some(r), Some(pipe)) = (reader, transport.get_pipe_transport(fd)) {
+            r.feed_directly_from(&pipe);
+        }
+    }
     let stdin = transport
         .get_pipe_transport(0)
         .map(|t| StreamWriter::new(t, stdin_flow, None));

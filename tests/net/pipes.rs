@@ -6,7 +6,8 @@
 //! - read pipe: data exact, EOF → `eof_received` then `connection_lost(None)`
 //!   exactly once; pause/resume reading; a `BufferedProtocol`; the write API
 //!   refused with `InvalidState`;
-//! - write pipe: write first, buffer the rest; `write_eof`/`close` flush then
+//! - write pipe: write first, buffer the rest (copied, or the caller's own
+//!   buffer with `write_owned`); `write_eof`/`close` flush then
 //!   lose the connection; `pause_writing` above the high-water mark and
 //!   `resume_writing` at the low one (LESSONS A2); the reader going away,
 //!   with and without bytes pending (`BrokenPipe`), never a hang or a panic;
@@ -103,6 +104,28 @@ fn is_nonblocking(probe: &OwnedFd) -> bool {
     rustix::fs::fcntl_getfl(probe)
         .unwrap()
         .contains(OFlags::NONBLOCK)
+}
+
+/// `cat` writing what it reads to a temporary file: the child, its stdin
+/// and the file.
+fn cat_to_file(name: &str) -> (Child, std::process::ChildStdin, TempPath) {
+    let out = TempPath::new(name);
+    let mut child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(File::create(&out.0).unwrap())
+        .spawn()
+        .expect("cat");
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin, out)
+}
+
+/// `cat` (from [`cat_to_file`]) ends well, having written `expected`.
+fn assert_cat_wrote(child: Child, out: &TempPath, expected: &[u8]) {
+    assert!(wait_child(child).success());
+    assert!(
+        std::fs::read(&out.0).unwrap() == expected,
+        "cat wrote other bytes"
+    );
 }
 
 fn wait_child(mut child: Child) -> std::process::ExitStatus {
@@ -240,6 +263,112 @@ fn a_read_pipe_with_a_buffered_protocol_gets_every_byte() {
     });
 }
 
+/// A `BufferedProtocol` whose `get_vec_buffer` gives the read pipe its own
+/// vector: every read is appended to it (not zeroed first), and
+/// `buffer_updated` follows each read with its count.
+#[test]
+fn a_buffered_protocol_with_get_vec_buffer_gets_the_reads_appended_to_its_vector() {
+    struct Append {
+        vec: Vec<u8>,
+        updated: Rc<Cell<usize>>,
+        done: Rc<Cell<bool>>,
+        out: Rc<std::cell::RefCell<Vec<u8>>>,
+    }
+    impl BaseProtocol for Append {
+        fn connection_lost(&mut self, _: Option<io::Error>) {
+            *self.out.borrow_mut() = std::mem::take(&mut self.vec);
+            self.done.set(true);
+        }
+    }
+    impl BufferedProtocol for Append {
+        fn get_buffer(&mut self, _: usize) -> &mut [u8] {
+            unreachable!("a read pipe uses get_vec_buffer when it is given")
+        }
+        fn buffer_updated(&mut self, n: usize) {
+            self.updated.set(self.updated.get() + n);
+        }
+        fn get_vec_buffer(&mut self, _: usize) -> Option<&mut Vec<u8>> {
+            Some(&mut self.vec)
+        }
+    }
+    on_loop(|l| async move {
+        let (r, w) = cloexec_pipe();
+        let data = pattern(300_000, 2);
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || File::from(w).write_all(&sent).unwrap());
+        let (updated, done) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
+        let out = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let (u, d, o) = (updated.clone(), done.clone(), out.clone());
+        let (_t, h) = l
+            .connect_read_pipe(
+                move || {
+                    aioloop::Buffered(Append {
+                        vec: Vec::new(),
+                        updated: u,
+                        done: d,
+                        out: o,
+                    })
+                },
+                r,
+            )
+            .await
+            .unwrap();
+        h.wait_until(|_: &Append| done.get()).await;
+        writer.join().unwrap();
+        assert!(*out.borrow() == data, "the vector holds other bytes");
+        assert_eq!(updated.get(), data.len());
+    });
+}
+
+/// `StreamReader::feed_directly_from`: the read pipe appends to the
+/// reader's buffer itself; the reader's backpressure pauses the pipe past
+/// twice its limit and reading resumes it; every byte arrives in order,
+/// then the reader's EOF; the protocol it replaced gets the end of the pipe
+/// (`eof_received`, `connection_lost`) but no data.
+#[test]
+fn a_stream_reader_fed_directly_from_a_read_pipe_keeps_order_backpressure_and_the_end() {
+    on_loop(|l| async move {
+        let (r, w) = cloexec_pipe();
+        let data = pattern(MIB, 8);
+        let sent = data.clone();
+        let (first, first_written) = mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let mut f = File::from(w);
+            // 64 KiB fit an empty pipe: written before the loop reads.
+            f.write_all(&sent[..64 * 1024]).unwrap();
+            first.send(()).unwrap();
+            f.write_all(&sent[64 * 1024..]).unwrap();
+        });
+        first_written.recv_timeout(LIMIT).unwrap();
+        let (t, rec) = read_pipe(&l, r, Hooks::none()).await;
+        let limit = 16 * 1024;
+        let reader = aioloop::StreamReader::with_limit(limit).unwrap();
+        reader.feed_directly_from(&t);
+        assert!(reader.transport().is_some_and(|x| x.ptr_eq(&t)));
+        let mut bound = 0;
+        while reader.buffered() == 0 {
+            iterations(1).await;
+            bound += 1;
+            assert!(bound < 1_000_000, "the pipe was never read");
+        }
+        assert!(reader.buffered() > 2 * limit);
+        assert!(!t.is_reading(), "past twice the limit: the pipe is paused");
+        let held = reader.buffered();
+        iterations(3).await;
+        assert_eq!(reader.buffered(), held, "a paused pipe is not read");
+        let got = reader.read_to_end().await.unwrap();
+        assert!(got == data, "the reader got other bytes ({})", got.len());
+        assert!(reader.at_eof());
+        rec.until_lost().await;
+        writer.join().unwrap();
+        assert_eq!(
+            rec.events(),
+            [Ev::Made, Ev::Eof, Ev::Lost(None)],
+            "the replaced protocol sees the end, not the data"
+        );
+    });
+}
+
 #[test]
 fn pause_reading_stops_data_received_until_resume_reading() {
     let lp = new_loop();
@@ -346,13 +475,7 @@ fn a_read_error_is_reported_and_loses_the_connection_with_the_error() {
 fn a_write_pipe_feeds_a_child_stdin_one_mebibyte_then_write_eof() {
     let lp = new_loop();
     let seen = record_exceptions(&lp);
-    let out = TempPath::new("pipe-cat");
-    let mut child = Command::new("cat")
-        .stdin(Stdio::piped())
-        .stdout(File::create(&out.0).unwrap())
-        .spawn()
-        .expect("cat");
-    let stdin = child.stdin.take().unwrap();
+    let (child, stdin, out) = cat_to_file("pipe-cat");
     let data = pattern(MIB, 3);
     let sent = data.clone();
     let l = lp.clone();
@@ -378,11 +501,7 @@ fn a_write_pipe_feeds_a_child_stdin_one_mebibyte_then_write_eof() {
         assert_eq!(t.get_write_buffer_size(), 0);
         rec.assert_clean_life();
     });
-    assert!(wait_child(child).success());
-    assert!(
-        std::fs::read(&out.0).unwrap() == data,
-        "cat wrote other bytes"
-    );
+    assert_cat_wrote(child, &out, &data);
     finish(&lp, &seen);
 }
 
@@ -551,6 +670,91 @@ fn writelines_pauses_above_high_and_resumes_at_low() {
     pause_then_resume(|t, c| {
         let (a, b) = c.split_at(c.len() / 3);
         t.writelines(&[a, &[], b]).unwrap()
+    });
+}
+
+#[test]
+fn write_owned_pauses_above_high_and_resumes_at_low() {
+    pause_then_resume(|t, c| t.write_owned(Rc::<[u8]>::from(c)).unwrap());
+}
+
+/// `write_owned` keeps the caller's buffer, uncopied, until its last byte
+/// is written, in order with copied writes before and after it, and lets
+/// go of it then; `cat` (a real child) gets every byte in order.
+#[test]
+fn write_owned_keeps_the_buffer_until_written_and_cat_gets_every_byte_in_order() {
+    let lp = new_loop();
+    let seen = record_exceptions(&lp);
+    let (child, stdin, out) = cat_to_file("pipe-cat-owned");
+    let big: Rc<[u8]> = pattern(MIB, 5).into();
+    let b = big.clone();
+    let l = lp.clone();
+    run(&lp, async move {
+        let (t, rec) = write_pipe(&l, stdin, Hooks::none()).await;
+        let base = Rc::strong_count(&b);
+        t.write(b"head ").unwrap();
+        // A pipe takes 64 KiB at most: the rest is kept.
+        t.write_owned(b.clone()).unwrap();
+        assert_eq!(Rc::strong_count(&b), base + 1, "kept, not copied");
+        let kept = t.get_write_buffer_size();
+        assert!(kept > 0 && kept <= MIB, "{kept} bytes buffered");
+        t.write(b" middle ").unwrap();
+        t.write_owned(String::from(" short tail")).unwrap();
+        t.writelines(&[b" lines", b" "]).unwrap();
+        t.write_owned(b.clone()).unwrap();
+        assert_eq!(Rc::strong_count(&b), base + 2);
+        let small = b"x".repeat(100);
+        assert_eq!(
+            t.get_write_buffer_size(),
+            kept + b" middle  short tail lines ".len() + MIB,
+            "flow control counts every buffered byte"
+        );
+        t.write_eof().unwrap();
+        assert_eq!(
+            t.write_owned(small).map_err(|e| e.kind()),
+            Err(ErrorKind::InvalidState)
+        );
+        rec.until_lost().await;
+        assert_eq!(rec.events().last(), Some(&Ev::Lost(None)));
+        assert_eq!(Rc::strong_count(&b), base, "written buffers are let go");
+        rec.assert_clean_life();
+    });
+    let expected = [
+        &b"head "[..],
+        &big,
+        b" middle ",
+        b" short tail",
+        b" lines ",
+        &big,
+    ]
+    .concat();
+    assert_cat_wrote(child, &out, &expected);
+    finish(&lp, &seen);
+}
+
+/// `abort` (and so any forced close) lets go of the buffers `write_owned`
+/// kept at once; the reader sees EOF early.
+#[test]
+fn abort_lets_go_of_the_buffers_write_owned_kept() {
+    on_loop(|l| async move {
+        let (r, w) = cloexec_pipe();
+        let (go, reader) = reader_on_signal(r);
+        let (t, rec) = write_pipe(&l, w, Hooks::none()).await;
+        let big: Rc<[u8]> = pattern(MIB, 6).into();
+        t.write_owned(big.clone()).unwrap();
+        t.write_owned(big.clone()).unwrap();
+        assert_eq!(Rc::strong_count(&big), 3);
+        let buffered = t.get_write_buffer_size();
+        assert!(buffered > MIB, "{buffered} bytes buffered");
+        t.abort();
+        assert_eq!(Rc::strong_count(&big), 1, "abort dropped them");
+        assert_eq!(t.get_write_buffer_size(), 0);
+        assert_eq!(t.dropped_on_loss(), buffered);
+        rec.until_lost().await;
+        assert_eq!(rec.events().last(), Some(&Ev::Lost(None)));
+        go.send(()).unwrap();
+        assert!(reader.join().unwrap().len() < MIB);
+        rec.assert_clean_life();
     });
 }
 

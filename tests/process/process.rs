@@ -32,6 +32,51 @@ fn communicate_moves_eight_mebibytes_each_way_without_deadlock() {
     assert_eq!(code, Some(0));
 }
 
+/// `StreamWriter::write_owned` on a child's stdin: the shared buffer is
+/// kept by the pipe (no copy) and let go once written; `cat` echoes every
+/// byte in order, read concurrently from its stdout.
+#[test]
+fn stdin_write_owned_feeds_cat_in_order_and_lets_go_of_the_buffer() {
+    let lp = new_loop();
+    let l = lp.clone();
+    let chunk: std::rc::Rc<[u8]> = (0..256u32 << 10).map(|i| (i % 251) as u8).collect();
+    let c = chunk.clone();
+    let (got, code) = run(&lp, async move {
+        let mut p = l
+            .create_subprocess_exec("cat", Vec::<&str>::new(), SubprocessOptions::new())
+            .await
+            .unwrap();
+        let stdin = p.stdin.take().unwrap();
+        let stdout = p.stdout.take().unwrap();
+        let writer = l
+            .create_task(async move {
+                for i in 0..16u8 {
+                    stdin.write(&[i]).unwrap();
+                    stdin.write_owned(c.clone()).unwrap();
+                    // 256 KiB never fit a pipe: the rest is kept, uncopied.
+                    assert!(std::rc::Rc::strong_count(&c) > 2, "kept");
+                    stdin.drain().await.unwrap();
+                }
+                stdin.close();
+                c
+            })
+            .unwrap();
+        let got = stdout.read_to_end().await.unwrap();
+        let c = writer.await.unwrap();
+        assert_eq!(std::rc::Rc::strong_count(&c), 2, "the pipe let go of it");
+        (got, p.wait().await.unwrap())
+    });
+    let expected: Vec<u8> = (0..16u8)
+        .flat_map(|i| [&[i][..], &chunk].concat())
+        .collect();
+    assert!(
+        got == expected,
+        "cat's output differs ({} bytes)",
+        got.len()
+    );
+    assert_eq!(code, 0);
+}
+
 #[test]
 fn communicate_collects_stdout_and_stderr_and_the_exit_status() {
     let lp = new_loop();

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! bench-process --system <aioloop|aioloop-process|tokio> --case <spawn_seq|spawn_16|pipe_256m>
+//! bench-process --system <aioloop-copy|aioloop-process-copy> --case pipe_256m
 //!               [--quick] [--n N]
 //! ```
 //!
@@ -31,11 +32,16 @@
 //!   its high-water mark (or `pause_writing` came), continues on
 //!   `resume_writing`, `write_eof`s at the end, and counts
 //!   `pipe_data_received` bytes (64 KiB reads); done at `connection_lost`.
+//!   The chunk is one `Rc<[u8]>` given to `write_owned` (kept, not copied,
+//!   by the pipe: what uvloop does with a `bytes` object). `aioloop-copy`
+//!   writes it with `write(&[u8])` instead (the rest the pipe does not take
+//!   at once is copied into the transport's buffer).
 //! - `aioloop-process`: `loop.create_subprocess_exec` (the high-level
 //!   `Process`, asyncio's `asyncio.create_subprocess_exec`), written as
 //!   `bench/python/process_bench.py` does for asyncio and uvloop: spawns
 //!   await `process.wait()`; `pipe_256m` runs a writer task
-//!   (`stdin.write(chunk)` + `drain().await`, then `close()`) and a reader
+//!   (`stdin.write_owned(chunk)`, or `stdin.write(&chunk)` as
+//!   `aioloop-process-copy`, + `drain().await`, then `close()`) and a reader
 //!   task (`stdout.read(256 KiB)` until it is empty) side by side.
 //! - `tokio`: a current-thread runtime, the body in a `spawn_local`'d task
 //!   of a `LocalSet` (as bench-futures), `tokio::process::Command` (pidfd
@@ -86,10 +92,15 @@ const CAT: &str = "/bin/cat";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum System {
-    /// `subprocess_exec` + a `SubprocessProtocol`.
-    Aioloop,
-    /// `create_subprocess_exec` + `Process` streams.
-    AioloopProcess,
+    /// `subprocess_exec` + a `SubprocessProtocol` (`copy`: the `-copy`
+    /// variant, `write(&[u8])`, `pipe_256m` only).
+    Aioloop {
+        copy: bool,
+    },
+    /// `create_subprocess_exec` + `Process` streams (`copy` as above).
+    AioloopProcess {
+        copy: bool,
+    },
     Tokio,
 }
 
@@ -102,11 +113,16 @@ fn main() -> ExitCode {
         }
     };
     let system = match args.system.as_str() {
-        "aioloop" => System::Aioloop,
-        "aioloop-process" => System::AioloopProcess,
+        "aioloop" => System::Aioloop { copy: false },
+        "aioloop-copy" => System::Aioloop { copy: true },
+        "aioloop-process" => System::AioloopProcess { copy: false },
+        "aioloop-process-copy" => System::AioloopProcess { copy: true },
         "tokio" => System::Tokio,
         other => {
-            eprintln!("bench-process: unknown system `{other}` (aioloop, aioloop-process, tokio)");
+            eprintln!(
+                "bench-process: unknown system `{other}` (aioloop, aioloop-copy, aioloop-process, \
+                 aioloop-process-copy, tokio)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -135,9 +151,10 @@ fn run(args: &Args, system: System) -> Res<()> {
                 (args.count(N_SPAWN_16), WINDOW)
             };
             let took = match system {
-                System::Aioloop => spawn_aioloop(n, window, false)?,
-                System::AioloopProcess => spawn_aioloop(n, window, true)?,
+                System::Aioloop { copy: false } => spawn_aioloop(n, window, false)?,
+                System::AioloopProcess { copy: false } => spawn_aioloop(n, window, true)?,
                 System::Tokio => spawn_tokio(n, window)?,
+                _ => return Err(format!("`{name}` runs pipe_256m only").into()),
             };
             let per = n.max(1) as f64;
             let secs = took.wall.as_secs_f64();
@@ -158,8 +175,8 @@ fn run(args: &Args, system: System) -> Res<()> {
             let mib = args.count(PIPE_MIB);
             let bytes = mib * 1024 * 1024;
             let took = match system {
-                System::Aioloop => pipe_aioloop(bytes)?,
-                System::AioloopProcess => pipe_aioloop_process(bytes)?,
+                System::Aioloop { copy } => pipe_aioloop(bytes, copy)?,
+                System::AioloopProcess { copy } => pipe_aioloop_process(bytes, copy)?,
                 System::Tokio => pipe_tokio(bytes)?,
             };
             let secs = took.wall.as_secs_f64().max(1e-9);
@@ -292,7 +309,8 @@ fn spawn_aioloop(n: u64, window: u64, high_level: bool) -> Res<Took> {
 /// Feeds `cat` and counts what comes back (see the module docs).
 struct Feed {
     stdin: Option<Transport>,
-    chunk: Rc<Vec<u8>>,
+    chunk: Rc<[u8]>,
+    copy: bool,
     chunks_left: u64,
     paused: bool,
     received: u64,
@@ -308,7 +326,12 @@ impl Feed {
         let Some(t) = &self.stdin else { return };
         let high = t.get_write_buffer_limits().0;
         while !self.paused && self.chunks_left > 0 && t.get_write_buffer_size() <= high {
-            if t.write(&self.chunk).is_err() {
+            let written = if self.copy {
+                t.write(&self.chunk)
+            } else {
+                t.write_owned(self.chunk.clone())
+            };
+            if written.is_err() {
                 self.chunks_left = 0;
                 break;
             }
@@ -345,10 +368,10 @@ impl SubprocessProtocol for Feed {
     }
 }
 
-fn pipe_aioloop(bytes: u64) -> Res<Took> {
+fn pipe_aioloop(bytes: u64, copy: bool) -> Res<Took> {
     let lp = EventLoop::new()?;
     let l = lp.clone();
-    let chunk = Rc::new(chunk());
+    let chunk: Rc<[u8]> = chunk().into();
     let took = lp.run_until_complete(async move {
         let done = l.create_future::<u64>();
         let d = done.clone();
@@ -358,6 +381,7 @@ fn pipe_aioloop(bytes: u64) -> Res<Took> {
             let feed = move || Feed {
                 stdin: None,
                 chunk,
+                copy,
                 chunks_left: chunks,
                 paused: false,
                 received: 0,
@@ -379,10 +403,10 @@ fn pipe_aioloop(bytes: u64) -> Res<Took> {
 
 /// `pipe_256m` with `create_subprocess_exec`: a writer task and a reader
 /// task, as the asyncio side does it.
-fn pipe_aioloop_process(bytes: u64) -> Res<Took> {
+fn pipe_aioloop_process(bytes: u64, copy: bool) -> Res<Took> {
     let lp = EventLoop::new()?;
     let l = lp.clone();
-    let chunk = chunk();
+    let chunk: Rc<[u8]> = chunk().into();
     let took = lp.run_until_complete(async move {
         let chunks = bytes / CHUNK as u64;
         timed(async move {
@@ -392,7 +416,11 @@ fn pipe_aioloop_process(bytes: u64) -> Res<Took> {
             let stdout = process.stdout.take().ok_or("no stdout stream")?;
             let writer = l.create_task(async move {
                 for _ in 0..chunks {
-                    stdin.write(&chunk)?;
+                    if copy {
+                        stdin.write(&chunk)?;
+                    } else {
+                        stdin.write_owned(chunk.clone())?;
+                    }
                     stdin.drain().await?;
                 }
                 stdin.close();

@@ -6,7 +6,9 @@
 //! a 64 KiB buffer shared by the thread's pipe transports (taken out of its
 //! slot for the call), handed to `data_received` as a slice: no allocation
 //! per read. A [`BufferedProtocol`](crate::BufferedProtocol) gets the bytes
-//! in its own buffer. The protocol is free whenever the loop dispatches (no
+//! in its own buffer: the slice of `get_buffer`, or appended to the vector
+//! of `get_vec_buffer` (into its spare capacity, not zeroed: how a
+//! `StreamReader` fed straight from a child's stdout takes its bytes). The protocol is free whenever the loop dispatches (no
 //! borrow of it lives between callbacks); should a readiness find it in
 //! use, nothing is read, the fd is unwatched (a level-triggered reader
 //! would spin) and watched again right after the protocol is free. End of file:
@@ -186,6 +188,19 @@ impl ReadPipe {
             }),
             AnyProtocol::Buffered(p) => p.try_call(|p| {
                 stage.set("get_buffer");
+                if let Some(got) = p.get_vec_buffer(READ_SIZE).map(|v| self.read_into_vec(v)) {
+                    stage.set("buffer_updated");
+                    p.buffer_updated(*got.as_ref().unwrap_or(&0));
+                    return match got {
+                        Ok(0) => {
+                            stage.set("eof_received");
+                            let _ = p.eof_received();
+                            Ok(Got::Eof)
+                        }
+                        Ok(_) => Ok(Got::Data),
+                        Err(e) => Err(io::Error::from(e)),
+                    };
+                }
                 let target = p.get_buffer(READ_SIZE);
                 if target.is_empty() {
                     return Err(io::Error::new(
@@ -213,6 +228,17 @@ impl ReadPipe {
             }),
         };
         got.unwrap_or(Ok(Got::Busy))
+    }
+
+    /// One `read` appended to a buffered protocol's own vector
+    /// ([`get_vec_buffer`](crate::BufferedProtocol::get_vec_buffer)): into
+    /// its spare capacity, not zeroed. The caller then calls
+    /// `buffer_updated`, whatever the read gave.
+    fn read_into_vec(&self, vec: &mut Vec<u8>) -> rustix::io::Result<usize> {
+        vec.reserve(READ_SIZE);
+        self.life
+            .with_fd(|fd| rustix::io::read(fd, rustix::buffer::spare_capacity(vec)))
+            .unwrap_or(Err(Errno::AGAIN))
     }
 
     fn close_impl(self: &Rc<Self>) {

@@ -1,9 +1,15 @@
 //! The write end of a pipe: asyncio's `_UnixWritePipeTransport`. A child
 //! module of `pipe`, whose shared lifecycle it plugs into ([`PipeEnd`]).
 //!
-//! Write first, buffer only the rest: `write()` writes at once when nothing
-//! is buffered, and the fd is watched for writability only while the buffer
-//! is non-empty. Every path that grows the buffer ends in
+//! Write first, buffer only the rest (a copy for `write`/`writelines`, the
+//! caller's buffer itself for `write_owned`: pipe/write_queue.rs): a write
+//! goes out at once when nothing is buffered, and the fd is watched for
+//! writability while the buffer is non-empty, and until the first readiness
+//! after it emptied: the watch is dropped lazily, at that readiness if
+//! nothing was written meanwhile. A producer that refills the buffer from a
+//! task woken by the drain (a `StreamWriter` awaiting `drain()`) so costs
+//! no `epoll_ctl` per refill, and an idle pipe at most one spurious
+//! readiness. Every path that grows the buffer ends in
 //! `maybe_pause_protocol`, every path that shrinks it in
 //! `maybe_resume_protocol`; the notices are delivered synchronously, or right
 //! after the protocol's running callback when it is the caller (as in
@@ -38,6 +44,7 @@ use loop_core::{ErrorKind, EventLoop, LoopError};
 use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 
+use super::write_queue::{WriteQueue, MAX_SLICES};
 use super::{
     ensure_open, launch, prepare_pipe_fd, sigpipe, start_watch, stop_watch, wait_made, Dir, FdKind,
     Life, PipeDirection, PipeEnd, Watch,
@@ -45,8 +52,8 @@ use super::{
 use crate::flow::{FlowOwner, Notice, WriteFlow};
 use crate::lifecycle::{self, LifeState as State};
 use crate::protocol::AnyProtocol;
-use crate::transport::{ExtraInfo, Transport, TransportImpl};
-use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
+use crate::transport::{ExtraInfo, OwnedBuf, Transport, TransportImpl};
+use crate::write_buffer::WriteBufferLimits;
 
 /// Linux's `IOV_MAX`: `writev` refuses more buffers than this; the rest of
 /// a longer `writelines` is buffered.
@@ -56,7 +63,7 @@ const MAX_IOV: usize = 1024;
 pub(crate) struct WritePipe {
     me: Weak<WritePipe>,
     life: Life,
-    buffer: RefCell<WriteBuffer>,
+    buffer: RefCell<WriteQueue>,
     /// Bytes the buffer held when a forced close (abort, error) dropped it.
     dropped_on_loss: Cell<usize>,
     /// Water marks and the pause/resume notices owed (flow.rs).
@@ -87,7 +94,7 @@ impl WritePipe {
         let pipe = Rc::new_cyclic(|me| WritePipe {
             me: me.clone(),
             life: Life::new(lp, fd, info, protocol),
-            buffer: RefCell::new(WriteBuffer::default()),
+            buffer: RefCell::new(WriteQueue::default()),
             dropped_on_loss: Cell::new(0),
             flow: WriteFlow::new(WriteBufferLimits::default()),
             eof: Cell::new(false),
@@ -168,21 +175,29 @@ impl WritePipe {
                 sigpipe::write_guarded(self.sigpipe_guard, || rustix::io::write(fd, one))
             };
         }
-        let slices: Vec<IoSlice<'_>> = chunks
-            .iter()
-            .filter(|c| !c.is_empty())
-            .take(MAX_IOV)
-            .map(|c| IoSlice::new(c))
-            .collect();
+        let mut stack = [IoSlice::new(&[]); MAX_SLICES];
+        let heap: Vec<IoSlice<'_>>;
+        let nonempty = chunks.iter().filter(|c| !c.is_empty());
+        let slices: &[IoSlice<'_>] = if chunks.len() <= MAX_SLICES {
+            let mut n = 0;
+            for (slot, c) in stack.iter_mut().zip(nonempty) {
+                *slot = IoSlice::new(c);
+                n += 1;
+            }
+            &stack[..n]
+        } else {
+            heap = nonempty.take(MAX_IOV).map(|c| IoSlice::new(c)).collect();
+            &heap
+        };
         if socket {
             rustix::net::sendmsg(
                 fd,
-                &slices,
+                slices,
                 &mut SendAncillaryBuffer::default(),
                 SendFlags::NOSIGNAL,
             )
         } else {
-            sigpipe::write_guarded(self.sigpipe_guard, || rustix::io::writev(fd, &slices))
+            sigpipe::write_guarded(self.sigpipe_guard, || rustix::io::writev(fd, slices))
         }
     }
 
@@ -205,47 +220,74 @@ impl WritePipe {
     }
 
     fn write_impl(self: &Rc<Self>, chunks: &[&[u8]]) -> Result<(), LoopError> {
-        if !self.check_writable()? {
+        let Some(skip) = self.write_first(chunks)? else {
             return Ok(());
+        };
+        self.buffer.borrow_mut().extend_unsent(chunks, skip);
+        self.after_buffered();
+        Ok(())
+    }
+
+    /// `write_owned`: as `write_impl`, keeping `data` instead of copying
+    /// its rest.
+    fn write_owned_impl(self: &Rc<Self>, data: OwnedBuf) -> Result<(), LoopError> {
+        let Some(skip) = self.write_first(&[AsRef::<[u8]>::as_ref(&*data)])? else {
+            return Ok(());
+        };
+        self.buffer.borrow_mut().push_owned(data, skip);
+        self.after_buffered();
+        Ok(())
+    }
+
+    /// The start of every write: checks the state, then writes at once when
+    /// nothing is buffered. `Some(n)`: the first `n` bytes went out and the
+    /// rest must be buffered; `None`: nothing left to do (all written,
+    /// nothing to write, dropped, or the transport failed and closed).
+    fn write_first(self: &Rc<Self>, chunks: &[&[u8]]) -> Result<Option<usize>, LoopError> {
+        if !self.check_writable()? {
+            return Ok(None);
         }
         let total: usize = chunks.iter().map(|c| c.len()).sum();
         if total == 0 {
-            return Ok(());
+            return Ok(None);
         }
-        let mut skip = 0;
-        if self.buffer.borrow().is_empty() {
-            match self.write_now(chunks) {
-                Ok(n) if n == total => return Ok(()),
-                Ok(n) => skip = n,
-                Err(e) => {
-                    self.force_close(Some(e));
-                    return Ok(());
-                }
+        if !self.buffer.borrow().is_empty() {
+            return Ok(Some(0));
+        }
+        match self.write_now(chunks) {
+            Ok(n) if n == total => Ok(None),
+            Ok(n) => Ok(Some(n)),
+            Err(e) => {
+                self.force_close(Some(e));
+                Ok(None)
             }
         }
-        self.buffer.borrow_mut().extend_unsent(chunks, skip);
+    }
+
+    /// After bytes were buffered: watch writability, maybe pause.
+    fn after_buffered(self: &Rc<Self>) {
         if let Err(e) = start_watch(self, Dir::Write, true) {
             self.force_close(Some(e.into()));
-            return Ok(());
+            return;
         }
         self.maybe_pause_protocol();
-        Ok(())
     }
 
     fn on_writable(self: &Rc<Self>) {
         if !self.writer.on.get() || self.life.lost_claimed() {
             return;
         }
+        if self.buffer.borrow().is_empty() {
+            // The buffer emptied at an earlier readiness and nothing was
+            // written since: stop watching now (see the module docs).
+            stop_watch(&**self, Dir::Write);
+            return;
+        }
         let sent = {
             let buffer = self.buffer.borrow();
-            if buffer.is_empty() {
-                Ok(0)
-            } else {
-                self.write_now(&{
-                    let (a, b) = buffer.as_slices();
-                    [a, b]
-                })
-            }
+            let mut slices = [&[][..]; MAX_SLICES];
+            let n = buffer.slices(&mut slices);
+            self.write_now(&slices[..n])
         };
         match sent {
             Ok(n) => {
@@ -258,14 +300,15 @@ impl WritePipe {
     }
 
     /// After bytes left the buffer: resume the protocol, and when the buffer
-    /// is empty stop watching writability and finish a close.
+    /// is empty finish a close. Writability stays watched until its next
+    /// readiness finds the buffer still empty (see the module docs).
     fn after_drain(self: &Rc<Self>) {
         self.maybe_resume_protocol();
         if !self.buffer.borrow().is_empty() || self.life.lost_claimed() {
             return;
         }
-        stop_watch(&**self, Dir::Write);
         if self.life.state() == State::Closing {
+            stop_watch(&**self, Dir::Write);
             stop_watch(&**self, Dir::Read);
             lifecycle::schedule_lost(self, None);
         }
@@ -276,6 +319,7 @@ impl WritePipe {
             return;
         }
         if self.buffer.borrow().is_empty() {
+            stop_watch(&**self, Dir::Write);
             stop_watch(&**self, Dir::Read);
             lifecycle::schedule_lost(self, None);
         }
@@ -351,6 +395,10 @@ impl PipeEnd for WritePipe {
 impl TransportImpl for WritePipe {
     fn write(&self, data: &[u8]) -> Result<(), LoopError> {
         self.rc().write_impl(&[data])
+    }
+
+    fn write_owned(&self, data: OwnedBuf) -> Result<(), LoopError> {
+        self.rc().write_owned_impl(data)
     }
 
     fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError> {

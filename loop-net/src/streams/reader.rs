@@ -21,7 +21,8 @@
 //!   protocol at once, which feeds this reader again).
 //!
 //! This module holds the reader's state and its feeding side (what a
-//! protocol calls); its child modules hold the buffer (streams/reader/byte_queue.rs),
+//! protocol calls, or a read pipe straight into the buffer:
+//! streams/reader/direct_feed.rs); its child modules hold the buffer (streams/reader/byte_queue.rs),
 //! asyncio's reads (streams/reader/reads.rs), and the waiting for data with
 //! the `AsyncRead` side (streams/reader/wait.rs).
 
@@ -36,6 +37,7 @@ use crate::streams::error::{clone_io_error, IncompleteReadError, StreamError};
 use crate::transport::Transport;
 
 mod byte_queue;
+mod direct_feed;
 mod reads;
 mod wait;
 
@@ -82,6 +84,20 @@ impl Inner {
 
     /// asyncio's `_maybe_resume_transport`: the transport to resume, if
     /// reading was paused by us and the buffer is down to the limit.
+    /// After bytes were appended: the waiter to wake, and the transport to
+    /// pause when the buffer went past twice the limit.
+    fn fed(&mut self) -> (Option<Waker>, Option<Transport>) {
+        let waker = self.take_waiter(false);
+        let pause = if !self.paused && self.buffer.len() > 2 * self.limit {
+            let t = self.transport.clone();
+            self.paused = t.is_some();
+            t
+        } else {
+            None
+        };
+        (waker, pause)
+    }
+
     fn maybe_resume(&mut self) -> Option<Transport> {
         if self.paused && self.buffer.len() <= self.limit {
             self.paused = false;
@@ -313,23 +329,71 @@ impl StreamReader {
                 return Ok(());
             }
             inner.buffer.extend(data);
-            let waker = inner.take_waiter(false);
-            let pause = if !inner.paused && inner.buffer.len() > 2 * inner.limit {
-                let t = inner.transport.clone();
-                inner.paused = t.is_some();
-                t
-            } else {
-                None
-            };
-            (waker, pause)
+            inner.fed()
         };
+        Self::after_fed(waker, pause);
+        Ok(())
+    }
+
+    /// Wakes the waiter and pauses the transport, as [`Inner::fed`] found,
+    /// with no borrow held.
+    fn after_fed(waker: Option<Waker>, pause: Option<Transport>) {
         if let Some(w) = waker {
             w.wake();
         }
         if let Some(t) = pause {
             t.pause_reading();
         }
-        Ok(())
+    }
+
+    /// Makes `transport`, a read pipe, feed this reader straight from its
+    /// reads: each read appends to the reader's buffer (no copy between the
+    /// pipe and the reader, asyncio's `feed_data` without the
+    /// `data_received` in between), with `feed_data`'s wake-up and
+    /// backpressure, and the end of the transport ends the reader
+    /// (`feed_eof`, or `set_exception` with its error). The transport's
+    /// protocol is replaced by one that does this and hands the rest
+    /// (`eof_received`, `connection_lost`) on to the protocol it replaces,
+    /// which so still sees the end of the pipe but no longer its data. Sets
+    /// the reader's transport
+    /// ([`set_transport`](Self::set_transport)) unless one is set.
+    ///
+    /// How the high-level `Process` (loop-process) reads a child's stdout
+    /// and stderr. Any transport works; one whose reads do not honour
+    /// [`BufferedProtocol::get_vec_buffer`](crate::BufferedProtocol::get_vec_buffer)
+    /// (only read pipes do) copies as `feed_data` does.
+    pub fn feed_directly_from(&self, transport: &Transport) {
+        let next = transport.get_protocol();
+        let feed = direct_feed::DirectFeed::new(self.clone(), next);
+        transport.set_protocol(crate::AnyProtocol::buffered(crate::ProtocolHandle::new(
+            feed,
+        )));
+        let mut inner = self.state();
+        if inner.transport.is_none() {
+            inner.transport = Some(transport.clone());
+        }
+    }
+
+    /// Lends the buffer's storage to a read that appends to it
+    /// (streams/reader/direct_feed.rs); nothing else touches the reader
+    /// until [`restore_storage`](Self::restore_storage).
+    fn lend_storage(&self) -> (Vec<u8>, usize) {
+        self.state().buffer.lend()
+    }
+
+    /// Takes back the storage lent by [`lend_storage`](Self::lend_storage),
+    /// `added` bytes longer, and does what `feed_data` does after
+    /// appending.
+    fn restore_storage(&self, storage: (Vec<u8>, usize), added: usize) {
+        let (waker, pause) = {
+            let mut inner = self.state();
+            inner.buffer.restore(storage);
+            if added == 0 {
+                return;
+            }
+            inner.fed()
+        };
+        Self::after_fed(waker, pause);
     }
 
     /// Marks the end of the stream and wakes the waiting read (asyncio's

@@ -435,6 +435,14 @@ impl StreamWriter {
         self.transport.write(data)
     }
 
+    /// Writes `data`, a buffer the transport may keep instead of copying it
+    /// ([`Transport::write_owned`]: a write pipe, such as a child's stdin,
+    /// keeps it; other transports copy). Otherwise as [`write`](Self::write).
+    #[doc(alias = "StreamWriter.write")]
+    pub fn write_owned<B: AsRef<[u8]> + 'static>(&self, data: B) -> Result<(), LoopError> {
+        self.transport.write_owned(data)
+    }
+
     /// Writes several buffers ([`Transport::writelines`]).
     #[doc(alias = "StreamWriter.writelines")]
     pub fn writelines(&self, chunks: &[&[u8]]) -> Result<(), LoopError> {

@@ -85,7 +85,10 @@ const NOTES: &[&str] = &[
      (64 KiB reads) | tokio = write_all per chunk to ChildStdin joined with 64 KiB reads of \
      ChildStdout | aioloop-process, asyncio, uvloop = create_subprocess_exec, a writer task \
      (stdin.write + await drain(), then close()) and a reader task (await stdout.read(256 KiB) to \
-     EOF) side by side (not communicate(), which buffers everything)",
+     EOF) side by side (not communicate(), which buffers everything) | aioloop and \
+     aioloop-process write the chunk, one Rc<[u8]>, with write_owned (the pipe keeps it, as \
+     uvloop keeps a bytes object); the -copy rows (pipe_256m only) write it with write(&[u8]) \
+     (the rest the pipe does not take at once is copied into the transport's buffer)",
     "pipe_256m_1cpu: the same, the benchmark process (and so cat) pinned to one CPU with \
      taskset: unpinned, pipe figures swing with whether the scheduler runs the parent and cat on \
      one CPU or two (how much each wake-up moves), from run to run",
@@ -113,6 +116,8 @@ enum Runner {
 struct System {
     name: &'static str,
     runner: Runner,
+    /// Runs `pipe_256m` only (a variant of another system's pipe writes).
+    pipe_only: bool,
 }
 
 /// The suite's fixed parameters.
@@ -159,14 +164,27 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         System {
             name: "aioloop",
             runner: Runner::Rust,
+            pipe_only: false,
+        },
+        System {
+            name: "aioloop-copy",
+            runner: Runner::Rust,
+            pipe_only: true,
         },
         System {
             name: "aioloop-process",
             runner: Runner::Rust,
+            pipe_only: false,
+        },
+        System {
+            name: "aioloop-process-copy",
+            runner: Runner::Rust,
+            pipe_only: true,
         },
         System {
             name: "tokio",
             runner: Runner::Rust,
+            pipe_only: false,
         },
     ];
     let py = super::net::python_setup(opts.python);
@@ -175,11 +193,13 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         systems.push(System {
             name: "asyncio",
             runner: Runner::Python(python.clone()),
+            pipe_only: false,
         });
         if py.uvloop {
             systems.push(System {
                 name: "uvloop",
                 runner: Runner::Python(python.clone()),
+                pipe_only: false,
             });
         }
     }
@@ -215,7 +235,7 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         let runs = CASES.iter().map(|c| (*c, None)).chain(pinned);
         for (case, pin) in runs {
             let suffix = if pin.is_some() { PINNED_SUFFIX } else { "" };
-            for sys in &order {
+            for sys in order.iter().filter(|s| !s.pipe_only || case == PINNED_CASE) {
                 let label = format!("{case}{suffix} {}", sys.name);
                 let mut argv = plan.argv(sys, case, None);
                 if let Some(pin) = pin {
@@ -251,7 +271,10 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
             continue;
         };
         for traced in TRACED {
-            for sys in &order {
+            for sys in order
+                .iter()
+                .filter(|s| !s.pipe_only || traced.case == PINNED_CASE)
+            {
                 let label = format!("{} {} (strace)", traced.case, sys.name);
                 let run = |n: Option<u64>, tag: &str| {
                     let out = scratch.join(format!(
@@ -418,7 +441,7 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
     };
     println!();
     println!(
-        "{:<9} | {:<15} | {:>8} | {:>9} | {:>12} | {:>14} | {:>13} | {:>13}",
+        "{:<9} | {:<20} | {:>8} | {:>9} | {:>12} | {:>14} | {:>13} | {:>13}",
         "case",
         "system",
         "spawn/s",
@@ -428,7 +451,7 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
         "vs tokio t|c",
         "vs uvloop t|c"
     );
-    println!("{}", "-".repeat(119));
+    println!("{}", "-".repeat(124));
     for case in ["spawn_seq", "spawn_16"] {
         if !results
             .series
@@ -439,8 +462,11 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
         }
         for sys in systems {
             let m = |metric: &str| series_median(results, &format!("{case}_{metric}"), sys);
+            if m("per_s").is_nan() {
+                continue; // a system that runs pipe_256m only
+            }
             println!(
-                "{:<9} | {:<15} | {:>8} | {:>9} | {:>12} | {:>14} | {:>13} | {:>13}",
+                "{:<9} | {:<20} | {:>8} | {:>9} | {:>12} | {:>14} | {:>13} | {:>13}",
                 case,
                 sys,
                 cell(m("per_s")),
@@ -465,15 +491,15 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
     if !pipes.is_empty() {
         println!();
         println!(
-            "{:<14} | {:<15} | {:>8} | {:>9} | {:>12} | {:>13} | {:>13}",
+            "{:<14} | {:<20} | {:>8} | {:>9} | {:>12} | {:>13} | {:>13}",
             "case", "system", "MB/s", "CPU ms/GB", "syscalls/MiB", "vs tokio t|c", "vs uvloop t|c"
         );
-        println!("{}", "-".repeat(107));
+        println!("{}", "-".repeat(112));
         for case in pipes {
             for sys in systems {
                 let m = |metric: &str| series_median(results, &format!("{case}_{metric}"), sys);
                 println!(
-                    "{:<14} | {:<15} | {:>8} | {:>9} | {:>12} | {:>13} | {:>13}",
+                    "{:<14} | {:<20} | {:>8} | {:>9} | {:>12} | {:>13} | {:>13}",
                     case,
                     sys,
                     cell(m("mb_per_s")),
@@ -499,8 +525,11 @@ fn print_report(results: &Results, opts: &Options, systems: &[&str]) {
             if traced.follow { " -f" } else { "" }
         );
         for sys in systems {
+            if series_median(results, &total_case, sys).is_nan() {
+                continue; // not traced in this case
+            }
             let (total, list) = compare::syscall_breakdown(results, &total_case, sys, 10);
-            println!("  {sys:<15} {total:>7} total: {list}");
+            println!("  {sys:<20} {total:>7} total: {list}");
         }
     }
     // Spread of the headline metrics.

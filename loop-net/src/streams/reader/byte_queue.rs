@@ -49,6 +49,23 @@ impl ByteQueue {
         out
     }
 
+    /// Lends the storage (the unread bytes are `storage[head..]`) to be
+    /// appended to; the queue is empty until [`restore`](Self::restore).
+    pub(super) fn lend(&mut self) -> (Vec<u8>, usize) {
+        (
+            std::mem::take(&mut self.data),
+            std::mem::take(&mut self.head),
+        )
+    }
+
+    /// Takes back the storage lent by [`lend`](Self::lend), with whatever
+    /// was appended to it.
+    pub(super) fn restore(&mut self, (data, head): (Vec<u8>, usize)) {
+        debug_assert!(self.data.is_empty() && head <= data.len());
+        self.data = data;
+        self.head = head;
+    }
+
     pub(super) fn clear(&mut self) {
         self.data.clear();
         self.head = 0;
