@@ -318,10 +318,14 @@ pub(crate) fn poll(key: SleepKey, waker: &Waker) -> Polled {
         }
         match &mut slot.state {
             SlotState::Armed(w) => {
-                match w {
-                    Some(w) if w.will_wake(waker) => {}
-                    other => *other = Some(waker.clone()),
-                }
+                let replaced = match w {
+                    Some(w) if w.will_wake(waker) => None,
+                    other => other.replace(waker.clone()),
+                };
+                drop(qb);
+                // A waker's drop may drop its task (and with it other
+                // sleeps of this queue): never under the queue's borrow.
+                drop(replaced);
                 return Polled::Pending;
             }
             SlotState::Free => return Polled::Elsewhere,
@@ -365,4 +369,45 @@ pub(crate) fn stats(lp: &EventLoop) -> Option<(usize, usize, u64)> {
         let q = q.borrow();
         (q.heap.len(), q.in_use, q.timers_scheduled)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::task::Wake;
+    use std::time::Duration;
+
+    /// A waker whose last drop disarms another sleep of the same queue, as
+    /// dropping a task's waker may drop the task and the sleeps it holds.
+    struct DisarmsOnDrop(Mutex<Option<SleepKey>>);
+
+    impl Wake for DisarmsOnDrop {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    impl Drop for DisarmsOnDrop {
+        fn drop(&mut self) {
+            if let Some(key) = self.0.lock().unwrap().take() {
+                assert!(disarm(key));
+            }
+        }
+    }
+
+    #[test]
+    fn a_replaced_waker_is_dropped_with_no_borrow_of_the_queue_held() {
+        let lp = EventLoop::new().unwrap();
+        let when = lp.time() + Duration::from_secs(3600);
+        let noop = Waker::noop().clone();
+        let other = arm(&lp, when, &noop).unwrap();
+        let dropper = Waker::from(Arc::new(DisarmsOnDrop(Mutex::new(Some(other)))));
+        let key = arm(&lp, when, &dropper).unwrap();
+        drop(dropper);
+        // The sleep holds the last reference: a poll with another waker
+        // replaces it, and its drop disarms `other` in the same queue.
+        assert!(matches!(poll(key, &noop), Polled::Pending));
+        assert!(matches!(poll(other, &noop), Polled::Elsewhere));
+        assert!(disarm(key));
+        lp.close().unwrap();
+    }
 }
