@@ -129,7 +129,10 @@ impl EventLoop {
     }
 
     /// Queues a task runnable from a waker (the scheduler of `tasks.rs`).
-    pub(crate) fn inject_task(shared: &crate::threadsafe::Shared, runnable: async_task::Runnable) {
+    pub(crate) fn inject_task(
+        shared: &crate::threadsafe::Shared,
+        runnable: crate::tasks::Runnable,
+    ) {
         match shared.inject(Injected::Task(runnable)) {
             Ok(()) => {}
             Err((_, Some(item))) => shared.discard(item),

@@ -52,7 +52,7 @@ pub(crate) enum Ready {
     /// A reader or writer whose fd was reported ready.
     Io(Rc<dyn Watcher>),
     /// A task to poll.
-    Task(async_task::Runnable),
+    Task(crate::tasks::Runnable),
     /// A callback sent by `call_soon_threadsafe` (already boxed by its sender).
     Boxed(Box<dyn FnOnce() + 'static>),
     /// A stop request sent by [`LoopHandle::stop`](crate::LoopHandle::stop).

@@ -8,9 +8,11 @@
 //! ready queue instead of going through the thread-safe queue.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use crate::event_loop::EventLoop;
 use crate::ready_queue::Ready;
+use crate::tasks::Runnable;
 
 thread_local! {
     static RUNNING: RefCell<Option<EventLoop>> = const { RefCell::new(None) };
@@ -43,18 +45,16 @@ pub(crate) fn set_running(lp: Option<EventLoop>) {
     drop(old);
 }
 
-/// Queues `runnable` on the running loop if it is loop `id`; otherwise hands
-/// it back.
+/// Queues `runnable` on the running loop if it is the task's loop;
+/// otherwise hands it back.
 #[inline]
-pub(crate) fn schedule_local(
-    id: u64,
-    runnable: async_task::Runnable,
-) -> Result<(), async_task::Runnable> {
+pub(crate) fn schedule_local(runnable: Runnable) -> Result<(), Runnable> {
     let mut slot = Some(runnable);
     let _ = RUNNING.try_with(|r| {
         let Ok(r) = r.try_borrow() else { return };
         let Some(lp) = r.as_ref() else { return };
-        if lp.inner.shared.id != id {
+        let ours = |run: &Runnable| Arc::ptr_eq(&lp.inner.shared, &run.metadata().shared);
+        if !slot.as_ref().is_some_and(ours) {
             return;
         }
         let Ok(mut ready) = lp.inner.ready.try_borrow_mut() else {

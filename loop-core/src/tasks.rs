@@ -4,11 +4,14 @@
 //!
 //! Tasks are async-task's local tasks: the future need not be `Send` and is
 //! polled only on the loop thread. async-task requires the schedule function
-//! to be `Send + Sync` (a waker may travel to another thread), so it captures
-//! only the loop's `Arc<Shared>`: a wake-up on the loop thread while the loop
-//! runs pushes the runnable straight onto the ready queue (through the
-//! thread-local of `running.rs`); any other wake-up goes through the
-//! thread-safe queue and wakes the loop.
+//! to be `Send + Sync` (a waker may travel to another thread). It is a plain
+//! function, [`schedule_task`], and the loop's `Arc<Shared>` it needs is the
+//! task's metadata ([`TaskMeta`]): a schedule function that captures nothing
+//! lets async-task hand a consumed waker's reference to the runnable
+//! (one atomic operation per wake-up instead of three). A wake-up on the loop
+//! thread while the loop runs pushes the runnable straight onto the ready
+//! queue (through the thread-local of `running.rs`); any other wake-up goes
+//! through the thread-safe queue and wakes the loop.
 //!
 //! # Leftover tasks at shutdown
 //! [`EventLoop::close`] and [`run`](crate::run) first cancel the tasks still
@@ -90,21 +93,35 @@ where
     }
 }
 
+/// What a task carries for [`schedule_task`]: the loop it belongs to.
+pub(crate) struct TaskMeta {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A task's runnable, as the ready queue and the thread-safe queue hold it.
+pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
+
+/// async-task's schedule function for every task (see the module docs).
+fn schedule_task(runnable: Runnable) {
+    if let Err(runnable) = running::schedule_local(runnable) {
+        let shared = runnable.metadata().shared.clone();
+        EventLoop::inject_task(&shared, runnable);
+    }
+}
+
 impl EventLoop {
     /// Spawns `future` as a local task scheduled on this loop.
-    pub(crate) fn spawn_local<F>(&self, future: F) -> async_task::Task<F::Output>
+    pub(crate) fn spawn_local<F>(&self, future: F) -> async_task::Task<F::Output, TaskMeta>
     where
         F: StdFuture + 'static,
         F::Output: 'static,
     {
-        let shared: Arc<Shared> = self.inner.shared.clone();
-        let id = shared.id;
-        let schedule = move |runnable: async_task::Runnable| {
-            if let Err(runnable) = running::schedule_local(id, runnable) {
-                EventLoop::inject_task(&shared, runnable);
-            }
+        let meta = TaskMeta {
+            shared: self.inner.shared.clone(),
         };
-        let (runnable, task) = async_task::spawn_local(future, schedule);
+        let (runnable, task) = async_task::Builder::new()
+            .metadata(meta)
+            .spawn_local(move |_| future, schedule_task);
         // We are on the loop's thread (`EventLoop` is `!Send`): queue it directly.
         self.inner
             .ready

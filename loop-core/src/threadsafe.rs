@@ -31,7 +31,7 @@ use crate::LoopError;
 /// Work that arrives from another thread (or from a waker).
 pub(crate) enum Injected {
     Callback(Box<dyn FnOnce() + Send + 'static>),
-    Task(async_task::Runnable),
+    Task(crate::tasks::Runnable),
     Stop,
 }
 

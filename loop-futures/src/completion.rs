@@ -36,36 +36,45 @@ enum Waiter<H> {
     Callback(CallbackId, DoneCallback<H>),
 }
 
-/// The waiters, in registration order. The first is kept inline: almost
-/// every future has exactly one (the task awaiting it), and then no heap
-/// allocation is needed.
-struct Waiters<H> {
-    first: Option<Waiter<H>>,
-    rest: Vec<Waiter<H>>,
+/// The waiters, in registration order. One is kept inline: almost every
+/// future has exactly one (the task awaiting it), and then neither a heap
+/// allocation nor a vector's drop is needed.
+enum Waiters<H> {
+    None,
+    One(Waiter<H>),
+    Many(Vec<Waiter<H>>),
 }
 
 impl<H> Default for Waiters<H> {
     fn default() -> Self {
-        Waiters {
-            first: None,
-            rest: Vec::new(),
-        }
+        Waiters::None
     }
 }
 
 impl<H> Waiters<H> {
     fn push(&mut self, w: Waiter<H>) {
-        if self.first.is_none() && self.rest.is_empty() {
-            self.first = Some(w);
-        } else {
-            self.rest.push(w);
+        match self {
+            Waiters::None => *self = Waiters::One(w),
+            Waiters::Many(v) => v.push(w),
+            Waiters::One(_) => {
+                if let Waiters::One(first) = std::mem::take(self) {
+                    *self = Waiters::Many(vec![first, w]);
+                }
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[Waiter<H>] {
+        match self {
+            Waiters::None => &[],
+            Waiters::One(w) => std::slice::from_ref(w),
+            Waiters::Many(v) => v,
         }
     }
 
     fn has_waker(&self, waker: &Waker) -> bool {
-        self.first
+        self.as_slice()
             .iter()
-            .chain(self.rest.iter())
             .any(|w| matches!(w, Waiter::Waker(x) if x.will_wake(waker)))
     }
 }
@@ -122,16 +131,15 @@ impl<T, H> Completion<T, H> {
         }
         // Wake tasks and schedule callbacks in the order they registered:
         // waking a task queues it on the loop just as call_soon would.
-        let Waiters { first, rest } = std::mem::take(&mut *self.waiters.borrow_mut());
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         let fire = |w: Waiter<H>| match w {
             Waiter::Waker(w) => w.wake(),
             Waiter::Callback(_, cb) => Self::schedule_callback(lp, this, cb),
         };
-        if let Some(w) = first {
-            fire(w);
-        }
-        if !rest.is_empty() {
-            rest.into_iter().for_each(fire);
+        match waiters {
+            Waiters::None => {}
+            Waiters::One(w) => fire(w),
+            Waiters::Many(v) => v.into_iter().for_each(fire),
         }
         true
     }
@@ -169,15 +177,24 @@ impl<T, H> Completion<T, H> {
         let removed: Vec<Waiter<H>> = {
             let mut waiters = self.waiters.borrow_mut();
             let mut removed = Vec::new();
-            if waiters.first.as_ref().is_some_and(is_it) {
-                removed.extend(waiters.first.take());
-            }
-            let mut i = 0;
-            while i < waiters.rest.len() {
-                if is_it(&waiters.rest[i]) {
-                    removed.push(waiters.rest.remove(i));
-                } else {
-                    i += 1;
+            match &mut *waiters {
+                Waiters::None => {}
+                Waiters::One(w) => {
+                    if is_it(w) {
+                        if let Waiters::One(w) = std::mem::take(&mut *waiters) {
+                            removed.push(w);
+                        }
+                    }
+                }
+                Waiters::Many(v) => {
+                    let mut i = 0;
+                    while i < v.len() {
+                        if is_it(&v[i]) {
+                            removed.push(v.remove(i));
+                        } else {
+                            i += 1;
+                        }
+                    }
                 }
             }
             removed
