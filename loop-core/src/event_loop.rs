@@ -225,6 +225,7 @@ impl Builder {
             .map_err(|e| LoopError::io(format!("creating the {backend:?} poller"), e))?;
         let (shared, injected_rx) = Shared::new(notifier);
         let shared = Arc::new(shared);
+        shared.register();
         let timer_stats = Rc::new(TimerStats::default());
         Ok(EventLoop {
             owner: true,

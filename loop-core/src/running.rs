@@ -8,7 +8,6 @@
 //! ready queue instead of going through the thread-safe queue.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 
 use crate::event_loop::EventLoop;
 use crate::ready_queue::Ready;
@@ -53,7 +52,7 @@ pub(crate) fn schedule_local(runnable: Runnable) -> Result<(), Runnable> {
     let _ = RUNNING.try_with(|r| {
         let Ok(r) = r.try_borrow() else { return };
         let Some(lp) = r.as_ref() else { return };
-        let ours = |run: &Runnable| Arc::ptr_eq(&lp.inner.shared, &run.metadata().shared);
+        let ours = |run: &Runnable| lp.inner.shared.id == run.metadata().loop_id;
         if !slot.as_ref().is_some_and(ours) {
             return;
         }

@@ -5,13 +5,17 @@
 //! Tasks are async-task's local tasks: the future need not be `Send` and is
 //! polled only on the loop thread. async-task requires the schedule function
 //! to be `Send + Sync` (a waker may travel to another thread). It is a plain
-//! function, [`schedule_task`], and the loop's `Arc<Shared>` it needs is the
-//! task's metadata ([`TaskMeta`]): a schedule function that captures nothing
-//! lets async-task hand a consumed waker's reference to the runnable
-//! (one atomic operation per wake-up instead of three). A wake-up on the loop
+//! function, [`schedule_task`], and what it needs to know is the task's
+//! metadata ([`TaskMeta`]: the loop's id and thread). A schedule function
+//! that captures nothing lets async-task hand a consumed waker's reference
+//! to the runnable (one atomic operation per wake-up instead of three), and
+//! an id instead of an `Arc` saves two more per task. A wake-up on the loop
 //! thread while the loop runs pushes the runnable straight onto the ready
-//! queue (through the thread-local of `running.rs`); any other wake-up goes
-//! through the thread-safe queue and wakes the loop.
+//! queue (through the thread-local of `running.rs`); any other wake-up finds
+//! the loop by its id ([`Shared::find`]) and goes through the thread-safe
+//! queue, which wakes the loop. A task whose loop no longer exists can never
+//! run again: its runnable is dropped on the loop's thread, leaked on any
+//! other (a local task's future must not be dropped off its thread).
 //!
 //! # Leftover tasks at shutdown
 //! [`EventLoop::close`] and [`run`](crate::run) first cancel the tasks still
@@ -30,7 +34,6 @@
 
 use std::future::Future as StdFuture;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -95,7 +98,10 @@ where
 
 /// What a task carries for [`schedule_task`]: the loop it belongs to.
 pub(crate) struct TaskMeta {
-    pub(crate) shared: Arc<Shared>,
+    /// The loop's [`Shared::id`].
+    pub(crate) loop_id: u64,
+    /// The loop's thread.
+    owner: std::thread::ThreadId,
 }
 
 /// A task's runnable, as the ready queue and the thread-safe queue hold it.
@@ -104,8 +110,11 @@ pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
 /// async-task's schedule function for every task (see the module docs).
 fn schedule_task(runnable: Runnable) {
     if let Err(runnable) = running::schedule_local(runnable) {
-        let shared = runnable.metadata().shared.clone();
-        EventLoop::inject_task(&shared, runnable);
+        match Shared::find(runnable.metadata().loop_id) {
+            Some(shared) => EventLoop::inject_task(&shared, runnable),
+            None if std::thread::current().id() == runnable.metadata().owner => drop(runnable),
+            None => std::mem::forget(runnable),
+        }
     }
 }
 
@@ -117,7 +126,8 @@ impl EventLoop {
         F::Output: 'static,
     {
         let meta = TaskMeta {
-            shared: self.inner.shared.clone(),
+            loop_id: self.inner.shared.id,
+            owner: self.inner.shared.owner(),
         };
         let (runnable, task) = async_task::Builder::new()
             .metadata(meta)

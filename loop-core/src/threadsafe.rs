@@ -19,10 +19,11 @@
 //! it also closes the notifier's wake-up fd at once, however many
 //! `LoopHandle`s live (see `Notifier` for why that cannot race a `notify`).
 
+use std::collections::BTreeMap;
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{self, ThreadId};
 
 use crate::reactor::Notifier;
@@ -51,6 +52,13 @@ pub(crate) struct Shared {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Every loop's shared half by id, held weakly: how a task woken where its
+/// loop is not running finds the loop (see tasks.rs). A task carries its
+/// loop's id instead of an `Arc<Shared>`, which saves two atomic operations
+/// per task and keeps no loop alive from a forgotten waker. An entry goes
+/// when its `Shared` is dropped.
+static LOOPS: RwLock<BTreeMap<u64, Weak<Shared>>> = RwLock::new(BTreeMap::new());
+
 impl Shared {
     /// The shared half and the loop's receiving end.
     pub(crate) fn new(notifier: Notifier) -> (Shared, Receiver<Injected>) {
@@ -66,6 +74,23 @@ impl Shared {
             wake_failure: Mutex::new(None),
         };
         (shared, rx)
+    }
+
+    /// Makes the loop findable by [`find`](Self::find).
+    pub(crate) fn register(self: &Arc<Self>) {
+        let mut loops = LOOPS.write().unwrap_or_else(|e| e.into_inner());
+        loops.insert(self.id, Arc::downgrade(self));
+    }
+
+    /// The loop with this id, if it still exists.
+    pub(crate) fn find(id: u64) -> Option<Arc<Shared>> {
+        let loops = LOOPS.read().unwrap_or_else(|e| e.into_inner());
+        loops.get(&id).and_then(Weak::upgrade)
+    }
+
+    /// The thread that owns the loop (its tasks must be dropped there).
+    pub(crate) fn owner(&self) -> ThreadId {
+        self.owner
     }
 
     /// Queues `item` and wakes the loop. Fails on a closed loop (the item is
@@ -141,6 +166,13 @@ impl Shared {
             Injected::Task(r) if thread::current().id() != self.owner => mem::forget(r),
             other => drop(other),
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let mut loops = LOOPS.write().unwrap_or_else(|e| e.into_inner());
+        loops.remove(&self.id);
     }
 }
 

@@ -483,3 +483,69 @@ fn wake_failure_child() {
     }
     lp.close().unwrap();
 }
+
+/// A future that never completes and hands its waker out each poll.
+struct Parked(Arc<Mutex<Option<Waker>>>);
+
+impl Future for Parked {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        *self.0.lock().unwrap() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[test]
+fn a_task_woken_on_its_thread_while_the_loop_is_not_running_runs_in_the_next_run() {
+    let lp = new_loop();
+    let slot = Arc::new(Mutex::new(None::<Waker>));
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (s, p) = (slot.clone(), polls.clone());
+    let task = lp
+        .create_task(async move {
+            let mut parked = Parked(s);
+            std::future::poll_fn(|cx| {
+                p.fetch_add(1, Ordering::SeqCst);
+                Pin::new(&mut parked).poll(cx)
+            })
+            .await
+        })
+        .unwrap();
+    one_iteration(&lp);
+    assert_eq!(polls.load(Ordering::SeqCst), 1);
+    // The loop is not running: the wake-up finds the loop by its id and
+    // queues the task through the thread-safe door.
+    let waker = slot.lock().unwrap().take().expect("the task was polled");
+    waker.wake();
+    one_iteration(&lp);
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        2,
+        "woken while idle, run next"
+    );
+    task.cancel(None);
+    let t = task.clone();
+    // The awaited task's cancellation cancels the awaiting one too.
+    assert_kind(try_run(&lp, async move { t.await }), ErrorKind::Cancelled);
+    assert!(task.cancelled());
+    lp.close().unwrap();
+}
+
+#[test]
+fn a_waker_woken_on_another_thread_after_its_loop_is_gone_does_nothing() {
+    let slot = Arc::new(Mutex::new(None::<Waker>));
+    {
+        let lp = new_loop();
+        let s = slot.clone();
+        let _task = lp.create_task(async move { Parked(s).await }).unwrap();
+        one_iteration(&lp);
+        lp.close().unwrap();
+    } // the loop is dropped; the task's waker lives on
+    let waker = slot.lock().unwrap().take().expect("the task was polled");
+    let t = std::thread::spawn(move || {
+        waker.wake_by_ref();
+        waker.wake();
+    });
+    t.join()
+        .expect("waking a task of a dropped loop must not panic");
+}
