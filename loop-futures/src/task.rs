@@ -345,13 +345,6 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         cx: &mut Context<'_>,
         delivery: Option<LoopError>,
     ) -> (std::thread::Result<Poll<T>>, cancel::Ctx, cancel::Ctx) {
-        {
-            let mut waker = self.waker.borrow_mut();
-            match &*waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waker = Some(cx.waker().clone()),
-            }
-        }
         let registry = self.lp.tasks();
         let prev = registry.current.replace(self.registry_key.get());
         if registry.track_last.get() {
@@ -363,7 +356,27 @@ impl<T: 'static, L: LoopRef> TaskCore<T, L> {
         let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
         let ended = cancel::leave(outer);
         registry.current.set(prev);
+        if let Ok(Poll::Pending) = polled {
+            let same = matches!(&*self.waker.borrow(), Some(w) if w.will_wake(cx.waker()));
+            if !same {
+                self.keep_waker(cx);
+            }
+        }
         (polled, outer, ended)
+    }
+
+    /// Keeps the waker of a task that suspended (a new one, or the first),
+    /// for `cancel()` to wake it. Kept only then: a task that finishes in
+    /// its first poll never needs one, and cloning and dropping it would
+    /// cost two atomic operations. A cancel requested during the first poll
+    /// found no waker to wake, so the task is woken here.
+    #[cold]
+    #[inline(never)]
+    fn keep_waker(&self, cx: &Context<'_>) {
+        let first = self.waker.replace(Some(cx.waker().clone())).is_none();
+        if first && self.flags.get() & CANCEL_REQUESTED != 0 {
+            cx.waker().wake_by_ref();
+        }
     }
 
     /// A poll with a cancel request pending: delivered to the body, or, if

@@ -1099,3 +1099,32 @@ fn create_task_takes_not_send_futures_directly() {
     assert_eq!(seen, vec![0, 1, 2, 10, 11, 12]);
     lp.close().unwrap();
 }
+
+#[test]
+fn a_task_cancelling_itself_in_its_first_step_then_suspending_on_a_foreign_future_ends_cancelled() {
+    // The cancellation is requested before the task ever suspended: the task
+    // must still be woken to meet it (here by the fallback: a foreign
+    // awaitable cannot observe it, so the body is dropped).
+    let lp = new_loop();
+    let dropped = counter();
+    let (lp2, d) = (lp.clone(), dropped.clone());
+    struct Bump(Rc<Cell<usize>>);
+    impl Drop for Bump {
+        fn drop(&mut self) {
+            bump(&self.0);
+        }
+    }
+    let task = lp
+        .create_task(async move {
+            let _guard = Bump(d);
+            assert!(lp2.current_task().unwrap().cancel(Some("first step")));
+            std::future::pending::<()>().await;
+            12
+        })
+        .unwrap();
+    let e = assert_kind(run_task(&lp, task.clone()), ErrorKind::Cancelled);
+    assert_eq!(e.message(), "first step");
+    assert!(task.cancelled());
+    assert_eq!(dropped.get(), 1, "the body was dropped");
+    lp.close().unwrap();
+}
