@@ -1128,3 +1128,32 @@ fn a_task_cancelling_itself_in_its_first_step_then_suspending_on_a_foreign_futur
     assert_eq!(dropped.get(), 1, "the body was dropped");
     lp.close().unwrap();
 }
+
+#[test]
+fn task_ids_are_unique_across_threads() {
+    // Ids come from per-thread blocks: 4 threads x 3,000 tasks cross several
+    // block boundaries on each thread.
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let lp = new_loop();
+                let mut ids = Vec::new();
+                for _ in 0..3000 {
+                    let t = lp.create_task(async {}).unwrap();
+                    ids.push(t.id());
+                }
+                assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing per thread");
+                lp.close().unwrap();
+                ids
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "an id was given twice");
+}
