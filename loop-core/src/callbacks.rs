@@ -78,13 +78,12 @@ impl EventLoop {
         callback: impl FnOnce() + 'static,
     ) -> Result<TimerHandle, LoopError> {
         self.check_open()?;
-        let cell = CallbackCell::new_rc(callback, Location::caller());
-        self.inner.timers.borrow_mut().push(when, cell.clone());
-        Ok(TimerHandle {
-            handle: Handle { cell },
-            when,
-            stats: self.inner.timer_stats.clone(),
-        })
+        let slot = self
+            .inner
+            .timers
+            .borrow_mut()
+            .schedule(when, Location::caller(), callback);
+        Ok(TimerHandle { slot })
     }
 
     /// A timer that is never due (see [`call_later`](Self::call_later)).
@@ -92,13 +91,12 @@ impl EventLoop {
     fn call_never(&self, callback: impl FnOnce() + 'static) -> Result<TimerHandle, LoopError> {
         self.check_open()?;
         let when = crate::clock::latest_instant(self.time());
-        let cell = CallbackCell::new_rc(callback, Location::caller());
-        self.inner.timers.borrow_mut().push_never(cell.clone());
-        Ok(TimerHandle {
-            handle: Handle { cell },
-            when,
-            stats: self.inner.timer_stats.clone(),
-        })
+        let slot =
+            self.inner
+                .timers
+                .borrow_mut()
+                .schedule_never(when, Location::caller(), callback);
+        Ok(TimerHandle { slot })
     }
 
     /// The loop's clock: monotonic, the time base of [`call_at`](Self::call_at).
