@@ -20,7 +20,9 @@
 //!   cancelled statistics: a cancelled thread-safe timer is compacted away
 //!   like a cancelled `TimerHandle`, not left in the heap until its
 //!   deadline. The closure removes its map entry when it is run or dropped,
-//!   so the map holds only timers still in the heap.
+//!   so the map holds only timers still in the heap; dropped without
+//!   running (by `close()`), it settles the timer cancelled and drops the
+//!   callback.
 //! - Scheduling from the loop thread while the loop runs pushes onto the
 //!   heap at once; from anywhere else it goes through the thread-safe queue
 //!   (`call_soon_threadsafe`), and the deadline is counted from when the
@@ -99,13 +101,31 @@ impl TsShared {
     }
 }
 
-/// Removes the map's entry of a timer when its loop-side closure is run or
-/// dropped (cancelled, or dropped by `close()`).
-struct Unlisted(u64);
+/// The loop-side closure of a thread-safe timer: runs the callback if it
+/// wins the state word. Dropped without running (cancelled on the loop
+/// thread, or dropped by `close()`), it settles the timer cancelled, so that
+/// its handle says so and the callback is dropped now; either way it
+/// removes the timer from the thread's map.
+struct LoopSide {
+    shared: Arc<TsShared>,
+}
 
-impl Drop for Unlisted {
+impl LoopSide {
+    fn fire(self) {
+        let won = self.shared.settle(FIRED);
+        // Unlisted (by the drop) before the callback runs.
+        drop(self);
+        if let Some(f) = won {
+            f();
+        }
+    }
+}
+
+impl Drop for LoopSide {
     fn drop(&mut self) {
-        let id = self.0;
+        // Already settled when it fired or was cancelled by its handle.
+        drop(self.shared.settle(CANCELLED));
+        let id = self.shared.id;
         // try_with: the thread may be exiting. The slot reference taken out
         // is dropped after the map's borrow ends.
         let taken = ENTRIES
@@ -125,13 +145,8 @@ fn push_entry(lp: &EventLoop, shared: Arc<TsShared>, delay: Duration) -> Result<
     lp.check_open()?;
     let id = shared.id;
     let location = shared.location;
-    let unlisted = Unlisted(id);
-    let fire = move || {
-        let _unlisted = unlisted;
-        if let Some(f) = shared.settle(FIRED) {
-            f();
-        }
-    };
+    let side = LoopSide { shared };
+    let fire = move || side.fire();
     let slot = match lp.time().checked_add(delay) {
         Some(when) => lp.inner.timers.borrow_mut().schedule(when, location, fire),
         // Never due (asyncio's `inf`): kept until cancelled or closed.

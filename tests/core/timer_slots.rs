@@ -269,3 +269,56 @@ fn cancel_from_inside_a_callback() {
     drop(seen);
     lp.close().unwrap();
 }
+
+/// `close()` cancels the thread-safe timers still pending, as it cancels
+/// `TimerHandle`s: their handles say so and their callbacks are dropped,
+/// whatever handles still exist.
+#[test]
+fn close_cancels_pending_threadsafe_timers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    struct SendDrop(Arc<AtomicUsize>);
+    impl Drop for SendDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let lp = virtual_loop();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let handle = lp.handle();
+    // Sent from another thread: it reaches the heap when the loop runs.
+    let d = SendDrop(drops.clone());
+    let h = handle.clone();
+    let sent = std::thread::spawn(move || {
+        h.call_later_threadsafe(ms(3_600_000), move || drop(d))
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    let l = lp.clone();
+    let d = drops.clone();
+    let local = lp
+        .run_until_complete(async move {
+            let (d1, d2) = (SendDrop(d.clone()), SendDrop(d));
+            let h = l.handle();
+            let far = h
+                .call_later_threadsafe(ms(3_600_000), move || drop(d1))
+                .unwrap();
+            let never = h
+                .call_later_threadsafe(Duration::MAX, move || drop(d2))
+                .unwrap();
+            (far, never)
+        })
+        .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    lp.close().unwrap();
+    for t in [&sent, &local.0, &local.1] {
+        assert!(t.cancelled(), "{t:?}");
+        assert!(!t.fired());
+    }
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        3,
+        "callbacks dropped by close()"
+    );
+}
