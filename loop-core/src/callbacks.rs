@@ -77,25 +77,31 @@ impl EventLoop {
         when: Instant,
         callback: impl FnOnce() + 'static,
     ) -> Result<TimerHandle, LoopError> {
-        self.check_open()?;
-        let slot = self
-            .inner
-            .timers
-            .borrow_mut()
-            .schedule(when, Location::caller(), callback);
-        Ok(TimerHandle { slot })
+        self.schedule_timer(when, false, callback)
     }
 
     /// A timer that is never due (see [`call_later`](Self::call_later)).
     #[track_caller]
     fn call_never(&self, callback: impl FnOnce() + 'static) -> Result<TimerHandle, LoopError> {
-        self.check_open()?;
         let when = crate::clock::latest_instant(self.time());
+        self.schedule_timer(when, true, callback)
+    }
+
+    /// `call_at`, or (`never`) a timer that is never due.
+    #[track_caller]
+    #[inline]
+    fn schedule_timer(
+        &self,
+        when: Instant,
+        never: bool,
+        callback: impl FnOnce() + 'static,
+    ) -> Result<TimerHandle, LoopError> {
+        self.check_open()?;
         let slot =
             self.inner
                 .timers
                 .borrow_mut()
-                .schedule_never(when, Location::caller(), callback);
+                .schedule(when, never, Location::caller(), callback);
         Ok(TimerHandle { slot })
     }
 

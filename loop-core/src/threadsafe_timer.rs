@@ -147,17 +147,18 @@ fn push_entry(lp: &EventLoop, shared: Arc<TsShared>, delay: Duration) -> Result<
     let location = shared.location;
     let side = LoopSide { shared };
     let fire = move || side.fire();
-    let slot = match lp.time().checked_add(delay) {
-        Some(when) => lp.inner.timers.borrow_mut().schedule(when, location, fire),
-        // Never due (asyncio's `inf`): kept until cancelled or closed.
-        None => {
-            let when = crate::clock::latest_instant(lp.time());
-            lp.inner
-                .timers
-                .borrow_mut()
-                .schedule_never(when, location, fire)
-        }
+    let now = lp.time();
+    // Never due (asyncio's `inf`) if the deadline overflows: kept until
+    // cancelled or closed.
+    let (when, never) = match now.checked_add(delay) {
+        Some(when) => (when, false),
+        None => (crate::clock::latest_instant(now), true),
     };
+    let slot = lp
+        .inner
+        .timers
+        .borrow_mut()
+        .schedule(when, never, location, fire);
     let old = ENTRIES.with(|m| m.borrow_mut().insert(id, slot));
     drop(old);
     Ok(())

@@ -248,34 +248,32 @@ impl TimerQueue {
         self.stats().cancelled_in_heap.get()
     }
 
-    /// Schedules `f` at `when`; returns the timer's slot for its handle.
+    /// Schedules `f` at `when`, or (`never`) as a timer that is never due
+    /// (see the module docs; `when` is then only what its handle reports).
+    /// Returns the timer's slot for its handle.
     #[inline]
     pub(crate) fn schedule<F: FnOnce() + 'static>(
         &mut self,
         when: Instant,
+        never: bool,
         location: &'static Location<'static>,
         f: F,
     ) -> SlotRef {
         let slot = self.slab.shared().insert(when, location, f);
-        self.push(when, slot.clone());
+        if never {
+            self.keep_never(slot.clone());
+        } else {
+            self.push(when, slot.clone());
+        }
         slot
     }
 
-    /// Keeps `f` as a timer that is never due (see the module docs); `when`
-    /// is what its handle reports.
-    pub(crate) fn schedule_never<F: FnOnce() + 'static>(
-        &mut self,
-        when: Instant,
-        location: &'static Location<'static>,
-        f: F,
-    ) -> SlotRef {
-        let slot = self.slab.shared().insert(when, location, f);
+    fn keep_never(&mut self, slot: SlotRef) {
         if self.never.len() >= self.never_prune_at {
             self.never.retain(|c| !c.is_cancelled());
             self.never_prune_at = (self.never.len() * 2).max(NEVER_PRUNE_MIN);
         }
-        self.never.push(slot.clone());
-        slot
+        self.never.push(slot);
     }
 
     #[inline]
@@ -471,7 +469,9 @@ mod tests {
         id: u32,
     ) -> TimerHandle {
         let log = log.clone();
-        let slot = q.schedule(when, Location::caller(), move || log.borrow_mut().push(id));
+        let slot = q.schedule(when, false, Location::caller(), move || {
+            log.borrow_mut().push(id)
+        });
         TimerHandle { slot }
     }
 
