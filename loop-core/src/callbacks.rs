@@ -89,7 +89,7 @@ impl EventLoop {
 
     /// `call_at`, or (`never`) a timer that is never due.
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     fn schedule_timer(
         &self,
         when: Instant,

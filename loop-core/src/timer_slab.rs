@@ -6,32 +6,37 @@
 //! `Rc` cell from `malloc`, a 40-byte `TimerHandle` and a 32-byte heap entry.
 //! Scheduling a million timers spent ~190 instructions per timer in glibc's
 //! `malloc` (every chunk split off the top) and ~50 ns in page faults.
-//! Here a timer is one 64-byte [`Slot`], taken from a free list or bumped off
+//! Here a timer is one 80-byte [`Slot`], taken from a free list or bumped off
 //! the current chunk (a few instructions), a thin [`SlotRef`] in the user's
 //! [`TimerHandle`](crate::TimerHandle) (8 bytes) and a 24-byte heap entry
 //! (`timers.rs`).
 //!
 //! # Layout
-//! - A **slot** (64 bytes, one cache line) holds the state word (flags and
+//! - A **slot** (80 bytes, aligned to 16) holds the state word (flags and
 //!   the heap's sequence number), the reference count, the deadline, the
 //!   scheduling site, and the closure: inline when it fits
-//!   ([`INLINE_BYTES`], alignment at most 8), else a `Box` of it, behind a
-//!   per-type table of two functions (call, drop).
+//!   ([`INLINE_BYTES`] = 32, alignment at most 8: an `Rc`, an `Instant` and
+//!   a word, say), else a `Box` of it, behind a per-type table of two
+//!   functions (call, drop). A 64-byte slot (one cache line, 16 bytes of
+//!   closure) was measured first: as fast on `timer_cancel` (an 8-byte
+//!   closure), but the `timers` case's 24-byte closures were boxed, and
+//!   with 32 bytes inline that case runs 23% fewer instructions.
 //! - Slots live in **segments** of [`SEGMENT_BYTES`], aligned to their size;
 //!   the first slot of each segment holds the segment's header instead: a
 //!   pointer to the slab's shared state. So a slot finds its slab by masking
-//!   its own address, and needs no pointer of its own.
+//!   its own address, and needs no pointer of its own. (The last 64 bytes of
+//!   a segment, less than a slot, stay unused.)
 //! - Segments come in **chunks** that double from one segment up to
 //!   [`HUGE_CHUNK`] (2 MiB). On Linux the 2 MiB chunks are mapped with
 //!   `mmap`, aligned to 2 MiB and advised `MADV_HUGEPAGE` (our own mapping,
 //!   unmapped when the slab goes): where transparent huge pages are enabled
-//!   (`always` or `madvise`), a million timers fault in ~30 huge pages
-//!   instead of ~16,000 small ones. Smaller chunks (and every chunk
+//!   (`always` or `madvise`), a million timers fault in ~40 huge pages
+//!   instead of ~20,000 small ones. Smaller chunks (and every chunk
 //!   elsewhere) come from the global allocator.
 //! - Freed slots go on a free list (its link stored in the free slot's
 //!   payload) and are reused first, most recently freed first. Chunks are
 //!   not given back while the loop lives: a loop keeps the slots of its
-//!   largest number of timers pending at once (64 bytes each), and reuses
+//!   largest number of timers pending at once (80 bytes each), and reuses
 //!   them; schedule/cancel churn does not grow it.
 //!
 //! # Measured (`bench-core --case timer_cancel`, 1,000,000 timers 1-10 s
@@ -78,16 +83,20 @@ use std::ptr::{self, NonNull};
 use std::time::Instant;
 
 /// The size (and alignment) of a slot.
-pub(crate) const SLOT_BYTES: usize = 64;
+pub(crate) const SLOT_BYTES: usize = 80;
 
 /// The size and alignment of a segment; its first slot is its header.
 pub(crate) const SEGMENT_BYTES: usize = 16 * 1024;
+
+/// Slots per segment, its header included (what is left at its end, less
+/// than a slot, stays unused).
+const SLOTS_PER_SEGMENT: usize = SEGMENT_BYTES / SLOT_BYTES;
 
 /// The largest chunk, mapped for huge pages on Linux.
 pub(crate) const HUGE_CHUNK: usize = 2 * 1024 * 1024;
 
 /// The largest closure stored in the slot itself; larger ones are boxed.
-pub(crate) const INLINE_BYTES: usize = 16;
+pub(crate) const INLINE_BYTES: usize = 32;
 
 /// `cancel` was called.
 const CANCELLED: u64 = 1;
@@ -138,7 +147,7 @@ const fn fits_inline<F>() -> bool {
 }
 
 /// One timer: see the module docs for the layout.
-#[repr(C, align(64))]
+#[repr(C, align(16))]
 pub(crate) struct Slot {
     /// Flags and the sequence number above [`SEQ_SHIFT`].
     state: Cell<u64>,
@@ -151,7 +160,7 @@ pub(crate) struct Slot {
 }
 
 const _: () = assert!(mem::size_of::<Slot>() == SLOT_BYTES);
-const _: () = assert!(SEGMENT_BYTES % SLOT_BYTES == 0 && SEGMENT_BYTES.is_power_of_two());
+const _: () = assert!(SEGMENT_BYTES.is_power_of_two() && SEGMENT_BYTES >= 64 * SLOT_BYTES);
 const _: () = assert!(HUGE_CHUNK % SEGMENT_BYTES == 0);
 const _: () = assert!(mem::size_of::<SegmentHeader>() <= SLOT_BYTES);
 
@@ -276,7 +285,7 @@ impl SlabShared {
             &VTableOf::<Box<F>>::VTABLE
         };
         // SAFETY: `alloc` hands out a slot that no `SlotRef` points at, in a
-        // segment of a live chunk, aligned to 64; it is written whole here,
+        // segment of a live chunk, aligned to 16; it is written whole here,
         // then its payload gets the closure matching `vtable` (inline only if
         // it fits the payload's size and alignment).
         unsafe {
@@ -322,8 +331,11 @@ impl SlabShared {
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self) -> NonNull<Slot> {
-        let mut segment = self.segment_end.get().cast::<u8>();
-        if segment.is_null() || segment == self.chunk_end.get() {
+        // The next segment starts at the first segment boundary at or after
+        // the current segment's last slot.
+        let end = self.segment_end.get().cast::<u8>();
+        let mut segment = end.wrapping_add(end.addr().wrapping_neg() & (SEGMENT_BYTES - 1));
+        if end.is_null() || segment == self.chunk_end.get() {
             segment = self.new_chunk();
         }
         let header = segment.cast::<SegmentHeader>();
@@ -335,7 +347,8 @@ impl SlabShared {
             });
             let first = segment.add(SLOT_BYTES).cast::<Slot>();
             self.bump.set(first.add(1));
-            self.segment_end.set(segment.add(SEGMENT_BYTES).cast());
+            self.segment_end
+                .set(segment.add(SLOTS_PER_SEGMENT * SLOT_BYTES).cast());
             NonNull::new_unchecked(first)
         }
     }

@@ -251,7 +251,7 @@ impl TimerQueue {
     /// Schedules `f` at `when`, or (`never`) as a timer that is never due
     /// (see the module docs; `when` is then only what its handle reports).
     /// Returns the timer's slot for its handle.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn schedule<F: FnOnce() + 'static>(
         &mut self,
         when: Instant,
