@@ -6,37 +6,37 @@
 //! `Rc` cell from `malloc`, a 40-byte `TimerHandle` and a 32-byte heap entry.
 //! Scheduling a million timers spent ~190 instructions per timer in glibc's
 //! `malloc` (every chunk split off the top) and ~50 ns in page faults.
-//! Here a timer is one 80-byte [`Slot`], taken from a free list or bumped off
+//! Here a timer is one 64-byte [`Slot`], taken from a free list or bumped off
 //! the current chunk (a few instructions), a thin [`SlotRef`] in the user's
 //! [`TimerHandle`](crate::TimerHandle) (8 bytes) and a 24-byte heap entry
 //! (`timers.rs`).
 //!
 //! # Layout
-//! - A **slot** (80 bytes, aligned to 16) holds the state word (flags and
+//! - A **slot** (64 bytes, one cache line) holds the state word (flags and
 //!   the heap's sequence number), the reference count, the deadline, the
 //!   scheduling site, and the closure: inline when it fits
-//!   ([`INLINE_BYTES`] = 32, alignment at most 8: an `Rc`, an `Instant` and
-//!   a word, say), else a `Box` of it, behind a per-type table of two
-//!   functions (call, drop). A 64-byte slot (one cache line, 16 bytes of
-//!   closure) was measured first: as fast on `timer_cancel` (an 8-byte
-//!   closure), but the `timers` case's 24-byte closures were boxed, and
-//!   with 32 bytes inline that case runs 23% fewer instructions.
+//!   ([`INLINE_BYTES`] = 16, alignment at most 8: two `Rc`s, say), else a
+//!   `Box` of it, behind a per-type table of two functions (call, drop).
+//!   80-byte slots with 32 bytes inline were measured too: the `timers`
+//!   case (24-byte closures, boxed here) ran 23% fewer instructions, but
+//!   `timer_cancel` (8-byte closures) took ~10 ns more per timer (16 MB
+//!   more memory to fault in and to sweep three times per million timers),
+//!   and the boxed path costs what the `Rc` cell cost before.
 //! - Slots live in **segments** of [`SEGMENT_BYTES`], aligned to their size;
 //!   the first slot of each segment holds the segment's header instead: a
 //!   pointer to the slab's shared state. So a slot finds its slab by masking
-//!   its own address, and needs no pointer of its own. (The last 64 bytes of
-//!   a segment, less than a slot, stay unused.)
+//!   its own address, and needs no pointer of its own.
 //! - Segments come in **chunks** that double from one segment up to
 //!   [`HUGE_CHUNK`] (2 MiB). On Linux the 2 MiB chunks are mapped with
 //!   `mmap`, aligned to 2 MiB and advised `MADV_HUGEPAGE` (our own mapping,
 //!   unmapped when the slab goes): where transparent huge pages are enabled
-//!   (`always` or `madvise`), a million timers fault in ~40 huge pages
-//!   instead of ~20,000 small ones. Smaller chunks (and every chunk
+//!   (`always` or `madvise`), a million timers fault in ~30 huge pages
+//!   instead of ~16,000 small ones. Smaller chunks (and every chunk
 //!   elsewhere) come from the global allocator.
 //! - Freed slots go on a free list (its link stored in the free slot's
 //!   payload) and are reused first, most recently freed first. Chunks are
 //!   not given back while the loop lives: a loop keeps the slots of its
-//!   largest number of timers pending at once (80 bytes each), and reuses
+//!   largest number of timers pending at once (64 bytes each), and reuses
 //!   them; schedule/cancel churn does not grow it.
 //!
 //! # Measured (`bench-core --case timer_cancel`, 1,000,000 timers 1-10 s
@@ -83,7 +83,7 @@ use std::ptr::{self, NonNull};
 use std::time::Instant;
 
 /// The size (and alignment) of a slot.
-pub(crate) const SLOT_BYTES: usize = 80;
+pub(crate) const SLOT_BYTES: usize = 64;
 
 /// The size and alignment of a segment; its first slot is its header.
 pub(crate) const SEGMENT_BYTES: usize = 16 * 1024;
@@ -96,7 +96,7 @@ const SLOTS_PER_SEGMENT: usize = SEGMENT_BYTES / SLOT_BYTES;
 pub(crate) const HUGE_CHUNK: usize = 2 * 1024 * 1024;
 
 /// The largest closure stored in the slot itself; larger ones are boxed.
-pub(crate) const INLINE_BYTES: usize = 32;
+pub(crate) const INLINE_BYTES: usize = 16;
 
 /// `cancel` was called.
 const CANCELLED: u64 = 1;
@@ -147,7 +147,7 @@ const fn fits_inline<F>() -> bool {
 }
 
 /// One timer: see the module docs for the layout.
-#[repr(C, align(16))]
+#[repr(C, align(64))]
 pub(crate) struct Slot {
     /// Flags and the sequence number above [`SEQ_SHIFT`].
     state: Cell<u64>,
@@ -285,7 +285,7 @@ impl SlabShared {
             &VTableOf::<Box<F>>::VTABLE
         };
         // SAFETY: `alloc` hands out a slot that no `SlotRef` points at, in a
-        // segment of a live chunk, aligned to 16; it is written whole here,
+        // segment of a live chunk, aligned to 64; it is written whole here,
         // then its payload gets the closure matching `vtable` (inline only if
         // it fits the payload's size and alignment).
         unsafe {
