@@ -39,15 +39,21 @@
 //!   largest number of timers pending at once (64 bytes each), and reuses
 //!   them; schedule/cancel churn does not grow it.
 //!
-//! # Measured (`bench-core --case timer_cancel`, 1,000,000 timers 1-10 s
-//! out, all cancelled, then one iteration; pinned, medians of 11, on a
-//! 2-CPU VM with THP in `madvise` mode)
-//! Before the slab: 156 ns per timer, 33,300 page faults. With it: 84 ns,
-//! 10,400 page faults (the heap's array and the caller's handles remain);
-//! without the huge-page advice, 113 ns. The advice matters only past
-//! ~32,000 pending timers (the first 2 MiB chunk), so small loops never
-//! pay a huge page's first-touch cost (zeroing 2 MiB, or a compaction
-//! where the kernel's `defrag` setting asks for one).
+//! # Measured (`bench-core --case timer_cancel`: 1,000,000 timers 1-10 s
+//! out, all cancelled, then one iteration; pinned, interleaved runs,
+//! medians of 11-15, on a 2-CPU VM with THP in `madvise` mode, shared with
+//! other builds and benchmarks)
+//! - ns per timer, before the slab / with it / with it but no huge-page
+//!   advice / tokio: 156 / 84 / 113 / 586 in a quiet spell, 190 / 104 /
+//!   122 / 647 with another benchmark running.
+//! - Instructions (callgrind, 100,000 timers, the whole run): 877 -> 341
+//!   per timer. Page faults per run: 33,300 -> 10,400 (25,600 without the
+//!   advice); what is left is the heap's array and the caller's handles.
+//!
+//! The advice matters only past ~32,000 pending timers (the first 2 MiB
+//! chunk), so small loops never pay a huge page's first-touch cost (zeroing
+//! 2 MiB, or a compaction where the kernel's `defrag` setting asks for
+//! one). In alternating runs the advised slab was faster in 13 of 15 pairs.
 //!
 //! # Invariants (the safety argument)
 //! - **A slot is reached only through a [`SlotRef`]**, which counts: the
