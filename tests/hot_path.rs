@@ -1,7 +1,8 @@
 //! The stream transport's write path on its fast path (issue 12, part 6):
 //! `write`/`writelines` that the socket takes whole allocate nothing, and
 //! `writelines` takes any number of buffers; and a done callback is
-//! scheduled with one allocation.
+//! scheduled with one allocation, a timer with none once its loop's timer
+//! slab has room (issue 16).
 //!
 //! Its own test binary: it installs a global allocator that counts the
 //! allocations of each thread.
@@ -189,4 +190,52 @@ fn scheduling_a_done_callback_allocates_once() {
     one_iteration(&lp);
     assert_eq!(ran.get(), 3);
     assert_eq!(after - before, 1, "allocations made by set_result");
+}
+
+/// A timer with a closure of up to 16 bytes allocates nothing once its
+/// loop's timer slab and heap have grown (issue 16): the slot comes from the
+/// slab's free list, the heap entry from the heap's capacity (before: one
+/// `Rc` cell per timer). A closure too large for a slot is boxed: one
+/// allocation.
+#[test]
+fn scheduling_a_timer_allocates_nothing_once_warm() {
+    let lp = new_loop();
+    let ran = Rc::new(Cell::new(0u64));
+    let ms = std::time::Duration::from_millis;
+    let mut handles = Vec::with_capacity(1000);
+    for round in 0..3u64 {
+        let r = ran.clone();
+        let made = allocations_in(|| {
+            for i in 0..500 {
+                // 16 bytes of captures: the most a slot holds inline.
+                let r = r.clone();
+                let closure = move || {
+                    r.set(r.get() + 1);
+                    std::hint::black_box(i);
+                };
+                assert_eq!(std::mem::size_of_val(&closure), 16);
+                handles.push(lp.call_later(ms(i % 3), closure).unwrap());
+            }
+        });
+        if round > 0 {
+            assert_eq!(made, 0, "allocations for 500 timers in round {round}");
+        }
+        let big = [1u64; 8];
+        let r = ran.clone();
+        let made = allocations_in(|| {
+            handles.push(
+                lp.call_later(ms(1), move || r.set(r.get() + big.iter().sum::<u64>()))
+                    .unwrap(),
+            );
+        });
+        if round > 0 {
+            assert_eq!(made, 1, "a 72-byte closure is boxed");
+        }
+        let l = lp.clone();
+        lp.call_later(ms(5), move || l.stop()).unwrap();
+        lp.run_forever().unwrap();
+        assert_eq!(ran.get(), (round + 1) * 508);
+        handles.clear();
+    }
+    lp.close().unwrap();
 }

@@ -77,28 +77,32 @@ impl EventLoop {
         when: Instant,
         callback: impl FnOnce() + 'static,
     ) -> Result<TimerHandle, LoopError> {
-        self.check_open()?;
-        let cell = CallbackCell::new_rc(callback, Location::caller());
-        self.inner.timers.borrow_mut().push(when, cell.clone());
-        Ok(TimerHandle {
-            handle: Handle { cell },
-            when,
-            stats: self.inner.timer_stats.clone(),
-        })
+        self.schedule_timer(when, false, callback)
     }
 
     /// A timer that is never due (see [`call_later`](Self::call_later)).
     #[track_caller]
     fn call_never(&self, callback: impl FnOnce() + 'static) -> Result<TimerHandle, LoopError> {
-        self.check_open()?;
         let when = crate::clock::latest_instant(self.time());
-        let cell = CallbackCell::new_rc(callback, Location::caller());
-        self.inner.timers.borrow_mut().push_never(cell.clone());
-        Ok(TimerHandle {
-            handle: Handle { cell },
-            when,
-            stats: self.inner.timer_stats.clone(),
-        })
+        self.schedule_timer(when, true, callback)
+    }
+
+    /// `call_at`, or (`never`) a timer that is never due.
+    #[track_caller]
+    #[inline(always)]
+    fn schedule_timer(
+        &self,
+        when: Instant,
+        never: bool,
+        callback: impl FnOnce() + 'static,
+    ) -> Result<TimerHandle, LoopError> {
+        self.check_open()?;
+        let slot =
+            self.inner
+                .timers
+                .borrow_mut()
+                .schedule(when, never, Location::caller(), callback);
+        Ok(TimerHandle { slot })
     }
 
     /// The loop's clock: monotonic, the time base of [`call_at`](Self::call_at).

@@ -44,7 +44,7 @@ use crate::clock::{Clock, VirtualClock};
 use crate::debug::DebugState;
 use crate::exception::{ExceptionContext, ExceptionHandler};
 use crate::executor::ExecutorState;
-use crate::handle::{Handle, TimerStats};
+use crate::handle::{Handle, TimerHandle};
 use crate::io::FdRegistry;
 use crate::reactor::{Backend, Reactor, Readiness};
 use crate::ready_queue::{Ready, ReadyQueue};
@@ -70,7 +70,6 @@ pub(crate) struct Inner {
     pub(crate) stopping: Cell<bool>,
     pub(crate) ready: RefCell<ReadyQueue>,
     pub(crate) timers: RefCell<TimerQueue>,
-    pub(crate) timer_stats: Rc<TimerStats>,
     pub(crate) io: RefCell<FdRegistry>,
     pub(crate) clock: Clock,
     pub(crate) debug: DebugState,
@@ -226,7 +225,6 @@ impl Builder {
         let (shared, injected_rx) = Shared::new(notifier);
         let shared = Arc::new(shared);
         shared.register();
-        let timer_stats = Rc::new(TimerStats::default());
         Ok(EventLoop {
             owner: true,
             inner: Rc::new(Inner {
@@ -236,8 +234,7 @@ impl Builder {
                 state: Cell::new(RunState::Idle),
                 close_after_run: Cell::new(false),
                 stopping: Cell::new(false),
-                timers: RefCell::new(TimerQueue::new(timer_stats.clone())),
-                timer_stats,
+                timers: RefCell::new(TimerQueue::new()),
                 io: RefCell::default(),
                 clock: self.clock.map(Clock::Virtual).unwrap_or_default(),
                 debug: DebugState::new(debug),
@@ -470,7 +467,7 @@ impl EventLoop {
                         cb.cancel();
                     }
                     Some(Ready::Timer(t)) => {
-                        t.1.cancel();
+                        t.cancel();
                     }
                     _ => {}
                 }
@@ -623,13 +620,7 @@ impl EventLoop {
             let now = inner.clock.now();
             let mut ready = inner.ready.borrow_mut();
             let mut timers = inner.timers.borrow_mut();
-            if inner.debug.enabled() {
-                timers.pop_due(now, |when, cb| {
-                    ready.push_found(Ready::Timer(Box::new((when, cb))))
-                });
-            } else {
-                timers.pop_due(now, |_, cb| ready.push_found(Ready::Callback(cb)));
-            }
+            timers.pop_due(now, |slot| ready.push_found(Ready::Timer(slot)));
         }
 
         // 4. Run exactly what is ready now.
@@ -652,11 +643,11 @@ impl EventLoop {
         let outcome = match item {
             Ready::Callback(cb) => match catch_unwind(AssertUnwindSafe(|| cb.run())) {
                 Ok(()) => return,
-                Err(p) => (p, Some(Handle::describe(&*cb, None))),
+                Err(p) => (p, Some(Handle::describe(&*cb))),
             },
-            Ready::Timer(t) => match catch_unwind(AssertUnwindSafe(|| t.1.run())) {
+            Ready::Timer(t) => match catch_unwind(AssertUnwindSafe(|| t.run())) {
                 Ok(()) => return,
-                Err(p) => (p, Some(Handle::describe(&*t.1, Some(t.0)))),
+                Err(p) => (p, Some(TimerHandle::describe(&t))),
             },
             Ready::Io(w) => match catch_unwind(AssertUnwindSafe(|| w.fire())) {
                 Ok(()) => return,

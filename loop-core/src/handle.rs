@@ -2,14 +2,18 @@
 //! `call_at` return.
 //!
 //! # Design
-//! A scheduled callback is one allocation: an `Rc<CallbackCell<F>>` holding the
-//! closure, its state flags and the source location that scheduled it. The
-//! ready queue and the timer heap hold it as `Rc<dyn Callback>`; the user's
-//! [`Handle`] holds another reference to the same cell. Cancelling is O(1): it
-//! sets a flag and drops the closure at once (so that what it captured is
-//! released, as asyncio clears `_callback`); the queue entry stays where it is
-//! and is skipped when reached. Cancelled timers are counted so that the timer
-//! heap can purge them, a budget per iteration, when they dominate (see
+//! A `call_soon` callback is one allocation: an `Rc<CallbackCell<F>>` holding
+//! the closure, its state flags and the source location that scheduled it.
+//! The ready queue holds it as `Rc<dyn Callback>`; the user's [`Handle`]
+//! holds another reference to the same cell. Cancelling is O(1): it sets a
+//! flag and drops the closure at once (so that what it captured is released,
+//! as asyncio clears `_callback`); the queue entry stays where it is and is
+//! skipped when reached.
+//!
+//! A timer lives in a slot of its loop's timer slab instead (`timer_slab.rs`):
+//! a [`TimerHandle`] is one counted pointer to the slot, which holds the
+//! deadline, the closure and the flags. Cancelling it is the same O(1) flag
+//! and drop, and counts the cancellation for the timer heap's purge (see
 //! `timers.rs`).
 
 use std::cell::Cell;
@@ -18,38 +22,25 @@ use std::panic::Location;
 use std::rc::Rc;
 use std::time::Instant;
 
-const CANCELLED: u64 = 1;
-/// Set while a timer's entry is in the heap: cancelling it then counts towards
-/// the heap's purge threshold.
-const IN_HEAP: u64 = 2;
+use crate::timer_slab::{Slot, SlotRef};
+
+const CANCELLED: u8 = 1;
 /// Set once the callback started running.
-const RAN: u64 = 4;
-/// The flags word holds a timer's scheduling sequence number above these
-/// bits (the timer heap's tie-break, kept here so that a heap entry is 32
-/// bytes instead of 40).
-const SEQ_SHIFT: u32 = 3;
+const RAN: u8 = 2;
 
 /// What the loop sees of a scheduled callback.
 pub(crate) trait Callback {
     /// Runs the closure unless it was cancelled; runs it at most once.
     fn run(&self);
-    /// Cancels; returns whether it was live and in the timer heap.
+    /// Cancels; returns whether this call cancelled it.
     fn cancel(&self) -> bool;
     fn is_cancelled(&self) -> bool;
-    /// Marks the cell as in the timer heap with sequence number `seq`
-    /// (below 2^61).
-    fn enter_heap(&self, seq: u64);
-    /// Marks the cell as out of the timer heap.
-    fn leave_heap(&self);
-    /// The sequence number given to `enter_heap`.
-    fn seq(&self) -> u64;
     fn location(&self) -> &'static Location<'static>;
 }
 
 pub(crate) struct CallbackCell<F> {
-    /// `CANCELLED | IN_HEAP | RAN`, and the timer sequence number above
-    /// [`SEQ_SHIFT`].
-    flags: Cell<u64>,
+    /// `CANCELLED | RAN`.
+    flags: Cell<u8>,
     f: Cell<Option<F>>,
     location: &'static Location<'static>,
 }
@@ -85,28 +76,12 @@ impl<F: FnOnce()> Callback for CallbackCell<F> {
         self.flags.set(flags | CANCELLED);
         // Release what the closure captured now, not when the entry is reached.
         drop(self.f.take());
-        flags & IN_HEAP != 0
+        true
     }
 
     #[inline]
     fn is_cancelled(&self) -> bool {
         self.flags.get() & CANCELLED != 0
-    }
-
-    #[inline]
-    fn enter_heap(&self, seq: u64) {
-        let low = self.flags.get() & ((1 << SEQ_SHIFT) - 1);
-        self.flags.set(seq << SEQ_SHIFT | low | IN_HEAP);
-    }
-
-    #[inline]
-    fn leave_heap(&self) {
-        self.flags.set(self.flags.get() & !IN_HEAP);
-    }
-
-    #[inline]
-    fn seq(&self) -> u64 {
-        self.flags.get() >> SEQ_SHIFT
     }
 
     fn location(&self) -> &'static Location<'static> {
@@ -146,52 +121,48 @@ impl Handle {
     }
 
     /// How reports name a scheduled callback: `<Handle scheduled at
-    /// file:line:col>`, or for a timer (`when`: its deadline) `<TimerHandle
-    /// when=... scheduled at ...>` (asyncio's reprs, with the scheduling
-    /// site for the callback's name).
-    pub(crate) fn describe(cell: &dyn Callback, when: Option<Instant>) -> String {
-        let loc = cell.location();
-        let state = if cell.is_cancelled() {
-            " cancelled"
-        } else {
-            ""
-        };
-        let (kind, when) = match when {
-            Some(when) => ("TimerHandle", format!(" when={when:?}")),
-            None => ("Handle", String::new()),
-        };
-        format!(
-            "<{kind}{state}{when} scheduled at {}:{}:{}>",
-            loc.file(),
-            loc.line(),
-            loc.column()
-        )
+    /// file:line:col>` (asyncio's repr, with the scheduling site for the
+    /// callback's name).
+    pub(crate) fn describe(cell: &dyn Callback) -> String {
+        describe("Handle", cell.is_cancelled(), None, cell.location())
     }
+}
+
+/// The report name of a handle (`kind`: `Handle` or `TimerHandle`; `when`:
+/// a timer's deadline): `<TimerHandle cancelled when=... scheduled at
+/// file:line:col>`.
+pub(crate) fn describe(
+    kind: &str,
+    cancelled: bool,
+    when: Option<Instant>,
+    loc: &'static Location<'static>,
+) -> String {
+    let state = if cancelled { " cancelled" } else { "" };
+    let when = when.map(|w| format!(" when={w:?}")).unwrap_or_default();
+    format!(
+        "<{kind}{state}{when} scheduled at {}:{}:{}>",
+        loc.file(),
+        loc.line(),
+        loc.column()
+    )
 }
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&Handle::describe(&*self.cell, None))
+        f.write_str(&Handle::describe(&*self.cell))
     }
-}
-
-/// Counts cancelled timers that are still in the heap; shared between the
-/// heap and every [`TimerHandle`].
-#[derive(Debug, Default)]
-pub(crate) struct TimerStats {
-    pub(crate) cancelled_in_heap: Cell<usize>,
 }
 
 /// A callback scheduled with [`call_later`](crate::EventLoop::call_later) or
 /// [`call_at`](crate::EventLoop::call_at).
 ///
-/// Dropping a `TimerHandle` does not cancel the timer.
+/// One pointer to the timer's slot in its loop's timer slab; the slot stays
+/// valid as long as a handle to it exists, even after the loop is closed
+/// and dropped. Dropping a `TimerHandle` does not cancel the timer.
 #[doc(alias = "asyncio.TimerHandle")]
 #[derive(Clone)]
 pub struct TimerHandle {
-    pub(crate) handle: Handle,
-    pub(crate) when: Instant,
-    pub(crate) stats: Rc<TimerStats>,
+    pub(crate) slot: SlotRef,
 }
 
 impl TimerHandle {
@@ -200,16 +171,13 @@ impl TimerHandle {
     /// the next iterations when cancelled entries dominate the heap.
     #[doc(alias = "TimerHandle.cancel")]
     pub fn cancel(&self) {
-        if self.handle.cell.cancel() {
-            let stats = &self.stats.cancelled_in_heap;
-            stats.set(stats.get() + 1);
-        }
+        self.slot.cancel();
     }
 
     /// Whether [`cancel`](Self::cancel) was called.
     #[doc(alias = "TimerHandle.cancelled")]
     pub fn cancelled(&self) -> bool {
-        self.handle.cancelled()
+        self.slot.is_cancelled()
     }
 
     /// The loop time at which the callback is due. For a timer that is
@@ -218,18 +186,28 @@ impl TimerHandle {
     /// timer's.
     #[doc(alias = "TimerHandle.when")]
     pub fn when(&self) -> Instant {
-        self.when
+        self.slot.when()
     }
 
     /// Where in the source this timer was scheduled.
     pub fn location(&self) -> &'static Location<'static> {
-        self.handle.location()
+        self.slot.location()
+    }
+
+    /// How reports name a timer: `<TimerHandle when=... scheduled at ...>`.
+    pub(crate) fn describe(slot: &Slot) -> String {
+        describe(
+            "TimerHandle",
+            slot.is_cancelled(),
+            Some(slot.when()),
+            slot.location(),
+        )
     }
 }
 
 impl fmt::Debug for TimerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&Handle::describe(&*self.handle.cell, Some(self.when)))
+        f.write_str(&TimerHandle::describe(&self.slot))
     }
 }
 
@@ -248,7 +226,7 @@ mod tests {
 
         let c = count.clone();
         let cell = CallbackCell::new_rc(move || c.set(c.get() + 1), Location::caller());
-        assert!(!cell.cancel(), "not in a heap");
+        assert!(cell.cancel());
         assert!(cell.is_cancelled());
         cell.run();
         assert_eq!(count.get(), 1);
@@ -260,11 +238,23 @@ mod tests {
     }
 
     #[test]
-    fn cancel_reports_heap_membership_once() {
+    fn a_second_cancel_does_nothing() {
         let cell = CallbackCell::new_rc(|| {}, Location::caller());
-        cell.enter_heap(7);
-        assert_eq!(cell.seq(), 7);
         assert!(cell.cancel());
         assert!(!cell.cancel(), "second cancel is a no-op");
+    }
+
+    /// A timer handle is one pointer (issue 16: a million handles are 8 MB
+    /// of the user's memory, not 40).
+    #[test]
+    fn a_timer_handle_is_one_pointer() {
+        assert_eq!(
+            std::mem::size_of::<TimerHandle>(),
+            std::mem::size_of::<usize>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Option<TimerHandle>>(),
+            std::mem::size_of::<usize>()
+        );
     }
 }

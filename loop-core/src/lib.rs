@@ -103,6 +103,7 @@ mod tasks;
 mod threadsafe;
 mod threadsafe_timer;
 mod timeouts;
+mod timer_slab;
 mod timers;
 mod wait;
 

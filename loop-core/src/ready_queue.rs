@@ -26,29 +26,27 @@
 //!   from a callback, a task woken by a callback) lands in the fresh queue and
 //!   runs in the next iteration: asyncio's `ntodo` snapshot, without holding a
 //!   borrow while user code runs.
-//! - **Three kinds of work, no boxing beyond the one allocation each already
-//!   has (but a due timer's deadline, boxed beside it in debug mode):** a scheduled callback (`Rc<dyn Callback>`), an fd watcher
-//!   (`Rc<dyn Watcher>`) and a task's `Runnable` from async-task.
+//! - **Four kinds of work, no boxing beyond the one allocation each already
+//!   has:** a scheduled callback (`Rc<dyn Callback>`), a due timer (its slot
+//!   in the timer slab), an fd watcher (`Rc<dyn Watcher>`) and a task's
+//!   `Runnable` from async-task.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::handle::{Callback, Handle};
+use crate::handle::{Callback, Handle, TimerHandle};
 use crate::io::Watcher;
 use crate::threadsafe::{Injected, Shared};
+use crate::timer_slab::SlotRef;
 
 /// One unit of ready work.
 pub(crate) enum Ready {
     /// A `call_soon` / due timer callback.
     Callback(Rc<dyn Callback>),
-    /// A due timer's callback with its deadline, queued so in debug mode
-    /// only: the slow-callback report names it `<TimerHandle when=...>`.
-    /// Boxed, so that `Ready` stays 24 bytes and timer cells carry no
-    /// deadline of their own.
-    Timer(Box<(Instant, Rc<dyn Callback>)>),
+    /// A due timer (its slot holds the deadline that reports name).
+    Timer(SlotRef),
     /// A reader or writer whose fd was reported ready.
     Io(Rc<dyn Watcher>),
     /// A task to poll.
@@ -64,7 +62,7 @@ impl Ready {
     pub(crate) fn is_cancelled(&self) -> bool {
         match self {
             Ready::Callback(c) => c.is_cancelled(),
-            Ready::Timer(t) => t.1.is_cancelled(),
+            Ready::Timer(t) => t.is_cancelled(),
             Ready::Io(w) => w.is_cancelled(),
             Ready::Task(_) | Ready::Boxed(_) | Ready::Stop => false,
         }
@@ -73,8 +71,8 @@ impl Ready {
     /// A short description for debug-mode reports.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Ready::Callback(c) => Handle::describe(&**c, None),
-            Ready::Timer(t) => Handle::describe(&*t.1, Some(t.0)),
+            Ready::Callback(c) => Handle::describe(&**c),
+            Ready::Timer(t) => TimerHandle::describe(t),
             Ready::Io(_) => "<reader/writer callback>".to_string(),
             Ready::Task(_) => "<Task step>".to_string(),
             Ready::Boxed(_) => "<call_soon_threadsafe callback>".to_string(),

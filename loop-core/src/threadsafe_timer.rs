@@ -12,13 +12,17 @@
 //!   compare-and-swap, so exactly one of "run" and "cancel" wins) and the
 //!   callback behind a mutex (taken out by whoever wins, and run or dropped
 //!   outside the lock).
-//! - The loop half is an `Rc<TsEntry>` in the ordinary timer heap (it
-//!   implements the heap's `Callback`), so due timers run in the loop's
-//!   order with every other timer. The loop thread also keeps a
-//!   thread-local map from timer id to a `Weak` of its entry, so that a
-//!   cancel can reach the entry and count it in the heap's cancelled
-//!   statistics: a cancelled thread-safe timer is compacted away like a
-//!   cancelled `TimerHandle`, not left in the heap until its deadline.
+//! - The loop half is an ordinary timer in the loop's heap (a slot of its
+//!   timer slab), whose closure runs the callback if it wins the state
+//!   word, so due timers run in the loop's order with every other timer.
+//!   The loop thread also keeps a thread-local map from timer id to the
+//!   timer's slot, so that a cancel can reach it and count it in the heap's
+//!   cancelled statistics: a cancelled thread-safe timer is compacted away
+//!   like a cancelled `TimerHandle`, not left in the heap until its
+//!   deadline. The closure removes its map entry when it is run or dropped,
+//!   so the map holds only timers still in the heap; dropped without
+//!   running (by `close()`), it settles the timer cancelled and drops the
+//!   callback.
 //! - Scheduling from the loop thread while the loop runs pushes onto the
 //!   heap at once; from anywhere else it goes through the thread-safe queue
 //!   (`call_soon_threadsafe`), and the deadline is counted from when the
@@ -27,18 +31,17 @@
 //!   thread it drops the callback at once and sends the entry's cancellation
 //!   through the thread-safe queue.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
-use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::handle::{Callback, TimerStats};
 use crate::running::running_loop;
 use crate::threadsafe::LoopHandle;
+use crate::timer_slab::SlotRef;
 use crate::{EventLoop, LoopError};
 
 const LIVE: u8 = 0;
@@ -72,8 +75,9 @@ impl std::hash::Hasher for IdHasher {
 type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 thread_local! {
-    /// The loop thread's entries, by timer id, for cancels to find them.
-    static ENTRIES: RefCell<IdMap<Weak<TsEntry>>> = RefCell::new(IdMap::default());
+    /// The loop thread's timers, by timer id, for cancels to find them
+    /// (each removed when its closure is run or dropped).
+    static ENTRIES: RefCell<IdMap<SlotRef>> = RefCell::new(IdMap::default());
 }
 
 /// What the `Send` handle and the loop's entry share.
@@ -97,114 +101,76 @@ impl TsShared {
     }
 }
 
-/// The loop-side entry in the timer heap.
-struct TsEntry {
+/// The loop-side closure of a thread-safe timer: runs the callback if it
+/// wins the state word. Dropped without running (cancelled on the loop
+/// thread, or dropped by `close()`), it settles the timer cancelled, so that
+/// its handle says so and the callback is dropped now; either way it
+/// removes the timer from the thread's map.
+struct LoopSide {
     shared: Arc<TsShared>,
-    /// Cancelled as far as the heap is concerned (set on the loop thread).
-    cancelled: Cell<bool>,
-    in_heap: Cell<bool>,
-    /// The heap's tie-break sequence number (given by `enter_heap`).
-    seq: Cell<u64>,
-    stats: Rc<TimerStats>,
 }
 
-impl TsEntry {
-    /// Marks the entry cancelled and counts it if it sits in the heap.
-    fn cancel_entry(&self) {
-        if self.cancelled.replace(true) {
-            return;
-        }
-        if self.in_heap.get() {
-            let c = &self.stats.cancelled_in_heap;
-            c.set(c.get() + 1);
-        }
-    }
-}
-
-impl Callback for TsEntry {
-    fn run(&self) {
-        ENTRIES.with(|m| m.borrow_mut().remove(&self.shared.id));
-        if self.cancelled.get() {
-            return;
-        }
-        if let Some(f) = self.shared.settle(FIRED) {
+impl LoopSide {
+    fn fire(self) {
+        let won = self.shared.settle(FIRED);
+        // Unlisted (by the drop) before the callback runs.
+        drop(self);
+        if let Some(f) = won {
             f();
         }
     }
-
-    fn cancel(&self) -> bool {
-        // Only reached through this module (no TimerHandle is handed out).
-        let was_counted = self.cancelled.get() || !self.in_heap.get();
-        self.cancelled.set(true);
-        drop(self.shared.settle(CANCELLED));
-        !was_counted
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.cancelled.get()
-    }
-
-    fn enter_heap(&self, seq: u64) {
-        self.seq.set(seq);
-        self.in_heap.set(true);
-    }
-
-    fn leave_heap(&self) {
-        self.in_heap.set(false);
-    }
-
-    fn seq(&self) -> u64 {
-        self.seq.get()
-    }
-
-    fn location(&self) -> &'static Location<'static> {
-        self.shared.location
-    }
 }
 
-impl Drop for TsEntry {
+impl Drop for LoopSide {
     fn drop(&mut self) {
+        // Already settled when it fired or was cancelled by its handle.
+        drop(self.shared.settle(CANCELLED));
         let id = self.shared.id;
-        // try_with: the thread may be exiting.
-        let _ = ENTRIES.try_with(|m| {
-            if let Ok(mut m) = m.try_borrow_mut() {
-                m.remove(&id);
-            }
-        });
+        // try_with: the thread may be exiting. The slot reference taken out
+        // is dropped after the map's borrow ends.
+        let taken = ENTRIES
+            .try_with(|m| m.try_borrow_mut().ok().and_then(|mut m| m.remove(&id)))
+            .ok()
+            .flatten();
+        drop(taken);
     }
 }
 
-/// Puts the entry of `shared` in the heap of `lp` (loop thread), unless it
+/// Puts the timer of `shared` in the heap of `lp` (loop thread), unless it
 /// was cancelled meanwhile.
 fn push_entry(lp: &EventLoop, shared: Arc<TsShared>, delay: Duration) -> Result<(), LoopError> {
     if shared.state.load(Ordering::Acquire) != LIVE {
         return Ok(());
     }
     lp.check_open()?;
-    let when = lp.time().checked_add(delay);
     let id = shared.id;
-    let entry = Rc::new(TsEntry {
-        shared,
-        cancelled: Cell::new(false),
-        in_heap: Cell::new(false),
-        seq: Cell::new(0),
-        stats: lp.inner.timer_stats.clone(),
-    });
-    ENTRIES.with(|m| m.borrow_mut().insert(id, Rc::downgrade(&entry)));
-    let cell: Rc<dyn Callback> = entry;
-    match when {
-        Some(when) => lp.inner.timers.borrow_mut().push(when, cell),
-        // Never due (asyncio's `inf`): kept until cancelled or closed.
-        None => lp.inner.timers.borrow_mut().push_never(cell),
-    }
+    let location = shared.location;
+    let side = LoopSide { shared };
+    let fire = move || side.fire();
+    let now = lp.time();
+    // Never due (asyncio's `inf`) if the deadline overflows: kept until
+    // cancelled or closed.
+    let (when, never) = match now.checked_add(delay) {
+        Some(when) => (when, false),
+        None => (crate::clock::latest_instant(now), true),
+    };
+    let slot = lp
+        .inner
+        .timers
+        .borrow_mut()
+        .schedule(when, never, location, fire);
+    let old = ENTRIES.with(|m| m.borrow_mut().insert(id, slot));
+    drop(old);
     Ok(())
 }
 
 /// Cancels the entry `id` if this thread holds it.
 fn cancel_local(id: u64) {
-    let entry = ENTRIES.with(|m| m.borrow_mut().remove(&id).and_then(|w| w.upgrade()));
-    if let Some(entry) = entry {
-        entry.cancel_entry();
+    let slot = ENTRIES.with(|m| m.borrow_mut().remove(&id));
+    if let Some(slot) = slot {
+        // Its callback is gone already (taken by the handle's cancel): this
+        // drops the loop-side closure and counts the heap entry cancelled.
+        slot.cancel();
     }
 }
 
@@ -379,7 +345,7 @@ mod tests {
                 assert!(t.cancelled());
             }
             // Counted as cancelled (scheduling also purges a few as it goes).
-            let counted = l.inner.timer_stats.cancelled_in_heap.get();
+            let counted = l.inner.timers.borrow().cancelled();
             assert!(counted > 0 && counted <= 1000, "{counted}");
             // The deadline computations purge the heap, a budget at a time.
             let mut next = crate::timers::Next::Busy;
@@ -435,7 +401,7 @@ mod tests {
         // Counted as cancelled, so the loop's next deadline computation
         // compacted them away (300 > 100 and over half the heap).
         assert_eq!(lp.inner.timers.borrow().len(), 0);
-        assert_eq!(lp.inner.timer_stats.cancelled_in_heap.get(), 0);
+        assert_eq!(lp.inner.timers.borrow().cancelled(), 0);
         assert!(ENTRIES.with(|m| m.borrow().is_empty()));
         assert_eq!(ran.load(Ordering::SeqCst), 0);
     }

@@ -30,6 +30,13 @@
 //! dominate; each [`push`](TimerQueue::push) drains [`PUSH_BUDGET`] more, so
 //! that churn bounds the heap even when the loop never iterates.
 //!
+//! What an entry holds: the deadline and a counted reference to the timer's
+//! slot in the loop's timer slab (`timer_slab.rs`: the closure, the flags,
+//! the sequence number and the deadline again, for the handle). 24 bytes;
+//! sifting compares the entries' own deadlines and reads a slot only on a
+//! tie. A 16-byte entry with a `u64` deadline was tried: converting
+//! `Instant`s cost ~55 more instructions per timer, and it measured slower.
+//!
 //! # Invariants
 //! - **Order.** An entry fires only as the smallest `(deadline, sequence)`
 //!   of `near` and `old`, which hold every entry. So entries leave in
@@ -39,8 +46,9 @@
 //!   read after the poll returned. The poll timeout is rounded *up* to the
 //!   poller's granularity, so a wake-up never comes before the deadline; if
 //!   one did, the entry would simply wait one more iteration.
-//! - **O(1) cancel, bounded garbage.** Cancelling flags the cell (see
-//!   `handle.rs`) and counts it; the entry stays where it is until a purge
+//! - **O(1) cancel, bounded garbage.** Cancelling flags the timer's slot
+//!   (see `timer_slab.rs`) and counts it in the slab's `cancelled_in_heap`;
+//!   the entry stays where it is until a purge
 //!   pass or the head of the heap reaches it. Once cancelled entries
 //!   dominate, passes run until they no longer do, so the heap holds at most
 //!   about twice the live timers plus [`MIN_COMPACT`] and a budget's worth;
@@ -62,10 +70,10 @@
 //!   hands live entries back to the caller, who drops them outside any borrow.
 
 use std::mem;
-use std::rc::Rc;
+use std::panic::Location;
 use std::time::Instant;
 
-use crate::handle::{Callback, TimerStats};
+use crate::timer_slab::{Slab, SlabShared, SlotRef};
 
 /// The purge runs only while more than this many entries are cancelled
 /// (asyncio's `_MIN_SCHEDULED_TIMER_HANDLES`).
@@ -92,18 +100,19 @@ pub(crate) const HEAD_COST: usize = 32;
 /// Entries that one `push` sweeps while cancelled entries dominate.
 pub(crate) const PUSH_BUDGET: usize = 2;
 
-/// A heap entry: 32 bytes. Its sequence number, the tie-break of equal
-/// deadlines, lives in the cell's flags word (read only on ties).
+/// A heap entry: 24 bytes, the deadline (a copy of the slot's, so that
+/// sifting reads no slot) and the slot. Its sequence number, the tie-break
+/// of equal deadlines, lives in the slot's state word (read only on ties).
 pub(crate) struct Entry {
     when: Instant,
-    cb: Rc<dyn Callback>,
+    slot: SlotRef,
 }
 
 impl Entry {
     #[inline]
     fn before(&self, other: &Entry) -> bool {
         match self.when.cmp(&other.when) {
-            std::cmp::Ordering::Equal => self.cb.seq() < other.cb.seq(),
+            std::cmp::Ordering::Equal => self.slot.seq() < other.slot.seq(),
             o => o.is_lt(),
         }
     }
@@ -204,43 +213,75 @@ pub(crate) struct TimerQueue {
     /// Entries held, cancelled ones included.
     len: usize,
     seq: u64,
-    stats: Rc<TimerStats>,
-    /// The callbacks of infinite timers (never due).
-    never: Vec<Rc<dyn Callback>>,
+    /// The slots of infinite timers (never due).
+    never: Vec<SlotRef>,
     /// `never`'s length at which its cancelled entries are dropped.
     never_prune_at: usize,
+    /// Where the timers' slots live (dropped last: the entries above hold
+    /// slots of it; see `timer_slab.rs` for its lifetime).
+    slab: Slab,
 }
 
 /// The smallest `never_prune_at`.
 const NEVER_PRUNE_MIN: usize = 64;
 
 impl TimerQueue {
-    pub(crate) fn new(stats: Rc<TimerStats>) -> Self {
+    pub(crate) fn new() -> Self {
         TimerQueue {
             near: Heap::default(),
             old: Heap::default(),
             len: 0,
             seq: 0,
-            stats,
             never: Vec::new(),
             never_prune_at: NEVER_PRUNE_MIN,
+            slab: Slab::new(),
         }
     }
 
-    /// Keeps the callback of a timer that is never due (see the module docs).
-    pub(crate) fn push_never(&mut self, cb: Rc<dyn Callback>) {
+    #[inline]
+    fn stats(&self) -> &SlabShared {
+        self.slab.shared()
+    }
+
+    /// Cancelled entries still in the heap.
+    pub(crate) fn cancelled(&self) -> usize {
+        self.stats().cancelled_in_heap.get()
+    }
+
+    /// Schedules `f` at `when`, or (`never`) as a timer that is never due
+    /// (see the module docs; `when` is then only what its handle reports).
+    /// Returns the timer's slot for its handle.
+    #[inline(always)]
+    pub(crate) fn schedule<F: FnOnce() + 'static>(
+        &mut self,
+        when: Instant,
+        never: bool,
+        location: &'static Location<'static>,
+        f: F,
+    ) -> SlotRef {
+        let slot = self.slab.shared().insert(when, location, f);
+        if never {
+            self.keep_never(slot.clone());
+        } else {
+            self.push(when, slot.clone());
+        }
+        slot
+    }
+
+    fn keep_never(&mut self, slot: SlotRef) {
         if self.never.len() >= self.never_prune_at {
             self.never.retain(|c| !c.is_cancelled());
             self.never_prune_at = (self.never.len() * 2).max(NEVER_PRUNE_MIN);
         }
-        self.never.push(cb);
+        self.never.push(slot);
     }
 
-    pub(crate) fn push(&mut self, when: Instant, cb: Rc<dyn Callback>) {
+    #[inline]
+    fn push(&mut self, when: Instant, slot: SlotRef) {
         self.seq += 1;
-        cb.enter_heap(self.seq);
+        slot.enter_heap(self.seq);
         self.len += 1;
-        self.near.push(Entry { when, cb });
+        self.near.push(Entry { when, slot });
         if self.garbage_dominates() {
             let mut budget = PUSH_BUDGET;
             self.purge(&mut budget);
@@ -258,7 +299,7 @@ impl TimerQueue {
 
     #[inline]
     fn garbage_dominates(&self) -> bool {
-        let cancelled = self.stats.cancelled_in_heap.get();
+        let cancelled = self.cancelled();
         cancelled > MIN_COMPACT && cancelled * 2 > self.len
     }
 
@@ -266,8 +307,8 @@ impl TimerQueue {
     #[inline]
     fn discarded(&mut self) {
         self.len -= 1;
-        let c = self.stats.cancelled_in_heap.get();
-        self.stats.cancelled_in_heap.set(c.saturating_sub(1));
+        let c = &self.stats().cancelled_in_heap;
+        c.set(c.get().saturating_sub(1));
     }
 
     /// Sweeps cancelled entries out while they dominate, within `budget`:
@@ -290,15 +331,15 @@ impl TimerQueue {
             let at = self.old.v.len() - k;
             let mut removed = 0;
             for e in self.old.v.drain(at..) {
-                if e.cb.is_cancelled() {
+                if e.slot.is_cancelled() {
                     removed += 1;
                 } else {
                     self.near.push(e);
                 }
             }
             self.len -= removed;
-            let c = self.stats.cancelled_in_heap.get();
-            self.stats.cancelled_in_heap.set(c.saturating_sub(removed));
+            let c = &self.stats().cancelled_in_heap;
+            c.set(c.get().saturating_sub(removed));
             // Give the drained memory back a chunk at a time: freeing a
             // large array at once costs milliseconds (its pages are unmapped).
             let v = &mut self.old.v;
@@ -335,7 +376,7 @@ impl TimerQueue {
             let Some((head, from_old)) = self.head() else {
                 return Ok(None);
             };
-            if !head.cb.is_cancelled() {
+            if !head.slot.is_cancelled() {
                 return Ok(Some((head.when, from_old)));
             }
             if *budget < HEAD_COST {
@@ -366,8 +407,8 @@ impl TimerQueue {
 
     /// Moves every live entry due at `now` to `out`, earliest first (within
     /// [`ITERATION_BUDGET`] for the cancelled entries met on the way).
-    /// Hands every live due entry to `out` (deadline, callback), in order.
-    pub(crate) fn pop_due(&mut self, now: Instant, mut out: impl FnMut(Instant, Rc<dyn Callback>)) {
+    /// Hands every live due entry's slot to `out`, in order.
+    pub(crate) fn pop_due(&mut self, now: Instant, mut out: impl FnMut(SlotRef)) {
         let mut budget = ITERATION_BUDGET;
         loop {
             // Nothing is due if the smallest deadline, cancelled or not, is
@@ -383,15 +424,15 @@ impl TimerQueue {
             }
             if let Some(e) = self.pop_head(from_old) {
                 self.len -= 1;
-                e.cb.leave_heap();
-                out(e.when, e.cb);
+                e.slot.leave_heap();
+                out(e.slot);
             }
         }
     }
 
     /// Empties the queue; the caller drops the entries outside any borrow.
-    pub(crate) fn take_all(&mut self) -> Vec<Rc<dyn Callback>> {
-        self.stats.cancelled_in_heap.set(0);
+    pub(crate) fn take_all(&mut self) -> Vec<SlotRef> {
+        self.stats().cancelled_in_heap.set(0);
         self.len = 0;
         let near = mem::take(&mut self.near).v;
         let old = mem::take(&mut self.old).v;
@@ -399,8 +440,8 @@ impl TimerQueue {
         near.into_iter()
             .chain(old)
             .map(|e| {
-                e.cb.leave_heap();
-                e.cb
+                e.slot.leave_heap();
+                e.slot
             })
             .chain(never)
             .collect()
@@ -416,9 +457,9 @@ impl TimerQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handle::{CallbackCell, Handle, TimerHandle};
+    use crate::handle::TimerHandle;
     use std::cell::RefCell;
-    use std::panic::Location;
+    use std::rc::Rc;
     use std::time::Duration;
 
     fn timer(
@@ -428,20 +469,17 @@ mod tests {
         id: u32,
     ) -> TimerHandle {
         let log = log.clone();
-        let cell = CallbackCell::new_rc(move || log.borrow_mut().push(id), Location::caller());
-        q.push(when, cell.clone());
-        TimerHandle {
-            handle: Handle { cell },
-            when,
-            stats: q.stats.clone(),
-        }
+        let slot = q.schedule(when, false, Location::caller(), move || {
+            log.borrow_mut().push(id)
+        });
+        TimerHandle { slot }
     }
 
     fn run_due(q: &mut TimerQueue, now: Instant) {
         let mut due = Vec::new();
-        q.pop_due(now, |_, cb| due.push(cb));
-        for cb in due {
-            cb.run();
+        q.pop_due(now, |slot| due.push(slot));
+        for slot in due {
+            slot.run();
         }
     }
 
@@ -466,7 +504,7 @@ mod tests {
 
     #[test]
     fn deadline_order_with_fifo_ties() {
-        let mut q = TimerQueue::new(Rc::default());
+        let mut q = TimerQueue::new();
         let log = Rc::new(RefCell::new(Vec::new()));
         let t0 = Instant::now();
         // Close and far deadlines alike.
@@ -497,7 +535,7 @@ mod tests {
     fn deadlines_before_the_queue_was_created_keep_their_order() {
         let t0 = Instant::now();
         std::thread::sleep(ms(2));
-        let mut q = TimerQueue::new(Rc::default());
+        let mut q = TimerQueue::new();
         let log = Rc::new(RefCell::new(Vec::new()));
         timer(&mut q, t0 + Duration::from_micros(1500), &log, 2);
         timer(&mut q, t0, &log, 1);
@@ -509,29 +547,29 @@ mod tests {
 
     #[test]
     fn cancelled_head_is_skipped_and_counted() {
-        let mut q = TimerQueue::new(Rc::default());
+        let mut q = TimerQueue::new();
         let log = Rc::new(RefCell::new(Vec::new()));
         let t0 = Instant::now();
         let a = timer(&mut q, t0 + ms(1), &log, 1);
         timer(&mut q, t0 + ms(2), &log, 2);
         a.cancel();
         a.cancel();
-        assert_eq!(q.stats.cancelled_in_heap.get(), 1);
+        assert_eq!(q.cancelled(), 1);
         assert_eq!(q.next_deadline(), Next::At(t0 + ms(2)));
-        assert_eq!(q.stats.cancelled_in_heap.get(), 0);
+        assert_eq!(q.cancelled(), 0);
         run_due(&mut q, t0 + Duration::from_secs(1));
         assert_eq!(*log.borrow(), vec![2]);
     }
 
     #[test]
     fn cancelling_after_firing_does_not_count() {
-        let mut q = TimerQueue::new(Rc::default());
+        let mut q = TimerQueue::new();
         let log = Rc::new(RefCell::new(Vec::new()));
         let t0 = Instant::now();
         let a = timer(&mut q, t0, &log, 1);
         run_due(&mut q, t0);
         a.cancel();
-        assert_eq!(q.stats.cancelled_in_heap.get(), 0);
+        assert_eq!(q.cancelled(), 0);
     }
 
     /// After a mass cancel no call touches more than its budget, and the
@@ -540,7 +578,7 @@ mod tests {
     #[test]
     fn a_mass_cancel_is_reclaimed_a_budget_at_a_time() {
         for far in [true, false] {
-            let mut q = TimerQueue::new(Rc::default());
+            let mut q = TimerQueue::new();
             let log = Rc::new(RefCell::new(Vec::new()));
             let t0 = Instant::now();
             let n = 5 * ITERATION_BUDGET as u64;
@@ -595,7 +633,7 @@ mod tests {
     #[test]
     fn churn_keeps_the_queue_bounded() {
         for iterate_every in [Some(1000u32), None] {
-            let mut q = TimerQueue::new(Rc::default());
+            let mut q = TimerQueue::new();
             let log = Rc::new(RefCell::new(Vec::new()));
             let t0 = Instant::now();
             let live: Vec<_> = (0..200)
@@ -638,7 +676,7 @@ mod tests {
             rng ^= rng << 17;
             rng
         };
-        let mut q = TimerQueue::new(Rc::default());
+        let mut q = TimerQueue::new();
         let log = Rc::new(RefCell::new(Vec::new()));
         let t0 = Instant::now();
         let mut now = t0;
@@ -707,7 +745,7 @@ mod tests {
                             assert_eq!(id, first, "fired out of order");
                             assert!(w <= now, "fired early");
                         }
-                        assert_eq!(q.len(), model.len() + q.stats.cancelled_in_heap.get());
+                        assert_eq!(q.len(), model.len() + q.cancelled());
                         let pending_due = model.first().is_some_and(|m| m.0 <= now);
                         if answer != Next::Busy && !pending_due {
                             break;

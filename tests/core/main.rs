@@ -19,5 +19,6 @@ mod readiness;
 mod reentrancy;
 mod run;
 mod threadsafe;
+mod timer_slots;
 mod timers;
 mod uring;
