@@ -54,6 +54,7 @@ use crate::protocol::{report_made_panic, report_protocol_panic, AnyProtocol};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
+mod completion;
 mod input;
 mod output;
 mod sendfile;
@@ -78,6 +79,17 @@ pub(crate) struct Stream {
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     buffer: RefCell<WriteBuffer>,
+    /// The loop's completion path for this socket, when the loop runs
+    /// io_uring (stream/completion.rs); `None`: readiness.
+    ring: RefCell<Option<loop_core::UringStream>>,
+    /// Bytes received on the completion path while not reading (paused,
+    /// or the protocol in use), delivered first when reading resumes.
+    stash: RefCell<Vec<u8>>,
+    /// The peer's EOF came behind the stash.
+    stash_eof: Cell<bool>,
+    /// The receive failed behind the stash (a reset while paused): fatal
+    /// once reading resumes, as the readiness path meets it then.
+    stash_error: RefCell<Option<io::Error>>,
     /// Water marks and the pause/resume notices owed (flow.rs).
     flow: WriteFlow,
     reading: Cell<bool>,
@@ -139,6 +151,10 @@ impl Stream {
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             buffer: RefCell::new(WriteBuffer::default()),
+            ring: RefCell::new(None),
+            stash: RefCell::new(Vec::new()),
+            stash_eof: Cell::new(false),
+            stash_error: RefCell::new(None),
             flow: WriteFlow::new(WriteBufferLimits::default()),
             reading: Cell::new(false),
             edge: Cell::new(false),
@@ -155,6 +171,7 @@ impl Stream {
             sendfile: SendfileState::default(),
             upgrade: UpgradeState::default(),
         });
+        stream.open_completion();
         let transport = Transport {
             inner: stream.clone(),
         };
@@ -197,7 +214,7 @@ impl Stream {
         }
         self.sendfile.wake();
         self.stop_reading();
-        if self.buffer.borrow().is_empty() {
+        if self.buffered() == 0 {
             self.schedule_lost(None);
         }
     }
@@ -206,8 +223,9 @@ impl Stream {
         if self.life.lost_claimed() {
             return;
         }
-        self.dropped_on_loss.set(self.buffer.borrow().len());
+        self.dropped_on_loss.set(self.buffered());
         self.buffer.borrow_mut().clear();
+        self.ring_discard();
         self.stop_writing();
         self.stop_reading();
         self.life.force_closing();
@@ -273,6 +291,8 @@ impl LifecycleOwner for Stream {
         self.sendfile.wake();
         self.stop_reading();
         self.stop_writing();
+        // Before the fd closes: the kernel lets go of the socket with it.
+        self.ring_release();
         let fd = self.fd.borrow_mut().take();
         drop(fd);
     }

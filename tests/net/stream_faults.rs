@@ -668,6 +668,12 @@ fn a_failed_writability_registration_loses_the_connection_once() {
     let lp = new_loop();
     let seen = record_exceptions(&lp);
     let l = lp.clone();
+    if lp.backend() == aioloop::Backend::Uring {
+        // The completion path registers nothing for writability: a send
+        // to the swapped-in socket just waits in the kernel.
+        println!("skipped: no writability registration on io_uring's completion path");
+        return;
+    }
     let lost = run(&lp, async move {
         let (t, rec, _theirs) = connect_quiet(&l, Hooks::none()).await;
         // A socket whose send buffer is full (its peer never reads).

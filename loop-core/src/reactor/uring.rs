@@ -104,7 +104,11 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rustix::event::{eventfd, EventfdFlags, PollFlags};
 use rustix::io::Errno;
 
-use super::{borrow_fd, Interest, Notifier, Readiness};
+use super::{borrow_fd, Completed, Interest, Notifier, Readiness};
+
+mod bufs;
+mod streams;
+pub(crate) use bufs::BufRing;
 
 /// The `user_data` of the eventfd's multishot poll.
 const WAKE: u64 = u64::MAX;
@@ -137,8 +141,11 @@ struct Reg {
     remove_queued_at: Option<u64>,
 }
 
-struct State {
+pub(crate) struct State {
+    /// Declared first: dropped before `streams` and its buffer ring.
     ring: IoUring,
+    /// The completion path's streams and operations (uring/streams.rs).
+    streams: streams::Streams,
     regs: Vec<Option<Reg>>,
     /// Keys whose poll the next `wait` arms (duplicates and keys gone since
     /// are skipped: see `Reg::queued`).
@@ -217,6 +224,7 @@ impl UringReactor {
                 wake_fd: wake.as_raw_fd(),
                 wake_armed: false,
                 epoch: 0,
+                streams: streams::Streams::default(),
             }),
         };
         {
@@ -257,7 +265,9 @@ impl UringReactor {
     /// Starts watching `fd` under `key`: checked now, armed by the next
     /// `wait`.
     pub(crate) fn add(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
-        if u32::try_from(key).is_err() {
+        // Keys stay below 2^31: bit 31 of `user_data` marks a completion
+        // operation (uring/streams.rs).
+        if key >= 1 << 31 {
             return Err(errno(Errno::NOSPC));
         }
         let file = file_id(fd)?;
@@ -339,11 +349,13 @@ impl UringReactor {
     pub(crate) fn wait(
         &self,
         out: &mut Vec<Readiness>,
+        done: &mut Vec<Completed>,
         timeout: Option<Duration>,
         notifier: &Notifier,
     ) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
         st.arm_queued()?;
+        st.arm_streams()?;
         let res = match timeout {
             Some(d) if d.is_zero() => {
                 // Nothing to wait for: enter only to submit, or to flush
@@ -377,8 +389,28 @@ impl UringReactor {
                 _ => return Err(e),
             },
         }
-        st.reap(out, notifier);
+        st.reap(out, done, notifier);
         Ok(())
+    }
+
+    /// Runs `f` on the backend's state (the completion path's calls,
+    /// uring_stream.rs); never across user code.
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.borrow_mut())
+    }
+
+    /// Whether streams of the completion path are open or have operations
+    /// in flight: the loop must wait for their completions.
+    pub(crate) fn has_streams(&self) -> bool {
+        self.state.borrow().streams.is_busy()
+    }
+}
+
+impl Drop for State {
+    /// Cancels the completion path's operations and waits for them before
+    /// the ring and the buffers go (uring/streams.rs).
+    fn drop(&mut self) {
+        self.drain_streams();
     }
 }
 
@@ -492,12 +524,13 @@ impl State {
     }
 
     /// Reads the completion ring into readiness reports.
-    fn reap(&mut self, out: &mut Vec<Readiness>, notifier: &Notifier) {
+    fn reap(&mut self, out: &mut Vec<Readiness>, done: &mut Vec<Completed>, notifier: &Notifier) {
         let State {
             ring,
             regs,
             to_arm,
             wake_armed,
+            streams,
             ..
         } = self;
         let mut cq = ring.completion();
@@ -514,6 +547,10 @@ impl State {
                     continue;
                 }
                 IGNORED => continue,
+                _ if ud & streams::OP_TAG != 0 => {
+                    streams.reap_op(ud, res, cqe.flags(), done);
+                    continue;
+                }
                 _ => {}
             }
             let key = (ud & u64::from(u32::MAX)) as usize;
