@@ -27,14 +27,21 @@
 //! `maybe_resume_protocol`. Every error branch ends in exactly one of: still
 //! armed for writability, or closed.
 //!
+//! # On io_uring
+//! On a loop that runs `Backend::Uring`, the transport moves its bytes by
+//! completion instead (stream/completion.rs): the kernel receives into the
+//! loop's ring buffers and sends what an iteration wrote in one go. The
+//! lifecycle, flow control and the protocol's view are the same.
+//!
 //! # Where the parts live
 //! This module holds the transport's state, its creation, `connection_made`
 //! and the lifecycle (closing, `connection_lost`, the release of the socket
 //! and the protocol). Its child modules hold the rest, reaching that state
 //! without widening it: the read path (stream/input.rs), the write path and
 //! its flow-control notices (stream/output.rs), the `Transport` methods
-//! (stream/transport.rs), `loop.sendfile`'s hooks (stream/sendfile.rs) and
-//! `start_tls`'s hand-over of the socket (stream/upgrade.rs).
+//! (stream/transport.rs), `loop.sendfile`'s hooks (stream/sendfile.rs),
+//! `start_tls`'s hand-over of the socket (stream/upgrade.rs) and the
+//! io_uring completion path (stream/completion.rs).
 
 pub(crate) mod connect;
 pub(crate) mod ext;

@@ -179,6 +179,10 @@ fn sixteen_mib_through_a_slow_reader_pauses_and_resumes_both_sides() {
         assert!(pauses >= 1, "pause_writing never came");
         assert_eq!(server_rec.count(&Ev::Resume), pauses, "every pause resumed");
         let t = server_rec.transport();
+        assert!(
+            !l.has_reader(t.fd().expect("a socket")),
+            "the echoing transport reads through readiness"
+        );
         let (low, high) = t.get_write_buffer_limits();
         assert!(server_rec.pause_sizes.borrow().iter().all(|&n| n > high));
         assert!(server_rec.resume_sizes.borrow().iter().all(|&n| n <= low));
@@ -368,6 +372,13 @@ fn an_echo_of_64_kib_messages_on_ten_connections_is_byte_exact() {
             })
             .collect();
         accepted.until_made(CONNS).await;
+        for rec in accepted.all() {
+            let fd = rec.transport().fd().expect("a socket");
+            assert!(
+                !l.has_reader(fd),
+                "an accepted transport reads through readiness"
+            );
+        }
         // The loop serves while the clients run; join them off the loop.
         let (done_tx, done) = mpsc::channel();
         std::thread::spawn(move || {
@@ -401,6 +412,8 @@ fn a_buffered_protocol_gets_the_bytes_across_small_buffers() {
             )
             .await
             .unwrap();
+        let fd = t.fd().expect("a socket");
+        assert!(!l.has_reader(fd), "the transport reads through readiness");
         let data = pattern(TOTAL, 5);
         let expect = data.clone();
         let writer = std::thread::spawn(move || {

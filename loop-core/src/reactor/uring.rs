@@ -8,9 +8,19 @@
 //! timeout). rustix's `io_uring` module has only the raw system calls and
 //! structs, so the ring management (mmap offsets, memory ordering of the
 //! indices) would be ours to write, in `unsafe`, for no gain. The crate's
-//! one `unsafe` entry that this backend uses is `SubmissionQueue::push`,
-//! whose contract (buffers live until completion) is trivially kept: no
-//! SQE here points at memory.
+//! `unsafe` entries that this backend uses are `SubmissionQueue::push`,
+//! whose contract (buffers live until completion) is trivially kept by the
+//! polls (they point at no memory) and kept by the completion path's sends
+//! as uring/streams.rs argues, and the registration of the provided-buffer
+//! ring (uring/bufs.rs).
+//!
+//! # The completion path
+//! Besides readiness, the backend moves the bytes of stream sockets itself
+//! for the transports that ask ([`UringStream`](crate::UringStream)):
+//! multishot receives into a provided-buffer ring (uring/bufs.rs) and one
+//! `SEND` per stream per iteration, queued in the same submission ring and
+//! submitted by the same `wait`; uring/streams.rs holds their table, its
+//! invariants and the safety argument.
 //!
 //! # What runs where
 //! `add` and `modify` check the fd (one `fstat`, see below) and queue the
@@ -44,13 +54,17 @@
 //!
 //! # Invariants
 //! - **Ownership.** The reactor owns the ring (`IoUring`: the ring fd and
-//!   its mappings); dropping it (the loop's `close`) unmaps and closes it.
+//!   its mappings); dropping it (the loop's `close`) unmaps and closes it,
+//!   after the completion path's operations were cancelled and waited for,
+//!   and before the buffer ring is unmapped (uring/streams.rs).
 //!   The notifier owns the eventfd; the reactor keeps its number only to
 //!   re-arm its poll, and the loop closes the reactor before the notifier.
 //! - **`user_data`.** [`WAKE`] is the eventfd's poll; [`IGNORED`] marks
-//!   `POLL_REMOVE` requests, whose own completions mean nothing here. Every
+//!   `POLL_REMOVE` and `ASYNC_CANCEL` requests, whose own completions mean
+//!   nothing here. A value with bit 31 set (and not one of those two) is an
+//!   operation of the completion path (uring/streams.rs). Every
 //!   other value is a poll on a registration: `generation << 32 | key`, the
-//!   key being io.rs's slab index and the generation a counter of the
+//!   key being io.rs's slab index (below 2^31) and the generation a counter of the
 //!   reactor, new for every `POLL_ADD` (1 ..= `u32::MAX - 1`, so no poll
 //!   equals the two constants, whose high halves are all ones).
 //! - **No completion is misattributed.** A registration remembers the
@@ -249,17 +263,34 @@ impl UringReactor {
     /// `io_uring_setup`, with `IORING_SETUP_SUBMIT_ALL` (Linux 5.18: one
     /// failed SQE does not stop the rest of its batch) where the kernel
     /// has it.
+    ///
+    /// First with `IORING_SETUP_COOP_TASKRUN` and `IORING_SETUP_TASKRUN_FLAG`
+    /// (Linux 5.19): the kernel does not interrupt the loop thread to post
+    /// completions (with a busy completion path, every received packet
+    /// would); they are posted when the thread next enters the kernel, and
+    /// the `IORING_SQ_TASKRUN` flag tells a zero-timeout wait that it must
+    /// enter to see them (`wait` checks it).
     fn setup() -> io::Result<IoUring> {
+        let inval = |r: &io::Result<IoUring>| matches!(r, Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()));
+        let coop = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_submit_all()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(SQ_ENTRIES);
+        if !inval(&coop) {
+            return coop;
+        }
         let with_all = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_submit_all()
             .build(SQ_ENTRIES);
-        match with_all {
-            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => IoUring::builder()
-                .setup_cqsize(CQ_ENTRIES)
-                .build(SQ_ENTRIES),
-            other => other,
+        if !inval(&with_all) {
+            return with_all;
         }
+        IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .build(SQ_ENTRIES)
     }
 
     /// Starts watching `fd` under `key`: checked now, armed by the next

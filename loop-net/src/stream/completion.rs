@@ -15,10 +15,19 @@
 //! same way until it is free.
 //!
 //! # Write path
-//! `write()` hands the bytes to the loop, which sends what the iteration
-//! wrote in one `SEND`, submitted with the next wait: no system call in
-//! `write()`. `get_write_buffer_size()` counts those bytes until the
-//! kernel took them (in flight too). Each send completion runs the same
+//! A `write()` made while a completion is delivered (from `data_received`,
+//! `resume_writing`, `eof_received`: an echo, a request answered) hands
+//! the bytes to the loop, which sends what the iteration wrote in one
+//! `SEND`, submitted with the next wait: no system call in `write()`, one
+//! `io_uring_enter` for every stream's sends. A `write()` made anywhere
+//! else (a task, a timer: code that may go on to block, or wait on
+//! something the loop does not see), and a large one anywhere (16 KiB and
+//! more: queueing would copy it, which costs more than the system call it
+//! saves), keeps the readiness path's rule, write first: with nothing
+//! queued, the socket is tried at once and only the rest is queued. Either way the bytes leave in order: once something is
+//! queued, every later write queues behind it. `get_write_buffer_size()`
+//! counts the queued bytes until the transport is told the kernel took
+//! them (in flight too). Each send completion runs the same
 //! `after_drain` as a readiness write: `resume_writing` at the low-water
 //! mark, and once nothing is left the pending `close` (then
 //! `connection_lost`) or `write_eof` (`shutdown(SHUT_WR)`). A send error
@@ -42,6 +51,13 @@ use std::rc::Rc;
 use loop_core::StreamHandler;
 
 use super::{State, Stream};
+
+/// A write of at least this many bytes is tried on the socket at once even
+/// inside a completion's delivery: queueing copies the bytes (a 64 KiB
+/// copy costs several times the one system call it would save), while a
+/// send straight from the caller's slice (often the ring buffer itself, in
+/// an echo) copies nothing. Smaller writes are queued and coalesced.
+const QUEUE_BELOW: usize = 16 * 1024;
 use crate::flow::FlowOwner;
 use crate::lifecycle::LifecycleOwner;
 use crate::protocol::AnyProtocol;
@@ -97,8 +113,9 @@ impl Stream {
             return false;
         }
         let mut skip = 0;
-        if !loop_core::UringStream::in_delivery() && self.buffered() == 0 {
-            let total: usize = chunks.iter().map(|c| c.len()).sum();
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        let first = !loop_core::UringStream::in_delivery() || total >= QUEUE_BELOW;
+        if first && self.buffered() == 0 {
             let sent = if chunks.len() == 1 {
                 self.send_now(chunks[0])
             } else {

@@ -6,9 +6,9 @@
 //! completion stream) and unmapped when the last [`BufRing`] `Rc` goes:
 //! the ring of [`COUNT`] 16-byte entries (`struct io_uring_buf`, the
 //! ring's tail overlaid on entry 0's reserved field, as the kernel
-//! defines it) and [`COUNT`] buffers of [`BUF_SIZE`] bytes each. Untouched
-//! pages of an anonymous mapping take no memory, so a loop whose reads are
-//! small pays for the first pages of each buffer only.
+//! defines it) and [`COUNT`] buffers of [`BUF_SIZE`] bytes each (1 MiB).
+//! Untouched pages of an anonymous mapping take no memory, so a loop whose
+//! reads are small pays for the first pages of each buffer only.
 //!
 //! # Ownership of a buffer (the safety argument)
 //! A buffer is either *in the ring* (between the kernel's private head and
@@ -40,10 +40,16 @@ use rustix::mm::{MapFlags, ProtFlags};
 /// path read 64 KiB at a time too; a smaller buffer splits a large message
 /// over several completions, each echoed by its own send).
 pub(crate) const BUF_SIZE: usize = 64 * 1024;
-/// Buffers in the ring (a power of two). A receive that finds none ends
-/// with `ENOBUFS` and is re-armed by the next wait, after step 4 gave back
-/// the buffers it delivered.
-pub(crate) const COUNT: u16 = 64;
+/// Buffers in the ring (a power of two). The kernel takes them in ring
+/// order, so every buffer of the ring is written in turn: their total (1
+/// MiB here) is the receive path's cache footprint. With 64 buffers (4 MiB)
+/// a 64 KiB echo cost ~15% more server CPU per message than epoll's one
+/// reused buffer; with 16 it costs the same (`cargo xtask bench net`,
+/// 64k_x10). A receive that finds no buffer ends with `ENOBUFS` and is
+/// re-armed by the next wait, after step 4 gave back the buffers it
+/// delivered (every buffer goes back within the iteration that got it), so
+/// more streams than buffers only means some wait an iteration.
+pub(crate) const COUNT: u16 = 16;
 /// The buffer group id of a loop's ring (one ring per io_uring instance).
 pub(crate) const GROUP: u16 = 0;
 

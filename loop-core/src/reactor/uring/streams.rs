@@ -122,6 +122,8 @@ pub(super) struct Streams {
     pub(super) bufs: Option<Rc<BufRing>>,
     /// Slots in use (a stream, or operations of a released one).
     live: usize,
+    /// The kernel refused the path once: every stream uses readiness.
+    unavailable: bool,
 }
 
 fn ud_of(slot: u32, gen: u32, send: bool) -> u64 {
@@ -287,8 +289,24 @@ impl State {
         fd: RawFd,
         handler: Rc<dyn StreamHandler>,
     ) -> io::Result<(u32, u32)> {
+        if self.streams.unavailable {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
         if self.streams.bufs.is_none() {
+            self.streams.unavailable = true;
+            // Multishot receives came with Linux 6.0, as did `SEND_ZC`,
+            // which the register probe can tell (multishot itself it
+            // cannot); the buffer ring's registration needs 5.19.
+            let mut probe = io_uring::Probe::new();
+            self.ring.submitter().register_probe(&mut probe)?;
+            if !probe.is_supported(opcode::SendZc::CODE) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "io_uring lacks multishot receives (Linux 6.0)",
+                ));
+            }
             self.streams.bufs = Some(Rc::new(BufRing::register(&self.ring)?));
+            self.streams.unavailable = false;
         }
         let s = &mut self.streams;
         let slot = match s.free.pop() {
@@ -417,7 +435,9 @@ impl State {
             cancel.push(ud);
         }
         let mut res = Ok(());
-        let any = !cancel.is_empty();
+        // Submit also when an earlier cancellation (`stop_recv`'s) is only
+        // queued: whatever is in the kernel must be told now.
+        let any = s.in_kernel();
         for ud in cancel {
             if let Err(e) = self.push(&opcode::AsyncCancel::new(ud).build().user_data(IGNORED)) {
                 res = Err(e);
