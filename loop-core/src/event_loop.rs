@@ -615,6 +615,7 @@ impl EventLoop {
             io.dispatch(&s.events, &inner.reactor, |r| ready.push_found(r));
             s.events.clear();
         }
+        crate::uring_stream::set_batch(s.done.len());
         if !s.done.is_empty() {
             let mut ready = inner.ready.borrow_mut();
             for c in s.done.drain(..) {

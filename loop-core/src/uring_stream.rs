@@ -49,6 +49,13 @@ thread_local! {
     /// A completion is being delivered on this thread's loop (see
     /// [`UringStream::in_delivery`]).
     static DELIVERING: Cell<bool> = const { Cell::new(false) };
+    /// How many completions this thread's loop found in its last poll.
+    static BATCH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Records how many completions the iteration's poll found (event_loop.rs).
+pub(crate) fn set_batch(n: usize) {
+    BATCH.with(|b| b.set(n));
 }
 
 /// Clears [`DELIVERING`] when the delivery ends (or unwinds).
@@ -166,6 +173,18 @@ impl UringStream {
     /// first (loop-net's socket transport does).
     pub fn in_delivery() -> bool {
         DELIVERING.with(Cell::get)
+    }
+
+    /// How many completions the current iteration delivers (its poll found
+    /// them all at once); 0 outside a delivery. With one alone, a queued
+    /// send would cost a wake-up of its own (its completion ends the next
+    /// wait before the peer's answer comes): writing at once is cheaper.
+    pub fn batch() -> usize {
+        if Self::in_delivery() {
+            BATCH.with(Cell::get)
+        } else {
+            0
+        }
     }
 
     /// Whether no receive is in the kernel (none started, or the stopped

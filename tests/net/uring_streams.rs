@@ -75,50 +75,71 @@ async fn connect_to_std(lp: &EventLoop, hooks: Hooks) -> (Transport, Rc<Recorder
     (t, rec, theirs)
 }
 
-/// The bytes written from inside `data_received` (a completion's
-/// delivery) wait for the next submission and leave in one send.
+/// The bytes written from inside `data_received`, in an iteration that
+/// delivers the data of two connections at once, wait for the next
+/// submission and leave in one send per connection, in order.
 #[test]
 fn the_writes_of_one_iteration_arrive_in_order() {
     on_uring_loop(|l| async move {
         let sent = Rc::new(std::cell::RefCell::new(Vec::new()));
-        let s2 = sent.clone();
-        let buffered_after = Rc::new(Cell::new(0));
-        let b2 = buffered_after.clone();
-        let hooks = Hooks::none().on_data(move |t, _, _| {
-            let mut sent = s2.borrow_mut();
-            for i in 0..1000 {
-                let chunk = pattern(1 + i % 97, i);
-                if i % 3 == 0 {
-                    t.writelines(&[&chunk[..1], &chunk[1..]]).unwrap();
-                } else {
-                    t.write(&chunk).unwrap();
+        let buffered_after = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let hooks = || {
+            let s2 = sent.clone();
+            let b2 = buffered_after.clone();
+            Hooks::none().on_data(move |t, _, _| {
+                let mut bytes = Vec::new();
+                for i in 0..1000 {
+                    let chunk = pattern(1 + i % 97, i);
+                    if i % 3 == 0 {
+                        t.writelines(&[&chunk[..1], &chunk[1..]]).unwrap();
+                    } else {
+                        t.write(&chunk).unwrap();
+                    }
+                    bytes.extend_from_slice(&chunk);
                 }
-                sent.extend_from_slice(&chunk);
-            }
-            b2.set(t.get_write_buffer_size());
-        });
-        let (t, rec, mut theirs) = connect_to_std(&l, hooks).await;
-        theirs.write_all(b"go").unwrap();
-        rec.until_data(2).await;
+                b2.borrow_mut()
+                    .push((t.get_write_buffer_size(), bytes.len()));
+                *s2.borrow_mut() = bytes;
+            })
+        };
+        let (t1, rec1, mut theirs1) = connect_to_std(&l, hooks()).await;
+        let (t2, rec2, mut theirs2) = connect_to_std(&l, hooks()).await;
+        // Both peers' bytes are in the sockets before the loop polls again:
+        // one poll finds both.
+        theirs1.write_all(b"go").unwrap();
+        theirs2.write_all(b"go").unwrap();
+        rec1.until_data(2).await;
+        rec2.until_data(2).await;
         let sent = sent.borrow().clone();
-        // Nothing went out from inside the callback: the bytes waited for
+        // Nothing went out from inside the callbacks: the bytes waited for
         // the next submission, counted as buffered until the kernel took
         // them.
-        assert_eq!(buffered_after.get(), sent.len());
+        for &(buffered, total) in buffered_after.borrow().iter() {
+            assert_eq!(buffered, total, "a write inside the batch went out at once");
+        }
         let n = sent.len();
-        let reader = peer(theirs, move |mut s| {
-            let mut got = vec![0u8; n];
-            s.read_exact(&mut got).unwrap();
-            got
-        });
-        while t.get_write_buffer_size() > 0 {
+        let readers: Vec<_> = [theirs1, theirs2]
+            .into_iter()
+            .map(|theirs| {
+                peer(theirs, move |mut s| {
+                    let mut got = vec![0u8; n];
+                    s.read_exact(&mut got).unwrap();
+                    got
+                })
+            })
+            .collect();
+        while t1.get_write_buffer_size() + t2.get_write_buffer_size() > 0 {
             iterations(1).await;
         }
-        let got = reader.join().unwrap();
-        assert!(got == sent, "the bytes arrived out of order");
-        t.close();
-        rec.until_lost().await;
-        rec.assert_clean_life();
+        for r in readers {
+            let got = r.join().unwrap();
+            assert!(got == sent, "the bytes arrived out of order");
+        }
+        for (t, rec) in [(t1, rec1), (t2, rec2)] {
+            t.close();
+            rec.until_lost().await;
+            rec.assert_clean_life();
+        }
     });
 }
 
