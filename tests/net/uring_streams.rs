@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::rc::Rc;
 use std::sync::mpsc;
 
@@ -51,22 +51,7 @@ where
 
 /// A transport to a std peer (not reading yet), after connection_made.
 async fn connect_to_std(lp: &EventLoop, hooks: Hooks) -> (Transport, Rc<Recorder>, TcpStream) {
-    let (l, addr) = std_listener("127.0.0.1:0");
-    let rec = Recorder::new();
-    let r = rec.clone();
-    let (t, _h) = lp
-        .create_connection(
-            move || RecordingProtocol::new(&r, hooks),
-            Some("127.0.0.1"),
-            addr.port(),
-            ConnectOptions::default(),
-        )
-        .await
-        .unwrap();
-    let (theirs, _) = l.accept().unwrap();
-    bounded(&theirs);
-    rec.until_made().await;
-    drop::<TcpListener>(l);
+    let (t, rec, theirs) = connect_to_std_peer(lp, hooks).await;
     let fd = t.fd().expect("a socket");
     assert!(
         t.is_reading() && !lp.has_reader(fd),
