@@ -30,7 +30,9 @@
 //! to whole milliseconds as the epoll backend's, so timers never fire early
 //! and both backends wake alike). A zero-timeout wait with nothing to
 //! submit makes no system call at all: it only reads the completion ring.
-//! `delete` alone may submit at once (see the invariants).
+//! `delete` alone may submit at once (see the invariants), and so does the
+//! release of a completion-path stream (uring/streams.rs), for the same
+//! reason.
 //!
 //! # Oneshot polls, re-armed: why not multishot
 //! A multishot poll posts a completion when the file *wakes its waiters*
