@@ -897,3 +897,56 @@ fn drain(s: &mut TcpStream) -> (usize, Option<io::ErrorKind>) {
         }
     }
 }
+
+/// io_uring's completion path (issue 14): `abort()` with a send in flight
+/// (its peer does not read) cancels it, and the socket closes with the
+/// transport's fd: the peer sees the end while the loop runs on, and no
+/// descriptor is left open.
+#[test]
+fn a_uring_transport_aborted_with_a_send_in_flight_closes_its_socket() {
+    let _serial = serial();
+    let lp = build(Backend::Uring);
+    if lp.backend() != Backend::Uring {
+        println!("skipped: io_uring is unavailable here (the loop fell back to epoll)");
+        return;
+    }
+    let before = open_fds();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let calls = Rc::new(Cell::new(0));
+    let c = lp.clone();
+    let counted = calls.clone();
+    let (t, _) = lp
+        .run_until_complete(async move {
+            c.create_connection(
+                move || Counting(counted),
+                Some("127.0.0.1"),
+                port,
+                ConnectOptions::default(),
+            )
+            .await
+        })
+        .unwrap()
+        .unwrap();
+    let (mut peer, _) = l.accept().unwrap();
+    peer.set_read_timeout(Some(LIMIT)).unwrap();
+    let dup = dup_of(t.fd().unwrap());
+    rustix::net::sockopt::set_socket_send_buffer_size(&dup, 4096).unwrap();
+    drop(dup);
+    t.write(&vec![7u8; 4 << 20]).unwrap();
+    for _ in 0..5 {
+        one_iteration(&lp);
+    }
+    assert!(t.get_write_buffer_size() > 0, "a send is in flight");
+    t.abort();
+    run_until(&lp, &calls, 2); // connection_made, connection_lost
+    let (_, err) = drain(&mut peer);
+    assert!(
+        err.is_none() || err == Some(io::ErrorKind::ConnectionReset),
+        "{err:?}"
+    );
+    drop((peer, l));
+    assert_eq!(new_fds(&before), vec![], "descriptors left open");
+    drop(t);
+    lp.close().unwrap();
+}

@@ -266,14 +266,31 @@ impl UringReactor {
     /// failed SQE does not stop the rest of its batch) where the kernel
     /// has it.
     ///
-    /// First with `IORING_SETUP_COOP_TASKRUN` and `IORING_SETUP_TASKRUN_FLAG`
-    /// (Linux 5.19): the kernel does not interrupt the loop thread to post
-    /// completions (with a busy completion path, every received packet
-    /// would); they are posted when the thread next enters the kernel, and
-    /// the `IORING_SQ_TASKRUN` flag tells a zero-timeout wait that it must
-    /// enter to see them (`wait` checks it).
+    /// First with `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`
+    /// (Linux 6.1; a loop is used by the thread that built it only, as
+    /// `EventLoop` is `!Send`): the kernel neither interrupts the loop thread
+    /// to post completions (with a busy completion path, every received
+    /// packet would) nor posts them before the loop asks, in its wait, for
+    /// the whole batch. `IORING_SETUP_TASKRUN_FLAG` makes the kernel flag
+    /// pending work, so that a zero-timeout wait knows it must enter
+    /// (`wait` checks it), and [`State::submit`] asks for that work to run,
+    /// since a cancelled operation lets go of its file only then. Else
+    /// `IORING_SETUP_COOP_TASKRUN` (5.19: no interrupt, completions posted
+    /// at the next kernel entry), else neither. The 1 KiB echo on one
+    /// connection costs epoll's CPU per message with the first, ~10% more
+    /// with the second (`cargo xtask bench net`, 1k_x1_1cpu).
     fn setup() -> io::Result<IoUring> {
         let inval = |r: &io::Result<IoUring>| matches!(r, Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()));
+        let deferred = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_submit_all()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(SQ_ENTRIES);
+        if !inval(&deferred) {
+            return deferred;
+        }
         let coop = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_submit_all()
@@ -469,9 +486,19 @@ fn poll_flags(interest: Interest) -> u32 {
 }
 
 impl State {
-    /// Submits what is queued, without waiting.
+    /// Submits what is queued, without waiting, and runs the kernel's
+    /// pending task work (`GETEVENTS` with a zero timeout): with
+    /// `IORING_SETUP_DEFER_TASKRUN`, a cancelled operation lets go of its
+    /// file only then, and `delete` and a stream's release promise that the
+    /// fd may be closed next.
     fn submit(&mut self) -> io::Result<usize> {
-        let n = self.ring.submit()?;
+        let ts = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let n = match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(n) => n,
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::TIME) => 0,
+            Err(e) => return Err(e),
+        };
         self.epoch += 1;
         Ok(n)
     }
