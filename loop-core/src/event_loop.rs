@@ -46,7 +46,7 @@ use crate::exception::{ExceptionContext, ExceptionHandler};
 use crate::executor::ExecutorState;
 use crate::handle::{Handle, TimerHandle};
 use crate::io::FdRegistry;
-use crate::reactor::{Backend, Reactor, Readiness};
+use crate::reactor::{Backend, Completed, Reactor, Readiness};
 use crate::ready_queue::{Ready, ReadyQueue};
 use crate::running;
 use crate::threadsafe::{Injected, Shared};
@@ -253,6 +253,8 @@ impl Builder {
 #[derive(Default)]
 struct Scratch {
     events: Vec<Readiness>,
+    /// Completions of the io_uring completion path (uring_stream.rs).
+    done: Vec<Completed>,
     batch: VecDeque<Ready>,
 }
 
@@ -444,6 +446,7 @@ impl EventLoop {
         drop(rx);
         let timers = inner.timers.borrow_mut().take_all();
         let watchers = self.clear_watchers();
+        let stream_handlers = self.take_stream_handlers();
         // Dropping user closures and futures may run user `Drop` code; do it
         // with no borrow held, one item at a time, and keep a panicking
         // `Drop` from escaping (or, with a second one, from aborting).
@@ -481,6 +484,10 @@ impl EventLoop {
         }
         for w in watchers {
             guarded(&mut || w.cancel());
+        }
+        for h in stream_handlers {
+            let mut h = Some(h);
+            guarded(&mut || drop(h.take()));
         }
         guarded(&mut || self.executor_close());
         // Tasks still waiting (on I/O, timers, other tasks): cancel them.
@@ -577,8 +584,8 @@ impl EventLoop {
         }
 
         // 2. Poll for I/O.
-        let watched = inner.io.borrow().len();
-        if timeout != Some(Duration::ZERO) || watched > 0 {
+        let watched = inner.io.borrow().len() > 0 || inner.reactor.has_streams();
+        if timeout != Some(Duration::ZERO) || watched {
             let blocking = timeout != Some(Duration::ZERO);
             if blocking {
                 shared.notifier.set_parked(true);
@@ -586,7 +593,9 @@ impl EventLoop {
                     timeout = Some(Duration::ZERO);
                 }
             }
-            let res = inner.reactor.wait(&mut s.events, timeout, &shared.notifier);
+            let res = inner
+                .reactor
+                .wait(&mut s.events, &mut s.done, timeout, &shared.notifier);
             if blocking {
                 shared.notifier.set_parked(false);
             }
@@ -603,6 +612,13 @@ impl EventLoop {
             let mut ready = inner.ready.borrow_mut();
             io.dispatch(&s.events, &inner.reactor, |r| ready.push_found(r));
             s.events.clear();
+        }
+        crate::uring_stream::set_batch(s.done.len());
+        if !s.done.is_empty() {
+            let mut ready = inner.ready.borrow_mut();
+            for c in s.done.drain(..) {
+                ready.push_found(Ready::Completion(c));
+            }
         }
 
         if let Some(err) = shared.take_wake_failure() {
@@ -661,6 +677,12 @@ impl EventLoop {
                 Ok(()) => return,
                 Err(p) => (p, Some("<call_soon_threadsafe callback>".to_string())),
             },
+            Ready::Completion(c) => {
+                match catch_unwind(AssertUnwindSafe(|| self.deliver_completion(c))) {
+                    Ok(()) => return,
+                    Err(p) => (p, Some("<stream completion>".to_string())),
+                }
+            }
             Ready::Stop => {
                 self.inner.stopping.set(true);
                 return;

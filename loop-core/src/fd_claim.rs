@@ -100,6 +100,11 @@ impl FdClaim {
         self.fd
     }
 
+    /// The loop, while it exists.
+    pub(crate) fn event_loop(&self) -> Option<EventLoop> {
+        self.lp.upgrade()
+    }
+
     /// [`EventLoop::add_reader`] on the claimed fd, for its owner.
     pub fn add_reader(&self, callback: impl FnMut() + 'static) -> Result<(), LoopError> {
         self.add(Direction::Read, callback)

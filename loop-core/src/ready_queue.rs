@@ -55,6 +55,10 @@ pub(crate) enum Ready {
     Boxed(Box<dyn FnOnce() + 'static>),
     /// A stop request sent by [`LoopHandle::stop`](crate::LoopHandle::stop).
     Stop,
+    /// A completion for a stream of the io_uring completion path
+    /// (uring_stream.rs). Never skipped: it may carry a receive buffer
+    /// that must go back to the ring.
+    Completion(crate::reactor::Completed),
 }
 
 impl Ready {
@@ -64,7 +68,7 @@ impl Ready {
             Ready::Callback(c) => c.is_cancelled(),
             Ready::Timer(t) => t.is_cancelled(),
             Ready::Io(w) => w.is_cancelled(),
-            Ready::Task(_) | Ready::Boxed(_) | Ready::Stop => false,
+            Ready::Task(_) | Ready::Boxed(_) | Ready::Stop | Ready::Completion(_) => false,
         }
     }
 
@@ -77,6 +81,7 @@ impl Ready {
             Ready::Task(_) => "<Task step>".to_string(),
             Ready::Boxed(_) => "<call_soon_threadsafe callback>".to_string(),
             Ready::Stop => "<stop request>".to_string(),
+            Ready::Completion(_) => "<stream completion>".to_string(),
         }
     }
 

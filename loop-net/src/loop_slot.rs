@@ -132,6 +132,17 @@ impl LoopSlot {
         }
     }
 
+    /// The loop's completion path for the claimed `fd` (loop-core's
+    /// `FdClaim::uring_stream`); `None` without a claim on it, on a
+    /// released slot, or when the loop does not offer the path.
+    pub(crate) fn uring_stream(
+        &self,
+        fd: RawFd,
+        handler: std::rc::Rc<dyn loop_core::StreamHandler>,
+    ) -> Option<loop_core::UringStream> {
+        self.claim_on(fd)?.uring_stream(handler)
+    }
+
     #[cfg(feature = "tls")]
     pub(crate) fn get_debug(&self) -> bool {
         self.get().is_some_and(|lp| lp.get_debug())

@@ -27,14 +27,21 @@
 //! `maybe_resume_protocol`. Every error branch ends in exactly one of: still
 //! armed for writability, or closed.
 //!
+//! # On io_uring
+//! On a loop that runs `Backend::Uring`, the transport moves its bytes by
+//! completion instead (stream/completion.rs): the kernel receives into the
+//! loop's ring buffers and sends what an iteration wrote in one go. The
+//! lifecycle, flow control and the protocol's view are the same.
+//!
 //! # Where the parts live
 //! This module holds the transport's state, its creation, `connection_made`
 //! and the lifecycle (closing, `connection_lost`, the release of the socket
 //! and the protocol). Its child modules hold the rest, reaching that state
 //! without widening it: the read path (stream/input.rs), the write path and
 //! its flow-control notices (stream/output.rs), the `Transport` methods
-//! (stream/transport.rs), `loop.sendfile`'s hooks (stream/sendfile.rs) and
-//! `start_tls`'s hand-over of the socket (stream/upgrade.rs).
+//! (stream/transport.rs), `loop.sendfile`'s hooks (stream/sendfile.rs),
+//! `start_tls`'s hand-over of the socket (stream/upgrade.rs) and the
+//! io_uring completion path (stream/completion.rs).
 
 pub(crate) mod connect;
 pub(crate) mod ext;
@@ -54,6 +61,7 @@ use crate::protocol::{report_made_panic, report_protocol_panic, AnyProtocol};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
+mod completion;
 mod input;
 mod output;
 mod sendfile;
@@ -78,6 +86,17 @@ pub(crate) struct Stream {
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     buffer: RefCell<WriteBuffer>,
+    /// The loop's completion path for this socket, when the loop runs
+    /// io_uring (stream/completion.rs); `None`: readiness.
+    ring: RefCell<Option<loop_core::UringStream>>,
+    /// Bytes received on the completion path while not reading (paused,
+    /// or the protocol in use), delivered first when reading resumes.
+    stash: RefCell<Vec<u8>>,
+    /// The peer's EOF came behind the stash.
+    stash_eof: Cell<bool>,
+    /// The receive failed behind the stash (a reset while paused): fatal
+    /// once reading resumes, as the readiness path meets it then.
+    stash_error: RefCell<Option<io::Error>>,
     /// Water marks and the pause/resume notices owed (flow.rs).
     flow: WriteFlow,
     reading: Cell<bool>,
@@ -139,6 +158,10 @@ impl Stream {
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             buffer: RefCell::new(WriteBuffer::default()),
+            ring: RefCell::new(None),
+            stash: RefCell::new(Vec::new()),
+            stash_eof: Cell::new(false),
+            stash_error: RefCell::new(None),
             flow: WriteFlow::new(WriteBufferLimits::default()),
             reading: Cell::new(false),
             edge: Cell::new(false),
@@ -155,6 +178,7 @@ impl Stream {
             sendfile: SendfileState::default(),
             upgrade: UpgradeState::default(),
         });
+        stream.open_completion();
         let transport = Transport {
             inner: stream.clone(),
         };
@@ -197,7 +221,7 @@ impl Stream {
         }
         self.sendfile.wake();
         self.stop_reading();
-        if self.buffer.borrow().is_empty() {
+        if self.buffered() == 0 {
             self.schedule_lost(None);
         }
     }
@@ -206,8 +230,9 @@ impl Stream {
         if self.life.lost_claimed() {
             return;
         }
-        self.dropped_on_loss.set(self.buffer.borrow().len());
+        self.dropped_on_loss.set(self.buffered());
         self.buffer.borrow_mut().clear();
+        self.ring_discard();
         self.stop_writing();
         self.stop_reading();
         self.life.force_closing();
@@ -273,6 +298,8 @@ impl LifecycleOwner for Stream {
         self.sendfile.wake();
         self.stop_reading();
         self.stop_writing();
+        // Before the fd closes: the kernel lets go of the socket with it.
+        self.ring_release();
         let fd = self.fd.borrow_mut().take();
         drop(fd);
     }

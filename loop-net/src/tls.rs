@@ -717,6 +717,8 @@ async fn start_tls(
     let detached = stream.detach_for_upgrade().await?;
     let mut settings = settings;
     settings.limits = Some(detached.limits);
+    let mut received = received;
+    received.extend_from_slice(&detached.early);
     settings.received = received;
     let started = TlsStream::start(&lp, detached.fd, conn, protocol, settings, detached.on_lost);
     let (new_transport, tls_stream) = match started {

@@ -14,7 +14,7 @@
 #![cfg(feature = "net")]
 
 use std::cell::{Cell, RefCell};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::rc::Rc;
 use std::sync::mpsc;
 
@@ -24,23 +24,8 @@ use aioloop::prelude::*;
 
 /// A transport to a std peer that does not read; waits for connection_made.
 async fn connect_quiet(lp: &EventLoop, hooks: Hooks) -> (Transport, Rc<Recorder>, TcpStream) {
-    let (l, addr) = std_listener("127.0.0.1:0");
-    let rec = Recorder::new();
-    let r = rec.clone();
-    let (t, _h) = lp
-        .create_connection(
-            move || RecordingProtocol::new(&r, hooks),
-            Some("127.0.0.1"),
-            addr.port(),
-            ConnectOptions::default(),
-        )
-        .await
-        .unwrap();
-    let (theirs, _) = l.accept().unwrap();
-    bounded(&theirs);
-    rec.until_made().await;
+    let (t, rec, theirs) = connect_to_std_peer(lp, hooks).await;
     small_send_buffer(&t);
-    drop::<TcpListener>(l);
     (t, rec, theirs)
 }
 

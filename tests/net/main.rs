@@ -28,3 +28,4 @@ mod stream_faults;
 mod streams;
 mod tcp;
 mod unix;
+mod uring_streams;

@@ -79,22 +79,7 @@ impl Drop for TempFile {
 
 /// A TCP transport (recording protocol) and its std peer.
 async fn connect_tcp(lp: &EventLoop) -> (Transport, Rc<Recorder>, TcpStream) {
-    let (l, addr) = std_listener("127.0.0.1:0");
-    let rec = Recorder::new();
-    let r = rec.clone();
-    let (t, _h) = lp
-        .create_connection(
-            move || RecordingProtocol::new(&r, Hooks::none()),
-            Some("127.0.0.1"),
-            addr.port(),
-            ConnectOptions::default(),
-        )
-        .await
-        .unwrap();
-    let (theirs, _) = l.accept().unwrap();
-    bounded(&theirs);
-    rec.until_made().await;
-    (t, rec, theirs)
+    connect_to_std_peer(lp, Hooks::none()).await
 }
 
 /// A peer thread that waits for the go signal (if any), optionally writes

@@ -20,22 +20,7 @@ use futures_lite::future;
 
 /// A transport to a std peer that does not read; waits for connection_made.
 async fn connect_quiet(lp: &EventLoop, hooks: Hooks) -> (Transport, Rc<Recorder>, TcpStream) {
-    let (l, addr) = std_listener("127.0.0.1:0");
-    let rec = Recorder::new();
-    let r = rec.clone();
-    let (t, _h) = lp
-        .create_connection(
-            move || RecordingProtocol::new(&r, hooks),
-            Some("127.0.0.1"),
-            addr.port(),
-            ConnectOptions::default(),
-        )
-        .await
-        .unwrap();
-    let (theirs, _) = l.accept().unwrap();
-    bounded(&theirs);
-    rec.until_made().await;
-    (t, rec, theirs)
+    connect_to_std_peer(lp, hooks).await
 }
 
 fn never_made() -> RecordingProtocol {
@@ -668,6 +653,12 @@ fn a_failed_writability_registration_loses_the_connection_once() {
     let lp = new_loop();
     let seen = record_exceptions(&lp);
     let l = lp.clone();
+    if lp.backend() == aioloop::Backend::Uring {
+        // The completion path registers nothing for writability: a send
+        // to the swapped-in socket just waits in the kernel.
+        println!("skipped: no writability registration on io_uring's completion path");
+        return;
+    }
     let lost = run(&lp, async move {
         let (t, rec, _theirs) = connect_quiet(&l, Hooks::none()).await;
         // A socket whose send buffer is full (its peer never reads).

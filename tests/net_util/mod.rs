@@ -605,6 +605,32 @@ pub fn std_listener(addr: &str) -> (TcpListener, SocketAddr) {
     (l, a)
 }
 
+/// A TCP transport (a [`RecordingProtocol`] with `hooks`) connected to a
+/// blocking std peer that reads nothing until told; returns after
+/// `connection_made`.
+pub async fn connect_to_std_peer(
+    lp: &aioloop::EventLoop,
+    hooks: Hooks,
+) -> (Transport, Rc<Recorder>, TcpStream) {
+    use aioloop::StreamLoopExt;
+    let (l, addr) = std_listener("127.0.0.1:0");
+    let rec = Recorder::new();
+    let r = rec.clone();
+    let (t, _h) = lp
+        .create_connection(
+            move || RecordingProtocol::new(&r, hooks),
+            Some("127.0.0.1"),
+            addr.port(),
+            aioloop::ConnectOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (theirs, _) = l.accept().unwrap();
+    bounded(&theirs);
+    rec.until_made().await;
+    (t, rec, theirs)
+}
+
 /// Gives a peer socket bounded blocking operations: a wedged peer fails
 /// its test instead of hanging it.
 pub fn bounded(s: &TcpStream) {

@@ -122,6 +122,17 @@ pub(crate) struct Readiness {
     pub(crate) hup: bool,
 }
 
+/// One completion of the io_uring backend's completion path
+/// (uring/streams.rs) that its stream's handler must hear of: queued as
+/// ready work and delivered in step 4 (uring_stream.rs). 16 bytes, so that
+/// the ready queue's items stay small.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completed {
+    pub(crate) user_data: u64,
+    pub(crate) res: i32,
+    pub(crate) flags: u32,
+}
+
 /// The loop's poller: one backend until [`close`](Reactor::close) releases
 /// it (its epoll fd or `polling` instance goes at once, whatever handles on
 /// the loop still exist).
@@ -277,6 +288,7 @@ impl Reactor {
     pub(crate) fn wait(
         &self,
         out: &mut Vec<Readiness>,
+        done: &mut Vec<Completed>,
         timeout: Option<Duration>,
         notifier: &Notifier,
     ) -> io::Result<()> {
@@ -284,7 +296,7 @@ impl Reactor {
             #[cfg(target_os = "linux")]
             ReactorKind::Epoll(r) => r.wait(out, timeout, notifier),
             #[cfg(target_os = "linux")]
-            ReactorKind::Uring(r) => r.wait(out, timeout, notifier),
+            ReactorKind::Uring(r) => r.wait(out, done, timeout, notifier),
             ReactorKind::Portable(r) => {
                 let res = r.wait(out, timeout);
                 // polling consumes its own notifications inside `wait`.
@@ -292,6 +304,26 @@ impl Reactor {
                 res
             }
         })
+    }
+
+    /// Runs `f` on the io_uring backend's state, if this reactor is open
+    /// and that backend (the completion path, uring_stream.rs); never
+    /// across user code.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn with_uring<R>(&self, f: impl FnOnce(&mut uring::State) -> R) -> Option<R> {
+        match &*self.kind.borrow() {
+            Some(ReactorKind::Uring(r)) => Some(r.with_state(f)),
+            _ => None,
+        }
+    }
+
+    /// Whether the completion path has streams or operations to wait for.
+    pub(crate) fn has_streams(&self) -> bool {
+        match &*self.kind.borrow() {
+            #[cfg(target_os = "linux")]
+            Some(ReactorKind::Uring(r)) => r.has_streams(),
+            _ => false,
+        }
     }
 
     /// Releases the poller (its fds close now). Later calls fail with

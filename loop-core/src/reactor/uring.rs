@@ -8,9 +8,19 @@
 //! timeout). rustix's `io_uring` module has only the raw system calls and
 //! structs, so the ring management (mmap offsets, memory ordering of the
 //! indices) would be ours to write, in `unsafe`, for no gain. The crate's
-//! one `unsafe` entry that this backend uses is `SubmissionQueue::push`,
-//! whose contract (buffers live until completion) is trivially kept: no
-//! SQE here points at memory.
+//! `unsafe` entries that this backend uses are `SubmissionQueue::push`,
+//! whose contract (buffers live until completion) is trivially kept by the
+//! polls (they point at no memory) and kept by the completion path's sends
+//! as uring/streams.rs argues, and the registration of the provided-buffer
+//! ring (uring/bufs.rs).
+//!
+//! # The completion path
+//! Besides readiness, the backend moves the bytes of stream sockets itself
+//! for the transports that ask ([`UringStream`](crate::UringStream)):
+//! multishot receives into a provided-buffer ring (uring/bufs.rs) and one
+//! `SEND` per stream per iteration, queued in the same submission ring and
+//! submitted by the same `wait`; uring/streams.rs holds their table, its
+//! invariants and the safety argument.
 //!
 //! # What runs where
 //! `add` and `modify` check the fd (one `fstat`, see below) and queue the
@@ -20,7 +30,9 @@
 //! to whole milliseconds as the epoll backend's, so timers never fire early
 //! and both backends wake alike). A zero-timeout wait with nothing to
 //! submit makes no system call at all: it only reads the completion ring.
-//! `delete` alone may submit at once (see the invariants).
+//! `delete` alone may submit at once (see the invariants), and so does the
+//! release of a completion-path stream (uring/streams.rs), for the same
+//! reason.
 //!
 //! # Oneshot polls, re-armed: why not multishot
 //! A multishot poll posts a completion when the file *wakes its waiters*
@@ -44,13 +56,17 @@
 //!
 //! # Invariants
 //! - **Ownership.** The reactor owns the ring (`IoUring`: the ring fd and
-//!   its mappings); dropping it (the loop's `close`) unmaps and closes it.
+//!   its mappings); dropping it (the loop's `close`) unmaps and closes it,
+//!   after the completion path's operations were cancelled and waited for,
+//!   and before the buffer ring is unmapped (uring/streams.rs).
 //!   The notifier owns the eventfd; the reactor keeps its number only to
 //!   re-arm its poll, and the loop closes the reactor before the notifier.
 //! - **`user_data`.** [`WAKE`] is the eventfd's poll; [`IGNORED`] marks
-//!   `POLL_REMOVE` requests, whose own completions mean nothing here. Every
+//!   `POLL_REMOVE` and `ASYNC_CANCEL` requests, whose own completions mean
+//!   nothing here. A value with bit 31 set (and not one of those two) is an
+//!   operation of the completion path (uring/streams.rs). Every
 //!   other value is a poll on a registration: `generation << 32 | key`, the
-//!   key being io.rs's slab index and the generation a counter of the
+//!   key being io.rs's slab index (below 2^31) and the generation a counter of the
 //!   reactor, new for every `POLL_ADD` (1 ..= `u32::MAX - 1`, so no poll
 //!   equals the two constants, whose high halves are all ones).
 //! - **No completion is misattributed.** A registration remembers the
@@ -104,7 +120,11 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rustix::event::{eventfd, EventfdFlags, PollFlags};
 use rustix::io::Errno;
 
-use super::{borrow_fd, Interest, Notifier, Readiness};
+use super::{borrow_fd, Completed, Interest, Notifier, Readiness};
+
+mod bufs;
+mod streams;
+pub(crate) use bufs::BufRing;
 
 /// The `user_data` of the eventfd's multishot poll.
 const WAKE: u64 = u64::MAX;
@@ -137,8 +157,11 @@ struct Reg {
     remove_queued_at: Option<u64>,
 }
 
-struct State {
+pub(crate) struct State {
+    /// Declared first: dropped before `streams` and its buffer ring.
     ring: IoUring,
+    /// The completion path's streams and operations (uring/streams.rs).
+    streams: streams::Streams,
     regs: Vec<Option<Reg>>,
     /// Keys whose poll the next `wait` arms (duplicates and keys gone since
     /// are skipped: see `Reg::queued`).
@@ -217,6 +240,7 @@ impl UringReactor {
                 wake_fd: wake.as_raw_fd(),
                 wake_armed: false,
                 epoch: 0,
+                streams: streams::Streams::default(),
             }),
         };
         {
@@ -241,23 +265,59 @@ impl UringReactor {
     /// `io_uring_setup`, with `IORING_SETUP_SUBMIT_ALL` (Linux 5.18: one
     /// failed SQE does not stop the rest of its batch) where the kernel
     /// has it.
+    ///
+    /// First with `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`
+    /// (Linux 6.1; a loop is used by the thread that built it only, as
+    /// `EventLoop` is `!Send`): the kernel neither interrupts the loop thread
+    /// to post completions (with a busy completion path, every received
+    /// packet would) nor posts them before the loop asks, in its wait, for
+    /// the whole batch. `IORING_SETUP_TASKRUN_FLAG` makes the kernel flag
+    /// pending work, so that a zero-timeout wait knows it must enter
+    /// (`wait` checks it), and [`State::submit`] asks for that work to run,
+    /// since a cancelled operation lets go of its file only then. Else
+    /// `IORING_SETUP_COOP_TASKRUN` (5.19: no interrupt, completions posted
+    /// at the next kernel entry), else neither. The 1 KiB echo on one
+    /// connection costs epoll's CPU per message with the first, ~10% more
+    /// with the second (`cargo xtask bench net`, 1k_x1_1cpu).
     fn setup() -> io::Result<IoUring> {
+        let inval = |r: &io::Result<IoUring>| matches!(r, Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()));
+        let deferred = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_submit_all()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(SQ_ENTRIES);
+        if !inval(&deferred) {
+            return deferred;
+        }
+        let coop = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_submit_all()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(SQ_ENTRIES);
+        if !inval(&coop) {
+            return coop;
+        }
         let with_all = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_submit_all()
             .build(SQ_ENTRIES);
-        match with_all {
-            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => IoUring::builder()
-                .setup_cqsize(CQ_ENTRIES)
-                .build(SQ_ENTRIES),
-            other => other,
+        if !inval(&with_all) {
+            return with_all;
         }
+        IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .build(SQ_ENTRIES)
     }
 
     /// Starts watching `fd` under `key`: checked now, armed by the next
     /// `wait`.
     pub(crate) fn add(&self, fd: RawFd, key: usize, interest: Interest) -> io::Result<()> {
-        if u32::try_from(key).is_err() {
+        // Keys stay below 2^31: bit 31 of `user_data` marks a completion
+        // operation (uring/streams.rs).
+        if key >= 1 << 31 {
             return Err(errno(Errno::NOSPC));
         }
         let file = file_id(fd)?;
@@ -339,11 +399,13 @@ impl UringReactor {
     pub(crate) fn wait(
         &self,
         out: &mut Vec<Readiness>,
+        done: &mut Vec<Completed>,
         timeout: Option<Duration>,
         notifier: &Notifier,
     ) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
         st.arm_queued()?;
+        st.arm_streams()?;
         let res = match timeout {
             Some(d) if d.is_zero() => {
                 // Nothing to wait for: enter only to submit, or to flush
@@ -377,8 +439,28 @@ impl UringReactor {
                 _ => return Err(e),
             },
         }
-        st.reap(out, notifier);
+        st.reap(out, done, notifier);
         Ok(())
+    }
+
+    /// Runs `f` on the backend's state (the completion path's calls,
+    /// uring_stream.rs); never across user code.
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.borrow_mut())
+    }
+
+    /// Whether streams of the completion path are open or have operations
+    /// in flight: the loop must wait for their completions.
+    pub(crate) fn has_streams(&self) -> bool {
+        self.state.borrow().streams.is_busy()
+    }
+}
+
+impl Drop for State {
+    /// Cancels the completion path's operations and waits for them before
+    /// the ring and the buffers go (uring/streams.rs).
+    fn drop(&mut self) {
+        self.drain_streams();
     }
 }
 
@@ -404,9 +486,19 @@ fn poll_flags(interest: Interest) -> u32 {
 }
 
 impl State {
-    /// Submits what is queued, without waiting.
+    /// Submits what is queued, without waiting, and runs the kernel's
+    /// pending task work (`GETEVENTS` with a zero timeout): with
+    /// `IORING_SETUP_DEFER_TASKRUN`, a cancelled operation lets go of its
+    /// file only then, and `delete` and a stream's release promise that the
+    /// fd may be closed next.
     fn submit(&mut self) -> io::Result<usize> {
-        let n = self.ring.submit()?;
+        let ts = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let n = match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(n) => n,
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::TIME) => 0,
+            Err(e) => return Err(e),
+        };
         self.epoch += 1;
         Ok(n)
     }
@@ -492,12 +584,13 @@ impl State {
     }
 
     /// Reads the completion ring into readiness reports.
-    fn reap(&mut self, out: &mut Vec<Readiness>, notifier: &Notifier) {
+    fn reap(&mut self, out: &mut Vec<Readiness>, done: &mut Vec<Completed>, notifier: &Notifier) {
         let State {
             ring,
             regs,
             to_arm,
             wake_armed,
+            streams,
             ..
         } = self;
         let mut cq = ring.completion();
@@ -514,6 +607,10 @@ impl State {
                     continue;
                 }
                 IGNORED => continue,
+                _ if ud & streams::OP_TAG != 0 => {
+                    streams.reap_op(ud, res, cqe.flags(), done);
+                    continue;
+                }
                 _ => {}
             }
             let key = (ud & u64::from(u32::MAX)) as usize;

@@ -49,6 +49,10 @@ impl Stream {
         if self.reading.get() || self.read_eof.get() || self.life.state() != State::Open {
             return;
         }
+        if self.on_ring() {
+            self.ring_start_reading();
+            return;
+        }
         let me = self.clone();
         match self
             .life
@@ -65,7 +69,11 @@ impl Stream {
 
     pub(super) fn stop_reading(&self) {
         if self.reading.replace(false) {
-            let _ = self.life.lp().remove_reader(self.raw);
+            if self.on_ring() {
+                self.ring_stop_reading();
+            } else {
+                let _ = self.life.lp().remove_reader(self.raw);
+            }
         }
     }
 
@@ -180,7 +188,7 @@ impl Stream {
         }
     }
 
-    fn on_eof(self: &Rc<Self>, protocol: &AnyProtocol) {
+    pub(super) fn on_eof(self: &Rc<Self>, protocol: &AnyProtocol) {
         self.read_eof.set(true);
         let keep_open = catch_unwind(AssertUnwindSafe(|| protocol.try_eof_received()));
         match keep_open {

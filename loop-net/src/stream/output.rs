@@ -70,11 +70,11 @@ impl Stream {
 
     /// After bytes left the buffer: resume the protocol, and when the buffer
     /// is empty stop watching writability and finish a close or write_eof.
-    fn after_drain(self: &Rc<Self>) {
+    pub(super) fn after_drain(self: &Rc<Self>) {
         self.sendfile.wake();
         self.upgrade.wake();
         self.maybe_resume_protocol();
-        if !self.buffer.borrow().is_empty() {
+        if self.buffered() != 0 {
             return;
         }
         self.stop_writing();
@@ -85,7 +85,7 @@ impl Stream {
         }
     }
 
-    fn send_now(&self, data: &[u8]) -> io::Result<usize> {
+    pub(super) fn send_now(&self, data: &[u8]) -> io::Result<usize> {
         sent(|| self.with_fd(|fd| rustix::net::send(fd, data, SendFlags::NOSIGNAL)))
     }
 
@@ -93,7 +93,7 @@ impl Stream {
     /// array on the stack (no allocation), group after group while the
     /// socket takes each whole. The bytes sent, or the error of the first
     /// call (a later error is met again by the next send).
-    fn sendv_now(&self, chunks: &[&[u8]]) -> io::Result<usize> {
+    pub(super) fn sendv_now(&self, chunks: &[&[u8]]) -> io::Result<usize> {
         let mut total = 0;
         for group in chunks.chunks(MAX_IOV) {
             // Most writes are a few buffers (hyper's head and body): fill
@@ -160,6 +160,11 @@ impl Stream {
         if total == 0 {
             return Ok(());
         }
+        if self.ring_write(chunks) {
+            // The completion path: sent with the next wait (completion.rs).
+            self.maybe_pause_protocol();
+            return Ok(());
+        }
         let mut skip = 0;
         if self.buffer.borrow().is_empty() {
             let sent = if chunks.len() == 1 {
@@ -188,7 +193,10 @@ impl FlowOwner for Stream {
         &self.flow
     }
     fn buffered(&self) -> usize {
-        self.buffer.borrow().len()
+        match self.ring_buffered() {
+            Some(n) => n,
+            None => self.buffer.borrow().len(),
+        }
     }
     fn drain_deferred(&self) {
         if !self

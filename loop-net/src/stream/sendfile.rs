@@ -71,7 +71,7 @@ impl SendfileSupport for Stream {
             return Poll::Ready(Err(closed_during_sendfile()));
         }
         if let Some(n) = at_most {
-            if self.buffer.borrow().len() <= n {
+            if self.buffered() <= n {
                 return Poll::Ready(Ok(()));
             }
         }

@@ -98,7 +98,7 @@ impl TransportImpl for Stream {
             return Ok(());
         }
         self.eof.set(true);
-        if self.buffer.borrow().is_empty() {
+        if crate::flow::FlowOwner::buffered(self) == 0 {
             let _ = self.with_fd(|fd| rustix::net::shutdown(fd, Shutdown::Write));
         }
         Ok(())
@@ -145,7 +145,7 @@ impl TransportImpl for Stream {
     }
 
     fn write_buffer_size(&self) -> usize {
-        self.buffer.borrow().len()
+        crate::flow::FlowOwner::buffered(self)
     }
 
     fn extra_info(&self, name: &str) -> Option<ExtraInfo> {

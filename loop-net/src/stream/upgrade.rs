@@ -81,6 +81,9 @@ mod detach {
         pub(crate) fd: OwnedFd,
         pub(crate) limits: WriteBufferLimits,
         pub(crate) on_lost: Option<LostHook>,
+        /// Bytes the completion path received after reading stopped:
+        /// the first bytes of the TLS stream.
+        pub(crate) early: Vec<u8>,
     }
 
     /// Resumes reading if the upgrade is abandoned before the hand-over.
@@ -137,7 +140,12 @@ mod detach {
                         "start_tls(): the connection was lost while its buffer drained",
                     )));
                 }
-                let drained = me.life.is_made() && me.buffer.borrow().is_empty();
+                // On the completion path, also wait for the stopped
+                // receive to end: its last bytes go to the stash, which
+                // goes to the TLS transport (completion.rs).
+                let drained = me.life.is_made()
+                    && me.buffered() == 0
+                    && me.ring.borrow().as_ref().is_none_or(|r| r.recv_idle());
                 if drained && !me.flow.is_empty() {
                     // Notices are owed: deliver them now.
                     me.drain_deferred();
@@ -159,6 +167,8 @@ mod detach {
             .await?;
             guard.armed = false;
             self.stop_writing();
+            self.ring_release();
+            let early = std::mem::take(&mut *self.stash.borrow_mut());
             let fd = self
                 .fd
                 .borrow_mut()
@@ -171,6 +181,7 @@ mod detach {
                 fd,
                 limits: self.flow.limits(),
                 on_lost,
+                early,
             })
         }
 

@@ -199,7 +199,8 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
             name: "aioloop",
             server: Server::Rust("aioloop"),
         },
-        // The io_uring backend (readiness only so far: issue 14).
+        // The io_uring backend: its completion path for the stream sockets
+        // (issue 14).
         System {
             name: "aioloop-uring",
             server: Server::Rust("aioloop-uring"),
@@ -407,9 +408,10 @@ const NOTES: &[&str] = &[
     "1k_x1 measures the scheduler's wake-up latency more than the loop: reported, not judged",
     "ratios: > 1 means the row's system beats the reference (throughput: system/ref; CPU, \
      syscalls and memory: ref/system)",
-    "aioloop-uring = the same aioloop server on the io_uring backend (Backend::Uring): \
-     readiness only (oneshot polls re-armed in the wait's io_uring_enter); recv and send \
-     are still one system call each (the completion path is the next step of issue 14)",
+    "aioloop-uring = the same aioloop server on the io_uring backend (Backend::Uring): the \
+     socket transport on the completion path (multishot recv into the loop's buffer ring, \
+     the echoes of an iteration sent with the next wait in one io_uring_enter); the \
+     listener's accepts still go through readiness",
 ];
 
 // ---------------------------------------------------------------------------
