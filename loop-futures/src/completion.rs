@@ -39,16 +39,12 @@ enum Waiter<H> {
 /// The waiters, in registration order. One is kept inline: almost every
 /// future has exactly one (the task awaiting it), and then neither a heap
 /// allocation nor a vector's drop is needed.
+#[derive(Default)]
 enum Waiters<H> {
+    #[default]
     None,
     One(Waiter<H>),
     Many(Vec<Waiter<H>>),
-}
-
-impl<H> Default for Waiters<H> {
-    fn default() -> Self {
-        Waiters::None
-    }
 }
 
 impl<H> Waiters<H> {
