@@ -526,7 +526,7 @@ fn a_task_woken_on_its_thread_while_the_loop_is_not_running_runs_in_the_next_run
     task.cancel(None);
     let t = task.clone();
     // The awaited task's cancellation cancels the awaiting one too.
-    assert_kind(try_run(&lp, async move { t.await }), ErrorKind::Cancelled);
+    assert_kind(try_run(&lp, t), ErrorKind::Cancelled);
     assert!(task.cancelled());
     lp.close().unwrap();
 }
@@ -537,7 +537,7 @@ fn a_waker_woken_on_another_thread_after_its_loop_is_gone_does_nothing() {
     {
         let lp = new_loop();
         let s = slot.clone();
-        let _task = lp.create_task(async move { Parked(s).await }).unwrap();
+        let _task = lp.create_task(Parked(s)).unwrap();
         one_iteration(&lp);
         lp.close().unwrap();
     } // the loop is dropped; the task's waker lives on
