@@ -575,20 +575,7 @@ fn a_transport_kept_after_connection_lost_does_not_keep_its_loop() {
     let lp = new_loop();
     let weak = lp.downgrade();
     let calls = Rc::new(Cell::new(0));
-    let c = lp.clone();
-    let counted = calls.clone();
-    let (t, _) = lp
-        .run_until_complete(async move {
-            c.create_connection(
-                move || Counting(counted),
-                Some("127.0.0.1"),
-                port,
-                ConnectOptions::default(),
-            )
-            .await
-        })
-        .unwrap()
-        .unwrap();
+    let t = connect_counting(&lp, port, &calls);
     t.close();
     run_until(&lp, &calls, 2); // connection_made, connection_lost
     assert!(t.get_loop().is_none(), "released with connection_lost");
@@ -914,20 +901,7 @@ fn a_uring_transport_aborted_with_a_send_in_flight_closes_its_socket() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let calls = Rc::new(Cell::new(0));
-    let c = lp.clone();
-    let counted = calls.clone();
-    let (t, _) = lp
-        .run_until_complete(async move {
-            c.create_connection(
-                move || Counting(counted),
-                Some("127.0.0.1"),
-                port,
-                ConnectOptions::default(),
-            )
-            .await
-        })
-        .unwrap()
-        .unwrap();
+    let t = connect_counting(&lp, port, &calls);
     let (mut peer, _) = l.accept().unwrap();
     peer.set_read_timeout(Some(LIMIT)).unwrap();
     let dup = dup_of(t.fd().unwrap());
@@ -949,4 +923,24 @@ fn a_uring_transport_aborted_with_a_send_in_flight_closes_its_socket() {
     assert_eq!(new_fds(&before), vec![], "descriptors left open");
     drop(t);
     lp.close().unwrap();
+}
+
+/// Connects a [`Counting`] protocol to 127.0.0.1:`port` on `lp`; returns
+/// its transport.
+fn connect_counting(lp: &EventLoop, port: u16, calls: &Rc<Cell<u32>>) -> Transport {
+    let c = lp.clone();
+    let counted = calls.clone();
+    let (t, _) = lp
+        .run_until_complete(async move {
+            c.create_connection(
+                move || Counting(counted),
+                Some("127.0.0.1"),
+                port,
+                ConnectOptions::default(),
+            )
+            .await
+        })
+        .unwrap()
+        .unwrap();
+    t
 }

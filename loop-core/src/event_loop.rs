@@ -584,8 +584,12 @@ impl EventLoop {
         }
 
         // 2. Poll for I/O.
-        let watched = inner.io.borrow().len() > 0 || inner.reactor.has_streams();
-        if timeout != Some(Duration::ZERO) || watched {
+        // (The completion path's streams count only on the uring backend:
+        // a field read keeps the others from borrowing the reactor.)
+        let watched = inner.io.borrow().len() > 0
+            || (inner.reactor.backend() == Backend::Uring && inner.reactor.has_streams());
+        let polled = timeout != Some(Duration::ZERO) || watched;
+        if polled {
             let blocking = timeout != Some(Duration::ZERO);
             if blocking {
                 shared.notifier.set_parked(true);
@@ -607,18 +611,10 @@ impl EventLoop {
         if shared.has_pending_relaxed() {
             inner.ready.borrow_mut().take_injected();
         }
-        if !s.events.is_empty() {
-            let mut io = inner.io.borrow_mut();
-            let mut ready = inner.ready.borrow_mut();
-            io.dispatch(&s.events, &inner.reactor, |r| ready.push_found(r));
-            s.events.clear();
-        }
-        crate::uring_stream::set_batch(s.done.len());
-        if !s.done.is_empty() {
-            let mut ready = inner.ready.borrow_mut();
-            for c in s.done.drain(..) {
-                ready.push_found(Ready::Completion(c));
-            }
+        // Events and completions come only from a poll (an iteration that
+        // skipped it has none to look at).
+        if polled {
+            self.queue_found(s);
         }
 
         if let Some(err) = shared.take_wake_failure() {
@@ -651,6 +647,25 @@ impl EventLoop {
             }
         }
         Ok(())
+    }
+
+    /// Queues what the poll found: ready fds, then the completion path's
+    /// completions (and their number, which it reads while delivering them).
+    fn queue_found(&self, s: &mut Scratch) {
+        let inner = &*self.inner;
+        if !s.events.is_empty() {
+            let mut io = inner.io.borrow_mut();
+            let mut ready = inner.ready.borrow_mut();
+            io.dispatch(&s.events, &inner.reactor, |r| ready.push_found(r));
+            s.events.clear();
+        }
+        crate::uring_stream::set_batch(s.done.len());
+        if !s.done.is_empty() {
+            let mut ready = inner.ready.borrow_mut();
+            for c in s.done.drain(..) {
+                ready.push_found(Ready::Completion(c));
+            }
+        }
     }
 
     /// Runs one ready item, catching a panic at the callback boundary.
