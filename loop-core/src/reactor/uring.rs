@@ -507,9 +507,14 @@ impl State {
     fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: `push` requires that whatever the SQE points at stays
-            // valid until the operation completes. The SQEs of this backend
-            // (POLL_ADD, POLL_REMOVE) point at no memory: they carry an fd
-            // number, an event mask and `user_data` values, nothing else.
+            // valid until the operation completes. Polls, poll removals,
+            // cancellations and multishot receives (which take their buffers
+            // from the provided-buffer ring) point at no memory of ours: they
+            // carry an fd, a mask or a buffer group, and `user_data` values.
+            // The one SQE that points at memory, the completion path's SEND,
+            // is built by uring/streams.rs, whose caller keeps its bytes
+            // unmoved in the stream's slot until the completion is reaped
+            // (the SAFETY note at that call and the module docs there).
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
                 return Ok(());
             }
