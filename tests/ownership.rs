@@ -806,11 +806,7 @@ impl Protocol for Kept {
 #[test]
 fn a_uring_loop_closed_with_operations_in_flight_releases_everything() {
     let _serial = serial();
-    let lp = build(Backend::Uring);
-    if lp.backend() != Backend::Uring {
-        println!("skipped: io_uring is unavailable here (the loop fell back to epoll)");
-        return;
-    }
+    let Some(lp) = uring_loop() else { return };
     let before = open_fds();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -892,11 +888,7 @@ fn drain(s: &mut TcpStream) -> (usize, Option<io::ErrorKind>) {
 #[test]
 fn a_uring_transport_aborted_with_a_send_in_flight_closes_its_socket() {
     let _serial = serial();
-    let lp = build(Backend::Uring);
-    if lp.backend() != Backend::Uring {
-        println!("skipped: io_uring is unavailable here (the loop fell back to epoll)");
-        return;
-    }
+    let Some(lp) = uring_loop() else { return };
     let before = open_fds();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();

@@ -24,7 +24,6 @@ use std::sync::mpsc;
 use crate::net_util::*;
 use crate::util::*;
 use aioloop::prelude::*;
-use aioloop::Backend;
 
 /// [`on_loop`] on a loop built with the io_uring backend; `None` (after
 /// printing why) where the kernel refuses io_uring.
@@ -34,14 +33,7 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    let lp = EventLoop::builder()
-        .backend(Backend::Uring)
-        .build()
-        .expect("creating an event loop");
-    if lp.backend() != Backend::Uring {
-        eprintln!("skipped: io_uring is unavailable here (the loop fell back to epoll)");
-        return None;
-    }
+    let lp = uring_loop()?;
     let seen = record_exceptions(&lp);
     let out = run(&lp, body(lp.clone()));
     lp.close().expect("closing the loop");

@@ -20,6 +20,21 @@ use aioloop::{ErrorKind, EventLoop, LoopError};
 /// is a failure guard for a loaded 2-core machine, never a synchronisation.
 pub const LIMIT: Duration = Duration::from_secs(30);
 
+/// A loop on the io_uring backend, or `None` (with the reason printed) where
+/// the kernel refuses io_uring and the loop fell back to epoll: tests of the
+/// completion path then skip.
+pub fn uring_loop() -> Option<EventLoop> {
+    let lp = EventLoop::builder()
+        .backend(aioloop::Backend::Uring)
+        .build()
+        .expect("creating an event loop");
+    if lp.backend() != aioloop::Backend::Uring {
+        eprintln!("skipped: io_uring is unavailable here (the loop fell back to epoll)");
+        return None;
+    }
+    Some(lp)
+}
+
 /// A new loop with the default backend (honours `AIOLOOP_BACKEND` and
 /// `AIOLOOP_DEBUG`).
 pub fn new_loop() -> EventLoop {
