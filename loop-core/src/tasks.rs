@@ -42,7 +42,7 @@ use loop_futures::{LoopRef, TaskBody, TaskRef, TaskRegistry};
 use crate::event_loop::EventLoop;
 use crate::exception::ExceptionContext;
 use crate::running;
-use crate::threadsafe::Shared;
+use crate::threadsafe::{self, Shared};
 use crate::LoopError;
 
 /// asyncio's `Future`, bound to an [`EventLoop`].
@@ -112,8 +112,10 @@ fn schedule_task(runnable: Runnable) {
     if let Err(runnable) = running::schedule_local(runnable) {
         match Shared::find(runnable.metadata().loop_id) {
             Some(shared) => EventLoop::inject_task(&shared, runnable),
-            None if std::thread::current().id() == runnable.metadata().owner => drop(runnable),
-            None => std::mem::forget(runnable),
+            None => {
+                let owner = runnable.metadata().owner;
+                threadsafe::dispose_task(runnable, owner);
+            }
         }
     }
 }

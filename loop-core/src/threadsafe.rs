@@ -158,14 +158,23 @@ impl Shared {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Disposes of an item that cannot run. A task's `Runnable` must not be
-    /// dropped off its owner thread (async-task's local tasks panic on that),
-    /// so there it is leaked: the task could never run again anyway.
+    /// Disposes of an item that cannot run (see [`dispose_task`]).
     pub(crate) fn discard(&self, item: Injected) {
         match item {
-            Injected::Task(r) if thread::current().id() != self.owner => mem::forget(r),
+            Injected::Task(r) => dispose_task(r, self.owner),
             other => drop(other),
         }
+    }
+}
+
+/// Disposes of a task's runnable that can never run (its loop closed or
+/// gone). It must not be dropped off its owner thread (async-task's local
+/// tasks panic on that), so there it is leaked.
+pub(crate) fn dispose_task(runnable: crate::tasks::Runnable, owner: ThreadId) {
+    if thread::current().id() == owner {
+        drop(runnable);
+    } else {
+        mem::forget(runnable);
     }
 }
 

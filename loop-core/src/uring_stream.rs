@@ -266,7 +266,7 @@ impl EventLoop {
         let Some((handler, bufs)) = with_state(self, |st| st.stream_delivery(&c)) else {
             return;
         };
-        let send = c.user_data & (1 << 30) != 0;
+        let send = c.is_send();
         let bid = io_uring::cqueue::buffer_select(c.flags);
         let guard = GiveBack(bufs.clone().zip(bid));
         let _delivering = Delivering::enter();

@@ -126,6 +126,13 @@ pub(super) struct Streams {
     unavailable: bool,
 }
 
+impl Completed {
+    /// Whether this is a send's completion (else a receive's).
+    pub(crate) fn is_send(&self) -> bool {
+        self.user_data & OP_SEND != 0
+    }
+}
+
 fn ud_of(slot: u32, gen: u32, send: bool) -> u64 {
     (u64::from(gen) << 32) | OP_TAG | if send { OP_SEND } else { 0 } | u64::from(slot)
 }
