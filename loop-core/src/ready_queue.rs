@@ -26,10 +26,12 @@
 //!   from a callback, a task woken by a callback) lands in the fresh queue and
 //!   runs in the next iteration: asyncio's `ntodo` snapshot, without holding a
 //!   borrow while user code runs.
-//! - **Four kinds of work, no boxing beyond the one allocation each already
+//! - **Five kinds of work, no boxing beyond the one allocation each already
 //!   has:** a scheduled callback (`Rc<dyn Callback>`), a due timer (its slot
-//!   in the timer slab), an fd watcher (`Rc<dyn Watcher>`) and a task's
-//!   `Runnable` from async-task.
+//!   in the timer slab), an fd watcher (`Rc<dyn Watcher>`), a task's
+//!   `Runnable` from async-task, and a completion of the io_uring completion
+//!   path (16 bytes, no allocation). Items from other threads (boxed
+//!   callbacks, stop requests) join them in the same order.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
