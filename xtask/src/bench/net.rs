@@ -17,7 +17,9 @@
 //! sends a 256 MiB file with `loop.sendfile`, with its forced copy loop, and
 //! with tokio's best equivalent. The `tls_1k_x10` case (net_tls.rs) is TLS
 //! echo: aioloop's TLS transport against tokio + tokio-rustls. The
-//! `udp_1k_x10` case (net_udp.rs) is UDP echo on every system.
+//! `udp_1k_x10` case (net_udp.rs) is UDP echo on every system. The
+//! `idle_rss` case (net_memory.rs) is the fixed memory of an idle server:
+//! the echo_server example against two tokio echo servers, each its own binary.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -44,6 +46,9 @@ pub(super) mod hyper;
 
 #[path = "net_udp.rs"]
 mod udp;
+
+#[path = "net_memory.rs"]
+mod memory;
 
 /// Rounds when `--rounds` is not given (each round runs every case on every
 /// system: about two minutes on a 2-core machine).
@@ -157,6 +162,7 @@ struct Plan {
 /// Runs the net suite; `Ok(false)` if some runs failed (the report is still written).
 pub(super) fn run(opts: &Options) -> Result<bool, String> {
     let bin = super::bench_bin("bench-net")?;
+    memory::build()?;
     let script = crate::workspace_root().join("bench/python/echo_server.py");
     let pin = pin_prefix();
     let pin_note = match &pin {
@@ -313,6 +319,12 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
                 }
             }
         }
+        let mut memory_order = memory::SYSTEMS.to_vec();
+        memory_order.rotate_left((round - 1) % memory::SYSTEMS.len());
+        for sys in memory_order {
+            let label = format!("{} {sys}", memory::CASE);
+            record(&mut results, &mut failures, round, &label, memory::run(sys));
+        }
         if let Some(strace_bin) = &plan.strace {
             let load = LOADS
                 .iter()
@@ -349,6 +361,7 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
     sendfile::print_report(&results);
     tls::print_report(&results);
     udp::print_report(&results, &names);
+    memory::print_report(&results);
     println!("{pin_note}");
     if !strace_note.is_empty() {
         println!("syscalls per message: {strace_note}");
@@ -380,6 +393,7 @@ pub(super) fn run(opts: &Options) -> Result<bool, String> {
         ("sendfile", sendfile::json(&results)),
         ("tls", tls::json(&results)),
         ("udp", udp::json(&results, &names)),
+        ("idle_rss", memory::json(&results)),
     ];
     let report = compare::Report {
         suite: "net",
