@@ -347,6 +347,23 @@ impl EventLoop {
         claim: Option<u64>,
         edge: bool,
     ) -> Result<bool, LoopError> {
+        let watcher: WatcherRc = Rc::new(WatcherCell {
+            cancelled: Cell::new(false),
+            f: RefCell::new(Some(callback)),
+        });
+        self.add_watcher_rc(fd, dir, watcher, claim, edge)
+    }
+
+    /// The body of [`add_watcher_mode`](Self::add_watcher_mode), once per
+    /// program rather than once per callback type.
+    fn add_watcher_rc(
+        &self,
+        fd: RawFd,
+        dir: Direction,
+        watcher: WatcherRc,
+        claim: Option<u64>,
+        edge: bool,
+    ) -> Result<bool, LoopError> {
         let edge = edge && dir == Direction::Read && self.inner.reactor.supports_edge();
         let what = match dir {
             Direction::Read => "add_reader",
@@ -355,10 +372,6 @@ impl EventLoop {
         self.check_open()?;
         check_fd(fd, what)?;
         self.inner.io.borrow().claims.check(fd, claim)?;
-        let watcher: Rc<dyn Watcher> = Rc::new(WatcherCell {
-            cancelled: Cell::new(false),
-            f: RefCell::new(Some(callback)),
-        });
         let inner = &self.inner;
         // Whatever leaves the registry is dropped after the borrow ends.
         let outcome: Result<Option<WatcherRc>, (LoopError, WatcherRc)> = {
