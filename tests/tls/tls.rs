@@ -496,7 +496,7 @@ fn garbage_from_the_peer_fails_closes_and_leaves_nothing_registered() {
 
 /// A blocking rustls server on a thread: accepts one connection, completes
 /// the handshake, then runs `then` on the connection and the socket.
-fn rustls_server_thread<T: Send + 'static>(
+pub(crate) fn rustls_server_thread<T: Send + 'static>(
     config: std::sync::Arc<rustls::ServerConfig>,
     then: impl FnOnce(rustls::ServerConnection, TcpStream) -> T + Send + 'static,
 ) -> (u16, thread::JoinHandle<T>) {

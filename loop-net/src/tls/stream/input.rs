@@ -2,7 +2,8 @@
 //! ciphertext in, plaintext out to the protocol.
 //!
 //! One `recv` per readiness into a 64 KiB buffer shared by the thread's TLS
-//! transports; the bytes are fed to rustls (which takes at most one record
+//! transports (on the completion path, the ring buffer the kernel filled:
+//! tls/stream/completion.rs); the bytes are fed to rustls (which takes at most one record
 //! buffer at a time), each batch decrypted, and the plaintext handed to the
 //! protocol from a second shared buffer (or read straight into a
 //! `BufferedProtocol`'s buffer). When the protocol cannot take more (it
@@ -112,7 +113,7 @@ impl TlsStream {
     /// Feeds ciphertext to rustls, record batch by record batch, delivering
     /// the plaintext in between; what the protocol cannot take now is kept,
     /// in order, in `pending_in`.
-    fn ingest(self: &Rc<Self>, mut input: &[u8]) {
+    pub(super) fn ingest(self: &Rc<Self>, mut input: &[u8]) {
         while !input.is_empty() {
             if self.dead() {
                 return;
@@ -132,7 +133,7 @@ impl TlsStream {
             }
             if !self.deliver_plaintext() {
                 if !input.is_empty() && !self.dead() {
-                    self.pending_in.borrow_mut().extend_from_slice(input);
+                    self.pending_in.push(input);
                     self.stalled.set(true);
                 }
                 return;
@@ -148,12 +149,17 @@ impl TlsStream {
         if !self.deliver_plaintext() {
             return false;
         }
-        let pending = std::mem::take(&mut *self.pending_in.borrow_mut());
+        let pending = self.pending_in.take();
         if !pending.is_empty() {
             self.ingest(&pending);
             if self.stalled.get() || self.dead() {
                 return false;
             }
+        }
+        // A receive error met behind the backlog (completion path).
+        if let Some(e) = self.pending_in.take_error() {
+            self.fail(e);
+            return false;
         }
         if self.tcp_eof.get() && !self.eof_fed.get() {
             self.feed_eof();
@@ -328,7 +334,7 @@ impl TlsStream {
         }
     }
 
-    fn on_tcp_eof(self: &Rc<Self>) {
+    pub(super) fn on_tcp_eof(self: &Rc<Self>) {
         self.tcp_eof.set(true);
         self.stop_reading();
         match self.state() {
