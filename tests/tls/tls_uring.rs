@@ -484,3 +484,42 @@ fn pause_reading_while_records_keep_coming_delivers_nothing_until_resumed() {
         joined(&l, peer).await;
     });
 }
+
+/// Records that raced a paused receive are kept; `close` while paused
+/// must still feed them to rustls before the peer's `close_notify`, or
+/// rustls sees a gap in the stream (a decrypt error instead of a clean
+/// end).
+#[test]
+fn close_while_paused_with_records_kept_still_ends_cleanly() {
+    on_uring_loop(|l| async move {
+        let pki = Pki::new(&["localhost"]);
+        let (port, peer) = rustls_server_thread(pki.server_config(), move |conn, sock| {
+            bounded(&sock);
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            // Many records at once: the kernel posts several receives
+            // before the client's pause takes effect.
+            tls.write_all(&pattern(MIB)).unwrap();
+            let mut rest = Vec::new();
+            // Ok only after the client's close_notify.
+            tls.read_to_end(&mut rest).unwrap();
+            tls.conn.send_close_notify();
+            tls.flush().unwrap();
+            rest.len()
+        });
+        let hooks = Hooks::none().on_data(|t, _, _| t.pause_reading());
+        let (t, rec) = tls_client(&l, port, &pki, hooks).await;
+        assert_on_completion_path(&l, &t);
+        rec.until_data(1).await;
+        assert!(!t.is_reading());
+        iterations(20).await;
+        t.close();
+        rec.until_lost().await;
+        assert_eq!(
+            rec.lost_outcome(),
+            Some(None),
+            "{:?}",
+            rec.lost_error.borrow()
+        );
+        assert_eq!(joined(&l, peer).await, 0);
+    });
+}
