@@ -33,9 +33,9 @@
 //! saves), keeps the readiness path's rule, write first: with nothing
 //! queued, the socket is tried at once and only the rest is queued
 //! (`ring::QUEUE_BELOW`). Either way the bytes leave in order: once
-//! something is queued, every later write queues behind it. `get_write_buffer_size()`
-//! counts the queued bytes until the transport is told the kernel took
-//! them (in flight too). Each send completion runs the same
+//! something is queued, every later write queues behind it.
+//! `get_write_buffer_size()` counts the queued bytes until the transport
+//! is told the kernel took them (in flight too). Each send completion runs the same
 //! `after_drain` as a readiness write: `resume_writing` at the low-water
 //! mark, and once nothing is left the pending `close` (then
 //! `connection_lost`) or `write_eof` (`shutdown(SHUT_WR)`). A send error

@@ -9,11 +9,14 @@
 //! `BufferedProtocol`'s buffer). When the protocol cannot take more (it
 //! paused reading, is in use because the delivery was reached from inside
 //! one of its methods, e.g. a `resume_reading` in a `with_mut` closure, or
-//! `connection_made` is still due),
-//! the undecrypted rest is kept in order (`pending_in`, at most one read's
-//! worth) and the socket is not read until it has been delivered: bytes
-//! are never reordered or dropped. A TCP EOF is given to rustls only after
-//! that backlog, so it cannot cut delivered data short.
+//! `connection_made` is still due), the undecrypted rest is kept in order
+//! (`pending_in`: at most one read's worth on readiness; on the completion
+//! path also what raced the cancelled receive) and the socket is not read
+//! until it has been delivered: bytes are never reordered or dropped. A
+//! TCP EOF is given to rustls only after that backlog, so it cannot cut
+//! delivered data short. Closing keeps the backlog too: once flushed, it
+//! is fed (its plaintext discarded) before what comes after, the peer's
+//! `close_notify` among it (shutdown.rs).
 
 use std::cell::RefCell;
 use std::io::{self, BufRead, Read};
