@@ -105,18 +105,22 @@ impl Ring {
         }
     }
 
-    /// Writes `chunks` by the write rule (module docs): `send_now` tries
-    /// the socket with `chunks` (all of them) and returns what it took. `None` when not on the path;
+    /// Writes `chunks` by the write rule (module docs), or, with
+    /// `at_once`, tries the socket first wherever it is called (for bytes
+    /// the transport closes right after: queued, they would be cancelled
+    /// with the stream). `send_now` tries the socket with `chunks` (all of
+    /// them) and returns what it took. `None` when not on the path;
     /// `Some(Err)` when the socket refused with an error (fatal for the
     /// transport).
     pub(crate) fn write(
         &self,
         chunks: &[&[u8]],
+        at_once: bool,
         send_now: impl FnOnce(&[&[u8]]) -> io::Result<usize>,
     ) -> Option<io::Result<()>> {
         let buffered = self.buffered()?;
         let total: usize = chunks.iter().map(|c| c.len()).sum();
-        let first = UringStream::batch() < 2 || total >= QUEUE_BELOW;
+        let first = at_once || UringStream::batch() < 2 || total >= QUEUE_BELOW;
         let mut skip = 0;
         if first && buffered == 0 {
             match send_now(chunks) {

@@ -18,7 +18,10 @@
 //! - `start_tls` on a plain transport of the completion path whose stash
 //!   already holds the peer's ClientHello;
 //! - `pause_reading` while records keep coming: nothing delivered while
-//!   paused, everything after `resume_reading`, in order.
+//!   paused, everything after `resume_reading`, in order; `close` while
+//!   paused with records kept still ends cleanly;
+//! - server handshakes failing in one delivery of several: each client gets
+//!   its alert before the end.
 #![cfg(feature = "tls")]
 
 use std::io::{Read, Write};
@@ -490,4 +493,80 @@ fn close_while_paused_with_records_kept_still_ends_cleanly() {
         );
         assert_eq!(joined(&l, peer).await, 0);
     });
+}
+
+/// A server's handshake that fails while the loop delivers the receives of
+/// several connections at once: its alert is written inside the delivery,
+/// where small writes wait for the next submission; the connection is
+/// closed right after, so the alert must go out at once (as on readiness),
+/// not be cancelled with the stream. Each client sees the alert, then the
+/// end.
+#[test]
+fn a_failed_server_handshake_sends_its_alert_before_closing() {
+    let Some(lp) = crate::util::uring_loop() else {
+        return;
+    };
+    let seen = crate::util::record_exceptions(&lp);
+    let l = lp.clone();
+    crate::util::run(&lp, async move {
+        let pki = Pki::new(&["localhost"]);
+        let acc = Accepted::new();
+        // TLS 1.3 only, against clients that offer TLS 1.2 only.
+        let server = l
+            .create_server(
+                acc.factory(Hooks::none),
+                &["127.0.0.1"],
+                0,
+                serve_tls(TlsServerOptions::new(
+                    pki.server_config_with(&[], Some(&rustls::version::TLS13)),
+                )),
+            )
+            .await
+            .unwrap();
+        let port = port_of(&server);
+        let config = pki.client_config_with(&[], Some(&rustls::version::TLS12));
+        let mut hello = Vec::new();
+        rustls::ClientConnection::new(config, "localhost".try_into().unwrap())
+            .unwrap()
+            .write_tls(&mut hello)
+            .unwrap();
+        let mut clients: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                bounded(&s);
+                s
+            })
+            .collect();
+        // Accepted and receiving (the server reads during the handshake).
+        while acc.len() < clients.len() {
+            iterations(1).await;
+        }
+        iterations(5).await;
+        // Every hello is in the kernel before the loop polls again: one
+        // poll delivers them all.
+        for s in &mut clients {
+            s.write_all(&hello).unwrap();
+        }
+        let readers: Vec<_> = clients
+            .into_iter()
+            .map(|mut s| thread::spawn(move || read_to_end_or_reset(&mut s)))
+            .collect();
+        for r in readers {
+            let (got, err) = joined(&l, r).await;
+            // A TLS record of type alert (21), level fatal (2).
+            assert!(
+                got.len() >= 7 && got[0] == 21 && got[5] == 2,
+                "no alert before the end ({} bytes, {err:?})",
+                got.len()
+            );
+        }
+        assert!(
+            acc.all().iter().all(|r| r.events().is_empty()),
+            "a protocol callback ran"
+        );
+        server.close();
+        server.wait_closed().await;
+    });
+    lp.close().unwrap();
+    finish_allowing_handshake_reports(&lp, &seen);
 }

@@ -169,7 +169,7 @@ impl Stream {
         if total == 0 {
             return Ok(());
         }
-        if let Some(written) = self.ring.write(chunks, |c| self.send_chunks(c)) {
+        if let Some(written) = self.ring.write(chunks, false, |c| self.send_chunks(c)) {
             // The completion path: sent with the next wait (ring.rs).
             match written {
                 Ok(()) => self.maybe_pause_protocol(),

@@ -204,6 +204,9 @@ pub(crate) struct TlsStream {
     handshake_timer: RefCell<Option<TimerHandle>>,
     shutdown_timer: RefCell<Option<TimerHandle>>,
     kick_scheduled: Cell<bool>,
+    /// What rustls writes now leaves at once, even on the completion path
+    /// inside a delivery (the alert of a failure: input.rs).
+    urgent: Cell<bool>,
     writes_after_lost: Cell<u64>,
     write_error: RefCell<Option<io::Error>>,
     peername: Option<SockAddr>,
@@ -273,6 +276,7 @@ impl TlsStream {
             handshake_timer: RefCell::new(None),
             shutdown_timer: RefCell::new(None),
             kick_scheduled: Cell::new(false),
+            urgent: Cell::new(false),
             writes_after_lost: Cell::new(0),
             write_error: RefCell::new(None),
             peername,

@@ -27,7 +27,10 @@
 //! plaintext rustls holds before the handshake completes); each send
 //! completion runs the same `after_drain` as a readiness write
 //! (`resume_writing`, the flush of `close`, the half-close of
-//! `write_eof`). A send error is fatal (or fails the handshake).
+//! `write_eof`). A send error is fatal (or fails the handshake). The alert
+//! rustls writes for a failure is sent at once wherever it is written
+//! (`urgent`): the stream is released right after, which would cancel it
+//! queued.
 //!
 //! # The end
 //! `abort()` and fatal errors drop what is not sent and cancel the send in

@@ -175,8 +175,13 @@ impl TlsStream {
     /// of the handshake. False when the connection failed.
     fn process_packets(self: &Rc<Self>) -> bool {
         let result = self.conn.borrow_mut().process_new_packets();
-        // Handshake messages, alerts (also the one for an error), key updates.
+        // Handshake messages, alerts (also the one for an error), key
+        // updates. The alert for an error leaves at once: the connection
+        // is closed right after (on the completion path a queued send
+        // would be cancelled with it).
+        self.urgent.set(result.is_err());
         let flushed = self.flush_tls();
+        self.urgent.set(false);
         match result {
             Err(e) => {
                 self.fail(tls_error(e));

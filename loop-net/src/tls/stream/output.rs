@@ -237,7 +237,7 @@ impl Write for Sink<'_> {
                 &many
             };
             // `send_now` is given these very chunks: send the slices.
-            let written = s.ring.write(chunks, |_| s.sendmsg(bufs));
+            let written = s.ring.write(chunks, s.urgent.get(), |_| s.sendmsg(bufs));
             if let Some(Err(e)) = written {
                 *s.write_error.borrow_mut() = Some(e);
             }
