@@ -71,13 +71,18 @@ async fn received<T: Send + 'static>(lp: &EventLoop, rx: mpsc::Receiver<T>) -> T
         .unwrap()
 }
 
-/// A TLS server on 127.0.0.1 whose connections use `hooks`.
-async fn tls_server(lp: &EventLoop, acc: &Rc<Accepted>, pki: &Pki, hooks: fn() -> Hooks) -> Server {
+/// A TLS server on 127.0.0.1 with `config` whose connections use `hooks`.
+async fn tls_server(
+    lp: &EventLoop,
+    acc: &Rc<Accepted>,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    hooks: fn() -> Hooks,
+) -> Server {
     lp.create_server(
         acc.factory(hooks),
         &["127.0.0.1"],
         0,
-        serve_tls(TlsServerOptions::new(pki.server_config())),
+        serve_tls(TlsServerOptions::new(config)),
     )
     .await
     .unwrap()
@@ -115,7 +120,7 @@ fn an_echo_of_many_messages_runs_on_the_completion_path() {
     on_uring_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
-        let server = tls_server(&l, &acc, &pki, Hooks::echo).await;
+        let server = tls_server(&l, &acc, pki.server_config(), Hooks::echo).await;
         let port = port_of(&server);
         let config = pki.client_config();
         let client = thread::spawn(move || {
@@ -168,7 +173,7 @@ fn eight_mib_each_way_with_a_slow_reader_pauses_and_resumes_both_sides() {
     on_uring_loop(|l| async move {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
-        let server = tls_server(&l, &acc, &pki, Hooks::echo_paced).await;
+        let server = tls_server(&l, &acc, pki.server_config(), Hooks::echo_paced).await;
         let (t, rec) = tls_client(&l, port_of(&server), &pki, slow_reader(&l)).await;
         acc.until_made(1).await;
         let srec = acc.get(0);
@@ -512,17 +517,8 @@ fn a_failed_server_handshake_sends_its_alert_before_closing() {
         let pki = Pki::new(&["localhost"]);
         let acc = Accepted::new();
         // TLS 1.3 only, against clients that offer TLS 1.2 only.
-        let server = l
-            .create_server(
-                acc.factory(Hooks::none),
-                &["127.0.0.1"],
-                0,
-                serve_tls(TlsServerOptions::new(
-                    pki.server_config_with(&[], Some(&rustls::version::TLS13)),
-                )),
-            )
-            .await
-            .unwrap();
+        let only13 = pki.server_config_with(&[], Some(&rustls::version::TLS13));
+        let server = tls_server(&l, &acc, only13, Hooks::none).await;
         let port = port_of(&server);
         let config = pki.client_config_with(&[], Some(&rustls::version::TLS12));
         let mut hello = Vec::new();
