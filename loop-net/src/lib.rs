@@ -104,6 +104,7 @@ mod owned_path;
 mod pipe;
 mod protocol;
 mod readiness;
+mod ring;
 mod sendfile;
 mod sock;
 mod stream;

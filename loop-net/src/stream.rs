@@ -58,6 +58,7 @@ use crate::addr::SockAddr;
 use crate::flow::{FlowOwner, Notice, WriteFlow};
 use crate::lifecycle::{self, LifeState as State, Lifecycle, LifecycleOwner};
 use crate::protocol::{report_made_panic, report_protocol_panic, AnyProtocol};
+use crate::ring::{Ring, Stash};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
@@ -87,16 +88,12 @@ pub(crate) struct Stream {
     raw: RawFd,
     buffer: RefCell<WriteBuffer>,
     /// The loop's completion path for this socket, when the loop runs
-    /// io_uring (stream/completion.rs); `None`: readiness.
-    ring: RefCell<Option<loop_core::UringStream>>,
+    /// io_uring (stream/completion.rs); empty: readiness.
+    ring: Ring,
     /// Bytes received on the completion path while not reading (paused,
-    /// or the protocol in use), delivered first when reading resumes.
-    stash: RefCell<Vec<u8>>,
-    /// The peer's EOF came behind the stash.
-    stash_eof: Cell<bool>,
-    /// The receive failed behind the stash (a reset while paused): fatal
-    /// once reading resumes, as the readiness path meets it then.
-    stash_error: RefCell<Option<io::Error>>,
+    /// or the protocol in use), delivered first when reading resumes, with
+    /// the EOF or error met behind them (ring.rs).
+    stash: Stash,
     /// Water marks and the pause/resume notices owed (flow.rs).
     flow: WriteFlow,
     reading: Cell<bool>,
@@ -158,10 +155,8 @@ impl Stream {
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             buffer: RefCell::new(WriteBuffer::default()),
-            ring: RefCell::new(None),
-            stash: RefCell::new(Vec::new()),
-            stash_eof: Cell::new(false),
-            stash_error: RefCell::new(None),
+            ring: Ring::default(),
+            stash: Stash::default(),
             flow: WriteFlow::new(WriteBufferLimits::default()),
             reading: Cell::new(false),
             edge: Cell::new(false),
@@ -232,7 +227,7 @@ impl Stream {
         }
         self.dropped_on_loss.set(self.buffered());
         self.buffer.borrow_mut().clear();
-        self.ring_discard();
+        self.ring.discard();
         self.stop_writing();
         self.stop_reading();
         self.life.force_closing();
@@ -299,7 +294,7 @@ impl LifecycleOwner for Stream {
         self.stop_reading();
         self.stop_writing();
         // Before the fd closes: the kernel lets go of the socket with it.
-        self.ring_release();
+        self.ring.release();
         let fd = self.fd.borrow_mut().take();
         drop(fd);
     }

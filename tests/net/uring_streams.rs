@@ -15,7 +15,6 @@
 #![cfg(feature = "net")]
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::rc::Rc;
@@ -24,22 +23,6 @@ use std::sync::mpsc;
 use crate::net_util::*;
 use crate::util::*;
 use aioloop::prelude::*;
-
-/// [`on_loop`] on a loop built with the io_uring backend; `None` (after
-/// printing why) where the kernel refuses io_uring.
-fn on_uring_loop<B, F>(body: B) -> Option<F::Output>
-where
-    B: FnOnce(EventLoop) -> F,
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let lp = uring_loop()?;
-    let seen = record_exceptions(&lp);
-    let out = run(&lp, body(lp.clone()));
-    lp.close().expect("closing the loop");
-    assert_no_exceptions(&seen);
-    Some(out)
-}
 
 /// A transport to a std peer (not reading yet), after connection_made.
 async fn connect_to_std(lp: &EventLoop, hooks: Hooks) -> (Transport, Rc<Recorder>, TcpStream) {
@@ -222,18 +205,7 @@ fn pause_reading_while_bytes_keep_coming_delivers_nothing_until_resumed() {
         let at_pause = paused_at.get().expect("paused in the first data_received");
         assert!(!t.is_reading());
         // Let the peer write 256 KiB more while the loop turns (bounded).
-        let mut written = 0;
-        let start = std::time::Instant::now();
-        while written < at_pause + (256 << 10) {
-            assert!(start.elapsed() < LIMIT, "the peer stopped writing");
-            iterations(1).await;
-            while let Ok(n) = wrote.try_recv() {
-                written = n;
-            }
-            assert_eq!(rec.data_len(), at_pause, "data_received while paused");
-        }
-        iterations(20).await;
-        assert_eq!(rec.data_len(), at_pause, "data_received while paused");
+        nothing_while_paused(&rec, at_pause, &wrote, 256 << 10).await;
         t.resume_reading();
         rec.until_data(TOTAL).await;
         let s = writer.join().unwrap();
@@ -274,12 +246,7 @@ async fn stuffed(l: &EventLoop, hooks: Hooks) -> (Transport, Rc<Recorder>, TcpSt
     let (t, rec, theirs) = connect_to_std(l, hooks).await;
     small_send_buffer(&t);
     let data = pattern(4 << 20, 11);
-    t.write(&data).unwrap();
-    // Wait until the kernel took some (a send is in flight for the rest).
-    while t.get_write_buffer_size() == data.len() {
-        iterations(1).await;
-    }
-    assert!(t.get_write_buffer_size() > 0, "the peer took 4 MiB unread");
+    write_until_in_flight(&t, &data).await;
     (t, rec, theirs, data)
 }
 

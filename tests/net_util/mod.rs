@@ -36,6 +36,47 @@ pub async fn iterations(n: usize) {
     }
 }
 
+/// Writes `data` (more than the peer's and our socket buffers take) to a
+/// peer that does not read, and waits until the kernel took some of what
+/// was left (a send is in flight for the rest).
+pub async fn write_until_in_flight(t: &Transport, data: &[u8]) {
+    t.write(data).unwrap();
+    let start = t.get_write_buffer_size();
+    assert!(start > 0, "the kernel took everything at once");
+    while t.get_write_buffer_size() == start {
+        iterations(1).await;
+    }
+    assert!(
+        t.get_write_buffer_size() > 0,
+        "the peer took everything unread"
+    );
+}
+
+/// While a transport is paused with `rec.data_len() == at_pause` bytes
+/// received, lets the loop turn until its peer reports (on `wrote`, the
+/// running total it wrote) `more` bytes written since, then 20 iterations
+/// more; asserts that nothing was delivered meanwhile (bounded by
+/// [`LIMIT`]).
+pub async fn nothing_while_paused(
+    rec: &Recorder,
+    at_pause: usize,
+    wrote: &std::sync::mpsc::Receiver<usize>,
+    more: usize,
+) {
+    let mut written = 0;
+    let start = std::time::Instant::now();
+    while written < at_pause + more {
+        assert!(start.elapsed() < LIMIT, "the peer stopped writing");
+        iterations(1).await;
+        while let Ok(n) = wrote.try_recv() {
+            written = n;
+        }
+        assert_eq!(rec.data_len(), at_pause, "data_received while paused");
+    }
+    iterations(20).await;
+    assert_eq!(rec.data_len(), at_pause, "data_received while paused");
+}
+
 // ---------------------------------------------------------------------------
 // The recording protocol
 

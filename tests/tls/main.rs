@@ -18,3 +18,4 @@ mod sendfile_tls;
 mod tls;
 mod tls_peers;
 mod tls_pem;
+mod tls_uring;

@@ -195,6 +195,21 @@ pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
 // ---------------------------------------------------------------------------
 // External peers (openssl, python3)
 
+/// Asserts that `err` is rustls refusing a certificate not valid for the
+/// name asked for.
+pub fn assert_not_valid_for_name(err: &io::Error) {
+    assert!(
+        matches!(
+            rustls_error(err),
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+}
+
 /// A failure guard for a loaded machine, never a synchronisation.
 pub const PEER_LIMIT: Duration = Duration::from_secs(60);
 

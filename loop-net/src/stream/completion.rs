@@ -1,6 +1,9 @@
 //! The socket stream transport on io_uring's completion path (a child
 //! module of `stream`): used instead of readiness when the loop runs
 //! `Backend::Uring` (loop-core's `UringStream` says what the loop does).
+//! The parts the TLS transport's completion path shares with this one (the
+//! loop's stream, the write rule, the stash, the release before the fd
+//! closes) are in ring.rs.
 //!
 //! # Read path
 //! One multishot receive per transport while it reads. `data_received`
@@ -28,10 +31,11 @@
 //! something the loop does not see), and a large one anywhere (16 KiB and
 //! more: queueing would copy it, which costs more than the system call it
 //! saves), keeps the readiness path's rule, write first: with nothing
-//! queued, the socket is tried at once and only the rest is queued. Either way the bytes leave in order: once something is
-//! queued, every later write queues behind it. `get_write_buffer_size()`
-//! counts the queued bytes until the transport is told the kernel took
-//! them (in flight too). Each send completion runs the same
+//! queued, the socket is tried at once and only the rest is queued
+//! (`ring::QUEUE_BELOW`). Either way the bytes leave in order: once
+//! something is queued, every later write queues behind it.
+//! `get_write_buffer_size()` counts the queued bytes until the transport
+//! is told the kernel took them (in flight too). Each send completion runs the same
 //! `after_drain` as a readiness write: `resume_writing` at the low-water
 //! mark, and once nothing is left the pending `close` (then
 //! `connection_lost`) or `write_eof` (`shutdown(SHUT_WR)`). A send error
@@ -43,10 +47,11 @@
 //! (its cancellations submitted at once) *before* the fd is closed, so the
 //! socket closes with the fd. `start_tls` leaves the path (upgrade.rs):
 //! reading stops, and once the receive has ended and the buffer drained,
-//! the stash goes to the TLS transport with the socket. `loop.sendfile`
-//! needs nothing of its own: it waits for the buffer to drain and writes
-//! on a duplicate of the socket. TLS and datagram transports stay on
-//! readiness.
+//! the stash goes to the TLS transport with the socket (which feeds it to
+//! rustls first and goes on by completion: tls/stream/completion.rs).
+//! `loop.sendfile` needs nothing of its own: it waits for the buffer to
+//! drain and writes on a duplicate of the socket. Datagram transports stay
+//! on readiness.
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -56,12 +61,6 @@ use loop_core::StreamHandler;
 
 use super::{State, Stream};
 
-/// A write of at least this many bytes is tried on the socket at once even
-/// inside a completion's delivery: queueing copies the bytes (a 64 KiB
-/// copy costs several times the one system call it would save), while a
-/// send straight from the caller's slice (often the ring buffer itself, in
-/// an echo) copies nothing. Smaller writes are queued and coalesced.
-const QUEUE_BELOW: usize = 16 * 1024;
 use crate::flow::FlowOwner;
 use crate::lifecycle::LifecycleOwner;
 use crate::protocol::AnyProtocol;
@@ -71,109 +70,18 @@ impl Stream {
     /// creation).
     pub(super) fn open_completion(self: &Rc<Self>) {
         let handler: Rc<dyn StreamHandler> = self.clone();
-        let ring = self.life.lp().uring_stream(self.raw, handler);
-        *self.ring.borrow_mut() = ring;
-    }
-
-    /// Whether this transport moves its bytes by completion.
-    pub(super) fn on_ring(&self) -> bool {
-        self.ring.borrow().is_some()
+        self.ring.open(self.life.lp(), self.raw, handler);
     }
 
     /// `start_reading` on the completion path.
     pub(super) fn ring_start_reading(self: &Rc<Self>) {
         self.reading.set(true);
-        if !self.stash.borrow().is_empty()
-            || self.stash_eof.get()
-            || self.stash_error.borrow().is_some()
-        {
+        if self.stash.holds_anything() {
             let me = self.clone();
             let _ = self.life.lp().call_soon(move || me.flush_stash());
         }
-        let started = match &*self.ring.borrow() {
-            Some(ring) => ring.start_recv(),
-            None => Ok(()),
-        };
-        if let Err(e) = started {
+        if let Err(e) = self.ring.start_recv() {
             self.fatal(e);
-        }
-    }
-
-    /// `stop_reading` on the completion path (`reading` already cleared).
-    pub(super) fn ring_stop_reading(&self) {
-        if let Some(ring) = &*self.ring.borrow() {
-            // A failure to queue the cancellation leaves the receive armed;
-            // its bytes go to the stash, so nothing is delivered anyway.
-            let _ = ring.stop_recv();
-        }
-    }
-
-    /// Hands `chunks` to the loop; false when not on the completion path.
-    /// Outside a completion's delivery, with nothing queued, the socket is
-    /// tried first, as on the readiness path, and only the rest is queued
-    /// (module docs).
-    pub(super) fn ring_write(self: &Rc<Self>, chunks: &[&[u8]]) -> bool {
-        if !self.on_ring() {
-            return false;
-        }
-        let mut skip = 0;
-        let total: usize = chunks.iter().map(|c| c.len()).sum();
-        // Queued only inside a delivery that is one of several (module
-        // docs), and below the size where the copy costs more than a send.
-        let first = loop_core::UringStream::batch() < 2 || total >= QUEUE_BELOW;
-        if first && self.buffered() == 0 {
-            let sent = if chunks.len() == 1 {
-                self.send_now(chunks[0])
-            } else {
-                self.sendv_now(chunks)
-            };
-            match sent {
-                Ok(n) if n == total => return true,
-                Ok(n) => skip = n,
-                Err(e) => {
-                    self.fatal(e);
-                    return true;
-                }
-            }
-        }
-        let mut rest: Vec<&[u8]> = Vec::new();
-        let queued: &[&[u8]] = if skip == 0 {
-            chunks
-        } else {
-            for c in chunks {
-                if skip >= c.len() {
-                    skip -= c.len();
-                } else {
-                    rest.push(&c[skip..]);
-                    skip = 0;
-                }
-            }
-            &rest
-        };
-        if let Some(ring) = &*self.ring.borrow() {
-            ring.write(queued);
-        }
-        true
-    }
-
-    /// Bytes written and not yet taken by the kernel (`None`: not on the
-    /// completion path).
-    pub(super) fn ring_buffered(&self) -> Option<usize> {
-        self.ring.borrow().as_ref().map(|r| r.buffered())
-    }
-
-    /// `abort()`: what is not sent yet is dropped.
-    pub(super) fn ring_discard(&self) {
-        if let Some(ring) = &*self.ring.borrow() {
-            let _ = ring.discard_sends();
-        }
-    }
-
-    /// Releases the loop's stream before the fd closes (module docs).
-    pub(super) fn ring_release(&self) {
-        let ring = self.ring.borrow_mut().take();
-        if let Some(ring) = ring {
-            let _ = ring.release();
         }
     }
 
@@ -183,20 +91,19 @@ impl Stream {
         if !self.reading.get() || self.life.state() != State::Open {
             return;
         }
-        let data = std::mem::take(&mut *self.stash.borrow_mut());
+        let data = self.stash.take();
         if !data.is_empty() {
             self.deliver(&data);
         }
-        let behind = self.stash.borrow().is_empty()
-            && self.reading.get()
-            && self.life.state() == State::Open;
+        let behind =
+            self.stash.is_empty() && self.reading.get() && self.life.state() == State::Open;
         if !behind {
             return;
         }
-        let error = self.stash_error.borrow_mut().take();
+        let error = self.stash.take_error();
         if let Some(e) = error {
             self.fatal(e);
-        } else if self.stash_eof.replace(false) {
+        } else if self.stash.take_eof() {
             let protocol = self.life.protocol();
             self.on_eof(&protocol);
             self.drain_deferred();
@@ -213,7 +120,7 @@ impl Stream {
             Ok(Some(Err(e))) => self.fatal(e),
             Ok(None) => {
                 // In use: keep the bytes and read again once it is free.
-                self.stash_front(data);
+                self.stash.push_front(data);
                 self.stop_reading();
                 let me = self.clone();
                 protocol.when_free(move || {
@@ -225,14 +132,6 @@ impl Stream {
             Err(payload) => self.protocol_failed("data_received", payload),
         }
         self.drain_deferred();
-    }
-
-    /// Puts `data` before what the stash holds.
-    fn stash_front(&self, data: &[u8]) {
-        let mut stash = self.stash.borrow_mut();
-        let rest = std::mem::take(&mut *stash);
-        stash.extend_from_slice(data);
-        stash.extend_from_slice(&rest);
     }
 
     /// `data_received`, or `get_buffer`/`buffer_updated` as often as the
@@ -248,7 +147,7 @@ impl Stream {
                 let mut at = 0;
                 while at < data.len() {
                     if !self.reading.get() || self.life.state() != State::Open {
-                        self.stash_front(&data[at..]);
+                        self.stash.push_front(&data[at..]);
                         break;
                     }
                     let target = p.get_buffer(data.len() - at);
@@ -275,8 +174,8 @@ impl StreamHandler for Stream {
         if self.life.state() != State::Open || self.read_eof.get() {
             return; // closing: what comes in is not read (as with readiness)
         }
-        if !self.reading.get() || !self.stash.borrow().is_empty() {
-            self.stash.borrow_mut().extend_from_slice(data);
+        if !self.reading.get() || !self.stash.is_empty() {
+            self.stash.push(data);
             return;
         }
         self.rc().deliver(data);
@@ -288,12 +187,12 @@ impl StreamHandler for Stream {
             return;
         }
         let me = self.rc();
-        let behind = !self.reading.get() || !self.stash.borrow().is_empty();
+        let behind = !self.reading.get() || !self.stash.is_empty();
         match error {
             // Not reading: met when reading resumes (or by the next send).
-            Some(e) if behind => *self.stash_error.borrow_mut() = Some(e),
+            Some(e) if behind => self.stash.set_error(e),
             Some(e) => me.fatal(e),
-            None if behind => self.stash_eof.set(true),
+            None if behind => self.stash.set_eof(),
             None => {
                 let protocol = self.life.protocol();
                 me.on_eof(&protocol);

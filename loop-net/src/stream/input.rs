@@ -49,7 +49,7 @@ impl Stream {
         if self.reading.get() || self.read_eof.get() || self.life.state() != State::Open {
             return;
         }
-        if self.on_ring() {
+        if self.ring.is_on() {
             self.ring_start_reading();
             return;
         }
@@ -69,8 +69,8 @@ impl Stream {
 
     pub(super) fn stop_reading(&self) {
         if self.reading.replace(false) {
-            if self.on_ring() {
-                self.ring_stop_reading();
+            if self.ring.is_on() {
+                self.ring.stop_recv();
             } else {
                 let _ = self.life.lp().remove_reader(self.raw);
             }

@@ -89,6 +89,15 @@ impl Stream {
         sent(|| self.with_fd(|fd| rustix::net::send(fd, data, SendFlags::NOSIGNAL)))
     }
 
+    /// One send of `chunks` (`send` for one, `sendmsg` for more).
+    fn send_chunks(&self, chunks: &[&[u8]]) -> io::Result<usize> {
+        if chunks.len() == 1 {
+            self.send_now(chunks[0])
+        } else {
+            self.sendv_now(chunks)
+        }
+    }
+
     /// `writelines`' send: up to [`MAX_IOV`] buffers per `sendmsg`, from an
     /// array on the stack (no allocation), group after group while the
     /// socket takes each whole. The bytes sent, or the error of the first
@@ -160,19 +169,17 @@ impl Stream {
         if total == 0 {
             return Ok(());
         }
-        if self.ring_write(chunks) {
-            // The completion path: sent with the next wait (completion.rs).
-            self.maybe_pause_protocol();
+        if let Some(written) = self.ring.write(chunks, false, |c| self.send_chunks(c)) {
+            // The completion path: sent with the next wait (ring.rs).
+            match written {
+                Ok(()) => self.maybe_pause_protocol(),
+                Err(e) => self.fatal(e),
+            }
             return Ok(());
         }
         let mut skip = 0;
         if self.buffer.borrow().is_empty() {
-            let sent = if chunks.len() == 1 {
-                self.send_now(chunks[0])
-            } else {
-                self.sendv_now(chunks)
-            };
-            match sent {
+            match self.send_chunks(chunks) {
                 Ok(n) if n == total => return Ok(()),
                 Ok(n) => skip = n,
                 Err(e) => {
@@ -193,7 +200,7 @@ impl FlowOwner for Stream {
         &self.flow
     }
     fn buffered(&self) -> usize {
-        match self.ring_buffered() {
+        match self.ring.buffered() {
             Some(n) => n,
             None => self.buffer.borrow().len(),
         }

@@ -143,9 +143,7 @@ mod detach {
                 // On the completion path, also wait for the stopped
                 // receive to end: its last bytes go to the stash, which
                 // goes to the TLS transport (completion.rs).
-                let drained = me.life.is_made()
-                    && me.buffered() == 0
-                    && me.ring.borrow().as_ref().is_none_or(|r| r.recv_idle());
+                let drained = me.life.is_made() && me.buffered() == 0 && me.ring.recv_idle();
                 if drained && !me.flow.is_empty() {
                     // Notices are owed: deliver them now.
                     me.drain_deferred();
@@ -167,8 +165,8 @@ mod detach {
             .await?;
             guard.armed = false;
             self.stop_writing();
-            self.ring_release();
-            let early = std::mem::take(&mut *self.stash.borrow_mut());
+            self.ring.release();
+            let early = self.stash.take();
             let fd = self
                 .fd
                 .borrow_mut()

@@ -6,8 +6,10 @@
 //! loop; its child modules hold the rest: the handshake (tls/stream/handshake.rs),
 //! the read path (tls/stream/input.rs), the write path and flow control
 //! (tls/stream/output.rs), closing and `connection_lost` (tls/stream/shutdown.rs), the
-//! `Transport` methods (tls/stream/transport.rs) and `loop.sendfile`'s hooks
-//! (tls/stream/sendfile.rs).
+//! `Transport` methods (tls/stream/transport.rs), `loop.sendfile`'s hooks
+//! (tls/stream/sendfile.rs) and, on a loop that runs `Backend::Uring`, the
+//! io_uring completion path that moves the ciphertext instead of readiness
+//! (tls/stream/completion.rs; the states below are the same on it).
 //!
 //! # State machine
 //! `Handshaking -> Open -> Closing -> ShuttingDown -> Lost`, one way only
@@ -52,12 +54,14 @@ use crate::addr::SockAddr;
 use crate::flow::{FlowOwner, WriteFlow};
 use crate::lifecycle::{LifeState, Lifecycle, LifecycleOwner};
 use crate::protocol::AnyProtocol;
+use crate::ring::{Ring, Stash};
 use crate::sendfile::transport::SendfileState;
 use crate::stream::LostHook;
 use crate::tls::{TlsClientOptions, TlsConfig, TlsServerOptions};
 use crate::transport::Transport;
 use crate::write_buffer::{WriteBuffer, WriteBufferLimits};
 
+mod completion;
 mod handshake;
 mod input;
 mod output;
@@ -183,7 +187,12 @@ pub(crate) struct TlsStream {
     /// Plaintext in rustls or ciphertext in `pending_in` waits for the
     /// protocol; it goes before anything read later.
     stalled: Cell<bool>,
-    pending_in: RefCell<Vec<u8>>,
+    /// Ciphertext not fed to rustls yet, and (on the completion path) a
+    /// receive error met behind it (ring.rs's stash).
+    pending_in: Stash,
+    /// The loop's completion path for the socket, when the loop runs
+    /// io_uring (tls/stream/completion.rs); empty: readiness.
+    ring: Ring,
     /// Plaintext written before the handshake completed (held by rustls).
     pre_handshake: Cell<usize>,
     /// Bytes the buffer held when a forced close (abort, error) dropped it.
@@ -195,6 +204,9 @@ pub(crate) struct TlsStream {
     handshake_timer: RefCell<Option<TimerHandle>>,
     shutdown_timer: RefCell<Option<TimerHandle>>,
     kick_scheduled: Cell<bool>,
+    /// What rustls writes now leaves at once, even on the completion path
+    /// inside a delivery (the alert of a failure: input.rs).
+    urgent: Cell<bool>,
     writes_after_lost: Cell<u64>,
     write_error: RefCell<Option<io::Error>>,
     peername: Option<SockAddr>,
@@ -211,7 +223,7 @@ impl TlsStream {
         fd: OwnedFd,
         mut conn: Connection,
         protocol: AnyProtocol,
-        settings: Settings,
+        mut settings: Settings,
         on_lost: Option<LostHook>,
     ) -> Result<(Transport, Rc<TlsStream>), StartError> {
         if lp.is_closed() {
@@ -229,6 +241,7 @@ impl TlsStream {
             .map(SockAddr::from_raw);
         let sockname = rustix::net::getsockname(&fd).ok().map(SockAddr::from_raw);
         let stalled = !settings.received.is_empty();
+        let received = std::mem::take(&mut settings.received);
         let stream = Rc::new_cyclic(|me| TlsStream {
             me: me.clone(),
             life: Lifecycle::owning(lp, protocol, fd.as_raw_fd(), "TLS transport"),
@@ -253,7 +266,8 @@ impl TlsStream {
             eof_fed: Cell::new(false),
             peer_closed: Cell::new(false),
             stalled: Cell::new(stalled),
-            pending_in: RefCell::new(settings.received),
+            pending_in: Stash::default(),
+            ring: Ring::default(),
             pre_handshake: Cell::new(0),
             dropped_on_loss: Cell::new(0),
             ready: Cell::new(false),
@@ -262,6 +276,7 @@ impl TlsStream {
             handshake_timer: RefCell::new(None),
             shutdown_timer: RefCell::new(None),
             kick_scheduled: Cell::new(false),
+            urgent: Cell::new(false),
             writes_after_lost: Cell::new(0),
             write_error: RefCell::new(None),
             peername,
@@ -269,6 +284,8 @@ impl TlsStream {
             on_lost: RefCell::new(on_lost),
             sendfile: SendfileState::default(),
         });
+        stream.pending_in.push(&received);
+        stream.open_completion();
         let transport = Transport {
             inner: stream.clone(),
         };
@@ -405,6 +422,10 @@ impl TlsStream {
         if self.reading.get() {
             return Ok(());
         }
+        if self.ring.is_on() {
+            self.reading.set(true);
+            return Ok(self.ring.start_recv()?);
+        }
         let me = self.clone();
         self.life
             .lp()
@@ -435,7 +456,11 @@ impl TlsStream {
 
     fn stop_reading(&self) {
         if self.reading.replace(false) {
-            let _ = self.life.lp().remove_reader(self.raw);
+            if self.ring.is_on() {
+                self.ring.stop_recv();
+            } else {
+                let _ = self.life.lp().remove_reader(self.raw);
+            }
         }
     }
 

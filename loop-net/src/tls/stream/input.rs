@@ -2,17 +2,21 @@
 //! ciphertext in, plaintext out to the protocol.
 //!
 //! One `recv` per readiness into a 64 KiB buffer shared by the thread's TLS
-//! transports; the bytes are fed to rustls (which takes at most one record
+//! transports (on the completion path, the ring buffer the kernel filled:
+//! tls/stream/completion.rs); the bytes are fed to rustls (which takes at most one record
 //! buffer at a time), each batch decrypted, and the plaintext handed to the
 //! protocol from a second shared buffer (or read straight into a
 //! `BufferedProtocol`'s buffer). When the protocol cannot take more (it
 //! paused reading, is in use because the delivery was reached from inside
 //! one of its methods, e.g. a `resume_reading` in a `with_mut` closure, or
-//! `connection_made` is still due),
-//! the undecrypted rest is kept in order (`pending_in`, at most one read's
-//! worth) and the socket is not read until it has been delivered: bytes
-//! are never reordered or dropped. A TCP EOF is given to rustls only after
-//! that backlog, so it cannot cut delivered data short.
+//! `connection_made` is still due), the undecrypted rest is kept in order
+//! (`pending_in`: at most one read's worth on readiness; on the completion
+//! path also what raced the cancelled receive) and the socket is not read
+//! until it has been delivered: bytes are never reordered or dropped. A
+//! TCP EOF is given to rustls only after that backlog, so it cannot cut
+//! delivered data short. Closing keeps the backlog too: once flushed, it
+//! is fed (its plaintext discarded) before what comes after, the peer's
+//! `close_notify` among it (shutdown.rs).
 
 use std::cell::RefCell;
 use std::io::{self, BufRead, Read};
@@ -112,7 +116,7 @@ impl TlsStream {
     /// Feeds ciphertext to rustls, record batch by record batch, delivering
     /// the plaintext in between; what the protocol cannot take now is kept,
     /// in order, in `pending_in`.
-    fn ingest(self: &Rc<Self>, mut input: &[u8]) {
+    pub(super) fn ingest(self: &Rc<Self>, mut input: &[u8]) {
         while !input.is_empty() {
             if self.dead() {
                 return;
@@ -132,7 +136,7 @@ impl TlsStream {
             }
             if !self.deliver_plaintext() {
                 if !input.is_empty() && !self.dead() {
-                    self.pending_in.borrow_mut().extend_from_slice(input);
+                    self.pending_in.push(input);
                     self.stalled.set(true);
                 }
                 return;
@@ -148,12 +152,17 @@ impl TlsStream {
         if !self.deliver_plaintext() {
             return false;
         }
-        let pending = std::mem::take(&mut *self.pending_in.borrow_mut());
+        let pending = self.pending_in.take();
         if !pending.is_empty() {
             self.ingest(&pending);
             if self.stalled.get() || self.dead() {
                 return false;
             }
+        }
+        // A receive error met behind the backlog (completion path).
+        if let Some(e) = self.pending_in.take_error() {
+            self.fail(e);
+            return false;
         }
         if self.tcp_eof.get() && !self.eof_fed.get() {
             self.feed_eof();
@@ -166,8 +175,13 @@ impl TlsStream {
     /// of the handshake. False when the connection failed.
     fn process_packets(self: &Rc<Self>) -> bool {
         let result = self.conn.borrow_mut().process_new_packets();
-        // Handshake messages, alerts (also the one for an error), key updates.
+        // Handshake messages, alerts (also the one for an error), key
+        // updates. The alert for an error leaves at once: the connection
+        // is closed right after (on the completion path a queued send
+        // would be cancelled with it).
+        self.urgent.set(result.is_err());
         let flushed = self.flush_tls();
+        self.urgent.set(false);
         match result {
             Err(e) => {
                 self.fail(tls_error(e));
@@ -328,7 +342,7 @@ impl TlsStream {
         }
     }
 
-    fn on_tcp_eof(self: &Rc<Self>) {
+    pub(super) fn on_tcp_eof(self: &Rc<Self>) {
         self.tcp_eof.set(true);
         self.stop_reading();
         match self.state() {

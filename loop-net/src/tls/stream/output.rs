@@ -10,6 +10,10 @@
 //! rustls holds for it). One `sendmsg` per flush. Every path that grows
 //! the buffer calls `maybe_pause_protocol` (`flush_tls`); every path that
 //! shrinks it `maybe_resume_protocol`. Handshake replies, alerts and key
+//! updates leave the same way. On the completion path the sink hands the
+//! records to the loop instead (ring.rs's write rule), which holds them,
+//! counted by the water marks, until the kernel took them; each send
+//! completion runs `after_drain` (tls/stream/completion.rs).
 
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
@@ -40,8 +44,10 @@ impl TlsStream {
             self.fail(e);
             return false;
         }
-        if !self.buffer.borrow().is_empty() && !self.dead() {
-            self.start_writing();
+        if self.out_pending() > 0 && !self.dead() {
+            if !self.ring.is_on() {
+                self.start_writing();
+            }
             self.maybe_pause_protocol();
         }
         true
@@ -125,10 +131,10 @@ impl TlsStream {
         self.drain_deferred();
     }
 
-    fn after_drain(self: &Rc<Self>) {
+    pub(super) fn after_drain(self: &Rc<Self>) {
         self.sendfile.wake();
         self.maybe_resume_protocol();
-        if !self.buffer.borrow().is_empty() {
+        if self.out_pending() > 0 {
             return;
         }
         self.stop_writing();
@@ -146,7 +152,16 @@ impl TlsStream {
     }
 
     pub(super) fn write_buffer_len(&self) -> usize {
-        self.buffer.borrow().len() + self.pre_handshake.get()
+        self.out_pending() + self.pre_handshake.get()
+    }
+
+    /// Ciphertext not yet taken by the kernel: the write buffer's, or on
+    /// the completion path the loop's (in flight too).
+    pub(super) fn out_pending(&self) -> usize {
+        match self.ring.buffered() {
+            Some(n) => n,
+            None => self.buffer.borrow().len(),
+        }
     }
 
     /// Runs `f`, then kicks, once the protocol is free (right after its
@@ -206,6 +221,26 @@ impl Write for Sink<'_> {
         let s = self.stream;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if s.dead() || s.write_error.borrow().is_some() {
+            return Ok(total);
+        }
+        if s.ring.is_on() {
+            // rustls hands a few records at a time: no allocation for them.
+            let mut few: [&[u8]; 8] = [&[]; 8];
+            let many: Vec<&[u8]>;
+            let chunks: &[&[u8]] = if bufs.len() <= few.len() {
+                for (slot, b) in few.iter_mut().zip(bufs) {
+                    *slot = b;
+                }
+                &few[..bufs.len()]
+            } else {
+                many = bufs.iter().map(|b| &b[..]).collect();
+                &many
+            };
+            // `send_now` is given these very chunks: send the slices.
+            let written = s.ring.write(chunks, s.urgent.get(), |_| s.sendmsg(bufs));
+            if let Some(Err(e)) = written {
+                *s.write_error.borrow_mut() = Some(e);
+            }
             return Ok(total);
         }
         let mut skip = 0;

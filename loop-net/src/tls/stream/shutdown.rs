@@ -29,7 +29,8 @@ impl TlsStream {
                 self.set_state(State::Closing);
                 self.sendfile.wake();
                 self.stop_reading();
-                self.pending_in.borrow_mut().clear();
+                // `pending_in` stays: its records come before the peer's
+                // close_notify, which is looked for once flushed.
                 self.conn.borrow_mut().send_close_notify();
                 let me = self.clone();
                 if let Ok(t) = self
@@ -42,7 +43,7 @@ impl TlsStream {
                 if !self.flush_tls() {
                     return;
                 }
-                if self.buffer.borrow().is_empty() && !self.life.lost_claimed() {
+                if self.out_pending() == 0 && !self.life.lost_claimed() {
                     self.flushed_on_close();
                 }
             }
@@ -58,7 +59,12 @@ impl TlsStream {
             return;
         }
         self.set_state(State::ShuttingDown);
-        // The peer's close_notify may already sit in rustls.
+        // The peer's close_notify may already sit in rustls, or in the
+        // ciphertext kept while reading was paused.
+        self.feed_backlog(&[]);
+        if self.dead() {
+            return;
+        }
         self.discard_plaintext();
         if !self.life.lost_claimed() {
             self.start_reading();
@@ -103,9 +109,10 @@ impl TlsStream {
         if self.life.lost_claimed() {
             return;
         }
-        self.dropped_on_loss.set(self.buffer.borrow().len());
+        self.dropped_on_loss.set(self.out_pending());
         self.buffer.borrow_mut().clear();
-        self.pending_in.borrow_mut().clear();
+        self.ring.discard();
+        self.pending_in.clear();
         self.stop_writing();
         self.stop_reading();
         self.cancel_timers();
@@ -180,7 +187,9 @@ impl LifecycleOwner for TlsStream {
         self.stop_reading();
         self.stop_writing();
         self.buffer.borrow_mut().clear();
-        self.pending_in.borrow_mut().clear();
+        self.pending_in.clear();
+        // Before the fd closes: the kernel lets go of the socket with it.
+        self.ring.release();
         let fd = self.fd.borrow_mut().take();
         drop(fd);
         self.wake_waiters();

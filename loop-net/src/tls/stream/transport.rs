@@ -49,7 +49,7 @@ impl TransportImpl for TlsStream {
         self.eof.set(true);
         self.conn.borrow_mut().send_close_notify();
         let me = self.rc();
-        if me.flush_tls() && me.buffer.borrow().is_empty() {
+        if me.flush_tls() && me.out_pending() == 0 {
             me.shutdown_write();
         }
         Ok(())
