@@ -263,6 +263,9 @@ impl EventLoop {
     /// ends, then the handler runs.
     #[cfg(target_os = "linux")]
     pub(crate) fn deliver_completion(&self, c: Completed) {
+        if c.is_accept() {
+            return self.deliver_accept(c);
+        }
         let Some((handler, bufs)) = with_state(self, |st| st.stream_delivery(&c)) else {
             return;
         };

@@ -28,4 +28,5 @@ mod stream_faults;
 mod streams;
 mod tcp;
 mod unix;
+mod uring_accept;
 mod uring_streams;

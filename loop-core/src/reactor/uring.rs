@@ -20,7 +20,10 @@
 //! multishot receives into a provided-buffer ring (uring/bufs.rs) and one
 //! `SEND` per stream per iteration, queued in the same submission ring and
 //! submitted by the same `wait`; uring/streams.rs holds their table, its
-//! invariants and the safety argument.
+//! invariants and the safety argument. Servers accept the same way
+//! ([`UringAccept`](crate::UringAccept)): one multishot `ACCEPT` per
+//! listening socket, whose completions carry the new fds (uring/accepts.rs
+//! says who owns an accepted fd until a server takes it).
 //!
 //! # What runs where
 //! `add` and `modify` check the fd (one `fstat`, see below) and queue the
@@ -64,7 +67,8 @@
 //! - **`user_data`.** [`WAKE`] is the eventfd's poll; [`IGNORED`] marks
 //!   `POLL_REMOVE` and `ASYNC_CANCEL` requests, whose own completions mean
 //!   nothing here. A value with bit 31 set (and not one of those two) is an
-//!   operation of the completion path (uring/streams.rs). Every
+//!   operation of the completion path (uring/streams.rs; with bit 29 too,
+//!   an accept: uring/accepts.rs). Every
 //!   other value is a poll on a registration: `generation << 32 | key`, the
 //!   key being io.rs's slab index (below 2^31) and the generation a counter of the
 //!   reactor, new for every `POLL_ADD` (1 ..= `u32::MAX - 1`, so no poll
@@ -122,8 +126,10 @@ use rustix::io::Errno;
 
 use super::{borrow_fd, Completed, Interest, Notifier, Readiness};
 
+mod accepts;
 mod bufs;
 mod streams;
+pub(crate) use accepts::close_accepted;
 pub(crate) use bufs::BufRing;
 
 /// The `user_data` of the eventfd's multishot poll.
@@ -162,6 +168,8 @@ pub(crate) struct State {
     ring: IoUring,
     /// The completion path's streams and operations (uring/streams.rs).
     streams: streams::Streams,
+    /// The completion path's listeners (uring/accepts.rs).
+    accepts: accepts::Accepts,
     regs: Vec<Option<Reg>>,
     /// Keys whose poll the next `wait` arms (duplicates and keys gone since
     /// are skipped: see `Reg::queued`).
@@ -241,6 +249,7 @@ impl UringReactor {
                 wake_armed: false,
                 epoch: 0,
                 streams: streams::Streams::default(),
+                accepts: accepts::Accepts::default(),
             }),
         };
         {
@@ -406,6 +415,7 @@ impl UringReactor {
         let mut st = self.state.borrow_mut();
         st.arm_queued()?;
         st.arm_streams()?;
+        st.arm_accepts()?;
         let res = match timeout {
             Some(d) if d.is_zero() => {
                 // Nothing to wait for: enter only to submit, or to flush
@@ -449,10 +459,11 @@ impl UringReactor {
         f(&mut self.state.borrow_mut())
     }
 
-    /// Whether streams of the completion path are open or have operations
-    /// in flight: the loop must wait for their completions.
+    /// Whether streams or listeners of the completion path are open or have
+    /// operations in flight: the loop must wait for their completions.
     pub(crate) fn has_streams(&self) -> bool {
-        self.state.borrow().streams.is_busy()
+        let st = self.state.borrow();
+        st.streams.is_busy() || st.accepts.is_busy()
     }
 }
 
@@ -596,6 +607,7 @@ impl State {
             to_arm,
             wake_armed,
             streams,
+            accepts,
             ..
         } = self;
         let mut cq = ring.completion();
@@ -612,6 +624,10 @@ impl State {
                     continue;
                 }
                 IGNORED => continue,
+                _ if accepts::is_accept(ud) => {
+                    accepts.reap_op(ud, res, cqe.flags(), done);
+                    continue;
+                }
                 _ if ud & streams::OP_TAG != 0 => {
                     streams.reap_op(ud, res, cqe.flags(), done);
                     continue;
