@@ -1096,3 +1096,68 @@ fn a_uring_loop_closed_with_a_server_accepting_leaks_no_descriptor() {
     assert_eq!(new_fds(&before), vec![], "descriptors left open");
     drop(lp);
 }
+
+/// A datagram protocol that counts its drops.
+struct KeptDatagram(#[allow(dead_code)] DropCount);
+
+impl aioloop::DatagramProtocol for KeptDatagram {
+    fn datagram_received(&mut self, _: &[u8], _: aioloop::SockAddr) {}
+}
+
+/// io_uring's datagram receives (issue 14): a loop closed while its UDP
+/// endpoints have multishot receives armed and datagrams in the ring
+/// (their peer keeps sending) cancels them, waits for the kernel to let
+/// go, and frees everything: the protocols are dropped, no descriptor
+/// stays open.
+#[test]
+fn a_uring_loop_closed_with_datagram_receives_in_flight_releases_everything() {
+    use aioloop::{DatagramLoopExt, DatagramOptions};
+    const ENDPOINTS: usize = 3;
+    let _serial = serial();
+    let Some(lp) = uring_loop() else { return };
+    let before = open_fds();
+    let drops = Rc::new(Cell::new(0));
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut kept = Vec::new();
+    for _ in 0..ENDPOINTS {
+        let l = lp.clone();
+        let d = drops.clone();
+        let (t, _) = lp
+            .run_until_complete(async move {
+                let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+                l.create_datagram_endpoint(
+                    move || KeptDatagram(DropCount(d)),
+                    DatagramOptions::default().with_local_addr(any),
+                )
+                .await
+            })
+            .unwrap()
+            .unwrap();
+        assert!(
+            !lp.has_reader(t.fd().unwrap()),
+            "the endpoint reads through readiness, not by completion"
+        );
+        kept.push(t);
+    }
+    let to: Vec<_> = kept
+        .iter()
+        .map(|t| t.sockname().unwrap().as_inet().unwrap())
+        .collect();
+    for round in 0..3 {
+        for a in &to {
+            for _ in 0..8 {
+                peer.send_to(&[round as u8; 512], a).unwrap();
+            }
+        }
+        one_iteration(&lp);
+    }
+    for a in &to {
+        peer.send_to(b"in the ring at close", a).unwrap();
+    }
+    drop(kept);
+    lp.close().unwrap();
+    assert_eq!(drops.get(), ENDPOINTS, "the protocols were not dropped");
+    drop(peer);
+    assert_eq!(new_fds(&before), vec![], "descriptors left open");
+    drop(lp);
+}

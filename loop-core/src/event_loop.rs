@@ -448,6 +448,7 @@ impl EventLoop {
         let watchers = self.clear_watchers();
         let stream_handlers = self.take_stream_handlers();
         let accept_handlers = self.take_accept_handlers();
+        let datagram_handlers = self.take_datagram_handlers();
         // Dropping user closures and futures may run user `Drop` code; do it
         // with no borrow held, one item at a time, and keep a panicking
         // `Drop` from escaping (or, with a second one, from aborting).
@@ -492,6 +493,10 @@ impl EventLoop {
             guarded(&mut || drop(h.take()));
         }
         for h in accept_handlers {
+            let mut h = Some(h);
+            guarded(&mut || drop(h.take()));
+        }
+        for h in datagram_handlers {
             let mut h = Some(h);
             guarded(&mut || drop(h.take()));
         }

@@ -106,6 +106,7 @@ mod timeouts;
 mod timer_slab;
 mod timers;
 mod uring_accept;
+mod uring_datagram;
 mod uring_stream;
 mod wait;
 
@@ -148,6 +149,7 @@ pub use timeouts::timeout_at;
 pub use timeouts::wait_for;
 pub use timeouts::Timeout;
 pub use uring_accept::{AcceptHandler, UringAccept};
+pub use uring_datagram::{DatagramHandler, UringDatagram};
 pub use uring_stream::{StreamHandler, UringStream};
 #[doc(alias = "asyncio.wait")]
 pub use wait::wait;

@@ -266,6 +266,9 @@ impl EventLoop {
         if c.is_accept() {
             return self.deliver_accept(c);
         }
+        if c.is_datagram() {
+            return self.deliver_datagram(c);
+        }
         let Some((handler, bufs)) = with_state(self, |st| st.stream_delivery(&c)) else {
             return;
         };

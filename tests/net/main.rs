@@ -29,4 +29,5 @@ mod streams;
 mod tcp;
 mod unix;
 mod uring_accept;
+mod uring_datagrams;
 mod uring_streams;

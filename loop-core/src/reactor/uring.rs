@@ -23,7 +23,9 @@
 //! invariants and the safety argument. Servers accept the same way
 //! ([`UringAccept`](crate::UringAccept)): one multishot `ACCEPT` per
 //! listening socket, whose completions carry the new fds (uring/accepts.rs
-//! says who owns an accepted fd until a server takes it).
+//! says who owns an accepted fd until a server takes it). Datagram sockets
+//! too ([`UringDatagram`](crate::UringDatagram)): one multishot `RECVMSG`
+//! each, into a buffer ring of their own (uring/datagrams.rs).
 //!
 //! # What runs where
 //! `add` and `modify` check the fd (one `fstat`, see below) and queue the
@@ -68,7 +70,8 @@
 //!   `POLL_REMOVE` and `ASYNC_CANCEL` requests, whose own completions mean
 //!   nothing here. A value with bit 31 set (and not one of those two) is an
 //!   operation of the completion path (uring/streams.rs; with bit 29 too,
-//!   an accept: uring/accepts.rs). Every
+//!   an accept: uring/accepts.rs; with bit 28 and not 29, a datagram
+//!   receive: uring/datagrams.rs). Every
 //!   other value is a poll on a registration: `generation << 32 | key`, the
 //!   key being io.rs's slab index (below 2^31) and the generation a counter of the
 //!   reactor, new for every `POLL_ADD` (1 ..= `u32::MAX - 1`, so no poll
@@ -128,9 +131,11 @@ use super::{borrow_fd, Completed, Interest, Notifier, Readiness};
 
 mod accepts;
 mod bufs;
+mod datagrams;
 mod streams;
 pub(crate) use accepts::close_accepted;
 pub(crate) use bufs::BufRing;
+pub(crate) use datagrams::{NAME_LEN as DGRAM_NAME_LEN, OUT_HEADER as DGRAM_OUT_HEADER};
 
 /// The `user_data` of the eventfd's multishot poll.
 const WAKE: u64 = u64::MAX;
@@ -170,6 +175,9 @@ pub(crate) struct State {
     streams: streams::Streams,
     /// The completion path's listeners (uring/accepts.rs).
     accepts: accepts::Accepts,
+    /// The completion path's datagram sockets and their buffer ring
+    /// (uring/datagrams.rs).
+    datagrams: datagrams::Datagrams,
     regs: Vec<Option<Reg>>,
     /// Keys whose poll the next `wait` arms (duplicates and keys gone since
     /// are skipped: see `Reg::queued`).
@@ -250,6 +258,7 @@ impl UringReactor {
                 epoch: 0,
                 streams: streams::Streams::default(),
                 accepts: accepts::Accepts::default(),
+                datagrams: datagrams::Datagrams::default(),
             }),
         };
         {
@@ -416,6 +425,7 @@ impl UringReactor {
         st.arm_queued()?;
         st.arm_streams()?;
         st.arm_accepts()?;
+        st.arm_datagrams()?;
         let res = match timeout {
             Some(d) if d.is_zero() => {
                 // Nothing to wait for: enter only to submit, or to flush
@@ -459,11 +469,11 @@ impl UringReactor {
         f(&mut self.state.borrow_mut())
     }
 
-    /// Whether streams or listeners of the completion path are open or have
+    /// Whether streams, listeners or datagram sockets of the completion path are open or have
     /// operations in flight: the loop must wait for their completions.
     pub(crate) fn has_streams(&self) -> bool {
         let st = self.state.borrow();
-        st.streams.is_busy() || st.accepts.is_busy()
+        st.streams.is_busy() || st.accepts.is_busy() || st.datagrams.is_busy()
     }
 }
 
@@ -608,6 +618,7 @@ impl State {
             wake_armed,
             streams,
             accepts,
+            datagrams,
             ..
         } = self;
         let mut cq = ring.completion();
@@ -626,6 +637,10 @@ impl State {
                 IGNORED => continue,
                 _ if accepts::is_accept(ud) => {
                     accepts.reap_op(ud, res, cqe.flags(), done);
+                    continue;
+                }
+                _ if datagrams::is_datagram(ud) => {
+                    datagrams.reap_op(ud, res, cqe.flags(), done);
                     continue;
                 }
                 _ if ud & streams::OP_TAG != 0 => {

@@ -45,8 +45,9 @@
 //! reading stops, and once the receive has ended and the buffer drained,
 //! the stash goes to the TLS transport with the socket. `loop.sendfile`
 //! needs nothing of its own: it waits for the buffer to drain and writes
-//! on a duplicate of the socket. TLS and datagram transports stay on
-//! readiness.
+//! on a duplicate of the socket. TLS transports stay on readiness;
+//! datagram endpoints have a completion path of their own
+//! (datagram/completion.rs).
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -18,7 +18,8 @@
 //!
 //! # `user_data`
 //! `generation << 32 | OP_TAG | ACCEPT_TAG | slot`: bit 31 marks an
-//! operation (streams.rs), bit 29 an accept (stream slots stay below 2^28),
+//! operation (streams.rs), bit 29 an accept (slots stay below 2^28: bit 28
+//! marks a datagram receive, datagrams.rs),
 //! the generation (never 0 or `u32::MAX`) a slot's listeners from each
 //! other.
 //!
@@ -57,6 +58,8 @@ use crate::uring_accept::AcceptHandler;
 /// Bit 29 of `user_data` (with [`OP_TAG`]): an accept's completion.
 pub(super) const ACCEPT_TAG: u64 = 1 << 29;
 const SLOT_MASK: u64 = ACCEPT_TAG - 1;
+/// The highest accept slot: bit 28 stays clear (datagrams.rs).
+const MAX_SLOT: u64 = (1 << 28) - 1;
 
 struct Slot {
     gen: u32,
@@ -243,7 +246,7 @@ impl State {
             None => {
                 let slot = u32::try_from(a.slots.len())
                     .ok()
-                    .filter(|&n| u64::from(n) <= SLOT_MASK)
+                    .filter(|&n| u64::from(n) <= MAX_SLOT)
                     .ok_or_else(|| io::Error::from(Errno::NOSPC))?;
                 a.slots.push(None);
                 slot

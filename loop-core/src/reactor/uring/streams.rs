@@ -24,8 +24,8 @@
 //! 2^31), bit 30 a send from a receive, the generation (new each time a
 //! slot is taken, never 0 or `u32::MAX`) a slot's streams from each other.
 //! `WAKE` and `IGNORED` (all ones in the low half) are checked first, and
-//! accepts (bit 29, accepts.rs) before streams: stream slots stay below
-//! 2^28.
+//! accepts (bit 29, accepts.rs) and datagram receives (bit 28,
+//! datagrams.rs) before streams: stream slots stay below 2^28.
 //!
 //! # Ownership and safety
 //! - A flight's bytes are a `Vec` owned by the slot; the kernel reads them
@@ -66,7 +66,7 @@ pub(super) const OP_TAG: u64 = 1 << 31;
 const OP_SEND: u64 = 1 << 30;
 const SLOT_MASK: u64 = OP_SEND - 1;
 /// The highest stream slot: bits 28 and 29 stay clear (bit 29 marks an
-/// accept, accepts.rs).
+/// accept, accepts.rs; bit 28 a datagram receive, datagrams.rs).
 const MAX_SLOT: u64 = (1 << 28) - 1;
 
 /// How long the loop's close waits for the operations it cancelled.
@@ -574,11 +574,13 @@ impl State {
     /// the ring and the buffers can go. Leaks what is still in flight
     /// after that (module docs).
     pub(super) fn drain_streams(&mut self) {
-        if !self.streams.is_busy() && !self.accepts.is_busy() {
+        if !self.streams.is_busy() && !self.accepts.is_busy() && !self.datagrams.is_busy() {
             return;
         }
-        // Accepted fds reaped from now on are closed (accepts.rs).
+        // Accepted fds reaped from now on are closed (accepts.rs), datagram
+        // buffers given back (datagrams.rs).
         drop(self.accepts.forget_handlers());
+        drop(self.datagrams.forget_handlers());
         for slot in self.streams.slots.iter_mut().flatten() {
             slot.handler = None;
             slot.recv_wanted = false;
@@ -595,7 +597,8 @@ impl State {
         let mut done = Vec::new();
         loop {
             let busy = self.streams.slots.iter().flatten().any(Slot::in_kernel)
-                || self.accepts.in_kernel();
+                || self.accepts.in_kernel()
+                || self.datagrams.in_kernel();
             if !busy || std::time::Instant::now() >= deadline {
                 break;
             }
@@ -615,6 +618,8 @@ impl State {
                 }
                 if super::accepts::is_accept(ud) {
                     self.accepts.reap_op(ud, res, flags, &mut done);
+                } else if super::datagrams::is_datagram(ud) {
+                    self.datagrams.reap_op(ud, res, flags, &mut done);
                 } else if ud & OP_TAG != 0 {
                     self.streams.reap_op(ud, res, flags, &mut done);
                 }
@@ -627,6 +632,9 @@ impl State {
                     bufs.give_back(bid);
                 }
             }
+        }
+        if self.datagrams.in_kernel() {
+            self.datagrams.leak();
         }
         let leaked = self.streams.slots.iter().flatten().any(Slot::in_kernel);
         if leaked {
