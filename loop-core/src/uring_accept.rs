@@ -37,6 +37,7 @@ use std::rc::Rc;
 use crate::event_loop::{EventLoop, WeakEventLoop};
 use crate::fd_claim::FdClaim;
 use crate::reactor::Completed;
+use crate::uring_stream::with_state;
 
 /// What a listener on the completion path is told (see the module docs).
 /// Each method runs as the loop's ready work.
@@ -89,16 +90,6 @@ impl FdClaim {
 type State = crate::reactor::uring::State;
 #[cfg(not(target_os = "linux"))]
 type State = ();
-
-#[cfg(target_os = "linux")]
-fn with_state<R>(lp: &EventLoop, f: impl FnOnce(&mut State) -> R) -> Option<R> {
-    lp.inner.reactor.with_uring(f)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn with_state<R>(_: &EventLoop, _: impl FnOnce(&mut State) -> R) -> Option<R> {
-    None
-}
 
 #[cfg(target_os = "linux")]
 fn open(

@@ -39,6 +39,7 @@ use rustix::net::SocketAddrAny;
 use crate::event_loop::{EventLoop, WeakEventLoop};
 use crate::fd_claim::FdClaim;
 use crate::reactor::Completed;
+use crate::uring_stream::with_state;
 
 /// What a datagram socket on the completion path is told (see the module
 /// docs). Each method runs as the loop's ready work.
@@ -59,21 +60,6 @@ pub struct UringDatagram {
     slot: u32,
     gen: u32,
     fd: std::os::fd::RawFd,
-}
-
-#[cfg(target_os = "linux")]
-type State = crate::reactor::uring::State;
-#[cfg(not(target_os = "linux"))]
-type State = ();
-
-#[cfg(target_os = "linux")]
-fn with_state<R>(lp: &EventLoop, f: impl FnOnce(&mut State) -> R) -> Option<R> {
-    lp.inner.reactor.with_uring(f)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn with_state<R>(_: &EventLoop, _: impl FnOnce(&mut State) -> R) -> Option<R> {
-    None
 }
 
 impl FdClaim {
@@ -183,20 +169,6 @@ fn parse(buf: &[u8]) -> Option<(&[u8], Option<SocketAddrAny>, bool)> {
     Some((payload, from, truncated))
 }
 
-/// Gives a receive buffer back to the ring when dropped (after the
-/// handler returned, or unwound).
-#[cfg(target_os = "linux")]
-struct GiveBack(Option<(Rc<crate::reactor::uring::BufRing>, u16)>);
-
-#[cfg(target_os = "linux")]
-impl Drop for GiveBack {
-    fn drop(&mut self) {
-        if let Some((bufs, bid)) = self.0.take() {
-            bufs.give_back(bid);
-        }
-    }
-}
-
 impl EventLoop {
     /// Step 4's delivery of a datagram receive's completion (module docs):
     /// the handler and the ring are cloned out, the borrow ends, then the
@@ -207,7 +179,7 @@ impl EventLoop {
             return;
         };
         let bid = io_uring::cqueue::buffer_select(c.flags);
-        let _guard = GiveBack(bufs.clone().zip(bid));
+        let _guard = crate::uring_stream::GiveBack(bufs.clone().zip(bid));
         let Some(handler) = handler else {
             return; // released meanwhile: the guard gives the buffer back
         };

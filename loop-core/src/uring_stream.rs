@@ -128,8 +128,10 @@ impl FdClaim {
     }
 }
 
+/// Runs `f` on the io_uring backend's state (also for uring_accept.rs and
+/// uring_datagram.rs); `None` on another backend or a closed loop.
 #[cfg(target_os = "linux")]
-fn with_state<R>(
+pub(crate) fn with_state<R>(
     lp: &EventLoop,
     f: impl FnOnce(&mut crate::reactor::uring::State) -> R,
 ) -> Option<R> {
@@ -137,7 +139,7 @@ fn with_state<R>(
 }
 
 #[cfg(not(target_os = "linux"))]
-fn with_state<R>(_: &EventLoop, _: impl FnOnce(&mut ()) -> R) -> Option<R> {
+pub(crate) fn with_state<R>(_: &EventLoop, _: impl FnOnce(&mut ()) -> R) -> Option<R> {
     None
 }
 
@@ -246,7 +248,7 @@ impl fmt::Debug for UringStream {
 /// Gives a receive buffer back to the ring when dropped (after the
 /// handler returned, or unwound).
 #[cfg(target_os = "linux")]
-struct GiveBack(Option<(Rc<crate::reactor::uring::BufRing>, u16)>);
+pub(crate) struct GiveBack(pub(crate) Option<(Rc<crate::reactor::uring::BufRing>, u16)>);
 
 #[cfg(target_os = "linux")]
 impl Drop for GiveBack {

@@ -26,24 +26,7 @@ use std::time::Duration;
 use crate::datagram::{self, any_port, echo_server, inet, number_of, numbered, Ev};
 use crate::net_util::{iterations, TempPath};
 use crate::util::*;
-use aioloop::prelude::*;
 use aioloop::SockAddr;
-
-/// `body` on a loop built with the io_uring backend, with datagram.rs's
-/// harness (`on_loop`'s checks); `None` where the kernel refuses io_uring.
-fn on_uring_loop<B, F>(body: B) -> Option<F::Output>
-where
-    B: FnOnce(EventLoop) -> F,
-    F: std::future::Future + 'static,
-    F::Output: 'static,
-{
-    let lp = uring_loop()?;
-    let seen = record_exceptions(&lp);
-    let out = run(&lp, body(lp.clone()));
-    lp.close().expect("closing the loop");
-    assert_no_exceptions(&seen);
-    Some(out)
-}
 
 #[test]
 fn udp_echo_of_every_size_up_to_65507_bytes_by_completion() {

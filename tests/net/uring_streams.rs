@@ -15,7 +15,6 @@
 #![cfg(feature = "net")]
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::rc::Rc;
@@ -24,22 +23,6 @@ use std::sync::mpsc;
 use crate::net_util::*;
 use crate::util::*;
 use aioloop::prelude::*;
-
-/// [`on_loop`] on a loop built with the io_uring backend; `None` (after
-/// printing why) where the kernel refuses io_uring.
-fn on_uring_loop<B, F>(body: B) -> Option<F::Output>
-where
-    B: FnOnce(EventLoop) -> F,
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let lp = uring_loop()?;
-    let seen = record_exceptions(&lp);
-    let out = run(&lp, body(lp.clone()));
-    lp.close().expect("closing the loop");
-    assert_no_exceptions(&seen);
-    Some(out)
-}
 
 /// A transport to a std peer (not reading yet), after connection_made.
 async fn connect_to_std(lp: &EventLoop, hooks: Hooks) -> (Transport, Rc<Recorder>, TcpStream) {

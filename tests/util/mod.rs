@@ -35,6 +35,22 @@ pub fn uring_loop() -> Option<EventLoop> {
     Some(lp)
 }
 
+/// [`on_loop`] on a loop built with the io_uring backend; `None` (after
+/// printing why) where the kernel refuses io_uring.
+pub fn on_uring_loop<B, F>(body: B) -> Option<F::Output>
+where
+    B: FnOnce(EventLoop) -> F,
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let lp = uring_loop()?;
+    let seen = record_exceptions(&lp);
+    let out = run(&lp, body(lp.clone()));
+    lp.close().expect("closing the loop");
+    assert_no_exceptions(&seen);
+    Some(out)
+}
+
 /// A new loop with the default backend (honours `AIOLOOP_BACKEND` and
 /// `AIOLOOP_DEBUG`).
 pub fn new_loop() -> EventLoop {

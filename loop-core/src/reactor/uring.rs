@@ -132,6 +132,7 @@ use super::{borrow_fd, Completed, Interest, Notifier, Readiness};
 mod accepts;
 mod bufs;
 mod datagrams;
+mod ops;
 mod streams;
 pub(crate) use accepts::close_accepted;
 pub(crate) use bufs::BufRing;
@@ -473,7 +474,7 @@ impl UringReactor {
     /// operations in flight: the loop must wait for their completions.
     pub(crate) fn has_streams(&self) -> bool {
         let st = self.state.borrow();
-        st.streams.is_busy() || st.accepts.is_busy() || st.datagrams.is_busy()
+        st.streams.is_busy() || st.accepts.table.is_busy() || st.datagrams.table.is_busy()
     }
 }
 
@@ -529,13 +530,16 @@ impl State {
         loop {
             // SAFETY: `push` requires that whatever the SQE points at stays
             // valid until the operation completes. Polls, poll removals,
-            // cancellations and multishot receives (which take their buffers
-            // from the provided-buffer ring) point at no memory of ours: they
-            // carry an fd, a mask or a buffer group, and `user_data` values.
-            // The one SQE that points at memory, the completion path's SEND,
-            // is built by uring/streams.rs, whose caller keeps its bytes
+            // cancellations, multishot accepts and stream receives (which
+            // take their buffers from the provided-buffer ring) point at no
+            // memory of ours: they carry an fd, a mask or a buffer group,
+            // flags and `user_data` values.
+            // The SQEs that point at memory are the completion path's SEND,
+            // built by uring/streams.rs, whose caller keeps its bytes
             // unmoved in the stream's slot until the completion is reaped
-            // (the SAFETY note at that call and the module docs there).
+            // (the SAFETY note at that call and the module docs there), and
+            // the datagram RECVMSG, whose `msghdr` stays boxed in its slot
+            // until the final completion (uring/datagrams.rs).
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
                 return Ok(());
             }

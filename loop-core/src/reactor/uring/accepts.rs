@@ -4,8 +4,9 @@
 //! the table behind it, borrowed only inside one reactor call.
 //!
 //! # One slot per listener
-//! A slot holds the listener's fd, its handler (the server), whether it
-//! wants to accept, and its accept in flight (at most one). The next wait
+//! A slot of ops.rs's table holds the listener's fd, its handler (the
+//! server), whether it wants to accept, and its accept in flight (at most
+//! one). The next wait
 //! arms a queued slot's `ACCEPT` (`IORING_ACCEPT_MULTISHOT`, the new fds
 //! non-blocking and close-on-exec) in the same `io_uring_enter`. The
 //! kernel then accepts every connection that arrives, one completion each,
@@ -17,9 +18,9 @@
 //! of descriptors is reported once and retried a second later).
 //!
 //! # `user_data`
-//! `generation << 32 | OP_TAG | ACCEPT_TAG | slot`: bit 31 marks an
-//! operation (streams.rs), bit 29 an accept (slots stay below 2^28: bit 28
-//! marks a datagram receive, datagrams.rs),
+//! `generation << 32 | OP_TAG | ACCEPT_TAG | slot` (ops.rs): bit 31 marks
+//! an operation (streams.rs), bit 29 an accept (slots stay below 2^28: bit
+//! 28 marks a datagram receive, datagrams.rs),
 //! the generation (never 0 or `u32::MAX`) a slot's listeners from each
 //! other.
 //!
@@ -47,66 +48,44 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
-use io_uring::{cqueue, opcode, types};
+use io_uring::{opcode, types};
 use rustix::io::Errno;
 
+use super::ops::Table;
 use super::streams::OP_TAG;
-use super::{State, IGNORED};
+use super::State;
 use crate::reactor::Completed;
 use crate::uring_accept::AcceptHandler;
 
 /// Bit 29 of `user_data` (with [`OP_TAG`]): an accept's completion.
 pub(super) const ACCEPT_TAG: u64 = 1 << 29;
-const SLOT_MASK: u64 = ACCEPT_TAG - 1;
-/// The highest accept slot: bit 28 stays clear (datagrams.rs).
-const MAX_SLOT: u64 = (1 << 28) - 1;
 
-struct Slot {
-    gen: u32,
-    fd: RawFd,
-    /// `None` once released (only the accept in flight remains).
-    handler: Option<Rc<dyn AcceptHandler>>,
-    wanted: bool,
-    /// The multishot accept in the kernel.
-    op: Option<u64>,
-    /// Its cancellation is submitted.
-    cancelled: bool,
-    /// The slot is in `Accepts::queued`.
-    queued: bool,
+/// The listeners (see the module docs).
+pub(super) struct Accepts {
+    pub(super) table: Table<dyn AcceptHandler, ()>,
+    /// Whether the kernel has multishot accepts (probed once).
+    supported: Option<bool>,
 }
 
-/// The table (see the module docs).
-#[derive(Default)]
-pub(super) struct Accepts {
-    slots: Vec<Option<Slot>>,
-    free: Vec<u32>,
-    next_gen: u32,
-    /// Slots whose accept the next wait arms.
-    queued: Vec<u32>,
-    /// Slots in use.
-    live: usize,
-    /// The kernel lacks multishot accepts (probed once): `Some(false)`.
-    supported: Option<bool>,
+impl Default for Accepts {
+    fn default() -> Self {
+        Accepts {
+            table: Table::new(OP_TAG | ACCEPT_TAG),
+            supported: None,
+        }
+    }
 }
 
 impl Completed {
     /// Whether this is an accept's completion (accepts.rs).
     pub(crate) fn is_accept(&self) -> bool {
-        self.user_data & (OP_TAG | ACCEPT_TAG) == OP_TAG | ACCEPT_TAG
+        is_accept(self.user_data)
     }
 }
 
 /// Whether `ud` is an accept's `user_data`.
 pub(super) fn is_accept(ud: u64) -> bool {
     ud & (OP_TAG | ACCEPT_TAG) == OP_TAG | ACCEPT_TAG
-}
-
-fn ud_of(slot: u32, gen: u32) -> u64 {
-    (u64::from(gen) << 32) | OP_TAG | ACCEPT_TAG | u64::from(slot)
-}
-
-fn decode(ud: u64) -> (u32, u32) {
-    ((ud & SLOT_MASK) as u32, (ud >> 32) as u32)
 }
 
 /// Closes the fd a completion carries, when nobody will take it.
@@ -121,100 +100,28 @@ pub(crate) fn close_accepted(res: i32) {
 }
 
 impl Accepts {
-    fn get_mut(&mut self, slot: u32, gen: u32) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-            .filter(|s| s.gen == gen)
-    }
-
-    fn queue(&mut self, slot: u32) {
-        if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
-            if !s.queued {
-                s.queued = true;
-                self.queued.push(slot);
-            }
-        }
-    }
-
-    fn free_if_done(&mut self, slot: u32) {
-        let done = matches!(
-            self.slots.get(slot as usize),
-            Some(Some(s)) if s.handler.is_none() && s.op.is_none()
-        );
-        if done {
-            self.slots[slot as usize] = None;
-            self.free.push(slot);
-            self.live -= 1;
-        }
-    }
-
     /// Books one completion of an accept; appends it to `done` when its
     /// handler must hear of it, closes the fd it carries when none will.
     pub(super) fn reap_op(&mut self, ud: u64, res: i32, flags: u32, done: &mut Vec<Completed>) {
-        let (slot, gen) = decode(ud);
-        let Some(s) = self.get_mut(slot, gen).filter(|s| s.op == Some(ud)) else {
-            // Cannot be (a slot lives while its accept does).
+        let Some(r) = self.table.reap(ud, flags) else {
             close_accepted(res);
             return;
         };
-        let more = cqueue::more(flags);
-        if !more {
-            s.op = None;
-            s.cancelled = false;
-        }
-        let live = s.handler.is_some();
-        let mut rearm = false;
-        if res >= 0 {
-            if live {
-                done.push(Completed {
-                    user_data: ud,
-                    res,
-                    flags,
-                });
-            } else {
-                close_accepted(res);
-            }
-            rearm = !more;
-        } else if res != -Errno::CANCELED.raw_os_error() {
-            // The kernel ended the accept with an error: the handler says
-            // when to accept again.
-            s.wanted = false;
-            if live {
-                done.push(Completed {
-                    user_data: ud,
-                    res,
-                    flags,
-                });
-            }
+        let canceled = res == -Errno::CANCELED.raw_os_error();
+        if r.live && !canceled {
+            done.push(Completed {
+                user_data: ud,
+                res,
+                flags,
+            });
         } else {
-            rearm = true;
+            close_accepted(res);
         }
-        if rearm && live && s.wanted && s.op.is_none() {
-            self.queue(slot);
-        }
-        self.free_if_done(slot);
-    }
-
-    /// Whether any slot is in use (the loop must poll for its completions).
-    pub(super) fn is_busy(&self) -> bool {
-        self.live > 0
-    }
-
-    /// Whether any accept is in the kernel.
-    pub(super) fn in_kernel(&self) -> bool {
-        self.slots.iter().flatten().any(|s| s.op.is_some())
-    }
-
-    /// Drops the handlers (the loop's close): what is reaped from now on
-    /// is closed.
-    pub(super) fn forget_handlers(&mut self) -> Vec<Rc<dyn AcceptHandler>> {
-        let mut out = Vec::new();
-        for s in self.slots.iter_mut().flatten() {
-            out.extend(s.handler.take());
-            s.wanted = false;
-        }
-        out
+        // After a new fd (the kernel ended the accept: a full completion
+        // ring, say) or a cancellation, armed again; after an error, the
+        // handler says when.
+        let error = res < 0 && !canceled;
+        self.table.after_reap(&r, !error, error);
     }
 }
 
@@ -240,136 +147,49 @@ impl State {
                 "io_uring lacks multishot accepts (Linux 5.19)",
             ));
         }
-        let a = &mut self.accepts;
-        let slot = match a.free.pop() {
-            Some(slot) => slot,
-            None => {
-                let slot = u32::try_from(a.slots.len())
-                    .ok()
-                    .filter(|&n| u64::from(n) <= MAX_SLOT)
-                    .ok_or_else(|| io::Error::from(Errno::NOSPC))?;
-                a.slots.push(None);
-                slot
-            }
-        };
-        a.next_gen = match a.next_gen.wrapping_add(1) {
-            0 | u32::MAX => 1,
-            g => g,
-        };
-        a.slots[slot as usize] = Some(Slot {
-            gen: a.next_gen,
-            fd,
-            handler: Some(handler),
-            wanted: false,
-            op: None,
-            cancelled: false,
-            queued: false,
-        });
-        a.live += 1;
-        Ok((slot, a.next_gen))
+        self.accepts.table.open(fd, handler, ())
     }
 
     /// Starts accepting: the next wait arms the multishot accept (unless
     /// one is in the kernel).
     pub(crate) fn accept_start(&mut self, slot: u32, gen: u32) {
-        let Some(s) = self.accepts.get_mut(slot, gen) else {
-            return;
-        };
-        s.wanted = true;
-        if s.op.is_none() {
-            self.accepts.queue(slot);
-        }
+        self.accepts.table.start(slot, gen);
     }
 
     /// Whether the listener's accept is in the kernel or queued for it.
     pub(crate) fn accept_armed(&mut self, slot: u32, gen: u32) -> bool {
-        self.accepts
-            .get_mut(slot, gen)
-            .is_some_and(|s| s.op.is_some() || (s.wanted && s.queued))
+        self.accepts.table.armed(slot, gen)
     }
 
-    /// Lets go of the listener: its handler is returned (for the caller to
-    /// drop outside any borrow), its accept cancelled and the cancellation
-    /// submitted now (module docs).
+    /// Lets go of the listener (module docs, ops.rs).
     pub(crate) fn accept_release(
         &mut self,
         slot: u32,
         gen: u32,
     ) -> (Option<Rc<dyn AcceptHandler>>, io::Result<()>) {
-        let Some(s) = self.accepts.get_mut(slot, gen) else {
-            return (None, Ok(()));
-        };
-        let handler = s.handler.take();
-        s.wanted = false;
-        let mut res = Ok(());
-        if let Some(ud) = s.op {
-            let first = !s.cancelled;
-            s.cancelled = true;
-            if first {
-                res = self.push(&opcode::AsyncCancel::new(ud).build().user_data(IGNORED));
-            }
-            if let Err(e) = self.submit() {
-                res = Err(e);
-            }
-        }
-        self.accepts.free_if_done(slot);
-        (handler, res)
+        self.release_op(|st| &mut st.accepts.table, slot, gen)
     }
 
     /// The handler of an accept's completion; `None` when its listener was
     /// released since (the caller closes the fd).
     pub(crate) fn accept_delivery(&mut self, c: &Completed) -> Option<Rc<dyn AcceptHandler>> {
-        let (slot, gen) = decode(c.user_data);
-        self.accepts.get_mut(slot, gen)?.handler.clone()
+        self.accepts.table.slot_of(c.user_data)?.handler.clone()
     }
 
     /// Every accept handler, for the loop's close to drop outside the
     /// borrow (the accepts are cancelled when the reactor drops).
     pub(crate) fn accept_take_handlers(&mut self) -> Vec<Rc<dyn AcceptHandler>> {
-        self.accepts.forget_handlers()
+        self.accepts.table.forget_handlers()
     }
 
     /// Writes the `ACCEPT` SQEs the queued slots need (called by the wait
     /// before it submits).
     pub(super) fn arm_accepts(&mut self) -> io::Result<()> {
-        if self.accepts.queued.is_empty() {
-            return Ok(());
-        }
-        let queued = std::mem::take(&mut self.accepts.queued);
-        let mut res = Ok(());
-        for &slot in &queued {
-            let Some(Some(s)) = self.accepts.slots.get_mut(slot as usize) else {
-                continue;
-            };
-            s.queued = false;
-            if s.handler.is_none() || !s.wanted || s.op.is_some() {
-                continue;
-            }
-            let (fd, ud) = (s.fd, ud_of(slot, s.gen));
-            let flags = (rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC)
-                .bits() as i32;
-            let sqe = opcode::AcceptMulti::new(types::Fd(fd))
-                .flags(flags)
-                .build()
-                .user_data(ud);
-            match self.push(&sqe) {
-                Ok(()) => {
-                    if let Some(Some(s)) = self.accepts.slots.get_mut(slot as usize) {
-                        s.op = Some(ud);
-                        s.cancelled = false;
-                    }
-                }
-                Err(e) => {
-                    self.accepts.queue(slot);
-                    res = Err(e);
-                }
-            }
-        }
-        let mut queued = queued;
-        queued.clear();
-        if self.accepts.queued.is_empty() {
-            self.accepts.queued = queued;
-        }
-        res
+        let flags =
+            (rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC).bits() as i32;
+        self.arm_table(
+            |st| &mut st.accepts.table,
+            |fd, ()| opcode::AcceptMulti::new(types::Fd(fd)).flags(flags).build(),
+        )
     }
 }

@@ -5,7 +5,7 @@
 //! table behind it, borrowed only inside one reactor call.
 //!
 //! # One slot per socket
-//! A slot holds the socket's fd, its handler (the endpoint), whether it
+//! A slot of ops.rs's table holds the socket's fd, its handler (the endpoint), whether it
 //! wants to receive, its receive in flight (at most one: a new one is
 //! armed only after the final completion of the last, so datagrams arrive
 //! in order) and the `msghdr` the receive was armed with. The next wait
@@ -61,8 +61,9 @@ use io_uring::{cqueue, opcode, types};
 use rustix::io::Errno;
 
 use super::bufs::BufRing;
+use super::ops::Table;
 use super::streams::OP_TAG;
-use super::{State, IGNORED};
+use super::State;
 use crate::reactor::Completed;
 use crate::uring_datagram::DatagramHandler;
 
@@ -70,7 +71,6 @@ use crate::uring_datagram::DatagramHandler;
 /// receive's completion.
 pub(super) const DGRAM_TAG: u64 = 1 << 28;
 const KIND_MASK: u64 = OP_TAG | (1 << 29) | DGRAM_TAG;
-const SLOT_MASK: u64 = DGRAM_TAG - 1;
 
 /// The buffer group of the datagram ring (the streams' is 0).
 pub(crate) const GROUP: u16 = 1;
@@ -85,33 +85,24 @@ pub(crate) const PAYLOAD: usize = 64 * 1024;
 /// One buffer: header, name, payload.
 pub(crate) const BUF_SIZE: usize = OUT_HEADER + NAME_LEN + PAYLOAD;
 
-struct Slot {
-    gen: u32,
-    fd: RawFd,
-    /// `None` once released (only the receive in flight remains).
-    handler: Option<Rc<dyn DatagramHandler>>,
-    wanted: bool,
-    /// The multishot receive in the kernel.
-    op: Option<u64>,
-    /// Its cancellation is submitted.
-    cancelled: bool,
-    queued: bool,
-    /// What the receive points at (module docs).
-    msg: Box<libc::msghdr>,
-}
-
-/// The table (see the module docs).
-#[derive(Default)]
+/// The datagram sockets (see the module docs).
 pub(super) struct Datagrams {
-    slots: Vec<Option<Slot>>,
-    free: Vec<u32>,
-    next_gen: u32,
-    queued: Vec<u32>,
-    live: usize,
+    /// Each slot keeps the `msghdr` its receive points at (module docs).
+    pub(super) table: Table<dyn DatagramHandler, Box<libc::msghdr>>,
     /// The datagram buffer ring, made at the first socket.
     pub(super) bufs: Option<Rc<BufRing>>,
     /// The kernel refused the path once: every endpoint uses readiness.
     unavailable: bool,
+}
+
+impl Default for Datagrams {
+    fn default() -> Self {
+        Datagrams {
+            table: Table::new(OP_TAG | DGRAM_TAG),
+            bufs: None,
+            unavailable: false,
+        }
+    }
 }
 
 impl Completed {
@@ -126,14 +117,6 @@ pub(super) fn is_datagram(ud: u64) -> bool {
     ud & KIND_MASK == OP_TAG | DGRAM_TAG
 }
 
-fn ud_of(slot: u32, gen: u32) -> u64 {
-    (u64::from(gen) << 32) | OP_TAG | DGRAM_TAG | u64::from(slot)
-}
-
-fn decode(ud: u64) -> (u32, u32) {
-    ((ud & SLOT_MASK) as u32, (ud >> 32) as u32)
-}
-
 /// A `msghdr` asking for the sender's name and no control data.
 fn new_msghdr() -> Box<libc::msghdr> {
     // SAFETY: `msghdr` is a plain C struct of integers and pointers, for
@@ -144,34 +127,6 @@ fn new_msghdr() -> Box<libc::msghdr> {
 }
 
 impl Datagrams {
-    fn get_mut(&mut self, slot: u32, gen: u32) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-            .filter(|s| s.gen == gen)
-    }
-
-    fn queue(&mut self, slot: u32) {
-        if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
-            if !s.queued {
-                s.queued = true;
-                self.queued.push(slot);
-            }
-        }
-    }
-
-    fn free_if_done(&mut self, slot: u32) {
-        let done = matches!(
-            self.slots.get(slot as usize),
-            Some(Some(s)) if s.handler.is_none() && s.op.is_none()
-        );
-        if done {
-            self.slots[slot as usize] = None;
-            self.free.push(slot);
-            self.live -= 1;
-        }
-    }
-
     fn give_back(&self, flags: u32) {
         if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), &self.bufs) {
             bufs.give_back(bid);
@@ -181,22 +136,12 @@ impl Datagrams {
     /// Books one completion of a receive; appends it to `done` when its
     /// handler must hear of it, gives its buffer back when none will.
     pub(super) fn reap_op(&mut self, ud: u64, res: i32, flags: u32, done: &mut Vec<Completed>) {
-        let (slot, gen) = decode(ud);
-        let Some(s) = self.get_mut(slot, gen).filter(|s| s.op == Some(ud)) else {
-            // Cannot be (a slot lives while its receive does).
+        let Some(r) = self.table.reap(ud, flags) else {
             self.give_back(flags);
             return;
         };
-        let more = cqueue::more(flags);
-        if !more {
-            s.op = None;
-            s.cancelled = false;
-        }
-        let live = s.handler.is_some();
         let quiet = res == -Errno::NOBUFS.raw_os_error() || res == -Errno::CANCELED.raw_os_error();
-        let tell = live && !quiet && (res < 0 || cqueue::buffer_select(flags).is_some());
-        let rearm = !more && live && s.wanted;
-        if tell {
+        if r.live && !quiet && (res < 0 || cqueue::buffer_select(flags).is_some()) {
             done.push(Completed {
                 user_data: ud,
                 res,
@@ -205,31 +150,9 @@ impl Datagrams {
         } else {
             self.give_back(flags);
         }
-        if rearm {
-            self.queue(slot);
-        }
-        self.free_if_done(slot);
-    }
-
-    /// Whether any slot is in use (the loop must poll for its completions).
-    pub(super) fn is_busy(&self) -> bool {
-        self.live > 0
-    }
-
-    /// Whether any receive is in the kernel.
-    pub(super) fn in_kernel(&self) -> bool {
-        self.slots.iter().flatten().any(|s| s.op.is_some())
-    }
-
-    /// Drops the handlers (the loop's close): what is reaped from now on
-    /// goes back to the ring undelivered.
-    pub(super) fn forget_handlers(&mut self) -> Vec<Rc<dyn DatagramHandler>> {
-        let mut out = Vec::new();
-        for s in self.slots.iter_mut().flatten() {
-            out.extend(s.handler.take());
-            s.wanted = false;
-        }
-        out
+        // Receiving goes on after anything (asyncio keeps reading after
+        // `error_received`), with the next wait.
+        self.table.after_reap(&r, true, false);
     }
 
     /// After the loop's close timed out waiting for the kernel: leaks what
@@ -238,8 +161,8 @@ impl Datagrams {
         if let Some(bufs) = self.bufs.take() {
             std::mem::forget(bufs);
         }
-        for s in self.slots.iter_mut().filter_map(Option::take) {
-            std::mem::forget(s.msg);
+        for msg in self.table.take_extras() {
+            std::mem::forget(msg);
         }
     }
 }
@@ -272,87 +195,35 @@ impl State {
             self.datagrams.bufs = Some(Rc::new(bufs));
             self.datagrams.unavailable = false;
         }
-        let d = &mut self.datagrams;
-        let slot = match d.free.pop() {
-            Some(slot) => slot,
-            None => {
-                let slot = u32::try_from(d.slots.len())
-                    .ok()
-                    .filter(|&n| u64::from(n) <= SLOT_MASK)
-                    .ok_or_else(|| io::Error::from(Errno::NOSPC))?;
-                d.slots.push(None);
-                slot
-            }
-        };
-        d.next_gen = match d.next_gen.wrapping_add(1) {
-            0 | u32::MAX => 1,
-            g => g,
-        };
-        d.slots[slot as usize] = Some(Slot {
-            gen: d.next_gen,
-            fd,
-            handler: Some(handler),
-            wanted: false,
-            op: None,
-            cancelled: false,
-            queued: false,
-            msg: new_msghdr(),
-        });
-        d.live += 1;
-        Ok((slot, d.next_gen))
+        self.datagrams.table.open(fd, handler, new_msghdr())
     }
 
     /// Starts receiving: the next wait arms the multishot receive.
     pub(crate) fn datagram_start(&mut self, slot: u32, gen: u32) {
-        let Some(s) = self.datagrams.get_mut(slot, gen) else {
-            return;
-        };
-        s.wanted = true;
-        if s.op.is_none() {
-            self.datagrams.queue(slot);
-        }
+        self.datagrams.table.start(slot, gen);
     }
 
-    /// Lets go of the socket: its handler is returned (for the caller to
-    /// drop outside any borrow), its receive cancelled and the cancellation
-    /// submitted now (module docs).
+    /// Lets go of the socket (module docs, ops.rs).
     pub(crate) fn datagram_release(
         &mut self,
         slot: u32,
         gen: u32,
     ) -> (Option<Rc<dyn DatagramHandler>>, io::Result<()>) {
-        let Some(s) = self.datagrams.get_mut(slot, gen) else {
-            return (None, Ok(()));
-        };
-        let handler = s.handler.take();
-        s.wanted = false;
-        let mut res = Ok(());
-        if let Some(ud) = s.op {
-            let first = !s.cancelled;
-            s.cancelled = true;
-            if first {
-                res = self.push(&opcode::AsyncCancel::new(ud).build().user_data(IGNORED));
-            }
-            if let Err(e) = self.submit() {
-                res = Err(e);
-            }
-        }
-        self.datagrams.free_if_done(slot);
-        (handler, res)
+        self.release_op(|st| &mut st.datagrams.table, slot, gen)
     }
 
-    /// The handler of a receive's completion and the buffer ring; `None`
-    /// when the socket was released since (the caller still gives the
-    /// buffer back).
+    /// The handler of a receive's completion and the buffer ring; no
+    /// handler when the socket was released since (the caller still gives
+    /// the buffer back).
     pub(crate) fn datagram_delivery(
         &mut self,
         c: &Completed,
     ) -> (Option<Rc<dyn DatagramHandler>>, Option<Rc<BufRing>>) {
-        let (slot, gen) = decode(c.user_data);
         let bufs = self.datagrams.bufs.clone();
         let handler = self
             .datagrams
-            .get_mut(slot, gen)
+            .table
+            .slot_of(c.user_data)
             .and_then(|s| s.handler.clone());
         (handler, bufs)
     }
@@ -360,53 +231,22 @@ impl State {
     /// Every datagram handler, for the loop's close to drop outside the
     /// borrow.
     pub(crate) fn datagram_take_handlers(&mut self) -> Vec<Rc<dyn DatagramHandler>> {
-        self.datagrams.forget_handlers()
+        self.datagrams.table.forget_handlers()
     }
 
     /// Writes the `RECVMSG` SQEs the queued slots need (called by the wait
     /// before it submits).
     pub(super) fn arm_datagrams(&mut self) -> io::Result<()> {
-        if self.datagrams.queued.is_empty() {
-            return Ok(());
-        }
-        let queued = std::mem::take(&mut self.datagrams.queued);
-        let mut res = Ok(());
-        for &slot in &queued {
-            let Some(Some(s)) = self.datagrams.slots.get_mut(slot as usize) else {
-                continue;
-            };
-            s.queued = false;
-            if s.handler.is_none() || !s.wanted || s.op.is_some() {
-                continue;
-            }
-            let ud = ud_of(slot, s.gen);
-            let msg: *const libc::msghdr = &*s.msg;
-            let sqe = opcode::RecvMsgMulti::new(types::Fd(s.fd), msg, GROUP)
-                .build()
-                .user_data(ud);
-            // SAFETY (of the pointer in the SQE, which `push` requires to
-            // stay valid until the completion): `msg` is the slot's boxed
-            // `msghdr`, which stays, unmoved, until this receive's final
-            // completion is reaped (module docs); its buffers come from the
-            // ring, registered for the loop's life.
-            match self.push(&sqe) {
-                Ok(()) => {
-                    if let Some(Some(s)) = self.datagrams.slots.get_mut(slot as usize) {
-                        s.op = Some(ud);
-                        s.cancelled = false;
-                    }
-                }
-                Err(e) => {
-                    self.datagrams.queue(slot);
-                    res = Err(e);
-                }
-            }
-        }
-        let mut queued = queued;
-        queued.clear();
-        if self.datagrams.queued.is_empty() {
-            self.datagrams.queued = queued;
-        }
-        res
+        self.arm_table(
+            |st| &mut st.datagrams.table,
+            |fd, msg| {
+                // The SQE points at the slot's boxed `msghdr`, which stays,
+                // unmoved, until this receive's final completion is reaped
+                // (module docs; `State::push` relies on it); its buffers
+                // come from the ring, registered for the loop's life.
+                let msg: *const libc::msghdr = &**msg;
+                opcode::RecvMsgMulti::new(types::Fd(fd), msg, GROUP).build()
+            },
+        )
     }
 }

@@ -574,13 +574,16 @@ impl State {
     /// the ring and the buffers can go. Leaks what is still in flight
     /// after that (module docs).
     pub(super) fn drain_streams(&mut self) {
-        if !self.streams.is_busy() && !self.accepts.is_busy() && !self.datagrams.is_busy() {
+        if !self.streams.is_busy()
+            && !self.accepts.table.is_busy()
+            && !self.datagrams.table.is_busy()
+        {
             return;
         }
         // Accepted fds reaped from now on are closed (accepts.rs), datagram
         // buffers given back (datagrams.rs).
-        drop(self.accepts.forget_handlers());
-        drop(self.datagrams.forget_handlers());
+        drop(self.accepts.table.forget_handlers());
+        drop(self.datagrams.table.forget_handlers());
         for slot in self.streams.slots.iter_mut().flatten() {
             slot.handler = None;
             slot.recv_wanted = false;
@@ -597,8 +600,8 @@ impl State {
         let mut done = Vec::new();
         loop {
             let busy = self.streams.slots.iter().flatten().any(Slot::in_kernel)
-                || self.accepts.in_kernel()
-                || self.datagrams.in_kernel();
+                || self.accepts.table.in_kernel()
+                || self.datagrams.table.in_kernel();
             if !busy || std::time::Instant::now() >= deadline {
                 break;
             }
@@ -633,7 +636,7 @@ impl State {
                 }
             }
         }
-        if self.datagrams.in_kernel() {
+        if self.datagrams.table.in_kernel() {
             self.datagrams.leak();
         }
         let leaked = self.streams.slots.iter().flatten().any(Slot::in_kernel);
