@@ -159,24 +159,11 @@ impl DatagramHandler for Endpoint {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{SocketAddr, UdpSocket};
+    use std::net::UdpSocket;
 
     use loop_core::{Backend, DatagramHandler, EventLoop};
 
-    use crate::addr::SockAddr;
-    use crate::datagram::ext::{DatagramLoopExt, DatagramOptions};
-    use crate::datagram::{DatagramProtocol, DatagramTransport};
-
-    #[derive(Default)]
-    struct Rec {
-        got: Vec<Vec<u8>>,
-    }
-
-    impl DatagramProtocol for Rec {
-        fn datagram_received(&mut self, data: &[u8], _addr: SockAddr) {
-            self.got.push(data.to_vec());
-        }
-    }
+    use crate::datagram::recv::tests::{open, Rec};
 
     /// As recv.rs's test for readiness: a completion that finds the
     /// protocol in use copies the datagram aside and delivers it, in order
@@ -190,18 +177,7 @@ mod tests {
         if lp.backend() != Backend::Uring {
             return; // io_uring unavailable here
         }
-        let l = lp.clone();
-        let (t, h): (DatagramTransport, _) = lp
-            .run_until_complete(async move {
-                let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-                l.create_datagram_endpoint(
-                    Rec::default,
-                    DatagramOptions::default().with_local_addr(any),
-                )
-                .await
-            })
-            .unwrap()
-            .unwrap();
+        let (t, h) = open(&lp);
         assert!(
             t.inner.ring.borrow().is_some(),
             "not on the completion path"
