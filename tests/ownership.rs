@@ -936,3 +936,228 @@ fn connect_counting(lp: &EventLoop, port: u16, calls: &Rc<Cell<u32>>) -> Transpo
         .unwrap();
     t
 }
+
+/// Connects to 127.0.0.1:`port` up to `n` times as fast as it can on
+/// another thread (stopping at the first refusal: the server closed);
+/// returns the connected sockets when joined.
+fn connect_storm(port: u16, n: usize) -> std::thread::JoinHandle<Vec<TcpStream>> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => out.push(s),
+                Err(_) => break,
+            }
+        }
+        out
+    })
+}
+
+/// Starts a server of [`Counting`] protocols on `lp`: (server, port).
+fn counting_server(lp: &EventLoop, calls: &Rc<Cell<u32>>) -> (Server, u16) {
+    let l = lp.clone();
+    let c = calls.clone();
+    let server = lp
+        .run_until_complete(async move {
+            l.create_server(
+                move || Counting(c.clone()),
+                &["127.0.0.1"],
+                0,
+                ServerOptions::default(),
+            )
+            .await
+        })
+        .unwrap()
+        .unwrap();
+    for fd in server.listener_fds() {
+        assert!(
+            !lp.has_reader(fd),
+            "the server accepts through readiness, not by a multishot accept"
+        );
+    }
+    let port = server.sockets()[0].as_inet().unwrap().port();
+    (server, port)
+}
+
+/// io_uring's multishot accept (issue 14): a server closed while
+/// connections race in (some accepted by the kernel and not yet delivered,
+/// some in the backlog) closes every one it did not hand to a transport,
+/// `wait_closed` resolves once the ones it took are gone, and no
+/// descriptor stays open.
+#[test]
+fn a_uring_server_closed_with_connections_racing_in_leaks_no_descriptor() {
+    let _serial = serial();
+    let Some(lp) = uring_loop() else { return };
+    let before = open_fds();
+    let calls = Rc::new(Cell::new(0));
+    let (server, port) = counting_server(&lp, &calls);
+    let storm = connect_storm(port, 400);
+    run_until(&lp, &calls, 1);
+    server.close();
+    let clients = storm.join().unwrap();
+    drop(clients);
+    // The connections it took see their peers' EOF and close.
+    let s = server.clone();
+    run(&lp, async move { s.wait_closed().await });
+    assert_eq!(server.active_connections(), 0);
+    assert_eq!(settle(&lp, &before), vec![], "descriptors left open");
+    drop(server);
+    lp.close().unwrap();
+}
+
+/// io_uring's multishot accept (issue 14): a server closed from inside the
+/// first `connection_made` of a batch (connections waiting in the backlog
+/// before the accept was armed: the kernel accepts them all at once)
+/// closes the connections delivered after it, which it will not serve, and
+/// leaks nothing; `wait_closed` resolves once the one it took is gone.
+#[test]
+fn a_uring_server_closed_inside_a_batch_of_accepts_closes_the_rest() {
+    const K: usize = 20;
+    let _serial = serial();
+    let Some(lp) = uring_loop() else { return };
+    let before = open_fds();
+    let calls = Rc::new(Cell::new(0));
+    let to_close: Rc<std::cell::RefCell<Option<Server>>> = Rc::default();
+    let l = lp.clone();
+    let (c, tc) = (calls.clone(), to_close.clone());
+    let server = lp
+        .run_until_complete(async move {
+            l.create_server(
+                move || {
+                    if let Some(s) = tc.borrow_mut().take() {
+                        s.close();
+                    }
+                    Counting(c.clone())
+                },
+                &["127.0.0.1"],
+                0,
+                ServerOptions {
+                    start_serving: false,
+                    ..ServerOptions::default()
+                },
+            )
+            .await
+        })
+        .unwrap()
+        .unwrap();
+    *to_close.borrow_mut() = Some(server.clone());
+    let port = server.sockets()[0].as_inet().unwrap().port();
+    // Every connect completes in the kernel's backlog before the accept is
+    // armed (start_serving: false).
+    let clients: Vec<TcpStream> = (0..K)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    server.start_serving().unwrap();
+    assert!(!lp.has_reader(server.listener_fds()[0]));
+    run_until(&lp, &calls, 1);
+    assert!(!server.is_serving());
+    // One connection was taken; every other one is closed by the server.
+    let mut ends = 0;
+    for mut c in clients {
+        // The one taken stays open: its read times out.
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        match c.read(&mut buf) {
+            Ok(0) => ends += 1,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => ends += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        ends,
+        K - 1,
+        "connections the server did not take stayed open"
+    );
+    let s = server.clone();
+    run(&lp, async move { s.wait_closed().await });
+    assert_eq!(settle(&lp, &before), vec![], "descriptors left open");
+    drop(server);
+    lp.close().unwrap();
+}
+
+/// io_uring's multishot accept (issue 14): a loop closed while its server
+/// still accepts, with connections in the backlog, cancels the accept,
+/// closes whatever the kernel accepted meanwhile, and leaks nothing.
+#[test]
+fn a_uring_loop_closed_with_a_server_accepting_leaks_no_descriptor() {
+    let _serial = serial();
+    let Some(lp) = uring_loop() else { return };
+    let before = open_fds();
+    let calls = Rc::new(Cell::new(0));
+    let (server, port) = counting_server(&lp, &calls);
+    let storm = connect_storm(port, 50);
+    run_until(&lp, &calls, 1);
+    let clients = storm.join().unwrap();
+    assert!(!clients.is_empty());
+    lp.close().unwrap();
+    drop(server);
+    drop(clients);
+    assert_eq!(new_fds(&before), vec![], "descriptors left open");
+    drop(lp);
+}
+
+/// A datagram protocol that counts its drops.
+struct KeptDatagram(#[allow(dead_code)] DropCount);
+
+impl aioloop::DatagramProtocol for KeptDatagram {
+    fn datagram_received(&mut self, _: &[u8], _: aioloop::SockAddr) {}
+}
+
+/// io_uring's datagram receives (issue 14): a loop closed while its UDP
+/// endpoints have multishot receives armed and datagrams in the ring
+/// (their peer keeps sending) cancels them, waits for the kernel to let
+/// go, and frees everything: the protocols are dropped, no descriptor
+/// stays open.
+#[test]
+fn a_uring_loop_closed_with_datagram_receives_in_flight_releases_everything() {
+    use aioloop::{DatagramLoopExt, DatagramOptions};
+    const ENDPOINTS: usize = 3;
+    let _serial = serial();
+    let Some(lp) = uring_loop() else { return };
+    let before = open_fds();
+    let drops = Rc::new(Cell::new(0));
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut kept = Vec::new();
+    for _ in 0..ENDPOINTS {
+        let l = lp.clone();
+        let d = drops.clone();
+        let (t, _) = lp
+            .run_until_complete(async move {
+                let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+                l.create_datagram_endpoint(
+                    move || KeptDatagram(DropCount(d)),
+                    DatagramOptions::default().with_local_addr(any),
+                )
+                .await
+            })
+            .unwrap()
+            .unwrap();
+        assert!(
+            !lp.has_reader(t.fd().unwrap()),
+            "the endpoint reads through readiness, not by completion"
+        );
+        kept.push(t);
+    }
+    let to: Vec<_> = kept
+        .iter()
+        .map(|t| t.sockname().unwrap().as_inet().unwrap())
+        .collect();
+    for round in 0..3 {
+        for a in &to {
+            for _ in 0..8 {
+                peer.send_to(&[round as u8; 512], a).unwrap();
+            }
+        }
+        one_iteration(&lp);
+    }
+    for a in &to {
+        peer.send_to(b"in the ring at close", a).unwrap();
+    }
+    drop(kept);
+    lp.close().unwrap();
+    assert_eq!(drops.get(), ENDPOINTS, "the protocols were not dropped");
+    drop(peer);
+    assert_eq!(new_fds(&before), vec![], "descriptors left open");
+    drop(lp);
+}

@@ -447,6 +447,8 @@ impl EventLoop {
         let timers = inner.timers.borrow_mut().take_all();
         let watchers = self.clear_watchers();
         let stream_handlers = self.take_stream_handlers();
+        let accept_handlers = self.take_accept_handlers();
+        let datagram_handlers = self.take_datagram_handlers();
         // Dropping user closures and futures may run user `Drop` code; do it
         // with no borrow held, one item at a time, and keep a panicking
         // `Drop` from escaping (or, with a second one, from aborting).
@@ -472,6 +474,7 @@ impl EventLoop {
                     Some(Ready::Timer(t)) => {
                         t.cancel();
                     }
+                    Some(Ready::Completion(c)) => self.discard_completion(*c),
                     _ => {}
                 }
                 drop(item.take());
@@ -486,6 +489,14 @@ impl EventLoop {
             guarded(&mut || w.cancel());
         }
         for h in stream_handlers {
+            let mut h = Some(h);
+            guarded(&mut || drop(h.take()));
+        }
+        for h in accept_handlers {
+            let mut h = Some(h);
+            guarded(&mut || drop(h.take()));
+        }
+        for h in datagram_handlers {
             let mut h = Some(h);
             guarded(&mut || drop(h.take()));
         }

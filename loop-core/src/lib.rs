@@ -105,6 +105,8 @@ mod threadsafe_timer;
 mod timeouts;
 mod timer_slab;
 mod timers;
+mod uring_accept;
+mod uring_datagram;
 mod uring_stream;
 mod wait;
 
@@ -146,6 +148,8 @@ pub use timeouts::timeout_at;
 #[doc(alias = "asyncio.wait_for")]
 pub use timeouts::wait_for;
 pub use timeouts::Timeout;
+pub use uring_accept::{AcceptHandler, UringAccept};
+pub use uring_datagram::{DatagramHandler, UringDatagram};
 pub use uring_stream::{StreamHandler, UringStream};
 #[doc(alias = "asyncio.wait")]
 pub use wait::wait;

@@ -128,8 +128,10 @@ impl FdClaim {
     }
 }
 
+/// Runs `f` on the io_uring backend's state (also for uring_accept.rs and
+/// uring_datagram.rs); `None` on another backend or a closed loop.
 #[cfg(target_os = "linux")]
-fn with_state<R>(
+pub(crate) fn with_state<R>(
     lp: &EventLoop,
     f: impl FnOnce(&mut crate::reactor::uring::State) -> R,
 ) -> Option<R> {
@@ -137,7 +139,7 @@ fn with_state<R>(
 }
 
 #[cfg(not(target_os = "linux"))]
-fn with_state<R>(_: &EventLoop, _: impl FnOnce(&mut ()) -> R) -> Option<R> {
+pub(crate) fn with_state<R>(_: &EventLoop, _: impl FnOnce(&mut ()) -> R) -> Option<R> {
     None
 }
 
@@ -246,7 +248,7 @@ impl fmt::Debug for UringStream {
 /// Gives a receive buffer back to the ring when dropped (after the
 /// handler returned, or unwound).
 #[cfg(target_os = "linux")]
-struct GiveBack(Option<(Rc<crate::reactor::uring::BufRing>, u16)>);
+pub(crate) struct GiveBack(pub(crate) Option<(Rc<crate::reactor::uring::BufRing>, u16)>);
 
 #[cfg(target_os = "linux")]
 impl Drop for GiveBack {
@@ -263,6 +265,12 @@ impl EventLoop {
     /// ends, then the handler runs.
     #[cfg(target_os = "linux")]
     pub(crate) fn deliver_completion(&self, c: Completed) {
+        if c.is_accept() {
+            return self.deliver_accept(c);
+        }
+        if c.is_datagram() {
+            return self.deliver_datagram(c);
+        }
         let Some((handler, bufs)) = with_state(self, |st| st.stream_delivery(&c)) else {
             return;
         };

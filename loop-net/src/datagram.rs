@@ -4,7 +4,8 @@
 //!
 //! This module holds the protocol trait, the transport handle and the
 //! endpoint's state; its child modules hold the endpoint's lifecycle
-//! (datagram/endpoint.rs), its read path (datagram/recv.rs) and its send
+//! (datagram/endpoint.rs), its read path (datagram/recv.rs; on io_uring,
+//! datagram/completion.rs) and its send
 //! queue with the flow control and the notices (datagram/send.rs).
 //!
 //! # Lifecycle
@@ -46,6 +47,7 @@ use crate::protocol::{ProtocolCell, ProtocolHandle};
 use crate::transport::ExtraInfo;
 use crate::write_buffer::WriteBufferLimits;
 
+mod completion;
 mod endpoint;
 mod recv;
 mod send;
@@ -166,6 +168,11 @@ pub(crate) struct Endpoint {
     me: Weak<Endpoint>,
     /// The state, the protocol and the loop (lifecycle.rs).
     life: Lifecycle<DynProtocol>,
+    /// The multishot receive on the io_uring backend (completion.rs);
+    /// released before `fd` closes.
+    ring: RefCell<Option<loop_core::UringDatagram>>,
+    /// Datagrams received by completion while the protocol was in use.
+    stash: RefCell<VecDeque<completion::Stashed>>,
     fd: RefCell<Option<OwnedFd>>,
     raw: RawFd,
     queue: RefCell<VecDeque<Queued>>,

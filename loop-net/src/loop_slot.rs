@@ -143,6 +143,17 @@ impl LoopSlot {
         self.claim_on(fd)?.uring_stream(handler)
     }
 
+    /// The loop's completion path for the claimed datagram socket `fd`
+    /// (loop-core's `FdClaim::uring_datagram`); `None` as for
+    /// [`uring_stream`](Self::uring_stream).
+    pub(crate) fn uring_datagram(
+        &self,
+        fd: RawFd,
+        handler: std::rc::Rc<dyn loop_core::DatagramHandler>,
+    ) -> Option<loop_core::UringDatagram> {
+        self.claim_on(fd)?.uring_datagram(handler)
+    }
+
     #[cfg(feature = "tls")]
     pub(crate) fn get_debug(&self) -> bool {
         self.get().is_some_and(|lp| lp.get_debug())

@@ -41,17 +41,17 @@ use crate::util::{
 // ---------------------------------------------------------------------------
 // Helpers
 
-fn any_port() -> SocketAddr {
+pub(crate) fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-fn inet(t: &DatagramTransport) -> SocketAddr {
+pub(crate) fn inet(t: &DatagramTransport) -> SocketAddr {
     t.sockname()
         .and_then(|a| a.as_inet())
         .expect("an IP sockname")
 }
 
-fn local(addr: impl Into<DatagramAddr>) -> DatagramOptions {
+pub(crate) fn local(addr: impl Into<DatagramAddr>) -> DatagramOptions {
     DatagramOptions::default().with_local_addr(addr)
 }
 
@@ -61,7 +61,7 @@ fn errno(e: &io::Error) -> Option<i32> {
 
 /// One protocol callback, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Ev {
+pub(crate) enum Ev {
     Made,
     Data(Vec<u8>, SockAddr),
     /// `error_received`: errno and kind.
@@ -74,12 +74,12 @@ enum Ev {
 
 /// What a [`Rec`] protocol saw, shared with the test.
 #[derive(Default)]
-struct Log {
+pub(crate) struct Log {
     notify: Rc<Notify>,
     events: RefCell<Vec<Ev>>,
     transport: RefCell<Option<DatagramTransport>>,
     /// Send every datagram back to its sender.
-    echo: Cell<bool>,
+    pub(crate) echo: Cell<bool>,
     /// Illegal transitions (a callback before `connection_made` or after
     /// `connection_lost`, a second `connection_lost`).
     violations: RefCell<Vec<String>>,
@@ -98,11 +98,11 @@ impl Log {
         Rc::new(Log::default())
     }
 
-    fn events(&self) -> Vec<Ev> {
+    pub(crate) fn events(&self) -> Vec<Ev> {
         self.events.borrow().clone()
     }
 
-    fn data(&self) -> Vec<(Vec<u8>, SockAddr)> {
+    pub(crate) fn data(&self) -> Vec<(Vec<u8>, SockAddr)> {
         self.events
             .borrow()
             .iter()
@@ -117,7 +117,7 @@ impl Log {
         self.events.borrow().iter().filter(|e| f(e)).count()
     }
 
-    fn errors(&self) -> Vec<Option<i32>> {
+    pub(crate) fn errors(&self) -> Vec<Option<i32>> {
         self.events
             .borrow()
             .iter()
@@ -128,7 +128,7 @@ impl Log {
             .collect()
     }
 
-    fn lost(&self) -> usize {
+    pub(crate) fn lost(&self) -> usize {
         self.count(|e| matches!(e, Ev::Lost(_)))
     }
 
@@ -139,7 +139,7 @@ impl Log {
         p > r
     }
 
-    fn until<'a>(
+    pub(crate) fn until<'a>(
         &'a self,
         cond: impl Fn(&Log) -> bool + 'a,
     ) -> impl std::future::Future<Output = ()> + 'a {
@@ -177,7 +177,7 @@ impl Log {
             .expect("connection_made ran")
     }
 
-    fn assert_clean(&self) {
+    pub(crate) fn assert_clean(&self) {
         assert!(
             self.violations.borrow().is_empty(),
             "{:?}",
@@ -230,8 +230,9 @@ impl DatagramProtocol for Rec {
     }
 }
 
-/// A new endpoint with a recording protocol.
-async fn endpoint(
+/// A new endpoint with a recording protocol, reading by completion on
+/// io_uring and by readiness elsewhere.
+pub(crate) async fn endpoint(
     lp: &EventLoop,
     opts: DatagramOptions,
 ) -> io::Result<(DatagramTransport, Rc<Log>)> {
@@ -243,18 +244,23 @@ async fn endpoint(
         vec![Ev::Made],
         "connection_made ran before the return"
     );
+    assert_eq!(
+        lp.has_reader(t.fd().expect("an open endpoint")),
+        lp.backend() != aioloop::Backend::Uring,
+        "the endpoint reads by completion on io_uring, by readiness elsewhere"
+    );
     Ok((t, log))
 }
 
 /// An echoing endpoint on 127.0.0.1.
-async fn echo_server(lp: &EventLoop) -> (DatagramTransport, Rc<Log>) {
+pub(crate) async fn echo_server(lp: &EventLoop) -> (DatagramTransport, Rc<Log>) {
     let (t, log) = endpoint(lp, local(any_port())).await.expect("echo server");
     log.echo.set(true);
     (t, log)
 }
 
 /// Closes `t` and waits for its `connection_lost`, checking it came once.
-async fn close_and_wait(t: &DatagramTransport, log: &Log) {
+pub(crate) async fn close_and_wait(t: &DatagramTransport, log: &Log) {
     t.close();
     assert!(t.is_closing());
     log.until(|l| l.lost() > 0).await;
@@ -328,13 +334,13 @@ fn fd_of(t: &DatagramTransport) -> BorrowedFd<'static> {
 }
 
 /// Datagram `i` of a numbered stream: its index, then filler.
-fn numbered(i: u32, len: usize) -> Vec<u8> {
+pub(crate) fn numbered(i: u32, len: usize) -> Vec<u8> {
     let mut v = i.to_be_bytes().to_vec();
     v.resize(len.max(4), (i % 251) as u8);
     v
 }
 
-fn number_of(d: &[u8]) -> u32 {
+pub(crate) fn number_of(d: &[u8]) -> u32 {
     u32::from_be_bytes(d[..4].try_into().unwrap())
 }
 
@@ -343,7 +349,13 @@ fn number_of(d: &[u8]) -> u32 {
 
 #[test]
 fn udp_echo_between_two_endpoints() {
-    on_loop(|l| async move {
+    on_loop(udp_echo);
+}
+
+/// The body of [`udp_echo_between_two_endpoints`] (uring_datagrams.rs
+/// runs it on the completion path).
+pub(crate) async fn udp_echo(l: EventLoop) {
+    {
         let (server, slog) = echo_server(&l).await;
         let (client, clog) = endpoint(&l, local(any_port())).await.unwrap();
         let to = SockAddr::from(inet(&server));
@@ -389,7 +401,7 @@ fn udp_echo_between_two_endpoints() {
         assert_eq!(server.get_extra_info("socket"), None);
         assert_eq!(clog.events().last(), Some(&Ev::Lost(None)));
         assert_eq!(slog.errors(), vec![]);
-    });
+    }
 }
 
 #[test]
@@ -452,7 +464,12 @@ fn a_connected_endpoint_sends_with_none_and_refuses_another_address() {
 
 #[test]
 fn icmp_port_unreachable_is_error_received_and_the_endpoint_keeps_working() {
-    on_loop(|l| async move {
+    on_loop(icmp_port_unreachable);
+}
+
+/// The body of [`icmp_port_unreachable_is_error_received_and_the_endpoint_keeps_working`].
+pub(crate) async fn icmp_port_unreachable(l: EventLoop) {
+    {
         // A port nobody listens on: bound, then released.
         let port = UdpSocket::bind(any_port())
             .unwrap()
@@ -497,7 +514,7 @@ fn icmp_port_unreachable_is_error_received_and_the_endpoint_keeps_working() {
         );
         close_and_wait(&client, &clog).await;
         close_and_wait(&server, &slog).await;
-    });
+    }
 }
 
 fn libc_econnrefused() -> i32 {
@@ -905,7 +922,12 @@ fn unix_abstract_names_have_no_file() {
 
 #[test]
 fn a_unix_datagram_longer_than_64_kib_is_dropped_and_reported() {
-    on_loop(|l| async move {
+    on_loop(unix_datagram_over_64_kib);
+}
+
+/// The body of [`a_unix_datagram_longer_than_64_kib_is_dropped_and_reported`].
+pub(crate) async fn unix_datagram_over_64_kib(l: EventLoop) {
+    {
         let (ours, theirs) = UnixDatagram::pair().unwrap();
         let (t, log) = endpoint(&l, DatagramOptions::default().with_sock(ours))
             .await
@@ -920,7 +942,7 @@ fn a_unix_datagram_longer_than_64_kib_is_dropped_and_reported() {
         log.until(|l| l.data().len() == 2).await;
         assert_eq!(log.data()[1].0.len(), 64 * 1024);
         close_and_wait(&t, &log).await;
-    });
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -28,4 +28,6 @@ mod stream_faults;
 mod streams;
 mod tcp;
 mod unix;
+mod uring_accept;
+mod uring_datagrams;
 mod uring_streams;

@@ -20,7 +20,12 @@
 //! multishot receives into a provided-buffer ring (uring/bufs.rs) and one
 //! `SEND` per stream per iteration, queued in the same submission ring and
 //! submitted by the same `wait`; uring/streams.rs holds their table, its
-//! invariants and the safety argument.
+//! invariants and the safety argument. Servers accept the same way
+//! ([`UringAccept`](crate::UringAccept)): one multishot `ACCEPT` per
+//! listening socket, whose completions carry the new fds (uring/accepts.rs
+//! says who owns an accepted fd until a server takes it). Datagram sockets
+//! too ([`UringDatagram`](crate::UringDatagram)): one multishot `RECVMSG`
+//! each, into a buffer ring of their own (uring/datagrams.rs).
 //!
 //! # What runs where
 //! `add` and `modify` check the fd (one `fstat`, see below) and queue the
@@ -64,7 +69,9 @@
 //! - **`user_data`.** [`WAKE`] is the eventfd's poll; [`IGNORED`] marks
 //!   `POLL_REMOVE` and `ASYNC_CANCEL` requests, whose own completions mean
 //!   nothing here. A value with bit 31 set (and not one of those two) is an
-//!   operation of the completion path (uring/streams.rs). Every
+//!   operation of the completion path (uring/streams.rs; with bit 29 too,
+//!   an accept: uring/accepts.rs; with bit 28 and not 29, a datagram
+//!   receive: uring/datagrams.rs). Every
 //!   other value is a poll on a registration: `generation << 32 | key`, the
 //!   key being io.rs's slab index (below 2^31) and the generation a counter of the
 //!   reactor, new for every `POLL_ADD` (1 ..= `u32::MAX - 1`, so no poll
@@ -122,9 +129,14 @@ use rustix::io::Errno;
 
 use super::{borrow_fd, Completed, Interest, Notifier, Readiness};
 
+mod accepts;
 mod bufs;
+mod datagrams;
+mod ops;
 mod streams;
+pub(crate) use accepts::close_accepted;
 pub(crate) use bufs::BufRing;
+pub(crate) use datagrams::{NAME_LEN as DGRAM_NAME_LEN, OUT_HEADER as DGRAM_OUT_HEADER};
 
 /// The `user_data` of the eventfd's multishot poll.
 const WAKE: u64 = u64::MAX;
@@ -162,6 +174,11 @@ pub(crate) struct State {
     ring: IoUring,
     /// The completion path's streams and operations (uring/streams.rs).
     streams: streams::Streams,
+    /// The completion path's listeners (uring/accepts.rs).
+    accepts: accepts::Accepts,
+    /// The completion path's datagram sockets and their buffer ring
+    /// (uring/datagrams.rs).
+    datagrams: datagrams::Datagrams,
     regs: Vec<Option<Reg>>,
     /// Keys whose poll the next `wait` arms (duplicates and keys gone since
     /// are skipped: see `Reg::queued`).
@@ -241,6 +258,8 @@ impl UringReactor {
                 wake_armed: false,
                 epoch: 0,
                 streams: streams::Streams::default(),
+                accepts: accepts::Accepts::default(),
+                datagrams: datagrams::Datagrams::default(),
             }),
         };
         {
@@ -406,6 +425,8 @@ impl UringReactor {
         let mut st = self.state.borrow_mut();
         st.arm_queued()?;
         st.arm_streams()?;
+        st.arm_accepts()?;
+        st.arm_datagrams()?;
         let res = match timeout {
             Some(d) if d.is_zero() => {
                 // Nothing to wait for: enter only to submit, or to flush
@@ -449,10 +470,11 @@ impl UringReactor {
         f(&mut self.state.borrow_mut())
     }
 
-    /// Whether streams of the completion path are open or have operations
-    /// in flight: the loop must wait for their completions.
+    /// Whether streams, listeners or datagram sockets of the completion path are open or have
+    /// operations in flight: the loop must wait for their completions.
     pub(crate) fn has_streams(&self) -> bool {
-        self.state.borrow().streams.is_busy()
+        let st = self.state.borrow();
+        st.streams.is_busy() || st.accepts.table.is_busy() || st.datagrams.table.is_busy()
     }
 }
 
@@ -508,13 +530,16 @@ impl State {
         loop {
             // SAFETY: `push` requires that whatever the SQE points at stays
             // valid until the operation completes. Polls, poll removals,
-            // cancellations and multishot receives (which take their buffers
-            // from the provided-buffer ring) point at no memory of ours: they
-            // carry an fd, a mask or a buffer group, and `user_data` values.
-            // The one SQE that points at memory, the completion path's SEND,
-            // is built by uring/streams.rs, whose caller keeps its bytes
+            // cancellations, multishot accepts and stream receives (which
+            // take their buffers from the provided-buffer ring) point at no
+            // memory of ours: they carry an fd, a mask or a buffer group,
+            // flags and `user_data` values.
+            // The SQEs that point at memory are the completion path's SEND,
+            // built by uring/streams.rs, whose caller keeps its bytes
             // unmoved in the stream's slot until the completion is reaped
-            // (the SAFETY note at that call and the module docs there).
+            // (the SAFETY note at that call and the module docs there), and
+            // the datagram RECVMSG, whose `msghdr` stays boxed in its slot
+            // until the final completion (uring/datagrams.rs).
             if unsafe { self.ring.submission().push(sqe) }.is_ok() {
                 return Ok(());
             }
@@ -596,6 +621,8 @@ impl State {
             to_arm,
             wake_armed,
             streams,
+            accepts,
+            datagrams,
             ..
         } = self;
         let mut cq = ring.completion();
@@ -612,6 +639,14 @@ impl State {
                     continue;
                 }
                 IGNORED => continue,
+                _ if accepts::is_accept(ud) => {
+                    accepts.reap_op(ud, res, cqe.flags(), done);
+                    continue;
+                }
+                _ if datagrams::is_datagram(ud) => {
+                    datagrams.reap_op(ud, res, cqe.flags(), done);
+                    continue;
+                }
                 _ if ud & streams::OP_TAG != 0 => {
                     streams.reap_op(ud, res, cqe.flags(), done);
                     continue;

@@ -77,6 +77,8 @@ impl Endpoint {
         let ep = Rc::new_cyclic(|me| Endpoint {
             me: me.clone(),
             life: Lifecycle::owning(lp, protocol, fd.as_raw_fd(), "datagram transport"),
+            ring: RefCell::new(None),
+            stash: RefCell::new(VecDeque::new()),
             raw: fd.as_raw_fd(),
             fd: RefCell::new(Some(fd)),
             queue: RefCell::new(VecDeque::new()),
@@ -93,6 +95,7 @@ impl Endpoint {
             unnamed,
             owned_path: RefCell::new(owned_path),
         });
+        ep.open_completion();
         let transport = DatagramTransport { inner: ep.clone() };
         lifecycle::schedule_made(&ep, transport.clone())?;
         Ok((transport, ep))
@@ -167,6 +170,10 @@ impl Endpoint {
         if self.reading.get() || self.life.state() != State::Open {
             return;
         }
+        if self.ring_start_reading() {
+            self.reading.set(true);
+            return;
+        }
         let me = self.clone();
         match self
             .life
@@ -178,8 +185,11 @@ impl Endpoint {
         }
     }
 
+    /// Stops reading; on the completion path for good (every caller
+    /// closes the endpoint), the receive released before the fd closes.
     pub(super) fn stop_reading(&self) {
-        if self.reading.replace(false) {
+        let was = self.reading.replace(false);
+        if !self.ring_release() && was {
             let _ = self.life.lp().remove_reader(self.raw);
         }
     }

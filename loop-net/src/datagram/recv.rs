@@ -1,4 +1,6 @@
-//! A datagram endpoint's read path (a child module of `datagram`).
+//! A datagram endpoint's read path (a child module of `datagram`) by
+//! readiness; on the io_uring backend the endpoint reads by completion
+//! instead (completion.rs), with the same rules.
 //!
 //! The socket is watched level-triggered while the endpoint is open. Each
 //! readiness does at most 16 `recvmsg` calls, stopping at `EAGAIN` (bounded
@@ -141,7 +143,7 @@ impl Endpoint {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::net::{SocketAddr, UdpSocket};
 
     use loop_core::EventLoop;
@@ -149,10 +151,12 @@ mod tests {
     use crate::addr::SockAddr;
     use crate::datagram::ext::{DatagramLoopExt, DatagramOptions};
     use crate::datagram::{DatagramProtocol, DatagramTransport};
+    use crate::protocol::ProtocolHandle;
 
+    /// Records the datagrams it gets (also completion.rs's test).
     #[derive(Default)]
-    struct Rec {
-        got: Vec<Vec<u8>>,
+    pub(in crate::datagram) struct Rec {
+        pub(in crate::datagram) got: Vec<Vec<u8>>,
     }
 
     impl DatagramProtocol for Rec {
@@ -161,24 +165,28 @@ mod tests {
         }
     }
 
+    /// A [`Rec`] endpoint on 127.0.0.1.
+    pub(in crate::datagram) fn open(lp: &EventLoop) -> (DatagramTransport, ProtocolHandle<Rec>) {
+        let l = lp.clone();
+        lp.run_until_complete(async move {
+            let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            l.create_datagram_endpoint(
+                Rec::default,
+                DatagramOptions::default().with_local_addr(any),
+            )
+            .await
+        })
+        .unwrap()
+        .unwrap()
+    }
+
     /// As the stream transport's test (stream/input.rs): a readiness that
     /// finds the protocol in use reads nothing, unwatches the socket (no
     /// spin) and reads again once it is free (nothing lost).
     #[test]
     fn a_readiness_that_finds_the_protocol_in_use_unwatches_until_it_is_free() {
         let lp = EventLoop::new().unwrap();
-        let l = lp.clone();
-        let (t, h): (DatagramTransport, _) = lp
-            .run_until_complete(async move {
-                let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-                l.create_datagram_endpoint(
-                    Rec::default,
-                    DatagramOptions::default().with_local_addr(any),
-                )
-                .await
-            })
-            .unwrap()
-            .unwrap();
+        let (t, h) = open(&lp);
         let to = t.sockname().unwrap().as_inet().unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(t.inner.reading.get());

@@ -50,8 +50,8 @@
 //! the stash goes to the TLS transport with the socket (which feeds it to
 //! rustls first and goes on by completion: tls/stream/completion.rs).
 //! `loop.sendfile` needs nothing of its own: it waits for the buffer to
-//! drain and writes on a duplicate of the socket. Datagram transports stay
-//! on readiness.
+//! drain and writes on a duplicate of the socket. Datagram endpoints have a
+//! completion path of their own (datagram/completion.rs).
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};

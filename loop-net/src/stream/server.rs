@@ -10,6 +10,15 @@
 //! later (asyncio's `ACCEPT_RETRY_DELAY`), so a full descriptor table neither
 //! spins the loop nor stops the server for good.
 //!
+//! On the io_uring backend a listening socket has no watcher: one multishot
+//! accept (loop-core's `UringAccept`) hands each new connection to the
+//! server as the loop's ready work, with no system call per connection for
+//! accepting it. The rules stay: a transient error (`ECONNABORTED`...) is
+//! skipped and the accept armed again; running out of resources is reported
+//! once and the accept armed again a second later. `close()` cancels the
+//! accept before the listening socket closes, and a connection the kernel
+//! accepted that the server will not serve is closed (never leaked).
+//!
 //! As in asyncio 3.12+, `close()` stops listening but leaves the accepted
 //! connections alone; `close_clients()` / `abort_clients()` end them, and
 //! `wait_closed()` resolves once the server is closed and every connection
@@ -25,7 +34,9 @@ use std::rc::{Rc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
-use loop_core::{EventLoop, ExceptionContext, FdClaim, LoopError, WaiterList};
+use loop_core::{
+    AcceptHandler, EventLoop, ExceptionContext, FdClaim, LoopError, UringAccept, WaiterList,
+};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 
@@ -60,11 +71,70 @@ pub struct Server {
 }
 
 struct Listener {
+    /// The multishot accept on the io_uring backend (opened at the first
+    /// `watch`); declared first, so that it is released before `fd` closes.
+    ring: RefCell<Option<UringAccept>>,
+    /// Opening the accept was tried (it stays `None` off io_uring).
+    ring_tried: Cell<bool>,
     /// The loop's claim on `fd` (issue 15): the user's `add_reader` on it
     /// is refused; ours goes through it. Released before `fd` closes.
     claim: FdClaim,
     fd: OwnedFd,
+    /// Accepting: a reader is registered, or the multishot accept wanted.
     watched: Cell<bool>,
+}
+
+impl Listener {
+    /// Stops accepting for now (the resource retry): removes the reader;
+    /// the kernel already ended a multishot accept.
+    fn unwatch(&self) {
+        if self.watched.replace(false) && self.ring.borrow().is_none() {
+            let _ = self.claim.remove_reader();
+        }
+    }
+
+    /// Stops accepting for good, before `fd` closes: the multishot accept
+    /// is cancelled (submitted at once), or the reader removed.
+    fn shut(&self) {
+        self.unwatch();
+        let ring = self.ring.borrow_mut().take();
+        if let Some(ring) = ring {
+            let _ = ring.release();
+        }
+    }
+}
+
+/// What the multishot accept of one listener reports to (loop-core's
+/// `AcceptHandler`): holds the server and the listener weakly.
+struct AcceptSink {
+    server: Weak<ServerInner>,
+    listener: Weak<Listener>,
+}
+
+impl AcceptHandler for AcceptSink {
+    fn accepted(&self, fd: OwnedFd) {
+        let Some(me) = self.server.upgrade() else {
+            return; // `fd` closes here
+        };
+        if me.closed.get() || !me.serving.get() {
+            return;
+        }
+        me.take_connection(fd);
+    }
+
+    fn accept_failed(&self, error: io::Error) {
+        let (Some(me), Some(l)) = (self.server.upgrade(), self.listener.upgrade()) else {
+            return;
+        };
+        let errno = Errno::from_io_error(&error).unwrap_or(Errno::IO);
+        ServerInner::accept_error(&me, &l, errno);
+        // Armed again unless the error parked the listener or closed it.
+        if l.watched.get() && me.serving.get() && !me.closed.get() {
+            if let Some(ring) = &*l.ring.borrow() {
+                ring.start();
+            }
+        }
+    }
 }
 
 pub(crate) struct ServerInner {
@@ -102,6 +172,8 @@ impl Server {
                     fds.into_iter()
                         .map(|fd| {
                             Rc::new(Listener {
+                                ring: RefCell::new(None),
+                                ring_tried: Cell::new(false),
                                 claim: lp.claim_fd(fd.as_raw_fd(), {
                                     let kind = if tcp { "TCP" } else { "Unix" };
                                     format!("server <{kind} server fd={}>", fd.as_raw_fd())
@@ -170,9 +242,7 @@ impl Server {
         inner.serving.set(false);
         let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
         for l in &listeners {
-            if l.watched.replace(false) {
-                let _ = l.claim.remove_reader();
-            }
+            l.shut();
         }
         drop(listeners);
         // Removed only if the path still names the socket we bound.
@@ -285,6 +355,18 @@ impl ServerInner {
         if l.watched.get() {
             return Ok(());
         }
+        if !l.ring_tried.replace(true) {
+            let sink = AcceptSink {
+                server: Rc::downgrade(me),
+                listener: Rc::downgrade(l),
+            };
+            *l.ring.borrow_mut() = l.claim.uring_accept(Rc::new(sink));
+        }
+        if let Some(ring) = &*l.ring.borrow() {
+            ring.start();
+            l.watched.set(true);
+            return Ok(());
+        }
         let server = Rc::downgrade(me);
         let listener = Rc::downgrade(l);
         l.claim.add_reader(move || {
@@ -305,44 +387,57 @@ impl ServerInner {
                 l.fd.as_fd(),
                 SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             ) {
-                Ok(conn) => {
-                    if me.tcp {
-                        let _ = rustix::net::sockopt::set_tcp_nodelay(&conn, true);
-                    }
-                    ServerInner::accepted(me, conn);
-                }
+                Ok(conn) => me.take_connection(conn),
                 Err(Errno::AGAIN) => return,
-                Err(Errno::INTR | Errno::CONNABORTED | Errno::PROTO) => continue,
-                Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
-                    me.lp.call_exception_handler(
-                        ExceptionContext::new("socket.accept() out of system resource")
-                            .with_error(io::Error::from(e))
-                            .with("socket", format!("fd={}", l.fd.as_raw_fd())),
-                    );
-                    if l.watched.replace(false) {
-                        let _ = l.claim.remove_reader();
-                    }
-                    let (server, listener) = (Rc::downgrade(me), Rc::downgrade(l));
-                    let _ = me.lp.call_later(ACCEPT_RETRY_DELAY, move || {
-                        if let (Some(s), Some(l)) = (server.upgrade(), listener.upgrade()) {
-                            if s.serving.get() && !s.closed.get() {
-                                let _ = ServerInner::watch(&s, &l);
-                            }
-                        }
-                    });
-                    return;
-                }
                 Err(e) => {
-                    me.lp.call_exception_handler(
-                        ExceptionContext::new(
-                            "Error on transport creation for incoming connection",
-                        )
-                        .with_error(io::Error::from(e)),
-                    );
-                    return;
+                    if !ServerInner::accept_error(me, l, e) {
+                        return;
+                    }
                 }
             }
         }
+    }
+
+    /// A failed accept, by readiness or completion: whether to go on
+    /// accepting at once (a transient error). Running out of resources is
+    /// reported, the listener parked and watched again a second later;
+    /// another error is reported.
+    fn accept_error(me: &Rc<ServerInner>, l: &Rc<Listener>, e: Errno) -> bool {
+        match e {
+            Errno::INTR | Errno::CONNABORTED | Errno::PROTO => true,
+            Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM => {
+                me.lp.call_exception_handler(
+                    ExceptionContext::new("socket.accept() out of system resource")
+                        .with_error(io::Error::from(e))
+                        .with("socket", format!("fd={}", l.fd.as_raw_fd())),
+                );
+                l.unwatch();
+                let (server, listener) = (Rc::downgrade(me), Rc::downgrade(l));
+                let _ = me.lp.call_later(ACCEPT_RETRY_DELAY, move || {
+                    if let (Some(s), Some(l)) = (server.upgrade(), listener.upgrade()) {
+                        if s.serving.get() && !s.closed.get() {
+                            let _ = ServerInner::watch(&s, &l);
+                        }
+                    }
+                });
+                false
+            }
+            e => {
+                me.lp.call_exception_handler(
+                    ExceptionContext::new("Error on transport creation for incoming connection")
+                        .with_error(io::Error::from(e)),
+                );
+                false
+            }
+        }
+    }
+
+    /// A new connection: `TCP_NODELAY` on TCP, then a transport.
+    fn take_connection(self: &Rc<Self>, conn: OwnedFd) {
+        if self.tcp {
+            let _ = rustix::net::sockopt::set_tcp_nodelay(&conn, true);
+        }
+        ServerInner::accepted(self, conn);
     }
 
     fn accepted(me: &Rc<ServerInner>, conn: OwnedFd) {
@@ -406,9 +501,7 @@ impl ServerInner {
 impl Drop for ServerInner {
     fn drop(&mut self) {
         for l in self.listeners.get_mut().drain(..) {
-            if l.watched.replace(false) {
-                let _ = l.claim.remove_reader();
-            }
+            l.shut();
         }
         drop(self.unix_path.get_mut().take());
     }

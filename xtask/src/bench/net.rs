@@ -424,8 +424,9 @@ const NOTES: &[&str] = &[
      syscalls and memory: ref/system)",
     "aioloop-uring = the same aioloop server on the io_uring backend (Backend::Uring): the \
      socket transport on the completion path (multishot recv into the loop's buffer ring, \
-     the echoes of an iteration sent with the next wait in one io_uring_enter); the \
-     listener's accepts still go through readiness",
+     the echoes of an iteration sent with the next wait in one io_uring_enter), the \
+     listener's accepts by one multishot accept, UDP receives by one multishot recvmsg \
+     (sendto stays a system call), TLS over the same stream path",
 ];
 
 // ---------------------------------------------------------------------------

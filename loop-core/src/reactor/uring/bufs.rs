@@ -1,5 +1,8 @@
-//! The provided-buffer ring of the io_uring backend: where the kernel puts
-//! the bytes of the multishot receives (streams.rs).
+//! The provided-buffer rings of the io_uring backend: where the kernel puts
+//! the bytes of the multishot receives (streams.rs; the datagrams have a
+//! ring of their own, group 1, with larger buffers: datagrams.rs says why).
+//! What follows describes the streams' ring; the datagrams' keeps the same
+//! rules.
 //!
 //! # Layout
 //! Two anonymous private mappings, made once per loop (at its first
@@ -59,6 +62,10 @@ pub(crate) struct BufRing {
     entries_len: usize,
     bufs: NonNull<u8>,
     bufs_len: usize,
+    /// The buffers' size ([`BUF_SIZE`] for the streams' ring).
+    size: usize,
+    /// The number of buffers (a power of two).
+    count: u16,
     /// Our copy of the tail (the kernel's copy is in entry 0).
     tail: Cell<u16>,
 }
@@ -67,8 +74,21 @@ impl BufRing {
     /// Maps the ring and its buffers, fills the ring and registers it with
     /// `ring` as group [`GROUP`].
     pub(crate) fn register(ring: &IoUring) -> io::Result<BufRing> {
-        let entries_len = usize::from(COUNT) * std::mem::size_of::<BufRingEntry>();
-        let bufs_len = usize::from(COUNT) * BUF_SIZE;
+        BufRing::register_group(ring, GROUP, COUNT, BUF_SIZE)
+    }
+
+    /// [`register`](Self::register) for another group: `count` buffers (a
+    /// power of two) of `size` bytes (the datagrams' ring,
+    /// uring/datagrams.rs).
+    pub(crate) fn register_group(
+        ring: &IoUring,
+        group: u16,
+        count: u16,
+        size: usize,
+    ) -> io::Result<BufRing> {
+        debug_assert!(count.is_power_of_two() && size <= u32::MAX as usize);
+        let entries_len = usize::from(count) * std::mem::size_of::<BufRingEntry>();
+        let bufs_len = usize::from(count) * size;
         let entries = map(entries_len)?;
         let bufs = match map(bufs_len) {
             Ok(p) => p,
@@ -84,21 +104,23 @@ impl BufRing {
             entries_len,
             bufs,
             bufs_len,
+            size,
+            count,
             tail: Cell::new(0),
         };
-        for bid in 0..COUNT {
+        for bid in 0..count {
             me.push(bid);
         }
         me.publish();
         // SAFETY: the ring's memory is page-aligned (a fresh mapping), holds
-        // COUNT entries, and lives until the last `Rc<BufRing>` drops,
+        // `count` entries, and lives until the last `Rc<BufRing>` drops,
         // which the reactor keeps until after `ring` is dropped (see the
         // module docs): it stays valid as long as the registration.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 me.entries.as_ptr() as u64,
-                COUNT,
-                GROUP,
+                count,
+                group,
                 0,
             )?;
         }
@@ -109,19 +131,22 @@ impl BufRing {
     /// handed us. The caller keeps to the module's rule: `bid` is ours (not
     /// given back) for as long as the slice lives.
     pub(crate) fn slice(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(bid < COUNT && len <= BUF_SIZE, "bad buffer {bid}/{len}");
+        assert!(
+            bid < self.count && len <= self.size,
+            "bad buffer {bid}/{len}"
+        );
         // SAFETY: in bounds (checked above) of a mapping that lives as long
         // as `self`; the kernel does not write into a buffer that is not in
         // the ring (the caller's rule), so nothing mutates these bytes
         // while the shared slice lives.
         unsafe {
-            std::slice::from_raw_parts(self.bufs.as_ptr().add(usize::from(bid) * BUF_SIZE), len)
+            std::slice::from_raw_parts(self.bufs.as_ptr().add(usize::from(bid) * self.size), len)
         }
     }
 
     /// Puts buffer `bid` back into the ring for the kernel to fill again.
     pub(crate) fn give_back(&self, bid: u16) {
-        debug_assert!(bid < COUNT);
+        debug_assert!(bid < self.count);
         self.push(bid);
         self.publish();
     }
@@ -129,15 +154,15 @@ impl BufRing {
     /// Writes `bid`'s entry at the tail (not yet visible to the kernel).
     fn push(&self, bid: u16) {
         let tail = self.tail.get();
-        let index = usize::from(tail & (COUNT - 1));
-        // SAFETY: `index < COUNT`, within the entries mapping; the entry at
+        let index = usize::from(tail & (self.count - 1));
+        // SAFETY: `index < count`, within the entries mapping; the entry at
         // the tail is not between the kernel's head and the published tail
-        // (the ring holds at most COUNT buffers and this one was not in it),
+        // (the ring holds at most `count` buffers and this one was not in it),
         // so the kernel does not read it until `publish`.
         unsafe {
             let entry = &mut *self.entries.as_ptr().add(index);
-            entry.set_addr(self.bufs.as_ptr().add(usize::from(bid) * BUF_SIZE) as u64);
-            entry.set_len(BUF_SIZE as u32);
+            entry.set_addr(self.bufs.as_ptr().add(usize::from(bid) * self.size) as u64);
+            entry.set_len(self.size as u32);
             entry.set_bid(bid);
         }
         self.tail.set(tail.wrapping_add(1));

@@ -23,7 +23,9 @@
 //! completion operation from a readiness poll (whose keys stay below
 //! 2^31), bit 30 a send from a receive, the generation (new each time a
 //! slot is taken, never 0 or `u32::MAX`) a slot's streams from each other.
-//! `WAKE` and `IGNORED` (all ones in the low half) are checked first.
+//! `WAKE` and `IGNORED` (all ones in the low half) are checked first, and
+//! accepts (bit 29, accepts.rs) and datagram receives (bit 28,
+//! datagrams.rs) before streams: stream slots stay below 2^28.
 //!
 //! # Ownership and safety
 //! - A flight's bytes are a `Vec` owned by the slot; the kernel reads them
@@ -63,6 +65,9 @@ pub(super) const OP_TAG: u64 = 1 << 31;
 /// Bit 30: a send (else a receive).
 const OP_SEND: u64 = 1 << 30;
 const SLOT_MASK: u64 = OP_SEND - 1;
+/// The highest stream slot: bits 28 and 29 stay clear (bit 29 marks an
+/// accept, accepts.rs; bit 28 a datagram receive, datagrams.rs).
+const MAX_SLOT: u64 = (1 << 28) - 1;
 
 /// How long the loop's close waits for the operations it cancelled.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -321,7 +326,7 @@ impl State {
             None => {
                 let slot = u32::try_from(s.slots.len())
                     .ok()
-                    .filter(|&n| u64::from(n) <= SLOT_MASK)
+                    .filter(|&n| u64::from(n) <= MAX_SLOT)
                     .ok_or_else(|| io::Error::from(Errno::NOSPC))?;
                 s.slots.push(None);
                 slot
@@ -569,9 +574,16 @@ impl State {
     /// the ring and the buffers can go. Leaks what is still in flight
     /// after that (module docs).
     pub(super) fn drain_streams(&mut self) {
-        if !self.streams.is_busy() {
+        if !self.streams.is_busy()
+            && !self.accepts.table.is_busy()
+            && !self.datagrams.table.is_busy()
+        {
             return;
         }
+        // Accepted fds reaped from now on are closed (accepts.rs), datagram
+        // buffers given back (datagrams.rs).
+        drop(self.accepts.table.forget_handlers());
+        drop(self.datagrams.table.forget_handlers());
         for slot in self.streams.slots.iter_mut().flatten() {
             slot.handler = None;
             slot.recv_wanted = false;
@@ -587,7 +599,9 @@ impl State {
         let _ = self.push(&cancel);
         let mut done = Vec::new();
         loop {
-            let busy = self.streams.slots.iter().flatten().any(Slot::in_kernel);
+            let busy = self.streams.slots.iter().flatten().any(Slot::in_kernel)
+                || self.accepts.table.in_kernel()
+                || self.datagrams.table.in_kernel();
             if !busy || std::time::Instant::now() >= deadline {
                 break;
             }
@@ -602,7 +616,14 @@ impl State {
                 .collect();
             drop(cq);
             for (ud, res, flags) in cqes {
-                if ud & OP_TAG != 0 && ud != super::WAKE && ud != IGNORED {
+                if ud == super::WAKE || ud == IGNORED {
+                    continue;
+                }
+                if super::accepts::is_accept(ud) {
+                    self.accepts.reap_op(ud, res, flags, &mut done);
+                } else if super::datagrams::is_datagram(ud) {
+                    self.datagrams.reap_op(ud, res, flags, &mut done);
+                } else if ud & OP_TAG != 0 {
                     self.streams.reap_op(ud, res, flags, &mut done);
                 }
             }
@@ -614,6 +635,9 @@ impl State {
                     bufs.give_back(bid);
                 }
             }
+        }
+        if self.datagrams.table.in_kernel() {
+            self.datagrams.leak();
         }
         let leaked = self.streams.slots.iter().flatten().any(Slot::in_kernel);
         if leaked {
