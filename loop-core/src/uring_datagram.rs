@@ -151,9 +151,10 @@ fn parse(buf: &[u8]) -> Option<(&[u8], Option<SocketAddrAny>, bool)> {
     let (namelen, flags) = (word(0)? as usize, word(3)?);
     let start = DGRAM_OUT_HEADER + DGRAM_NAME_LEN;
     let payload = buf.get(start..)?;
-    let truncated = flags & libc::MSG_TRUNC as u32 != 0;
+    let truncated = flags & rustix::net::RecvFlags::TRUNC.bits() != 0;
     let namelen = namelen.min(DGRAM_NAME_LEN);
-    let from = (namelen >= std::mem::size_of::<libc::sa_family_t>()).then(|| {
+    // At least the family (`sa_family_t`, a `u16`).
+    let from = (namelen >= std::mem::size_of::<u16>()).then(|| {
         let name = &buf[DGRAM_OUT_HEADER..DGRAM_OUT_HEADER + namelen];
         let mut storage = std::mem::MaybeUninit::<rustix::net::addr::SocketAddrStorage>::zeroed();
         // SAFETY: `namelen` bytes fit the storage (both are at most a

@@ -59,6 +59,7 @@ use std::rc::Rc;
 
 use io_uring::{cqueue, opcode, types};
 use rustix::io::Errno;
+use rustix::io_uring::MsgHdr;
 
 use super::bufs::BufRing;
 use super::ops::Table;
@@ -79,7 +80,7 @@ pub(crate) const COUNT: u16 = 16;
 /// `struct io_uring_recvmsg_out`: four `u32`s.
 pub(crate) const OUT_HEADER: usize = 16;
 /// The name field of every completion: a `sockaddr_storage`.
-pub(crate) const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_storage>();
+pub(crate) const NAME_LEN: usize = std::mem::size_of::<rustix::net::addr::SocketAddrStorage>();
 /// The payload room: the readiness path's buffer (64 KiB).
 pub(crate) const PAYLOAD: usize = 64 * 1024;
 /// One buffer: header, name, payload.
@@ -88,7 +89,7 @@ pub(crate) const BUF_SIZE: usize = OUT_HEADER + NAME_LEN + PAYLOAD;
 /// The datagram sockets (see the module docs).
 pub(super) struct Datagrams {
     /// Each slot keeps the `msghdr` its receive points at (module docs).
-    pub(super) table: Table<dyn DatagramHandler, Box<libc::msghdr>>,
+    pub(super) table: Table<dyn DatagramHandler, Box<MsgHdr>>,
     /// The datagram buffer ring, made at the first socket.
     pub(super) bufs: Option<Rc<BufRing>>,
     /// The kernel refused the path once: every endpoint uses readiness.
@@ -118,12 +119,16 @@ pub(super) fn is_datagram(ud: u64) -> bool {
 }
 
 /// A `msghdr` asking for the sender's name and no control data.
-fn new_msghdr() -> Box<libc::msghdr> {
-    // SAFETY: `msghdr` is a plain C struct of integers and pointers, for
-    // which all zeroes is a valid value (null pointers, zero lengths).
-    let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-    msg.msg_namelen = NAME_LEN as libc::socklen_t;
-    msg
+fn new_msghdr() -> Box<MsgHdr> {
+    Box::new(MsgHdr {
+        msg_name: std::ptr::null_mut(),
+        msg_namelen: NAME_LEN as rustix::net::addr::SocketAddrLen,
+        msg_iov: std::ptr::null_mut(),
+        msg_iovlen: 0,
+        msg_control: std::ptr::null_mut(),
+        msg_controllen: 0,
+        msg_flags: rustix::net::RecvFlags::empty(),
+    })
 }
 
 impl Datagrams {
@@ -244,8 +249,11 @@ impl State {
                 // unmoved, until this receive's final completion is reaped
                 // (module docs; `State::push` relies on it); its buffers
                 // come from the ring, registered for the loop's life.
-                let msg: *const libc::msghdr = &**msg;
-                opcode::RecvMsgMulti::new(types::Fd(fd), msg, GROUP).build()
+                // rustix's `MsgHdr` is the kernel's `struct user_msghdr`,
+                // which is what the kernel reads there (io-uring's
+                // parameter names it `libc::msghdr`: the same layout).
+                let msg: *const MsgHdr = &**msg;
+                opcode::RecvMsgMulti::new(types::Fd(fd), msg.cast(), GROUP).build()
             },
         )
     }
