@@ -186,16 +186,8 @@ impl State {
         }
         if self.datagrams.bufs.is_none() {
             self.datagrams.unavailable = true;
-            // Multishot `RECVMSG` came with Linux 6.0, as did `SEND_ZC`,
-            // which the register probe can tell.
-            let mut probe = io_uring::Probe::new();
-            self.ring.submitter().register_probe(&mut probe)?;
-            if !probe.is_supported(opcode::SendZc::CODE) {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "io_uring lacks multishot receives (Linux 6.0)",
-                ));
-            }
+            // Multishot `RECVMSG` came with Linux 6.0 too.
+            self.check_multishot()?;
             let bufs = BufRing::register_group(&self.ring, GROUP, COUNT, BUF_SIZE)?;
             self.datagrams.bufs = Some(Rc::new(bufs));
             self.datagrams.unavailable = false;

@@ -294,6 +294,23 @@ impl Streams {
 }
 
 impl State {
+    /// Fails unless the kernel has multishot receives (Linux 6.0), which
+    /// the streams' and the datagrams' completion paths need. The register
+    /// probe cannot tell multishot itself, but `SEND_ZC` came with the
+    /// same release; the buffer rings' registration needs 5.19.
+    pub(super) fn check_multishot(&self) -> io::Result<()> {
+        let mut probe = io_uring::Probe::new();
+        self.ring.submitter().register_probe(&mut probe)?;
+        if probe.is_supported(opcode::SendZc::CODE) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring lacks multishot receives (Linux 6.0)",
+            ))
+        }
+    }
+
     /// Takes a slot for `fd`, registering the buffer ring first if this is
     /// the loop's first stream. Returns `(slot, generation)`.
     pub(crate) fn stream_open(
@@ -306,17 +323,7 @@ impl State {
         }
         if self.streams.bufs.is_none() {
             self.streams.unavailable = true;
-            // Multishot receives came with Linux 6.0, as did `SEND_ZC`,
-            // which the register probe can tell (multishot itself it
-            // cannot); the buffer ring's registration needs 5.19.
-            let mut probe = io_uring::Probe::new();
-            self.ring.submitter().register_probe(&mut probe)?;
-            if !probe.is_supported(opcode::SendZc::CODE) {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "io_uring lacks multishot receives (Linux 6.0)",
-                ));
-            }
+            self.check_multishot()?;
             self.streams.bufs = Some(Rc::new(BufRing::register(&self.ring)?));
             self.streams.unavailable = false;
         }
