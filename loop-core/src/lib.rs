@@ -107,6 +107,7 @@ mod timer_slab;
 mod timers;
 mod uring_accept;
 mod uring_datagram;
+mod uring_slot;
 mod uring_stream;
 mod wait;
 

@@ -31,12 +31,13 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 
-use crate::event_loop::{EventLoop, WeakEventLoop};
+use crate::event_loop::EventLoop;
 use crate::fd_claim::FdClaim;
 use crate::reactor::Completed;
+use crate::uring_slot::{UringSlot, UringState};
 use crate::uring_stream::with_state;
 
 /// What a listener on the completion path is told (see the module docs).
@@ -54,10 +55,7 @@ pub trait AcceptHandler {
 /// A listening socket on the completion path (see the module docs).
 /// Dropping it releases the listener.
 pub struct UringAccept {
-    lp: WeakEventLoop,
-    slot: u32,
-    gen: u32,
-    fd: std::os::fd::RawFd,
+    slot: UringSlot,
 }
 
 impl FdClaim {
@@ -66,42 +64,18 @@ impl FdClaim {
     /// the io_uring backend or the kernel lacks multishot accepts (the
     /// caller then uses readiness).
     pub fn uring_accept(&self, handler: Rc<dyn AcceptHandler>) -> Option<UringAccept> {
-        let lp = self.event_loop()?;
-        let opened = with_state(&lp, |st| open(st, self.fd(), handler))?;
-        match opened {
-            Ok((slot, gen)) => Some(UringAccept {
-                lp: lp.downgrade(),
-                slot,
-                gen,
-                fd: self.fd(),
-            }),
-            Err(e) => {
-                crate::debug::debug_line(
-                    lp.get_debug(),
-                    &format!("io_uring multishot accept unavailable ({e}); using readiness"),
-                );
-                None
-            }
-        }
+        let slot = UringSlot::open(self, "multishot accept", |st, fd| open(st, fd, handler))?;
+        Some(UringAccept { slot })
     }
 }
 
 #[cfg(target_os = "linux")]
-type State = crate::reactor::uring::State;
-#[cfg(not(target_os = "linux"))]
-type State = ();
-
-#[cfg(target_os = "linux")]
-fn open(
-    st: &mut State,
-    fd: std::os::fd::RawFd,
-    handler: Rc<dyn AcceptHandler>,
-) -> io::Result<(u32, u32)> {
+fn open(st: &mut UringState, fd: RawFd, handler: Rc<dyn AcceptHandler>) -> io::Result<(u32, u32)> {
     st.accept_open(fd, handler)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open(_: &mut State, _: std::os::fd::RawFd, _: Rc<dyn AcceptHandler>) -> io::Result<(u32, u32)> {
+fn open(_: &mut UringState, _: RawFd, _: Rc<dyn AcceptHandler>) -> io::Result<(u32, u32)> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
@@ -110,17 +84,17 @@ impl UringAccept {
     /// nothing happens while one is armed.
     pub fn start(&self) {
         #[cfg(target_os = "linux")]
-        if let Some(lp) = self.lp.upgrade() {
-            with_state(&lp, |st| st.accept_start(self.slot, self.gen));
-        }
+        self.slot.call(|st, slot, gen| st.accept_start(slot, gen));
     }
 
     /// Whether the accept is in the kernel or armed by the next wait.
     pub fn is_armed(&self) -> bool {
         #[cfg(target_os = "linux")]
-        if let Some(lp) = self.lp.upgrade() {
-            return with_state(&lp, |st| st.accept_armed(self.slot, self.gen)).unwrap_or(false);
-        }
+        return self
+            .slot
+            .call(|st, slot, gen| st.accept_armed(slot, gen))
+            .unwrap_or(false);
+        #[cfg(not(target_os = "linux"))]
         false
     }
 
@@ -129,15 +103,10 @@ impl UringAccept {
     /// Idempotent.
     pub fn release(&self) -> io::Result<()> {
         #[cfg(target_os = "linux")]
-        if let Some(lp) = self.lp.upgrade() {
-            let Some((handler, res)) = with_state(&lp, |st| st.accept_release(self.slot, self.gen))
-            else {
-                return Ok(());
-            };
-            // User code (the handler's drop) runs with no borrow held.
-            drop(handler);
-            return res;
-        }
+        return self
+            .slot
+            .release(|st, slot, gen| st.accept_release(slot, gen));
+        #[cfg(not(target_os = "linux"))]
         Ok(())
     }
 }
@@ -150,10 +119,7 @@ impl Drop for UringAccept {
 
 impl fmt::Debug for UringAccept {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UringAccept")
-            .field("fd", &self.fd)
-            .field("slot", &self.slot)
-            .finish()
+        self.slot.fmt("UringAccept", f)
     }
 }
 

@@ -36,9 +36,10 @@ use std::rc::Rc;
 
 use rustix::net::SocketAddrAny;
 
-use crate::event_loop::{EventLoop, WeakEventLoop};
+use crate::event_loop::EventLoop;
 use crate::fd_claim::FdClaim;
 use crate::reactor::Completed;
+use crate::uring_slot::UringSlot;
 use crate::uring_stream::with_state;
 
 /// What a datagram socket on the completion path is told (see the module
@@ -56,10 +57,7 @@ pub trait DatagramHandler {
 /// A datagram socket on the completion path (see the module docs).
 /// Dropping it releases the socket.
 pub struct UringDatagram {
-    lp: WeakEventLoop,
-    slot: u32,
-    gen: u32,
-    fd: std::os::fd::RawFd,
+    slot: UringSlot,
 }
 
 impl FdClaim {
@@ -68,29 +66,16 @@ impl FdClaim {
     /// io_uring backend or the kernel lacks multishot `RECVMSG` (the caller
     /// then uses readiness).
     pub fn uring_datagram(&self, handler: Rc<dyn DatagramHandler>) -> Option<UringDatagram> {
-        let lp = self.event_loop()?;
-        #[cfg(target_os = "linux")]
-        let opened = with_state(&lp, |st| st.datagram_open(self.fd(), handler))?;
-        #[cfg(not(target_os = "linux"))]
-        let opened: io::Result<(u32, u32)> = {
-            let _ = handler;
-            Err(io::Error::from(io::ErrorKind::Unsupported))
-        };
-        match opened {
-            Ok((slot, gen)) => Some(UringDatagram {
-                lp: lp.downgrade(),
-                slot,
-                gen,
-                fd: self.fd(),
-            }),
-            Err(e) => {
-                crate::debug::debug_line(
-                    lp.get_debug(),
-                    &format!("io_uring datagram receive unavailable ({e}); using readiness"),
-                );
-                None
+        let slot = UringSlot::open(self, "datagram receive", |st, fd| {
+            #[cfg(target_os = "linux")]
+            return st.datagram_open(fd, handler);
+            #[cfg(not(target_os = "linux"))]
+            {
+                let _ = (st, fd, handler);
+                Err(io::Error::from(io::ErrorKind::Unsupported))
             }
-        }
+        })?;
+        Some(UringDatagram { slot })
     }
 }
 
@@ -98,9 +83,7 @@ impl UringDatagram {
     /// Starts receiving (a multishot receive, armed by the next wait).
     pub fn start(&self) {
         #[cfg(target_os = "linux")]
-        if let Some(lp) = self.lp.upgrade() {
-            with_state(&lp, |st| st.datagram_start(self.slot, self.gen));
-        }
+        self.slot.call(|st, slot, gen| st.datagram_start(slot, gen));
     }
 
     /// Releases the socket: its receive is cancelled (submitted now: the
@@ -108,16 +91,10 @@ impl UringDatagram {
     /// Idempotent.
     pub fn release(&self) -> io::Result<()> {
         #[cfg(target_os = "linux")]
-        if let Some(lp) = self.lp.upgrade() {
-            let Some((handler, res)) =
-                with_state(&lp, |st| st.datagram_release(self.slot, self.gen))
-            else {
-                return Ok(());
-            };
-            // User code (the handler's drop) runs with no borrow held.
-            drop(handler);
-            return res;
-        }
+        return self
+            .slot
+            .release(|st, slot, gen| st.datagram_release(slot, gen));
+        #[cfg(not(target_os = "linux"))]
         Ok(())
     }
 }
@@ -130,10 +107,7 @@ impl Drop for UringDatagram {
 
 impl fmt::Debug for UringDatagram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UringDatagram")
-            .field("fd", &self.fd)
-            .field("slot", &self.slot)
-            .finish()
+        self.slot.fmt("UringDatagram", f)
     }
 }
 

@@ -41,9 +41,10 @@ use std::fmt;
 use std::io;
 use std::rc::Rc;
 
-use crate::event_loop::{EventLoop, WeakEventLoop};
+use crate::event_loop::EventLoop;
 use crate::fd_claim::FdClaim;
 use crate::reactor::Completed;
+use crate::uring_slot::{UringSlot, UringState};
 
 thread_local! {
     /// A completion is being delivered on this thread's loop (see
@@ -96,10 +97,7 @@ pub trait StreamHandler {
 /// A stream socket on the completion path (see the module docs). Dropping
 /// it releases the stream.
 pub struct UringStream {
-    lp: WeakEventLoop,
-    slot: u32,
-    gen: u32,
-    fd: std::os::fd::RawFd,
+    slot: UringSlot,
 }
 
 impl FdClaim {
@@ -108,23 +106,10 @@ impl FdClaim {
     /// the io_uring backend or the kernel lacks the provided-buffer ring
     /// (the caller then uses readiness).
     pub fn uring_stream(&self, handler: Rc<dyn StreamHandler>) -> Option<UringStream> {
-        let lp = self.event_loop()?;
-        let opened = with_state(&lp, |st| st.stream_open(self.fd(), handler))?;
-        match opened {
-            Ok((slot, gen)) => Some(UringStream {
-                lp: lp.downgrade(),
-                slot,
-                gen,
-                fd: self.fd(),
-            }),
-            Err(e) => {
-                crate::debug::debug_line(
-                    lp.get_debug(),
-                    &format!("io_uring completion path unavailable ({e}); using readiness"),
-                );
-                None
-            }
-        }
+        let slot = UringSlot::open(self, "completion path", |st, fd| {
+            st.stream_open(fd, handler)
+        })?;
+        Some(UringStream { slot })
     }
 }
 
@@ -144,13 +129,8 @@ pub(crate) fn with_state<R>(_: &EventLoop, _: impl FnOnce(&mut ()) -> R) -> Opti
 }
 
 impl UringStream {
-    fn call<R>(
-        &self,
-        #[cfg(target_os = "linux")] f: impl FnOnce(&mut crate::reactor::uring::State, u32, u32) -> R,
-        #[cfg(not(target_os = "linux"))] f: impl FnOnce(&mut (), u32, u32) -> R,
-    ) -> Option<R> {
-        let lp = self.lp.upgrade()?;
-        with_state(&lp, |st| f(st, self.slot, self.gen))
+    fn call<R>(&self, f: impl FnOnce(&mut UringState, u32, u32) -> R) -> Option<R> {
+        self.slot.call(f)
     }
 
     /// Starts receiving (a multishot receive, armed by the next wait).
@@ -221,12 +201,8 @@ impl UringStream {
     /// now: the fd may be closed next), and the loop lets go of the
     /// handler. Idempotent.
     pub fn release(&self) -> io::Result<()> {
-        let Some((handler, res)) = self.call(|st, slot, gen| st.stream_release(slot, gen)) else {
-            return Ok(());
-        };
-        // User code (the handler's drop) runs with no borrow held.
-        drop(handler);
-        res
+        self.slot
+            .release(|st, slot, gen| st.stream_release(slot, gen))
     }
 }
 
@@ -238,10 +214,7 @@ impl Drop for UringStream {
 
 impl fmt::Debug for UringStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UringStream")
-            .field("fd", &self.fd)
-            .field("slot", &self.slot)
-            .finish()
+        self.slot.fmt("UringStream", f)
     }
 }
 
