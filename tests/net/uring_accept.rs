@@ -17,6 +17,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
+use std::rc::Rc;
 
 use crate::net_util::*;
 use crate::util::*;
@@ -34,6 +35,23 @@ fn assert_accepts_by_completion(lp: &EventLoop, server: &Server) {
     }
 }
 
+/// An echo server on 127.0.0.1 (an ephemeral port) that accepts by
+/// completion, and its port.
+async fn tcp_echo_server(lp: &EventLoop, acc: &Rc<Accepted>) -> (Server, u16) {
+    let server = lp
+        .create_server(
+            acc.factory(Hooks::echo),
+            &["127.0.0.1"],
+            0,
+            ServerOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_accepts_by_completion(lp, &server);
+    let port = server.sockets()[0].as_inet().unwrap().port();
+    (server, port)
+}
+
 const THREADS: usize = 4;
 const PER_THREAD: usize = 60;
 
@@ -45,17 +63,7 @@ fn many_tcp_connections_are_accepted_by_one_multishot_accept_and_echoed() {
     let l = lp.clone();
     let a = acc.clone();
     run(&lp, async move {
-        let server = l
-            .create_server(
-                a.factory(Hooks::echo),
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
-        assert_accepts_by_completion(&l, &server);
-        let port = server.sockets()[0].as_inet().unwrap().port();
+        let (server, port) = tcp_echo_server(&l, &a).await;
         let clients: Vec<_> = (0..THREADS)
             .map(|t| {
                 std::thread::spawn(move || {
@@ -136,17 +144,7 @@ fn a_server_closed_while_connections_race_in_stops_at_once_and_wait_closed_resol
     let l = lp.clone();
     let a = acc.clone();
     run(&lp, async move {
-        let server = l
-            .create_server(
-                a.factory(Hooks::echo),
-                &["127.0.0.1"],
-                0,
-                ServerOptions::default(),
-            )
-            .await
-            .unwrap();
-        assert_accepts_by_completion(&l, &server);
-        let port = server.sockets()[0].as_inet().unwrap().port();
+        let (server, port) = tcp_echo_server(&l, &a).await;
         // A burst of connects, none waited for.
         let mut early = Vec::new();
         for _ in 0..64 {
